@@ -1,0 +1,87 @@
+"""The one launch helper that every layer uses on ``gpu`` and ``sim``.
+
+CuPy's ``RawKernel`` checks nothing: a Python ``int`` goes to the kernel as a 64-bit ``long long`` and a
+``float`` as a ``double``, strides and views are ignored, and any mismatch corrupts memory silently. So
+:class:`Kernel` reads the kernel's C signature from the ``.cu`` source and, before each launch,
+
+* checks the argument count,
+* checks that each array lives on the right device, is C-contiguous and has the pointer's element type,
+* casts each scalar to exactly the declared C type (``np.int32`` for ``int``, ``np.float32`` for ``float``),
+  refusing values that do not fit,
+
+and :meth:`Kernel.launch_1d` computes the grid for the common "one thread per element" mapping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchnet._signature import KernelSignature, parse_kernels
+from scratchnet.errors import KernelLaunchError
+
+MAX_THREADS_PER_BLOCK = 1024
+
+
+class Kernel:
+    def __init__(self, device, raw, signature: KernelSignature):
+        self.device = device
+        self.raw = raw  # cupy.RawKernel, or the simulator's kernel with the same call interface
+        self.signature = signature
+        self.name = signature.name
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{p.c_type} {p.name}" for p in self.signature.params)
+        return f"<kernel {self.name}({params}) on {self.device.name}>"
+
+    def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+        """Launch like CuPy: ``kernel(grid, block, args, shared_mem=0)``."""
+        params = self.signature.params
+        if len(args) != len(params):
+            raise KernelLaunchError(f"{self.name} takes {len(params)} arguments, got {len(args)}")
+        grid, block = _dim3(grid, "grid"), _dim3(block, "block")
+        if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
+            raise KernelLaunchError(f"{self.name}: block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
+        converted = tuple(self._convert(p, a) for p, a in zip(params, args, strict=True))
+        self.raw(grid, block, converted, shared_mem=int(shared_mem))
+
+    def launch_1d(self, n: int, args, block: int = 256, shared_mem: int = 0) -> None:
+        """One thread per element ``i < n``: grid = ceil(n / block) blocks of ``block`` threads."""
+        if n <= 0:
+            return
+        self((-(-n // block),), (block,), args, shared_mem=shared_mem)
+
+    def _convert(self, param, value):
+        where = f"{self.name}: argument '{param.name}' ({param.c_type})"
+        if param.pointer:
+            if not self.device.is_array(value):
+                raise KernelLaunchError(f"{where} needs a {self.device.name} array, got {type(value).__name__}")
+            if value.dtype != param.dtype:
+                raise KernelLaunchError(f"{where} needs dtype {param.dtype}, got {value.dtype}")
+            if not value.flags.c_contiguous:
+                raise KernelLaunchError(f"{where} needs a C-contiguous array (kernels ignore strides)")
+            return value
+        if isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):
+            raise KernelLaunchError(f"{where} is a scalar, got an array")
+        if param.dtype.kind in "iu":
+            if not float(value).is_integer():
+                raise KernelLaunchError(f"{where} is an integer, got {value!r}")
+            info = np.iinfo(param.dtype)
+            if not info.min <= int(value) <= info.max:
+                raise KernelLaunchError(f"{where}: {value} does not fit in {param.dtype}")
+            return param.dtype.type(int(value))
+        return param.dtype.type(value)
+
+
+def _dim3(dims, what: str) -> tuple[int, int, int]:
+    dims = tuple(int(d) for d in (dims if isinstance(dims, tuple | list) else (dims,)))
+    if not 1 <= len(dims) <= 3 or min(dims) < 1:
+        raise KernelLaunchError(f"{what} must be 1 to 3 positive sizes, got {dims}")
+    return dims + (1,) * (3 - len(dims))
+
+
+def load_kernels(device, source: str, loader) -> dict[str, Kernel]:
+    """Compile ``source`` once with ``loader(source, name_expressions)`` and wrap each kernel."""
+    signatures = parse_kernels(source)
+    name_expressions = [s.name for s in signatures.values() if not s.extern_c]
+    module = loader(source, name_expressions)
+    return {name: Kernel(device, module.get_function(name), sig) for name, sig in signatures.items()}

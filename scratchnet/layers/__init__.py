@@ -1,0 +1,23 @@
+"""The layers. Each file holds one family: the math in its docstring, the NumPy code, and the kernel launches."""
+
+from scratchnet.layers.activation import ReLU
+from scratchnet.layers.base import Layer
+from scratchnet.layers.conv import Conv2D
+from scratchnet.layers.dropout import Dropout
+from scratchnet.layers.linear import Linear
+from scratchnet.layers.loss import SoftmaxCrossEntropy
+from scratchnet.layers.lrn import LocalResponseNorm
+from scratchnet.layers.pool import MaxPool2D
+from scratchnet.layers.shape import Flatten
+
+__all__ = [
+    "Conv2D",
+    "Dropout",
+    "Flatten",
+    "Layer",
+    "Linear",
+    "LocalResponseNorm",
+    "MaxPool2D",
+    "ReLU",
+    "SoftmaxCrossEntropy",
+]
