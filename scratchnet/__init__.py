@@ -2,9 +2,16 @@
 
 NumPy layers with hand-written forward and backward passes, the same layers as CUDA kernels, and a
 CUDA-on-CPU simulator that runs those kernels on any machine. See README.md for the learning path.
+
+    import scratchnet as sn
+    model = sn.models.LeNet5(device="cpu")
+    sn.layers.Conv2D(1, 6, 5, padding=2), sn.optim.SGD(model, lr=0.05, momentum=0.9)
+    sn.data.load_dataset("fashion-mnist-mini"), sn.train.train(sn.train.TrainConfig())
 """
 
-from scratchnet import gradcheck, layers
+import importlib
+
+from scratchnet import data, gradcheck, layers, models, optim
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DatasetError, DeviceError, KernelLaunchError
 
@@ -15,7 +22,20 @@ __all__ = [
     "Device",
     "DeviceError",
     "KernelLaunchError",
+    "data",
     "get_device",
     "gradcheck",
     "layers",
+    "models",
+    "optim",
+    "train",
 ]
+
+# Imported on first use: the trainer pulls in tqdm and matplotlib, which a layer-only user does not need.
+_LAZY = ("train", "evaluate", "predict", "pretrained", "bench")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"scratchnet.{name}")
+    raise AttributeError(f"module 'scratchnet' has no attribute {name!r}")
