@@ -1,8 +1,54 @@
-"""Placeholder until the layer is written."""
+"""ReLU: the rectified linear unit (Nair & Hinton 2010; the non-linearity AlexNet made standard).
+
+Forward, element-wise on an input of any shape::
+
+    y = max(x, 0)
+
+Backward: the slope is 1 where x > 0 and 0 elsewhere (we take 0 at the kink x = 0, as PyTorch does)::
+
+    dL/dx = dL/dy * [y > 0]
+
+``y > 0`` exactly where ``x > 0``, so the layer keeps its output ``y`` for backward rather than ``x``.
+
+Kernels (``kernels/relu.cu``, gpu and sim): ``relu_forward`` and ``relu_backward``, one thread per element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
 
 from scratchnet.layers.base import Layer
 
 
 class ReLU(Layer):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("ReLU is not written yet")
+    """``y = max(x, 0)`` element-wise; input and output of any shape."""
+
+    def __init__(self, *, device="cpu", dtype=np.float32):
+        super().__init__(device=device, dtype=dtype)
+        self._y = None  # the forward output, for backward
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    # --- cpu: NumPy ------------------------------------------------------------------------------
+    def _forward_numpy(self, x, training):
+        y = np.maximum(x, 0)
+        self._y = y
+        return y
+
+    def _backward_numpy(self, dy):
+        return dy * (self._y > 0)
+
+    # --- gpu and sim: kernels/relu.cu ------------------------------------------------------------
+    def _forward_kernels(self, x, training):
+        y = self.device.empty(x.shape, self.dtype)
+        self.device.kernel("relu.cu", "relu_forward", self.dtype).launch_1d(x.size, (x, y, x.size))
+        self._y = y
+        return y
+
+    def _backward_kernels(self, dy):
+        dx = self.device.empty(dy.shape, self.dtype)
+        self.device.kernel("relu.cu", "relu_backward", self.dtype).launch_1d(
+            dy.size, (self._y, dy, dx, dy.size)
+        )
+        return dx

@@ -1,8 +1,119 @@
-"""Placeholder until the layer is written."""
+"""Dropout (Hinton et al. 2012; Srivastava et al. 2014): randomly silence units while training.
+
+Forward, training (``p`` is the probability of DROPPING a unit; "inverted" dropout scales the survivors so
+that the expected output equals the input and evaluation needs no change)::
+
+    mask_i = [u_i >= p] / (1 - p)        u_i uniform on [0, 1)
+    y = x * mask                         (any shape)
+
+Forward, evaluation (``training=False``): y = x, the identity.
+
+Backward: dL/dx = dL/dy * mask, the same mask as the forward pass (identity after an evaluation forward).
+
+The random numbers. Each u_i is a pure function of (seed, calls, i), a counter-based hash, so the NumPy
+code here and the kernel in ``kernels/dropout.cu`` draw the same mask bit for bit, on any device::
+
+    mix64(z) = SplitMix64's finalizer (see _mix64), all arithmetic on uint64 modulo 2^64
+    key      = mix64(seed + GOLDEN * (calls + 1))      GOLDEN = 0x9E3779B97F4A7C15
+    h_i      = mix64(key + GOLDEN * (i + 1))           i = flat (C-order) index of the element
+    u_i      = (h_i >> 40) / 2^24                      (24 random bits)
+    keep i  <=>  u_i >= p  <=>  (h_i >> 40) >= ceil(p * 2^24)
+
+``calls`` is :attr:`Dropout.rng_calls`, the number of training forwards so far: every call draws a fresh
+mask, and saving ``seed`` and ``rng_calls`` in a checkpoint is enough to resume with the very same masks.
+
+Kernels (gpu and sim): ``dropout_forward`` and ``dropout_backward``, one thread per element.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import secrets
+
+import numpy as np
 
 from scratchnet.layers.base import Layer
 
+GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: SplitMix64's increment
+UNIFORM_BITS = 24  # u has 24 random bits: exactly representable in float32 too
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer on a uint64 array (NumPy integer arrays wrap around modulo 2^64 silently)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def keep_mask(seed: int, calls: int, n: int, p: float) -> np.ndarray:
+    """Boolean (n,) array: element i is kept (see the module docstring for the exact formula)."""
+    key = _mix64(np.array([(seed + GOLDEN * (calls + 1)) % 2**64], dtype=np.uint64))[0]
+    h = _mix64(key + np.uint64(GOLDEN) * (np.arange(n, dtype=np.uint64) + np.uint64(1)))
+    return (h >> np.uint64(64 - UNIFORM_BITS)) >= np.uint64(_threshold(p))
+
+
+def _threshold(p: float) -> int:
+    """u >= p  <=>  (h >> 40) >= ceil(p * 2^24): compared as integers, identically on every device."""
+    return math.ceil(p * 2**UNIFORM_BITS)
+
 
 class Dropout(Layer):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("Dropout is not written yet")
+    """Inverted dropout with drop probability ``p``; masks reproducible from ``(seed, rng_calls)``."""
+
+    def __init__(self, p: float = 0.5, seed: int | None = None, *, device="cpu", dtype=np.float32):
+        super().__init__(device=device, dtype=dtype)
+        if not (isinstance(p, numbers.Real) and 0 <= p < 1):
+            raise ValueError(f"Dropout: p (the drop probability) must be in [0, 1), got {p!r}")
+        if seed is None:
+            seed = secrets.randbits(64)  # OS entropy; kept in self.seed so the run can be repeated
+        if not (isinstance(seed, int | np.integer) and 0 <= seed < 2**64):
+            raise ValueError(f"Dropout: seed must be an integer in [0, 2^64), got {seed!r}")
+        self.p = float(p)
+        self.seed = int(seed)
+        self.rng_calls = 0  # training forwards so far: the "calls" of the hash
+        self._mask = None  # (same shape as x) 0 or 1 / (1 - p); None after an evaluation forward
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / (1.0 - self.p)
+
+    # --- cpu: NumPy ------------------------------------------------------------------------------
+    def _forward_numpy(self, x, training):
+        if not training:
+            self._mask = None
+            return x
+        keep = keep_mask(self.seed, self.rng_calls, x.size, self.p).reshape(x.shape)
+        self.rng_calls += 1
+        self._mask = keep.astype(self.dtype) * self.dtype.type(self.scale)
+        return x * self._mask
+
+    def _backward_numpy(self, dy):
+        return dy if self._mask is None else dy * self._mask
+
+    # --- gpu and sim: kernels/dropout.cu ---------------------------------------------------------
+    def _forward_kernels(self, x, training):
+        if not training:
+            self._mask = None
+            return x
+        y = self.device.empty(x.shape, self.dtype)
+        self._mask = self.device.empty(x.shape, self.dtype)
+        args = (x, y, self._mask, self.seed, self.rng_calls, _threshold(self.p), self.scale, x.size)
+        self.device.kernel("dropout.cu", "dropout_forward", self.dtype).launch_1d(x.size, args)
+        self.rng_calls += 1
+        return y
+
+    def _backward_kernels(self, dy):
+        if self._mask is None:
+            return dy
+        dx = self.device.empty(dy.shape, self.dtype)
+        self.device.kernel("dropout.cu", "dropout_backward", self.dtype).launch_1d(
+            dy.size, (dy, self._mask, dx, dy.size)
+        )
+        return dx

@@ -1,8 +1,183 @@
-"""Placeholder until the layer is written."""
+"""SoftmaxCrossEntropy: the classification loss, and top-k accuracy counts.
 
-from scratchnet.layers.base import Layer
+Shapes: logits z (N, K), labels t (N,) integer class ids in [0, K).
+
+Forward (the mean negative log-likelihood of the true classes under the softmax)::
+
+    m_n      = max_k z[n, k]                                (subtracted so that exp never overflows)
+    p[n, k]  = exp(z[n, k] - m_n) / Σ_j exp(z[n, j] - m_n)   softmax, (N, K)
+    L        = (1/N) Σ_n  -log p[n, t_n]  =  (1/N) Σ_n ( log Σ_j exp(z[n, j] - m_n) - (z[n, t_n] - m_n) )
+
+Backward (the softmax and the logarithm cancel into a famously simple gradient)::
+
+    dL/dz[n, k] = (p[n, k] - [k == t_n]) / N                 (N, K)
+
+The loss is the end of the network, so ``backward()`` takes no argument (dL/dL = 1).
+
+Kernels (gpu and sim, ``kernels/softmax_xent.cu``): ``softmax_xent_forward`` (one block per row, shared-memory
+tree reductions for the row max and the sum of exponentials), ``softmax_xent_mean`` (one block: the
+deterministic mean of the N row losses, the single number copied to the host) and ``softmax_xent_backward``
+(one thread per element). :func:`topk_correct` launches ``label_rank`` and ``rank_histogram``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scratchnet.device import Device, get_device
+from scratchnet.layers.base import float_dtype
+
+MAX_BLOCK = 256  # SOFTMAX_MAX_THREADS in kernels/softmax_xent.cu
 
 
-class SoftmaxCrossEntropy(Layer):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("SoftmaxCrossEntropy is not written yet")
+def _check_logits_and_labels(device: Device, logits, labels, who: str) -> None:
+    """ValueError naming the problem unless logits is (N, K) and labels (N,) integers, both on ``device``."""
+    for name, a in (("logits", logits), ("labels", labels)):
+        if not device.is_array(a):
+            raise ValueError(
+                f"{who}: {name} must be an array on device '{device.name}', got {type(a).__name__} "
+                f"(move data with scratchnet.get_device('{device.name}').array(...))"
+            )
+    if logits.ndim != 2 or 0 in logits.shape:
+        raise ValueError(f"{who}: expected logits of shape (N, K), got {tuple(logits.shape)}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{who}: labels must be integer class ids, got dtype {labels.dtype}")
+    if device.uses_kernels and labels.dtype != np.int64:  # the kernels read them as long long
+        raise ValueError(
+            f"{who}: on device '{device.name}' labels must have dtype int64, got {labels.dtype} "
+            f"(convert with labels.astype(np.int64) before copying them to the device)"
+        )
+    if tuple(labels.shape) != (logits.shape[0],):
+        raise ValueError(
+            f"{who}: expected labels of shape ({logits.shape[0]},) for logits {tuple(logits.shape)}, "
+            f"got {tuple(labels.shape)}"
+        )
+
+
+def _fail_labels_out_of_range(labels_host: np.ndarray, n_classes: int, who: str) -> None:
+    bad = labels_host[(labels_host < 0) | (labels_host >= n_classes)]
+    if bad.size:
+        more = f" and {bad.size - 1} more" if bad.size > 1 else ""
+        raise ValueError(f"{who}: labels must be class ids in [0, {n_classes}), got {bad[0]}{more}")
+
+
+def _block_size(n_classes: int) -> int:
+    """Threads per row: a power of two, at least a warp (32), at most MAX_BLOCK."""
+    return min(MAX_BLOCK, max(32, 1 << math.ceil(math.log2(n_classes))))
+
+
+class SoftmaxCrossEntropy:
+    """Softmax followed by the cross-entropy with integer labels; see the module docstring.
+
+    After ``forward``, ``self.logits`` and ``self.labels`` are the last batch (no copies), so a trainer can
+    count correct predictions with :func:`topk_correct` without another transfer.
+    """
+
+    def __init__(self, *, device="cpu", dtype=np.float32):
+        self.device = get_device(device)
+        self.dtype = float_dtype(dtype)
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.logits = None
+        self.labels = None
+        self._probs = None  # softmax (N, K), for backward
+
+    def __repr__(self) -> str:
+        return "SoftmaxCrossEntropy()"
+
+    def to(self, device, dtype=None) -> SoftmaxCrossEntropy:
+        self.device = get_device(device)
+        self.dtype = self.dtype if dtype is None else float_dtype(dtype)
+        self.logits = self.labels = self._probs = None
+        return self
+
+    def forward(self, logits, labels) -> float:
+        """Mean loss over the batch, as a Python float (on gpu/sim: one device->host copy of one number)."""
+        who = type(self).__name__
+        _check_logits_and_labels(self.device, logits, labels, who)
+        if logits.dtype != self.dtype:
+            raise ValueError(f"{who}: logits must have dtype {self.dtype}, got {logits.dtype}")
+        self.logits, self.labels = logits, labels
+        if self.device.uses_kernels:
+            loss = self._forward_kernels(logits, labels)
+            if math.isnan(loss):  # a bad label (marked NaN by the kernel), or NaN logits
+                _fail_labels_out_of_range(self.device.to_host(labels), logits.shape[1], who)
+            return loss
+        _fail_labels_out_of_range(labels, logits.shape[1], who)
+        return self._forward_numpy(logits, labels)
+
+    def backward(self):
+        """dL/dlogits (N, K), on the device."""
+        if self._probs is None:
+            raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
+        if self.device.uses_kernels:
+            return self._backward_kernels()
+        return self._backward_numpy()
+
+    # --- cpu: NumPy ------------------------------------------------------------------------------
+    def _forward_numpy(self, logits, labels) -> float:
+        N = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), every entry <= 0
+        log_sum_exp = np.log(np.exp(shifted).sum(axis=1))  # (N,)
+        self._probs = np.exp(shifted - log_sum_exp[:, None])
+        row_loss = log_sum_exp - shifted[np.arange(N), labels]  # (N,)
+        return float(row_loss.mean())
+
+    def _backward_numpy(self):
+        N = self._probs.shape[0]
+        dlogits = self._probs.copy()
+        dlogits[np.arange(N), self.labels] -= 1
+        return dlogits / self.dtype.type(N)
+
+    # --- gpu and sim: kernels/softmax_xent.cu ----------------------------------------------------
+    def _forward_kernels(self, logits, labels) -> float:
+        N, K = logits.shape
+        dev = self.device
+        self._probs = dev.empty((N, K), self.dtype)
+        row_loss = dev.empty((N,), self.dtype)
+        mean = dev.empty((1,), self.dtype)
+        dev.kernel("softmax_xent.cu", "softmax_xent_forward", self.dtype)(
+            (N,), (_block_size(K),), (logits, labels, self._probs, row_loss, K)
+        )
+        dev.kernel("softmax_xent.cu", "softmax_xent_mean", self.dtype)(
+            (1,), (MAX_BLOCK,), (row_loss, mean, N)
+        )
+        return dev.scalar(mean)
+
+    def _backward_kernels(self):
+        N, K = self._probs.shape
+        dlogits = self.device.empty((N, K), self.dtype)
+        kernel = self.device.kernel("softmax_xent.cu", "softmax_xent_backward", self.dtype)
+        kernel.launch_1d(N * K, (self._probs, self.labels, dlogits, N * K, K, N))
+        return dlogits
+
+
+def topk_correct(logits, labels, ks=(1, 5), device="cpu") -> dict[int, int]:
+    """How many rows have their true label among the k largest logits, for each k: ``{1: 93, 5: 127}``.
+
+    Ties go to the lower class index, as ``argmax`` does: the rank of the true class t in row n is
+    ``#{j : z[j] > z[t]} + #{j < t : z[j] == z[t]}`` and the row is top-k correct iff rank < k.
+    On gpu/sim the ranks are computed by ``label_rank`` (one thread per row), counted by ``rank_histogram``,
+    and ``max(ks) + 1`` counts come back in one transfer.
+    """
+    dev = get_device(device)
+    _check_logits_and_labels(dev, logits, labels, "topk_correct")
+    if not ks or not all(isinstance(k, int | np.integer) and k >= 1 for k in ks):
+        raise ValueError(f"topk_correct: ks must be positive integers, got {ks!r}")
+    N, K = logits.shape
+    if dev.uses_kernels:
+        rank = dev.empty((N,), np.int32)
+        dev.kernel("softmax_xent.cu", "label_rank", logits.dtype).launch_1d(N, (logits, labels, rank, N, K))
+        counts = dev.empty((max(ks) + 1,), np.int64)  # counts[0]: invalid labels; counts[1 + r]: rank r
+        dev.kernel("softmax_xent.cu", "rank_histogram")((max(ks) + 1,), (MAX_BLOCK,), (rank, counts, N))
+        counts = dev.to_host(counts)
+        if counts[0]:
+            _fail_labels_out_of_range(dev.to_host(labels), K, "topk_correct")
+        return {int(k): int(counts[1 : k + 1].sum()) for k in ks}
+    _fail_labels_out_of_range(labels, K, "topk_correct")
+    target = logits[np.arange(N), labels][:, None]  # (N, 1)
+    before_target = np.arange(K) < labels[:, None]  # (N, K)
+    rank = (logits > target).sum(axis=1) + ((logits == target) & before_target).sum(axis=1)  # (N,)
+    return {int(k): int((rank < k).sum()) for k in ks}

@@ -1,8 +1,108 @@
-"""Placeholder until the layer is written."""
+"""LocalResponseNorm: AlexNet's normalisation across neighbouring channels (Krizhevsky et al. 2012, §3.3).
+
+Shapes: a (N, C, H, W) -> b (N, C, H, W). At every (n, h, w), channel c is divided by a power of the
+energy of the ``size`` channels around it::
+
+    s_c = k + α Σ_{c' ∈ W(c)} a_{c'}²          W(c) = [c - size//2, c + (size-1)//2] ∩ [0, C-1]
+    b_c = a_c · s_c^(-β)
+
+This is the paper's convention: α is NOT divided by ``size``. PyTorch and Caffe divide it (their α is
+α·size in ours), so ``torch.nn.LocalResponseNorm(size, alpha * size, beta, k)`` computes the same thing;
+the window W(c) is placed as PyTorch places it (size//2 channels before c, (size-1)//2 after).
+
+Backward. b_i depends on a_j directly (i = j) and through s_i whenever j ∈ W(i), with ∂s_i/∂a_j = 2α a_j::
+
+    ∂b_i/∂a_j = [i = j] s_i^(-β) - β a_i s_i^(-β-1) · 2α a_j [j ∈ W(i)]
+
+    dL/da_j = Σ_i dL/db_i ∂b_i/∂a_j
+            = dL/db_j s_j^(-β) - 2αβ a_j Σ_{i : j ∈ W(i)} dL/db_i · b_i / s_i     (a_i s_i^(-β-1) = b_i / s_i)
+
+and j ∈ W(i) <=> i ∈ [j - (size-1)//2, j + size//2]: the cross-channel sum runs over the mirrored window.
+
+Kernels (gpu and sim, ``kernels/lrn.cu``): ``lrn_forward`` and ``lrn_backward``, one thread per element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
 
 from scratchnet.layers.base import Layer
 
 
+def _channel_window_sum(v: np.ndarray, before: int, after: int) -> np.ndarray:
+    """out[:, c] = Σ v[:, c'] for c' from c - before to c + after (clipped to the channels that exist)."""
+    out = v.copy()
+    for d in range(1, before + 1):
+        out[:, d:] += v[:, :-d]  # channel c - d, for c >= d
+    for d in range(1, after + 1):
+        out[:, :-d] += v[:, d:]  # channel c + d, for c + d < C
+    return out
+
+
 class LocalResponseNorm(Layer):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("LocalResponseNorm is not written yet")
+    """b = a / (k + α Σ_window a²)^β across ``size`` neighbouring channels; see the module docstring."""
+
+    def __init__(
+        self,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        *,
+        device="cpu",
+        dtype=np.float32,
+    ):
+        super().__init__(device=device, dtype=dtype)
+        if not (isinstance(size, int | np.integer) and size >= 1):
+            raise ValueError(f"LocalResponseNorm: size must be a positive integer, got {size!r}")
+        if k <= 0 or alpha < 0:
+            raise ValueError(
+                f"LocalResponseNorm: need k > 0 and alpha >= 0 (a positive scale), got k={k}, alpha={alpha}"
+            )
+        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
+        self.before, self.after = self.size // 2, (self.size - 1) // 2  # the window of channel c
+        self._cache = None  # (a, b, s) for backward
+
+    def check_input_shape(self, shape: tuple) -> None:
+        if len(shape) != 4:
+            self._fail_shape("(N, C, H, W)", shape)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+    # --- cpu: NumPy ------------------------------------------------------------------------------
+    def _forward_numpy(self, a, training):
+        s = self.k + self.alpha * _channel_window_sum(a * a, self.before, self.after)  # (N, C, H, W)
+        b = a * s ** (-self.beta)
+        self._cache = (a, b, s)
+        return b
+
+    def _backward_numpy(self, db):
+        a, b, s = self._cache
+        # Σ over the channels i whose window holds j: the mirrored window ((size-1)//2 before, size//2 after).
+        cross = _channel_window_sum(db * b / s, self.after, self.before)
+        return db * s ** (-self.beta) - 2 * self.alpha * self.beta * a * cross
+
+    # --- gpu and sim: kernels/lrn.cu -------------------------------------------------------------
+    def _layout(self, x) -> tuple:
+        """(n, C, HW, before, after, alpha, beta): the sizes and constants both kernels take."""
+        N, C, H, W = x.shape
+        return (x.size, C, H * W, self.before, self.after, self.alpha, self.beta)
+
+    def _forward_kernels(self, a, training):
+        b = self.device.empty(a.shape, self.dtype)
+        s = self.device.empty(a.shape, self.dtype)
+        kernel = self.device.kernel("lrn.cu", "lrn_forward", self.dtype)
+        kernel.launch_1d(a.size, (a, b, s, *self._layout(a), self.k))
+        self._cache = (a, b, s)
+        return b
+
+    def _backward_kernels(self, db):
+        a, b, s = self._cache
+        da = self.device.empty(a.shape, self.dtype)
+        kernel = self.device.kernel("lrn.cu", "lrn_backward", self.dtype)
+        kernel.launch_1d(a.size, (a, b, s, db, da, *self._layout(a)))
+        return da

@@ -1,8 +1,215 @@
-"""Placeholder until the layer is written."""
+"""MaxPool2D: the largest value of each window (LeNet-5 used average pooling; AlexNet made max-pooling usual).
+
+Shapes: x (N, C, H, W) -> y (N, C, OH, OW) with OH = floor((H + 2*ph - kh) / sh) + 1 (likewise OW).
+
+Forward. Output (oh, ow) looks at the kh x kw window whose top-left corner is (oh*sh - ph, ow*sw - pw);
+positions outside the input are padding and count as -inf::
+
+    y[n, c, oh, ow] = max over 0 <= di < kh, 0 <= dj < kw of  x[n, c, oh*sh - ph + di, ow*sw - pw + dj]
+
+and ``argmax[n, c, oh, ow]`` remembers where that maximum is, as the row-major window offset di*kw + dj.
+Ties go to the FIRST maximum in that order (as PyTorch), on every device, so cpu and kernels route the
+gradient to the same element.
+
+Backward. y is one of the inputs of its window, so ∂y/∂x is 1 for the argmax and 0 for the others::
+
+    dL/dx[n, c, h, w] = Σ over the windows (oh, ow) whose argmax is (h, w) of  dL/dy[n, c, oh, ow]
+
+With overlapping windows (stride < kernel, as AlexNet's 3x3 stride 2) an input can be the maximum of
+several windows, and its gradients add up.
+
+Implementations:
+
+* ``impl="naive"`` (cpu): loops over every output element and its window, the readable reference.
+* ``impl="fast"`` (cpu): loops only over the kh*kw window offsets; each step compares one strided view
+  ``x[:, :, di::sh, dj::sw]`` (covering every output at once) with the running maximum.
+* gpu and sim (``impl`` does not apply) launch ``maxpool_forward`` (one thread per output, storing the
+  argmax) and ``maxpool_backward`` (one thread per input element gathering the dy of the windows whose
+  argmax it is: no atomics, deterministic) from ``kernels/pool.cu``.
+
+NaN: a NaN input makes its window's output NaN on every device; which element then gets the gradient is
+not specified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
 
 from scratchnet.layers.base import Layer
 
+IMPLS = ("fast", "naive")
+
+
+def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, as (rows, cols), each at least ``minimum``."""
+    pair = (value, value) if isinstance(value, int | np.integer) else value
+    is_pair = isinstance(pair, tuple | list) and len(pair) == 2
+    if not (is_pair and all(isinstance(v, int | np.integer) and v >= minimum for v in pair)):
+        raise ValueError(f"MaxPool2D: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
 
 class MaxPool2D(Layer):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("MaxPool2D is not written yet")
+    """Max-pooling over kh x kw windows; see the module docstring for the formulas."""
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        impl: str = "fast",
+        *,
+        device="cpu",
+        dtype=np.float32,
+    ):
+        super().__init__(device=device, dtype=dtype)
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
+            # So that every window holds at least one real input (PyTorch has the same rule).
+            raise ValueError(
+                f"MaxPool2D: padding must be at most half the kernel size, got padding={self.padding} "
+                f"for kernel_size={self.kernel_size}"
+            )
+        if impl not in IMPLS:
+            raise ValueError(f"MaxPool2D: impl must be one of {IMPLS}, got {impl!r}")
+        self.impl = impl
+        self._argmax = None  # (N, C, OH, OW) window offset of each maximum, for backward
+        self._input_shape: tuple | None = None
+
+    def check_input_shape(self, shape: tuple) -> None:
+        if len(shape) != 4:
+            self._fail_shape("(N, C, H, W)", shape)
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        if shape[2] + 2 * ph < kh or shape[3] + 2 * pw < kw:
+            self._fail_shape(f"(N, C, H, W) with H + 2*{ph} >= {kh} and W + 2*{pw} >= {kw}", shape)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        N, C, H, W = input_shape
+        return (N, C, *_output_hw(H, W, self.kernel_size, self.stride, self.padding))
+
+    def extra_repr(self) -> str:
+        impl = "" if self.impl == "fast" else f", impl={self.impl!r}"
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{impl}"
+
+    # --- cpu: NumPy ------------------------------------------------------------------------------
+    def _forward_numpy(self, x, training):
+        self._input_shape = tuple(x.shape)
+        pool = _max_pool_naive if self.impl == "naive" else _max_pool_fast
+        y, self._argmax = pool(x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    def _backward_numpy(self, dy):
+        unpool = _max_unpool_naive if self.impl == "naive" else _max_unpool_fast
+        return unpool(dy, self._argmax, self._input_shape, self.kernel_size, self.stride, self.padding)
+
+    # --- gpu and sim: kernels/pool.cu ------------------------------------------------------------
+    def _geometry(self, H: int, W: int) -> tuple:
+        """The sizes every pool kernel takes after its arrays and element count."""
+        OH, OW = _output_hw(H, W, self.kernel_size, self.stride, self.padding)
+        return (H, W, OH, OW, *self.kernel_size, *self.stride, *self.padding)
+
+    def _forward_kernels(self, x, training):
+        _, _, H, W = self._input_shape = tuple(x.shape)
+        out_shape = self.output_shape(x.shape)
+        y = self.device.empty(out_shape, self.dtype)
+        self._argmax = self.device.empty(out_shape, np.int32)
+        kernel = self.device.kernel("pool.cu", "maxpool_forward", self.dtype)
+        kernel.launch_1d(y.size, (x, y, self._argmax, y.size, *self._geometry(H, W)))
+        return y
+
+    def _backward_kernels(self, dy):
+        _, _, H, W = self._input_shape
+        dx = self.device.empty(self._input_shape, self.dtype)
+        kernel = self.device.kernel("pool.cu", "maxpool_backward", self.dtype)
+        kernel.launch_1d(dx.size, (dy, self._argmax, dx, dx.size, *self._geometry(H, W)))
+        return dx
+
+
+def _output_hw(H: int, W: int, kernel, stride, padding) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
+
+# --- naive: the definition, one output element at a time -------------------------------------------
+def _max_pool_naive(x, kernel, stride, padding):
+    """-> y (N, C, OH, OW) and argmax (N, C, OH, OW): window offset di*kw + dj of the first maximum."""
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    OH, OW = _output_hw(H, W, kernel, stride, padding)
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    argmax = np.empty((N, C, OH, OW), dtype=np.int32)
+    for n, c, oh, ow in np.ndindex(N, C, OH, OW):
+        best, best_offset = -np.inf, -1
+        for di in range(kh):
+            for dj in range(kw):
+                h, w = oh * sh - ph + di, ow * sw - pw + dj
+                value = x[n, c, h, w] if 0 <= h < H and 0 <= w < W else -np.inf  # padding is -inf
+                # The first element, a strictly larger one (so ties keep the first), or a NaN.
+                if best_offset < 0 or value > best or np.isnan(value):
+                    best, best_offset = value, di * kw + dj
+        y[n, c, oh, ow] = best
+        argmax[n, c, oh, ow] = best_offset
+    return y, argmax
+
+
+def _max_unpool_naive(dy, argmax, input_shape, kernel, stride, padding):
+    """dx (input_shape): each dy[n, c, oh, ow] added to the input element its window's maximum came from."""
+    _, _, H, W = input_shape
+    kw, (sh, sw), (ph, pw) = kernel[1], stride, padding
+    dx = np.zeros(input_shape, dtype=dy.dtype)
+    for n, c, oh, ow in np.ndindex(dy.shape):
+        di, dj = divmod(int(argmax[n, c, oh, ow]), kw)
+        h, w = oh * sh - ph + di, ow * sw - pw + dj
+        if 0 <= h < H and 0 <= w < W:  # a maximum in the padding (possible only if the inputs are -inf)
+            dx[n, c, h, w] += dy[n, c, oh, ow]  # +=: overlapping windows can share their maximum
+    return dx
+
+
+# --- fast: a loop over the kh*kw window offsets, vectorized over every output ----------------------
+def _window_views(a, kernel, stride, out_hw):
+    """For each window offset (di, dj), in row-major order, the strided view of ``a`` (already padded)
+    holding element (di, dj) of every window: ``view[n, c, oh, ow] = a[n, c, oh*sh + di, ow*sw + dj]``."""
+    (kh, kw), (sh, sw), (OH, OW) = kernel, stride, out_hw
+    return [
+        a[:, :, di : di + sh * (OH - 1) + 1 : sh, dj : dj + sw * (OW - 1) + 1 : sw]
+        for di in range(kh)
+        for dj in range(kw)
+    ]
+
+
+def _pad(a, padding, value):
+    (ph, pw) = padding
+    if ph == 0 and pw == 0:
+        return a
+    return np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _max_pool_fast(x, kernel, stride, padding):
+    """Same results as :func:`_max_pool_naive`, ties included."""
+    out_hw = _output_hw(*x.shape[2:], kernel, stride, padding)
+    views = _window_views(_pad(x, padding, -np.inf), kernel, stride, out_hw)  # kh*kw views (N, C, OH, OW)
+    y = views[0].copy()
+    for view in views[1:]:
+        np.maximum(y, view, out=y)
+    # The argmax is the FIRST offset holding the maximum, i.e. the number of offsets before it:
+    # argmax = Σ_o [none of the offsets 0..o holds the maximum]. (Boolean arrays make this cheap.)
+    not_found = views[0] != y
+    argmax = not_found.astype(np.int32)
+    for view in views[1:-1]:
+        not_found &= view != y
+        argmax += not_found
+    return y, argmax
+
+
+def _max_unpool_fast(dy, argmax, input_shape, kernel, stride, padding):
+    N, C, H, W = input_shape
+    (ph, pw) = padding
+    dx_padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    views = _window_views(dx_padded, kernel, stride, dy.shape[2:])
+    # +=: overlapping windows can share their maximum. Going through the offsets backwards adds each input's
+    # gradients in increasing (oh, ow) order, as the naive loop and the kernel do: the sums agree to the bit.
+    for offset in range(len(views) - 1, -1, -1):
+        views[offset] += dy * (argmax == offset)
+    return np.ascontiguousarray(dx_padded[:, :, ph : ph + H, pw : pw + W])

@@ -1,0 +1,174 @@
+"""MaxPool2D: gradient checks, naive vs fast, ties, overlapping windows, devices, PyTorch reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DEVICES
+
+import scratchnet as sn
+from scratchnet.gradcheck import TOLERANCE, check_layer
+
+KERNEL_DEVICES = DEVICES[1:]  # sim and gpu: compared with cpu
+
+# (input shape, kernel_size, stride, padding)
+CONFIGS = [
+    ((2, 2, 7, 7), 3, 2, 0),  # AlexNet's overlapping 3x3 stride 2
+    ((2, 3, 6, 6), 2, None, 0),  # LeNet's 2x2 stride 2
+    ((2, 1, 5, 7), 2, 2, 0),  # sizes not divisible by the stride: the last row/column is dropped
+    ((1, 2, 5, 5), 3, 2, 1),  # padding 1, batch 1
+    ((1, 2, 5, 6), (3, 2), (1, 2), (1, 1)),  # non-square kernel and stride, padding
+]
+CONFIG_IDS = ["3x3s2", "2x2s2", "2x2s2-ragged", "3x3s2p1", "3x2s1x2p1"]
+
+
+def distinct(shape, seed=0):
+    """A shuffled 0, 0.01, 0.02, ...: no ties, values 1000x further apart than the finite-difference h."""
+    return np.random.default_rng(seed).permutation(int(np.prod(shape))).reshape(shape) * 0.01
+
+
+def with_ties(shape, seed=0):
+    """Small integers: most windows hold their maximum more than once."""
+    return np.random.default_rng(seed).integers(0, 3, size=shape).astype(np.float64)
+
+
+def forward_backward(layer, x, dy):
+    dev = layer.device
+    y = layer.forward(dev.array(x, dtype=layer.dtype))
+    dx = layer.backward(dev.array(dy, dtype=layer.dtype))
+    return dev.to_host(y), dev.to_host(dx)
+
+
+def pool(config, **kwargs):
+    _, kernel_size, stride, padding = config
+    return sn.layers.MaxPool2D(kernel_size, stride, padding, **kwargs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_gradient(device, config):
+    errors = check_layer(pool(config, device=device, dtype=np.float64), distinct(config[0]))
+    assert errors["x"] < TOLERANCE, errors
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_naive_gradient(config):
+    errors = check_layer(pool(config, impl="naive", dtype=np.float64), distinct(config[0]))
+    assert errors["x"] < TOLERANCE, errors
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("make_input", [distinct, with_ties, np.ones], ids=["distinct", "ties", "constant"])
+def test_naive_and_fast_agree_exactly(config, make_input):
+    x = make_input(config[0])
+    naive, fast = pool(config, impl="naive", dtype=np.float64), pool(config, dtype=np.float64)
+    y = naive.forward(x)
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    np.testing.assert_array_equal(fast.forward(x), y)
+    np.testing.assert_array_equal(fast._argmax, naive._argmax)
+    np.testing.assert_array_equal(fast.backward(dy), naive.backward(dy))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", ["fast", "naive"])
+def test_ties_send_the_gradient_to_the_first_maximum(device, impl):
+    """Constant input: every window is one big tie, and its gradient goes to its top-left element."""
+    x = np.ones((1, 1, 7, 7))
+    layer = sn.layers.MaxPool2D(3, 2, impl=impl, device=device, dtype=np.float64)  # overlapping windows
+    y, dx = forward_backward(layer, x, np.ones((1, 1, 3, 3)))
+    expected = np.zeros((7, 7))
+    expected[0:6:2, 0:6:2] = 1  # window (oh, ow) starts at (2*oh, 2*ow)
+    np.testing.assert_array_equal(y, np.ones((1, 1, 3, 3)))
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_overlapping_windows_accumulate(device):
+    """The global maximum at (2, 2) is the maximum of all four 3x3 stride-2 windows of a 5x5 input."""
+    x = distinct((1, 1, 5, 5))
+    x[0, 0, 2, 2] = 100.0
+    y, dx = forward_backward(
+        sn.layers.MaxPool2D(3, 2, device=device, dtype=np.float64), x, np.ones((1, 1, 2, 2))
+    )
+    np.testing.assert_array_equal(y, np.full((1, 1, 2, 2), 100.0))
+    assert dx[0, 0, 2, 2] == 4 and dx.sum() == 4
+
+
+def test_gradcheck_catches_overwriting_instead_of_accumulating():
+    """A backward with ``=`` instead of ``+=`` loses gradient where windows overlap: the check must fail."""
+
+    class OverwriteMutant(sn.layers.MaxPool2D):
+        def _backward_numpy(self, dy):
+            dx = np.zeros(self._input_shape, dtype=dy.dtype)
+            kw, (sh, sw) = self.kernel_size[1], self.stride
+            for n, c, oh, ow in np.ndindex(dy.shape):
+                di, dj = divmod(int(self._argmax[n, c, oh, ow]), kw)
+                dx[n, c, oh * sh + di, ow * sw + dj] = dy[n, c, oh, ow]  # the bug: = instead of +=
+            return dx
+
+    x = distinct((1, 2, 5, 5))
+    x[:, :, 2, 2] = 100.0  # shared by all four windows
+    assert check_layer(sn.layers.MaxPool2D(3, 2, dtype=np.float64), x)["x"] < TOLERANCE
+    assert check_layer(OverwriteMutant(3, 2, dtype=np.float64), x)["x"] > 1e-2
+
+
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("make_input", [distinct, with_ties], ids=["distinct", "ties"])
+def test_kernels_match_numpy_exactly(device, dtype, config, make_input):
+    x = make_input(config[0])
+    dy = np.random.default_rng(2).standard_normal(pool(config).output_shape(x.shape))
+    cpu = forward_backward(pool(config, dtype=dtype), x, dy)
+    kernels = forward_backward(pool(config, device=device, dtype=dtype), x, dy)
+    for a, b in zip(cpu, kernels, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("make_input", [distinct, with_ties, np.ones], ids=["distinct", "ties", "constant"])
+def test_matches_pytorch(config, make_input):
+    torch = pytest.importorskip("torch")
+    shape, kernel_size, stride, padding = config
+    x = make_input(shape)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(xt, kernel_size, stride, padding)
+    dy = np.random.default_rng(3).standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(dy))
+    y, dx = forward_backward(pool(config, dtype=np.float64), x, dy)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_output_shape_and_repr():
+    layer = sn.layers.MaxPool2D(3, 2, padding=1)
+    assert layer.output_shape((4, 96, 55, 55)) == (4, 96, 28, 28)
+    assert sn.layers.MaxPool2D(3, 2).output_shape((4, 96, 55, 55)) == (4, 96, 27, 27)  # AlexNet pool1
+    assert layer.forward(np.zeros((1, 2, 7, 5), np.float32)).shape == layer.output_shape((1, 2, 7, 5))
+    assert repr(layer) == "MaxPool2D(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1))"
+    assert sn.layers.MaxPool2D(2).stride == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kernel_size": 2, "padding": 2}, "padding must be at most half"),
+        ({"kernel_size": 0}, "kernel_size must be an int >= 1"),
+        ({"kernel_size": (2, 2, 2)}, "kernel_size must be"),
+        ({"kernel_size": 2, "stride": 0}, "stride must be"),
+        ({"kernel_size": 2, "impl": "slow"}, "impl must be one of"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sn.layers.MaxPool2D(**kwargs)
+
+
+def test_bad_input_names_expected_and_actual():
+    layer = sn.layers.MaxPool2D(3)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\), got \(2, 5, 5\)"):
+        layer.forward(np.zeros((2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match=r"H \+ 2\*0 >= 3.*got \(1, 1, 2, 5\)"):
+        layer.forward(np.zeros((1, 1, 2, 5), np.float32))
+    with pytest.raises(ValueError, match="float32, got float64"):
+        layer.forward(np.zeros((1, 1, 5, 5)))
