@@ -11,7 +11,7 @@ CUDA-on-CPU simulator that runs those kernels on any machine. See README.md for 
 
 import importlib
 
-from scratchnet import data, gradcheck, layers, models, optim
+from scratchnet import data, layers, models, optim
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DatasetError, DeviceError, KernelLaunchError
 
@@ -31,8 +31,9 @@ __all__ = [
     "train",
 ]
 
-# Imported on first use: the trainer pulls in tqdm and matplotlib, which a layer-only user does not need.
-_LAZY = ("train", "evaluate", "predict", "pretrained", "bench")
+# Imported on first use: the trainer pulls in tqdm and matplotlib, which a layer-only user does not need, and
+# `python -m scratchnet.gradcheck` must not find its module already imported.
+_LAZY = ("gradcheck", "train", "evaluate", "predict", "pretrained", "bench")
 
 
 def __getattr__(name):

@@ -115,11 +115,28 @@ def check_layer(layer, x, h: float = 1e-5, seed: int = 0) -> dict[str, float]:
 
 
 def check_loss(loss, logits, labels, h: float = 1e-5) -> dict[str, float]:
-    """Relative error of ``loss.backward()`` against finite differences of ``loss.forward(logits, labels)``."""
+    """Relative error of ``loss.backward()`` against finite differences of ``loss.forward(logits, labels)``.
+
+    Returns ``{"logits": error}``.
+    """
     dev = loss.device
     z = np.array(dev.to_host(logits) if dev.is_array(logits) else logits, dtype=loss.dtype)
     labels_dev = labels if dev.is_array(labels) else dev.array(labels)
     loss.forward(dev.array(z), labels_dev)
     analytic = dev.to_host(loss.backward())
-    numeric = numerical_gradient(lambda zz: float(dev.to_host(loss.forward(dev.array(zz), labels_dev))), z.copy(), h)
+    numeric = numerical_gradient(
+        lambda zz: float(dev.to_host(loss.forward(dev.array(zz), labels_dev))), z.copy(), h
+    )
     return {"logits": relative_error(analytic, numeric)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scratchnet.gradcheck lessons/exercises/linear_backward.py``: check a learner's backward
+    pass against finite differences and say what is wrong (see :mod:`scratchnet.exercises`)."""
+    from scratchnet.exercises import main as check_exercises
+
+    return check_exercises(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

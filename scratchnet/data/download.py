@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scratchnet.errors import DatasetError
 
