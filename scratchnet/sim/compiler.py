@@ -1,0 +1,273 @@
+"""Build a ``.cu`` source into a shared library the simulator can load, with a cache.
+
+The library is one C++ translation unit, ``module.cpp``, generated here::
+
+    ... definitions of the extern __shared__ (dynamic shared memory) arrays ...
+    #include "relu.cu"        // the kernel file, unmodified; cuda_sim.h is force-included (-include) first
+    #include "runtime.cpp"    // the scheduler and the C interface that launcher.py calls
+    ... per kernel, a function running one CUDA thread: it unpacks void** args into typed parameters ...
+
+Builds are cached under ``$SCRATCHNET_CACHE/sim`` (else ``$XDG_CACHE_HOME/scratchnet/sim``, else
+``~/.cache/scratchnet/sim``), keyed by a hash of everything that affects the result: the source, the name
+expressions, the header and runtime sources, the compiler command and its version. Files appear in the
+cache by an atomic rename, so processes building the same module at once never see half-written files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import string
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from scratchnet._signature import C_TYPES, parse_kernels
+from scratchnet.errors import DeviceError
+
+HERE = Path(__file__).resolve().parent
+HEADER = HERE / "cuda_sim.h"
+RUNTIME = HERE / "runtime.cpp"
+CACHE_FORMAT = 2  # bump when what build() stores in the cache changes
+MAX_SHARED_BYTES = 48 * 1024  # CUDA's limit per block, static plus dynamic, without an opt-in attribute
+
+# -O2 because the layer tests (float64 finite differences included) run every kernel many times.
+# Warnings that correct CUDA code triggers on a host compiler (comparing threadIdx.x, an unsigned int, with
+# an int size) are switched off; the rest are shown.
+CXX_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wno-sign-compare"]
+
+# extern __shared__ float smem[];   (also with __align__(16) or alignas(16) before the type)
+_EXTERN_SHARED = re.compile(
+    r"extern\s+__shared__\s+(?:(?:__align__|alignas)\s*\(\s*\d+\s*\)\s+)?(?P<type>[\w\s]+?)\s+(?P<name>\w+)\s*\[\s*\]"
+)
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+
+
+class CompileError(DeviceError):
+    """The host C++ compiler rejected a kernel file; the message holds the compiler's output."""
+
+
+class SimCompilerWarning(UserWarning):
+    """The host C++ compiler printed warnings for a kernel file."""
+
+
+def find_compiler() -> str:
+    """The host C++ compiler: ``$CXX``, else g++ (Linux) or clang++ (macOS), else ``c++``."""
+    if os.environ.get("CXX"):
+        path = shutil.which(os.environ["CXX"])
+        if path is None:
+            raise DeviceError(f"$CXX is {os.environ['CXX']!r}, which is not an executable on the PATH")
+        return path
+    preferred = ["clang++", "g++"] if platform.system() == "Darwin" else ["g++", "clang++"]
+    for name in [*preferred, "c++"]:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise DeviceError(
+        "the CUDA simulator needs a C++ compiler and found none (looked for g++, clang++, c++); "
+        "install one, e.g. `sudo apt install g++` or `xcode-select --install`"
+    )
+
+
+def _compiler_specific_flags(compiler: str) -> list[str]:
+    # __shared__ variables are thread_local (see cuda_sim.h). g++ 12 makes a template kernel that declares
+    # `extern __shared__ T smem[];` call a "TLS init function" that no one defines (a crash); this flag
+    # tells it that the variables need no dynamic initialisation, which is true.
+    return [] if "clang" in compiler_version(compiler).lower() else ["-fno-extern-tls-init"]
+
+
+@functools.cache
+def compiler_version(compiler: str) -> str:
+    result = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def cache_dir() -> Path:
+    if os.environ.get("SCRATCHNET_CACHE"):
+        root = Path(os.environ["SCRATCHNET_CACHE"])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scratchnet"
+    return root / "sim"
+
+
+@dataclass(frozen=True)
+class Build:
+    """A compiled module: the library, the kernel names in table order, static shared bytes per kernel."""
+
+    library: Path
+    kernel_names: tuple[str, ...]
+    static_shared_bytes: dict[str, int]
+
+
+def kernel_names(source: str, name_expressions: list[str]) -> list[str]:
+    """The kernels to build: every ``extern "C"`` kernel of ``source``, then each name expression."""
+    try:
+        signatures = parse_kernels(source)
+    except ValueError as error:
+        raise DeviceError(f"cannot read the kernel signatures: {error}") from None
+    names = [name for name, sig in signatures.items() if sig.extern_c]
+    return names + [expr for expr in dict.fromkeys(name_expressions) if expr not in names]
+
+
+def dynamic_shared_arrays(source: str) -> list[tuple[str, str]]:
+    """``(element type, name)`` of each distinct ``extern __shared__`` array in ``source``."""
+    arrays = {}
+    for m in _EXTERN_SHARED.finditer(_COMMENTS.sub(" ", source)):
+        element = " ".join(m["type"].split())
+        if element.replace("volatile", "").strip() not in C_TYPES:
+            raise DeviceError(
+                f"extern __shared__ array '{m['name']}' has element type '{element}'; the simulator (like "
+                "nvcc for templates) needs a plain type: declare `extern __shared__ unsigned char "
+                f"{m['name']}[];` and cast the pointer"
+            )
+        arrays[m["name"]] = element
+    return [(element, name) for name, element in arrays.items()]
+
+
+_WRAPPER = string.Template(
+    """\
+// The dynamic shared memory (extern __shared__ arrays), sized for the largest launch.
+$shared_definitions
+
+#include "$source_file"
+#include "$runtime"
+
+namespace sim_rt {
+int dynamic_shared_count() { return $shared_count; }
+unsigned char* dynamic_shared_address(int i) {
+    switch (i) {$shared_address_cases}
+    return nullptr;
+}
+const char* dynamic_shared_name(int i) {
+    switch (i) {$shared_name_cases}
+    return "";
+}
+
+// One CUDA thread of each kernel, and its parameter types.
+$thread_bodies
+static const KernelEntry kernel_table[] = {$kernel_entries};
+int kernel_count() { return $kernel_count; }
+const KernelEntry& kernel_entry(int i) { return kernel_table[i]; }
+}  // namespace sim_rt
+"""
+)
+
+
+def generate_wrapper(source_file: str, names: list[str], shared: list[tuple[str, str]]) -> str:
+    """The module's C++ source; ``names`` are kernel names or name expressions, ``shared`` the
+    ``(element type, name)`` of each ``extern __shared__`` array."""
+    return _WRAPPER.substitute(
+        source_file=source_file,
+        runtime=RUNTIME,
+        shared_definitions="\n".join(
+            f"__shared__ {element} {name}[{MAX_SHARED_BYTES} / sizeof({element})] __align__(256);"
+            for element, name in shared
+        ),
+        shared_count=len(shared),
+        shared_address_cases="".join(
+            f"\n    case {i}: return (unsigned char*){name};" for i, (_, name) in enumerate(shared)
+        ),
+        shared_name_cases="".join(f'\n    case {i}: return "{name}";' for i, (_, name) in enumerate(shared)),
+        thread_bodies="\n".join(
+            f"static void thread_body_{i}(void** args) {{ invoke(&{name}, args); }}\n"
+            f"static std::string describe_{i}() {{ return describe(&{name}); }}"
+            for i, name in enumerate(names)
+        ),
+        kernel_entries=", ".join(f"{{thread_body_{i}, describe_{i}}}" for i in range(len(names))),
+        kernel_count=len(names),
+    )
+
+
+def build(source: str, name_expressions: list[str], filename: str | None = None) -> Build:
+    """Compile ``source`` (or reuse the cached build) and return where the library is."""
+    compiler = find_compiler()
+    names = kernel_names(source, name_expressions)
+    if not names:
+        raise DeviceError(f"{filename or 'the source'} has no __global__ kernels to build")
+    shared = dynamic_shared_arrays(source)
+    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-include", str(HEADER)]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                CACHE_FORMAT,
+                source,
+                names,
+                HEADER.read_text(),
+                RUNTIME.read_text(),
+                compiler,
+                flags,
+                compiler_version(compiler),
+            ]
+        ).encode()
+    ).hexdigest()[:24]
+    directory = cache_dir()
+    library, info_file = directory / f"{key}.so", directory / f"{key}.json"
+    if not (library.is_file() and info_file.is_file()):
+        directory.mkdir(parents=True, exist_ok=True)
+        _compile(compiler, flags, source, names, shared, filename, directory, library, info_file)
+    info = json.loads(info_file.read_text())
+    if info["compiler_warnings"]:  # shown on every load, not only when the build was made
+        warnings.warn(
+            f"compiler warnings for {filename or 'kernel.cu'}:\n{info['compiler_warnings']}",
+            SimCompilerWarning,
+            stacklevel=3,
+        )
+    return Build(library, tuple(names), info["static_shared_bytes"])
+
+
+def _compile(compiler, flags, source, names, shared, filename, directory, library, info_file) -> None:
+    shown_name = filename or "kernel.cu"
+    with tempfile.TemporaryDirectory(dir=directory, prefix="build-") as tmp:
+        # The #line directive makes the compiler's messages name the real file and line.
+        (Path(tmp) / "kernel.cu").write_text(f'#line 1 "{shown_name}"\n{source}')
+        (Path(tmp) / "module.cpp").write_text(generate_wrapper("kernel.cu", names, shared))
+        output = Path(tmp) / "module.so"
+        command = [compiler, *flags, "-o", str(output), str(Path(tmp) / "module.cpp")]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise CompileError(
+                f"the host C++ compiler could not build {shown_name} for the CUDA simulator:\n"
+                f"$ {' '.join(command)}\n{result.stderr.strip()}"
+            )
+        info = {
+            "static_shared_bytes": static_shared_bytes(output, names, {name for _, name in shared}),
+            "compiler_warnings": result.stderr.strip(),
+        }
+        tmp_info = Path(tmp) / "info.json"
+        tmp_info.write_text(json.dumps(info))
+        os.replace(tmp_info, info_file)
+        os.replace(output, library)
+
+
+def static_shared_bytes(library: Path, names: list[str], dynamic: set[str]) -> dict[str, int]:
+    """Bytes of static ``__shared__`` memory declared inside each kernel, read from the symbol table.
+
+    A ``__shared__`` array inside a kernel is a function-local static, whose symbol demangles to
+    ``void tile_kernel<float>(float const*, ...)::tile``: ``nm`` lists it with its size. Shared memory
+    declared in ``__device__`` helpers is not attributed to a kernel. Without ``nm`` nothing is measured.
+    """
+    nm = shutil.which("nm")
+    sizes = dict.fromkeys(names, 0)
+    if nm is None:
+        return sizes
+    result = subprocess.run([nm, "-C", "-S", "--defined-only", str(library)], capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) != 4 or "::" not in parts[3]:
+            continue
+        size, symbol = int(parts[1], 16), parts[3]
+        owner, _, variable = symbol.rpartition("::")
+        if variable in dynamic:
+            continue
+        for name in names:
+            # "void gemm<float>(float const*, ...)" for templates, "gemm" for extern "C" kernels.
+            if owner == name or owner.startswith(f"void {name}(") or owner.startswith(f"{name}("):
+                sizes[name] += size
+    return sizes

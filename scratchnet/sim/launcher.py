@@ -1,0 +1,337 @@
+"""Launch simulated kernels the way CuPy launches real ones, checking what CuPy does not.
+
+``kernel(grid, block, args, shared_mem=0)`` here
+
+1. converts each argument as CuPy would (Python ``int`` -> ``long long``, ``float`` -> ``double``, ``bool``
+   -> ``bool``, a NumPy scalar by its own dtype, an array -> a pointer to its data) and refuses the launch
+   when that does not match the kernel's compiled C signature: on a GPU the kernel would read garbage;
+2. enforces CUDA's limits: 1024 threads per block, block sizes (1024, 1024, 64), grid sizes
+   (2^31 - 1, 65535, 65535), 48 KiB of shared memory (static plus dynamic) per block;
+3. has every array copied into a buffer with guard zones (4 KiB of canary bytes) on both sides, runs the
+   kernel on the copies, and checks the guards (runtime.cpp): a write past either end of an array is
+   reported with the argument's name. Results are then copied back; arrays passed as ``const T*`` must
+   come back unchanged.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+from scratchnet._signature import parse_kernels
+from scratchnet.errors import KernelLaunchError
+from scratchnet.sim.compiler import MAX_SHARED_BYTES, Build
+
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK = (1024, 1024, 64)
+MAX_GRID = (2**31 - 1, 65535, 65535)
+MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
+
+# One launch at a time in the whole process: a module's scheduler state and its shared memory are global.
+_launch_lock = threading.Lock()
+
+# The C name of each dtype, for messages.
+_C_NAMES = {
+    "b1": "bool",
+    "i1": "signed char",
+    "u1": "unsigned char",
+    "i2": "short",
+    "u2": "unsigned short",
+    "i4": "int",
+    "u4": "unsigned int",
+    "i8": "long long",
+    "u8": "unsigned long long",
+    "f4": "float",
+    "f8": "double",
+}
+
+
+def _c_name(dtype: np.dtype) -> str:
+    return _C_NAMES.get(f"{dtype.kind}{dtype.itemsize}", str(dtype))
+
+
+# --- the launch seed ---------------------------------------------------------------------------------------
+def _seed_from_environment() -> int:
+    text = os.environ.get("SCRATCHNET_SIM_SEED", "0")
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"SCRATCHNET_SIM_SEED must be an integer, got {text!r}") from None
+
+
+_seed = {"base": _seed_from_environment(), "launches": 0}
+
+
+def set_seed(seed: int) -> None:
+    """Seed the order in which blocks and threads run. Launch k after this call uses a seed made of
+    (``seed``, k), so a run is reproducible while successive launches still see different orders."""
+    _seed["base"], _seed["launches"] = int(seed), 0
+
+
+def _next_launch_seed() -> int:
+    _seed["launches"] += 1
+    return (_seed["base"] * 0x9E3779B97F4A7C15 + _seed["launches"] * 0xBF58476D1CE4E5B9) % 2**64
+
+
+# --- parameters ---------------------------------------------------------------------------------------------
+class _Param:
+    """One kernel parameter, as compiled (``dtype``, ``pointer``, ``const``) and as named in the source."""
+
+    def __init__(self, code: str, name: str, c_type: str | None):
+        self.pointer = code[0] in "CP"
+        self.const = code[0] == "C"
+        kind, size = code.lstrip("CP")[0], int(code.lstrip("CP")[1:])
+        self.dtype = np.dtype(bool) if kind == "b" else np.dtype(f"{kind}{size}") if kind in "iuf" else None
+        self.name = name
+        c_name = _c_name(self.dtype) if self.dtype is not None else f"{size}-byte type"
+        self.c_type = c_type or ("const " if self.const else "") + c_name + ("*" if self.pointer else "")
+        if not self.pointer and self.dtype is not None:
+            self.ctypes_type = np.ctypeslib.as_ctypes_type(self.dtype)
+
+
+def _passed_dtype(value) -> np.dtype | None:
+    """The dtype CuPy passes ``value`` as, or ``None`` when it cannot pass it."""
+    if isinstance(value, bool):
+        return _BOOL
+    if isinstance(value, int):
+        return _INT64
+    if isinstance(value, float):
+        return _FLOAT64
+    if isinstance(value, np.generic):
+        return value.dtype
+    return None
+
+
+_BOOL, _INT64, _FLOAT64 = np.dtype(np.bool_), np.dtype(np.int64), np.dtype(np.float64)
+
+
+def _describe(value) -> str:
+    """Words for ``value`` and how CuPy passes it, for messages."""
+    if isinstance(value, bool):
+        return "a Python bool, which CuPy passes as bool"
+    if isinstance(value, int):
+        return "a Python int, which CuPy passes as long long"
+    if isinstance(value, float):
+        return "a Python float, which CuPy passes as double"
+    if isinstance(value, np.generic):
+        return f"a NumPy {value.dtype} scalar ({_c_name(value.dtype)})"
+    return f"a {type(value).__name__}"
+
+
+# --- arrays -----------------------------------------------------------------------------------------------
+class _HostBuffer(ctypes.Structure):
+    """A run of host memory holding one or more array arguments (``HostBuffer`` in runtime.cpp)."""
+
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("bytes", ctypes.c_ulonglong),
+        ("read_only", ctypes.c_int),
+        ("names", ctypes.c_char_p),
+    ]
+
+
+def _group_overlapping(arrays: list[tuple[int, _Param, np.ndarray]]):
+    """Group the array arguments by overlapping memory, so that an in-place kernel given y = x sees one
+    buffer. Returns the buffers and, per argument index, ``(buffer index, byte offset)``."""
+    spans = sorted((array.ctypes.data, index, param, array) for index, param, array in arrays)
+    groups: list[list] = []  # [start, end, members]
+    for start, index, param, array in spans:
+        if groups and start < groups[-1][1]:
+            groups[-1][1] = max(groups[-1][1], start + array.nbytes)
+        else:
+            groups.append([start, start + array.nbytes, []])
+        groups[-1][2].append((start, index, param, array))
+    buffers, placement = [], {}
+    for number, (start, end, members) in enumerate(groups):
+        names = ", ".join(f"'{p.name}' ({p.c_type}, {a.size} elements)" for _, _, p, a in members)
+        read_only = all(p.const for _, _, p, _ in members)
+        buffers.append(_HostBuffer(start, end - start, read_only, names.encode()))
+        for address, index, _, _ in members:
+            placement[index] = (number, address - start)
+    return buffers, placement
+
+
+# --- modules and kernels ------------------------------------------------------------------------------------
+class SimModule:
+    """A compiled ``.cu`` source: ``get_function(name)`` gives a launchable :class:`SimKernel`."""
+
+    def __init__(self, build: Build, source: str):
+        self.build = build
+        self.library = ctypes.CDLL(str(build.library))
+        self.library.sim_launch.restype = ctypes.c_int
+        self.library.sim_launch.argtypes = [
+            ctypes.c_int,  # kernel
+            ctypes.POINTER(ctypes.c_void_p),  # args
+            ctypes.POINTER(ctypes.c_int),  # arg_buffer
+            ctypes.POINTER(ctypes.c_ulonglong),  # arg_offset
+            ctypes.c_int,  # arg_count
+            ctypes.POINTER(_HostBuffer),  # buffers
+            ctypes.c_int,  # buffer_count
+            ctypes.POINTER(ctypes.c_uint),  # grid
+            ctypes.POINTER(ctypes.c_uint),  # block
+            ctypes.c_uint,  # dynamic_shared_bytes
+            ctypes.c_ulonglong,  # seed
+            ctypes.c_char_p,  # error
+            ctypes.c_int,  # error_size
+        ]
+        self.library.sim_kernel_signature.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        try:
+            self._source_signatures = parse_kernels(source)
+        except ValueError:
+            self._source_signatures = {}
+        self._kernels: dict[str, SimKernel] = {}
+
+    def get_function(self, name: str) -> SimKernel:
+        if name not in self.build.kernel_names:
+            raise KernelLaunchError(
+                f"no kernel {name!r} in this module; it has {', '.join(self.build.kernel_names)} "
+                "(template kernels must be listed in name_expressions)"
+            )
+        if name not in self._kernels:
+            self._kernels[name] = SimKernel(self, self.build.kernel_names.index(name), name)
+        return self._kernels[name]
+
+
+class SimKernel:
+    """One kernel of a :class:`SimModule`, called like ``cupy.RawKernel``: ``k(grid, block, args)``."""
+
+    def __init__(self, module: SimModule, index: int, name: str):
+        self.module, self.index, self.name = module, index, name
+        text = ctypes.create_string_buffer(4096)
+        module.library.sim_kernel_signature(index, text, len(text))
+        codes = [c for c in text.value.decode().split(",") if c]
+        source = module._source_signatures.get(name)
+        if source is not None and len(source.params) == len(codes):
+            names, c_types = [p.name for p in source.params], [p.c_type for p in source.params]
+        else:
+            names, c_types = [f"#{i}" for i in range(len(codes))], [None] * len(codes)
+        self.params = [_Param(c, n, t) for c, n, t in zip(codes, names, c_types, strict=True)]
+        self.static_shared_bytes = module.build.static_shared_bytes.get(name, 0)
+
+    def __repr__(self) -> str:
+        return f"<simulated kernel {self.name}({', '.join(f'{p.c_type} {p.name}' for p in self.params)})>"
+
+    def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+        grid, block = _dim3(grid, "grid", self.name), _dim3(block, "block", self.name)
+        shared_mem = int(shared_mem)
+        self._check_limits(grid, block, shared_mem)
+        if not isinstance(args, tuple | list):
+            raise KernelLaunchError(
+                f"{self.name}: args must be a tuple of arguments, got {type(args).__name__}"
+            )
+        if len(args) != len(self.params):
+            raise KernelLaunchError(
+                f"{self.name} takes {len(self.params)} arguments "
+                f"({', '.join(p.name for p in self.params)}), got {len(args)}"
+            )
+        # The scalars by value (ctypes objects the C side reads through args[i]); the arrays by place.
+        values, arrays = [], []
+        for index, (param, value) in enumerate(zip(self.params, args, strict=True)):
+            if param.pointer:
+                arrays.append((index, param, self._check_array(param, value)))
+                values.append(None)
+            else:
+                values.append(param.ctypes_type(self._check_scalar(param, value)))
+        count = len(self.params)
+        buffers, placement = _group_overlapping(arrays)
+        argv = (ctypes.c_void_p * count)(*[None if v is None else ctypes.addressof(v) for v in values])
+        arg_buffer = (ctypes.c_int * count)(*[placement.get(i, (-1, 0))[0] for i in range(count)])
+        arg_offset = (ctypes.c_ulonglong * count)(*[placement.get(i, (-1, 0))[1] for i in range(count)])
+        error = ctypes.create_string_buffer(2048)
+        with _launch_lock:
+            status = self.module.library.sim_launch(
+                self.index,
+                argv,
+                arg_buffer,
+                arg_offset,
+                count,
+                (_HostBuffer * max(1, len(buffers)))(*buffers),
+                len(buffers),
+                (ctypes.c_uint * 3)(*grid),
+                (ctypes.c_uint * 3)(*block),
+                shared_mem,
+                _next_launch_seed(),
+                error,
+                len(error),
+            )
+        if status != 0:
+            raise KernelLaunchError(f"{self.name} {error.value.decode(errors='replace')}")
+
+    def _where(self, param: _Param) -> str:
+        return f"argument '{param.name}' of {self.name} is '{param.c_type}'"
+
+    def _check_array(self, param: _Param, value) -> np.ndarray:
+        if not isinstance(value, np.ndarray):
+            raise KernelLaunchError(
+                f"{self._where(param)} (a pointer) but got {_describe(value)}; pass a NumPy array"
+            )
+        if param.dtype is not None and value.dtype != param.dtype:
+            raise KernelLaunchError(
+                f"{self._where(param)} but got an array of {value.dtype} ({_c_name(value.dtype)}); "
+                f"pass an array of {param.dtype}"
+            )
+        if not value.flags.c_contiguous:
+            raise KernelLaunchError(
+                f"{self._where(param)} but got a non-C-contiguous array (kernels ignore strides); "
+                "pass np.ascontiguousarray(...)"
+            )
+        if not param.const and not value.flags.writeable:
+            raise KernelLaunchError(
+                f"{self._where(param)} (the kernel may write it) but got a read-only array"
+            )
+        return value
+
+    def _check_scalar(self, param: _Param, value) -> bool | int | float:
+        if isinstance(value, np.ndarray):
+            raise KernelLaunchError(
+                f"{self._where(param)} (a scalar) but got an array of shape {value.shape}"
+            )
+        dtype = _passed_dtype(value)
+        if dtype is None:
+            raise KernelLaunchError(
+                f"{self._where(param)} but got {_describe(value)}, which CuPy cannot pass"
+            )
+        if dtype != param.dtype:
+            fix = f"np.{param.dtype.name}({param.name})" if param.dtype is not None else "the right type"
+            raise KernelLaunchError(f"{self._where(param)} but got {_describe(value)}; pass {fix}")
+        return value.item() if isinstance(value, np.generic) else value
+
+    def _check_limits(self, grid, block, shared_mem: int) -> None:
+        threads = block[0] * block[1] * block[2]
+        if threads > MAX_THREADS_PER_BLOCK:
+            raise KernelLaunchError(
+                f"{self.name}: block {block} has {threads} threads; "
+                f"CUDA allows at most {MAX_THREADS_PER_BLOCK}"
+            )
+        for what, dims, limits in (("block", block, MAX_BLOCK), ("grid", grid, MAX_GRID)):
+            for axis, size, limit in zip("xyz", dims, limits, strict=True):
+                if size > limit:
+                    raise KernelLaunchError(
+                        f"{self.name}: {what}.{axis} = {size} exceeds CUDA's limit {limit}"
+                    )
+        blocks = grid[0] * grid[1] * grid[2]
+        if blocks > MAX_SIMULATED_BLOCKS:
+            raise KernelLaunchError(
+                f"{self.name}: grid {grid} has {blocks} blocks; the simulator runs at most "
+                f"{MAX_SIMULATED_BLOCKS} per launch (use a grid-stride loop, or the gpu device)"
+            )
+        if shared_mem < 0:
+            raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
+        if self.static_shared_bytes + shared_mem > MAX_SHARED_BYTES:
+            raise KernelLaunchError(
+                f"{self.name} uses {self.static_shared_bytes} bytes of static and {shared_mem} bytes of "
+                f"dynamic shared memory per block; CUDA allows {MAX_SHARED_BYTES} bytes (48 KiB) in all"
+            )
+
+
+def _dim3(dims, what: str, kernel_name: str) -> tuple[int, int, int]:
+    values = dims if isinstance(dims, tuple | list) else (dims,)
+    if not 1 <= len(values) <= 3 or not all(isinstance(d, int | np.integer) for d in values):
+        raise KernelLaunchError(f"{kernel_name}: {what} must be 1 to 3 integers, got {dims!r}")
+    values = tuple(int(d) for d in values) + (1,) * (3 - len(values))
+    if min(values) < 1:
+        raise KernelLaunchError(f"{kernel_name}: {what} sizes must be >= 1, got {values}")
+    return values

@@ -1,0 +1,516 @@
+// runtime.cpp: the simulator's scheduler. The generated module.cpp includes it after the kernel file and
+// before the kernel table (see compiler.py), so each module is one translation unit with its own copy.
+//
+// A launch runs the blocks one after the other, in a shuffled order. Inside a block every CUDA thread is a
+// fiber: a function running on its own small stack that can be suspended in the middle and resumed later.
+// A thread runs until it returns or reaches __syncthreads(); then the scheduler switches to the next one.
+// When every thread of the block waits at the barrier, all are released for the next round, again in a
+// shuffled order. So a barrier really separates "before" from "after", and a missing one shows up as a
+// wrong result instead of passing by luck. Switching costs a few nanoseconds (a handful of register saves,
+// see sim_switch below), so a kernel without barriers runs at roughly the speed of a plain loop.
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#define SIM_EXPORT extern "C" __attribute__((visibility("default")))
+
+// ---- the context switch ----------------------------------------------------------------------------------
+// sim_switch(&save_sp, next_sp) pushes the callee-saved registers on the current stack, stores the stack
+// pointer in save_sp, loads next_sp and pops the registers saved there: execution continues wherever the
+// other fiber called sim_switch (or, for a new fiber, at fiber_entry). This is the whole of what ucontext's
+// swapcontext does, minus its signal-mask system call.
+extern "C" void sim_switch(void** save_sp, void* next_sp);
+
+#if defined(__APPLE__)
+#define SIM_SYMBOL(name) "_" #name
+#define SIM_HIDE(name) ".private_extern _" #name "\n"
+#else
+#define SIM_SYMBOL(name) #name
+#define SIM_HIDE(name) ".hidden " #name "\n"
+#endif
+
+#if defined(__x86_64__)
+// System V AMD64: callee-saved rbx, rbp, r12-r15 (the return address is already on the stack).
+asm(".text\n"
+    ".globl " SIM_SYMBOL(sim_switch) "\n" SIM_HIDE(sim_switch) ".p2align 4\n" SIM_SYMBOL(sim_switch) ":\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n");
+static const int kSavedWords = 6;
+#elif defined(__aarch64__)
+// AAPCS64: callee-saved x19-x28, frame pointer x29, link register x30 and the low halves of v8-v15.
+asm(".text\n"
+    ".globl " SIM_SYMBOL(sim_switch) "\n" SIM_HIDE(sim_switch) ".p2align 2\n" SIM_SYMBOL(sim_switch) ":\n"
+    "  sub sp, sp, #160\n"
+    "  stp x19, x20, [sp, #0]\n  stp x21, x22, [sp, #16]\n  stp x23, x24, [sp, #32]\n"
+    "  stp x25, x26, [sp, #48]\n  stp x27, x28, [sp, #64]\n  stp x29, x30, [sp, #80]\n"
+    "  stp d8, d9, [sp, #96]\n  stp d10, d11, [sp, #112]\n  stp d12, d13, [sp, #128]\n"
+    "  stp d14, d15, [sp, #144]\n"
+    "  mov x9, sp\n  str x9, [x0]\n  mov sp, x1\n"
+    "  ldp x19, x20, [sp, #0]\n  ldp x21, x22, [sp, #16]\n  ldp x23, x24, [sp, #32]\n"
+    "  ldp x25, x26, [sp, #48]\n  ldp x27, x28, [sp, #64]\n  ldp x29, x30, [sp, #80]\n"
+    "  ldp d8, d9, [sp, #96]\n  ldp d10, d11, [sp, #112]\n  ldp d12, d13, [sp, #128]\n"
+    "  ldp d14, d15, [sp, #144]\n"
+    "  add sp, sp, #160\n"
+    "  ret\n");
+#else
+#error "the CUDA simulator supports x86-64 and arm64 (AArch64) processors"
+#endif
+
+namespace sim_rt {
+
+// ---- what the generated part of the module provides ------------------------------------------------------
+struct KernelEntry {
+    void (*thread_body)(void** args);  // runs one CUDA thread of the kernel
+    std::string (*describe)();         // the parameter types, e.g. "Cf4,Pf4,i8" (see describe_type)
+};
+int kernel_count();
+const KernelEntry& kernel_entry(int index);
+int dynamic_shared_count();
+unsigned char* dynamic_shared_address(int index);  // of this OS thread's copy (it is thread_local)
+const char* dynamic_shared_name(int index);
+
+// Calls `kernel` with the arguments packed as in cuLaunchKernel: args[i] points at the i-th value.
+template <class... P, std::size_t... I>
+void invoke(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
+    kernel(*static_cast<std::remove_reference_t<P>*>(args[I])...);
+}
+template <class... P>
+void invoke(void (*kernel)(P...), void** args) {
+    invoke(kernel, args, std::index_sequence_for<P...>{});
+}
+
+// One parameter type as <C if pointer to const, P if pointer><kind b/i/u/f/V><size in bytes>.
+template <class T>
+void describe_type(std::string& out) {
+    using Pointee = std::remove_pointer_t<T>;
+    using Base = std::remove_cv_t<Pointee>;
+    if constexpr (std::is_pointer_v<T>) out += std::is_const_v<Pointee> ? "C" : "P";
+    if constexpr (std::is_same_v<Base, bool>) {
+        out += "b";
+    } else if constexpr (std::is_floating_point_v<Base>) {
+        out += "f";
+    } else if constexpr (std::is_integral_v<Base>) {
+        out += std::is_signed_v<Base> ? "i" : "u";
+    } else {
+        out += "V";
+    }
+    if constexpr (std::is_void_v<Base>) {
+        out += "1";
+    } else {
+        out += std::to_string(sizeof(Base));
+    }
+    out += ",";
+}
+template <class... P>
+std::string describe(void (*)(P...)) {
+    std::string out;
+    (describe_type<P>(out), ...);
+    return out;
+}
+
+// ---- the scheduler ---------------------------------------------------------------------------------------
+ThreadState current;
+
+namespace {
+
+enum State { kNew, kReady, kAtBarrier, kAtWarpBarrier, kDone };
+
+struct Fiber {
+    void* sp = nullptr;  // saved stack pointer while suspended
+    int state = kNew;
+    int stack = -1;  // index into Scheduler::stacks while the thread is alive
+};
+
+const size_t kStackBytes = 256 * 1024;  // per CUDA thread that is suspended at a barrier
+const int kMaxThreads = 1024;
+
+struct Scheduler {
+    void (*thread_body)(void**) = nullptr;
+    void** args = nullptr;
+    std::vector<Fiber> fibers;
+    std::vector<uint3> thread_indices;  // threadIdx of each linear thread index, computed once per launch
+    std::vector<unsigned char*> stacks;  // allocated on demand, reused by every later block and launch
+    std::vector<int> free_stacks;
+    std::vector<unsigned long long> warp_slots = std::vector<unsigned long long>(kMaxThreads);
+    void* scheduler_sp = nullptr;
+    int running = -1;
+    unsigned long long rng = 0;
+    std::string error;
+    sigjmp_buf crash_jump;
+};
+Scheduler S;
+
+unsigned long long next_random() {  // splitmix64
+    unsigned long long z = (S.rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+template <class T>
+void shuffle(std::vector<T>& items) {  // Fisher-Yates, with Lemire's multiply-shift instead of a division
+    for (size_t i = items.size(); i > 1; --i) {
+        size_t j = (size_t)(((unsigned __int128)next_random() * i) >> 64);
+        std::swap(items[i - 1], items[j]);
+    }
+}
+
+// A new stack with an unmapped guard page at its low end, so that an overflow faults instead of silently
+// overwriting the neighbouring stack.
+unsigned char* allocate_stack() {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void* base = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON, -1, 0);
+    if (base == MAP_FAILED) return nullptr;
+    mprotect(base, page, PROT_NONE);
+    return static_cast<unsigned char*>(base) + page;
+}
+
+[[noreturn]] void fiber_entry() {
+    S.thread_body(S.args);
+    Fiber& me = S.fibers[S.running];
+    me.state = kDone;
+    sim_switch(&me.sp, S.scheduler_sp);
+    __builtin_unreachable();  // a finished fiber is never resumed
+}
+
+// The initial stack of a new fiber, laid out as sim_switch leaves a suspended one: zeroed callee-saved
+// registers, then fiber_entry as the address to "return" to.
+void* initial_stack_pointer(unsigned char* stack) {
+    uintptr_t top = reinterpret_cast<uintptr_t>(stack + kStackBytes) & ~uintptr_t(15);
+#if defined(__x86_64__)
+    // After 6 pops and ret, rsp = top - 8: the alignment a function sees right after a call.
+    void** sp = reinterpret_cast<void**>(top - 8 * (kSavedWords + 2));
+    for (int i = 0; i < kSavedWords; ++i) sp[i] = nullptr;
+    sp[kSavedWords] = reinterpret_cast<void*>(&fiber_entry);
+    sp[kSavedWords + 1] = nullptr;  // fiber_entry's (never used) return address
+    return sp;
+#else
+    void** sp = reinterpret_cast<void**>(top - 160);
+    for (int i = 0; i < 20; ++i) sp[i] = nullptr;
+    sp[11] = reinterpret_cast<void*>(&fiber_entry);  // x30, the link register
+    return sp;
+#endif
+}
+
+// Resumes thread `t` (linear index x + y*bx + z*bx*by) until it returns or waits at a barrier.
+bool run_thread(int t) {
+    Fiber& f = S.fibers[t];
+    current.thread_idx = S.thread_indices[t];
+    S.running = t;
+    if (f.state == kNew) {
+        if (S.free_stacks.empty()) {
+            unsigned char* stack = allocate_stack();
+            if (stack == nullptr) {
+                S.error = "cannot allocate a stack for a simulated thread (out of memory)";
+                return false;
+            }
+            S.free_stacks.push_back((int)S.stacks.size());
+            S.stacks.push_back(stack);
+        }
+        f.stack = S.free_stacks.back();
+        S.free_stacks.pop_back();
+        f.sp = initial_stack_pointer(S.stacks[f.stack]);
+    }
+    sim_switch(&S.scheduler_sp, f.sp);
+    if (f.state == kDone) S.free_stacks.push_back(f.stack);
+    return true;
+}
+
+std::string describe_threads(const std::vector<int>& threads) {
+    const dim3& b = current.block_dim;
+    std::string out;
+    for (size_t i = 0; i < threads.size() && i < 4; ++i) {
+        int t = threads[i];
+        out += (i ? ", (" : "(") + std::to_string(t % b.x) + "," + std::to_string((t / b.x) % b.y) + "," +
+               std::to_string(t / (b.x * b.y)) + ")";
+    }
+    if (threads.size() > 4) out += " and " + std::to_string(threads.size() - 4) + " more";
+    return out;
+}
+
+std::string describe_block() {
+    const uint3& i = current.block_idx;
+    return "block (" + std::to_string(i.x) + "," + std::to_string(i.y) + "," + std::to_string(i.z) + ")";
+}
+
+// Decides who runs next once every runnable thread has stopped: releases a warp whose lanes all wait at
+// __syncwarp(), or the whole block when every thread waits at __syncthreads(). Anything else is a barrier
+// that can never complete, which a GPU would leave undefined (a hang or garbage): report it.
+bool release_barriers(int n, std::vector<int>& runnable) {
+    std::vector<int> done, at_barrier;
+    bool any_at_warp = false;
+    for (int t = 0; t < n; ++t) {
+        int state = S.fibers[t].state;
+        if (state == kDone) done.push_back(t);
+        if (state == kAtBarrier) at_barrier.push_back(t);
+        if (state == kAtWarpBarrier) any_at_warp = true;
+    }
+    if ((int)done.size() == n) return true;
+    if (any_at_warp) {
+        for (int warp = 0; warp * 32 < n; ++warp) {
+            int first = warp * 32, last = std::min(n, first + 32);
+            std::vector<int> waiting, elsewhere;
+            for (int t = first; t < last; ++t)
+                (S.fibers[t].state == kAtWarpBarrier ? waiting : elsewhere).push_back(t);
+            if (waiting.empty()) continue;
+            if (!elsewhere.empty()) {
+                S.error = "warp divergence in " + describe_block() + ": threads " + describe_threads(waiting) +
+                          " wait at __syncwarp() or a warp shuffle while threads " +
+                          describe_threads(elsewhere) + " of the same warp returned or wait at __syncthreads()";
+                return false;
+            }
+            for (int t : waiting) {
+                S.fibers[t].state = kReady;
+                runnable.push_back(t);
+            }
+        }
+        return true;
+    }
+    if (!done.empty()) {
+        S.error = "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
+                  " wait at __syncthreads() but threads " + describe_threads(done) +
+                  " have returned (every thread of a block must reach each __syncthreads())";
+        return false;
+    }
+    for (int t : at_barrier) {
+        S.fibers[t].state = kReady;
+        runnable.push_back(t);
+    }
+    return true;
+}
+
+bool run_block(int n) {
+    std::vector<int> runnable(n);
+    for (int t = 0; t < n; ++t) {
+        S.fibers[t].state = kNew;
+        runnable[t] = t;
+    }
+    S.free_stacks.clear();
+    for (int i = (int)S.stacks.size() - 1; i >= 0; --i) S.free_stacks.push_back(i);
+    while (!runnable.empty()) {
+        shuffle(runnable);
+        for (int t : runnable)
+            if (!run_thread(t)) return false;
+        runnable.clear();
+        if (!release_barriers(n, runnable)) return false;
+    }
+    return true;
+}
+
+const size_t kMaxDynamicShared = 48 * 1024;
+const unsigned char kCanary = 0xA5;
+
+}  // namespace
+
+void syncthreads() {
+    Fiber& me = S.fibers[S.running];
+    me.state = kAtBarrier;
+    sim_switch(&me.sp, S.scheduler_sp);
+}
+
+void syncwarp() {
+    Fiber& me = S.fibers[S.running];
+    me.state = kAtWarpBarrier;
+    sim_switch(&me.sp, S.scheduler_sp);
+}
+
+unsigned long long* warp_slots() { return S.warp_slots.data(); }
+unsigned int lane_id() { return (unsigned int)S.running % 32u; }
+unsigned int warp_base() { return (unsigned int)S.running - lane_id(); }
+
+}  // namespace sim_rt
+
+// ---- guard zones around the arrays -----------------------------------------------------------------------
+// Every array argument runs on a copy placed between two guard zones filled with canary bytes. After the
+// launch, a changed canary is an out-of-bounds write. Arguments that overlap in host memory (y = x for an
+// in-place kernel) share one copy, so the kernel sees the aliasing it would see on a GPU.
+namespace sim_rt {
+namespace {
+
+const size_t kGuardBytes = 4096;
+const size_t kAlignment = 256;  // cudaMalloc's alignment, which vectorised loads may rely on
+
+struct HostBuffer {  // filled in by launcher.py: one run of host memory holding one or more array arguments
+    unsigned char* data;
+    unsigned long long bytes;
+    int read_only;      // every argument in it is a const T*: it must come back unchanged
+    const char* names;  // the arguments, for messages: "'y' (float*, 100 elements)"
+};
+
+std::vector<std::vector<unsigned char>> guarded_copies;  // reused from launch to launch
+
+unsigned char* make_guarded_copy(int index, const HostBuffer& host) {
+    if ((int)guarded_copies.size() <= index) guarded_copies.resize(index + 1);
+    std::vector<unsigned char>& copy = guarded_copies[index];
+    size_t needed = host.bytes + 2 * kGuardBytes + kAlignment;
+    if (copy.size() < needed) copy.resize(needed);
+    unsigned char* start = copy.data() + (kAlignment - reinterpret_cast<uintptr_t>(copy.data()) % kAlignment);
+    memset(start, kCanary, kGuardBytes);
+    memcpy(start + kGuardBytes, host.data, host.bytes);
+    memset(start + kGuardBytes + host.bytes, kCanary, kGuardBytes);
+    return start + kGuardBytes;
+}
+
+// Checks the guards of a copy and copies it back; false (with S.error set) when the kernel misbehaved.
+bool check_and_copy_back(const HostBuffer& host, unsigned char* copy) {
+    const unsigned char* before = copy - kGuardBytes;
+    const unsigned char* after = copy + host.bytes;
+    for (size_t k = 0; k < kGuardBytes; ++k) {
+        if (before[k] != kCanary) {
+            S.error = "wrote before the start of argument " + std::string(host.names) +
+                      ": an out-of-bounds write reaching " + std::to_string(kGuardBytes - k) +
+                      " byte(s) before the array";
+            return false;
+        }
+    }
+    for (size_t k = kGuardBytes; k > 0; --k) {
+        if (after[k - 1] != kCanary) {
+            S.error = "wrote past the end of argument " + std::string(host.names) +
+                      ": an out-of-bounds write reaching " + std::to_string(k) + " byte(s) after the array";
+            return false;
+        }
+    }
+    if (host.read_only) {
+        if (memcmp(copy, host.data, host.bytes) != 0) {
+            S.error = "wrote to argument " + std::string(host.names) + ", declared const";
+            return false;
+        }
+        return true;
+    }
+    memcpy(host.data, copy, host.bytes);
+    return true;
+}
+
+// ---- running the blocks ----------------------------------------------------------------------------------
+void on_crash(int signal_number) { siglongjmp(S.crash_jump, signal_number); }
+
+// Runs every block, in a shuffled order. A fault inside a kernel (an invalid address, a stack overflow, an
+// integer division by zero) jumps back here instead of killing Python; the handler runs on its own stack,
+// since the fault may be an overflow of the fiber's stack.
+bool run_blocks(const unsigned int* grid, int threads_per_block) {
+    // A permutation of the linear block indices 0 .. blocks-1 (x fastest, as on the GPU).
+    unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+    std::vector<unsigned long long> order(blocks);
+    for (unsigned long long i = 0; i < blocks; ++i) order[i] = i;
+    shuffle(order);
+
+    static std::vector<char> signal_stack(64 * 1024);
+    stack_t alt{}, old_alt{};
+    alt.ss_sp = signal_stack.data();
+    alt.ss_size = signal_stack.size();
+    sigaltstack(&alt, &old_alt);
+    struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{};
+    action.sa_handler = on_crash;
+    action.sa_flags = SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &old_segv);
+    sigaction(SIGBUS, &action, &old_bus);
+    sigaction(SIGFPE, &action, &old_fpe);
+
+    bool ok = true;
+    int crash = sigsetjmp(S.crash_jump, 1);
+    if (crash == 0) {
+        for (unsigned long long i = 0; i < blocks && ok; ++i) {
+            unsigned long long b = order[i];
+            current.block_idx = uint3{(unsigned)(b % grid[0]), (unsigned)(b / grid[0] % grid[1]),
+                                      (unsigned)(b / ((unsigned long long)grid[0] * grid[1]))};
+            ok = run_block(threads_per_block);
+        }
+    } else {
+        ok = false;
+        const uint3& t = current.thread_idx;
+        const char* what = crash == SIGFPE ? "an arithmetic fault (an integer division by zero?)"
+                                           : "a memory fault (an invalid address, or a stack overflow from "
+                                             "large local arrays)";
+        S.error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
+                  std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+    }
+    sigaction(SIGSEGV, &old_segv, nullptr);
+    sigaction(SIGBUS, &old_bus, nullptr);
+    sigaction(SIGFPE, &old_fpe, nullptr);
+    sigaltstack(&old_alt, nullptr);
+    return ok;
+}
+
+// Canary bytes after the requested dynamic shared memory catch a kernel that writes past it.
+void guard_dynamic_shared(unsigned int bytes) {
+    for (int i = 0; i < dynamic_shared_count(); ++i)
+        memset(dynamic_shared_address(i) + bytes, kCanary, kMaxDynamicShared - bytes);
+}
+
+bool check_dynamic_shared(unsigned int bytes) {
+    for (int i = 0; i < dynamic_shared_count(); ++i) {
+        const unsigned char* tail = dynamic_shared_address(i) + bytes;
+        for (size_t k = 0; k < kMaxDynamicShared - bytes; ++k) {
+            if (tail[k] != kCanary) {
+                S.error = "wrote past the end of the dynamic shared memory '" +
+                          std::string(dynamic_shared_name(i)) + "' (shared_mem=" + std::to_string(bytes) +
+                          " bytes; a write at byte offset " + std::to_string(bytes + k) + ")";
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+}  // namespace
+}  // namespace sim_rt
+
+// ---- the C interface that launcher.py calls through ctypes -----------------------------------------------
+SIM_EXPORT int sim_kernel_count() { return sim_rt::kernel_count(); }
+
+SIM_EXPORT int sim_kernel_signature(int kernel, char* out, int out_size) {
+    std::string text = sim_rt::kernel_entry(kernel).describe();
+    snprintf(out, (size_t)out_size, "%s", text.c_str());
+    return (int)text.size();
+}
+
+SIM_EXPORT int sim_uses_dynamic_shared() { return sim_rt::dynamic_shared_count(); }
+
+// Runs a whole launch. args[i] points at the value of scalar argument i; for an array argument it is
+// ignored, and the argument is byte arg_offset[i] of host buffer arg_buffer[i]. Returns 0, or 1 with a
+// message in `error`.
+SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const unsigned long long* arg_offset,
+                          int arg_count, const sim_rt::HostBuffer* buffers, int buffer_count,
+                          const unsigned int* grid, const unsigned int* block, unsigned int dynamic_shared_bytes,
+                          unsigned long long seed, char* error, int error_size) {
+    using namespace sim_rt;
+    std::vector<unsigned char*> copies(buffer_count);
+    for (int b = 0; b < buffer_count; ++b) copies[b] = make_guarded_copy(b, buffers[b]);
+    std::vector<void*> pointers(arg_count);  // the device pointers handed to the kernel
+    std::vector<void*> argv(args, args + arg_count);
+    for (int i = 0; i < arg_count; ++i) {
+        if (arg_buffer[i] < 0) continue;
+        pointers[i] = copies[arg_buffer[i]] + arg_offset[i];
+        argv[i] = &pointers[i];
+    }
+
+    S.thread_body = kernel_entry(kernel).thread_body;
+    S.args = argv.data();
+    S.rng = seed;
+    S.error.clear();
+    current.grid_dim = dim3(grid[0], grid[1], grid[2]);
+    current.block_dim = dim3(block[0], block[1], block[2]);
+    int threads_per_block = (int)(block[0] * block[1] * block[2]);
+    S.fibers.assign(threads_per_block, Fiber());
+    S.thread_indices.resize(threads_per_block);
+    for (int t = 0; t < threads_per_block; ++t)
+        S.thread_indices[t] = uint3{t % block[0], (t / block[0]) % block[1], t / (block[0] * block[1])};
+
+    guard_dynamic_shared(dynamic_shared_bytes);
+    bool ok = run_blocks(grid, threads_per_block) && check_dynamic_shared(dynamic_shared_bytes);
+    for (int b = 0; ok && b < buffer_count; ++b) ok = check_and_copy_back(buffers[b], copies[b]);
+    fflush(stdout);  // so that printf output from the kernel appears before whatever Python prints next
+    if (!ok) snprintf(error, (size_t)error_size, "%s", S.error.c_str());
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,68 @@
+"""Every kernel file compiles with NVRTC, the compiler CuPy uses, for real GPU architectures, warning-free.
+
+NVRTC comes from the ``nvidia-cuda-nvrtc`` wheel (the ``dev`` extra), so this needs no GPU and no CUDA
+toolkit; without the wheel the tests skip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scratchnet._signature import parse_kernels
+from scratchnet.sim import nvrtc
+
+KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+SOURCES = sorted(KERNELS.rglob("*.cu"))
+ARCHS = ["sm_75", "sm_80", "sm_90", "sm_120"]
+
+pytestmark = pytest.mark.skipif(
+    nvrtc.find_library() is None, reason="NVRTC missing: pip install nvidia-cuda-nvrtc"
+)
+
+
+def _skip_unsupported(arch: str) -> None:
+    if int(arch.removeprefix("sm_")) not in nvrtc.supported_archs():
+        pytest.skip(f"NVRTC {nvrtc.version()} cannot compile for {arch}")
+
+
+def _compile_clean(source: str, arch: str, filename: str) -> None:
+    names = [name for name, sig in parse_kernels(source).items() if not sig.extern_c]
+    result = nvrtc.compile_source(source, names, arch=arch, filename=filename)
+    assert "warning" not in result.log.lower(), f"NVRTC warnings for {filename} ({arch}):\n{result.log}"
+    assert set(result.lowered_names) == set(names)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(KERNELS)) for p in SOURCES])
+def test_kernel_file_compiles_without_warnings(path, arch):
+    _skip_unsupported(arch)
+    _compile_clean(path.read_text(), arch, str(path.relative_to(KERNELS.parent)))
+
+
+def test_there_are_kernel_files():
+    assert SOURCES, f"no .cu files under {KERNELS}"
+
+
+# The checks themselves must be able to fail.
+def test_a_warning_is_caught():
+    source = 'extern "C" __global__ void unused_variable(float* y) { int x; y[0] = 1.0f; }\n'
+    with pytest.raises(AssertionError, match="NVRTC warnings"):
+        _compile_clean(source, "sm_80", "unused_variable.cu")
+
+
+def test_an_error_is_reported_with_the_log():
+    with pytest.raises(nvrtc.NvrtcError, match=r"(?s)broken\.cu.*undefined"):
+        nvrtc.compile_source(
+            'extern "C" __global__ void k(float* y) { y[0] = nope; }', arch="sm_80", filename="broken.cu"
+        )
+
+
+def test_template_instances_get_lowered_names():
+    source = "template <typename T>\n__global__ void scale(T* y, T a) { y[threadIdx.x] *= a; }\n"
+    result = nvrtc.compile_source(source, ["scale<float>", "scale<double>"], arch="sm_75")
+    assert result.lowered_names == {
+        "scale<float>": "_Z5scaleIfEvPT_S0_",
+        "scale<double>": "_Z5scaleIdEvPT_S0_",
+    }
