@@ -1,0 +1,111 @@
+"""Evaluate a trained checkpoint: ``python -m scratchnet.evaluate --checkpoint runs/x``.
+
+Prints top-1 and top-5 accuracy, the mean cross-entropy loss and a per-class accuracy table (the diagonal
+of the confusion matrix divided by the row sums). By default it uses the test split of the dataset the
+run trained on, prepared exactly as in training (same image size, same normalization).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import scratchnet.data as D
+from scratchnet import plots
+from scratchnet.checkpoint import CheckpointError, load_model
+from scratchnet.device import DEVICE_NAMES
+from scratchnet.errors import DatasetError, DeviceError
+from scratchnet.train import Evaluation, evaluate
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    device: str = "cpu",
+    limit: int | None = None,
+    batch_size: int = 256,
+) -> tuple[Evaluation, list[str], dict]:
+    """Evaluate the checkpoint at ``path`` on a split of ``dataset`` (default: the run's own dataset).
+
+    Returns the :class:`Evaluation` (with the confusion matrix), the class names and the checkpoint's meta.
+    """
+    model, checkpoint = load_model(path, device=device)
+    meta, config = checkpoint.meta, checkpoint.meta["config"]
+    name = dataset or config["dataset"]
+    if dataset is None:  # the run's own dataset: also its folder, unless another is given
+        data_dir = data_dir or config["data_dir"]
+    data = D.load_dataset(
+        name,
+        split=split,
+        data_dir=data_dir,
+        download=config["download"],
+        image_size=meta["input_shape"][-1],
+    )
+    if data.num_classes != len(meta["classes"]):
+        raise DatasetError(
+            f"{name} has {data.num_classes} classes, the checkpoint's model predicts {len(meta['classes'])}"
+        )
+    data = D.subset(data, limit, seed=config["seed"])
+    normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
+    result = evaluate(model, data, transform=normalize, batch_size=batch_size, confusion=True)
+    return result, meta["classes"], meta
+
+
+def report(result: Evaluation, classes: list[str]) -> str:
+    """The metrics and the per-class table as text."""
+    width = max(len("class"), *(len(c) for c in classes))
+    lines = [
+        f"images {result.images}  top-1 accuracy {result.accuracy:.4f}  top-5 accuracy {result.top5:.4f}  "
+        f"loss {result.loss:.4f}",
+        "",
+        f"{'class':<{width}}  accuracy  images",
+    ]
+    per_class = result.per_class_accuracy()
+    counts = result.confusion.sum(axis=1)
+    for name, accuracy, count in zip(classes, per_class, counts, strict=True):
+        lines.append(f"{name:<{width}}  {accuracy:8.4f}  {count:6d}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m scratchnet.evaluate",
+        description="Evaluate a checkpoint: top-1, top-5, loss, per class.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint .npz or run folder (uses its last.npz)")
+    p.add_argument("--dataset", choices=D.DATASETS, help="default: the dataset the run trained on")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--device", choices=DEVICE_NAMES, default="cpu")
+    p.add_argument("--limit-test", type=int, metavar="M", help="use only M images")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--confusion", metavar="PNG", help="also save the confusion matrix as this image")
+    args = p.parse_args(argv)
+    try:
+        result, classes, meta = evaluate_checkpoint(
+            args.checkpoint,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            split=args.split,
+            device=args.device,
+            limit=args.limit_test,
+            batch_size=args.batch_size,
+        )
+    except (CheckpointError, DatasetError, DeviceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    config = meta["config"]
+    print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({args.checkpoint})")
+    print(report(result, classes))
+    if args.confusion:
+        plots.plot_confusion(result.confusion, classes, args.confusion)
+        print(f"confusion matrix saved to {args.confusion}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Classify image files with a trained model: ``python -m scratchnet.predict shoe.png --checkpoint runs/x``.
+
+Each image is decoded with Pillow, converted to the model's channels (grey "L" for one channel, "RGB" for
+three), resized to the model's input size, scaled to [0, 1] and normalised with the mean and standard
+deviation stored in the checkpoint, exactly as the training images were. The class probabilities are the
+softmax of the logits,
+
+    p_k = exp(z_k - max z) / Σ_j exp(z_j - max z),
+
+computed in NumPy on the host (subtracting max z avoids overflow and does not change p).
+
+Note: Fashion-MNIST images are light clothes on a black background, 28x28; a photo of a shoe on a white
+table is far from anything the model saw, so expect confident nonsense. That is a lesson in itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from scratchnet.checkpoint import CheckpointError, load_model
+from scratchnet.device import DEVICE_NAMES
+from scratchnet.errors import DeviceError
+
+
+def load_images(paths: list[str | Path], input_shape: tuple[int, int, int]) -> np.ndarray:
+    """Decode, convert and resize image files into one float32 batch (N, C, H, W) in [0, 1]."""
+    channels, height, width = input_shape
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise ValueError(f"images can be read for 1 or 3 input channels, the model has {channels}")
+    batch = np.empty((len(paths), channels, height, width), dtype=np.float32)  # (N, C, H, W)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert(mode).resize((width, height), Image.Resampling.BILINEAR))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no image file {path}") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"{path} is not an image Pillow can read") from None
+        batch[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1) / np.float32(255.0)
+    return batch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, computed stably in float64."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(
+    paths: list[str | Path], checkpoint: str | Path, device: str = "cpu"
+) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities (N, K) for the image files, and the class names."""
+    model, ckpt = load_model(checkpoint, device=device)
+    meta = ckpt.meta
+    images = load_images(paths, tuple(meta["input_shape"]))
+    mean = np.asarray(meta["normalization"]["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(meta["normalization"]["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+    x = model.device.array((images - mean) / std, dtype=model.dtype)  # (N, C, H, W)
+    logits = model.device.to_host(model.forward(x, training=False))  # (N, K)
+    return softmax(logits), meta["classes"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scratchnet.predict", description="Classify image files.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint .npz or run folder (uses its last.npz)")
+    p.add_argument("--device", choices=DEVICE_NAMES, default="cpu")
+    p.add_argument("--top", type=int, default=5, help="how many classes to list per image (default 5)")
+    args = p.parse_args(argv)
+    try:
+        probabilities, classes = predict(args.images, args.checkpoint, device=args.device)
+    except (CheckpointError, DeviceError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path, p_image in zip(args.images, probabilities, strict=True):
+        print(path)
+        for k in np.argsort(-p_image, kind="stable")[: args.top]:
+            print(f"  {p_image[k]:.4f}  {classes[k]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
