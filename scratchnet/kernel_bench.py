@@ -1,0 +1,563 @@
+"""The kernel harness: numbered versions of one operation, from naive to optimized, validated and timed.
+
+In the style of llm.c's ``dev/cuda``: ``kernels/dev/gemm.cu`` holds ``gemm_v1_naive`` ...
+``gemm_v5_blocktile_2d``, each with a header comment saying what changed and why it is faster, and this
+module runs every version on the same inputs::
+
+    python -m scratchnet.kernel_bench                      # every op, every version
+    python -m scratchnet.kernel_bench gemm --device sim    # one op, on the simulator
+    python -m scratchnet.bench kernels conv2d              # the same, through the bench command
+
+For each version it
+
+1. **validates** the output against a NumPy reference on small, odd sizes (edge tiles, padding) on
+   ``sim`` (the simulator, any machine) or ``gpu``; the output buffer is filled with NaN first, so an
+   element that no thread writes fails the check;
+2. on a real GPU, **times** it at benchmark sizes with CUDA events (median of ``--repeats`` launches after a
+   warm-up) and reports GFLOP/s (GEMM, convolution) or GB/s (pooling), and the percentage of a library
+   reference: cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA
+   is installed) for convolution, and a device-to-device copy of the input (the bandwidth a pooling kernel
+   could reach at best) for pooling.
+
+Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
+sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet._cupy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scratchnet import _cupy
+from scratchnet.device import Device, get_device
+from scratchnet.errors import DeviceError
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for positive integers: the number of blocks of size b that cover a."""
+    return -(-a // b)
+
+
+# --- the operations -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Version:
+    """One numbered kernel version: ``launch(kernel, arrays, size)`` runs it on device arrays."""
+
+    number: int
+    kernel: str  # template name in the op's .cu file
+    launch: Callable
+    about: str
+
+
+@dataclass(frozen=True)
+class Op:
+    """An operation with numbered kernel versions, a NumPy reference and its work counts.
+
+    ``make_inputs(size, dtype, rng) -> {name: host array}`` (in kernel argument order), ``reference(inputs,
+    size) -> host array``, ``output_shape(size)``, ``flops(size)``, ``bytes(size, itemsize)`` (the minimum
+    traffic: every input read once, the output written once). ``metric`` is what the timing reports.
+    """
+
+    name: str
+    source: str  # file under kernels/
+    versions: tuple[Version, ...]
+    make_inputs: Callable
+    reference: Callable
+    output_shape: Callable
+    flops: Callable
+    bytes: Callable
+    metric: str  # "GFLOP/s" or "GB/s"
+    reduction_length: Callable  # terms summed per output (0: exact): sets the rounding tolerance
+    tiny_sizes: tuple[dict, ...]  # validated on sim and gpu
+    bench_sizes: tuple[dict, ...]  # timed on gpu (and validated there too)
+    library: Callable | None = None  # gpu only: library(arrays, size) -> (label, callable that runs it)
+
+
+def _describe(size: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in size.items())
+
+
+# GEMM: C (M, N) = A (M, K) @ B (K, N).
+def _gemm_inputs(size, dtype, rng):
+    return {
+        "A": rng.standard_normal((size["M"], size["K"])).astype(dtype),
+        "B": rng.standard_normal((size["K"], size["N"])).astype(dtype),
+    }
+
+
+def _gemm_launch_rows(kernel, a, size):  # v1: threadIdx.x walks the rows of C
+    M, N, K = size["M"], size["N"], size["K"]
+    kernel((cdiv(M, 32), cdiv(N, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
+
+
+def _gemm_launch_cols(kernel, a, size):  # v2, v3: threadIdx.x walks the columns of C
+    M, N, K = size["M"], size["N"], size["K"]
+    kernel((cdiv(N, 32), cdiv(M, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
+
+
+def _gemm_launch_tiles(tile: int, threads: int) -> Callable:  # v4, v5: one block per tile x tile of C
+    def launch(kernel, a, size):
+        M, N, K = size["M"], size["N"], size["K"]
+        kernel((cdiv(N, tile), cdiv(M, tile)), (threads,), (a["A"], a["B"], a["out"], M, N, K))
+
+    return launch
+
+
+def _gemm_cublas(a, size):
+    cp = _cupy.cupy()
+    return "cuBLAS (cupy.matmul)", lambda: cp.matmul(a["A"], a["B"], out=a["out"])
+
+
+GEMM = Op(
+    name="gemm",
+    source="dev/gemm.cu",
+    versions=(
+        Version(1, "gemm_v1_naive", _gemm_launch_rows, "one thread per C element, uncoalesced"),
+        Version(2, "gemm_v2_coalesced", _gemm_launch_cols, "one thread per C element, coalesced"),
+        Version(3, "gemm_v3_tiled", _gemm_launch_cols, "32x32 shared-memory tiles"),
+        Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles(64, 512), "64x64 tiles, 8 outputs per thread"),
+        Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles(128, 256), "128x128 tiles, 8x8 per thread"),
+    ),
+    make_inputs=_gemm_inputs,
+    reference=lambda inp, size: inp["A"] @ inp["B"],
+    output_shape=lambda s: (s["M"], s["N"]),
+    flops=lambda s: 2 * s["M"] * s["N"] * s["K"],
+    bytes=lambda s, itemsize: itemsize * (s["M"] * s["K"] + s["K"] * s["N"] + s["M"] * s["N"]),
+    metric="GFLOP/s",
+    reduction_length=lambda s: s["K"],
+    # Odd sizes: partial tiles in every direction; the second spans several 128-wide v5 tiles.
+    tiny_sizes=({"M": 37, "N": 29, "K": 23}, {"M": 130, "N": 135, "K": 9}),
+    bench_sizes=({"M": 1024, "N": 1024, "K": 1024}, {"M": 4096, "N": 4096, "K": 4096}),
+    library=_gemm_cublas,
+)
+
+
+# Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C, K, K)) + b, stride S, padding P.
+def _conv_out(size) -> tuple[int, int]:
+    oh = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    ow = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    return oh, ow
+
+
+def _conv_inputs(size, dtype, rng):
+    n, c, f, k = size["N"], size["C"], size["F"], size["K"]
+    return {
+        "x": rng.standard_normal((n, c, size["H"], size["W"])).astype(dtype),
+        "w": (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(dtype),
+        "b": rng.standard_normal(f).astype(dtype),
+    }
+
+
+def _conv_reference(inputs, size):
+    """im2col as a strided view, then one einsum:
+    y[n, f, i, j] = b[f] + sum_{c, u, v} w[f, c, u, v] * x_pad[n, c, i*S + u, j*S + v]."""
+    x, w, b = inputs["x"], inputs["w"], inputs["b"]
+    p, s, k = size["P"], size["S"], size["K"]
+    oh, ow = _conv_out(size)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    windows = np.lib.stride_tricks.sliding_window_view(
+        x_pad, (k, k), axis=(2, 3)
+    )  # (N, C, Hp-k+1, Wp-k+1, k, k)
+    windows = windows[:, :, : (oh - 1) * s + 1 : s, : (ow - 1) * s + 1 : s]  # (N, C, OH, OW, k, k)
+    return np.einsum("ncijuv,fcuv->nfij", windows, w, optimize=True) + b[None, :, None, None]
+
+
+def _conv_args(a, size):
+    oh, ow = _conv_out(size)
+    n, c, h, w, f, k = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
+    return (a["x"], a["w"], a["b"], a["out"], n, c, h, w, f, k, k, size["S"], size["P"], oh, ow)
+
+
+def _conv_launch_direct(kernel, a, size):  # v1: one thread per output element
+    oh, ow = _conv_out(size)
+    kernel.launch_1d(size["N"] * size["F"] * oh * ow, _conv_args(a, size), block=256)
+
+
+CONV_V2_TILE, CONV_V2_FB = 16, 8  # as V2_TILE and V2_FB in conv2d_forward.cu
+
+
+def _conv_launch_smem(kernel, a, size):  # v2: 16x16 output pixels x 8 channels per block
+    oh, ow = _conv_out(size)
+    k, s = size["K"], size["S"]
+    patch = ((CONV_V2_TILE - 1) * s + k) ** 2
+    shared = (patch + CONV_V2_FB * k * k) * a["out"].itemsize
+    grid = (cdiv(ow, CONV_V2_TILE), cdiv(oh, CONV_V2_TILE), size["N"] * cdiv(size["F"], CONV_V2_FB))
+    kernel(grid, (CONV_V2_TILE, CONV_V2_TILE), _conv_args(a, size), shared_mem=shared)
+
+
+def _conv_launch_implicit_gemm(kernel, a, size):  # v3: 64 filters x 64 pixels per block
+    oh, ow = _conv_out(size)
+    kernel((cdiv(size["N"] * oh * ow, 64), cdiv(size["F"], 64)), (256,), _conv_args(a, size))
+
+
+def _conv_cudnn(a, size):
+    """PyTorch's cuDNN convolution on the same device buffers (shared through DLPack), when available."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    x, w, b = (torch.from_dlpack(a[key]) for key in ("x", "w", "b"))
+    out = torch.from_dlpack(a["out"])
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False  # compare FP32 with FP32, not with TF32 tensor cores
+    torch.backends.cudnn.allow_tf32 = False
+
+    def run():
+        out.copy_(torch.nn.functional.conv2d(x, w, b, stride=size["S"], padding=size["P"]))
+
+    return "cuDNN (torch conv2d)", run
+
+
+CONV = Op(
+    name="conv2d",
+    source="dev/conv2d_forward.cu",
+    versions=(
+        Version(1, "conv2d_forward_v1_direct", _conv_launch_direct, "direct, one thread per output"),
+        Version(2, "conv2d_forward_v2_smem", _conv_launch_smem, "direct, input tile + filters in shared mem"),
+        Version(
+            3, "conv2d_forward_v3_implicit_gemm", _conv_launch_implicit_gemm, "implicit GEMM, 64x64 tiles"
+        ),
+    ),
+    make_inputs=_conv_inputs,
+    reference=_conv_reference,
+    output_shape=lambda s: (s["N"], s["F"], *_conv_out(s)),
+    flops=lambda s: 2 * s["N"] * s["F"] * int(np.prod(_conv_out(s))) * s["C"] * s["K"] ** 2,
+    bytes=lambda s, itemsize: (
+        itemsize
+        * (
+            s["N"] * s["C"] * s["H"] * s["W"]
+            + s["F"] * s["C"] * s["K"] ** 2
+            + s["F"]
+            + s["N"] * s["F"] * int(np.prod(_conv_out(s)))
+        )
+    ),
+    metric="GFLOP/s",
+    reduction_length=lambda s: s["C"] * s["K"] ** 2,
+    tiny_sizes=(
+        {"N": 2, "C": 3, "H": 9, "W": 7, "F": 5, "K": 3, "S": 1, "P": 1},
+        {"N": 2, "C": 2, "H": 11, "W": 11, "F": 9, "K": 3, "S": 2, "P": 0},
+        {"N": 1, "C": 2, "H": 20, "W": 18, "F": 3, "K": 5, "S": 1, "P": 2},  # more than one 16x16 tile
+    ),
+    bench_sizes=(
+        {"N": 128, "C": 6, "H": 14, "W": 14, "F": 16, "K": 5, "S": 1, "P": 0},  # LeNet-5 conv2
+        {"N": 128, "C": 64, "H": 27, "W": 27, "F": 192, "K": 5, "S": 1, "P": 2},  # torchvision AlexNet conv2
+        {"N": 128, "C": 256, "H": 13, "W": 13, "F": 384, "K": 3, "S": 1, "P": 1},  # AlexNet conv3
+    ),
+    library=_conv_cudnn,
+)
+
+
+# Max-pool forward: y (N, C, OH, OW) = max over K x K windows of x (N, C, H, W), stride S, padding P.
+def _pool_out(size) -> tuple[int, int]:
+    oh = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    ow = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    return oh, ow
+
+
+def _pool_inputs(size, dtype, rng):
+    # A permutation: all values distinct, so there are no ties to break.
+    n = size["N"] * size["C"] * size["H"] * size["W"]
+    return {"x": rng.permutation(n).reshape(size["N"], size["C"], size["H"], size["W"]).astype(dtype)}
+
+
+def _pool_reference(inputs, size):
+    k, s, p = size["K"], size["S"], size["P"]
+    oh, ow = _pool_out(size)
+    x_pad = np.pad(inputs["x"], ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (k, k), axis=(2, 3))
+    return windows[:, :, : (oh - 1) * s + 1 : s, : (ow - 1) * s + 1 : s].max(axis=(4, 5))
+
+
+def _pool_args(a, size):
+    oh, ow = _pool_out(size)
+    n, c, h, w = (size[key] for key in ("N", "C", "H", "W"))
+    return (a["x"], a["out"], n, c, h, w, size["K"], size["S"], size["P"], oh, ow)
+
+
+def _pool_launch_flat(kernel, a, size):  # v1, v2: one thread per output element
+    kernel.launch_1d(int(np.prod(_pool_out(size))) * size["N"] * size["C"], _pool_args(a, size), block=256)
+
+
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
+
+
+def _pool_launch_planes(kernel, a, size):  # v3: blockIdx.y picks the (n, c) plane
+    planes = size["N"] * size["C"]
+    grid = (cdiv(int(np.prod(_pool_out(size))), 256), min(planes, MAX_GRID_Y))
+    kernel(grid, (256,), _pool_args(a, size))
+
+
+def _pool_copy(a, size):
+    """The bandwidth ceiling: a device-to-device copy of x (reads and writes every input byte once)."""
+    cp = _cupy.cupy()
+    scratch = cp.empty_like(a["x"])
+    return "copy of x (bandwidth ceiling)", lambda: cp.copyto(scratch, a["x"])
+
+
+POOL = Op(
+    name="maxpool",
+    source="dev/maxpool_forward.cu",
+    versions=(
+        Version(1, "maxpool_forward_v1_naive", _pool_launch_flat, "one thread per output, channel fastest"),
+        Version(2, "maxpool_forward_v2_coalesced", _pool_launch_flat, "one thread per output, ow fastest"),
+        Version(3, "maxpool_forward_v3_planes", _pool_launch_planes, "one plane per block row, 32-bit math"),
+    ),
+    make_inputs=_pool_inputs,
+    reference=_pool_reference,
+    output_shape=lambda s: (s["N"], s["C"], *_pool_out(s)),
+    flops=lambda s: s["N"] * s["C"] * int(np.prod(_pool_out(s))) * (s["K"] ** 2 - 1),  # comparisons
+    bytes=lambda s, itemsize: itemsize * s["N"] * s["C"] * (s["H"] * s["W"] + int(np.prod(_pool_out(s)))),
+    metric="GB/s",
+    reduction_length=lambda s: 0,  # a max rounds nothing: the output must equal the reference exactly
+    tiny_sizes=(
+        {"N": 2, "C": 3, "H": 8, "W": 6, "K": 2, "S": 2, "P": 0},
+        {"N": 2, "C": 3, "H": 7, "W": 9, "K": 3, "S": 2, "P": 1},
+    ),
+    bench_sizes=(
+        {"N": 128, "C": 6, "H": 28, "W": 28, "K": 2, "S": 2, "P": 0},  # LeNet-5 pool1
+        {"N": 128, "C": 64, "H": 55, "W": 55, "K": 3, "S": 2, "P": 0},  # torchvision AlexNet pool1
+    ),
+    library=_pool_copy,
+)
+
+OPS = {op.name: op for op in (GEMM, CONV, POOL)}
+
+
+# --- validation and timing ----------------------------------------------------------------------------
+@dataclass
+class Result:
+    op: str
+    version: int | str  # a version number, or the library reference's label
+    kernel: str
+    size: dict
+    ok: bool | None = None  # None: not validated (the library reference)
+    max_error: float | None = None
+    ms: float | None = None
+    rate: float | None = None  # in the op's metric
+    percent_of_library: float | None = None
+    flops: int = 0
+    bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def tolerance(dtype, reduction_length: int) -> float:
+    """Allowed max |out - ref| / max(1, max|ref|). Rounding error grows about as the square root of the
+    number of terms summed; the factor 32 leaves room for unlucky sums, far below any real bug. Zero
+    terms (a max, a copy) means no rounding: the result must be exact."""
+    return 32 * float(np.finfo(dtype).eps) * reduction_length**0.5
+
+
+def _device_arrays(dev: Device, inputs: dict, out_shape, dtype) -> dict:
+    arrays = {k: dev.array(v) for k, v in inputs.items()}
+    arrays["out"] = dev.array(np.full(out_shape, np.nan, dtype=dtype))  # unwritten elements stay NaN
+    return arrays
+
+
+def validate(
+    dev: Device,
+    op: Op,
+    version: Version,
+    size: dict,
+    dtype=np.float32,
+    seed: int = 0,
+    reference: Callable | None = None,
+) -> Result:
+    """Run one version on ``dev`` and compare with ``reference`` (default: the op's NumPy reference).
+
+    A wrong value, a NaN (an output no thread wrote) or a wrong shape is a failure; so is a launch error.
+    """
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    inputs = op.make_inputs(size, dtype, rng)
+    result = Result(op.name, version.number, version.kernel, size)
+    # The reference computes in float64, so its own rounding does not count against the kernel.
+    expected = (reference or op.reference)({k: v.astype(np.float64) for k, v in inputs.items()}, size)
+    try:
+        kernel = dev.kernel(op.source, version.kernel, dtype)
+        arrays = _device_arrays(dev, inputs, op.output_shape(size), dtype)
+        version.launch(kernel, arrays, size)
+        dev.synchronize()
+        out = dev.to_host(arrays["out"])
+    except Exception as e:  # a launch or compile error is a failed validation, reported with its message
+        result.ok = False
+        result.notes.append(f"{type(e).__name__}: {e}")
+        return result
+    if out.shape != expected.shape:
+        result.ok = False
+        result.notes.append(f"output shape {out.shape}, expected {expected.shape}")
+        return result
+    error = np.abs(out.astype(np.float64) - expected)
+    result.max_error = float(np.nanmax(error)) if not np.isnan(error).all() else float("nan")
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    unwritten = int(np.isnan(out).sum())
+    if unwritten:
+        result.notes.append(f"{unwritten} of {out.size} outputs not written (still NaN)")
+    result.ok = unwritten == 0 and bool(np.all(error <= tolerance(dtype, op.reduction_length(size)) * scale))
+    return result
+
+
+def _time_gpu(run: Callable, repeats: int, budget_ms: float = 2000.0) -> float:
+    """Median milliseconds of ``run()`` over ``repeats`` launches (fewer, at least 3, for a slow kernel
+    such as a naive GEMM at 4096^3, to stay within about ``budget_ms``), each timed with CUDA events."""
+    cp = _cupy.cupy()
+
+    def once() -> float:
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        run()
+        stop.record()
+        stop.synchronize()
+        return cp.cuda.get_elapsed_time(start, stop)
+
+    run()  # warm-up: compilation, cuDNN algorithm search, caches
+    first = once()
+    repeats = max(3, min(repeats, int(budget_ms / max(first, 1e-3))))
+    return statistics.median([first] + [once() for _ in range(repeats - 1)])
+
+
+def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int) -> list[Result]:
+    """On the GPU: validate and time every version at one size, then the library reference."""
+    dtype = np.dtype(dtype)
+    flops, nbytes = op.flops(size), op.bytes(size, dtype.itemsize)
+    work = flops if op.metric == "GFLOP/s" else nbytes
+    results = []
+    for version in op.versions:
+        result = validate(dev, op, version, size, dtype)
+        if result.ok:
+            kernel = dev.kernel(op.source, version.kernel, dtype)
+            arrays = _device_arrays(
+                dev, op.make_inputs(size, dtype, np.random.default_rng(0)), op.output_shape(size), dtype
+            )
+            result.ms = _time_gpu(lambda k=kernel, a=arrays, v=version: v.launch(k, a, size), repeats)
+        results.append(result)
+    library = None
+    if op.library is not None:
+        arrays = _device_arrays(
+            dev, op.make_inputs(size, dtype, np.random.default_rng(0)), op.output_shape(size), dtype
+        )
+        library = op.library(arrays, size)
+    if library is not None:
+        label, run = library
+        results.append(Result(op.name, label, label, size, ms=_time_gpu(run, repeats)))
+    library_ms = results[-1].ms if library is not None else None
+    for r in results:
+        r.flops, r.bytes = flops, nbytes
+        if r.ms:
+            r.rate = work / (r.ms * 1e-3) / 1e9
+            if library_ms:
+                r.percent_of_library = 100 * library_ms / r.ms
+    return results
+
+
+# --- the command line ---------------------------------------------------------------------------------
+def pick_device(name: str | None) -> tuple[Device, str]:
+    """``name``, or by default the GPU when there is one and else the simulator; plus a note saying why."""
+    if name is not None:
+        return get_device(name), ""
+    try:
+        return get_device("gpu"), ""
+    except DeviceError as e:
+        note = (
+            f"No CUDA GPU: {e}\n"
+            "Validating every version on the simulator (sim) at small sizes; timings need a GPU."
+        )
+        return get_device("sim"), note
+
+
+def _format_validation(results: list[Result]) -> list[str]:
+    lines = []
+    for r in results:
+        status = "ok  " if r.ok else "FAIL"
+        err = "" if r.max_error is None else f"max |err| {r.max_error:.2e}"
+        notes = "; ".join(r.notes)
+        lines.append(f"  v{r.version} {r.kernel:34s} {_describe(r.size):42s} {status} {err} {notes}".rstrip())
+    return lines
+
+
+def _format_counts(op: Op, dtype) -> list[str]:
+    lines = []
+    for size in op.bench_sizes:
+        flops, nbytes = op.flops(size), op.bytes(size, np.dtype(dtype).itemsize)
+        what = "comparisons" if op.metric == "GB/s" else "FLOP"
+        lines.append(
+            f"  {_describe(size):48s} {flops / 1e9:10.3f} G{what:12s} {nbytes / 1e6:10.2f} MB moved at least"
+        )
+    return lines
+
+
+def _format_timings(op: Op, results: list[Result]) -> list[str]:
+    lines = [f"  {'version':40s} {'valid':5s} {'ms':>9s} {op.metric:>9s} {'% of lib':>8s}"]
+    for r in results:
+        name = f"v{r.version} {r.kernel}" if isinstance(r.version, int) else r.kernel
+        valid = "-" if r.ok is None else ("ok" if r.ok else "FAIL")
+        ms = "" if r.ms is None else f"{r.ms:9.3f}"
+        rate = "" if r.rate is None else f"{r.rate:9.1f}"
+        pct = "" if r.percent_of_library is None else f"{r.percent_of_library:7.1f}%"
+        lines.append(f"  {name:40s} {valid:5s} {ms:>9s} {rate:>9s} {pct:>8s}")
+    return lines
+
+
+def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bool:
+    """Validate (and on a GPU, time) every version of ``ops``; print the report; return True if all valid."""
+    dev, note = pick_device(device)
+    if note:
+        out(note)
+    all_ok = True
+    for op in ops:
+        out(f"\n== {op.name}: kernels/{op.source}, {np.dtype(dtype)}, device {dev.name} ==")
+        out("validation against NumPy:")
+        results = [validate(dev, op, v, size, dtype) for size in op.tiny_sizes for v in op.versions]
+        all_ok &= all(r.ok for r in results)
+        out("\n".join(_format_validation(results)))
+        if dev.name != "gpu":
+            out(f"benchmark sizes (timed on a GPU only; work per call, {np.dtype(dtype)}):")
+            out("\n".join(_format_counts(op, dtype)))
+            continue
+        for size in op.bench_sizes:
+            out(f"timing {_describe(size)} (median of {repeats}, CUDA events):")
+            results = benchmark_size(dev, op, size, dtype, repeats)
+            all_ok &= all(r.ok is not False for r in results)
+            out("\n".join(_format_timings(op, results)))
+    return all_ok
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m scratchnet.kernel_bench",
+        description="Validate (and on a GPU, time) the numbered kernel versions in kernels/dev/.",
+    )
+    p.add_argument("ops", nargs="*", metavar="OP", help=f"ops to run: {', '.join(OPS)} (default: all)")
+    p.add_argument(
+        "--device", choices=("sim", "gpu"), help="default: gpu when available, else sim (validation only)"
+    )
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--repeats", type=int, default=20, help="timed launches per kernel (GPU)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.ops if name not in OPS]
+    if unknown:
+        parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
+    ops = [OPS[name] for name in args.ops] or list(OPS.values())
+    try:
+        ok = run(ops, args.device, args.dtype, args.repeats)
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not ok:
+        print("\nFAIL: at least one kernel version does not match the reference", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The benchmarks: the bench table and its JSON are well formed, the PyTorch twin computes the same model,
+and the kernel harness validates every numbered kernel version on the simulator and reports a broken one.
+
+No timing is asserted: the figures depend on the machine. What is checked is that each figure is there,
+consistent with the others (images/s = batch / time) and that the harness can say FAIL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+
+from scratchnet import bench, kernel_bench
+from scratchnet import models as M
+from scratchnet.device import get_device
+
+LENET_LAYERS = [
+    "conv1",
+    "relu1",
+    "pool1",
+    "conv2",
+    "relu2",
+    "pool2",
+    "flatten",
+    "fc1",
+    "relu3",
+    "fc2",
+    "relu4",
+    "fc3",
+]
+
+# One row of the printed table: batch, what, impl, ms, img/s, then optionally torch ms, torch img/s, ratio.
+ROW = re.compile(
+    r"^\s*(?P<batch>\d+)  (?P<what>\S+(?: \S+)?)\s+(?P<impl>fast|naive\*)"
+    r"\s+(?P<ms>\d+\.\d+)\s+(?P<rate>[\d,]+)"
+    r"(?:\s+(?P<torch_ms>\d+\.\d+)\s+(?P<torch_rate>[\d,]+)\s+(?P<ratio>\d+\.\d+)x)?\s*$"
+)
+
+
+@pytest.fixture(scope="module")
+def quick_table(tmp_path_factory):
+    """The printed ``--quick`` table (one run shared by the tests that parse it)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench.main(["--quick"]) == 0
+    return out.getvalue()
+
+
+def _torch_installed() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_quick_table_is_well_formed(quick_table):
+    lines = quick_table.splitlines()
+    assert lines[0].startswith("scratchnet bench: lenet5, float32, device cpu")
+    assert any(line.startswith("numpy ") and "BLAS" in line for line in lines)
+    rows = [m.groupdict() for m in map(ROW.match, lines) if m]
+    fast = {r["what"]: r for r in rows if r["impl"] == "fast"}
+    expected = [f"{name} {d}" for name in LENET_LAYERS for d in ("forward", "backward")]
+    expected += ["loss forward", "loss backward", "train step"]
+    assert list(fast) == expected  # every layer, in model order, then the loss and the training step
+    for r in rows:
+        assert r["batch"] == "8"
+        ms, rate = float(r["ms"]), float(r["rate"].replace(",", ""))
+        assert ms > 0
+        # img/s is batch / time; ms is printed to 3 decimals, so allow for that rounding.
+        assert 8e3 / (ms + 5e-4) - 1 <= rate <= 8e3 / max(ms - 5e-4, 1e-9) + 1
+        if _torch_installed():
+            assert r["ratio"] is not None, f"row without a PyTorch comparison: {r}"
+            torch_ms = float(r["torch_ms"])
+            low, high = (torch_ms - 5e-4) / (ms + 5e-4), (torch_ms + 5e-4) / max(ms - 5e-4, 1e-9)
+            assert low - 0.005 <= float(r["ratio"]) <= high + 0.005
+    # The naive loops are timed for the convolutions and poolings, and a naive training step.
+    naive = {r["what"] for r in rows if r["impl"] == "naive*"}
+    assert naive == {
+        f"{n} {d}" for n in ("conv1", "pool1", "conv2", "pool2") for d in ("forward", "backward")
+    } | {"train step"}
+    assert "peak NumPy allocations in one training step (tracemalloc): batch 8:" in quick_table
+
+
+def test_quick_table_reports_openblas_environment(monkeypatch, capsys):
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "123456")
+    assert bench.main(["--quick", "--no-naive", "--no-torch"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^environment: .*OPENBLAS_L2_SIZE=123456", out, re.M)
+    assert "torch: skipped (--no-torch)" in out
+
+
+def test_quick_json_is_valid(capsys):
+    assert bench.main(["--quick", "--no-naive", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "lenet5" and report["device"] == "cpu" and report["repeats"] == 1
+    assert report["environment"]["numpy"]["version"] == np.__version__
+    rows = report["rows"]
+    assert {r["what"] for r in rows} >= {"conv1 forward", "fc3 backward", "loss forward", "train step"}
+    for r in rows:
+        assert r["batch"] == 8 and r["impl"] == "fast" and r["runs"] == 1
+        assert r["seconds"] > 0
+        assert r["images_per_second"] == pytest.approx(8 / r["seconds"])
+        if r["torch_seconds"] is not None:
+            assert r["speed_vs_torch"] == pytest.approx(r["torch_seconds"] / r["seconds"])
+    assert report["step_peak_numpy_bytes"]["8"] > 0
+    assert report["peak_rss_bytes"] > 0
+
+
+@pytest.mark.sim
+def test_quick_json_on_sim(capsys):
+    """The same bench through the CUDA kernels, simulated: every layer row is there, no naive rows."""
+    assert bench.main(["--quick", "--device", "sim", "--no-torch", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["device"] == "sim"
+    whats = [r["what"] for r in report["rows"]]
+    assert whats[:2] == ["conv1 forward", "conv1 backward"] and whats[-1] == "train step"
+    assert all(
+        r["impl"] == "fast" and r["seconds"] > 0 and r["torch_seconds"] is None for r in report["rows"]
+    )
+
+
+def test_bad_batch_sizes_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--batch-sizes", "64,x"])
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", bench.BENCH_MODELS)
+def test_torch_twin_computes_the_same_model(name):
+    """The PyTorch model the bench times has scratchnet's layers and weights: same logits."""
+    torch = pytest.importorskip("torch")
+    model = M.build(name, seed=0)
+    b = bench.Bench(model, batch=3, torch=torch, torch_device="cpu")
+    assert b.torch_max_difference() < 1e-4
+    # A twin with one weight changed must differ: the comparison is not vacuous.
+    net = bench.torch_model(model, torch)
+    with torch.no_grad():
+        next(net.parameters())[0] += 0.5
+    assert b.torch_max_difference(net) > 1e-3
+
+
+def test_time_to_accuracy_stops_at_the_target(capsys):
+    """On the bundled mini Fashion-MNIST: stops at the first epoch whose test accuracy reaches the target."""
+    code = bench.main(
+        [
+            "time-to-accuracy",
+            "--dataset",
+            "fashion-mnist-mini",
+            "--target",
+            "0.6",
+            "--max-epochs",
+            "3",
+            "--json",
+        ]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["reached"]
+    accuracies = [e["test_accuracy"] for e in result["epochs"]]
+    assert accuracies[-1] >= 0.6 and all(a < 0.6 for a in accuracies[:-1])
+    assert 0 < result["train_seconds"] <= result["wall_seconds"]
+
+
+# --- the kernel harness -------------------------------------------------------------------------------
+VERSIONS = [
+    pytest.param(
+        op, version, size, id=f"{op.name}-v{version.number}-{kernel_bench._describe(size).replace(' ', ',')}"
+    )
+    for op in kernel_bench.OPS.values()
+    for version in op.versions
+    for size in op.tiny_sizes
+]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("op", "version", "size"), VERSIONS)
+def test_every_kernel_version_validates_on_sim(op, version, size, dtype):
+    result = kernel_bench.validate(get_device("sim"), op, version, size, dtype)
+    assert result.ok, result.notes
+
+
+def _broken(op, version, launch) -> kernel_bench.Op:
+    return dataclasses.replace(op, versions=(dataclasses.replace(version, launch=launch),))
+
+
+def _half_grid_launch(kernel, arrays, size):
+    """GEMM v2 with half the blocks along N: half of C is never written."""
+    M_, N, K = size["M"], size["N"], size["K"]
+    kernel(
+        (kernel_bench.cdiv(N, 32) // 2, kernel_bench.cdiv(M_, 32)),
+        (32, 32),
+        (arrays["A"], arrays["B"], arrays["out"], M_, N, K),
+    )
+
+
+def _swapped_launch(kernel, arrays, size):
+    """GEMM v3 with A and B exchanged in the call: computes B @ A (square, so every access is in bounds)."""
+    M_, N, K = size["M"], size["N"], size["K"]
+    kernel(
+        (kernel_bench.cdiv(N, 32), kernel_bench.cdiv(M_, 32)),
+        (32, 32),
+        (arrays["B"], arrays["A"], arrays["out"], M_, N, K),
+    )
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize(
+    ("version_index", "launch", "size", "note"),
+    [
+        (1, _half_grid_launch, {"M": 37, "N": 70, "K": 23}, "not written"),
+        (2, _swapped_launch, {"M": 37, "N": 37, "K": 37}, ""),
+    ],
+    ids=["unwritten-outputs", "wrong-values"],
+)
+def test_harness_reports_a_broken_kernel(version_index, launch, size, note):
+    op = _broken(kernel_bench.GEMM, kernel_bench.GEMM.versions[version_index], launch)
+    op = dataclasses.replace(op, tiny_sizes=(size,))
+    result = kernel_bench.validate(get_device("sim"), op, op.versions[0], size)
+    assert result.ok is False
+    assert note in "; ".join(result.notes)
+    # The report says FAIL, and the run as a whole fails.
+    lines = []
+    assert kernel_bench.run([op], "sim", np.float32, repeats=1, out=lines.append) is False
+    assert "FAIL" in "\n".join(lines)
+
+
+@pytest.mark.sim
+def test_harness_fails_against_a_wrong_reference():
+    """The comparison itself can fail: the right kernel against a reference that is off by a little."""
+    op, version, size = kernel_bench.POOL, kernel_bench.POOL.versions[1], kernel_bench.POOL.tiny_sizes[0]
+    good = kernel_bench.validate(get_device("sim"), op, version, size)
+    bad = kernel_bench.validate(
+        get_device("sim"), op, version, size, reference=lambda inputs, s: op.reference(inputs, s) + 1e-3
+    )
+    assert good.ok and not bad.ok
+
+
+@pytest.mark.sim
+def test_kernels_subcommand_without_gpu_says_so(capsys):
+    if kernel_bench.pick_device(None)[0].name == "gpu":
+        pytest.skip("a GPU is present: the harness times kernels instead")
+    assert bench.main(["kernels", "maxpool"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("No CUDA GPU:")
+    assert "timings need a GPU" in out
+    assert re.search(r"N=128 C=64 H=55 W=55 K=3 S=2 P=0 .* MB moved at least", out)
+    assert out.count(" ok ") == len(kernel_bench.POOL.versions) * len(kernel_bench.POOL.tiny_sizes)
+
+
+def test_kernel_harness_refuses_unknown_ops(capsys):
+    with pytest.raises(SystemExit):
+        kernel_bench.main(["fft"])
+    assert "unknown op(s) fft" in capsys.readouterr().err
