@@ -1,8 +1,145 @@
-"""Placeholder until the layer is written."""
+"""Fully connected (affine) layer, and the GEMM launcher that it and the convolution share.
 
+Forward, for a batch of N row vectors::
+
+    y = x W + b                 x (N, D_in), W (D_in, D_out), b (D_out,), y (N, D_out)
+    y[n, k] = b[k] + Σ_d x[n, d] W[d, k]
+
+Backward, given dy = dL/dy (N, D_out)::
+
+    dx = dy Wᵀ                  (N, D_out) @ (D_out, D_in) -> (N, D_in)
+    dW = xᵀ dy                  (D_in, N) @ (N, D_out)     -> (D_in, D_out)
+    db = Σ_n dy[n, :]           (D_out,)
+
+(each entry of W touches every row of the batch, hence the sum over n in dW and db.)
+
+On ``cpu`` these are three NumPy matrix products. On ``gpu`` and ``sim`` the layer launches, from
+``kernels/``: ``gemm_tiled`` (gemm.cu) for the three products, using its transpose flags instead of
+copying a transposed matrix; ``add_bias`` (gemm.cu) for + b; and ``bias_grad`` (reduce.cu) for db.
+:func:`gemm` launches the GEMM kernels on their own (for benchmarks and experiments).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchnet.device import Device, get_device
 from scratchnet.layers.base import Layer
+
+GEMM_TILE = 16  # TILE in kernels/gemm.cu: blocks are GEMM_TILE x GEMM_TILE threads
+REDUCE_THREADS = 256  # REDUCE_THREADS in kernels/reduce.cu: the block size bias_grad is written for
+GEMM_IMPLS = ("tiled", "naive")
+
+
+def gemm(
+    device: str | Device, A, B, transpose_a: bool = False, transpose_b: bool = False, impl: str = "tiled"
+):
+    """C = op(A) @ op(B) with the kernel ``gemm_<impl>`` of ``kernels/gemm.cu`` (``impl``: "tiled" | "naive").
+
+    ``A`` is (M, K), or (K, M) with ``transpose_a``; ``B`` is (K, N), or (N, K) with ``transpose_b``;
+    C is (M, N). Stacks (batch, ., .) of matrices multiply pairwise into (batch, M, N), one grid layer per
+    matrix. Arrays live on ``device`` (gpu or sim), C-contiguous, both float32 or both float64.
+    """
+    device = get_device(device)
+    if impl not in GEMM_IMPLS:
+        raise ValueError(f"gemm: impl must be one of {GEMM_IMPLS}, got {impl!r}")
+    if A.ndim not in (2, 3) or B.ndim != A.ndim:
+        raise ValueError(
+            f"gemm: A and B must both be matrices or both stacks of matrices, got {A.shape} and {B.shape}"
+        )
+    if A.ndim == 3 and A.shape[0] != B.shape[0]:
+        raise ValueError(f"gemm: stacks of different lengths: A {A.shape}, B {B.shape}")
+    if A.dtype != B.dtype:
+        raise ValueError(f"gemm: A and B must have the same dtype, got {A.dtype} and {B.dtype}")
+    M, K = A.shape[-2:][::-1] if transpose_a else A.shape[-2:]
+    K_b, N = B.shape[-2:][::-1] if transpose_b else B.shape[-2:]
+    if K != K_b:
+        raise ValueError(
+            f"gemm: op(A) is {M}x{K} but op(B) is {K_b}x{N} (A {A.shape}, B {B.shape}, "
+            f"transpose_a={transpose_a}, transpose_b={transpose_b}): inner sizes differ"
+        )
+    if min(M, N, K) == 0:
+        raise ValueError(f"gemm: empty matrices (A {A.shape}, B {B.shape})")
+    batch = A.shape[0] if A.ndim == 3 else 1
+    C = device.empty(A.shape[:-2] + (M, N), A.dtype)
+    kernel = device.kernel("gemm.cu", f"gemm_{impl}", A.dtype)
+    grid = (-(-N // GEMM_TILE), -(-M // GEMM_TILE), batch)
+    kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, C, M, N, K, int(transpose_a), int(transpose_b)))
+    return C
+
+
+def add_bias(device: Device, y, b, positions: int = 1) -> None:
+    """y += b in place with the ``add_bias`` kernel; y is viewed as (rows, F, positions), b is (F,)."""
+    kernel = device.kernel("gemm.cu", "add_bias", y.dtype)
+    kernel.launch_1d(y.size, (y, b, y.size, b.shape[0], positions))
+
+
+def bias_grad(device: Device, dy, positions: int = 1):
+    """db[f] = Σ over n, p of dy[n, f, p] with the ``bias_grad`` kernel (one block per f, no atomics)."""
+    N, F = dy.shape[0], dy.shape[1]
+    db = device.empty((F,), dy.dtype)
+    kernel = device.kernel("reduce.cu", "bias_grad", dy.dtype)
+    kernel((F,), (REDUCE_THREADS,), (dy, db, N, F, positions))
+    return db
 
 
 class Linear(Layer):
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("Linear is not written yet")
+    """Fully connected layer y = x W + b, for x of shape (N, in_features); see the module docstring.
+
+    ``W`` (in_features, out_features) starts He-normal (std = sqrt(2 / in_features)), ``b`` at zero;
+    ``seed`` seeds that initialisation.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, device: str | Device = "cpu", dtype=np.float32, seed=None
+    ):
+        super().__init__(device=device, dtype=dtype)
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        rng = np.random.default_rng(seed)
+        std = np.sqrt(2.0 / self.in_features)
+        self._set_param("W", rng.standard_normal((self.in_features, self.out_features)) * std)
+        self._set_param("b", np.zeros(self.out_features))
+        self._x = None  # the forward input, kept for backward
+
+    def check_input_shape(self, shape: tuple) -> None:
+        if len(shape) != 2 or shape[1] != self.in_features:
+            self._fail_shape(f"(N, {self.in_features})", shape)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        self.check_input_shape(tuple(input_shape))
+        return (input_shape[0], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}"
+
+    # --- cpu: NumPy ----------------------------------------------------------------------------------
+    def _forward_numpy(self, x, training):
+        self._x = x if training else None
+        return x @ self.params["W"] + self.params["b"]  # (N, D_out)
+
+    def _backward_numpy(self, dy):
+        x = self._saved_input()
+        self.grads["W"] = x.T @ dy  # (D_in, D_out)
+        self.grads["b"] = dy.sum(axis=0)  # (D_out,)
+        return dy @ self.params["W"].T  # (N, D_in)
+
+    # --- gpu and sim: kernels/gemm.cu, kernels/reduce.cu -----------------------------------------------
+    def _forward_kernels(self, x, training):
+        self._x = x if training else None
+        y = gemm(self.device, x, self.params["W"])  # (N, D_out)
+        add_bias(self.device, y, self.params["b"])
+        return y
+
+    def _backward_kernels(self, dy):
+        x = self._saved_input()
+        self.grads["W"] = gemm(self.device, x, dy, transpose_a=True)  # xᵀ dy
+        self.grads["b"] = bias_grad(self.device, dy)
+        return gemm(self.device, dy, self.params["W"], transpose_b=True)  # dy Wᵀ
+
+    def _saved_input(self):
+        if self._x is None:
+            raise RuntimeError("Linear.backward needs a forward with training=True first")
+        return self._x

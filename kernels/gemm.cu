@@ -1,0 +1,96 @@
+// Matrix multiplication C = op(A) @ op(B), the workhorse of Linear and of the im2col convolution.
+//
+// Shapes (row-major, C-contiguous): C is M x N; op(A) is M x K and op(B) is K x N, where
+//   op(A) = A (stored M x K) when transpose_a == 0, or A^T (A stored K x M) when transpose_a == 1,
+//   op(B) = B (stored K x N) when transpose_b == 0, or B^T (B stored N x K) when transpose_b == 1.
+// The transposes give every product Linear needs without copying a matrix:
+//   forward y = x W;   weight gradient dW = x^T dy;   input gradient dx = dy W^T.
+// Batches: launch gridDim.z matrices at once; matrix z reads A + z*M*K, B + z*K*N and writes C + z*M*N
+// (the convolution uses one matrix per group).
+// Sizes are int (each below 2^31); offsets are long long because M*K can pass 2^31.
+
+#define TILE 16
+
+// op(A)[row, k] and op(B)[k, col], reading the stored matrix the right way round.
+template <typename T>
+__device__ T load_op_a(const T* A, int row, int k, int M, int K, int transpose_a)
+{
+    return transpose_a ? A[(long long)k * M + row] : A[(long long)row * K + k];
+}
+
+template <typename T>
+__device__ T load_op_b(const T* B, int k, int col, int K, int N, int transpose_b)
+{
+    return transpose_b ? B[(long long)col * K + k] : B[(long long)k * N + col];
+}
+
+// Thread mapping: one thread per element of C. Block (TILE, TILE) covers a TILE x TILE tile of C:
+// threadIdx.x walks the columns (so neighbouring threads write neighbouring addresses), threadIdx.y the
+// rows; grid (ceil(N / TILE), ceil(M / TILE), batch). Each thread reads a whole row of op(A) and column
+// of op(B) from global memory: 2K loads for 2K flops, which is why this kernel is slow.
+template <typename T>
+__global__ void gemm_naive(const T* A, const T* B, T* C, int M, int N, int K, int transpose_a, int transpose_b)
+{
+    const int row = blockIdx.y * blockDim.y + threadIdx.y;
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    const long long z = blockIdx.z;
+    if (row >= M || col >= N) return;
+    A += z * M * K;
+    B += z * K * N;
+    T sum = 0;
+    for (int k = 0; k < K; ++k) {
+        sum += load_op_a(A, row, k, M, K, transpose_a) * load_op_b(B, k, col, K, N, transpose_b);
+    }
+    C[z * M * N + (long long)row * N + col] = sum;
+}
+
+// Thread mapping: as gemm_naive (one thread per element of C, block (TILE, TILE), grid
+// (ceil(N / TILE), ceil(M / TILE), batch)), but the block walks along K one TILE at a time: its threads
+// first copy a TILE x TILE tile of op(A) and one of op(B) into shared memory (one element each), then
+// every thread reads its row and column of the tiles from shared memory. Each global element is loaded
+// once per tile instead of once per thread: TILE times less global traffic.
+// Threads outside C (at the right and bottom edges) still load zeros and reach both barriers: a
+// __syncthreads() that only some threads of a block reach is undefined behaviour.
+template <typename T>
+__global__ void gemm_tiled(const T* A, const T* B, T* C, int M, int N, int K, int transpose_a, int transpose_b)
+{
+    __shared__ T tile_a[TILE][TILE];
+    __shared__ T tile_b[TILE][TILE];
+    const int tx = threadIdx.x;
+    const int ty = threadIdx.y;
+    const int row = blockIdx.y * TILE + ty;
+    const int col = blockIdx.x * TILE + tx;
+    const long long z = blockIdx.z;
+    A += z * M * K;
+    B += z * K * N;
+
+    T sum = 0;
+    for (int k0 = 0; k0 < K; k0 += TILE) {
+        // Each thread loads one element of each tile; zeros pad the tiles past the matrix edges.
+        tile_a[ty][tx] = (row < M && k0 + tx < K) ? load_op_a(A, row, k0 + tx, M, K, transpose_a) : T(0);
+        tile_b[ty][tx] = (k0 + ty < K && col < N) ? load_op_b(B, k0 + ty, col, K, N, transpose_b) : T(0);
+        // Barrier 1: the tiles must be complete before anyone reads them (a thread reads elements that
+        // other threads loaded).
+        __syncthreads();
+        for (int k = 0; k < TILE; ++k) {
+            sum += tile_a[ty][k] * tile_b[k][tx];
+        }
+        // Barrier 2: everyone must have finished reading these tiles before the next iteration
+        // overwrites them.
+        __syncthreads();
+    }
+    if (row < M && col < N) {
+        C[z * M * N + (long long)row * N + col] = sum;
+    }
+}
+
+// The bias epilogue after a GEMM: y[i] += b[f] where f = (i / P) % F, for y viewed as (rows, F, P):
+// P = 1 for Linear's (N, F) output, P = H * W for a convolution's (N, F, H, W) output.
+// Thread mapping: one thread per element of y (1-D grid over all n elements).
+template <typename T>
+__global__ void add_bias(T* y, const T* b, long long n, int F, long long P)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    y[i] += b[(i / P) % F];
+}

@@ -1,0 +1,215 @@
+"""Linear and the GEMM kernels: gradient checks, kernels vs NumPy, PyTorch parity, mutants, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet.gradcheck import TOLERANCE, check_layer
+from scratchnet.layers import Linear
+from scratchnet.layers.linear import gemm
+
+CPU = "cpu"
+SIM = pytest.param("sim", marks=pytest.mark.sim)
+GPU = pytest.param("gpu", marks=pytest.mark.gpu)
+KERNEL_DEVICES = [SIM, GPU]
+DEVICES = [CPU, SIM, GPU]
+
+# (batch, in_features, out_features): all different, and not multiples of the GEMM's 16 x 16 tile.
+SHAPES = {"tiny": (1, 3, 2), "wide": (4, 7, 19), "tall": (5, 18, 3)}
+
+
+def make_layer(shape, device=CPU, dtype=np.float64, seed=0, cls=Linear):
+    layer = cls(SHAPES[shape][1], SHAPES[shape][2], device=device, dtype=dtype, seed=seed)
+    b = np.random.default_rng(seed + 1).standard_normal(SHAPES[shape][2])
+    layer.params["b"][...] = layer.device.array(b, dtype=dtype)  # nonzero, so the forward checks it
+    return layer
+
+
+def make_input(shape, dtype=np.float64, seed=2):
+    return np.random.default_rng(seed).standard_normal(SHAPES[shape][:2]).astype(dtype)
+
+
+def run(layer, x_host, dy_host):
+    """Forward and backward on the layer's device, results as NumPy: (y, dx, dW, db)."""
+    dev = layer.device
+    y = layer.forward(dev.array(x_host, dtype=layer.dtype))
+    dx = layer.backward(dev.array(dy_host, dtype=layer.dtype))
+    return tuple(dev.to_host(a) for a in (y, dx, layer.grads["W"], layer.grads["b"]))
+
+
+def get_device_or_skip(name):
+    try:
+        return sn.get_device(name)
+    except sn.DeviceError as e:
+        pytest.skip(f"no {name} device: {e}")
+
+
+# --- gradients --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradients_match_finite_differences(device, shape):
+    errors = check_layer(make_layer(shape, device), make_input(shape))
+    assert set(errors) == {"x", "W", "b"}
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_kernels_agree_with_numpy(device, shape, dtype, tol):
+    x = make_input(shape, dtype)
+    dy = np.random.default_rng(3).standard_normal((x.shape[0], SHAPES[shape][2]))
+    reference, layer = make_layer(shape, CPU, dtype), make_layer(shape, device, dtype)
+    for name, a, c in zip(("y", "dx", "dW", "db"), run(reference, x, dy), run(layer, x, dy), strict=True):
+        assert c.dtype == dtype, name
+        np.testing.assert_allclose(c, a, rtol=tol, atol=tol, err_msg=name)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_pytorch(device):
+    torch = pytest.importorskip("torch")
+    layer, x = make_layer("wide", device), make_input("wide")
+    dy = np.random.default_rng(3).standard_normal((4, 19))
+    y, dx, dW, db = run(layer, x, dy)
+    xt = torch.tensor(x, requires_grad=True)
+    # PyTorch stores the weight as (out_features, in_features): ours transposed.
+    wt = torch.tensor(layer.device.to_host(layer.params["W"]).T.copy(), requires_grad=True)
+    bt = torch.tensor(layer.device.to_host(layer.params["b"]), requires_grad=True)
+    yt = torch.nn.functional.linear(xt, wt, bt)
+    yt.backward(torch.tensor(dy))
+    for name, ours, theirs in (("y", y, yt), ("dx", dx, xt.grad), ("dW", dW.T, wt.grad), ("db", db, bt.grad)):
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+# --- mutants: a wrong backward must fail the gradient check -----------------------------------------
+# A square W, so that a forgotten transpose gives a wrong value of the right shape instead of a crash.
+class InputGradientWithoutTranspose(Linear):
+    def _backward_numpy(self, dy):
+        super()._backward_numpy(dy)
+        return dy @ self.params["W"]  # should be dy Wᵀ
+
+
+class WeightGradientTransposed(Linear):
+    def _backward_numpy(self, dy):
+        dx = super()._backward_numpy(dy)
+        self.grads["W"] = dy.T @ self._x  # (xᵀ dy)ᵀ
+        return dx
+
+
+class BiasGradientAveraged(Linear):
+    def _backward_numpy(self, dy):
+        dx = super()._backward_numpy(dy)
+        self.grads["b"] = dy.mean(axis=0)  # a stray 1/N: the loss already averages over the batch
+        return dx
+
+
+class WeightGradientKernelWrongTranspose(Linear):
+    """Kernel path: dW = dyᵀ x through the transpose flags, instead of xᵀ dy."""
+
+    def _backward_kernels(self, dy):
+        dx = super()._backward_kernels(dy)
+        self.grads["W"] = gemm(self.device, dy, self._x, transpose_a=True)
+        return dx
+
+
+@pytest.mark.parametrize(
+    "mutant, device",
+    [
+        (InputGradientWithoutTranspose, CPU),
+        (WeightGradientTransposed, CPU),
+        (BiasGradientAveraged, CPU),
+        pytest.param(WeightGradientKernelWrongTranspose, "sim", marks=pytest.mark.sim),
+        pytest.param(WeightGradientKernelWrongTranspose, "gpu", marks=pytest.mark.gpu),
+    ],
+)
+def test_gradient_check_catches_a_wrong_backward(mutant, device):
+    layer = mutant(4, 4, device=device, dtype=np.float64, seed=0)
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    errors = check_layer(layer, x)
+    assert max(errors.values()) > 1e-3, errors
+
+
+# --- the GEMM kernels on their own ------------------------------------------------------------------
+@pytest.mark.parametrize("impl", ["naive", "tiled"])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_gemm_matches_numpy(device, impl, transpose_a, transpose_b, dtype, tol):
+    dev = sn.get_device(device)
+    rng = np.random.default_rng(0)
+    M, K, N = 17, 33, 18  # edge tiles in every direction, and K spans three tiles
+    A, B = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    A_stored = np.ascontiguousarray(A.T) if transpose_a else A
+    B_stored = np.ascontiguousarray(B.T) if transpose_b else B
+    C = gemm(dev, dev.array(A_stored), dev.array(B_stored), transpose_a, transpose_b, impl=impl)
+    assert C.shape == (M, N) and C.dtype == dtype
+    np.testing.assert_allclose(dev.to_host(C), A @ B, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("impl", ["naive", "tiled"])
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_gemm_multiplies_stacks_pairwise(device, impl):
+    dev = sn.get_device(device)
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((3, 5, 20)), rng.standard_normal((3, 20, 2))
+    C = gemm(dev, dev.array(A), dev.array(B), impl=impl)
+    np.testing.assert_allclose(dev.to_host(C), A @ B, rtol=1e-12, atol=1e-12)
+
+
+def test_gemm_rejects_mismatched_shapes():
+    dev = get_device_or_skip("sim")
+    A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"op\(A\) is 4x5 but op\(B\) is 4x3"):
+        gemm(dev, A, B)
+    assert gemm(dev, A, B, transpose_a=True).shape == (5, 3)
+    with pytest.raises(ValueError, match="same dtype"):
+        gemm(dev, A, dev.array(np.zeros((5, 3), np.float32)))
+    with pytest.raises(ValueError, match="stacks of different lengths"):
+        gemm(dev, dev.array(np.zeros((2, 4, 5))), dev.array(np.zeros((3, 5, 3))))
+    with pytest.raises(ValueError, match="impl must be one of"):
+        gemm(dev, A, A, transpose_b=True, impl="cublas")
+
+
+# --- construction and bad input ---------------------------------------------------------------------
+def test_parameters_init_seed_and_repr():
+    layer = Linear(400, 120, seed=3)
+    assert layer.params["W"].shape == layer.grads["W"].shape == (400, 120)
+    assert layer.params["b"].shape == (120,) and not layer.params["b"].any()
+    assert layer.params["W"].dtype == np.float32
+    np.testing.assert_array_equal(layer.params["W"], Linear(400, 120, seed=3).params["W"])
+    assert abs(layer.params["W"].std() / np.sqrt(2 / 400) - 1) < 0.02  # He normal, 48,000 samples
+    assert repr(layer) == "Linear(400, 120)"
+    assert layer.output_shape((8, 400)) == (8, 120)
+    assert layer.num_params() == 400 * 120 + 120
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 3), "in_features must be a positive integer, got 0"),
+        ((3, 2.5), "out_features must be a positive"),
+    ],
+)
+def test_bad_constructor_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        Linear(*args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_inputs_name_expected_and_actual(device):
+    layer = Linear(400, 120, device=device)
+    dev = layer.device
+    with pytest.raises(ValueError, match=r"Linear: expected input of shape \(N, 400\), got \(8, 16, 5, 5\)"):
+        layer.forward(dev.array(np.zeros((8, 16, 5, 5), np.float32)))
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 400\), got \(8, 399\)"):
+        layer.forward(dev.array(np.zeros((8, 399), np.float32)))
+    with pytest.raises(ValueError, match="must have dtype float32, got float64"):
+        layer.forward(dev.array(np.zeros((8, 400))))
+    with pytest.raises(ValueError, match="must be an array on device .*got list"):
+        layer.forward([[0.0] * 400])
+    with pytest.raises(RuntimeError, match="training=True"):
+        layer.forward(dev.array(np.zeros((8, 400), np.float32)), training=False)
+        layer.backward(dev.array(np.zeros((8, 120), np.float32)))
