@@ -157,3 +157,16 @@ def test_train_on_the_simulator(tmp_path):
     assert done.returncode == 0, done.stderr
     assert FINAL_LINE.match(done.stdout.splitlines()[-1])
     assert "device sim" in done.stdout
+
+
+def test_alexnet_cifar_trains_on_cifar_format_files(tmp_path, monkeypatch, capsys):
+    from test_data_sources import write_cifar
+
+    monkeypatch.setenv("SCRATCHNET_DATA", str(tmp_path / "cache"))
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=8)  # 40 training, 8 test images
+    args = ["--model", "alexnet-cifar", "--dataset", "cifar10", "--data-dir", tmp_path / "data", "--epochs", "1",
+            "--batch-size", "8", "--no-download", "--no-plots", "--out", tmp_path / "run", "--no-progress"]  # fmt: skip
+    status, out, err = call(train, *args, capsys=capsys)
+    assert status == 0, err
+    assert "alexnet-cifar on cifar10" in out and "(3, 32, 32), 10 classes" in out
+    assert FINAL_LINE.match(out.splitlines()[-1])
