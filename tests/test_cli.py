@@ -164,8 +164,9 @@ def test_alexnet_cifar_trains_on_cifar_format_files(tmp_path, monkeypatch, capsy
 
     monkeypatch.setenv("SCRATCHNET_DATA", str(tmp_path / "cache"))
     write_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=8)  # 40 training, 8 test images
-    args = ["--model", "alexnet-cifar", "--dataset", "cifar10", "--data-dir", tmp_path / "data", "--epochs", "1",
-            "--batch-size", "8", "--no-download", "--no-plots", "--out", tmp_path / "run", "--no-progress"]  # fmt: skip
+    args = ["--model", "alexnet-cifar", "--dataset", "cifar10", "--data-dir", tmp_path / "data",
+            "--epochs", "1", "--batch-size", "8", "--no-download", "--no-plots", "--no-progress",
+            "--out", tmp_path / "run"]  # fmt: skip
     status, out, err = call(train, *args, capsys=capsys)
     assert status == 0, err
     assert "alexnet-cifar on cifar10" in out and "(3, 32, 32), 10 classes" in out
