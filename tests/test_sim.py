@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from scratchnet import sim
-from scratchnet.errors import KernelLaunchError
+from scratchnet._signature import parse_kernels
+from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.sim import compiler
 
 pytestmark = pytest.mark.sim
@@ -54,26 +55,6 @@ extern "C" __global__ void shared_per_block(int* out) {
     if (threadIdx.x == 0) owner = blockIdx.x;
     __syncthreads();
     out[blockIdx.x * blockDim.x + threadIdx.x] = owner;
-}
-
-// Reverses each block's slice of x through dynamic shared memory.
-extern "C" __global__ void reverse_blocks(const float* x, float* y) {
-    extern __shared__ float buffer[];
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    buffer[threadIdx.x] = x[i];
-    __syncthreads();
-    y[i] = buffer[blockDim.x - 1 - threadIdx.x];
-}
-
-// The same for any type, with the usual idiom for templates: raw bytes, cast to T.
-template <typename T>
-__global__ void reverse_blocks_any(const T* x, T* y) {
-    extern __shared__ __align__(16) unsigned char raw[];
-    T* buffer = reinterpret_cast<T*>(raw);
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    buffer[threadIdx.x] = x[i];
-    __syncthreads();
-    y[i] = buffer[blockDim.x - 1 - threadIdx.x];
 }
 
 // Sum of x by atomics; float and double.
@@ -140,7 +121,6 @@ TEMPLATES = [
     "relu<double>",
     "atomic_sum<float>",
     "atomic_sum<double>",
-    "reverse_blocks_any<double>",
 ]
 
 
@@ -203,28 +183,134 @@ def test_shared_memory_is_per_block(module):
     np.testing.assert_array_equal(out, np.repeat(np.arange(4), 64))
 
 
-@pytest.mark.parametrize(
-    "kernel, dtype", [("reverse_blocks", np.float32), ("reverse_blocks_any<double>", np.float64)]
-)
-def test_dynamic_shared_memory(module, kernel, dtype):
-    x = np.arange(3 * 128, dtype=dtype)
-    y = np.zeros_like(x)
-    module.get_function(kernel)((3,), (128,), (x, y), shared_mem=128 * x.itemsize)
-    np.testing.assert_array_equal(y, x.reshape(3, 128)[:, ::-1].ravel())
-
-
-def test_write_past_dynamic_shared_memory_is_reported(module):
-    x, y = np.zeros(128, np.float32), np.zeros(128, np.float32)
-    with pytest.raises(
-        KernelLaunchError, match=r"reverse_blocks wrote past the end of the dynamic shared memory"
-    ):
-        module.get_function("reverse_blocks")((1,), (128,), (x, y), shared_mem=64 * 4)
-
-
 def test_static_shared_memory_limit(module):
     assert module.get_function("too_much_shared").static_shared_bytes == 65536
     with pytest.raises(KernelLaunchError, match=r"65536 bytes of static.*48 KiB"):
         module.get_function("too_much_shared")((1,), (32,), (np.zeros(32, np.float32),))
+
+
+# --- dynamic shared memory: declared inside the kernel or at file scope -------------------------------------
+# CUDA code declares `extern __shared__` arrays either way; templates use raw bytes cast to T (a typed
+# `extern __shared__ T s[]` would be one array with two types), extern "C" kernels a typed array.
+SHARED_SOURCE = r"""
+extern __shared__ unsigned char file_scope_raw[];
+extern __shared__ float file_scope_f32[];
+extern __shared__ double file_scope_f64[];
+
+// Each block reverses its slice of x through the shared array s (blockDim.x elements): thread t stores
+// x[i] in s[t] and, after the barrier, reads s[blockDim.x - 1 - t], which another thread stored.
+template <typename T>
+__device__ void reverse_through(T* s, const T* x, T* y) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    s[threadIdx.x] = x[i];
+    __syncthreads();
+    y[i] = s[blockDim.x - 1 - threadIdx.x];
+}
+
+template <typename T>
+__global__ void reverse_in_body(const T* x, T* y) {
+    extern __shared__ __align__(16) unsigned char in_body_raw[];
+    reverse_through(reinterpret_cast<T*>(in_body_raw), x, y);
+}
+
+template <typename T>
+__global__ void reverse_file_scope(const T* x, T* y) {
+    reverse_through(reinterpret_cast<T*>(file_scope_raw), x, y);
+}
+
+extern "C" __global__ void reverse_in_body_f32(const float* x, float* y) {
+    extern __shared__ float in_body_f32[];
+    reverse_through(in_body_f32, x, y);
+}
+
+extern "C" __global__ void reverse_in_body_f64(const double* x, double* y) {
+    extern __shared__ double in_body_f64[];
+    reverse_through(in_body_f64, x, y);
+}
+
+extern "C" __global__ void reverse_file_scope_f32(const float* x, float* y) {
+    reverse_through(file_scope_f32, x, y);
+}
+
+extern "C" __global__ void reverse_file_scope_f64(const double* x, double* y) {
+    reverse_through(file_scope_f64, x, y);
+}
+"""
+SHARED_CASES = [
+    ("reverse_in_body<float>", "in_body_raw", np.float32),
+    ("reverse_in_body<double>", "in_body_raw", np.float64),
+    ("reverse_in_body_f32", "in_body_f32", np.float32),
+    ("reverse_in_body_f64", "in_body_f64", np.float64),
+    ("reverse_file_scope<float>", "file_scope_raw", np.float32),
+    ("reverse_file_scope<double>", "file_scope_raw", np.float64),
+    ("reverse_file_scope_f32", "file_scope_f32", np.float32),
+    ("reverse_file_scope_f64", "file_scope_f64", np.float64),
+]
+
+
+@pytest.fixture(scope="module")
+def shared_module():
+    templates = [name for name, _, _ in SHARED_CASES if "<" in name]
+    return sim.load_module(SHARED_SOURCE, templates, filename="test_sim_shared.cu")
+
+
+@pytest.mark.parametrize("kernel, array, dtype", SHARED_CASES)
+def test_dynamic_shared_memory(shared_module, kernel, array, dtype):
+    """Both placements run (an array declared in a template kernel once crashed g++ builds) and use exactly
+    the ``shared_mem`` bytes the launch gives them; one element less is a reported overrun."""
+    block = 64
+    x = np.arange(3 * block, dtype=dtype)
+    y = np.zeros_like(x)
+    reverse = shared_module.get_function(kernel)
+    assert reverse.static_shared_bytes == 0  # dynamic shared memory is not counted as static
+    reverse((3,), (block,), (x, y), shared_mem=block * x.itemsize)
+    np.testing.assert_array_equal(y, x.reshape(3, block)[:, ::-1].ravel())
+
+    too_small = (block - 1) * x.itemsize
+    with pytest.raises(
+        KernelLaunchError,
+        match=rf"wrote past the end of the dynamic shared memory '{array}' \(shared_mem={too_small} "
+        rf"bytes; a write at byte offset {too_small}\)",
+    ):
+        reverse((1,), (block,), (x[:block], y[:block]), shared_mem=too_small)
+
+
+def test_dynamic_shared_memory_limit(shared_module):
+    x = np.zeros(32, np.float32)
+    with pytest.raises(KernelLaunchError, match=r"49156 bytes of dynamic shared memory.*48 KiB"):
+        shared_module.get_function("reverse_in_body_f32")((1,), (32,), (x, x.copy()), shared_mem=49156)
+
+
+def test_extern_shared_declarations_are_read():
+    source = """/* two
+    lines */ extern __shared__ float __align__(16) a[];
+    extern __shared__ __align__(sizeof(T)) unsigned char b[];
+    __global__ void k() { extern __shared__ alignas(8) volatile int c [ ]; extern __shared__ float a[]; }
+    """
+    assert compiler.dynamic_shared_arrays(source) == [
+        ("float", "a"),
+        ("unsigned char", "b"),
+        ("volatile int", "c"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "declarations, message",
+    [
+        (
+            "/* one\ntwo */\nextern __shared__ float s[64];",
+            r"line 3: cannot read .*'extern __shared__ float s\[64\]'",
+        ),
+        ("extern __shared__ float2 s[];", r"'s' has element type 'float2'.*unsigned char s\[\]"),
+        (
+            "extern __shared__ float s[]; extern __shared__ double s[];",
+            r"'s' is declared as both 'float' and 'double'",
+        ),
+    ],
+)
+def test_unreadable_extern_shared_declarations_are_refused(declarations, message):
+    with pytest.raises(DeviceError, match=message):
+        compiler.dynamic_shared_arrays(declarations)
 
 
 # --- barriers and ordering ----------------------------------------------------------------------------------
@@ -411,6 +497,17 @@ def test_compiler_warnings_are_shown():
         sim.load_module(
             'extern "C" __global__ void k(float* y) { int spare; y[0] = 1; }', [], filename="unused.cu"
         )
+
+
+@pytest.mark.parametrize("path", sorted(KERNELS.rglob("*.cu")), ids=lambda p: str(p.relative_to(KERNELS)))
+def test_kernel_file_builds_without_warnings(path, recwarn):
+    """Every project kernel file, with all its template instances, builds warning-free for the simulator."""
+    source = path.read_text()
+    templates = [name for name, signature in parse_kernels(source).items() if not signature.extern_c]
+    module = sim.load_module(source, templates, filename=path.name)
+    assert set(templates) <= set(module.build.kernel_names)
+    compiler_warnings = [str(w.message) for w in recwarn if issubclass(w.category, sim.SimCompilerWarning)]
+    assert not compiler_warnings, "\n".join(compiler_warnings)
 
 
 def test_build_cache_is_reused(tmp_path, monkeypatch):

@@ -43,10 +43,13 @@ MAX_SHARED_BYTES = 48 * 1024  # CUDA's limit per block, static plus dynamic, wit
 # an int size) are switched off; the rest are shown.
 CXX_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wno-sign-compare"]
 
-# extern __shared__ float smem[];   (also with __align__(16) or alignas(16) before the type)
+# extern __shared__ float smem[];   (also with __align__(16), __align__(sizeof(T)) or alignas(16) before or
+# after the type), at file scope or inside a kernel: both placements name the one array the wrapper defines.
+_ALIGNMENT = r"(?:(?:__align__|alignas)\s*\((?:[^()]|\([^()]*\))*\)\s*)?"
 _EXTERN_SHARED = re.compile(
-    r"extern\s+__shared__\s+(?:(?:__align__|alignas)\s*\(\s*\d+\s*\)\s+)?(?P<type>[\w\s]+?)\s+(?P<name>\w+)\s*\[\s*\]"
+    rf"extern\s+__shared__\s+{_ALIGNMENT}(?P<type>[\w\s]+?)\s+{_ALIGNMENT}(?P<name>\w+)\s*\[\s*\]"
 )
+_EXTERN_SHARED_START = re.compile(r"\bextern\s+__shared__\b")
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 
 
@@ -77,9 +80,15 @@ def find_compiler() -> str:
 
 
 def _compiler_specific_flags(compiler: str) -> list[str]:
-    # __shared__ variables are thread_local (see cuda_sim.h). g++ 12 makes a template kernel that declares
-    # `extern __shared__ T smem[];` call a "TLS init function" that no one defines (a crash); this flag
-    # tells it that the variables need no dynamic initialisation, which is true.
+    # __shared__ variables are thread_local (see cuda_sim.h), so `extern __shared__ float s[];` is an
+    # `extern thread_local` declaration. For such a variable g++ cannot know whether another translation
+    # unit gives it a dynamic initialiser, so each access first calls its "TLS init function" (_ZTH1s), a
+    # weak symbol that stays undefined (address 0) because nothing defines it. Outside templates g++ tests
+    # the address before the call; for a declaration inside a template kernel (g++ 12 at least) it calls
+    # unconditionally: a jump to address 0, the "memory fault" of the usual
+    # `extern __shared__ unsigned char smem[];` idiom. -fno-extern-tls-init tells g++ that no extern
+    # thread_local variable has a dynamic initialiser (true: they are plain arrays), so it emits no call.
+    # clang tests the address in every case, and macOS's TLS scheme has no init functions at all.
     return [] if "clang" in compiler_version(compiler).lower() else ["-fno-extern-tls-init"]
 
 
@@ -117,17 +126,34 @@ def kernel_names(source: str, name_expressions: list[str]) -> list[str]:
 
 
 def dynamic_shared_arrays(source: str) -> list[tuple[str, str]]:
-    """``(element type, name)`` of each distinct ``extern __shared__`` array in ``source``."""
-    arrays = {}
-    for m in _EXTERN_SHARED.finditer(_COMMENTS.sub(" ", source)):
-        element = " ".join(m["type"].split())
+    """``(element type, name)`` of each distinct ``extern __shared__`` array in ``source``.
+
+    The wrapper must define every one of them (an undefined one would only fail when the library loads,
+    with a linker message), so a declaration this function cannot read is an error here.
+    """
+    code = _COMMENTS.sub(lambda comment: " " + "\n" * comment[0].count("\n"), source)  # keeps line numbers
+    arrays: dict[str, str] = {}
+    for start in _EXTERN_SHARED_START.finditer(code):
+        m = _EXTERN_SHARED.match(code, start.start())
+        if m is None:
+            line = code.count("\n", 0, start.start()) + 1
+            text = code[start.start() :].split(";", 1)[0].strip()
+            raise DeviceError(
+                f"line {line}: cannot read the dynamic shared memory declaration '{text}'; the simulator "
+                "reads `extern __shared__ [__align__(N)] <type> <name>[];`"
+            )
+        element, name = " ".join(m["type"].split()), m["name"]
         if element.replace("volatile", "").strip() not in C_TYPES:
             raise DeviceError(
-                f"extern __shared__ array '{m['name']}' has element type '{element}'; the simulator (like "
+                f"extern __shared__ array '{name}' has element type '{element}'; the simulator (like "
                 "nvcc for templates) needs a plain type: declare `extern __shared__ unsigned char "
-                f"{m['name']}[];` and cast the pointer"
+                f"{name}[];` and cast the pointer"
             )
-        arrays[m["name"]] = element
+        if arrays.setdefault(name, element) != element:
+            raise DeviceError(
+                f"extern __shared__ array '{name}' is declared as both '{arrays[name]}' and '{element}'; "
+                "all its declarations name one array (nvcc rejects this too): give them different names"
+            )
     return [(element, name) for name, element in arrays.items()]
 
 
@@ -191,7 +217,10 @@ def build(source: str, name_expressions: list[str], filename: str | None = None)
     names = kernel_names(source, name_expressions)
     if not names:
         raise DeviceError(f"{filename or 'the source'} has no __global__ kernels to build")
-    shared = dynamic_shared_arrays(source)
+    try:
+        shared = dynamic_shared_arrays(source)
+    except DeviceError as error:
+        raise DeviceError(f"{filename or 'the source'}: {error}") from None
     flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-include", str(HEADER)]
     key = hashlib.sha256(
         json.dumps(
