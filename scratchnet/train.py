@@ -533,7 +533,7 @@ def _saved_text(run_dir: Path | None, saved_epoch: int) -> str:
 
 def _epoch_line(record: dict, epochs: int) -> str:
     line = (
-        f"epoch {record['epoch']:>3}/{epochs}  lr {record['lr']:.4g}  "
+        f"epoch {record['epoch']:>3}/{epochs}  lr {record['lr']:.2e}  "
         f"train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}"
     )
     if "val_accuracy" in record:

@@ -271,3 +271,18 @@ def test_a_training_step_copies_only_the_batch_in_and_scalars_out():
     assert device.transfers["host_to_device"] == 2 * len(loader)  # images and labels, nothing else
     assert len(copied_back) == device.transfers["device_to_host"] > 0
     assert max(copied_back) <= 2  # a loss scalar, a (top-1 count + invalid-label count) pair
+
+
+@pytest.mark.sim
+def test_the_simulated_kernels_train_like_numpy():
+    """The same seeded run on cpu (NumPy) and on sim (the CUDA kernels) ends with the same weights."""
+    try:
+        get_device("sim")
+    except DeviceError as e:
+        pytest.skip(f"simulator unavailable: {e}")
+    config = dict(limit_train=48, limit_test=16, batch_size=16, val_fraction=0.0, dtype="float64")
+    on_cpu = quiet(tiny(**config)).model.state_dict()
+    on_sim = quiet(tiny(device="sim", **config)).model.state_dict()
+    assert on_cpu.keys() == on_sim.keys()
+    for k in on_cpu:
+        np.testing.assert_allclose(on_sim[k], on_cpu[k], rtol=1e-9, atol=1e-12, err_msg=k)
