@@ -46,6 +46,12 @@ class Sequential:
     Every layer is moved to ``device`` and ``dtype``. ``input_shape`` (C, H, W), when given, is what
     :meth:`summary` uses by default and what error messages quote; ``config`` is how to rebuild the model
     with :func:`build` (the factories below fill it in).
+
+    ``input_grad``: whether :meth:`backward` returns dL/dx for the model's input. Training never reads it (the
+    input is data, not a parameter), so by default it is off: ``backward`` returns None, and a first layer
+    that can skip computing it (``Conv2D.needs_input_grad``) does, as PyTorch does for an input without
+    ``requires_grad``. That saves about a third of the first layer's backward. Turn it on (here, or later by
+    setting ``model.input_grad = True``) for a gradient check of the whole model or a saliency map.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class Sequential:
         input_shape: tuple[int, ...] | None = None,
         config: dict | None = None,
         input_note: str = "",
+        input_grad: bool = False,
     ):
         self.layers: dict[str, Layer] = {}
         for name, layer in layers:
@@ -76,6 +83,19 @@ class Sequential:
         for layer in self.layers.values():
             if layer.device is not self.device or layer.dtype != self.dtype:
                 layer.to(self.device, self.dtype)
+        self.input_grad = input_grad
+
+    @property
+    def input_grad(self) -> bool:
+        """Whether :meth:`backward` computes and returns dL/dx (see the class docstring)."""
+        return self._input_grad
+
+    @input_grad.setter
+    def input_grad(self, value: bool) -> None:
+        self._input_grad = bool(value)
+        first = next(iter(self.layers.values()), None)
+        if hasattr(first, "needs_input_grad"):
+            first.needs_input_grad = self._input_grad
 
     # --- running ------------------------------------------------------------------------------------
     def forward(self, x, training: bool = True):
@@ -88,10 +108,13 @@ class Sequential:
         return x
 
     def backward(self, dout):
-        """dL/d(output) -> dL/dx, filling every layer's ``grads`` on the way (call after ``forward``)."""
+        """dL/d(output) -> dL/dx, filling every layer's ``grads`` on the way (call after ``forward``).
+
+        Returns None unless ``input_grad`` is on.
+        """
         for layer in reversed(self.layers.values()):
             dout = layer.backward(dout)
-        return dout
+        return dout if self.input_grad else None
 
     # --- parameters ---------------------------------------------------------------------------------
     @property
@@ -243,6 +266,7 @@ def LeNet5(
     device: str | Device = "cpu",
     dtype=np.float32,
     seed: int | None = None,
+    input_grad: bool = False,
 ) -> Sequential:
     """LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998) with ReLU and max-pooling instead of tanh and
     trainable sub-sampling, as most modern versions do.
@@ -257,7 +281,7 @@ def LeNet5(
         flatten                     -> 400
         fc1 120, relu3, fc2 84, relu4, fc3 num_classes
 
-    For 1×28×28 inputs and 10 classes: 61,706 parameters.
+    For 1×28×28 inputs and 10 classes: 61,706 parameters. ``input_grad``: see :class:`Sequential`.
     """
     pad2 = 32 - input_size
     if pad2 < 0 or pad2 % 2 or pad2 // 2 > 4:
@@ -287,7 +311,8 @@ def LeNet5(
         "num_classes": num_classes,
         "input_size": input_size,
     }
-    return Sequential(layers, input_shape=(in_channels, input_size, input_size), config=config, **common)
+    shape = (in_channels, input_size, input_size)
+    return Sequential(layers, input_shape=shape, config=config, input_grad=input_grad, **common)
 
 
 ALEXNET_VARIANTS = ("paper", "torchvision", "cifar")
@@ -313,6 +338,7 @@ def AlexNet(
     dtype=np.float32,
     seed: int | None = None,
     in_channels: int = 3,
+    input_grad: bool = False,
 ) -> Sequential:
     """AlexNet (Krizhevsky, Sutskever & Hinton 2012) in three variants; layer names follow Caffe's.
 
@@ -342,6 +368,8 @@ def AlexNet(
     small enough to train on a CPU in minutes: five 3×3 convolutions (32, 64, 96, 96, 64 channels, pad 1),
     ReLU, LRN after the first two, three overlapping max-pools 3×3 stride 2 pad 1 (32 -> 16 -> 8 -> 4),
     then fc6 256, fc7 256 with dropout 0.5 after each, and fc8 num_classes.
+
+    ``input_grad``: see :class:`Sequential`.
     """
     if variant not in ALEXNET_VARIANTS:
         raise ValueError(f"AlexNet: unknown variant {variant!r}; choose one of {', '.join(ALEXNET_VARIANTS)}")
@@ -413,7 +441,14 @@ def AlexNet(
         ]  # fmt: skip
     name = {"paper": "alexnet", "torchvision": "alexnet-torchvision", "cifar": "alexnet-cifar"}[variant]
     config = {"name": name, "num_classes": num_classes, "in_channels": in_channels}
-    return Sequential(layers, input_shape=(in_channels, size, size), config=config, input_note=note, **common)
+    return Sequential(
+        layers,
+        input_shape=(in_channels, size, size),
+        config=config,
+        input_note=note,
+        input_grad=input_grad,
+        **common,
+    )
 
 
 MODELS = {

@@ -9,6 +9,8 @@ import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import Conv2D
 from scratchnet.layers.conv import (
+    _batch_first,
+    _batch_last,
     conv2d_backward_fast,
     conv2d_backward_naive,
     conv2d_forward_fast,
@@ -104,6 +106,18 @@ def test_naive_and_fast_agree_on_a_lenet_sized_batch():
     dy = rng.standard_normal((3, 16, 14, 14))
     for a, c in zip(run(naive, x, dy), run(fast, x, dy), strict=True):
         np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 2, 5, 7), (130, 1, 8, 8), (2, 3, 10, 10)])
+def test_batch_last_round_trip(shape):
+    """The fast path's blocked transposes, with sizes that are not multiples of the block."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    last = _batch_last(x)
+    assert last.flags.c_contiguous
+    np.testing.assert_array_equal(last, np.moveaxis(x, 0, -1))
+    first = _batch_first(last)
+    assert first.flags.c_contiguous
+    np.testing.assert_array_equal(first, x)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

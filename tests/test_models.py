@@ -214,7 +214,7 @@ def tiny_net(device, dtype=np.float64) -> M.Sequential:
         ("drop", Dropout(0.3, seed=3)),
         ("fc2", Linear(5, 4, seed=4)),
     ]
-    return M.Sequential(layers, device=device, dtype=dtype, input_shape=(2, 6, 6))
+    return M.Sequential(layers, device=device, dtype=dtype, input_shape=(2, 6, 6), input_grad=True)
 
 
 def model_gradient_errors(model) -> dict[str, float]:
@@ -288,10 +288,34 @@ def test_lenet5_forward_backward_same_on_sim_and_cpu():
     dout = rng.standard_normal((2, 10))
     results = {}
     for device in ("cpu", "sim"):
-        model = M.LeNet5(seed=0, dtype=np.float64, device=device)
+        model = M.LeNet5(seed=0, dtype=np.float64, device=device, input_grad=True)
         dev = model.device
         logits = dev.to_host(model.forward(dev.array(x), training=True))
         dx = dev.to_host(model.backward(dev.array(dout)))
         results[device] = [logits, dx] + [dev.to_host(g) for g in model.grads.values()]
     for cpu, sim in zip(results["cpu"], results["sim"], strict=True):
         np.testing.assert_allclose(sim, cpu, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_skips_the_input_gradient_unless_asked(device):
+    """By default the first conv skips dL/dx (nobody reads it) and backward returns None; the parameter
+    gradients are exactly those of a model that computes it."""
+    rng = np.random.default_rng(0)
+    x, dout = rng.standard_normal((2, 1, 28, 28)), rng.standard_normal((2, 10))
+    grads, returned = {}, {}
+    for input_grad in (False, True):
+        model = M.LeNet5(seed=0, dtype=np.float64, device=device, input_grad=input_grad)
+        assert model.layers["conv1"].needs_input_grad is input_grad
+        dev = model.device
+        model.forward(dev.array(x))
+        returned[input_grad] = model.backward(dev.array(dout))
+        grads[input_grad] = {k: dev.to_host(g) for k, g in model.grads.items()}
+    assert returned[False] is None and returned[True].shape == x.shape
+    for k, g in grads[True].items():
+        np.testing.assert_array_equal(grads[False][k], g, err_msg=k)
+
+    model.input_grad = False  # switched off later: the first layer follows
+    assert model.layers["conv1"].needs_input_grad is False
+    model.forward(model.device.array(x))
+    assert model.backward(model.device.array(dout)) is None

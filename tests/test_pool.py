@@ -18,8 +18,9 @@ CONFIGS = [
     ((2, 1, 5, 7), 2, 2, 0),  # sizes not divisible by the stride: the last row/column is dropped
     ((1, 2, 5, 5), 3, 2, 1),  # padding 1, batch 1
     ((1, 2, 5, 6), (3, 2), (1, 2), (1, 1)),  # non-square kernel and stride, padding
+    ((2, 2, 5, 4), 2, 2, 1),  # non-overlapping windows reaching into the padding
 ]
-CONFIG_IDS = ["3x3s2", "2x2s2", "2x2s2-ragged", "3x3s2p1", "3x2s1x2p1"]
+CONFIG_IDS = ["3x3s2", "2x2s2", "2x2s2-ragged", "3x3s2p1", "3x2s1x2p1", "2x2s2p1"]
 
 
 def distinct(shape, seed=0):

@@ -36,7 +36,7 @@ Three implementations, tested against each other and against PyTorch:
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer
@@ -99,106 +99,104 @@ def conv2d_backward_naive(dy, x, w, stride=(1, 1), padding=(0, 0), groups=1):
 #
 # im2col lays every receptive field out as a column:
 #
-#     cols[(c, i, j), (n, ho, wo)] = xp[n, c, ho·sh + i, wo·sw + j]         (C·kh·kw, N·Ho·Wo)
+#     cols[(c, i, j), (ho, wo, n)] = xp[n, c, ho·sh + i, wo·sw + j]         (C·kh·kw, Ho·Wo·N)
 #
 # so the forward sum is a matrix product, and the backward formulas are two more:
 #
-#     Y    = Wm cols          Wm = W as (F, Cg·kh·kw),   Y = y as (F, N·Ho·Wo)
+#     Y    = Wm cols          Wm = W as (F, Cg·kh·kw),   Y = y as (F, Ho·Wo·N)
 #     dWm  = dY colsᵀ
 #     dcols = Wmᵀ dY          and col2im adds each entry of dcols back onto the pixel it was copied from.
 #
 # With groups, the rows of cols for group g are the contiguous block of its channels, so cols is a stack
-# (G, Cg·kh·kw, N·Ho·Wo) and the products are stacks of G matrix products (np.matmul broadcasts).
+# (G, Cg·kh·kw, Ho·Wo·N) and the products are stacks of G matrix products (np.matmul broadcasts).
 #
-# A trick makes the copies cheap. Flatten each padded image to one row of Hp·Wp numbers: the pixel that
-# output (ho, wo) reads at kernel offset (i, j) sits at
-#
-#     (ho·sh + i)·Wp + wo·sw + j  =  [ho·sh·Wp + wo·sw]  +  [i·Wp + j]
-#                                     output position      kernel offset
-#
-# so for one kernel offset, the pixels of all outputs are the flat image shifted by i·Wp + j. If we
-# compute Wq = ceil(Wp / sw) outputs per row instead of Wo (the extra Wq - Wo per row wrap around into
-# the next row: they are garbage, dropped after the forward product and given zero gradient in the
-# backward one), each row of cols is one strided slice of the flat image, and for stride 1 one
-# contiguous block: im2col and col2im become kh·kw large slice copies / adds instead of many small ones.
+# The batch axis comes LAST inside the fast path: the layer transposes x (N, C, H, W) to (C, H, W, N) on the
+# way in and y back to NCHW on the way out (likewise dy in, dx out). Why: im2col and col2im are loops over
+# the kh·kw kernel offsets, each moving the pixels of offset (i, j) for every output at once, i.e. the
+# strided block xp[:, :, i : i + Ho·sh : sh, j : j + Wo·sw : sw]. NumPy runs such a block as many short
+# contiguous runs, and with batch last a run is Wo·N numbers long (1280 for LeNet's conv2) instead of Wo
+# (10): NumPy's per-run overhead, not the copying, dominated the NCHW version, 3-6 times slower. The four
+# transposes are plain 2-D ones, (N, rest) <-> (rest, N), done in blocks to stay in cache. (The CUDA kernels
+# keep the batch first: one thread per number has no per-run overhead to avoid.)
 
 
-def _padded_flat(x, padding, kw):
-    """x (N, C, H, W) padded with zeros and flattened to (N, C, Hp·Wp + kw - 1).
+def _transpose_2d(a):
+    """a.T for a C-contiguous 2-D a, as a C-contiguous array. A plain ``ascontiguousarray(a.T)`` reads or
+    writes with a large stride and misses the cache on every element; copying blocks of 64 rows keeps each
+    block's source and destination in cache (3-4 times faster here)."""
+    rows, columns = a.shape
+    out = np.empty((columns, rows), dtype=a.dtype)
+    for r in range(0, rows, 64):
+        out[:, r : r + 64] = a[r : r + 64].T
+    return out
 
-    The kw - 1 zeros at the end keep the last (garbage) output column of the wide grid inside the buffer.
-    """
+
+def _batch_last(x):
+    """(N, ...) -> (..., N), C-contiguous."""
+    return _transpose_2d(x.reshape(x.shape[0], -1)).reshape(*x.shape[1:], x.shape[0])
+
+
+def _batch_first(x):
+    """(..., N) -> (N, ...), C-contiguous; the inverse of :func:`_batch_last`."""
+    return _transpose_2d(x.reshape(-1, x.shape[-1])).reshape(x.shape[-1], *x.shape[:-1])
+
+
+def _im2col(x, kernel_size, stride, padding):
+    """cols[(c, i, j), (ho, wo, n)] = xp[n, c, ho·sh + i, wo·sw + j]: (C·kh·kw, Ho·Wo·N), C-contiguous."""
     N, C, H, W = x.shape
-    ph, pw = padding
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    flat = np.zeros((N, C, Hp * Wp + kw - 1), dtype=x.dtype)
-    flat[:, :, : Hp * Wp].reshape(N, C, Hp, Wp)[:, :, ph : ph + H, pw : pw + W] = x
-    return flat
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    # Transpose, then pad: padded rows of 2^k numbers (32x32 for LeNet's conv1) transpose slowly (cache
+    # associativity), and the padding copy is cheap with batch last.
+    x_last = xp_last = _batch_last(x)  # (C, H, W, N)
+    if ph or pw:
+        xp_last = np.zeros((C, H + 2 * ph, W + 2 * pw, N), dtype=x.dtype)
+        xp_last[:, ph : ph + H, pw : pw + W] = x_last
+    # windows[c, ho, wo, n, i, j] = xp[n, c, ho·sh + i, wo·sw + j]: a view, nothing copied yet
+    windows = sliding_window_view(xp_last, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    Ho, Wo = windows.shape[1:3]
+    cols = np.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3))  # (C, kh, kw, Ho, Wo, N): the copy
+    return cols.reshape(C * kh * kw, Ho * Wo * N)
 
 
-def _wide_windows(flat, kernel_size, stride, Wp, Ho, Wq, writeable=False):
-    """The view windows[n, c, i, j, ho, q] = flat[n, c, (ho·sh + i)·Wp + q·sw + j]  (N, C, kh, kw, Ho, Wq).
-
-    In bounds: the largest index is (Ho-1)·sh·Wp + (kh-1)·Wp + (Wq-1)·sw + kw-1 <= Hp·Wp + kw - 2, since
-    (Ho-1)·sh + kh <= Hp and (Wq-1)·sw < Wp. The view for one (i, j) never repeats an element.
-    """
-    (kh, kw), (sh, sw) = kernel_size, stride
-    N, C, _ = flat.shape
-    s_n, s_c, s_e = flat.strides
-    return as_strided(
-        flat,
-        shape=(N, C, kh, kw, Ho, Wq),
-        strides=(s_n, s_c, Wp * s_e, s_e, sh * Wp * s_e, sw * s_e),
-        writeable=writeable,
-    )
+def _col2im(dcols, x_shape, kernel_size, stride, padding):
+    """dx (N, C, H, W) from dcols (C·kh·kw, Ho·Wo·N): each dcols[(c, i, j), (ho, wo, n)] added onto
+    dxp[n, c, ho·sh + i, wo·sw + j], the pixel :func:`_im2col` copied it from (its adjoint)."""
+    N, C, H, W = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
+    dcols = dcols.reshape(C, kh, kw, Ho, Wo, N)
+    dxp_last = np.zeros((C, H + 2 * ph, W + 2 * pw, N), dtype=dcols.dtype)  # dxp, batch last
+    for i in range(kh):
+        for j in range(kw):
+            # +=: where windows overlap (stride < kernel), a pixel sums what every window gives it
+            dxp_last[:, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw] += dcols[:, i, j]
+    return _batch_first(np.ascontiguousarray(dxp_last[:, ph : ph + H, pw : pw + W]))  # crop, to NCHW
 
 
 def conv2d_forward_fast(x, w, b, stride=(1, 1), padding=(0, 0), groups=1):
     """Forward by im2col + matmul. Returns y (N, F, Ho, Wo) and the cache that the backward needs."""
     N, C, H, W = x.shape
     F, Cg, kh, kw = w.shape
-    Wp = W + 2 * padding[1]
     Ho, Wo = conv_output_size(H, kh, stride[0], padding[0]), conv_output_size(W, kw, stride[1], padding[1])
-    Wq = -(-Wp // stride[1])  # outputs per row on the wide grid (Wo of them are real)
-
-    windows = _wide_windows(_padded_flat(x, padding, kw), (kh, kw), stride, Wp, Ho, Wq)
-    cols = np.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5))  # (C, kh, kw, N, Ho, Wq)
-    cols = cols.reshape(groups, Cg * kh * kw, N * Ho * Wq)
-
-    y_wide = w.reshape(groups, F // groups, Cg * kh * kw) @ cols  # (G, Fg, N·Ho·Wq)
-    y_wide = y_wide.reshape(F, N, Ho, Wq)
-    y = np.empty((N, F, Ho, Wo), dtype=x.dtype)
-    np.add(y_wide[:, :, :, :Wo].transpose(1, 0, 2, 3), b[:, None, None], out=y)  # drop garbage, to NCHW
-    return y, (cols, x.shape)
+    cols = _im2col(x, (kh, kw), stride, padding).reshape(groups, Cg * kh * kw, Ho * Wo * N)
+    y_last = w.reshape(groups, F // groups, Cg * kh * kw) @ cols  # (G, Fg, Ho·Wo·N) = (F, Ho, Wo, N)
+    y_last = y_last.reshape(F, Ho, Wo, N)
+    y_last += b[:, None, None, None]
+    return _batch_first(y_last), (cols, x.shape)
 
 
 def conv2d_backward_fast(dy, cache, w, stride=(1, 1), padding=(0, 0), groups=1, input_grad=True):
     """Backward by matmul + col2im. Returns (dx, dw, db); dx is None when ``input_grad`` is False."""
-    cols, (N, C, H, W) = cache
+    cols, x_shape = cache
     F, Cg, kh, kw = w.shape
-    ph, pw = padding
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    _, _, Ho, Wo = dy.shape
-    Wq = -(-Wp // stride[1])
-
-    dy_wide = np.zeros((F, N, Ho, Wq), dtype=dy.dtype)  # zero gradient for the garbage outputs
-    dy_wide[:, :, :, :Wo] = dy.transpose(1, 0, 2, 3)
-    db = dy_wide.reshape(F, -1).sum(axis=1)  # (F,)
-    dy_mat = dy_wide.reshape(groups, F // groups, N * Ho * Wq)  # (G, Fg, N·Ho·Wq)
-    w_mat = w.reshape(groups, F // groups, Cg * kh * kw)  # (G, Fg, Cg·kh·kw)
-    dw = (dy_mat @ cols.transpose(0, 2, 1)).reshape(w.shape)
+    dy_last = _batch_last(dy).reshape(groups, F // groups, -1)  # (G, Fg, Ho·Wo·N): cols' column order
+    db = dy_last.reshape(F, -1).sum(axis=1)  # (F,)
+    dw = (dy_last @ cols.transpose(0, 2, 1)).reshape(w.shape)  # dY colsᵀ
     if not input_grad:
         return None, dw, db
-    dcols = (w_mat.transpose(0, 2, 1) @ dy_mat).reshape(C, kh, kw, N, Ho, Wq)
-
-    # col2im: one slice-add per kernel offset, each adding a whole (N, C, Ho, Wq) block of dcols.
-    dflat = np.zeros((N, C, Hp * Wp + kw - 1), dtype=dy.dtype)
-    dwindows = _wide_windows(dflat, (kh, kw), stride, Wp, Ho, Wq, writeable=True)
-    for i in range(kh):
-        for j in range(kw):
-            dwindows[:, :, i, j] += dcols[:, i, j].transpose(1, 0, 2, 3)
-    dx = dflat[:, :, : Hp * Wp].reshape(N, C, Hp, Wp)[:, :, ph : ph + H, pw : pw + W]
-    return np.ascontiguousarray(dx), dw, db
+    w_mat = w.reshape(groups, F // groups, Cg * kh * kw)  # (G, Fg, Cg·kh·kw)
+    dcols = w_mat.transpose(0, 2, 1) @ dy_last  # Wmᵀ dY: (G, Cg·kh·kw, Ho·Wo·N)
+    return _col2im(dcols, x_shape, (kh, kw), stride, padding), dw, db
 
 
 # --- the layer ---------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ Implementations:
 
 * ``impl="naive"`` (cpu): loops over every output element and its window, the readable reference.
 * ``impl="fast"`` (cpu): loops only over the kh*kw window offsets; each step compares one strided view
-  ``x[:, :, di::sh, dj::sw]`` (covering every output at once) with the running maximum.
+  ``x[:, :, di::sh, dj::sw]`` (covering every output at once) with the running maximum. Backward writes
+  dy where the argmax is that offset into the same view of dx (+= when windows overlap).
 * gpu and sim (``impl`` does not apply) launch ``maxpool_forward`` (one thread per output, storing the
   argmax) and ``maxpool_backward`` (one thread per input element gathering the dy of the windows whose
   argmax it is: no atomics, deterministic) from ``kernels/pool.cu``.
@@ -208,8 +209,15 @@ def _max_unpool_fast(dy, argmax, input_shape, kernel, stride, padding):
     (ph, pw) = padding
     dx_padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
     views = _window_views(dx_padded, kernel, stride, dy.shape[2:])
-    # +=: overlapping windows can share their maximum. Going through the offsets backwards adds each input's
-    # gradients in increasing (oh, ow) order, as the naive loop and the kernel do: the sums agree to the bit.
-    for offset in range(len(views) - 1, -1, -1):
-        views[offset] += dy * (argmax == offset)
+    if stride == kernel:
+        # Windows that do not overlap (LeNet's 2x2 stride 2): every input is in at most one window, so the
+        # views are disjoint and each is written once, straight from dy: no read-modify-write, no temporary.
+        for offset, view in enumerate(views):
+            np.multiply(dy, argmax == offset, out=view)
+    else:
+        # +=: overlapping windows can share their maximum. Going through the offsets backwards adds each
+        # input's gradients in increasing (oh, ow) order, as the naive loop and the kernel do: the sums agree
+        # to the bit.
+        for offset in range(len(views) - 1, -1, -1):
+            views[offset] += dy * (argmax == offset)
     return np.ascontiguousarray(dx_padded[:, :, ph : ph + H, pw : pw + W])
