@@ -332,11 +332,13 @@ class Bench:
         gen = torch.Generator().manual_seed(1)
         x = torch.from_numpy(self.x_host).to(dev)
         calls: dict[str, Callable] = {}
-        for name, module in zip(self.model.layers, net, strict=True):
-            x = x.detach().requires_grad_(True)
+        for index, (name, module) in enumerate(zip(self.model.layers, net, strict=True)):
+            # Like scratchnet's model, skip dL/dx of the first layer unless the model computes it.
+            needs_dx = index > 0 or self.model.input_grad
+            x = x.detach().requires_grad_(needs_dx)
             y = module(x)
             dy = torch.randn(y.shape, generator=gen, dtype=y.dtype).to(dev)
-            inputs = [x, *module.parameters()]
+            inputs = [x, *module.parameters()] if needs_dx else list(module.parameters())
             calls[f"{name} forward"] = self._torch_synced(lambda m=module, x=x: m(x))
             calls[f"{name} backward"] = self._torch_synced(
                 lambda y=y, i=inputs, dy=dy: torch.autograd.grad(y, i, dy, retain_graph=True)
