@@ -16,12 +16,13 @@ smallest batch size only, one run, marked ``naive*``: it is slow on purpose); an
 installed, the same computation in PyTorch (``torch.nn`` layers with the same weights). The speed ratio is
 PyTorch's time divided by scratchnet's: 1.0 is as fast, 0.5 is half PyTorch's throughput.
 
-Timing: one warm-up call, then the median of ``--repeats`` calls (``time.perf_counter``; on ``gpu`` each
-call ends with a device synchronize), scratchnet's and PyTorch's calls taking turns so that load from other
-processes slows both alike. The header names what the numbers depend on: the BLAS library and
-thread counts of NumPy and PyTorch, and the ``OPENBLAS_*`` environment variables, which this command
-reports but never changes. (On some machines ``OPENBLAS_CORETYPE`` is set to an older core type than
-the processor's, which selects slower matrix kernels; compare a run with ``env -u OPENBLAS_CORETYPE``.)
+Timing: the median of ``--repeats`` calls (``time.perf_counter``; on ``gpu`` each call ends with a device
+synchronize), scratchnet's and PyTorch's calls in alternating blocks, each after an idle gap and a warm-up
+call, so that load from other processes slows both alike (see :func:`time_calls`). The header names what
+the numbers depend on: the BLAS library and thread counts of NumPy and PyTorch, and the ``OPENBLAS_*``
+environment variables, which this command reports but never changes. (On some machines
+``OPENBLAS_CORETYPE`` is set to an older core type than the processor's, which selects slower matrix
+kernels; compare a run with ``env -u OPENBLAS_CORETYPE``.)
 
 Memory: the peak of NumPy allocations during one training step, measured with ``tracemalloc`` (NumPy
 reports its array buffers to it; PyTorch does not, so there is no PyTorch figure), and the process's peak
@@ -158,18 +159,30 @@ def _cpu_name() -> str:
 
 
 # --- timing -------------------------------------------------------------------------------------------
-def time_calls(calls: list[Callable], repeats: int, warmup: int = 1) -> list[float]:
-    """Median seconds per call of each function in ``calls``, timed in turns (a, b, a, b, ...).
+IDLE_GAP = 0.2  # seconds: longer than OpenBLAS's and OpenMP's worker threads spin after a call
 
-    Taking turns matters on a shared machine: a burst of load from another process slows every contender
-    alike, so the ratio of two medians stays meaningful even when the absolute times are noisy.
+
+def time_calls(calls: list[Callable], repeats: int, warmup: int = 1, rounds: int = 3) -> list[float]:
+    """Median seconds per call of each function in ``calls``, timed in alternating blocks (a a a, b b b, ...).
+
+    Alternating matters on a shared machine: a burst of load from another process slows every contender
+    alike, so the ratio of two medians stays meaningful even when the absolute times are noisy. Blocks,
+    not single calls, with an idle gap before each: after a call, both OpenBLAS (NumPy) and OpenMP
+    (PyTorch) keep their worker threads spinning for up to ~0.1 s, and a function timed inside the other
+    library's spin competes with those threads for the cores (on 2 cores this doubled the step times).
     """
+    rounds = max(1, min(rounds, repeats))
+    per_round = -(-repeats // rounds)
     times: list[list[float]] = [[] for _ in calls]
-    for i in range(warmup + repeats):
+    for _ in range(rounds):
         for fn, spent in zip(calls, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
+            if len(calls) > 1:
+                time.sleep(IDLE_GAP)
+            for _ in range(warmup):
+                fn()
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
                 spent.append(time.perf_counter() - start)
     return [statistics.median(spent) for spent in times]
 
@@ -563,6 +576,14 @@ def time_to_accuracy(args) -> dict:
         data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
     )
     epochs, train_seconds, reached = [], 0.0, None
+    if not args.json:
+        print(
+            f"LeNet-5 on {config.dataset} ({len(data.train):,} training, {len(data.test):,} test images), "
+            f"device {config.device}: batch {config.batch_size}, SGD lr {config.lr} "
+            f"momentum {config.momentum} weight decay {config.weight_decay}, "
+            f"{config.schedule} schedule over {config.epochs} epochs",
+            flush=True,
+        )
     for epoch in range(1, config.epochs + 1):
         loader.set_epoch(epoch)
         fit = T.train_epoch(model, loader, loss_fn, optimizer, device, dtype, epoch=epoch, progress=False)
