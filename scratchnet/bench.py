@@ -61,7 +61,7 @@ from scratchnet.layers import (
     SoftmaxCrossEntropy,
 )
 
-BENCH_MODELS = ("lenet5", "alexnet-cifar")
+BENCH_MODELS = ("lenet5", "alexnet-cifar", "alexnet", "alexnet-torchvision")
 LR, MOMENTUM = 0.01, 0.9  # the SGD of the timed training step (both libraries)
 
 
