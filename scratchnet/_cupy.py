@@ -33,7 +33,9 @@ def cupy():
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError, or a missing driver library
-        raise DeviceError(f"device 'gpu': CuPy is installed but no CUDA GPU is usable ({e}). {_HINT}") from None
+        raise DeviceError(
+            f"device 'gpu': CuPy is installed but no CUDA GPU is usable ({e}). {_HINT}"
+        ) from None
     if count == 0:
         raise DeviceError(f"device 'gpu': CuPy is installed but found no CUDA GPU. {_HINT}")
     _cupy = cp

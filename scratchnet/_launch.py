@@ -40,7 +40,9 @@ class Kernel:
             raise KernelLaunchError(f"{self.name} takes {len(params)} arguments, got {len(args)}")
         grid, block = _dim3(grid, "grid"), _dim3(block, "block")
         if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
-            raise KernelLaunchError(f"{self.name}: block {block} has more than {MAX_THREADS_PER_BLOCK} threads")
+            raise KernelLaunchError(
+                f"{self.name}: block {block} has more than {MAX_THREADS_PER_BLOCK} threads"
+            )
         converted = tuple(self._convert(p, a) for p, a in zip(params, args, strict=True))
         self.raw(grid, block, converted, shared_mem=int(shared_mem))
 
@@ -54,7 +56,9 @@ class Kernel:
         where = f"{self.name}: argument '{param.name}' ({param.c_type})"
         if param.pointer:
             if not self.device.is_array(value):
-                raise KernelLaunchError(f"{where} needs a {self.device.name} array, got {type(value).__name__}")
+                raise KernelLaunchError(
+                    f"{where} needs a {self.device.name} array, got {type(value).__name__}"
+                )
             if value.dtype != param.dtype:
                 raise KernelLaunchError(f"{where} needs dtype {param.dtype}, got {value.dtype}")
             if not value.flags.c_contiguous:

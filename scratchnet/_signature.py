@@ -7,7 +7,7 @@ two forms the project's kernels use are recognised::
     extern "C" __global__ void relu_forward_f32(const float* x, float* y, long long n)
 
     template <typename T>
-    __global__ void relu_forward(const T* x, T* y, long long n)     // name expressions relu_forward<float>, ...
+    __global__ void relu_forward(const T* x, T* y, long long n)   // looked up as relu_forward<float>, ...
 """
 
 from __future__ import annotations

@@ -118,10 +118,12 @@ class Device:
         kernels = self._module(filename)
         name = base_name if dtype is None else f"{base_name}<{_c_name(dtype)}>"
         if name not in kernels:
-            raise DeviceError(f"kernels/{filename} has no kernel {name!r}; it has: {', '.join(sorted(kernels))}")
+            raise DeviceError(
+                f"kernels/{filename} has no kernel {name!r}; it has: {', '.join(sorted(kernels))}"
+            )
         return kernels[name]
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one compiled module per (device, file) for the process
+    @functools.cache  # noqa: B019 - one compiled module per (device, file) for the process
     def _module(self, filename: str) -> dict[str, Kernel]:
         path = kernel_dir() / filename
         if not path.is_file():

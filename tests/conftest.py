@@ -1,4 +1,4 @@
-"""Test-wide settings: tests marked ``gpu`` skip without CuPy and a CUDA GPU, ``sim`` ones without a C++ compiler."""
+"""Test-wide settings: tests marked ``gpu`` skip without a usable GPU, ``sim`` ones without a C++ compiler."""
 
 from __future__ import annotations
 

@@ -48,7 +48,11 @@ class _FakeDevice:
 
 def _kernel(name):
     launches = []
-    kernel = Kernel(_FakeDevice(), lambda g, b, args, shared_mem=0: launches.append((g, b, args)), parse_kernels(SOURCE)[name])
+    kernel = Kernel(
+        _FakeDevice(),
+        lambda g, b, args, shared_mem=0: launches.append((g, b, args)),
+        parse_kernels(SOURCE)[name],
+    )
     return kernel, launches
 
 

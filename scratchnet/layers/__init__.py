@@ -1,4 +1,4 @@
-"""The layers. Each file holds one family: the math in its docstring, the NumPy code, and the kernel launches."""
+"""The layers. Each file holds one family: its math in the docstring, the NumPy code, the kernel launches."""
 
 from scratchnet.layers.activation import ReLU
 from scratchnet.layers.base import Layer

@@ -29,7 +29,7 @@ def float_dtype(dtype) -> np.dtype:
 
 
 class Layer:
-    """Base class. ``params``/``grads``: dicts of arrays on ``self.device`` (empty for parameterless layers)."""
+    """Base class. ``params``/``grads``: dicts of arrays on ``self.device`` (empty without parameters)."""
 
     def __init__(self, *, device: str | Device = "cpu", dtype=np.float32):
         self.device = get_device(device)
