@@ -105,8 +105,3 @@ def parse_kernels(source: str) -> dict[str, KernelSignature]:
             params = tuple(_parse_param(p, None, None) for p in raw_params)
             found[base_name] = KernelSignature(base_name, base_name, params, extern_c=bool(m["externc"]))
     return found
-
-
-def name_expression(base_name: str, dtype) -> str:
-    """``name_expression("relu_forward", np.float32) == "relu_forward<float>"``."""
-    return f"{base_name}<{C_NAME_OF_DTYPE[np.dtype(dtype)]}>"

@@ -25,6 +25,7 @@ import numpy as np
 
 from scratchnet import _cupy
 from scratchnet._launch import Kernel, load_kernels
+from scratchnet._signature import C_NAME_OF_DTYPE
 from scratchnet.errors import DeviceError
 
 DEVICE_NAMES = ("cpu", "gpu", "sim")
@@ -138,8 +139,6 @@ class Device:
 
 
 def _c_name(dtype) -> str:
-    from scratchnet._signature import C_NAME_OF_DTYPE
-
     try:
         return C_NAME_OF_DTYPE[np.dtype(dtype)]
     except KeyError:

@@ -154,7 +154,7 @@ def test_output_shape_and_repr():
     ("kwargs", "message"),
     [
         ({"kernel_size": 2, "padding": 2}, "padding must be at most half"),
-        ({"kernel_size": 0}, "kernel_size must be an int >= 1"),
+        ({"kernel_size": 0}, "MaxPool2D: kernel_size must be >= 1, got 0"),
         ({"kernel_size": (2, 2, 2)}, "kernel_size must be"),
         ({"kernel_size": 2, "stride": 0}, "stride must be"),
         ({"kernel_size": 2, "impl": "slow"}, "impl must be one of"),

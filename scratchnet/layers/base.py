@@ -28,6 +28,25 @@ def float_dtype(dtype) -> np.dtype:
     return d
 
 
+def check_on_device(device: Device, a, who: str, what: str) -> None:
+    """ValueError unless ``a`` is an array on ``device``, saying how to move it there."""
+    if not device.is_array(a):
+        raise ValueError(
+            f"{who}: {what} must be an array on device '{device.name}', got {type(a).__name__} "
+            f"(move data with scratchnet.get_device('{device.name}').array(...))"
+        )
+
+
+def int_pair(value, name: str, minimum: int, who: str) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints, each >= ``minimum``, as a pair; ``who`` names the layer in errors."""
+    pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{who}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{who}: {name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
 class Layer:
     """Base class. ``params``/``grads``: dicts of arrays on ``self.device`` (empty without parameters)."""
 
@@ -96,11 +115,7 @@ class Layer:
 
     def _check_array(self, a, what: str) -> None:
         layer = type(self).__name__
-        if not self.device.is_array(a):
-            raise ValueError(
-                f"{layer}: {what} must be an array on device '{self.device.name}', got {type(a).__name__} "
-                f"(move data with scratchnet.get_device('{self.device.name}').array(...))"
-            )
+        check_on_device(self.device, a, layer, what)
         if a.dtype != self.dtype:
             raise ValueError(f"{layer}: {what} must have dtype {self.dtype}, got {a.dtype}")
 

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
-from scratchnet.layers.base import Layer
+from scratchnet.layers.base import Layer, int_pair
 from scratchnet.layers.linear import add_bias, bias_grad, gemm
 
 IMPLS = ("fast", "naive")
@@ -210,16 +210,6 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """An int or an (h, w) pair of ints, each >= minimum, as a pair."""
-    pair = tuple(value) if isinstance(value, tuple | list) else (value, value)
-    if len(pair) != 2 or not all(_is_int(v) for v in pair):
-        raise ValueError(f"Conv2D: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"Conv2D: {name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 class Conv2D(Layer):
     """2-D convolution over (N, C, H, W) inputs; the math is in the module docstring.
 
@@ -255,9 +245,9 @@ class Conv2D(Layer):
         if impl not in IMPLS:
             raise ValueError(f"Conv2D: impl must be one of {IMPLS}, got {impl!r}")
         self.in_channels, self.out_channels, self.groups, self.impl = in_channels, out_channels, groups, impl
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, "Conv2D")
+        self.stride = int_pair(stride, "stride", 1, "Conv2D")
+        self.padding = int_pair(padding, "padding", 0, "Conv2D")
 
         kh, kw = self.kernel_size
         fan_in = in_channels // groups * kh * kw

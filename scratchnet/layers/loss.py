@@ -27,19 +27,15 @@ import math
 import numpy as np
 
 from scratchnet.device import Device, get_device
-from scratchnet.layers.base import float_dtype
+from scratchnet.layers.base import check_on_device, float_dtype
 
 MAX_BLOCK = 256  # SOFTMAX_MAX_THREADS in kernels/softmax_xent.cu
 
 
 def _check_logits_and_labels(device: Device, logits, labels, who: str) -> None:
     """ValueError naming the problem unless logits is (N, K) and labels (N,) integers, both on ``device``."""
-    for name, a in (("logits", logits), ("labels", labels)):
-        if not device.is_array(a):
-            raise ValueError(
-                f"{who}: {name} must be an array on device '{device.name}', got {type(a).__name__} "
-                f"(move data with scratchnet.get_device('{device.name}').array(...))"
-            )
+    check_on_device(device, logits, who, "logits")
+    check_on_device(device, labels, who, "labels")
     if logits.ndim != 2 or 0 in logits.shape:
         raise ValueError(f"{who}: expected logits of shape (N, K), got {tuple(logits.shape)}")
     if labels.dtype.kind not in "iu":

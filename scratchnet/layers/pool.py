@@ -36,18 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratchnet.layers.base import Layer
+from scratchnet.layers.base import Layer, int_pair
 
 IMPLS = ("fast", "naive")
-
-
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, as (rows, cols), each at least ``minimum``."""
-    pair = (value, value) if isinstance(value, int | np.integer) else value
-    is_pair = isinstance(pair, tuple | list) and len(pair) == 2
-    if not (is_pair and all(isinstance(v, int | np.integer) and v >= minimum for v in pair)):
-        raise ValueError(f"MaxPool2D: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 class MaxPool2D(Layer):
@@ -64,9 +55,9 @@ class MaxPool2D(Layer):
         dtype=np.float32,
     ):
         super().__init__(device=device, dtype=dtype)
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, "MaxPool2D")
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1, "MaxPool2D")
+        self.padding = int_pair(padding, "padding", 0, "MaxPool2D")
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
             # So that every window holds at least one real input (PyTorch has the same rule).
             raise ValueError(
