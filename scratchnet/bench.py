@@ -49,7 +49,7 @@ import numpy as np
 
 from scratchnet import models as M
 from scratchnet import optim as O
-from scratchnet.device import Device, get_device
+from scratchnet.device import DEVICE_NAMES, Device, get_device
 from scratchnet.layers import (
     Conv2D,
     Dropout,
@@ -645,7 +645,7 @@ def table_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 128, 256], help="comma-separated")
     p.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
-    p.add_argument("--device", choices=("cpu", "sim", "gpu"), default="cpu")
+    p.add_argument("--device", choices=DEVICE_NAMES, default="cpu")
     p.add_argument("--quick", action="store_true", help="batch 8, one repeat: a smoke test of a few seconds")
     p.add_argument("--no-naive", dest="naive", action="store_false", help="skip the slow naive loops")
     p.add_argument("--no-torch", dest="torch", action="store_false", help="skip the PyTorch columns")
@@ -666,7 +666,7 @@ def tta_parser() -> argparse.ArgumentParser:
         "--dataset", default="fashion-mnist", help="default: the full Fashion-MNIST (60,000 images)"
     )
     p.add_argument("--data-dir", help="folder holding the IDX .gz files (default: cache / system path)")
-    p.add_argument("--device", choices=("cpu", "sim", "gpu"), default="cpu")
+    p.add_argument("--device", choices=DEVICE_NAMES, default="cpu")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -689,9 +689,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return kernel_bench.main(argv[1:])
     if argv and argv[0] == "time-to-accuracy":
-        args = tta_parser().parse_args(argv[1:])
+        parser = tta_parser()
+        args = parser.parse_args(argv[1:])
         if not 0 < args.target <= 1:
-            tta_parser().error(f"--target is an accuracy in (0, 1], got {args.target}")
+            parser.error(f"--target is an accuracy in (0, 1], got {args.target}")
         args.argv = argv
         result = time_to_accuracy(args)
         if args.json:
@@ -705,12 +706,13 @@ def main(argv: list[str] | None = None) -> int:
             best = max(e["test_accuracy"] for e in result["epochs"])
             print(f"target {args.target} not reached in {args.max_epochs} epochs (best {best:.4f})")
         return 0 if result["reached"] else 1
-    args = table_parser().parse_args(argv)
+    parser = table_parser()
+    args = parser.parse_args(argv)
     args.argv = argv
     if args.quick:
         args.batch_sizes, args.repeats = [8], 1
     if args.repeats < 1 or args.warmup < 0:
-        table_parser().error("--repeats must be >= 1 and --warmup >= 0")
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
     torch, args.torch_note = _load_torch(args.torch)
     report = run_table(args, torch)
     print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -137,13 +137,14 @@ GEMM = Op(
 )
 
 
-# Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C, K, K)) + b, stride S, padding P.
-def _conv_out(size) -> tuple[int, int]:
+def _window_out(size) -> tuple[int, int]:
+    """(OH, OW) of a K x K window sliding with stride S over an H x W image padded by P (conv and pool)."""
     oh = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
     ow = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
     return oh, ow
 
 
+# Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C, K, K)) + b, stride S, padding P.
 def _conv_inputs(size, dtype, rng):
     n, c, f, k = size["N"], size["C"], size["F"], size["K"]
     return {
@@ -158,7 +159,7 @@ def _conv_reference(inputs, size):
     y[n, f, i, j] = b[f] + sum_{c, u, v} w[f, c, u, v] * x_pad[n, c, i*S + u, j*S + v]."""
     x, w, b = inputs["x"], inputs["w"], inputs["b"]
     p, s, k = size["P"], size["S"], size["K"]
-    oh, ow = _conv_out(size)
+    oh, ow = _window_out(size)
     x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     windows = np.lib.stride_tricks.sliding_window_view(
         x_pad, (k, k), axis=(2, 3)
@@ -168,13 +169,13 @@ def _conv_reference(inputs, size):
 
 
 def _conv_args(a, size):
-    oh, ow = _conv_out(size)
+    oh, ow = _window_out(size)
     n, c, h, w, f, k = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
     return (a["x"], a["w"], a["b"], a["out"], n, c, h, w, f, k, k, size["S"], size["P"], oh, ow)
 
 
 def _conv_launch_direct(kernel, a, size):  # v1: one thread per output element
-    oh, ow = _conv_out(size)
+    oh, ow = _window_out(size)
     kernel.launch_1d(size["N"] * size["F"] * oh * ow, _conv_args(a, size), block=256)
 
 
@@ -182,7 +183,7 @@ CONV_V2_TILE, CONV_V2_FB = 16, 8  # as V2_TILE and V2_FB in conv2d_forward.cu
 
 
 def _conv_launch_smem(kernel, a, size):  # v2: 16x16 output pixels x 8 channels per block
-    oh, ow = _conv_out(size)
+    oh, ow = _window_out(size)
     k, s = size["K"], size["S"]
     patch = ((CONV_V2_TILE - 1) * s + k) ** 2
     shared = (patch + CONV_V2_FB * k * k) * a["out"].itemsize
@@ -191,7 +192,7 @@ def _conv_launch_smem(kernel, a, size):  # v2: 16x16 output pixels x 8 channels 
 
 
 def _conv_launch_implicit_gemm(kernel, a, size):  # v3: 64 filters x 64 pixels per block
-    oh, ow = _conv_out(size)
+    oh, ow = _window_out(size)
     kernel((cdiv(size["N"] * oh * ow, 64), cdiv(size["F"], 64)), (256,), _conv_args(a, size))
 
 
@@ -227,15 +228,15 @@ CONV = Op(
     ),
     make_inputs=_conv_inputs,
     reference=_conv_reference,
-    output_shape=lambda s: (s["N"], s["F"], *_conv_out(s)),
-    flops=lambda s: 2 * s["N"] * s["F"] * int(np.prod(_conv_out(s))) * s["C"] * s["K"] ** 2,
+    output_shape=lambda s: (s["N"], s["F"], *_window_out(s)),
+    flops=lambda s: 2 * s["N"] * s["F"] * int(np.prod(_window_out(s))) * s["C"] * s["K"] ** 2,
     bytes=lambda s, itemsize: (
         itemsize
         * (
             s["N"] * s["C"] * s["H"] * s["W"]
             + s["F"] * s["C"] * s["K"] ** 2
             + s["F"]
-            + s["N"] * s["F"] * int(np.prod(_conv_out(s)))
+            + s["N"] * s["F"] * int(np.prod(_window_out(s)))
         )
     ),
     metric="GFLOP/s",
@@ -255,12 +256,6 @@ CONV = Op(
 
 
 # Max-pool forward: y (N, C, OH, OW) = max over K x K windows of x (N, C, H, W), stride S, padding P.
-def _pool_out(size) -> tuple[int, int]:
-    oh = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    ow = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    return oh, ow
-
-
 def _pool_inputs(size, dtype, rng):
     # A permutation: all values distinct, so there are no ties to break.
     n = size["N"] * size["C"] * size["H"] * size["W"]
@@ -269,20 +264,20 @@ def _pool_inputs(size, dtype, rng):
 
 def _pool_reference(inputs, size):
     k, s, p = size["K"], size["S"], size["P"]
-    oh, ow = _pool_out(size)
+    oh, ow = _window_out(size)
     x_pad = np.pad(inputs["x"], ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
     windows = np.lib.stride_tricks.sliding_window_view(x_pad, (k, k), axis=(2, 3))
     return windows[:, :, : (oh - 1) * s + 1 : s, : (ow - 1) * s + 1 : s].max(axis=(4, 5))
 
 
 def _pool_args(a, size):
-    oh, ow = _pool_out(size)
+    oh, ow = _window_out(size)
     n, c, h, w = (size[key] for key in ("N", "C", "H", "W"))
     return (a["x"], a["out"], n, c, h, w, size["K"], size["S"], size["P"], oh, ow)
 
 
 def _pool_launch_flat(kernel, a, size):  # v1, v2: one thread per output element
-    kernel.launch_1d(int(np.prod(_pool_out(size))) * size["N"] * size["C"], _pool_args(a, size), block=256)
+    kernel.launch_1d(int(np.prod(_window_out(size))) * size["N"] * size["C"], _pool_args(a, size), block=256)
 
 
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
@@ -290,7 +285,7 @@ MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
 
 def _pool_launch_planes(kernel, a, size):  # v3: blockIdx.y picks the (n, c) plane
     planes = size["N"] * size["C"]
-    grid = (cdiv(int(np.prod(_pool_out(size))), 256), min(planes, MAX_GRID_Y))
+    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID_Y))
     kernel(grid, (256,), _pool_args(a, size))
 
 
@@ -311,9 +306,9 @@ POOL = Op(
     ),
     make_inputs=_pool_inputs,
     reference=_pool_reference,
-    output_shape=lambda s: (s["N"], s["C"], *_pool_out(s)),
-    flops=lambda s: s["N"] * s["C"] * int(np.prod(_pool_out(s))) * (s["K"] ** 2 - 1),  # comparisons
-    bytes=lambda s, itemsize: itemsize * s["N"] * s["C"] * (s["H"] * s["W"] + int(np.prod(_pool_out(s)))),
+    output_shape=lambda s: (s["N"], s["C"], *_window_out(s)),
+    flops=lambda s: s["N"] * s["C"] * int(np.prod(_window_out(s))) * (s["K"] ** 2 - 1),  # comparisons
+    bytes=lambda s, itemsize: itemsize * s["N"] * s["C"] * (s["H"] * s["W"] + int(np.prod(_window_out(s)))),
     metric="GB/s",
     reduction_length=lambda s: 0,  # a max rounds nothing: the output must equal the reference exactly
     tiny_sizes=(
@@ -428,21 +423,19 @@ def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int) -> list
     flops, nbytes = op.flops(size), op.bytes(size, dtype.itemsize)
     work = flops if op.metric == "GFLOP/s" else nbytes
     results = []
+
+    def fresh_arrays() -> dict:
+        inputs = op.make_inputs(size, dtype, np.random.default_rng(0))
+        return _device_arrays(dev, inputs, op.output_shape(size), dtype)
+
     for version in op.versions:
         result = validate(dev, op, version, size, dtype)
         if result.ok:
             kernel = dev.kernel(op.source, version.kernel, dtype)
-            arrays = _device_arrays(
-                dev, op.make_inputs(size, dtype, np.random.default_rng(0)), op.output_shape(size), dtype
-            )
+            arrays = fresh_arrays()
             result.ms = _time_gpu(lambda k=kernel, a=arrays, v=version: v.launch(k, a, size), repeats)
         results.append(result)
-    library = None
-    if op.library is not None:
-        arrays = _device_arrays(
-            dev, op.make_inputs(size, dtype, np.random.default_rng(0)), op.output_shape(size), dtype
-        )
-        library = op.library(arrays, size)
+    library = op.library(fresh_arrays(), size) if op.library is not None else None
     if library is not None:
         label, run = library
         results.append(Result(op.name, label, label, size, ms=_time_gpu(run, repeats)))

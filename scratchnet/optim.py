@@ -58,7 +58,7 @@ class SGD:
         all_keys = list(model.params)
         if params is None:
             params = all_keys
-        unknown = [k for k in params if k not in model.params]
+        unknown = [k for k in params if k not in all_keys]
         if unknown:
             raise ValueError(f"SGD: unknown parameter(s) {unknown}; the model has {all_keys}")
         self.model = model
@@ -104,7 +104,8 @@ class SGD:
     def _scratch(self, p: np.ndarray) -> np.ndarray:
         """A view of the shared scratch buffer with ``p``'s shape and dtype."""
         if self._work is None or self._work.dtype != p.dtype or self._work.size < p.size:
-            largest = max(int(np.prod(self.model.params[k].shape)) for k in self.keys)
+            params = self.model.params  # built afresh on each access: read it once
+            largest = max(int(np.prod(params[k].shape)) for k in self.keys)
             self._work = np.empty(max(largest, p.size), dtype=p.dtype)
         return self._work[: p.size].reshape(p.shape)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+import scratchnet.data as D
 from scratchnet.checkpoint import CheckpointError, load_model
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import DeviceError
@@ -60,9 +61,8 @@ def predict(
     model, ckpt = load_model(checkpoint, device=device)
     meta = ckpt.meta
     images = load_images(paths, tuple(meta["input_shape"]))
-    mean = np.asarray(meta["normalization"]["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(meta["normalization"]["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-    x = model.device.array((images - mean) / std, dtype=model.dtype)  # (N, C, H, W)
+    normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
+    x = model.device.array(normalize(images), dtype=model.dtype)  # (N, C, H, W)
     logits = model.device.to_host(model.forward(x, training=False))  # (N, K)
     return softmax(logits), meta["classes"]
 

@@ -389,9 +389,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
     )
     show_bar = config.progress and sys.stderr.isatty()
-    saved_epoch = first_epoch - 1 if resumed is not None else 0  # the epoch last.npz holds
+    saved_epoch = epoch = first_epoch - 1  # the epoch last.npz holds (0: none yet)
     stopped_early = False
-    epoch = first_epoch - 1
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             lr = optimizer.lr
