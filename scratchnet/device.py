@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnet import _cupy
-from scratchnet._launch import Kernel, load_kernels
-from scratchnet._signature import C_NAME_OF_DTYPE
+from scratchnet._cuda import cupy_backend as _cupy
+from scratchnet._cuda.launch import Kernel, load_kernels
+from scratchnet._cuda.signature import C_NAME_OF_DTYPE
 from scratchnet.errors import DeviceError
 
 DEVICE_NAMES = ("cpu", "gpu", "sim")

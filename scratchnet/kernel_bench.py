@@ -20,7 +20,7 @@ For each version it
    could reach at best) for pooling.
 
 Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
-sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet._cupy``.
+sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet._cuda.cupy_backend``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scratchnet import _cupy
+from scratchnet._cuda import cupy_backend as _cupy
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DeviceError
 

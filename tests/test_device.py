@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet._launch import Kernel
-from scratchnet._signature import parse_kernels
+from scratchnet._cuda.launch import Kernel
+from scratchnet._cuda.signature import parse_kernels
 from scratchnet.device import Device, kernel_dir
 from scratchnet.errors import DeviceError, KernelLaunchError
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from scratchnet import sim
-from scratchnet._signature import parse_kernels
+from scratchnet._cuda.signature import parse_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.sim import compiler
 

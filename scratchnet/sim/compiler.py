@@ -29,7 +29,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchnet._signature import C_TYPES, parse_kernels
+from scratchnet._cuda.signature import C_TYPES, parse_kernels
 from scratchnet.errors import DeviceError
 
 HERE = Path(__file__).resolve().parent

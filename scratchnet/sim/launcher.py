@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from scratchnet._signature import parse_kernels
+from scratchnet._cuda.signature import parse_kernels
 from scratchnet.errors import KernelLaunchError
 from scratchnet.sim.compiler import MAX_SHARED_BYTES, Build
 

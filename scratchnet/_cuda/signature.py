@@ -1,6 +1,6 @@
 """Read the C signatures of the ``__global__`` kernels in a ``.cu`` source.
 
-Both launchers use this: the ``gpu``/``sim`` launch helper (``scratchnet/_launch.py``) casts every scalar to
+Both launchers use this: the ``gpu``/``sim`` launch helper (``_cuda/launch.py``) casts every scalar to
 the C type the kernel declares, and the simulator refuses a launch whose arguments do not match. Only the
 two forms the project's kernels use are recognised::
 

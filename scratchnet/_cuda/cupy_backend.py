@@ -1,7 +1,7 @@
 """Every CuPy-specific line of scratchnet lives here.
 
 Array creation, host<->device copies, ``cupy.RawModule`` loading and the synchronize call. Everything else
-(the layers, the launch helper in ``_launch.py``) is written against :class:`scratchnet.device.Device`, so it
+(the layers, the launch helper in ``launch.py``) is written against :class:`scratchnet.device.Device`, so it
 runs, and is tested, under the ``sim`` device on machines without a GPU.
 
 CuPy is imported only when the ``gpu`` device is first asked for: ``import scratchnet`` never imports it.

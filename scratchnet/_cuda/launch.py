@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratchnet._signature import KernelSignature, parse_kernels
+from scratchnet._cuda.signature import KernelSignature, parse_kernels
 from scratchnet.errors import KernelLaunchError
 
 MAX_THREADS_PER_BLOCK = 1024
