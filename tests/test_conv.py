@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import pytest
 
@@ -17,6 +20,7 @@ from scratchnet.layers.conv import (
     conv2d_forward_naive,
 )
 from scratchnet.layers.linear import bias_grad
+from scratchnet.testing import LayerContract, LayerSpec
 
 CPU = "cpu"
 SIM = pytest.param("sim", marks=pytest.mark.sim)
@@ -24,6 +28,25 @@ GPU = pytest.param("gpu", marks=pytest.mark.gpu)
 KERNEL_DEVICES = [SIM, GPU]
 DEVICES = [CPU, SIM, GPU]
 IMPLS = ["fast", "naive"]
+
+
+class TestConv2DContract(LayerContract):
+    """Strides, padding and groups at once (the geometry sweep is below)."""
+
+    spec = LayerSpec(
+        make=functools.partial(Conv2D, 4, 4, 3, stride=(2, 1), padding=1, groups=2, seed=0),
+        input_shape=(2, 4, 5, 5),
+        tolerance={np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12},
+        bad_shapes=((2, 3, 5, 5), (2, 4, 5)),
+    )
+
+
+class TestConv2DNaiveContract(LayerContract):
+    spec = dataclasses.replace(
+        TestConv2DContract.spec,
+        make=functools.partial(Conv2D, 4, 4, 3, stride=(2, 1), padding=1, groups=2, impl="naive", seed=0),
+    )
+
 
 # (N, C, H, W, F, kernel_size, stride, padding, groups): tiny, so that the simulator and the naive loops
 # stay quick even under a gradient check (hundreds of forwards).
@@ -338,7 +361,7 @@ def test_bad_inputs_name_expected_and_actual(device):
         layer.forward(dev.array(np.zeros((3, 28, 28), np.float32)))
     with pytest.raises(ValueError, match=r"must have dtype float32, got float64"):
         layer.forward(dev.array(np.zeros((1, 3, 8, 8))))
-    with pytest.raises(ValueError, match=r"must be an array on device .*got list"):
+    with pytest.raises(TypeError, match=r"Conv2D: x must be an array on device .*got list"):
         layer.forward(np.zeros((1, 3, 8, 8), np.float32).tolist())
     with pytest.raises(ValueError, match=r"smaller than the 5x5 kernel .*at least 5 and 5"):
         layer.forward(dev.array(np.zeros((1, 3, 4, 8), np.float32)))

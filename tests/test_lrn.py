@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-from conftest import DEVICES
 
 import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_layer
+from scratchnet.layers import LocalResponseNorm
+from scratchnet.testing import DEVICES, KERNEL_DEVICES, LayerContract, LayerSpec
 
-KERNEL_DEVICES = DEVICES[1:]  # sim and gpu: compared with cpu
 # alpha = 0.1 and k = 1 make the normalisation strong enough that a wrong term shows.
 SETTINGS = [
     {"size": 3, "alpha": 0.1, "beta": 0.75, "k": 1.0},
@@ -23,6 +25,15 @@ SHAPE = (2, 7, 2, 3)
 
 def inputs(shape=SHAPE, seed=0):
     return np.random.default_rng(seed).standard_normal(shape) * 2
+
+
+class TestLocalResponseNormContract(LayerContract):
+    spec = LayerSpec(
+        make=functools.partial(LocalResponseNorm, size=4, alpha=0.2, beta=0.5, k=2.0),
+        input_shape=(2, 5, 2, 3),
+        make_input=lambda shape, rng: 2 * rng.standard_normal(shape),
+        bad_shapes=((2, 5, 6),),
+    )
 
 
 def forward_backward(layer, x, dy):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import pytest
-from conftest import DEVICES
 
 import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_layer
-
-KERNEL_DEVICES = DEVICES[1:]  # sim and gpu: compared with cpu
+from scratchnet.layers import MaxPool2D
+from scratchnet.testing import DEVICES, KERNEL_DEVICES, LayerContract, LayerSpec
 
 # (input shape, kernel_size, stride, padding)
 CONFIGS = [
@@ -26,6 +28,23 @@ CONFIG_IDS = ["3x3s2", "2x2s2", "2x2s2-ragged", "3x3s2p1", "3x2s1x2p1", "2x2s2p1
 def distinct(shape, seed=0):
     """A shuffled 0, 0.01, 0.02, ...: no ties, values 1000x further apart than the finite-difference h."""
     return np.random.default_rng(seed).permutation(int(np.prod(shape))).reshape(shape) * 0.01
+
+
+class TestMaxPool2DContract(LayerContract):
+    """Overlapping windows reaching into the padding; the kernels on gpu and sim."""
+
+    spec = LayerSpec(
+        make=functools.partial(MaxPool2D, 3, 2, padding=1),
+        input_shape=(2, 2, 5, 6),
+        make_input=lambda shape, rng: distinct(shape, seed=int(rng.integers(100))),
+        bad_shapes=((2, 2, 5),),
+    )
+
+
+class TestMaxPool2DNaiveContract(LayerContract):
+    spec = dataclasses.replace(
+        TestMaxPool2DContract.spec, make=functools.partial(MaxPool2D, 3, 2, 1, "naive")
+    )
 
 
 def with_ties(shape, seed=0):
