@@ -48,6 +48,9 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+from scratchnet._cuda import cupy_backend
+from scratchnet._cuda.launch import Kernel, load_kernels
+from scratchnet._cuda.signature import C_NAME_OF_DTYPE
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DeviceError
 from scratchnet.gradcheck import TOLERANCE, check_layer
@@ -91,12 +94,48 @@ def device_or_skip(name: str) -> Device:
     return get_device(name)
 
 
+class KernelSource:
+    """CUDA C source kept outside ``kernels/`` (a new layer's first kernels, or a test's), compiled on first
+    use, once per device, and launched through the same checked launch code as :meth:`Device.kernel`.
+
+    ``KernelSource(code).kernel(device, "leaky_relu_forward", np.float64)`` is
+    ``leaky_relu_forward<double>``. Once the layer is done, its kernels move to ``kernels/<family>.cu`` and
+    the layer asks ``self.device.kernel("<family>.cu", ...)`` instead.
+    """
+
+    def __init__(self, source: str, filename: str = "<source>"):
+        self.source, self.filename = source, filename
+        self._compiled: dict[str, dict[str, Kernel]] = {}  # device name -> {kernel name: kernel}
+
+    def kernel(self, device: str | Device, base_name: str, dtype=None) -> Kernel:
+        device = get_device(device)
+        if device.name not in self._compiled:
+            if device.name == "sim":
+                from scratchnet import sim
+
+                loader = functools.partial(sim.load_module, filename=self.filename)
+            elif device.name == "gpu":
+                loader = cupy_backend.load_module
+            else:
+                raise DeviceError("the cpu device runs NumPy code, not kernels; use device 'gpu' or 'sim'")
+            self._compiled[device.name] = load_kernels(device, self.source, loader)
+        kernels = self._compiled[device.name]
+        name = base_name if dtype is None else f"{base_name}<{C_NAME_OF_DTYPE[np.dtype(dtype)]}>"
+        if name not in kernels:
+            raise DeviceError(f"{self.filename} has no kernel {name!r}; it has: {', '.join(sorted(kernels))}")
+        return kernels[name]
+
+
 class Run(NamedTuple):
     """One forward and backward, as host arrays: ``y``, ``dx`` and ``grads`` (``{"W": ..., "b": ...}``)."""
 
     y: np.ndarray
     dx: np.ndarray | None
     grads: dict
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every result by name: ``{"y": ..., "dx": ..., "dW": ..., "db": ...}``."""
+        return {"y": self.y, "dx": self.dx} | {"d" + name: g for name, g in self.grads.items()}
 
 
 def forward_backward(layer: Layer, x, dy, **forward_kwargs) -> Run:
@@ -188,15 +227,11 @@ class LayerContract:
         x = self.spec.input().astype(dtype)
         reference, layer = self.spec.layer("cpu", dtype), self.spec.layer(dev, dtype)
         dy = self.spec.output_gradient(layer, x)
-        expected, got = forward_backward(reference, x, dy), forward_backward(layer, x, dy)
+        expected, got = forward_backward(reference, x, dy).arrays(), forward_backward(layer, x, dy).arrays()
         tol = self.spec.tolerance[np.dtype(dtype)]
-        for name in ("y", "dx"):
-            assert getattr(got, name).dtype == dtype, name
-            np.testing.assert_allclose(
-                getattr(got, name), getattr(expected, name), rtol=tol, atol=tol, err_msg=name
-            )
-        for name, grad in expected.grads.items():
-            np.testing.assert_allclose(got.grads[name], grad, rtol=tol, atol=tol, err_msg=name)
+        for name, value in expected.items():
+            assert got[name].dtype == dtype, name
+            np.testing.assert_allclose(got[name], value, rtol=tol, atol=tol, err_msg=name)
 
     @pytest.mark.parametrize("device", KERNEL_DEVICES)
     def test_kernels_copy_nothing(self, device):
@@ -276,8 +311,6 @@ class LayerContract:
         # every other element along the last axis of arrays twice as wide: strided views on the device
         x_view, dy_view = (dev.array(np.repeat(a, 2, axis=-1))[..., ::2] for a in (x, dy))
         assert not x_view.flags.c_contiguous
-        got = forward_backward(self.spec.layer(dev), x_view, dy_view)
-        for name in ("y", "dx"):
-            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
-        for name, grad in expected.grads.items():
-            np.testing.assert_array_equal(got.grads[name], grad, err_msg=name)
+        got = forward_backward(self.spec.layer(dev), x_view, dy_view).arrays()
+        for name, value in expected.arrays().items():
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
