@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -92,3 +95,15 @@ def test_kernel_checks_fail_on_sim():
     with pytest.raises(CONTRACT_FAILS):
         contract_for(CopiesToTheHost).test_kernels_copy_nothing("sim")
     contract_for(ReLU).test_kernels_copy_nothing("sim")
+
+
+def test_readme_walkthrough_is_the_tested_file():
+    """Each Python block of README's "How to add a layer" is a verbatim piece of tests/test_add_a_layer.py."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## How to add a layer", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    tested = (root / "tests" / "test_add_a_layer.py").read_text(encoding="utf-8")
+    assert len(blocks) == 3
+    for block in blocks:
+        assert block in tested, block[:80]
