@@ -34,13 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scratchnet._cuda import cupy_backend as _cupy
+from scratchnet._cuda.limits import MAX_GRID, cdiv
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DeviceError
-
-
-def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for positive integers: the number of blocks of size b that cover a."""
-    return -(-a // b)
 
 
 # --- the operations -----------------------------------------------------------------------------------
@@ -280,12 +276,9 @@ def _pool_launch_flat(kernel, a, size):  # v1, v2: one thread per output element
     kernel.launch_1d(int(np.prod(_window_out(size))) * size["N"] * size["C"], _pool_args(a, size), block=256)
 
 
-MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
-
-
 def _pool_launch_planes(kernel, a, size):  # v3: blockIdx.y picks the (n, c) plane
     planes = size["N"] * size["C"]
-    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID_Y))
+    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID[1]))
     kernel(grid, (256,), _pool_args(a, size))
 
 

@@ -86,7 +86,7 @@ def test_launch_helper_refuses_values_that_do_not_fit():
     kernel, _ = _kernel("fill_int")
     with pytest.raises(KernelLaunchError, match="does not fit in uint32"):
         kernel((1,), (1,), (np.empty(1, np.int32), 0, -1))
-    with pytest.raises(KernelLaunchError, match="more than 1024 threads"):
+    with pytest.raises(KernelLaunchError, match="has 1056 threads, more than 1024"):
         kernel((1,), (32, 33), (np.empty(1, np.int32), 0, 1))
 
 
