@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,7 @@ def test_check_launch_accepts_the_limits_themselves():
 
 class _FakeDevice:
     name = "gpu"
+    launches = Counter()
 
     @staticmethod
     def is_array(x):

@@ -45,6 +45,7 @@ class Kernel:
         check_launch(self.name, grid, block, int(shared_mem))
         converted = tuple(self._convert(p, a) for p, a in zip(params, args, strict=True))
         self.raw(grid, block, converted, shared_mem=int(shared_mem))
+        self.device.launches[self.name] += 1
 
     def launch_1d(self, n: int, args, block: int = 256, shared_mem: int = 0) -> None:
         """One thread per element ``i < n``: grid = ceil(n / block) blocks of ``block`` threads."""
