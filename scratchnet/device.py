@@ -140,7 +140,7 @@ class CpuDevice(Device):
 
 
 class GpuDevice(Device):
-    """CuPy arrays on a CUDA GPU; kernels compiled by NVRTC through CuPy (:mod:`scratchnet._cuda.cupy_backend`)."""
+    """CuPy arrays on a CUDA GPU; kernels compiled by NVRTC through :mod:`scratchnet._cuda.cupy_backend`."""
 
     name = "gpu"
     uses_kernels = True
