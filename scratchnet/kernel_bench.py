@@ -13,11 +13,13 @@ For each version it
 1. **validates** the output against a NumPy reference on small, odd sizes (edge tiles, padding) on
    ``sim`` (the simulator, any machine) or ``gpu``; the output buffer is filled with NaN first, so an
    element that no thread writes fails the check;
-2. on a real GPU, **times** it at benchmark sizes with CUDA events (median of ``--repeats`` launches after a
-   warm-up) and reports GFLOP/s (GEMM, convolution) or GB/s (pooling), and the percentage of a library
-   reference: cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA
-   is installed) for convolution, and a device-to-device copy of the input (the bandwidth a pooling kernel
-   could reach at best) for pooling.
+2. on a real GPU, **times** it at benchmark sizes (:class:`GpuTimer`: the median of ``--repeats`` runs, each
+   after an L2 flush, queued behind a spin kernel so that CUDA events see only GPU time) and reports
+   GFLOP/s (GEMM, convolution) or GB/s (pooling), and the percentage of a library reference's rate:
+   cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA is
+   installed; TF32 off) for convolution, and a device-to-device copy of the input (the bandwidth a
+   pooling kernel could reach at best, credited with the 2 |x| bytes it moves) for pooling. A missing
+   library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately.
 
 Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
 sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet._cuda.cupy_backend``.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,7 +40,7 @@ from scratchnet._cuda import cupy_backend as _cupy
 from scratchnet._cuda.limits import MAX_GRID, cdiv
 from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
-from scratchnet.errors import DeviceError
+from scratchnet.errors import DeviceError, cli_errors
 
 
 # --- the operations -----------------------------------------------------------------------------------
@@ -49,6 +52,15 @@ class Version:
     kernel: str  # template name in the op's .cu file
     launch: Callable
     about: str
+
+
+@dataclass(frozen=True)
+class Library:
+    """A library reference for an op: ``run()`` does the op's work (or its bandwidth ceiling)."""
+
+    label: str
+    run: Callable
+    bytes: int | None = None  # bytes it moves, when not the op's own (a copy moves 2 |x|)
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ class Op:
     reduction_length: Callable  # terms summed per output (0: exact): sets the rounding tolerance
     tiny_sizes: tuple[dict, ...]  # validated on sim and gpu
     bench_sizes: tuple[dict, ...]  # timed on gpu (and validated there too)
-    library: Callable | None = None  # gpu only: library(arrays, size) -> (label, callable that runs it)
+    library: Callable | None = None  # gpu only: library(arrays, size) -> Library (None: unavailable)
 
 
 def _describe(size: dict) -> str:
@@ -113,8 +125,8 @@ def _gemm_launch_tiles(version: str) -> Callable:  # v4, v5: one block per BM x 
 
 
 def _gemm_cublas(a, size):
-    cp = _cupy.cupy()
-    return "cuBLAS (cupy.matmul)", lambda: cp.matmul(a["A"], a["B"], out=a["out"])
+    # CuPy's float32 matmul stays FP32 unless CUPY_TF32=1 (the environment line of the report says which).
+    return Library("cuBLAS (cupy.matmul)", lambda: _cupy.matmul(a["A"], a["B"], out=a["out"]))
 
 
 GEMM = Op(
@@ -219,7 +231,7 @@ def _conv_cudnn(a, size):
     def run():
         out.copy_(torch.nn.functional.conv2d(x, weight, bias, stride=size["S"], padding=size["P"]))
 
-    return "cuDNN (torch conv2d)", run
+    return Library("cuDNN (torch conv2d)", run)
 
 
 CONV = Op(
@@ -293,10 +305,11 @@ def _pool_launch_planes(kernel, a, size):  # v3: blockIdx.y picks the (n, c) pla
 
 
 def _pool_copy(a, size):
-    """The bandwidth ceiling: a device-to-device copy of x (reads and writes every input byte once)."""
+    """The bandwidth ceiling: a device-to-device copy of x. It reads and writes |x| bytes each, so it is
+    credited with its own 2 |x| bytes (pooling moves |x| + |y|): the % column compares bandwidths."""
     cp = _cupy.cupy()
     scratch = cp.empty_like(a["x"])
-    return "copy of x (bandwidth ceiling)", lambda: cp.copyto(scratch, a["x"])
+    return Library("copy of x (bandwidth ceiling)", lambda: cp.copyto(scratch, a["x"]), 2 * a["x"].nbytes)
 
 
 POOL = Op(
@@ -419,30 +432,67 @@ def describe_mismatches(out: np.ndarray, expected: np.ndarray, wrong: np.ndarray
     return f"{int(wrong.sum())} of {out.size} wrong; first at {at(first)}; worst at {at(worst)}"
 
 
-def _time_gpu(run: Callable, repeats: int, budget_ms: float = 2000.0) -> float:
-    """Median milliseconds of ``run()`` over ``repeats`` launches (fewer, at least 3, for a slow kernel
-    such as a naive GEMM at 4096^3, to stay within about ``budget_ms``), each timed with CUDA events."""
-    cp = _cupy.cupy()
+class GpuTimer:
+    """Honest GPU timing of one short piece of work, as llm.c's ``dev/cuda/common.h`` does it.
 
-    def once() -> float:
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        run()
-        stop.record()
-        stop.synchronize()
-        return cp.cuda.get_elapsed_time(start, stop)
+    * Cold caches: before every timed run the L2 cache is flushed by writing a buffer twice its size
+      (``L2CacheSize`` of the device), so no run reads its inputs from the previous run's L2.
+    * No host in the measurement: a ``spin`` kernel (``kernels/dev/timing.cu``) is queued first and keeps
+      the GPU busy while the host enqueues every (flush, start event, run, stop event) behind it; each pair
+      of events then brackets only the GPU's work, not the host's launch gaps.
+    * The launch overhead itself (host time per launch of an empty kernel) is measured separately by
+      :meth:`launch_overhead_us` and printed next to the timings.
+    """
 
-    run()  # warm-up: compilation, cuDNN algorithm search, caches
-    first = once()
-    repeats = max(3, min(repeats, int(budget_ms / max(first, 1e-3))))
-    return statistics.median([first] + [once() for _ in range(repeats - 1)])
+    HOST_ENQUEUE_NS = 100_000  # generous host time to enqueue one (flush, event, run, event)
+
+    def __init__(self, dev: Device):
+        cp = _cupy.cupy()
+        self.cp = cp
+        with _cupy.gpu_errors("setting up the kernel timer"):
+            self.l2_bytes = int(cp.cuda.Device().attributes["L2CacheSize"])
+            self.flush_buffer = cp.empty(max(2 * self.l2_bytes, 1 << 20), dtype=np.uint8)
+        self.spin = dev.kernel("dev/timing.cu", "spin")
+        self.empty_kernel = dev.kernel("dev/timing.cu", "empty_kernel")
+
+    def flush_l2(self) -> None:
+        self.flush_buffer.fill(0)  # a kernel writing 2x L2 bytes: evicts whatever the last run left
+
+    def time_ms(self, run: Callable, repeats: int, budget_ms: float = 2000.0) -> float:
+        """Median GPU milliseconds of ``run()`` over ``repeats`` cold-cache runs (fewer, at least 3, for a
+        slow kernel such as a naive GEMM at 4096^3, to stay within about ``budget_ms``)."""
+        run()  # warm-up: compilation, cuDNN algorithm search
+        first = self._timed_runs(run, 1)[0]
+        repeats = max(3, min(repeats, int(budget_ms / max(first, 1e-3))))
+        return statistics.median(self._timed_runs(run, repeats))
+
+    def _timed_runs(self, run: Callable, count: int) -> list[float]:
+        events = [(self.cp.cuda.Event(), self.cp.cuda.Event()) for _ in range(count)]
+        self.spin((1,), (1,), (count * self.HOST_ENQUEUE_NS,))
+        for start, stop in events:
+            self.flush_l2()
+            start.record()
+            run()
+            stop.record()
+        with _cupy.gpu_errors("timing a kernel"):
+            events[-1][1].synchronize()
+            return [self.cp.cuda.get_elapsed_time(start, stop) for start, stop in events]
+
+    def launch_overhead_us(self, launches: int = 200) -> float:
+        """Host microseconds per launch of an empty kernel, launched back to back (then one synchronize)."""
+        self.empty_kernel((1,), (1,), ())
+        self.cp.cuda.Device().synchronize()
+        begin = time.perf_counter()
+        for _ in range(launches):
+            self.empty_kernel((1,), (1,), ())
+        self.cp.cuda.Device().synchronize()
+        return (time.perf_counter() - begin) / launches * 1e6
 
 
-def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int) -> list[Result]:
+def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int, timer: GpuTimer) -> list[Result]:
     """On the GPU: validate and time every version at one size, then the library reference."""
     dtype = np.dtype(dtype)
     flops, nbytes = op.flops(size), op.bytes(size, dtype.itemsize)
-    work = flops if op.metric == "GFLOP/s" else nbytes
     results = []
 
     def fresh_arrays() -> dict:
@@ -454,19 +504,28 @@ def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int) -> list
         if result.ok:
             kernel = dev.kernel(op.source, version.kernel, dtype)
             arrays = fresh_arrays()
-            result.ms = _time_gpu(lambda k=kernel, a=arrays, v=version: v.launch(k, a, size), repeats)
+            result.ms = timer.time_ms(lambda k=kernel, a=arrays, v=version: v.launch(k, a, size), repeats)
+        result.flops, result.bytes = flops, nbytes
         results.append(result)
-    library = op.library(fresh_arrays(), size) if op.library is not None else None
-    if library is not None:
-        label, run = library
-        results.append(Result(op.name, label, label, size, ms=_time_gpu(run, repeats)))
-    library_ms = results[-1].ms if library is not None else None
+    if op.library is not None:
+        try:
+            library = op.library(fresh_arrays(), size)
+            if library is not None:
+                reference = Result(op.name, library.label, library.label, size, flops=flops)
+                reference.bytes = nbytes if library.bytes is None else library.bytes
+                reference.ms = timer.time_ms(library.run, repeats)
+                results.append(reference)
+        except DeviceError as e:  # e.g. cuBLAS missing: the versions' timings still stand
+            note = Result(op.name, "library", "library reference", size)
+            note.notes.append(f"skipped: {e}")
+            results.append(note)
     for r in results:
-        r.flops, r.bytes = flops, nbytes
         if r.ms:
-            r.rate = work / (r.ms * 1e-3) / 1e9
-            if library_ms:
-                r.percent_of_library = 100 * library_ms / r.ms
+            r.rate = (r.flops if op.metric == "GFLOP/s" else r.bytes) / (r.ms * 1e-3) / 1e9
+    library_rate = results[-1].rate if results and isinstance(results[-1].version, str) else None
+    for r in results:
+        if r.rate and library_rate:
+            r.percent_of_library = 100 * r.rate / library_rate  # of the library's GFLOP/s or GB/s
     return results
 
 
@@ -514,7 +573,8 @@ def _format_timings(op: Op, results: list[Result]) -> list[str]:
         ms = "" if r.ms is None else f"{r.ms:9.3f}"
         rate = "" if r.rate is None else f"{r.rate:9.1f}"
         pct = "" if r.percent_of_library is None else f"{r.percent_of_library:7.1f}%"
-        lines.append(f"  {name:40s} {valid:5s} {ms:>9s} {rate:>9s} {pct:>8s}")
+        notes = "; ".join(r.notes)
+        lines.append(f"  {name:40s} {valid:5s} {ms:>9s} {rate:>9s} {pct:>8s} {notes}".rstrip())
     return lines
 
 
@@ -524,6 +584,14 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
     if note:
         out(note)
     all_ok = True
+    timer = None
+    if dev.name == "gpu":
+        timer = GpuTimer(dev)
+        out(
+            f"timing: median of up to {repeats} runs per kernel, each after an L2 flush "
+            f"({2 * timer.l2_bytes / 2**20:.0f} MiB written), queued behind a spin kernel so the CUDA events "
+            f"measure only the GPU; launch overhead (host, per launch): {timer.launch_overhead_us():.1f} us"
+        )
     for op in ops:
         out(f"\n== {op.name}: kernels/{op.source}, {np.dtype(dtype)}, device {dev.name} ==")
         out("versions (what changed):")
@@ -537,8 +605,8 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
             out("\n".join(_format_counts(op, dtype)))
             continue
         for size in op.bench_sizes:
-            out(f"timing {_describe(size)} (median of {repeats}, CUDA events):")
-            results = benchmark_size(dev, op, size, dtype, repeats)
+            out(f"timing {_describe(size)}:")
+            results = benchmark_size(dev, op, size, dtype, repeats, timer)
             all_ok &= all(r.ok is not False for r in results)
             out("\n".join(_format_timings(op, results)))
     return all_ok
@@ -558,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -565,11 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
     ops = [OPS[name] for name in args.ops] or list(OPS.values())
-    try:
-        ok = run(ops, args.device, args.dtype, args.repeats)
-    except DeviceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    ok = run(ops, args.device, args.dtype, args.repeats)
     if not ok:
         print("\nFAIL: at least one kernel version does not match the reference", file=sys.stderr)
     return 0 if ok else 1

@@ -41,6 +41,8 @@ class FakeCupy(types.ModuleType):
         super().__init__("cupy")
         self.fail = dict(fail or {})
         self.launches: list[tuple] = []
+        self.log: list[str] = []  # launches and event records, in order
+        self.elapsed_ms: list[float] = []  # what get_elapsed_time returns, one value per call (then 1.0)
         self.__version__ = "14.2.0"
         runtime = types.SimpleNamespace(
             getDeviceCount=lambda: self._call("getDeviceCount", lambda: devices),
@@ -59,6 +61,8 @@ class FakeCupy(types.ModuleType):
             runtime=runtime,
             Device=lambda *a: device,
             nvrtc=types.SimpleNamespace(getVersion=lambda: self._call("nvrtc", lambda: (13, 0))),
+            Event=lambda: _FakeEvent(self),
+            get_elapsed_time=lambda start, stop: self.elapsed_ms.pop(0) if self.elapsed_ms else 1.0,
         )
 
     def _call(self, name, action):
@@ -78,11 +82,32 @@ class FakeCupy(types.ModuleType):
     def zeros(self, shape, dtype):
         return self._call("zeros", lambda: np.zeros(shape, dtype))
 
+    def get_default_memory_pool(self):
+        return types.SimpleNamespace(used_bytes=lambda: 0)
+
+    def empty_like(self, x):
+        return np.empty_like(x)
+
+    def copyto(self, dst, src):
+        self.log.append("copy")
+        np.copyto(dst, src)
+
     def matmul(self, a, b, out=None):
         return self._call("matmul", lambda: np.matmul(a, b, out=out))
 
     def RawModule(self, code, options=(), name_expressions=None):  # noqa: N802 - CuPy's name
         return self._call("RawModule", lambda: _FakeModule(self))
+
+
+class _FakeEvent:
+    def __init__(self, cp: FakeCupy):
+        self.cp = cp
+
+    def record(self):
+        self.cp.log.append("record")
+
+    def synchronize(self):
+        pass
 
 
 class _FakeModule:
@@ -100,3 +125,4 @@ class _FakeKernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         self.cp._call("launch", lambda: self.cp.launches.append((self.name, grid, block)))
+        self.cp.log.append(f"launch {self.name}")

@@ -50,14 +50,17 @@ __global__ void conv2d_forward_v1_direct(const T* x, const T* weight, const T* b
 // output that uses it), and each weight once per block; a loaded input value feeds 8 multiply-adds.
 #define V2_TILE 16
 #define V2_FB 8
+#define V2_THREADS (V2_TILE * V2_TILE)
 
 // The dynamic shared memory of v2 (sized by the launch): one buffer with a single element type for every
 // template instance, viewed as T inside the kernel.
 extern __shared__ double conv_v2_smem[];
 
 template <typename T>
-__global__ void conv2d_forward_v2_smem(const T* x, const T* weight, const T* bias, T* y, int N, int C, int H,
-                                       int W, int F, int KH, int KW, int S, int P, int OH, int OW) {
+__global__ __launch_bounds__(V2_THREADS) void conv2d_forward_v2_smem(const T* x, const T* weight,
+                                                                     const T* bias, T* y, int N, int C, int H,
+                                                                     int W, int F, int KH, int KW, int S,
+                                                                     int P, int OH, int OW) {
     T* patch = reinterpret_cast<T*>(conv_v2_smem);  // (patch_h, patch_w) input patch of channel c
     int patch_h = (V2_TILE - 1) * S + KH, patch_w = (V2_TILE - 1) * S + KW;
     T* filters = patch + patch_h * patch_w;  // (V2_FB, KH, KW) weights of channel c
@@ -119,9 +122,11 @@ __global__ void conv2d_forward_v2_smem(const T* x, const T* weight, const T* bia
 #define V3_THREADS (V3_ROWS * V3_COLS)
 
 template <typename T>
-__global__ void conv2d_forward_v3_implicit_gemm(const T* x, const T* weight, const T* bias, T* y, int N,
-                                                int C, int H, int W, int F, int KH, int KW, int S, int P,
-                                                int OH, int OW) {
+__global__ __launch_bounds__(V3_THREADS) void conv2d_forward_v3_implicit_gemm(const T* x, const T* weight,
+                                                                              const T* bias, T* y, int N,
+                                                                              int C, int H, int W, int F,
+                                                                              int KH, int KW, int S, int P,
+                                                                              int OH, int OW) {
     __shared__ T Ws[V3_BK * V3_BM];  // weight tile, transposed: Ws[k * BM + f]
     __shared__ T Xs[V3_BK * V3_BN];  // X_col tile: Xs[k * BN + p]
     int gemm_k = C * KH * KW;

@@ -13,10 +13,15 @@
 // The 32 threads of a warp have consecutive m and the same n, so each load of A[m, k] touches 32
 // different cache lines (addresses K elements apart) and so does each store of C[m, n]: the memory
 // system moves 32 lines to deliver 32 useful numbers. B[k, n] is the same address for the whole warp.
+// __launch_bounds__(threads) on every version: the compiler must fit the registers of that many threads in
+// one block. Without it gemm_v1_naive<double> takes 64 registers x 1024 threads on sm_75, the whole
+// register file, and any growth would make the launch fail with "too many resources requested".
 #define V1_BLOCK 32  // v1 and v2: blocks of V1_BLOCK x V1_BLOCK threads
+#define V1_THREADS (V1_BLOCK * V1_BLOCK)
 
 template <typename T>
-__global__ void gemm_v1_naive(const T* A, const T* B, T* C, int M, int N, int K) {
+__global__ __launch_bounds__(V1_THREADS) void gemm_v1_naive(const T* A, const T* B, T* C, int M, int N,
+                                                            int K) {
     int m = blockIdx.x * blockDim.x + threadIdx.x;
     int n = blockIdx.y * blockDim.y + threadIdx.y;
     if (m < M && n < N) {
@@ -34,7 +39,8 @@ __global__ void gemm_v1_naive(const T* A, const T* B, T* C, int M, int N, int K)
 // writes 32 consecutive C[m, n]. Same FLOPs, many fewer memory transactions (siboehm: 1.3% -> 8.5% of
 // cuBLAS on an A6000). Every A and B element is still read from global memory (or L1/L2) K times.
 template <typename T>
-__global__ void gemm_v2_coalesced(const T* A, const T* B, T* C, int M, int N, int K) {
+__global__ __launch_bounds__(V1_THREADS) void gemm_v2_coalesced(const T* A, const T* B, T* C, int M, int N,
+                                                                int K) {
     int n = blockIdx.x * blockDim.x + threadIdx.x;
     int m = blockIdx.y * blockDim.y + threadIdx.y;
     if (m < M && n < N) {
@@ -53,9 +59,11 @@ __global__ void gemm_v2_coalesced(const T* A, const T* B, T* C, int M, int N, in
 // Each global element is now loaded once per tile instead of once per output: 32x less global traffic.
 // The limit moves to shared memory: 2 shared loads per multiply-add.
 #define V3_TILE 32
+#define V3_THREADS (V3_TILE * V3_TILE)
 
 template <typename T>
-__global__ void gemm_v3_tiled(const T* A, const T* B, T* C, int M, int N, int K) {
+__global__ __launch_bounds__(V3_THREADS) void gemm_v3_tiled(const T* A, const T* B, T* C, int M, int N,
+                                                            int K) {
     __shared__ T As[V3_TILE][V3_TILE];
     __shared__ T Bs[V3_TILE][V3_TILE];
     int tx = threadIdx.x, ty = threadIdx.y;
@@ -89,7 +97,8 @@ __global__ void gemm_v3_tiled(const T* A, const T* B, T* C, int M, int N, int K)
 #define V4_THREADS (V4_BM * V4_BN / V4_TM)  // 512: one thread per V4_TM outputs of the tile
 
 template <typename T>
-__global__ void gemm_v4_blocktile_1d(const T* A, const T* B, T* C, int M, int N, int K) {
+__global__ __launch_bounds__(V4_THREADS) void gemm_v4_blocktile_1d(const T* A, const T* B, T* C, int M, int N,
+                                                                   int K) {
     __shared__ T As[V4_BM * V4_BK];  // (BM, BK) tile of A
     __shared__ T Bs[V4_BK * V4_BN];  // (BK, BN) tile of B
     int tid = threadIdx.x;
@@ -143,7 +152,8 @@ __global__ void gemm_v4_blocktile_1d(const T* A, const T* B, T* C, int M, int N,
 #define V5_THREADS ((V5_BM / V5_TM) * (V5_BN / V5_TN))
 
 template <typename T>
-__global__ void gemm_v5_blocktile_2d(const T* A, const T* B, T* C, int M, int N, int K) {
+__global__ __launch_bounds__(V5_THREADS) void gemm_v5_blocktile_2d(const T* A, const T* B, T* C, int M, int N,
+                                                                   int K) {
     __shared__ T As[V5_BK * V5_BM];  // A tile, transposed: As[k * BM + m]
     __shared__ T Bs[V5_BK * V5_BN];  // B tile: Bs[k * BN + n]
     int tid = threadIdx.x;

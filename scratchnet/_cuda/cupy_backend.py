@@ -252,3 +252,13 @@ def environment() -> dict[str, str]:
     # CuPy uses TF32 tensor cores for float32 matmul only when CUPY_TF32=1.
     info["tf32"] = "on (CUPY_TF32=1)" if os.environ.get("CUPY_TF32") == "1" else "off"
     return info
+
+
+def memory_in_use() -> int:
+    """Bytes of GPU memory CuPy's memory pool has handed out (and not yet taken back)."""
+    return int(cupy().get_default_memory_pool().used_bytes())
+
+
+def free_memory() -> int:
+    """Bytes of GPU memory free on the device."""
+    return int(cupy().cuda.Device().mem_info[0])

@@ -83,3 +83,19 @@ def _evaluate(node: ast.AST, known: dict[str, int]) -> int:
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         return _BINARY[type(node.op)](_evaluate(node.left, known), _evaluate(node.right, known))
     raise ValueError("not an integer expression of literals and earlier #defines")
+
+
+# `__global__ __launch_bounds__(V4_THREADS) void gemm_v4_blocktile_1d(`
+_LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\s*\(\s*(\w+)\s*\)\s*void\s+(\w+)")
+DEFAULT_BLOCK = 256  # the block size of every launch without __launch_bounds__ (launch_1d's default too)
+
+
+def launch_bounds(filename: str) -> dict[str, int]:
+    """The most threads per block each kernel of ``kernels/<filename>`` is launched with: its
+    ``__launch_bounds__`` (a literal or a ``#define``), else :data:`DEFAULT_BLOCK`. Keyed by base name."""
+    source = kernel_source(filename)
+    defines = cuda_defines(filename)
+    bounds = {name: DEFAULT_BLOCK for name in re.findall(r"__global__[^(]*?(\w+)\s*\(", source)}
+    for value, name in _LAUNCH_BOUNDS.findall(source):
+        bounds[name] = int(value) if value.isdigit() else defines[value]
+    return bounds
