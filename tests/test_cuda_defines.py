@@ -52,3 +52,12 @@ def test_harness_block_shapes_come_from_the_defines():
     assert gemm["V5_THREADS"] <= limits.MAX_THREADS_PER_BLOCK
     assert gemm["V1_BLOCK"] ** 2 <= limits.MAX_THREADS_PER_BLOCK
     assert conv["V2_TILE"] ** 2 <= limits.MAX_THREADS_PER_BLOCK
+
+
+def test_one_dtype_to_c_name_table():
+    """signature.py holds the table; the simulator's wider one (for error messages) must agree with it."""
+    from scratchnet._cuda.signature import C_NAME_OF_DTYPE
+    from scratchnet.sim import launcher
+
+    for dtype, c_name in C_NAME_OF_DTYPE.items():
+        assert launcher._c_name(dtype) == c_name
