@@ -31,20 +31,20 @@ __global__ void lrn_forward(const T* x, T* y, T* scale, long long count, int C, 
     y[i] = x[i] * power_of(s, -beta);
 }
 
-// Thread mapping: one thread per element j < count (a gather over the channels whose window contains j, no
-// atomics).
+// Thread mapping: one thread per element i < count, the j of dx_j above (a gather over the channels whose
+// window contains it, no atomics).
 template <typename T>
 __global__ void lrn_backward(const T* x, const T* y, const T* scale, const T* dy, T* dx, long long count,
                              int C, long long HW, int before, int after, T alpha, T beta) {
-    long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= count) return;
-    int c = (int)((j / HW) % C);
-    long long channel0 = j - c * HW;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;  // element j of the formula
+    if (i >= count) return;
+    int c = (int)((i / HW) % C);
+    long long channel0 = i - c * HW;
     int first = max(c - after, 0), last = min(c + before, C - 1);
     T cross = T(0);
     for (int cc = first; cc <= last; ++cc) {
-        long long i = channel0 + cc * HW;
-        cross += dy[i] * y[i] / scale[i];
+        long long at = channel0 + cc * HW;  // the same (n, h, w) in channel cc
+        cross += dy[at] * y[at] / scale[at];
     }
-    dx[j] = dy[j] * power_of(scale[j], -beta) - T(2) * alpha * beta * x[j] * cross;
+    dx[i] = dy[i] * power_of(scale[i], -beta) - T(2) * alpha * beta * x[i] * cross;
 }
