@@ -114,11 +114,26 @@ def check_compile_and_resources(dev: Device) -> Iterator[Line]:
             )
 
 
-def _train_step(model, loss_fn, optimizer, x, labels) -> float:
-    loss = loss_fn.forward(model.forward(x, training=True), labels)
-    model.backward(loss_fn.backward())
-    optimizer.step()
-    return loss
+class _Trainer:
+    """A float32 model of ``net`` on ``dev`` with SGD (momentum 0.9) and one fixed batch, already trained
+    for two steps: the first compiles the kernels, the second warms up; :meth:`step` is the one to measure."""
+
+    def __init__(self, dev: Device, net: Net):
+        self.model = net.build(dev, np.float32)
+        self.loss_fn = SoftmaxCrossEntropy(device=dev, dtype=np.float32)
+        self.optimizer = SGD(self.model, lr=0.01, momentum=0.9)
+        rng = np.random.default_rng(1)
+        self.x = dev.array(rng.standard_normal((net.batch, *net.image)).astype(np.float32))
+        self.labels = dev.array(rng.integers(0, 10, net.batch).astype(np.int64))
+        for _ in range(2):
+            self.step()
+        dev.synchronize()
+
+    def step(self) -> float:
+        loss = self.loss_fn.forward(self.model.forward(self.x, training=True), self.labels)
+        self.model.backward(self.loss_fn.backward())
+        self.optimizer.step()
+        return loss
 
 
 def _max_relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -158,20 +173,12 @@ def check_layers_against_cpu(dev: Device, net: Net, dtype) -> Iterator[Line]:
 
 
 def check_training_step(dev: Device, net: Net) -> Iterator[Line]:
-    """Three SGD steps in float32; the third is measured (the first compiles, the second warms up)."""
-    model = net.build(dev, np.float32)
-    loss_fn = SoftmaxCrossEntropy(device=dev, dtype=np.float32)
-    optimizer = SGD(model, lr=0.01, momentum=0.9)
-    rng = np.random.default_rng(1)
-    x = dev.array(rng.standard_normal((net.batch, *net.image)).astype(np.float32))
-    labels = dev.array(rng.integers(0, 10, net.batch).astype(np.int64))
-    for _ in range(2):
-        _train_step(model, loss_fn, optimizer, x, labels)
-    dev.synchronize()
+    """One measured SGD step in float32, after two that compile and warm up."""
+    trainer = _Trainer(dev, net)
     memory_before = _cupy.memory_in_use() if dev.name == "gpu" else None
     transfers, launches = dict(dev.transfers), dict(dev.launches)
     start = time.perf_counter()
-    loss = _train_step(model, loss_fn, optimizer, x, labels)
+    loss = trainer.step()
     dev.synchronize()
     seconds = time.perf_counter() - start
     copies = {k: v - transfers.get(k, 0) for k, v in dev.transfers.items() if v - transfers.get(k, 0)}
@@ -242,16 +249,9 @@ def run_checks(dev: Device, harness: bool = True, out=print) -> bool:
 def count_launches(dev: Device, out=print) -> None:
     """Kernel launches of one float32 training step of each net, by kernel (the third step: compiled)."""
     for net in nets(dev):
-        model = net.build(dev, np.float32)
-        loss_fn = SoftmaxCrossEntropy(device=dev, dtype=np.float32)
-        optimizer = SGD(model, lr=0.01, momentum=0.9)
-        rng = np.random.default_rng(1)
-        x = dev.array(rng.standard_normal((net.batch, *net.image)).astype(np.float32))
-        labels = dev.array(rng.integers(0, 10, net.batch).astype(np.int64))
-        for _ in range(2):
-            _train_step(model, loss_fn, optimizer, x, labels)
+        trainer = _Trainer(dev, net)
         dev.launches.clear()
-        _train_step(model, loss_fn, optimizer, x, labels)
+        trainer.step()
         total = sum(dev.launches.values())
         out(f"{net.name}, one training step (SGD with momentum) on {dev.name}: {total} launches")
         for name, count in sorted(dev.launches.items(), key=lambda item: (-item[1], item[0])):

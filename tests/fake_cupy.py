@@ -6,6 +6,7 @@ naming it in ``fail`` with an exception of CuPy's class name and message (see ``
 
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
@@ -126,3 +127,13 @@ class _FakeKernel:
     def __call__(self, grid, block, args, shared_mem=0):
         self.cp._call("launch", lambda: self.cp.launches.append((self.name, grid, block)))
         self.cp.log.append(f"launch {self.name}")
+
+
+def install(monkeypatch, fail: dict | None = None, devices: int = 1) -> FakeCupy:
+    """Make ``import cupy`` give a new FakeCupy for the rest of the test, and forget any CuPy loaded."""
+    from scratchnet._cuda import cupy_backend
+
+    fake = FakeCupy(fail, devices)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(cupy_backend, "_cupy", None)
+    return fake

@@ -93,6 +93,19 @@ def test_launch_helper_refuses_values_that_do_not_fit():
         kernel((1,), (32, 33), (np.empty(1, np.int32), 0, 1))
 
 
+def test_launch_helper_refuses_a_grid_past_cudas_limit_before_the_driver_sees_it():
+    kernel, launches = _kernel("scale<float>")
+    x, y = np.ones(1, np.float32), np.empty(1, np.float32)
+    with pytest.raises(KernelLaunchError, match=r"scale<float>: grid.y = 70000 exceeds CUDA's limit 65535"):
+        kernel((1, 70000), (32,), (x, y, 1.0, 1))
+    with pytest.raises(KernelLaunchError, match="scale<float>: shared_mem must be >= 0"):
+        kernel((1,), (32,), (x, y, 1.0, 1), shared_mem=-1)
+    # One thread per element: (2^31 - 1) blocks of 1024 threads fit in grid.x, one more block does not.
+    with pytest.raises(KernelLaunchError, match="grid.x = 2147483648 exceeds"):
+        kernel.launch_1d(2**31 * 1024, (x, y, 1.0, 1), block=1024)
+    assert launches == []
+
+
 def test_unknown_device_and_cpu_kernels_are_clear_errors():
     with pytest.raises(DeviceError, match="choose one of cpu, gpu, sim"):
         sn.get_device("tpu")

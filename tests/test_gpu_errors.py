@@ -3,8 +3,10 @@ module raises what CuPy raises (same exception class names, same messages)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 
+import fake_cupy
 import numpy as np
 import pytest
 from fake_cupy import (
@@ -12,7 +14,6 @@ from fake_cupy import (
     CUDADriverError,
     CUDARuntimeError,
     DynamicLibNotFoundError,
-    FakeCupy,
     OutOfMemoryError,
 )
 
@@ -24,14 +25,7 @@ from scratchnet.errors import DeviceError
 @pytest.fixture
 def install(monkeypatch):
     """install(fail={...}) puts a FakeCupy in sys.modules and returns it."""
-
-    def install(fail=None, devices=1):
-        fake = FakeCupy(fail, devices)
-        monkeypatch.setitem(sys.modules, "cupy", fake)
-        monkeypatch.setattr(cupy_backend, "_cupy", None)
-        return fake
-
-    return install
+    return functools.partial(fake_cupy.install, monkeypatch)
 
 
 def test_a_working_fake_gpu_runs_a_kernel_through_the_launch_helper(install):

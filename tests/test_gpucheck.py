@@ -3,26 +3,20 @@ its exit status without a GPU."""
 
 from __future__ import annotations
 
-import sys
+import functools
 
+import fake_cupy
 import numpy as np
 import pytest
-from fake_cupy import CUDARuntimeError, FakeCupy
+from fake_cupy import CUDARuntimeError
 
 from scratchnet import gpucheck
-from scratchnet._cuda import cupy_backend
 from scratchnet.device import Device, get_device
 
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    def install(fail=None):
-        fake = FakeCupy(fail)
-        monkeypatch.setitem(sys.modules, "cupy", fake)
-        monkeypatch.setattr(cupy_backend, "_cupy", None)
-        return fake
-
-    return install
+    return functools.partial(fake_cupy.install, monkeypatch)
 
 
 def test_without_a_gpu_it_says_so_and_exits_2(fake_gpu, capsys):

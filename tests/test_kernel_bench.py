@@ -3,8 +3,7 @@ CuPy (no GPU needed)."""
 
 from __future__ import annotations
 
-import sys
-
+import fake_cupy
 import numpy as np
 import pytest
 
@@ -42,16 +41,11 @@ def test_report_prints_what_each_version_changed():
 # --- the GPU-only timing code, driven by a fake cupy --------------------------------------------------
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    from fake_cupy import FakeCupy
-
-    from scratchnet._cuda import cupy_backend
+    """fake_gpu(fail={...}) -> (the fake cupy, a gpu Device on it)."""
     from scratchnet.device import Device
 
     def install(fail=None):
-        fake = FakeCupy(fail)
-        monkeypatch.setitem(sys.modules, "cupy", fake)
-        monkeypatch.setattr(cupy_backend, "_cupy", None)
-        return fake, Device("gpu")
+        return fake_cupy.install(monkeypatch, fail), Device("gpu")
 
     return install
 

@@ -1,15 +1,11 @@
-"""CUDA's launch limits and launch arithmetic (scratchnet/_cuda/limits.py) and the launch helper."""
+"""CUDA's launch limits and launch arithmetic (scratchnet/_cuda/limits.py)."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numpy as np
 import pytest
 
-from scratchnet._cuda.launch import Kernel
 from scratchnet._cuda.limits import MAX_GRID, MAX_SHARED_BYTES, cdiv, check_launch, dim3
-from scratchnet._cuda.signature import parse_kernels
 from scratchnet.errors import KernelLaunchError
 
 
@@ -50,28 +46,3 @@ def test_check_launch_names_the_broken_limit(grid, block, shared, message):
 def test_check_launch_accepts_the_limits_themselves():
     check_launch("k", MAX_GRID, (1024, 1, 1), MAX_SHARED_BYTES)
     check_launch("k", (1, 1, 1), (1, 16, 64), 0)
-
-
-class _FakeDevice:
-    name = "gpu"
-    launches = Counter()
-
-    @staticmethod
-    def is_array(x):
-        return isinstance(x, np.ndarray)
-
-
-def test_launch_helper_refuses_a_grid_past_cudas_limit_before_the_driver_sees_it():
-    launches = []
-    sig = parse_kernels('extern "C" __global__ void fill(float* y, long long n) { }')["fill"]
-    kernel = Kernel(_FakeDevice(), lambda *a, **k: launches.append(a), sig)
-    y = np.empty(1, np.float32)
-    with pytest.raises(KernelLaunchError, match="fill: grid.y = 70000 exceeds CUDA's limit 65535"):
-        kernel((1, 70000), (32,), (y, 1))
-    with pytest.raises(KernelLaunchError, match="fill: shared_mem must be >= 0"):
-        kernel((1,), (32,), (y, 1), shared_mem=-1)
-    # one thread per element: (2^31 - 1) * 1024 elements still fit in grid.x, one more block does not
-    with pytest.raises(KernelLaunchError, match="grid.x = 2147483648 exceeds"):
-        kernel.launch_1d(2**31 * 1024, (y, 1), block=1024)
-    kernel.launch_1d(1000, (y, 1), block=256)
-    assert launches == [((4, 1, 1), (256, 1, 1), (y, np.int64(1)))]
