@@ -26,6 +26,14 @@ __device__ void unravel4(long long i, int B, int Cdim, int D, int* a, int* b, in
     *a = (int)(i / B);
 }
 
+// The output position that reads input position `in` at kernel offset k, along one axis, or -1 if none:
+// in = out * S - P + k  <=>  out = (in + P - k) / S, when that division is exact and 0 <= out < OUT.
+__device__ int output_reading(int in, int k, int S, int P, int OUT) {
+    const int shifted = in + P - k;
+    if (shifted < 0 || shifted % S != 0 || shifted / S >= OUT) return -1;
+    return shifted / S;
+}
+
 // Thread mapping: one thread per output element y[n, f, oh, ow] (1-D grid over N * F * OH * OW); the
 // thread sums over the Cg * KH * KW inputs of its receptive field.
 template <typename T>
@@ -56,9 +64,10 @@ __global__ void conv2d_forward_naive(const T* x, const T* weight, const T* bias,
     y[i] = sum;
 }
 
-// dx[n, c, h, w] = sum over the filters f of c's group and the offsets (kh, kw) with h = oh * SH - PH + kh
-// and w = ow * SW - PW + kw for some output position (oh, ow) of dy[n, f, oh, ow] * weight[f, c % Cg, kh,
-// kw]. Thread mapping: one thread per input element dx[n, c, h, w] (1-D grid over N * C * H * W); the thread
+// dx[n, c, h, w] = sum over the filters f of c's group and the offsets (kh, kw) with
+//                  h = oh * SH - PH + kh and w = ow * SW - PW + kw for some output position (oh, ow)
+//                  of dy[n, f, oh, ow] * weight[f, c % Cg, kh, kw].
+// Thread mapping: one thread per input element dx[n, c, h, w] (1-D grid over N * C * H * W); the thread
 // gathers from every output position whose receptive field contains (h, w).
 template <typename T>
 __global__ void conv2d_backward_input_naive(const T* dy, const T* weight, T* dx, int N, int C, int H, int W,
@@ -75,13 +84,11 @@ __global__ void conv2d_backward_input_naive(const T* dy, const T* weight, T* dx,
     T sum = 0;
     for (int f = g * Fg; f < (g + 1) * Fg; ++f) {
         for (int kh = 0; kh < KH; ++kh) {
-            const int h_shifted = h + PH - kh;  // = oh * SH if output row oh sees input row h at offset kh
-            if (h_shifted < 0 || h_shifted % SH != 0 || h_shifted / SH >= OH) continue;
-            const int oh = h_shifted / SH;
+            const int oh = output_reading(h, kh, SH, PH, OH);
+            if (oh < 0) continue;
             for (int kw = 0; kw < KW; ++kw) {
-                const int w_shifted = w + PW - kw;
-                if (w_shifted < 0 || w_shifted % SW != 0 || w_shifted / SW >= OW) continue;
-                const int ow = w_shifted / SW;
+                const int ow = output_reading(w, kw, SW, PW, OW);
+                if (ow < 0) continue;
                 const long long dy_at = (((long long)n * F + f) * OH + oh) * OW + ow;
                 const long long weight_at = (((long long)f * Cg + c % Cg) * KH + kh) * KW + kw;
                 sum += dy[dy_at] * weight[weight_at];
@@ -91,9 +98,10 @@ __global__ void conv2d_backward_input_naive(const T* dy, const T* weight, T* dx,
     dx[i] = sum;
 }
 
-// dweight[f, c, kh, kw] = sum over n, oh, ow of dy[n, f, oh, ow] * x[n, g * Cg + c, oh * SH - PH + kh, ow *
-// SW - PW + kw]. Thread mapping: one thread per weight element (1-D grid over F * Cg * KH * KW); the thread
-// sums over the batch and every output position.
+// dweight[f, c, kh, kw] = sum over n, oh, ow of
+//                         dy[n, f, oh, ow] * x[n, g * Cg + c, oh * SH - PH + kh, ow * SW - PW + kw].
+// Thread mapping: one thread per weight element (1-D grid over F * Cg * KH * KW); the thread sums over the
+// batch and every output position.
 template <typename T>
 __global__ void conv2d_backward_weight_naive(const T* dy, const T* x, T* dweight, int N, int C, int H, int W,
                                              int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
@@ -122,13 +130,13 @@ __global__ void conv2d_backward_weight_naive(const T* dy, const T* x, T* dweight
     dweight[i] = sum;
 }
 
-// cols_batch_first[(c, kh, kw), (n, oh, ow)] = x[n, c, oh * SH - PH + kh, ow * SW - PW + kw] (0 in the
-// padding): cols_batch_first is (C * KH * KW, N * OH * OW); row (c, kh, kw) is input channel c seen through
-// kernel offset (kh, kw), column (n, oh, ow) is one receptive field. Groups need nothing here: the rows of
-// group g are the contiguous block c in [g Cg, (g + 1) Cg), kh.e. cols_batch_first is already the stack (G,
-// Cg KH KW, N OH OW). Thread mapping: one thread per element of cols_batch_first (1-D grid over C * KH * KW *
-// N * OH * OW); consecutive threads take consecutive ow, so they read neighbouring inputs and write
-// neighbouring outputs.
+// cols_batch_first[(c, kh, kw), (n, oh, ow)] = x[n, c, oh * SH - PH + kh, ow * SW - PW + kw]
+// (0 in the padding): cols_batch_first is (C * KH * KW, N * OH * OW), the batch first in each column index;
+// row (c, kh, kw) is input channel c seen through kernel offset (kh, kw), column (n, oh, ow) is one
+// receptive field. Groups need nothing here: the rows of group g are the contiguous block c in
+// [g Cg, (g + 1) Cg), i.e. cols_batch_first is already the stack (G, Cg KH KW, N OH OW).
+// Thread mapping: one thread per element of cols_batch_first (1-D grid over C * KH * KW * N * OH * OW);
+// consecutive threads take consecutive ow, so they read neighbouring inputs and write neighbouring outputs.
 template <typename T>
 __global__ void im2col(const T* x, T* cols_batch_first, int N, int C, int H, int W, int KH, int KW, int SH,
                        int SW, int PH, int PW, int OH, int OW) {
@@ -149,10 +157,10 @@ __global__ void im2col(const T* x, T* cols_batch_first, int N, int C, int H, int
     cols_batch_first[i] = inside ? x[(((long long)n * C + c) * H + h) * W + w] : T(0);
 }
 
-// The adjoint of im2col: dx[n, c, h, w] = sum of dcols_batch_first[(c, kh, kw), (n, oh, ow)] over every (kh,
-// kw, oh, ow) that im2col read x[n, c, h, w] into (as Chainer's col2im_gpu). Thread mapping: one thread per
-// input element dx[n, c, h, w] (1-D grid over N * C * H * W), gathering its at most KH * KW contributions; no
-// two threads write the same element, so no atomics are needed.
+// The adjoint of im2col: dx[n, c, h, w] = sum of dcols_batch_first[(c, kh, kw), (n, oh, ow)] over every
+// (kh, kw, oh, ow) that im2col read x[n, c, h, w] into (as Chainer's col2im_gpu).
+// Thread mapping: one thread per input element dx[n, c, h, w] (1-D grid over N * C * H * W), gathering its
+// at most KH * KW contributions; no two threads write the same element, so no atomics are needed.
 template <typename T>
 __global__ void col2im(const T* dcols_batch_first, T* dx, int N, int C, int H, int W, int KH, int KW, int SH,
                        int SW, int PH, int PW, int OH, int OW) {
@@ -164,13 +172,11 @@ __global__ void col2im(const T* dcols_batch_first, T* dx, int N, int C, int H, i
 
     T sum = 0;
     for (int kh = 0; kh < KH; ++kh) {
-        const int h_shifted = h + PH - kh;  // = oh * SH when output row oh reads row h at kernel row kh
-        if (h_shifted < 0 || h_shifted % SH != 0 || h_shifted / SH >= OH) continue;
-        const int oh = h_shifted / SH;
+        const int oh = output_reading(h, kh, SH, PH, OH);
+        if (oh < 0) continue;
         for (int kw = 0; kw < KW; ++kw) {
-            const int w_shifted = w + PW - kw;
-            if (w_shifted < 0 || w_shifted % SW != 0 || w_shifted / SW >= OW) continue;
-            const int ow = w_shifted / SW;
+            const int ow = output_reading(w, kw, SW, PW, OW);
+            if (ow < 0) continue;
             const long long row = ((long long)c * KH + kh) * KW + kw;
             const long long column = ((long long)n * OH + oh) * OW + ow;
             sum += dcols_batch_first[row * columns + column];

@@ -8,8 +8,8 @@
 //   hash(i)    = mix64(key  + GOLDEN * (i + 1))       // output number i+1 of SplitMix64 seeded with key
 //   keep i  <=>  (hash(i) >> (64 - UNIFORM_BITS)) >= threshold,  threshold = ceil(p * 2^UNIFORM_BITS)
 //
-// i.e. u = (hash >> 40) / 2^24 is uniform on [0, 1) with UNIFORM_BITS = 24 bits and element i is kept iff u
-// >= p. All arithmetic is on unsigned 64-bit integers, modulo 2^64.
+// i.e. u = (hash >> 40) / 2^24 is uniform on [0, 1) with UNIFORM_BITS = 24 bits and element i is kept
+// iff u >= p. All arithmetic is on unsigned 64-bit integers, modulo 2^64.
 
 #define SPLITMIX64_GOLDEN 0x9E3779B97F4A7C15ULL  // 2^64 / golden ratio: SplitMix64's increment
 #define UNIFORM_BITS 24                          // bits of u: exactly representable in float32 too
@@ -20,8 +20,8 @@ __device__ unsigned long long splitmix64_mix(unsigned long long z) {
     return z ^ (z >> 31);
 }
 
-// Thread mapping: one thread per element i < count. Writes y = x * mask and keeps mask (0 or scale = 1 / (1 -
-// p)) for backward.
+// Thread mapping: one thread per element i < count. Writes y = x * mask and keeps mask (0 or
+// scale = 1 / (1 - p)) for backward.
 template <typename T>
 __global__ void dropout_forward(const T* x, T* y, T* mask, unsigned long long seed, unsigned long long calls,
                                 unsigned int threshold, T scale, long long count) {

@@ -12,9 +12,10 @@ __device__ T minus_infinity() {
     return -T(1) / T(0);
 }
 
-// Thread mapping: one thread per OUTPUT element: i < n_out = N*C*OH*OW, decoded as i = ((n*C + c)*OH + oh)*OW
-// + ow. The thread scans its window in row-major order and keeps the first maximum. A NaN replaces the
-// running maximum (PyTorch's rule), so a NaN in the input shows up in the output instead of being skipped.
+// Thread mapping: one thread per OUTPUT element: i < n_out = N*C*OH*OW, decoded as
+// i = ((n*C + c)*OH + oh)*OW + ow. The thread scans its window in row-major order and keeps the first
+// maximum. A NaN replaces the running maximum (PyTorch's rule), so a NaN in the input shows up in the
+// output instead of being skipped.
 template <typename T>
 __global__ void maxpool_forward(const T* x, T* y, int* argmax, long long n_out, int H, int W, int OH, int OW,
                                 int KH, int KW, int SH, int SW, int PH, int PW) {

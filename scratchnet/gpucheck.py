@@ -33,7 +33,8 @@ import numpy as np
 
 from scratchnet import kernel_bench
 from scratchnet._cuda import cupy_backend as _cupy
-from scratchnet._cuda.sources import kernel_dir, launch_bounds
+from scratchnet._cuda.signature import parse_kernels
+from scratchnet._cuda.sources import kernel_dir, kernel_source, launch_bounds
 from scratchnet.device import Device, get_device
 from scratchnet.errors import cli_errors
 from scratchnet.layers import SoftmaxCrossEntropy
@@ -94,7 +95,7 @@ def check_compile_and_resources(dev: Device) -> Iterator[Line]:
     """Compile and load every file; on a GPU, compare each kernel's limits with its launch block size."""
     for filename in kernel_files(dev):
         try:
-            kernels = dev._module(filename)
+            kernels = {name: dev.kernel(filename, name) for name in parse_kernels(kernel_source(filename))}
         except Exception as e:  # a compile error names the file and carries the log
             yield Line("FAIL", f"compile kernels/{filename}: {e}")
             continue

@@ -37,8 +37,8 @@ def test_resources_are_compared_with_the_launch_block_size(fake_gpu, monkeypatch
         "launched with 256"
     ]
     # A kernel that the compiler limited to fewer threads than its launch uses is a failure.
-    module = gpu._module("dev/gemm.cu")
-    module["gemm_v1_naive<double>"].raw.raw_kernel.attributes["max_threads_per_block"] = 640
+    gemm_v1 = gpu.kernel("dev/gemm.cu", "gemm_v1_naive", np.float64)
+    gemm_v1.raw.raw_kernel.attributes["max_threads_per_block"] = 640
     failed = [line for line in gpucheck.check_compile_and_resources(gpu) if line.status == "FAIL"]
     assert (
         len(failed) == 1

@@ -1,10 +1,10 @@
-// Max-pooling forward: the numbered versions of the kernel harness (python -m scratchnet.kernel_bench
-// maxpool).
+// Max-pooling forward: the numbered versions of the kernel harness
+// (python -m scratchnet.kernel_bench maxpool).
 //
-//   x: (N, C, H, W) -> y: (N, C, OH, OW), NCHW, row-major, KH x KW windows (square, KH = KW = K, in the
-//   harness) y[n, c, oh, ow] = max over kh < KH, kw < KW of x[n, c, oh*S - P + kh, ow*S - P + kw] Padding
-//   counts as -infinity (it never wins); OH = (H + 2*P - KH) / S + 1 (and OW alike). Ties go to the first
-//   maximum in row-major window order (as PyTorch); NaN is not special-cased.
+//   x: (N, C, H, W) -> y: (N, C, OH, OW), NCHW, row-major, KH x KW windows (square in the harness)
+//   y[n, c, oh, ow] = max over kh < KH, kw < KW of x[n, c, oh*S - P + kh, ow*S - P + kw]
+//   Padding counts as -infinity (it never wins); OH = (H + 2*P - KH) / S + 1 (and OW alike).
+//   Ties go to the first maximum in row-major window order (as PyTorch); NaN is not special-cased.
 //
 // Pooling does one comparison per loaded value, so it is limited by memory bandwidth, not arithmetic:
 // the harness reports GB/s (bytes of x read + bytes of y written, per second). The launch geometry of
