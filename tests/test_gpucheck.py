@@ -94,3 +94,15 @@ def test_large_index_check_skips_without_memory(fake_gpu):
     fake_gpu()
     (line,) = gpucheck.check_large_index(Device("gpu"))
     assert line.status == "INFO" and "needs 17.2 GB, 16.1 GB free" in line.text
+
+
+def test_the_harness_runs_briefly_on_a_gpu(fake_gpu):
+    """Every op at its first benchmark size only. (The fake GPU computes nothing, so validation fails.)"""
+    fake_gpu()
+    lines = [str(line) for line in gpucheck.check_harness(Device("gpu"))]
+    timed = [line for line in lines if line.startswith("INFO   timing ")]
+    assert timed == [
+        f"INFO   timing {' '.join(f'{k}={v}' for k, v in op.bench_sizes[0].items())}:"
+        for op in gpucheck.kernel_bench.OPS.values()
+    ]
+    assert lines[-1].startswith("FAIL kernel harness: gemm, conv2d, maxpool on gpu")
