@@ -4,10 +4,12 @@
 //   op(A) = A (stored M x K) when transpose_a == 0, or A^T (A stored K x M) when transpose_a == 1,
 //   op(B) = B (stored K x N) when transpose_b == 0, or B^T (B stored N x K) when transpose_b == 1.
 // The transposes give every product Linear needs without copying a matrix:
-//   forward y = x W;   weight gradient dW = x^T dy;   input gradient dx = dy W^T.
+//   forward y = x weight;   weight gradient dweight = x^T dy;   input gradient dx = dy weight^T.
 // Batches: launch gridDim.z matrices at once; matrix z reads A + z*M*K, B + z*K*N and writes C + z*M*N
 // (the convolution uses one matrix per group).
-// Sizes are int (each below 2^31); offsets are long long because M*K can pass 2^31.
+// Sizes are int (each below 2^31); offsets are long long because M*K can pass 2^31. M, N, K are the GEMM's
+// own letters (N is not the batch here): Linear's y (N, M) = x (N, D) weight (D, M) is a GEMM with
+// M = N (batch), K = D, N = M.
 
 #define TILE 16
 

@@ -501,6 +501,7 @@ def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int, timer: 
 
     def fresh_arrays() -> dict:
         return _device_arrays(dev, inputs, op.output_shape(size), dtype)
+
     for version in op.versions:
         result = validate(dev, op, version, size, dtype, seed=0, reference=lambda _inputs, _size: expected)
         if result.ok:
