@@ -42,7 +42,6 @@ from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.models import AlexNet, LeNet5
 from scratchnet.optim import SGD
 
-GPU_ONLY_SOURCES = ("dev/timing.cu",)  # reads the GPU's clock: the simulator has none
 LARGE_COUNT = 2**31 + 2**20  # elements of the large-index launch: past what a 32-bit index can reach
 
 
@@ -87,14 +86,13 @@ def check_environment(dev: Device) -> Iterator[Line]:
         yield Line("INFO", f"{key}: {value}")
 
 
-def kernel_files(dev: Device) -> list[str]:
-    files = sorted(str(p.relative_to(kernel_dir())) for p in kernel_dir().rglob("*.cu"))
-    return [f for f in files if dev.name == "gpu" or f not in GPU_ONLY_SOURCES]
+def kernel_files() -> list[str]:
+    return sorted(str(p.relative_to(kernel_dir())) for p in kernel_dir().rglob("*.cu"))
 
 
 def check_compile_and_resources(dev: Device) -> Iterator[Line]:
     """Compile and load every file; on a GPU, compare each kernel's limits with its launch block size."""
-    for filename in kernel_files(dev):
+    for filename in kernel_files():
         try:
             kernels = {name: dev.kernel(filename, name) for name in parse_kernels(kernel_source(filename))}
         except Exception as e:  # a compile error names the file and carries the log

@@ -30,7 +30,7 @@ def test_without_a_gpu_it_says_so_and_exits_2(fake_gpu, capsys):
 def test_resources_are_compared_with_the_launch_block_size(fake_gpu, monkeypatch):
     fake_gpu()
     gpu = Device("gpu")
-    monkeypatch.setattr(gpucheck, "kernel_files", lambda dev: ["relu.cu", "dev/gemm.cu"])
+    monkeypatch.setattr(gpucheck, "kernel_files", lambda: ["relu.cu", "dev/gemm.cu"])
     lines = list(gpucheck.check_compile_and_resources(gpu))
     assert [str(line) for line in lines if "relu_forward<float>" in line.text] == [
         "PASS resources relu_forward<float>: 32 registers/thread, at most 1024 threads/block, "
