@@ -13,11 +13,13 @@ For each version it
 1. **validates** the output against a NumPy reference on small, odd sizes (edge tiles, padding) on
    ``sim`` (the simulator, any machine) or ``gpu``; the output buffer is filled with NaN first, so an
    element that no thread writes fails the check;
-2. on a real GPU, **times** it at benchmark sizes with CUDA events (median of ``--repeats`` launches after a
-   warm-up) and reports GFLOP/s (GEMM, convolution) or GB/s (pooling), and the percentage of a library
-   reference: cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA
-   is installed) for convolution, and a device-to-device copy of the input (the bandwidth a pooling kernel
-   could reach at best) for pooling.
+2. on a real GPU, **times** it at benchmark sizes (:class:`GpuTimer`: the median of ``--repeats`` runs, each
+   after an L2 flush, queued behind a spin kernel so that CUDA events see only GPU time) and reports
+   GFLOP/s (GEMM, convolution) or GB/s (pooling), and the percentage of a library reference's rate:
+   cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA is
+   installed; TF32 off) for convolution, and a device-to-device copy of the input (the bandwidth a
+   pooling kernel could reach at best, credited with the 2 |x| bytes it moves) for pooling. A missing
+   library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately.
 
 Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
 sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet._cuda.cupy_backend``.
@@ -28,19 +30,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from scratchnet._cuda import cupy_backend as _cupy
+from scratchnet._cuda.limits import MAX_GRID, cdiv
+from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
-from scratchnet.errors import DeviceError
-
-
-def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for positive integers: the number of blocks of size b that cover a."""
-    return -(-a // b)
+from scratchnet.errors import DeviceError, cli_errors
 
 
 # --- the operations -----------------------------------------------------------------------------------
@@ -52,6 +52,15 @@ class Version:
     kernel: str  # template name in the op's .cu file
     launch: Callable
     about: str
+
+
+@dataclass(frozen=True)
+class Library:
+    """A library reference for an op: ``run()`` does the op's work (or its bandwidth ceiling)."""
+
+    label: str
+    run: Callable
+    bytes: int | None = None  # bytes it moves, when not the op's own (a copy moves 2 |x|)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class Op:
     reduction_length: Callable  # terms summed per output (0: exact): sets the rounding tolerance
     tiny_sizes: tuple[dict, ...]  # validated on sim and gpu
     bench_sizes: tuple[dict, ...]  # timed on gpu (and validated there too)
-    library: Callable | None = None  # gpu only: library(arrays, size) -> (label, callable that runs it)
+    library: Callable | None = None  # gpu only: library(arrays, size) -> Library (None: unavailable)
 
 
 def _describe(size: dict) -> str:
@@ -92,25 +101,32 @@ def _gemm_inputs(size, dtype, rng):
 
 def _gemm_launch_rows(kernel, a, size):  # v1: threadIdx.x walks the rows of C
     M, N, K = size["M"], size["N"], size["K"]
-    kernel((cdiv(M, 32), cdiv(N, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
+    side = cuda_defines("dev/gemm.cu")["V1_BLOCK"]
+    kernel((cdiv(M, side), cdiv(N, side)), (side, side), (a["A"], a["B"], a["out"], M, N, K))
 
 
-def _gemm_launch_cols(kernel, a, size):  # v2, v3: threadIdx.x walks the columns of C
-    M, N, K = size["M"], size["N"], size["K"]
-    kernel((cdiv(N, 32), cdiv(M, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
-
-
-def _gemm_launch_tiles(tile: int, threads: int) -> Callable:  # v4, v5: one block per tile x tile of C
+def _gemm_launch_cols(block_define: str) -> Callable:  # v2, v3: threadIdx.x walks the columns of C
     def launch(kernel, a, size):
         M, N, K = size["M"], size["N"], size["K"]
-        kernel((cdiv(N, tile), cdiv(M, tile)), (threads,), (a["A"], a["B"], a["out"], M, N, K))
+        side = cuda_defines("dev/gemm.cu")[block_define]
+        kernel((cdiv(N, side), cdiv(M, side)), (side, side), (a["A"], a["B"], a["out"], M, N, K))
+
+    return launch
+
+
+def _gemm_launch_tiles(version: str) -> Callable:  # v4, v5: one block per BM x BN tile of C
+    def launch(kernel, a, size):
+        M, N, K = size["M"], size["N"], size["K"]
+        defines = cuda_defines("dev/gemm.cu")
+        grid = (cdiv(N, defines[f"{version}_BN"]), cdiv(M, defines[f"{version}_BM"]))
+        kernel(grid, (defines[f"{version}_THREADS"],), (a["A"], a["B"], a["out"], M, N, K))
 
     return launch
 
 
 def _gemm_cublas(a, size):
-    cp = _cupy.cupy()
-    return "cuBLAS (cupy.matmul)", lambda: cp.matmul(a["A"], a["B"], out=a["out"])
+    # CuPy's float32 matmul stays FP32 unless CUPY_TF32=1 (the environment line of the report says which).
+    return Library("cuBLAS (cupy.matmul)", lambda: _cupy.matmul(a["A"], a["B"], out=a["out"]))
 
 
 GEMM = Op(
@@ -118,10 +134,10 @@ GEMM = Op(
     source="dev/gemm.cu",
     versions=(
         Version(1, "gemm_v1_naive", _gemm_launch_rows, "one thread per C element, uncoalesced"),
-        Version(2, "gemm_v2_coalesced", _gemm_launch_cols, "one thread per C element, coalesced"),
-        Version(3, "gemm_v3_tiled", _gemm_launch_cols, "32x32 shared-memory tiles"),
-        Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles(64, 512), "64x64 tiles, 8 outputs per thread"),
-        Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles(128, 256), "128x128 tiles, 8x8 per thread"),
+        Version(2, "gemm_v2_coalesced", _gemm_launch_cols("V1_BLOCK"), "one thread per C element, coalesced"),
+        Version(3, "gemm_v3_tiled", _gemm_launch_cols("V3_TILE"), "32x32 shared-memory tiles"),
+        Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles("V4"), "64x64 tiles, 8 outputs per thread"),
+        Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles("V5"), "128x128 tiles, 8x8 per thread"),
     ),
     make_inputs=_gemm_inputs,
     reference=lambda inp, size: inp["A"] @ inp["B"],
@@ -139,61 +155,63 @@ GEMM = Op(
 
 def _window_out(size) -> tuple[int, int]:
     """(OH, OW) of a K x K window sliding with stride S over an H x W image padded by P (conv and pool)."""
-    oh = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    ow = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    return oh, ow
+    OH = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    OW = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    return OH, OW
 
 
-# Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C, K, K)) + b, stride S, padding P.
+# Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), weight (F, C, K, K)) + bias, stride S,
+# padding P. The harness uses square kernels: KH = KW = K.
 def _conv_inputs(size, dtype, rng):
-    n, c, f, k = size["N"], size["C"], size["F"], size["K"]
+    N, C, H, W, F, K = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
     return {
-        "x": rng.standard_normal((n, c, size["H"], size["W"])).astype(dtype),
-        "w": (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(dtype),
-        "b": rng.standard_normal(f).astype(dtype),
+        "x": rng.standard_normal((N, C, H, W)).astype(dtype),
+        "weight": (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype),
+        "bias": rng.standard_normal(F).astype(dtype),
     }
 
 
 def _conv_reference(inputs, size):
     """im2col as a strided view, then one einsum:
-    y[n, f, i, j] = b[f] + sum_{c, u, v} w[f, c, u, v] * x_pad[n, c, i*S + u, j*S + v]."""
-    x, w, b = inputs["x"], inputs["w"], inputs["b"]
-    p, s, k = size["P"], size["S"], size["K"]
-    oh, ow = _window_out(size)
-    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    y[n, f, oh, ow] = bias[f] + sum_{c, kh, kw} weight[f, c, kh, kw] * x_pad[n, c, oh*S + kh, ow*S + kw]."""
+    x, weight, bias = inputs["x"], inputs["weight"], inputs["bias"]
+    P, S, K = size["P"], size["S"], size["K"]
+    OH, OW = _window_out(size)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
     windows = np.lib.stride_tricks.sliding_window_view(
-        x_pad, (k, k), axis=(2, 3)
-    )  # (N, C, Hp-k+1, Wp-k+1, k, k)
-    windows = windows[:, :, : (oh - 1) * s + 1 : s, : (ow - 1) * s + 1 : s]  # (N, C, OH, OW, k, k)
-    return np.einsum("ncijuv,fcuv->nfij", windows, w, optimize=True) + b[None, :, None, None]
+        x_pad, (K, K), axis=(2, 3)
+    )  # (N, C, H+2P-K+1, ., K, K)
+    windows = windows[:, :, : (OH - 1) * S + 1 : S, : (OW - 1) * S + 1 : S]  # (N, C, OH, OW, K, K)
+    return np.einsum("nchwij,fcij->nfhw", windows, weight, optimize=True) + bias[None, :, None, None]
 
 
 def _conv_args(a, size):
-    oh, ow = _window_out(size)
-    n, c, h, w, f, k = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
-    return (a["x"], a["w"], a["b"], a["out"], n, c, h, w, f, k, k, size["S"], size["P"], oh, ow)
+    OH, OW = _window_out(size)
+    N, C, H, W, F, K = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
+    return (a["x"], a["weight"], a["bias"], a["out"], N, C, H, W, F, K, K, size["S"], size["P"], OH, OW)
 
 
 def _conv_launch_direct(kernel, a, size):  # v1: one thread per output element
-    oh, ow = _window_out(size)
-    kernel.launch_1d(size["N"] * size["F"] * oh * ow, _conv_args(a, size), block=256)
+    OH, OW = _window_out(size)
+    kernel.launch_1d(size["N"] * size["F"] * OH * OW, _conv_args(a, size), block=256)
 
 
-CONV_V2_TILE, CONV_V2_FB = 16, 8  # as V2_TILE and V2_FB in conv2d_forward.cu
+def _conv_launch_smem(kernel, a, size):  # v2: V2_TILE x V2_TILE output pixels x V2_FB channels per block
+    OH, OW = _window_out(size)
+    K, S = size["K"], size["S"]
+    defines = cuda_defines("dev/conv2d_forward.cu")
+    tile, channels = defines["V2_TILE"], defines["V2_FB"]
+    patch = ((tile - 1) * S + K) ** 2
+    shared = (patch + channels * K * K) * a["out"].itemsize
+    grid = (cdiv(OW, tile), cdiv(OH, tile), size["N"] * cdiv(size["F"], channels))
+    kernel(grid, (tile, tile), _conv_args(a, size), shared_mem=shared)
 
 
-def _conv_launch_smem(kernel, a, size):  # v2: 16x16 output pixels x 8 channels per block
-    oh, ow = _window_out(size)
-    k, s = size["K"], size["S"]
-    patch = ((CONV_V2_TILE - 1) * s + k) ** 2
-    shared = (patch + CONV_V2_FB * k * k) * a["out"].itemsize
-    grid = (cdiv(ow, CONV_V2_TILE), cdiv(oh, CONV_V2_TILE), size["N"] * cdiv(size["F"], CONV_V2_FB))
-    kernel(grid, (CONV_V2_TILE, CONV_V2_TILE), _conv_args(a, size), shared_mem=shared)
-
-
-def _conv_launch_implicit_gemm(kernel, a, size):  # v3: 64 filters x 64 pixels per block
-    oh, ow = _window_out(size)
-    kernel((cdiv(size["N"] * oh * ow, 64), cdiv(size["F"], 64)), (256,), _conv_args(a, size))
+def _conv_launch_implicit_gemm(kernel, a, size):  # v3: V3_BM filters x V3_BN pixels per block
+    OH, OW = _window_out(size)
+    defines = cuda_defines("dev/conv2d_forward.cu")
+    grid = (cdiv(size["N"] * OH * OW, defines["V3_BN"]), cdiv(size["F"], defines["V3_BM"]))
+    kernel(grid, (defines["V3_THREADS"],), _conv_args(a, size))
 
 
 def _conv_cudnn(a, size):
@@ -204,16 +222,16 @@ def _conv_cudnn(a, size):
         return None
     if not torch.cuda.is_available():
         return None
-    x, w, b = (torch.from_dlpack(a[key]) for key in ("x", "w", "b"))
+    x, weight, bias = (torch.from_dlpack(a[key]) for key in ("x", "weight", "bias"))
     out = torch.from_dlpack(a["out"])
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False  # compare FP32 with FP32, not with TF32 tensor cores
     torch.backends.cudnn.allow_tf32 = False
 
     def run():
-        out.copy_(torch.nn.functional.conv2d(x, w, b, stride=size["S"], padding=size["P"]))
+        out.copy_(torch.nn.functional.conv2d(x, weight, bias, stride=size["S"], padding=size["P"]))
 
-    return "cuDNN (torch conv2d)", run
+    return Library("cuDNN (torch conv2d)", run)
 
 
 CONV = Op(
@@ -263,37 +281,35 @@ def _pool_inputs(size, dtype, rng):
 
 
 def _pool_reference(inputs, size):
-    k, s, p = size["K"], size["S"], size["P"]
-    oh, ow = _window_out(size)
-    x_pad = np.pad(inputs["x"], ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
-    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (k, k), axis=(2, 3))
-    return windows[:, :, : (oh - 1) * s + 1 : s, : (ow - 1) * s + 1 : s].max(axis=(4, 5))
+    K, S, P = size["K"], size["S"], size["P"]
+    OH, OW = _window_out(size)
+    x_pad = np.pad(inputs["x"], ((0, 0), (0, 0), (P, P), (P, P)), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (K, K), axis=(2, 3))  # (N, C, ., ., K, K)
+    return windows[:, :, : (OH - 1) * S + 1 : S, : (OW - 1) * S + 1 : S].max(axis=(4, 5))
 
 
 def _pool_args(a, size):
-    oh, ow = _window_out(size)
-    n, c, h, w = (size[key] for key in ("N", "C", "H", "W"))
-    return (a["x"], a["out"], n, c, h, w, size["K"], size["S"], size["P"], oh, ow)
+    OH, OW = _window_out(size)
+    N, C, H, W, K = (size[key] for key in ("N", "C", "H", "W", "K"))  # square window: KH = KW = K
+    return (a["x"], a["out"], N, C, H, W, K, K, size["S"], size["P"], OH, OW)
 
 
 def _pool_launch_flat(kernel, a, size):  # v1, v2: one thread per output element
     kernel.launch_1d(int(np.prod(_window_out(size))) * size["N"] * size["C"], _pool_args(a, size), block=256)
 
 
-MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
-
-
 def _pool_launch_planes(kernel, a, size):  # v3: blockIdx.y picks the (n, c) plane
     planes = size["N"] * size["C"]
-    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID_Y))
+    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID[1]))
     kernel(grid, (256,), _pool_args(a, size))
 
 
 def _pool_copy(a, size):
-    """The bandwidth ceiling: a device-to-device copy of x (reads and writes every input byte once)."""
+    """The bandwidth ceiling: a device-to-device copy of x. It reads and writes |x| bytes each, so it is
+    credited with its own 2 |x| bytes (pooling moves |x| + |y|): the % column compares bandwidths."""
     cp = _cupy.cupy()
     scratch = cp.empty_like(a["x"])
-    return "copy of x (bandwidth ceiling)", lambda: cp.copyto(scratch, a["x"])
+    return Library("copy of x (bandwidth ceiling)", lambda: cp.copyto(scratch, a["x"]), 2 * a["x"].nbytes)
 
 
 POOL = Op(
@@ -394,58 +410,125 @@ def validate(
     unwritten = int(np.isnan(out).sum())
     if unwritten:
         result.notes.append(f"{unwritten} of {out.size} outputs not written (still NaN)")
-    result.ok = unwritten == 0 and bool(np.all(error <= tolerance(dtype, op.reduction_length(size)) * scale))
+    wrong = ~(error <= tolerance(dtype, op.reduction_length(size)) * scale)  # NaN counts as wrong
+    result.ok = not wrong.any()
+    if not result.ok:
+        result.notes.append(describe_mismatches(out, expected, wrong))
     return result
 
 
-def _time_gpu(run: Callable, repeats: int, budget_ms: float = 2000.0) -> float:
-    """Median milliseconds of ``run()`` over ``repeats`` launches (fewer, at least 3, for a slow kernel
-    such as a naive GEMM at 4096^3, to stay within about ``budget_ms``), each timed with CUDA events."""
-    cp = _cupy.cupy()
+def describe_mismatches(out: np.ndarray, expected: np.ndarray, wrong: np.ndarray) -> str:
+    """Where the output is wrong: how many elements, the first (in C order) and the worst, as indices.
 
-    def once() -> float:
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        run()
-        stop.record()
-        stop.synchronize()
-        return cp.cuda.get_elapsed_time(start, stop)
+    The first wrong index often shows the pattern of a bug (an edge tile, a second block row); the worst
+    shows its size. A NaN (an element no thread wrote) is the worst of all."""
+    error = np.abs(out.astype(np.float64) - expected)
+    first = np.unravel_index(int(np.argmax(wrong)), wrong.shape)
+    worst = np.unravel_index(int(np.argmax(np.where(np.isnan(error), np.inf, error))), wrong.shape)
 
-    run()  # warm-up: compilation, cuDNN algorithm search, caches
-    first = once()
-    repeats = max(3, min(repeats, int(budget_ms / max(first, 1e-3))))
-    return statistics.median([first] + [once() for _ in range(repeats - 1)])
+    def at(index) -> str:
+        return f"{tuple(int(i) for i in index)} = {out[index]:.6g} (expected {expected[index]:.6g})"
+
+    return f"{int(wrong.sum())} of {out.size} wrong; first at {at(first)}; worst at {at(worst)}"
 
 
-def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int) -> list[Result]:
+class GpuTimer:
+    """Honest GPU timing of one short piece of work, as llm.c's ``dev/cuda/common.h`` does it.
+
+    * Cold caches: before every timed run the L2 cache is flushed by writing a buffer twice its size
+      (``L2CacheSize`` of the device), so no run reads its inputs from the previous run's L2.
+    * No host in the measurement: a ``spin`` kernel (``kernels/dev/timing.cu``) is queued first and keeps
+      the GPU busy while the host enqueues every (flush, start event, run, stop event) behind it; each pair
+      of events then brackets only the GPU's work, not the host's launch gaps.
+    * The launch overhead itself (host time per launch of an empty kernel) is measured separately by
+      :meth:`launch_overhead_us` and printed next to the timings.
+    """
+
+    HOST_ENQUEUE_NS = 100_000  # generous host time to enqueue one (flush, event, run, event)
+
+    def __init__(self, dev: Device):
+        cp = _cupy.cupy()
+        self.cp = cp
+        with _cupy.gpu_errors("setting up the kernel timer"):
+            self.l2_bytes = int(cp.cuda.Device().attributes["L2CacheSize"])
+            self.flush_buffer = cp.empty(max(2 * self.l2_bytes, 1 << 20), dtype=np.uint8)
+        self.spin = dev.kernel("dev/timing.cu", "spin")
+        self.empty_kernel = dev.kernel("dev/timing.cu", "empty_kernel")
+
+    def flush_l2(self) -> None:
+        self.flush_buffer.fill(0)  # a kernel writing 2x L2 bytes: evicts whatever the last run left
+
+    def time_ms(self, run: Callable, repeats: int, budget_ms: float = 2000.0) -> float:
+        """Median GPU milliseconds of ``run()`` over ``repeats`` cold-cache runs (fewer, at least 3, for a
+        slow kernel such as a naive GEMM at 4096^3, to stay within about ``budget_ms``)."""
+        run()  # warm-up: compilation, cuDNN algorithm search
+        first = self._timed_runs(run, 1)[0]
+        repeats = max(3, min(repeats, int(budget_ms / max(first, 1e-3))))
+        return statistics.median(self._timed_runs(run, repeats))
+
+    def _timed_runs(self, run: Callable, count: int) -> list[float]:
+        events = [(self.cp.cuda.Event(), self.cp.cuda.Event()) for _ in range(count)]
+        self.spin((1,), (1,), (count * self.HOST_ENQUEUE_NS,))
+        for start, stop in events:
+            self.flush_l2()
+            start.record()
+            run()
+            stop.record()
+        with _cupy.gpu_errors("timing a kernel"):
+            events[-1][1].synchronize()
+            return [self.cp.cuda.get_elapsed_time(start, stop) for start, stop in events]
+
+    def launch_overhead_us(self, launches: int = 200) -> float:
+        """Host microseconds per launch of an empty kernel, launched back to back (then one synchronize)."""
+        self.empty_kernel((1,), (1,), ())
+        self.cp.cuda.Device().synchronize()
+        begin = time.perf_counter()
+        for _ in range(launches):
+            self.empty_kernel((1,), (1,), ())
+        self.cp.cuda.Device().synchronize()
+        return (time.perf_counter() - begin) / launches * 1e6
+
+
+def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int, timer: GpuTimer) -> list[Result]:
     """On the GPU: validate and time every version at one size, then the library reference."""
     dtype = np.dtype(dtype)
     flops, nbytes = op.flops(size), op.bytes(size, dtype.itemsize)
-    work = flops if op.metric == "GFLOP/s" else nbytes
     results = []
 
+    # The inputs validate() draws (seed 0), and their float64 reference once per size (seconds at 4096^3).
+    inputs = op.make_inputs(size, dtype, np.random.default_rng(0))
+    expected = op.reference({k: v.astype(np.float64) for k, v in inputs.items()}, size)
+
     def fresh_arrays() -> dict:
-        inputs = op.make_inputs(size, dtype, np.random.default_rng(0))
         return _device_arrays(dev, inputs, op.output_shape(size), dtype)
 
     for version in op.versions:
-        result = validate(dev, op, version, size, dtype)
+        result = validate(dev, op, version, size, dtype, seed=0, reference=lambda _inputs, _size: expected)
         if result.ok:
             kernel = dev.kernel(op.source, version.kernel, dtype)
             arrays = fresh_arrays()
-            result.ms = _time_gpu(lambda k=kernel, a=arrays, v=version: v.launch(k, a, size), repeats)
+            result.ms = timer.time_ms(lambda k=kernel, a=arrays, v=version: v.launch(k, a, size), repeats)
+        result.flops, result.bytes = flops, nbytes
         results.append(result)
-    library = op.library(fresh_arrays(), size) if op.library is not None else None
-    if library is not None:
-        label, run = library
-        results.append(Result(op.name, label, label, size, ms=_time_gpu(run, repeats)))
-    library_ms = results[-1].ms if library is not None else None
+    if op.library is not None:
+        try:
+            library = op.library(fresh_arrays(), size)
+            if library is not None:
+                reference = Result(op.name, library.label, library.label, size, flops=flops)
+                reference.bytes = nbytes if library.bytes is None else library.bytes
+                reference.ms = timer.time_ms(library.run, repeats)
+                results.append(reference)
+        except DeviceError as e:  # e.g. cuBLAS missing: the versions' timings still stand
+            note = Result(op.name, "library", "library reference", size)
+            note.notes.append(f"skipped: {e}")
+            results.append(note)
     for r in results:
-        r.flops, r.bytes = flops, nbytes
         if r.ms:
-            r.rate = work / (r.ms * 1e-3) / 1e9
-            if library_ms:
-                r.percent_of_library = 100 * library_ms / r.ms
+            r.rate = (r.flops if op.metric == "GFLOP/s" else r.bytes) / (r.ms * 1e-3) / 1e9
+    library_rate = results[-1].rate if results and isinstance(results[-1].version, str) else None
+    for r in results:
+        if r.rate and library_rate:
+            r.percent_of_library = 100 * r.rate / library_rate  # of the library's GFLOP/s or GB/s
     return results
 
 
@@ -493,7 +576,8 @@ def _format_timings(op: Op, results: list[Result]) -> list[str]:
         ms = "" if r.ms is None else f"{r.ms:9.3f}"
         rate = "" if r.rate is None else f"{r.rate:9.1f}"
         pct = "" if r.percent_of_library is None else f"{r.percent_of_library:7.1f}%"
-        lines.append(f"  {name:40s} {valid:5s} {ms:>9s} {rate:>9s} {pct:>8s}")
+        notes = "; ".join(r.notes)
+        lines.append(f"  {name:40s} {valid:5s} {ms:>9s} {rate:>9s} {pct:>8s} {notes}".rstrip())
     return lines
 
 
@@ -503,8 +587,18 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
     if note:
         out(note)
     all_ok = True
+    timer = None
+    if dev.name == "gpu":
+        timer = GpuTimer(dev)
+        out(
+            f"timing: median of up to {repeats} runs per kernel, each after an L2 flush "
+            f"({2 * timer.l2_bytes / 2**20:.0f} MiB written), queued behind a spin kernel so the CUDA events "
+            f"measure only the GPU; launch overhead (host, per launch): {timer.launch_overhead_us():.1f} us"
+        )
     for op in ops:
         out(f"\n== {op.name}: kernels/{op.source}, {np.dtype(dtype)}, device {dev.name} ==")
+        out("versions (what changed):")
+        out("\n".join(f"  v{v.number} {v.kernel:34s} {v.about}" for v in op.versions))
         out("validation against NumPy:")
         results = [validate(dev, op, v, size, dtype) for size in op.tiny_sizes for v in op.versions]
         all_ok &= all(r.ok for r in results)
@@ -514,8 +608,8 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
             out("\n".join(_format_counts(op, dtype)))
             continue
         for size in op.bench_sizes:
-            out(f"timing {_describe(size)} (median of {repeats}, CUDA events):")
-            results = benchmark_size(dev, op, size, dtype, repeats)
+            out(f"timing {_describe(size)}:")
+            results = benchmark_size(dev, op, size, dtype, repeats, timer)
             all_ok &= all(r.ok is not False for r in results)
             out("\n".join(_format_timings(op, results)))
     return all_ok
@@ -535,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -542,11 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}")
     ops = [OPS[name] for name in args.ops] or list(OPS.values())
-    try:
-        ok = run(ops, args.device, args.dtype, args.repeats)
-    except DeviceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    ok = run(ops, args.device, args.dtype, args.repeats)
     if not ok:
         print("\nFAIL: at least one kernel version does not match the reference", file=sys.stderr)
     return 0 if ok else 1

@@ -66,3 +66,12 @@ def test_template_instances_get_lowered_names():
         "scale<float>": "_Z5scaleIfEvPT_S0_",
         "scale<double>": "_Z5scaleIdEvPT_S0_",
     }
+
+
+def test_nvrtc_compiles_the_gpu_branch_of_timing_cu():
+    """spin() waits only under #ifdef __CUDA_ARCH__ (the simulator has no GPU clock): NVRTC must define it,
+    or the harness's timing would queue nothing in front of the timed runs."""
+    source = '#ifndef __CUDA_ARCH__\n#error "no __CUDA_ARCH__"\n#endif\nextern "C" __global__ void k() {}\n'
+    assert nvrtc.compile_source(source, arch="sm_80").log == ""
+    with pytest.raises(nvrtc.NvrtcError, match="no __CUDA_ARCH__"):
+        nvrtc.compile_source(source.replace("#ifndef", "#ifdef"), arch="sm_80")

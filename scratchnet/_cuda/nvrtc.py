@@ -16,6 +16,7 @@ import ctypes
 import functools
 import glob
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,20 @@ class NvrtcError(DeviceError):
 class CompileResult:
     log: str  # warnings (and notes) printed by the compiler; "" for a clean compile
     lowered_names: dict[str, str]  # name expression -> mangled symbol name in the compiled code
+
+
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(\w+)'.*?Used (\d+) registers", re.S)
+
+
+def registers(source: str, name_expressions: Sequence[str], arch: str, filename: str = "kernel.cu"):
+    """Registers per thread of each kernel, as the assembler (ptxas) allocates them for ``arch``:
+    ``{"gemm_v1_naive<double>": 64, ...}``. A block of B threads needs B times as many registers, and a
+    multiprocessor offers 64K per block: more and the launch fails ("too many resources requested")."""
+    result = compile_source(
+        source, name_expressions, arch=arch, options=("-std=c++17", "--ptxas-options=-v"), filename=filename
+    )
+    used = dict(_PTXAS_ENTRY.findall(result.log))
+    return {name: int(used[mangled]) for name, mangled in result.lowered_names.items()}
 
 
 def find_library() -> str | None:

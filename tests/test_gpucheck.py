@@ -1,0 +1,108 @@
+"""python -m scratchnet.gpucheck: its checks driven on the simulator, its GPU-only parts on a fake cupy, and
+its exit status without a GPU."""
+
+from __future__ import annotations
+
+import functools
+
+import fake_cupy
+import numpy as np
+import pytest
+from fake_cupy import CUDARuntimeError
+
+from scratchnet import gpucheck
+from scratchnet.device import Device, get_device
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    return functools.partial(fake_cupy.install, monkeypatch)
+
+
+def test_without_a_gpu_it_says_so_and_exits_2(fake_gpu, capsys):
+    fake_gpu({"getDeviceCount": CUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")})
+    assert gpucheck.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'gpu'") and "no usable NVIDIA driver or GPU" in err
+    assert err.count("\n") == 1
+
+
+def test_resources_are_compared_with_the_launch_block_size(fake_gpu, monkeypatch):
+    fake_gpu()
+    gpu = Device("gpu")
+    monkeypatch.setattr(gpucheck, "kernel_files", lambda: ["relu.cu", "dev/gemm.cu"])
+    lines = list(gpucheck.check_compile_and_resources(gpu))
+    assert [str(line) for line in lines if "relu_forward<float>" in line.text] == [
+        "PASS resources relu_forward<float>: 32 registers/thread, at most 1024 threads/block, "
+        "launched with 256"
+    ]
+    # A kernel that the compiler limited to fewer threads than its launch uses is a failure.
+    gemm_v1 = gpu.kernel("dev/gemm.cu", "gemm_v1_naive", np.float64)
+    gemm_v1.raw.raw_kernel.attributes["max_threads_per_block"] = 640
+    failed = [line for line in gpucheck.check_compile_and_resources(gpu) if line.status == "FAIL"]
+    assert (
+        len(failed) == 1
+        and "gemm_v1_naive<double>" in failed[0].text
+        and "launched with 1024" in failed[0].text
+    )
+
+
+def test_environment_lines_on_a_gpu(fake_gpu):
+    fake_gpu()
+    lines = [str(line) for line in gpucheck.check_environment(Device("gpu"))]
+    assert "INFO gpu: Fake GPU (compute capability 7.5)" in lines and "INFO tf32: off" in lines
+
+
+@pytest.mark.sim
+def test_layer_check_passes_on_sim_and_catches_a_difference(monkeypatch):
+    sim = get_device("sim")
+    lenet = gpucheck.nets(sim)[0]
+    (line,) = gpucheck.check_layers_against_cpu(sim, lenet, np.float64)
+    assert line.status == "PASS" and "LeNet-5 on sim vs cpu, float64" in line.text
+    # Different weights on the two devices: the check must fail.
+    seeds = iter([0, 1])
+    wrong = gpucheck.Net(
+        "LeNet-5", lambda d, t: gpucheck.LeNet5(device=d, dtype=t, seed=next(seeds)), lenet.image, 2
+    )
+    (line,) = gpucheck.check_layers_against_cpu(sim, wrong, np.float64)
+    assert line.status == "FAIL"
+
+
+@pytest.mark.sim
+def test_training_step_check_on_sim():
+    sim = get_device("sim")
+    lines = list(gpucheck.check_training_step(sim, gpucheck.nets(sim)[0]))
+    assert [line.status for line in lines] == ["PASS", "PASS", "INFO"]
+    assert "{'device_to_host': 1}" in lines[1].text
+
+
+@pytest.mark.sim
+def test_count_launches_lists_one_sgd_update_per_parameter(monkeypatch):
+    sim = get_device("sim")
+    all_nets = gpucheck.nets
+    monkeypatch.setattr(gpucheck, "nets", lambda dev: all_nets(dev)[:1])
+    out: list[str] = []
+    gpucheck.count_launches(sim, out.append)
+    header, *rows = out
+    counts = {name: int(count) for count, name in (row.split() for row in rows)}
+    assert header == f"LeNet-5, one training step (SGD with momentum) on sim: {sum(counts.values())} launches"
+    assert counts["sgd_update<float>"] == len(gpucheck.LeNet5().params)  # one fused update per parameter
+    assert counts["softmax_xent_forward<float>"] == 1
+
+
+def test_large_index_check_skips_without_memory(fake_gpu):
+    fake_gpu()
+    (line,) = gpucheck.check_large_index(Device("gpu"))
+    assert line.status == "INFO" and "needs 17.2 GB, 16.1 GB free" in line.text
+
+
+def test_the_harness_runs_briefly_on_a_gpu(fake_gpu):
+    """Every op at its first benchmark size only. (The fake GPU computes nothing, so validation fails.)"""
+    fake_gpu()
+    lines = [str(line) for line in gpucheck.check_harness(Device("gpu"))]
+    timed = [line for line in lines if line.startswith("INFO   timing ")]
+    assert timed == [
+        f"INFO   timing {' '.join(f'{k}={v}' for k, v in op.bench_sizes[0].items())}:"
+        for op in gpucheck.kernel_bench.OPS.values()
+    ]
+    assert lines[-1].startswith("FAIL kernel harness: gemm, conv2d, maxpool on gpu")
