@@ -473,9 +473,6 @@ def _peak_rss_bytes() -> int:
 
 
 # --- printing -----------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("batch", "what", "impl", "ms", "img/s", "torch ms", "torch img/s", "vs torch")
-
-
 def format_report(report: dict) -> str:
     env = report["environment"]
     npi, ti = env["numpy"], env["torch"]

@@ -44,6 +44,7 @@ import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
 from scratchnet import plots
+from scratchnet._paths import atomic_write_text
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from scratchnet.device import DEVICE_NAMES, Device, get_device
 from scratchnet.errors import DatasetError, DeviceError
@@ -541,12 +542,12 @@ def _epoch_line(record: dict, epochs: int) -> str:
 
 
 def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
     # Rewritten whole from the history (which checkpoints carry), so a resumed run never duplicates lines.
-    path.write_text("".join(json.dumps(record) + "\n" for record in history))
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in history))
 
 
 def _write_plots(run_dir: Path, result: TrainResult, classes: list[str]) -> None:
