@@ -7,7 +7,6 @@ run trained on, prepared exactly as in training (same image size, same normaliza
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +17,12 @@ from tqdm import tqdm
 
 import scratchnet.data as D
 from scratchnet import plots
-from scratchnet.checkpoint import CheckpointError, load_model
+from scratchnet.checkpoint import load_model
 from scratchnet.device import DEVICE_NAMES
-from scratchnet.errors import DatasetError, DeviceError
+from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
+from scratchnet.optim import check_count
 
 
 @dataclass
@@ -62,17 +62,24 @@ def evaluate(
     counts = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
     ks = (1, 5) if num_classes > 5 else (1,)  # with 5 classes or fewer, top-5 is always right
     seen, loss_sum, correct = 0, 0.0, {1: 0, 5: 0}
-    for images, labels in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        x = device.array(images, dtype=dtype)
-        y = device.array(labels)
-        logits = model.forward(x, training=False)  # (B, classes)
-        loss_sum += loss_fn.forward(logits, y) * len(labels)
-        for k, n in topk_correct(logits, y, ks=ks, device=device).items():
-            correct[k] += n
-        if counts is not None:
-            predicted = device.to_host(logits).argmax(axis=1)
-            counts += plots.confusion_matrix(labels, predicted, num_classes)
-        seen += len(labels)
+    # A diverged model overflows: its loss is reported as NaN/inf and its NaN rows count as wrong
+    # (topk_correct), so NumPy's overflow warnings would only be noise.
+    batches = tqdm(loader, desc="evaluate", leave=False, disable=not progress)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for images, labels in batches:
+            x = device.array(images, dtype=dtype)
+            y = device.array(labels)
+            logits = model.forward(x, training=False)  # (B, classes)
+            loss_sum += loss_fn.forward(logits, y) * len(labels)
+            for k, n in topk_correct(logits, y, ks=ks, device=device).items():
+                correct[k] += n
+            if counts is not None:
+                host_logits = device.to_host(logits)  # (B, classes)
+                predicted = host_logits.argmax(axis=1)
+                nan_rows = np.isnan(host_logits).any(axis=1)  # argmax would pick the NaN: count it wrong
+                predicted[nan_rows] = (labels[nan_rows] + 1) % num_classes
+                counts += plots.confusion_matrix(labels, predicted, num_classes)
+            seen += len(labels)
     if seen == 0:
         raise ValueError(f"cannot evaluate on an empty dataset ({dataset!r})")
     top5 = correct[5] / seen if 5 in ks else 1.0
@@ -93,6 +100,9 @@ def evaluate_checkpoint(
 
     Returns the :class:`Evaluation` (with the confusion matrix), the class names and the checkpoint's meta.
     """
+    check_count("batch_size", batch_size)
+    if limit is not None:
+        check_count("limit", limit)
     model, checkpoint = load_model(path, device=device)
     meta, config = checkpoint.meta, checkpoint.meta["config"]
     name = dataset or config["dataset"]
@@ -105,9 +115,14 @@ def evaluate_checkpoint(
         download=config["download"],
         image_size=meta["input_shape"][-1],
     )
-    if data.num_classes != len(meta["classes"]):
+    if list(data.classes) != list(meta["classes"]):
         raise DatasetError(
-            f"{name} has {data.num_classes} classes, the checkpoint's model predicts {len(meta['classes'])}"
+            f"{name} has the classes {list(data.classes)}, but the checkpoint's model predicts "
+            f"{list(meta['classes'])}: evaluate it on the dataset it was trained on ({config['dataset']})"
+        )
+    if tuple(data.shape) != tuple(meta["input_shape"]):
+        raise DatasetError(
+            f"{name} gives images of shape {tuple(data.shape)}, the model takes {tuple(meta['input_shape'])}"
         )
     data = D.subset(data, limit, seed=config["seed"])
     normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
@@ -132,7 +147,7 @@ def report(result: Evaluation, classes: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m scratchnet.evaluate",
         description="Evaluate a checkpoint: top-1, top-5, loss, per class.",
     )
@@ -144,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-test", type=int, metavar="M", help="use only M images")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--confusion", metavar="PNG", help="also save the confusion matrix as this image")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
+    if isinstance(args, int):
+        return args
     try:
         result, classes, meta = evaluate_checkpoint(
             args.checkpoint,
@@ -155,9 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit_test,
             batch_size=args.batch_size,
         )
-    except (CheckpointError, DatasetError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, DatasetError, DeviceError, OSError) as e:  # CheckpointError is a ValueError
+        return fail(e)
     config = meta["config"]
     print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({args.checkpoint})")
     print(report(result, classes))

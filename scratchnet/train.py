@@ -45,10 +45,18 @@ import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
 from scratchnet import plots
-from scratchnet._paths import atomic_write_text
-from scratchnet.checkpoint import BEST, LAST, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from scratchnet._paths import atomic_write_text, remove_orphans, temp_path
+from scratchnet.checkpoint import (
+    BEST,
+    LAST,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    require_meta,
+    save_checkpoint,
+)
 from scratchnet.device import DEVICE_NAMES, Device, get_device
-from scratchnet.errors import DatasetError, DeviceError
+from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
 from scratchnet.evaluate import Evaluation, evaluate
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
@@ -58,7 +66,9 @@ SCHEDULES = ("none", "step", "cosine")
 DTYPES = ("float32", "float64")
 PRETRAINED_MODEL = "alexnet-torchvision"  # the architecture torchvision's AlexNet weights fit
 # What a resumed run may change; everything else comes from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out")
+RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "overwrite")
+# What a checkpoint's meta must hold to continue a run from it.
+RESUME_META = ("epoch", "config", "model_config", "dropout_rng_calls", "history", "best", "bad_epochs")
 
 
 class ConfigError(ValueError):
@@ -66,7 +76,11 @@ class ConfigError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says where and what to try."""
+    """The loss or a parameter became NaN or infinite; the message says where and what to try."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used: a file, read-only, full, or holding another run (no --overwrite)."""
 
 
 @dataclass
@@ -106,21 +120,43 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar (only shown when stderr is a terminal)
     plots: bool = True  # draw curves.png, confusion.png, filters.png into the run folder at the end
     download: bool = True  # fetch missing datasets (the bundled mini dataset never needs it)
+    overwrite: bool = False  # allow a new run in an existing, non-empty run folder (its files are replaced)
 
     def __post_init__(self):
+        """Refuse, with :class:`ConfigError` naming the field, any value that cannot make a sensible run."""
+        try:
+            self._check()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def _check(self) -> None:
+        choices = [
+            ("model", self.model, M.MODELS),
+            ("dataset", self.dataset, D.DATASETS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("dtype", self.dtype, DTYPES),
+            ("device", self.device, DEVICE_NAMES),
+        ]
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            O.check_range(name, getattr(self, name))
+        O.check_min_lr(self.min_lr, self.lr)
+        for name in ("epochs", "batch_size", "step_size"):
+            O.check_count(name, getattr(self, name))
+        for name in ("image_size", "limit_train", "limit_test", "early_stopping"):
+            if getattr(self, name) is not None:
+                O.check_count(name, getattr(self, name))
         checks = [
-            (self.model in M.MODELS, f"unknown model {self.model!r}; choose one of {', '.join(M.MODELS)}"),
             (
-                self.dataset in D.DATASETS,
-                f"unknown dataset {self.dataset!r}; choose one of {', '.join(D.DATASETS)}",
+                isinstance(self.seed, int) and 0 <= self.seed < 2**32,
+                f"seed must be an integer in [0, 2^32), got {self.seed!r}",
             ),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
-            (self.device in DEVICE_NAMES, f"device must be one of {DEVICE_NAMES}, got {self.device!r}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (
+                isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 1,
+                f"val_fraction must be in [0, 1), got {self.val_fraction!r}",
+            ),
             (
                 self.early_stopping is None or self.val_fraction > 0,
                 "early stopping watches the validation accuracy: give a val_fraction > 0 as well",
@@ -185,7 +221,12 @@ def load_data(config: TrainConfig) -> Data:
     test_set = D.subset(test_set, config.limit_test, seed=config.seed)
     val_set = None
     if config.val_fraction > 0:
-        train_set, val_set = D.random_split(train_set, config.val_fraction, seed=config.seed)
+        try:
+            train_set, val_set = D.random_split(train_set, config.val_fraction, seed=config.seed)
+        except ValueError as e:
+            raise ConfigError(
+                f"{e}: give more images (--limit-train) or a --val-fraction that fits"
+            ) from None
         val_set = val_set.with_crop("center")  # validation images are never randomly cropped
 
     # Pretrained weights expect the normalization they were trained with (ImageNet's).
@@ -224,7 +265,7 @@ def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: i
     if config.pretrained and load_pretrained:
         try:
             model = load_torchvision_alexnet(config.pretrained, seed=config.seed, **options)
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, ImportError) as e:
             raise ConfigError(f"cannot use the pretrained weights {config.pretrained}: {e}") from None
         model.replace_classifier(num_classes, seed=config.seed)
     else:
@@ -326,7 +367,8 @@ class Run:
     best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}
     bad_epochs: int = 0  # epochs in a row without a better validation accuracy
     first_epoch: int = 1
-    saved_epoch: int = 0  # the epoch last.npz holds (0: none written by this run)
+    saved_epoch: int = 0  # the epoch of the newest good checkpoint (0: none)
+    saved_path: Path | None = None  # that checkpoint: the resumed one, then this run's last.npz
     stop_reason: str | None = None  # why fit() stopped before config.epochs, if it did
 
 
@@ -358,6 +400,8 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     device = get_device(config.device)  # an unusable device fails here, before any work
     dtype = np.dtype(config.dtype)
     resumed = load_checkpoint(config.resume) if config.resume else None
+    if config.out:
+        _claim_run_dir(Path(config.out), config, resumed)
     data = load_data(config)
     model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None)
     optimizer, scheduler = make_optimizer(config, model)
@@ -386,9 +430,11 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         _restore(resumed, model, optimizer, scheduler)
         run.history, run.best = resumed.meta["history"], resumed.meta["best"]
         run.bad_epochs = resumed.meta["bad_epochs"]
-        run.saved_epoch = resumed.meta["epoch"]
+        run.saved_epoch, run.saved_path = resumed.meta["epoch"], resumed.path
         run.first_epoch = run.saved_epoch + 1
         log(f"resuming from {resumed.path} after epoch {resumed.meta['epoch']}")
+        if run.run_dir is not None:
+            _restore_best(run.run_dir, resumed, log)
 
     val_text = f", {len(data.val)} validation" if data.val is not None else ""
     log(
@@ -396,7 +442,6 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         f"images of shape {data.shape}, {len(data.classes)} classes; device {device.name}, {dtype}"
     )
     if run.run_dir is not None:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(run.run_dir / "config.json", dataclasses.asdict(config))
         log(f"run folder: {run.run_dir}")
     return run
@@ -435,6 +480,8 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
             }
             if data.val is not None:
                 val = evaluate(model, data.val, transform=data.eval_transform, batch_size=config.batch_size)
+                if not math.isfinite(val.loss):  # finite weights whose logits overflow: diverged all the same
+                    raise TrainingDiverged(f"the validation loss is {val.loss} after epoch {epoch}")
                 record.update(val_loss=val.loss, val_accuracy=val.accuracy, val_top5=val.top5)
             run.history.append(record)
             if run.scheduler is not None:
@@ -455,6 +502,8 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
             f"training diverged: {e} (learning rate {optimizer.lr}). Try a smaller --lr (e.g. a tenth). "
             + _saved_text(run)
         ) from None
+    except OSError as e:  # writing the run folder failed: full disk, folder made read-only, ...
+        raise RunFolderError(f"cannot write the run folder {run.run_dir}: {e}. " + _saved_text(run)) from None
     except KeyboardInterrupt:
         log(f"\ninterrupted during epoch {epoch}. " + _saved_text(run))
         raise
@@ -492,7 +541,18 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     """
     run = prepare(config, log)
     fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
-    return finish(run, log)
+    try:
+        return finish(run, log)
+    except KeyboardInterrupt:
+        where = (
+            f"the checkpoints are in {run.run_dir} ({LAST}, {BEST})" if run.run_dir else "nothing was saved"
+        )
+        log(
+            f"\ninterrupted after training finished (epoch {run.saved_epoch or run.history[-1]['epoch']}), "
+            f"during the test pass or the plots; {where}. Test them with: python -m scratchnet.evaluate "
+            f"--checkpoint {run.run_dir or 'RUN'}"
+        )
+        raise
 
 
 def resume_config(path: str | Path, **overrides) -> TrainConfig:
@@ -508,7 +568,13 @@ def resume_config(path: str | Path, **overrides) -> TrainConfig:
             f"not {', '.join(sorted(not_allowed))}"
         )
     checkpoint = load_checkpoint(path)
+    require_meta(checkpoint, *RESUME_META)
     stored = checkpoint.meta["config"]
+    unknown = set(stored) - set(TrainConfig.__dataclass_fields__) if isinstance(stored, dict) else {"?"}
+    if unknown:
+        raise CheckpointError(
+            f"{checkpoint.path} is a damaged checkpoint: unknown config keys {sorted(unknown)}"
+        )
     stored.update(resume=str(checkpoint.path), out=str(checkpoint.path.parent))
     stored.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**stored)
@@ -538,18 +604,25 @@ def _checkpoint(run: Run, epoch: int) -> Checkpoint:
 
 
 def _restore(checkpoint: Checkpoint, model, optimizer, scheduler) -> None:
+    """Put the checkpoint's weights, SGD and schedule state and dropout counters into the new run."""
+    require_meta(checkpoint, *RESUME_META)
     stored = checkpoint.meta["model_config"]
     if stored != json.loads(json.dumps(model.config)):  # compare as stored: JSON turns tuples into lists
         raise CheckpointError(
             f"{checkpoint.path} holds a model {stored}, but this run builds {model.config}; "
             "resume with the same model and dataset"
         )
-    model.load_state_dict(checkpoint.params)
-    optimizer.load_state_dict(checkpoint.optimizer)
-    if scheduler is not None:
-        scheduler.load_state_dict(checkpoint.scheduler)
-    for name, layer in dropout_layers(model).items():
-        layer.rng_calls = checkpoint.meta["dropout_rng_calls"][name]
+    try:
+        model.load_state_dict(checkpoint.params)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint.scheduler)
+        for name, layer in dropout_layers(model).items():
+            layer.rng_calls = int(checkpoint.meta["dropout_rng_calls"][name])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{checkpoint.path} is a damaged checkpoint: {e}") from None
+    if not parameters_finite(model):
+        raise CheckpointError(f"{checkpoint.path} holds NaN/inf parameters (a diverged run): cannot resume")
 
 
 def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
@@ -558,19 +631,57 @@ def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
     if improved:
         save_checkpoint(run.run_dir / BEST, checkpoint)
     save_checkpoint(run.run_dir / LAST, checkpoint)
-    run.saved_epoch = epoch
+    run.saved_epoch, run.saved_path = epoch, run.run_dir / LAST
     _write_metrics(run.run_dir / "metrics.jsonl", run.history)
 
 
 def _saved_text(run: Run) -> str:
-    if run.run_dir is None:
-        return "Nothing was saved (no run folder: give --out DIR to keep checkpoints)."
-    if run.saved_epoch == 0:
-        return "No epoch had finished, so there is no checkpoint to resume from."
+    """Which checkpoint to continue from, and the command that does it (or why there is none)."""
+    if run.saved_path is None:
+        if run.run_dir is None:
+            return "Nothing was saved (no run folder: give --out DIR to keep checkpoints)."
+        return "No checkpoint was written yet, so there is none to resume from."
+    out = f" --out {run.run_dir}" if run.run_dir is not None and run.saved_path.parent != run.run_dir else ""
     return (
-        f"The last good checkpoint (end of epoch {run.saved_epoch}) is {run.run_dir / LAST}; continue with: "
-        f"python -m scratchnet.train --resume {run.run_dir}"
+        f"The last good checkpoint (end of epoch {run.saved_epoch}) is {run.saved_path}; continue with: "
+        f"python -m scratchnet.train --resume {run.saved_path}{out}"
     )
+
+
+def _claim_run_dir(run_dir: Path, config: TrainConfig, resumed: Checkpoint | None) -> None:
+    """Create the run folder, or check that this run may write into the existing one.
+
+    A new run refuses a non-empty folder unless ``config.overwrite``; a resumed run writes into its own
+    checkpoint's folder. Leftover temporary files of crashed writers are removed first.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} is a file; give --out a folder path")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_orphans(run_dir)
+        probe = temp_path(run_dir / "write-test")
+        probe.touch()
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError):
+        raise RunFolderError(f"cannot create run folder {run_dir}: a part of that path is a file") from None
+    except OSError as e:
+        hint = "give a writable --out for the continued run" if resumed else "give --out a writable folder"
+        raise RunFolderError(f"cannot write into run folder {run_dir} ({e.strerror}); {hint}") from None
+    own_folder = resumed is not None and resumed.path.parent.resolve() == run_dir.resolve()
+    if any(run_dir.iterdir()) and not own_folder and not config.overwrite:
+        raise RunFolderError(
+            f"run folder {run_dir} is not empty (it holds another run); choose a new --out, continue that "
+            f"run with --resume {run_dir}, or replace it with --overwrite"
+        )
+
+
+def _restore_best(run_dir: Path, resumed: Checkpoint, log: Callable[[str], None]) -> None:
+    """Re-create best.npz when it is missing but the resumed checkpoint is the best epoch itself."""
+    best_path = run_dir / BEST
+    if best_path.exists() or resumed.meta["best"]["epoch"] != resumed.meta["epoch"]:
+        return
+    save_checkpoint(best_path, resumed)
+    log(f"re-created {best_path} from {resumed.path} (the best epoch, {resumed.meta['epoch']})")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
@@ -588,8 +699,16 @@ def _write_json(path: Path, value) -> None:
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
-    # Rewritten whole from the history (which checkpoints carry), so a resumed run never duplicates lines.
-    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in history))
+    """One JSON line per epoch; a value that is not finite is written as null (strict JSON has no NaN).
+
+    Rewritten whole from the history (which checkpoints carry), so a resumed run never duplicates lines.
+    """
+    lines = [{k: v if _finite_or_not_float(v) else None for k, v in record.items()} for record in history]
+    atomic_write_text(path, "".join(json.dumps(line, allow_nan=False) + "\n" for line in lines))
+
+
+def _finite_or_not_float(value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _write_plots(run_dir: Path, result: TrainResult, classes: list[str]) -> None:
@@ -605,7 +724,7 @@ def _write_plots(run_dir: Path, result: TrainResult, classes: list[str]) -> None
 # --- the command line --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()  # the defaults, shown in --help
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m scratchnet.train",
         description="Train a CNN from scratch. With no arguments: LeNet-5 on the bundled mini Fashion-MNIST, "
         "on the CPU, in about a minute.",
@@ -635,6 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", default=None, help="random crops and flips")
     p.add_argument("--early-stopping", type=int, metavar="N", help="stop after N epochs without improvement")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<model>-<dataset>)")
+    p.add_argument(
+        "--overwrite", action="store_true", default=None, help="allow a new run in a non-empty run folder"
+    )
     p.add_argument(
         "--resume",
         nargs="?",
@@ -679,28 +801,41 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         return resume_config(path, **overrides)
     if args.pretrained and "model" not in given:
         given["model"] = PRETRAINED_MODEL
-    if "out" not in given:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        model, dataset = given.get("model", TrainConfig.model), given.get("dataset", TrainConfig.dataset)
-        given["out"] = str(Path("runs") / f"{stamp}-{model}-{dataset}")
-    return TrainConfig(**given)
+    config = TrainConfig(**given)
+    if config.out is None:
+        config.out = str(
+            new_run_dir(Path("runs"), f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}")
+        )
+    return config
+
+
+def new_run_dir(parent: Path, name: str) -> Path:
+    """Create and return ``parent/name``, or ``name-2``, ``name-3``, ... when taken: unique even for runs
+    started in the same second, because ``mkdir`` either creates the folder or fails, atomically."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 10_000):
+        path = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"no free run folder name {name}-N in {parent}; give --out")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line; returns the exit code (see ``scratchnet.errors``: 0, 1 diverged, 2, 130)."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         config = config_from_args(args)
-    except ValueError as e:  # a bad flag value or combination; CheckpointError is a ValueError too
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
         result = train(config)
-    except (ConfigError, DeviceError, DatasetError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(e, 1)
+    except (ValueError, RunFolderError, DeviceError, DatasetError, OSError) as e:
+        # ValueError: ConfigError and CheckpointError; OSError: a file or folder the system refused
+        return fail(e)
     except KeyboardInterrupt:
         return 130
     print(result.final_line())
