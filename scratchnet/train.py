@@ -269,7 +269,13 @@ def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: i
             raise ConfigError(f"cannot use the pretrained weights {config.pretrained}: {e}") from None
         model.replace_classifier(num_classes, seed=config.seed)
     else:
-        model = M.build(config.model, num_classes=num_classes, seed=config.seed, **options)
+        try:
+            model = M.build(config.model, num_classes=num_classes, seed=config.seed, **options)
+        except ValueError as e:  # LeNet-5 takes 28x28 or 32x32 images only
+            raise ConfigError(
+                f"model {config.model} cannot take {config.dataset} images of shape {tuple(shape)} ({e}); "
+                "resize them with --image-size 28 (image_size in TrainConfig) or choose another model"
+            ) from None
     if tuple(model.input_shape) != tuple(shape):
         raise ConfigError(
             f"model {config.model} takes images of shape {tuple(model.input_shape)}, but {config.dataset} "
