@@ -318,7 +318,8 @@ def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epo
     """One pass over ``loader``; returns {"loss", "accuracy", "images_per_second"} (means over images).
 
     Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite, or when an update leaves a
-    parameter that is not finite (checked after every update, the epoch's last one included).
+    parameter that is not finite (checked after every update), or when the epoch's last update makes that
+    batch's loss non-finite (no later batch would notice).
     """
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
@@ -343,6 +344,9 @@ def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epo
             rate = seen / max(time.perf_counter() - start, 1e-9)
             bar.update()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
+        # No later batch checks the epoch's last update: recompute that batch's loss with the new weights.
+        if seen and not math.isfinite(loss := loss_fn.forward(model.forward(x, training=False), y)):
+            raise TrainingDiverged(f"the last update of epoch {epoch} (batch {batch}) made the loss {loss}")
     seconds = time.perf_counter() - start
     return {"loss": loss_sum / seen, "accuracy": correct / seen, "images_per_second": seen / seconds}
 
