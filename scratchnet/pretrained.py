@@ -45,6 +45,8 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"no weights file at {path}; torchvision's ImageNet AlexNet weights: {TORCHVISION_ALEXNET_URL}"
         )
+    if path.suffix not in (".npz", ".pth", ".pt"):
+        raise ValueError(f"cannot read {path}: expected a .pth/.pt (PyTorch) or .npz file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes), not a weights file")
     if path.suffix == ".npz":
@@ -53,25 +55,23 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 return {k: archive[k] for k in archive.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path} is not a readable .npz weights file ({e})") from None
-    if path.suffix in (".pth", ".pt"):
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                f"reading {path} needs PyTorch: pip install 'scratchnet[reference]' (or torch), or convert "
-                f"the file to .npz on a machine that has PyTorch: python -m scratchnet.pretrained "
-                f"{path.name} {path.stem}.npz"
-            ) from None
-        if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
-            raise ValueError(f"{path} is not a PyTorch weights file (not the zip archive torch.save writes)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many kinds (RuntimeError, UnpicklingError, ...)
-            raise ValueError(f"{path} is a damaged PyTorch weights file ({type(e).__name__}: {e})") from None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
-        return {k: v.detach().numpy() for k, v in state.items()}
-    raise ValueError(f"cannot read {path}: expected a .pth/.pt (PyTorch) or .npz file")
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"reading {path} needs PyTorch: pip install 'scratchnet[reference]' (or torch), or convert "
+            f"the file to .npz on a machine that has PyTorch: python -m scratchnet.pretrained "
+            f"{path.name} {path.stem}.npz"
+        ) from None
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
+        raise ValueError(f"{path} is not a PyTorch weights file (not the zip archive torch.save writes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds (RuntimeError, UnpicklingError, ...)
+        raise ValueError(f"{path} is a damaged PyTorch weights file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
+    return {k: v.detach().numpy() for k, v in state.items()}
 
 
 def from_torchvision(

@@ -124,7 +124,7 @@ class ImageFolder(Dataset):
         try:
             image = read_image(path, "RGB")
         except (OSError, ValueError) as err:
-            raise DatasetError(f"cannot use image {path}: {err}") from err
+            raise DatasetError(f"cannot decode image {path}: {err}") from err
         if self.crop == "center":
             box = center_crop_box(image.width, image.height, self.image_size)
         else:
