@@ -303,6 +303,14 @@ def test_idx_round_trip_and_every_truncation_is_refused(tmp_path_factory, array,
                 idx.read_idx(path)
 
 
+def damage(data, raw: bytes, min_changes: int = 1) -> bytes:
+    """``raw`` with up to 4 bytes overwritten at drawn places, then cut at a drawn length."""
+    damaged = bytearray(raw)
+    for _ in range(data.draw(st.integers(min_changes, 4))):
+        damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+    return bytes(damaged[: data.draw(st.integers(0, len(damaged)))])
+
+
 def valid_cifar_batch() -> bytes:
     data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
     return pickle.dumps({b"data": data, b"labels": [3, 4]}, protocol=2)
@@ -311,12 +319,8 @@ def valid_cifar_batch() -> bytes:
 @FUZZ
 @given(st.data())
 def test_cifar_reader_on_damaged_pickles(tmp_path_factory, data):
-    raw = bytearray(valid_cifar_batch())
-    for _ in range(data.draw(st.integers(1, 4))):
-        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-    raw = bytes(raw[: data.draw(st.integers(0, len(raw)))])
     path = tmp_path_factory.mktemp("cifar") / "data_batch_1"
-    path.write_bytes(raw)
+    path.write_bytes(damage(data, valid_cifar_batch()))
     try:
         images, labels = cifar.read_batch(path)
     except DatasetError:
@@ -349,10 +353,7 @@ def small_checkpoint_bytes(tmp_path: Path) -> bytes:
 @given(st.data())
 def test_checkpoint_reader_on_damaged_files(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("ckpt")
-    raw = bytearray(small_checkpoint_bytes(folder))
-    for _ in range(data.draw(st.integers(0, 4))):
-        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-    raw = bytes(raw[: data.draw(st.integers(0, len(raw)))])
+    raw = damage(data, small_checkpoint_bytes(folder), min_changes=0)
     path = folder / "damaged.npz"
     path.write_bytes(raw)
     try:
@@ -381,12 +382,8 @@ def encoded_png() -> bytes:
 @FUZZ
 @given(st.data())
 def test_image_decoder_on_damaged_files(tmp_path_factory, data):
-    raw = bytearray(encoded_png())
-    for _ in range(data.draw(st.integers(1, 4))):
-        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-    raw = bytes(raw[: data.draw(st.integers(0, len(raw)))])
     path = tmp_path_factory.mktemp("img") / "x.png"
-    path.write_bytes(raw)
+    path.write_bytes(damage(data, encoded_png()))
     try:
         image = read_image(path, "RGB")
     except ValueError:

@@ -118,6 +118,16 @@ def test_resume_after_ctrl_c_is_bit_identical(tmp_path, monkeypatch, schedule):
     assert [json.loads(line)["epoch"] for line in metrics] == [1, 2, 3, 4]
 
 
+def test_ctrl_c_in_the_first_epoch_of_a_resume_into_another_folder_names_the_source(tmp_path, monkeypatch):
+    quiet(tiny(tmp_path / "a", epochs=1))
+    config = T.resume_config(tmp_path / "a", epochs=3, out=str(tmp_path / "b"))
+    lines = run_interrupted(config, stop_in_epoch=2, monkeypatch=monkeypatch)
+    assert "interrupted during epoch 2" in lines[-1]
+    assert f"is {tmp_path / 'a' / 'last.npz'}" in lines[-1]
+    assert f"--resume {tmp_path / 'a' / 'last.npz'} --out {tmp_path / 'b'}" in lines[-1]
+    assert not (tmp_path / "b" / "last.npz").exists()
+
+
 def test_resume_can_extend_a_finished_run(tmp_path):
     # (a step schedule: a cosine one depends on the planned number of epochs, so extending changes it)
     straight = quiet(tiny(tmp_path / "straight", epochs=3, schedule="step", step_size=1))

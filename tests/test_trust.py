@@ -136,29 +136,6 @@ def test_default_run_names_are_unique_within_one_second(tmp_path):
 
 
 # --- 5. what the messages after Ctrl-C say -----------------------------------------------------------------
-def interrupt_epoch(monkeypatch, epoch_to_stop: int):
-    real_train_epoch = T.train_epoch
-
-    def train_epoch(*args, epoch, **kwargs):
-        if epoch == epoch_to_stop:
-            raise KeyboardInterrupt
-        return real_train_epoch(*args, epoch=epoch, **kwargs)
-
-    monkeypatch.setattr(T, "train_epoch", train_epoch)
-
-
-def test_ctrl_c_in_the_first_epoch_of_a_resume_into_another_folder_names_the_source(tmp_path, monkeypatch):
-    T.train(T.TrainConfig(out=str(tmp_path / "a"), **SMALL), log=str)
-    interrupt_epoch(monkeypatch, 2)
-    lines = []
-    config = T.resume_config(tmp_path / "a", epochs=3, out=str(tmp_path / "b"))
-    with pytest.raises(KeyboardInterrupt):
-        T.train(config, log=lines.append)
-    assert "interrupted during epoch 2" in lines[-1]
-    assert f"is {tmp_path / 'a' / LAST}" in lines[-1] and f"--resume {tmp_path / 'a' / LAST}" in lines[-1]
-    assert f"--out {tmp_path / 'b'}" in lines[-1] and not (tmp_path / "b" / LAST).exists()
-
-
 def test_ctrl_c_after_the_last_epoch_says_training_finished(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
