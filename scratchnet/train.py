@@ -19,9 +19,15 @@ augmentation of every epoch (the loader derives them from (seed, epoch)) and the
 and schedule state, the dropout call counters and the epoch; resuming from epoch k gives, on the CPU,
 bit-for-bit the same weights as a run that was never stopped.
 
-A run folder (``out``) holds ``config.json``, ``metrics.jsonl`` (one JSON line per epoch), ``last.npz``
-and ``best.npz`` (checkpoints, written atomically after every epoch), and, at the end, ``curves.png``,
-``confusion.png`` and ``filters.png``.
+A run is three steps, each usable alone: :func:`prepare` (device, data, model, SGD, run folder, resumed
+state) -> :func:`fit` (the epochs, until a :class:`StopCondition` such as :class:`EarlyStopping` gives a
+reason) -> :func:`finish` (the test pass and the pictures); :func:`train` chains them, and
+``bench.time_to_accuracy`` runs the same loop with its own stop condition.
+
+A run folder (``out``) holds ``config.json``, ``metrics.jsonl`` (one JSON line per epoch; a value that is
+not finite is written as null), ``best.npz`` and ``last.npz`` (checkpoints, written atomically after every
+epoch, best first), and, at the end, ``curves.png``, ``confusion.png`` and ``filters.png``. A new run
+refuses a non-empty folder unless ``overwrite``.
 """
 
 from __future__ import annotations
