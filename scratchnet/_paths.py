@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -89,7 +90,8 @@ def fsync_folder(folder: Path) -> None:
 
 
 def remove_orphans(folder: str | Path) -> list[Path]:
-    """Delete the temporary files of :func:`atomic_write` in ``folder`` whose writer is no longer running.
+    """Delete the temporary files (and folders) of :func:`atomic_write` and :func:`temp_path` in ``folder``
+    whose writer is no longer running.
 
     A file whose pid is alive (another process still writing, or this one) is spared. Returns the removed.
     """
@@ -98,7 +100,10 @@ def remove_orphans(folder: str | Path) -> list[Path]:
         parts = tmp.name.split(".")  # ["", name..., pid, random, "tmp"]
         if len(parts) < 5 or not parts[-3].isdigit() or _alive(int(parts[-3])):
             continue
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():  # a half-unpacked folder (the CIFAR-10 extraction)
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 

@@ -231,9 +231,13 @@ def test_an_interrupted_extraction_leaves_no_partial_folder(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         cifar.extract(tarball, tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []  # neither the folder nor its temporary twin
+    killed = tmp_path / "cache" / f".{cifar.BATCH_FOLDER}.{2**22 + 7}.dead.tmp"  # left by a killed process
+    (killed / "data_batch_1").parent.mkdir()
+    (killed / "data_batch_1").write_bytes(b"half")
     monkeypatch.undo()
     folder = cifar.extract(tarball, tmp_path / "cache")
     assert sorted(p.name for p in folder.iterdir()) == sorted(cifar.ALL_FILES)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cifar.BATCH_FOLDER]  # the orphan is gone
 
 
 class Drip(http.server.BaseHTTPRequestHandler):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnet._paths import atomic_write, fsync_folder, temp_path
+from scratchnet._paths import atomic_write, fsync_folder, remove_orphans, temp_path
 from scratchnet.data.dataset import ArrayDataset
 from scratchnet.data.download import cache_dir, download
 from scratchnet.errors import DatasetError
@@ -117,6 +117,7 @@ def extract(tarball: Path, destination: Path) -> Path:
     """
     out_dir = destination / BATCH_FOLDER
     destination.mkdir(parents=True, exist_ok=True)
+    remove_orphans(destination)  # what a killed extraction left
     work_dir = temp_path(out_dir)
     work_dir.mkdir()
     try:
