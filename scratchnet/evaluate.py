@@ -18,11 +18,19 @@ from tqdm import tqdm
 import scratchnet.data as D
 from scratchnet import plots
 from scratchnet.checkpoint import load_model
+from scratchnet.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
 from scratchnet.optim import check_count
+
+# Datasets whose class names are known without reading them.
+KNOWN_CLASSES = {
+    "mnist": MNIST_CLASSES,
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+    "fashion-mnist-mini": FASHION_MNIST_CLASSES,
+}
 
 
 @dataclass
@@ -106,6 +114,8 @@ def evaluate_checkpoint(
     model, checkpoint = load_model(path, device=device)
     meta, config = checkpoint.meta, checkpoint.meta["config"]
     name = dataset or config["dataset"]
+    if name in KNOWN_CLASSES:  # refused before any file is looked for (or downloaded)
+        _check_classes(name, KNOWN_CLASSES[name], meta["classes"], config["dataset"])
     if dataset is None:  # the run's own dataset: also its folder, unless another is given
         data_dir = data_dir or config["data_dir"]
     data = D.load_dataset(
@@ -115,11 +125,7 @@ def evaluate_checkpoint(
         download=config["download"],
         image_size=meta["input_shape"][-1],
     )
-    if list(data.classes) != list(meta["classes"]):
-        raise DatasetError(
-            f"{name} has the classes {list(data.classes)}, but the checkpoint's model predicts "
-            f"{list(meta['classes'])}: evaluate it on the dataset it was trained on ({config['dataset']})"
-        )
+    _check_classes(name, data.classes, meta["classes"], config["dataset"])
     if tuple(data.shape) != tuple(meta["input_shape"]):
         raise DatasetError(
             f"{name} gives images of shape {tuple(data.shape)}, the model takes {tuple(meta['input_shape'])}"
@@ -128,6 +134,14 @@ def evaluate_checkpoint(
     normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
     result = evaluate(model, data, transform=normalize, batch_size=batch_size, confusion=True)
     return result, meta["classes"], meta
+
+
+def _check_classes(name: str, classes: list[str], trained: list[str], trained_on: str) -> None:
+    if list(classes) != list(trained):
+        raise DatasetError(
+            f"{name} has the classes {list(classes)}, but the checkpoint's model predicts {list(trained)}: "
+            f"evaluate it on the dataset it was trained on ({trained_on})"
+        )
 
 
 def report(result: Evaluation, classes: list[str]) -> str:

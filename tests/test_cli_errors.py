@@ -246,6 +246,11 @@ def test_evaluate_refuses_bad_values(argv, needle, small_run, capsys):
     assert_bad_input(status, err, needle)
 
 
+def test_evaluate_refuses_mnist_for_a_fashion_mnist_checkpoint_before_looking_for_files(small_run, capsys):
+    status, err = call(evaluate, ["--checkpoint", small_run, "--dataset", "mnist"], capsys)
+    assert_bad_input(status, err, "classes", "fashion-mnist-mini")
+
+
 def test_evaluate_refuses_a_dataset_with_other_classes(small_run, tmp_path, capsys):
     for name in ("cat", "dog"):
         (tmp_path / "test" / name).mkdir(parents=True)
