@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from scratchnet._cuda.signature import parse_kernels
+from scratchnet._cuda.signature import Param
 from scratchnet.errors import KernelLaunchError
 from scratchnet.sim.compiler import MAX_SHARED_BYTES, Build
 
@@ -78,18 +78,22 @@ def _next_launch_seed() -> int:
 
 # --- parameters ---------------------------------------------------------------------------------------------
 class _Param:
-    """One kernel parameter, as compiled (``dtype``, ``pointer``, ``const``) and as named in the source."""
+    """One kernel parameter as compiled, with the ctypes type a scalar is passed as."""
 
-    def __init__(self, code: str, name: str, c_type: str | None):
-        self.pointer = code[0] in "CP"
-        self.const = code[0] == "C"
-        kind, size = code.lstrip("CP")[0], int(code.lstrip("CP")[1:])
-        self.dtype = np.dtype(bool) if kind == "b" else np.dtype(f"{kind}{size}") if kind in "iuf" else None
-        self.name = name
-        c_name = _c_name(self.dtype) if self.dtype is not None else f"{size}-byte type"
-        self.c_type = c_type or ("const " if self.const else "") + c_name + ("*" if self.pointer else "")
-        if not self.pointer and self.dtype is not None:
-            self.ctypes_type = np.ctypeslib.as_ctypes_type(self.dtype)
+    def __init__(self, param: Param):
+        self.pointer, self.const, self.name, self.c_type = (
+            param.pointer,
+            param.const,
+            param.name,
+            param.c_type,
+        )
+        self.dtype = param.dtype
+        if not self.pointer:
+            self.ctypes_type = (
+                ctypes.c_char * param.dtype.itemsize
+                if param.dtype.kind == "V"
+                else (np.ctypeslib.as_ctypes_type(self.dtype))
+            )
 
 
 def _passed_dtype(value) -> np.dtype | None:
@@ -158,7 +162,7 @@ def _group_overlapping(arrays: list[tuple[int, _Param, np.ndarray]]):
 class SimModule:
     """A compiled ``.cu`` source: ``get_function(name)`` gives a launchable :class:`SimKernel`."""
 
-    def __init__(self, build: Build, source: str):
+    def __init__(self, build: Build):
         self.build = build
         self.library = ctypes.CDLL(str(build.library))
         self.library.sim_launch.restype = ctypes.c_int
@@ -177,11 +181,6 @@ class SimModule:
             ctypes.c_char_p,  # error
             ctypes.c_int,  # error_size
         ]
-        self.library.sim_kernel_signature.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        try:
-            self._source_signatures = parse_kernels(source)
-        except ValueError:
-            self._source_signatures = {}
         self._kernels: dict[str, SimKernel] = {}
 
     def get_function(self, name: str) -> SimKernel:
@@ -200,15 +199,7 @@ class SimKernel:
 
     def __init__(self, module: SimModule, index: int, name: str):
         self.module, self.index, self.name = module, index, name
-        text = ctypes.create_string_buffer(4096)
-        module.library.sim_kernel_signature(index, text, len(text))
-        codes = [c for c in text.value.decode().split(",") if c]
-        source = module._source_signatures.get(name)
-        if source is not None and len(source.params) == len(codes):
-            names, c_types = [p.name for p in source.params], [p.c_type for p in source.params]
-        else:
-            names, c_types = [f"#{i}" for i in range(len(codes))], [None] * len(codes)
-        self.params = [_Param(c, n, t) for c, n, t in zip(codes, names, c_types, strict=True)]
+        self.params = [_Param(p) for p in module.build.signatures[name].params]
         self.static_shared_bytes = module.build.static_shared_bytes.get(name, 0)
 
     def __repr__(self) -> str:
@@ -234,7 +225,12 @@ class SimKernel:
                 arrays.append((index, param, self._check_array(param, value)))
                 values.append(None)
             else:
-                values.append(param.ctypes_type(self._check_scalar(param, value)))
+                scalar = self._check_scalar(param, value)
+                values.append(
+                    param.ctypes_type.from_buffer_copy(scalar)
+                    if isinstance(scalar, bytes)
+                    else param.ctypes_type(scalar)
+                )
         count = len(self.params)
         buffers, placement = _group_overlapping(arrays)
         argv = (ctypes.c_void_p * count)(*[None if v is None else ctypes.addressof(v) for v in values])
@@ -284,11 +280,18 @@ class SimKernel:
             )
         return value
 
-    def _check_scalar(self, param: _Param, value) -> bool | int | float:
+    def _check_scalar(self, param: _Param, value) -> bool | int | float | bytes:
         if isinstance(value, np.ndarray):
             raise KernelLaunchError(
                 f"{self._where(param)} (a scalar) but got an array of shape {value.shape}"
             )
+        if param.dtype.kind == "V":  # a struct by value: a NumPy structured scalar of the same size
+            if not isinstance(value, np.void) or value.dtype.itemsize != param.dtype.itemsize:
+                raise KernelLaunchError(
+                    f"{self._where(param)} ({param.dtype.itemsize} bytes) but got {_describe(value)}; pass "
+                    "a NumPy structured scalar of the same layout, e.g. np.array((1.0, 2.0), 'f4,f4')[()]"
+                )
+            return value.tobytes()
         dtype = _passed_dtype(value)
         if dtype is None:
             raise KernelLaunchError(
