@@ -39,6 +39,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchnet._cuda.limits import MAX_SHARED_BYTES
 from scratchnet._cuda.signature import (
     C_TYPES,
     KernelSignature,
@@ -53,7 +54,6 @@ HEADER = HERE / "cuda_sim.h"
 INCLUDE = HERE / "include"  # cooperative_groups.h and the CUDA headers a kernel file may include
 RUNTIME = HERE / "runtime.cpp"
 CACHE_FORMAT = 3  # bump when what build() stores in the cache changes
-MAX_SHARED_BYTES = 48 * 1024  # CUDA's limit per block, static plus dynamic, without an opt-in attribute
 
 # -O2 because the layer tests (float64 finite differences included) run every kernel many times.
 # Warnings that correct CUDA code triggers on a host compiler (comparing threadIdx.x, an unsigned int, with

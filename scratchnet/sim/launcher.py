@@ -21,13 +21,11 @@ import threading
 
 import numpy as np
 
+from scratchnet._cuda.limits import check_launch, dim3
 from scratchnet._cuda.signature import Param
 from scratchnet.errors import KernelLaunchError
-from scratchnet.sim.compiler import MAX_SHARED_BYTES, Build
+from scratchnet.sim.compiler import Build
 
-MAX_THREADS_PER_BLOCK = 1024
-MAX_BLOCK = (1024, 1024, 64)
-MAX_GRID = (2**31 - 1, 65535, 65535)
 MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
 
 # One launch at a time in the whole process: a module's scheduler state and its shared memory are global.
@@ -206,7 +204,7 @@ class SimKernel:
         return f"<simulated kernel {self.name}({', '.join(f'{p.c_type} {p.name}' for p in self.params)})>"
 
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
-        grid, block = _dim3(grid, "grid", self.name), _dim3(block, "block", self.name)
+        grid, block = dim3(grid, f"{self.name}: grid"), dim3(block, f"{self.name}: block")
         shared_mem = int(shared_mem)
         self._check_limits(grid, block, shared_mem)
         if not isinstance(args, tuple | list):
@@ -303,38 +301,12 @@ class SimKernel:
         return value.item() if isinstance(value, np.generic) else value
 
     def _check_limits(self, grid, block, shared_mem: int) -> None:
-        threads = block[0] * block[1] * block[2]
-        if threads > MAX_THREADS_PER_BLOCK:
-            raise KernelLaunchError(
-                f"{self.name}: block {block} has {threads} threads; "
-                f"CUDA allows at most {MAX_THREADS_PER_BLOCK}"
-            )
-        for what, dims, limits in (("block", block, MAX_BLOCK), ("grid", grid, MAX_GRID)):
-            for axis, size, limit in zip("xyz", dims, limits, strict=True):
-                if size > limit:
-                    raise KernelLaunchError(
-                        f"{self.name}: {what}.{axis} = {size} exceeds CUDA's limit {limit}"
-                    )
+        if shared_mem < 0:
+            raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
+        check_launch(self.name, grid, block, self.static_shared_bytes + shared_mem)
         blocks = grid[0] * grid[1] * grid[2]
         if blocks > MAX_SIMULATED_BLOCKS:
             raise KernelLaunchError(
                 f"{self.name}: grid {grid} has {blocks} blocks; the simulator runs at most "
                 f"{MAX_SIMULATED_BLOCKS} per launch (use a grid-stride loop, or the gpu device)"
             )
-        if shared_mem < 0:
-            raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
-        if self.static_shared_bytes + shared_mem > MAX_SHARED_BYTES:
-            raise KernelLaunchError(
-                f"{self.name} uses {self.static_shared_bytes} bytes of static and {shared_mem} bytes of "
-                f"dynamic shared memory per block; CUDA allows {MAX_SHARED_BYTES} bytes (48 KiB) in all"
-            )
-
-
-def _dim3(dims, what: str, kernel_name: str) -> tuple[int, int, int]:
-    values = dims if isinstance(dims, tuple | list) else (dims,)
-    if not 1 <= len(values) <= 3 or not all(isinstance(d, int | np.integer) for d in values):
-        raise KernelLaunchError(f"{kernel_name}: {what} must be 1 to 3 integers, got {dims!r}")
-    values = tuple(int(d) for d in values) + (1,) * (3 - len(values))
-    if min(values) < 1:
-        raise KernelLaunchError(f"{kernel_name}: {what} sizes must be >= 1, got {values}")
-    return values
