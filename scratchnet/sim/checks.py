@@ -67,8 +67,8 @@ def parse_checks(checks: str | Iterable[str] | None) -> frozenset[str]:
     unknown = sorted(set(names) - set(CHECKS))
     if unknown:
         raise ValueError(
-            f"unknown simulator check(s) {', '.join(map(repr, unknown))} (from checks= or SCRATCHNET_SIM_CHECKS);"
-            f" choose from {', '.join(CHECKS)}, or all"
+            f"unknown simulator check(s) {', '.join(map(repr, unknown))} (from checks= or "
+            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all"
         )
     selected = frozenset(names)
     if selected & INSTRUMENTED and (platform.system(), platform.machine()) != ("Linux", "x86_64"):

@@ -379,7 +379,7 @@ def _compile(
     compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
 ) -> None:
     shown_name = filename or "kernel.cu"
-    with tempfile.TemporaryDirectory(dir=directory, prefix="build-") as tmp:
+    with tempfile.TemporaryDirectory(dir=library.parent, prefix="build-") as tmp:
         # The #line directive makes the compiler's messages name the real file and line.
         (Path(tmp) / "kernel.cu").write_text(f'#line 1 "{shown_name}"\n{source}')
         (Path(tmp) / "module.cpp").write_text(generate_wrapper("kernel.cu", names, shared))
