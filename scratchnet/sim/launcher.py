@@ -61,7 +61,7 @@ def _seed_from_environment() -> int:
         raise ValueError(f"SCRATCHNET_SIM_SEED must be an integer, got {text!r}") from None
 
 
-_seed = {"base": _seed_from_environment(), "launches": 0}
+_seed: dict[str, int | None] = {"base": None, "launches": 0}  # base None: read the environment first
 
 
 def set_seed(seed: int) -> None:
@@ -71,6 +71,8 @@ def set_seed(seed: int) -> None:
 
 
 def _next_launch_seed() -> int:
+    if _seed["base"] is None:  # read at the first launch, so that a bad value is an error there
+        _seed["base"] = _seed_from_environment()
     _seed["launches"] += 1
     return (_seed["base"] * 0x9E3779B97F4A7C15 + _seed["launches"] * 0xBF58476D1CE4E5B9) % 2**64
 
