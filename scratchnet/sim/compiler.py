@@ -303,6 +303,7 @@ def build(
     key = _hash(
         CACHE_FORMAT,
         source,
+        filename,  # compiled into messages and line information
         names,
         HEADER.read_text(),
         RUNTIME.read_text(),
