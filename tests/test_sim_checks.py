@@ -173,6 +173,8 @@ def test_project_kernels_are_clean_under_all_checks(tmp_path):
                 "sim",
                 "--model",
                 model,
+                "--image-size",
+                "32",
                 "--val-fraction",
                 "0.5",
                 "--limit-train",

@@ -74,7 +74,8 @@ What it still cannot do
   one, an out-of-bounds access to one static ``__shared__`` array that lands inside another is not seen
   (the static shared memory is checked as a whole), racecheck compares accesses of different sizes only by
   4-byte granule or byte, ``memcpy`` calls inside kernels are not checked, and initcheck covers shared
-  memory only (arrays come from NumPy, always initialised). A checked launch is much slower: every load and store calls the runtime.
+  memory only (arrays come from NumPy, always initialised). A checked launch is much slower: every load
+  and store calls the runtime.
 * Two threads never run at the same time, so a non-atomic read-modify-write between barriers is found by
   racecheck, not by a wrong result.
 * Floating-point results may differ from a GPU in the last bits (FMA contraction, the fast-math functions
