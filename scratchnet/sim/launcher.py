@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from scratchnet._cuda.limits import check_launch, dim3
-from scratchnet._cuda.signature import Param
+from scratchnet._cuda.signature import C_NAME_OF_KIND, Param
 from scratchnet.errors import KernelLaunchError
 from scratchnet.sim.checks import Report, check_bits, launch_error
 from scratchnet.sim.compiler import Build
@@ -32,24 +32,9 @@ MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block
 # One launch at a time in the whole process: a module's scheduler state and its shared memory are global.
 _launch_lock = threading.Lock()
 
-# The C name of each dtype, for messages.
-_C_NAMES = {
-    "b1": "bool",
-    "i1": "signed char",
-    "u1": "unsigned char",
-    "i2": "short",
-    "u2": "unsigned short",
-    "i4": "int",
-    "u4": "unsigned int",
-    "i8": "long long",
-    "u8": "unsigned long long",
-    "f4": "float",
-    "f8": "double",
-}
-
 
 def _c_name(dtype: np.dtype) -> str:
-    return _C_NAMES.get(f"{dtype.kind}{dtype.itemsize}", str(dtype))
+    return C_NAME_OF_KIND.get(f"{dtype.kind}{dtype.itemsize}", str(dtype))
 
 
 # --- the launch seed ---------------------------------------------------------------------------------------
