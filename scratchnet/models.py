@@ -567,7 +567,7 @@ def VGGCifar(
 
     Two stacked 3×3 convolutions see a 5×5 window with 2·9·C² weights instead of 25·C² (three see 7×7),
     with a ReLU between them: VGG's argument for using nothing but 3×3. The pools floor (28 -> 14 -> 7 -> 3).
-    With 3×32×32 inputs and 10 classes: 307,946 parameters; with 1×28×28: 298,698.
+    With 3×32×32 inputs and 10 classes: 307,946 parameters; with 1×28×28: 298,410.
     ``input_grad``: see :class:`Sequential`.
     """
     input_size = _check_input_size("VGGCifar", input_size, 8)

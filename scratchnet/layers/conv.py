@@ -217,6 +217,8 @@ class Conv2D(Layer):
     independent convolutions (``groups = in_channels`` is a depthwise convolution). ``impl``: "fast"
     (im2col + GEMM) or "naive" (direct loops / one thread per output). ``W`` starts He-normal,
     std = sqrt(2 / fan_in) with fan_in = in_channels / groups · kh · kw; ``b`` at zero; ``seed`` seeds it.
+    ``bias=False``: no ``b`` (b = 0 in the formulas), for a convolution followed by BatchNorm, whose β
+    does its job (ResNet).
     ``needs_input_grad = False`` (for a network's first layer) makes ``backward`` skip dL/dx and return None.
     """
 
@@ -232,6 +234,7 @@ class Conv2D(Layer):
         device: str | Device = "cpu",
         dtype=np.float32,
         seed=None,
+        bias: bool = True,
     ):
         super().__init__(device=device, dtype=dtype)
         in_channels = _positive_int(in_channels, "in_channels")
@@ -254,7 +257,9 @@ class Conv2D(Layer):
         rng = np.random.default_rng(seed)
         w = rng.standard_normal((out_channels, in_channels // groups, kh, kw)) * np.sqrt(2 / fan_in)
         self._set_param("W", w)
-        self._set_param("b", np.zeros(out_channels))
+        self.bias = bool(bias)
+        if self.bias:
+            self._set_param("b", np.zeros(out_channels))
         # Set to False on a network's first layer, whose dL/dx nobody reads: backward then skips computing
         # it (about a third of the backward's work) and returns None.
         self.needs_input_grad = True
@@ -285,13 +290,19 @@ class Conv2D(Layer):
             text += f", groups={self.groups}"
         if self.impl != "fast":
             text += f", impl={self.impl!r}"
+        if not self.bias:
+            text += ", bias=False"
         return text
+
+    def _bias(self):
+        """``b``, or zeros without a bias (the forward formulas then add nothing)."""
+        return self.params["b"] if self.bias else self.device.zeros((self.out_channels,), self.dtype)
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     # Saved for backward: ``x`` (naive), or the im2col ``cache`` (fast).
     def _forward_numpy(self, x, training):
         conv = dict(stride=self.stride, padding=self.padding, groups=self.groups)
-        w, b = self.params["W"], self.params["b"]
+        w, b = self.params["W"], self._bias()
         if self.impl == "naive":
             self._save_for_backward(x=x)
             return conv2d_forward_naive(x, w, b, **conv)
@@ -306,7 +317,9 @@ class Conv2D(Layer):
             dx, dw, db = conv2d_backward_naive(dy, saved.x, w, **conv)
         else:
             dx, dw, db = conv2d_backward_fast(dy, saved.cache, w, **conv, input_grad=self.needs_input_grad)
-        self.grads["W"], self.grads["b"] = dw, db
+        self.grads["W"] = dw
+        if self.bias:
+            self.grads["b"] = db
         return dx if self.needs_input_grad else None
 
     # --- gpu and sim: kernels/conv.cu, kernels/gemm.cu, kernels/reduce.cu ----------------------------
@@ -323,7 +336,7 @@ class Conv2D(Layer):
         return self.device.kernel("conv.cu", name, self.dtype)
 
     def _forward_kernels(self, x, training):
-        dev, w, b = self.device, self.params["W"], self.params["b"]
+        dev, w, b = self.device, self.params["W"], self._bias()
         N, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo = sizes = self._sizes(x.shape)
         F, G = self.out_channels, self.groups
         if self.impl == "naive":
@@ -337,7 +350,8 @@ class Conv2D(Layer):
         y_t = gemm(dev, w.reshape(G, F // G, -1), cols)  # (G, Fg, N·Ho·Wo) = (F, N, Ho·Wo)
         y = dev.empty((N, F, Ho, Wo), self.dtype)
         self._conv_kernel("swap_axes01").launch_1d(y.size, (y_t, y, F, N, Ho * Wo))
-        add_bias(dev, y, b, positions=Ho * Wo)
+        if self.bias:
+            add_bias(dev, y, b, positions=Ho * Wo)
         self._save_for_backward(cols=cols, x_shape=x.shape)
         return y
 
@@ -346,7 +360,8 @@ class Conv2D(Layer):
         F, G = self.out_channels, self.groups
         N, Ho, Wo = dy.shape[0], dy.shape[2], dy.shape[3]
         saved = self._saved()
-        self.grads["b"] = bias_grad(dev, dy, positions=Ho * Wo)
+        if self.bias:
+            self.grads["b"] = bias_grad(dev, dy, positions=Ho * Wo)
         if self.impl == "naive":
             x = saved.x
             sizes = (*self._sizes(x.shape), F, G)

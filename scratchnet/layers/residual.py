@@ -70,7 +70,7 @@ class DottedStore(dict):
 
 
 class ResidualBlock(Layer):
-    """ResNet's basic block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``; see the module docstring.
+    """ResNet's basic block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` (module docstring).
 
     ``stride`` 1 with ``out_channels == in_channels`` gives the identity shortcut; otherwise the option-A
     shortcut, which needs ``out_channels >= in_channels`` with an even difference. ``shortcut=False`` leaves
