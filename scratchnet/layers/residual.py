@@ -68,6 +68,9 @@ class DottedStore(dict):
         getattr(self._layers[name], self._store)[k] = value
         super().__setitem__(key, value)
 
+    def __reduce__(self):  # copy and pickle as a view over the (copied) sub-layers
+        return DottedStore, (self._layers, self._store)
+
 
 class ResidualBlock(Layer):
     """ResNet's basic block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` (module docstring).
