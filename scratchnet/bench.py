@@ -302,10 +302,16 @@ def torch_model(model, torch):
 def naive_copy(model):
     """A copy of ``model`` whose convolutions and poolings use their naive loop implementation."""
     naive = copy.deepcopy(model)
-    for layer in naive.layers.values():
+    for layer in _leaf_layers(naive.layers):
         if isinstance(layer, Conv2D | MaxPool2D):
             layer.impl = "naive"
     return naive
+
+
+def _leaf_layers(layers: dict):
+    """The layers of ``layers``, with those inside residual blocks in place of the blocks."""
+    for layer in layers.values():
+        yield from _leaf_layers(layer.layers) if isinstance(layer, ResidualBlock) else (layer,)
 
 
 class Bench:
