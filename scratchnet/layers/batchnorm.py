@@ -81,7 +81,7 @@ def batchnorm_forward(x3, mean, var, gamma, beta, eps):
 def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True):
     """(dx, dγ, dβ) from dy3 (N, C, P); ``batch_stats``: μ and σ² came from this batch (training)."""
     N, _, P = dy3.shape
-    n = N * P
+    n = max(N * P, 1)  # an empty batch has zero sums (and no dx to compute): avoid 0 / 0
     dbeta = dy3.sum(axis=(0, 2))  # (C,)
     dgamma = (dy3 * x_hat).sum(axis=(0, 2))  # (C,)
     scale = (gamma / np.sqrt(var + eps))[:, None]  # γ / s, (C, 1)
@@ -150,7 +150,7 @@ class _BatchNorm(Layer):
     @staticmethod
     def _as_ncp(a):
         """(N, C, ...) -> (N, C, P): a view of the same numbers (P = 1 for 2-D inputs)."""
-        return a.reshape(a.shape[0], a.shape[1], -1)
+        return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:], dtype=np.int64)))
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
@@ -187,8 +187,9 @@ class _BatchNorm(Layer):
         """N, C, P of an (N, C, ...) shape, as the kernels take them."""
         return shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64))
 
-    def _per_channel_sums(self, name: str, args: tuple, threads: int = REDUCE_THREADS) -> None:
-        """Launch one of the per-channel reductions: one block of ``threads`` per channel."""
+    def _per_channel_sums(self, name: str, args: tuple) -> None:
+        """Launch one of the per-channel reductions: one block of ``REDUCE_THREADS`` threads per channel."""
+        threads = REDUCE_THREADS
         shared_mem = threads * self.dtype.itemsize  # one partial sum per thread
         self._kernel(name)((self.num_features,), (threads,), args, shared_mem=shared_mem)
 
