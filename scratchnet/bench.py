@@ -221,8 +221,10 @@ class Row:
 
 # --- the same model in PyTorch ------------------------------------------------------------------------
 def torch_layer(layer, torch):
-    """The ``torch.nn`` module computing what ``layer`` computes, with a copy of its parameters."""
+    """The ``torch.nn`` module computing what ``layer`` computes, with a copy of its parameters (in the
+    layer's dtype, so that float64 weights are not rounded to float32 on the way)."""
     nn = torch.nn
+    dtype = torch.float64 if layer.dtype == np.float64 else torch.float32
     if isinstance(layer, Conv2D):
         W = np.asarray(layer.device.to_host(layer.params["W"]))  # (F, C/groups, kh, kw)
         groups = getattr(layer, "groups", 1)
@@ -234,11 +236,12 @@ def torch_layer(layer, torch):
             layer.padding,
             groups=groups,
             bias=layer.bias,
+            dtype=dtype,
         )
         return _with_params(module, torch, W, layer.device.to_host(layer.params["b"]) if layer.bias else None)
     if isinstance(layer, Linear):
         W = np.asarray(layer.device.to_host(layer.params["W"]))  # (in, out); torch keeps (out, in)
-        module = nn.Linear(W.shape[0], W.shape[1])
+        module = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
         return _with_params(module, torch, W.T, layer.device.to_host(layer.params["b"]))
     if isinstance(layer, MaxPool2D):
         return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
@@ -249,7 +252,7 @@ def torch_layer(layer, torch):
     if isinstance(layer, Dropout):
         return nn.Dropout(layer.p)
     if isinstance(layer, BatchNorm2D):
-        module = nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum)
+        module = nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, dtype=dtype)
         with torch.no_grad():
             for theirs, ours in ((module.running_mean, "running_mean"), (module.running_var, "running_var")):
                 theirs.copy_(torch.from_numpy(np.asarray(layer.device.to_host(layer.buffers[ours]))))
