@@ -213,3 +213,65 @@ def test_bad_arguments_and_shapes_are_clear_errors():
         sn.layers.BatchNorm2D(3).forward(np.zeros((2, 4, 5, 5), dtype=np.float32))
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         sn.layers.BatchNorm1D(3).forward(np.zeros((2, 3, 5, 5), dtype=np.float32))
+
+
+# --- the exercise of lesson 14 ---------------------------------------------------------------------------
+SOLUTION = "lessons/exercises/solutions/14_batchnorm_vgg_resnet/batchnorm-backward.py"
+
+
+def _solution():
+    from pathlib import Path
+
+    namespace = {"np": np}
+    exec((Path(__file__).resolve().parent.parent / SOLUTION).read_text(), namespace)
+    return namespace["batchnorm_backward"]
+
+
+def _normalised(x, eps, ddof=0):
+    s = np.sqrt(x.var(axis=0, ddof=ddof) + eps)
+    return (x - x.mean(axis=0)) / s, s
+
+
+def _constant_statistics(dy, x, gamma, eps):
+    x_hat, s = _normalised(x, eps)
+    return gamma / s * dy, (dy * x_hat).sum(axis=0), dy.sum(axis=0)
+
+
+def _without_eps(dy, x, gamma, eps):
+    return _solution()(dy, x, gamma, 0.0)
+
+
+def _without_the_mean_path(dy, x, gamma, eps):
+    x_hat, s = _normalised(x, eps)
+    dgamma = (dy * x_hat).sum(axis=0)
+    return gamma / s * (dy - x_hat * dgamma / len(x)), dgamma, dy.sum(axis=0)
+
+
+def _unbiased_variance(dy, x, gamma, eps):
+    x_hat, s = _normalised(x, eps, ddof=1)
+    dgamma = (dy * x_hat).sum(axis=0)
+    return gamma / s * (dy - dy.sum(axis=0) / len(x) - x_hat * dgamma / (len(x) - 1)), dgamma, dy.sum(axis=0)
+
+
+def _dbeta_as_a_mean(dy, x, gamma, eps):
+    dx, dgamma, dbeta = _solution()(dy, x, gamma, eps)
+    return dx, dgamma, dbeta / len(x)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "named"),
+    [
+        (_constant_statistics, "treats μ and σ² as constants"),
+        (_without_eps, "without eps"),
+        (_without_the_mean_path, "misses the path through the mean"),
+        (_unbiased_variance, "unbiased variance"),
+        (_dbeta_as_a_mean, "a mean where a sum is needed"),
+    ],
+)
+def test_the_exercise_checker_names_the_mistake(wrong, named):
+    from scratchnet.exercises import run
+
+    assert run("batchnorm-backward", _solution()).passed
+    report = run("batchnorm-backward", wrong)
+    assert not report.passed
+    assert named in "\n".join(report.lines), report.render()
