@@ -14,7 +14,7 @@ from scratchnet.bench import torch_layer, torch_model
 from scratchnet.checkpoint import load_checkpoint, load_model
 from scratchnet.gradcheck import TOLERANCE, check_layer
 
-BLOCKS = {"identity": (4, 4, 1), "downsample": (2, 4, 2)}  # in_channels, out_channels, stride
+BLOCKS = {"identity": (2, 2, 1), "downsample": (2, 4, 2)}  # in_channels, out_channels, stride
 
 
 def relative(a, b) -> float:
@@ -37,11 +37,13 @@ def test_global_avg_pool_gradient_and_values(device):
 
 # --- the residual block ------------------------------------------------------------------------------------
 def block_input(C, seed=1):
-    return np.random.default_rng(seed).standard_normal((3, C, 5, 5))
+    return np.random.default_rng(seed).standard_normal((2, C, 5, 5))  # odd sides: 5 -> 3 with stride 2
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kind", ["identity", "downsample", "plain"])
+@pytest.mark.parametrize(
+    ("device", "kind"),
+    [(d, k) for d in DEVICES for k in ("identity", "downsample")] + [("cpu", "plain")],  # plain: no kernel
+)
 def test_residual_block_gradients(device, kind):
     C, F, S = BLOCKS["identity" if kind == "plain" else kind]
     block = sn.layers.ResidualBlock(
@@ -185,29 +187,28 @@ def synthetic_images(count=16, size=32, channels=3, seed=0):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", ["resnet20-cifar", "vgg-cifar"])
-def test_training_lowers_the_loss(device, name):
-    """2 epochs of 16 synthetic 32×32 images in batches of 8 (ResNet-20 runs at about 1 image/s on sim)."""
+@pytest.mark.parametrize(("name", "lr"), [("resnet20-cifar", 0.05), ("vgg-cifar", 0.01)])
+def test_training_lowers_the_loss(device, name, lr):
+    """2 epochs of 16 synthetic images in batches of 8: the second epoch's loss is lower. 32×32 on cpu; on
+    the kernel devices 16×16, as ResNet-20 runs at about 1 image/s at 32×32 on sim (any size >= 8 builds)."""
     if device != "cpu" and name == "vgg-cifar":
         pytest.skip("one model is enough on the kernel devices (the layers are the same)")
-    model = sn.models.build(name, device=device, seed=0)
+    size = 32 if device == "cpu" else 16
+    model = sn.models.build(name, input_size=size, device=device, seed=0)
     dev = model.device
-    x_host, labels_host = synthetic_images()
+    x_host, labels_host = synthetic_images(size=size)
     x, labels = dev.array(x_host, dtype=np.float32), dev.array(labels_host)
     loss = sn.layers.SoftmaxCrossEntropy(device=device)
-    optimizer = sn.optim.SGD(model, lr=0.05, momentum=0.9)
-
-    def full_batch_loss():
-        return float(loss.forward(model.forward(x, training=True, keep_for_backward=False), labels))
-
-    before = full_batch_loss()
+    optimizer = sn.optim.SGD(model, lr=lr, momentum=0.9)
+    epoch_losses = []
     for _ in range(2):
+        losses = []
         for start in (0, 8):
-            loss.forward(model.forward(x[start : start + 8]), labels[start : start + 8])
+            losses.append(float(loss.forward(model.forward(x[start : start + 8]), labels[start : start + 8])))
             model.backward(loss.backward())
             optimizer.step()
-    after = full_batch_loss()
-    assert after < 0.8 * before, (before, after)
+        epoch_losses.append(np.mean(losses))
+    assert epoch_losses[1] < 0.8 * epoch_losses[0], epoch_losses
 
 
 # --- the trainer and the command lines ---------------------------------------------------------------------
