@@ -51,17 +51,21 @@ from scratchnet import models as M
 from scratchnet import optim as O
 from scratchnet.device import DEVICE_NAMES, Device, get_device
 from scratchnet.layers import (
+    BatchNorm2D,
     Conv2D,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     Linear,
     LocalResponseNorm,
     MaxPool2D,
     ReLU,
+    ResidualBlock,
     SoftmaxCrossEntropy,
 )
+from scratchnet.layers.residual import MAIN_BRANCH
 
-BENCH_MODELS = ("lenet5", "alexnet-cifar", "alexnet", "alexnet-torchvision")
+BENCH_MODELS = ("lenet5", "alexnet-cifar", "alexnet", "alexnet-torchvision", "resnet20-cifar")
 LR, MOMENTUM = 0.01, 0.9  # the SGD of the timed training step (both libraries)
 
 
@@ -217,18 +221,27 @@ class Row:
 
 # --- the same model in PyTorch ------------------------------------------------------------------------
 def torch_layer(layer, torch):
-    """The ``torch.nn`` module computing what ``layer`` computes, with a copy of its parameters."""
+    """The ``torch.nn`` module computing what ``layer`` computes, with a copy of its parameters (in the
+    layer's dtype, so that float64 weights are not rounded to float32 on the way)."""
     nn = torch.nn
+    dtype = torch.float64 if layer.dtype == np.float64 else torch.float32
     if isinstance(layer, Conv2D):
         W = np.asarray(layer.device.to_host(layer.params["W"]))  # (F, C/groups, kh, kw)
         groups = getattr(layer, "groups", 1)
         module = nn.Conv2d(
-            W.shape[1] * groups, W.shape[0], W.shape[2:], layer.stride, layer.padding, groups=groups
+            W.shape[1] * groups,
+            W.shape[0],
+            W.shape[2:],
+            layer.stride,
+            layer.padding,
+            groups=groups,
+            bias=layer.bias,
+            dtype=dtype,
         )
-        return _with_params(module, torch, W, layer.device.to_host(layer.params["b"]))
+        return _with_params(module, torch, W, layer.device.to_host(layer.params["b"]) if layer.bias else None)
     if isinstance(layer, Linear):
         W = np.asarray(layer.device.to_host(layer.params["W"]))  # (in, out); torch keeps (out, in)
-        module = nn.Linear(W.shape[0], W.shape[1])
+        module = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
         return _with_params(module, torch, W.T, layer.device.to_host(layer.params["b"]))
     if isinstance(layer, MaxPool2D):
         return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
@@ -238,6 +251,18 @@ def torch_layer(layer, torch):
         return nn.Flatten()
     if isinstance(layer, Dropout):
         return nn.Dropout(layer.p)
+    if isinstance(layer, BatchNorm2D):
+        module = nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, dtype=dtype)
+        with torch.no_grad():
+            for theirs, ours in ((module.running_mean, "running_mean"), (module.running_var, "running_var")):
+                theirs.copy_(torch.from_numpy(np.asarray(layer.device.to_host(layer.buffers[ours]))))
+        return _with_params(
+            module, torch, *(layer.device.to_host(layer.params[k]) for k in ("gamma", "beta"))
+        )
+    if isinstance(layer, GlobalAvgPool2D):
+        return nn.AdaptiveAvgPool2d(1)
+    if isinstance(layer, ResidualBlock):
+        return _torch_residual_block(layer, torch)
     if isinstance(layer, LocalResponseNorm):  # PyTorch divides alpha by size; the paper does not
         return nn.LocalResponseNorm(layer.size, layer.alpha * layer.size, layer.beta, layer.k)
     raise TypeError(f"no PyTorch equivalent known for {type(layer).__name__}")
@@ -246,8 +271,28 @@ def torch_layer(layer, torch):
 def _with_params(module, torch, W, b):
     with torch.no_grad():
         module.weight.copy_(torch.from_numpy(np.ascontiguousarray(W)))
-        module.bias.copy_(torch.from_numpy(np.asarray(b)))
+        if b is not None:
+            module.bias.copy_(torch.from_numpy(np.asarray(b)))
     return module
+
+
+def _torch_residual_block(block, torch):
+    """A ``torch.nn.Module`` computing what the :class:`ResidualBlock` ``block`` computes (same weights)."""
+    C, F, S = block.in_channels, block.out_channels, block.stride
+
+    class TorchResidualBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main = torch.nn.Sequential(*(torch_layer(block.layers[name], torch) for name in MAIN_BRANCH))
+
+        def forward(self, x):
+            h = self.main(x)
+            if block.shortcut:
+                pad = (F - C) // 2  # option A: every S-th pixel, zero channels on both sides
+                h = h + torch.nn.functional.pad(x[:, :, ::S, ::S], (0, 0, 0, 0, pad, pad))
+            return torch.relu(h)
+
+    return TorchResidualBlock()
 
 
 def torch_model(model, torch):
@@ -260,10 +305,16 @@ def torch_model(model, torch):
 def naive_copy(model):
     """A copy of ``model`` whose convolutions and poolings use their naive loop implementation."""
     naive = copy.deepcopy(model)
-    for layer in naive.layers.values():
+    for layer in _leaf_layers(naive.layers):
         if isinstance(layer, Conv2D | MaxPool2D):
             layer.impl = "naive"
     return naive
+
+
+def _leaf_layers(layers: dict):
+    """The layers of ``layers``, with those inside residual blocks in place of the blocks."""
+    for layer in layers.values():
+        yield from _leaf_layers(layer.layers) if isinstance(layer, ResidualBlock) else (layer,)
 
 
 class Bench:
@@ -509,8 +560,9 @@ def format_report(report: dict) -> str:
         "vs torch = PyTorch time / scratchnet time (scratchnet throughput as a fraction of PyTorch's)"
     )
     lines.append("")
+    what = max([18, *(len(r["what"]) for r in report["rows"])])  # "stage1_block1 backward" is 22 long
     header = (
-        f"{'batch':>5}  {'what':<18}  {'impl':<6}  {'ms':>10}  {'img/s':>9}  "
+        f"{'batch':>5}  {'what':<{what}}  {'impl':<6}  {'ms':>10}  {'img/s':>9}  "
         f"{'torch ms':>9}  {'torch img/s':>11}  {'vs torch':>8}"
     )
     lines += [header, "-" * len(header)]
@@ -519,7 +571,7 @@ def format_report(report: dict) -> str:
         torch_rate = "" if r["torch_images_per_second"] is None else f"{r['torch_images_per_second']:,.0f}"
         ratio = "" if r["speed_vs_torch"] is None else f"{r['speed_vs_torch']:.2f}x"
         lines.append(
-            f"{r['batch']:>5}  {r['what']:<18}  {r['impl']:<6}  {1e3 * r['seconds']:>10.3f}  "
+            f"{r['batch']:>5}  {r['what']:<{what}}  {r['impl']:<6}  {1e3 * r['seconds']:>10.3f}  "
             f"{r['images_per_second']:>9,.0f}  {torch_ms:>9}  {torch_rate:>11}  {ratio:>8}"
         )
     lines.append("")

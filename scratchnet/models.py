@@ -7,7 +7,12 @@
 ``"alexnet"``                 3×227×227   AlexNet as in Krizhevsky, Sutskever & Hinton (2012)
 ``"alexnet-torchvision"``     3×224×224   torchvision's AlexNet, which loads its ImageNet weights
 ``"alexnet-cifar"``           3×32×32     a small AlexNet-style net that trains on a CPU in minutes
+``"vgg-cifar"``               3×32×32     VGG-style 3×3 stacks with BatchNorm (:func:`VGGCifar`)
+``"resnet20-cifar"``          3×32×32     ResNet-20 of He et al. (2016), section 4.2 (:func:`ResNet20`)
+``"plain20-cifar"``           3×32×32     the same 20 layers without shortcuts, the paper's "plain" net
 ============================  ==========  =========================================================
+
+The last three also build for 1×28×28 images (``in_channels=1, input_size=28``, the bundled set).
 
 A model runs its layers in order: ``forward`` feeds each layer's output to the next, ``backward`` sends
 dL/dy back through them in reverse (the chain rule, one layer at a time), and each layer keeps the
@@ -28,14 +33,17 @@ import numpy as np
 
 from scratchnet.device import Device, get_device
 from scratchnet.layers import (
+    BatchNorm2D,
     Conv2D,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     Layer,
     Linear,
     LocalResponseNorm,
     MaxPool2D,
     ReLU,
+    ResidualBlock,
 )
 from scratchnet.layers.base import float_dtype
 
@@ -145,6 +153,11 @@ class Sequential:
         """``{"<layer>.<param>": dL/dparam}`` from the last ``backward``; same keys and shapes as params."""
         return {f"{name}.{k}": v for name, layer in self.layers.items() for k, v in layer.grads.items()}
 
+    @property
+    def buffers(self) -> dict:
+        """``{"<layer>.<buffer>": array}``: state that is not trained (BatchNorm's running statistics)."""
+        return {f"{name}.{k}": v for name, layer in self.layers.items() for k, v in layer.buffers.items()}
+
     def num_params(self) -> int:
         return sum(layer.num_params() for layer in self.layers.values())
 
@@ -168,16 +181,22 @@ class Sequential:
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host copies of all parameters: ``{"conv1.W": np.ndarray, ...}`` (safe to keep while training)."""
-        return {k: np.array(self.device.to_host(v), copy=True) for k, v in self.params.items()}
+        """Host copies of all parameters and buffers: ``{"conv1.W": np.ndarray, "bn1.running_mean": ...}``
+        (safe to keep while training)."""
+        return {k: np.array(self.device.to_host(v), copy=True) for k, v in self._state().items()}
+
+    def _state(self) -> dict:
+        """The arrays of the state dict: parameters, then buffers."""
+        return self.params | self.buffers
 
     def load_state_dict(self, state: dict, strict: bool = True) -> tuple[list[str], list[str]]:
-        """Copy ``state`` (host arrays) into the parameters, in place; returns ``(missing, unexpected)`` keys.
+        """Copy ``state`` (host arrays) into the parameters and buffers, in place; returns ``(missing,
+        unexpected)`` keys.
 
         Shapes must match exactly; values are cast to the model's dtype. With ``strict`` any missing or
         unexpected key is an error; without it only the keys present in both are loaded.
         """
-        params = self.params
+        params = self._state()
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
         if strict and (missing or unexpected):
@@ -484,11 +503,139 @@ def AlexNet(
     )
 
 
+def _check_input_size(model: str, input_size: int, smallest: int) -> int:
+    if isinstance(input_size, bool) or not isinstance(input_size, int | np.integer) or input_size < smallest:
+        raise ValueError(f"{model}: input_size must be an integer >= {smallest}, got {input_size!r}")
+    return int(input_size)
+
+
+def ResNet20(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    input_size: int = 32,
+    device: str | Device = "cpu",
+    dtype=np.float32,
+    seed: int | None = None,
+    input_grad: bool = False,
+    shortcuts: bool = True,
+) -> Sequential:
+    """ResNet-20 for CIFAR-10 (He, Zhang, Ren & Sun 2016, section 4.2): 19 convolutions and a classifier.
+
+    ::
+
+        input      C × S × S                         (S = 32 for CIFAR-10, 28 for the bundled set)
+        conv1      16 @ 3×3 pad 1, no bias, bn1, relu1 -> 16 × S × S
+        stage1_block1..3   ResidualBlock(16, 16)          -> 16 × S × S
+        stage2_block1      ResidualBlock(16, 32, stride 2) -> 32 × S/2 × S/2   (zero-padding shortcut)
+        stage2_block2..3   ResidualBlock(32, 32)
+        stage3_block1      ResidualBlock(32, 64, stride 2) -> 64 × S/4 × S/4
+        stage3_block2..3   ResidualBlock(64, 64)
+        pool (global average) -> 64 × 1 × 1, flatten -> 64, fc num_classes
+
+    Each block holds two 3×3 convolutions with BatchNorm (see :mod:`scratchnet.layers.residual`), so
+    1 + 3·3·2 = 19 convolutions and the fc make the 20 layers. The shortcuts are the paper's "option A"
+    (identity, and subsampling with zero-padded channels where the shape changes): no parameters. With 10
+    classes: 269,722 parameters (bias-free convolutions, BatchNorm γ and β, fc with bias), as in the paper.
+    ``shortcuts=False``: the same layers without shortcuts, the paper's 20-layer "plain" network
+    (``"plain20-cifar"``). ``input_grad``: see :class:`Sequential`.
+    """
+    input_size = _check_input_size("ResNet20", input_size, 4)
+    seeds = _layer_seeds(seed)
+    common = {"device": device, "dtype": dtype}
+    layers = [
+        ("conv1", Conv2D(in_channels, 16, 3, padding=1, bias=False, seed=next(seeds), **common)),
+        ("bn1", BatchNorm2D(16, **common)),
+        ("relu1", ReLU(**common)),
+    ]
+    channels = 16
+    for stage, width in enumerate((16, 32, 64), start=1):
+        for block in range(1, 4):
+            stride = 2 if stage > 1 and block == 1 else 1  # the first block of stages 2, 3 halves the image
+            layer = ResidualBlock(channels, width, stride, shortcut=shortcuts, seed=next(seeds), **common)
+            layers.append((f"stage{stage}_block{block}", layer))
+            channels = width
+    layers += [
+        ("pool", GlobalAvgPool2D(**common)),
+        ("flatten", Flatten(**common)),
+        ("fc", Linear(64, num_classes, seed=next(seeds), **common)),
+    ]
+    config = {
+        "name": "resnet20-cifar" if shortcuts else "plain20-cifar",
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "input_size": input_size,
+    }
+    shape = (in_channels, input_size, input_size)
+    return Sequential(layers, input_shape=shape, config=config, input_grad=input_grad, **common)
+
+
+VGG_CIFAR_STAGES = ((32, 32), (64, 64), (128, 128))  # output channels of the 3×3 convolutions per stage
+
+
+def VGGCifar(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    input_size: int = 32,
+    device: str | Device = "cpu",
+    dtype=np.float32,
+    seed: int | None = None,
+    input_grad: bool = False,
+) -> Sequential:
+    """A small VGG-style net (Simonyan & Zisserman 2015): stacks of 3×3 convolutions, here with BatchNorm.
+
+    ::
+
+        input        C × S × S                 (S = 32 for CIFAR-10, 28 for the bundled set)
+        conv1_1      32 @ 3×3 pad 1, no bias, bn1_1, relu1_1
+        conv1_2      32 @ 3×3 pad 1, no bias, bn1_2, relu1_2, pool1 max 2×2 -> 32 × S/2 × S/2
+        conv2_1, conv2_2   64 channels, the same pattern, pool2         -> 64 × S/4 × S/4
+        conv3_1, conv3_2  128 channels, the same pattern, pool3         -> 128 × S/8 × S/8
+        flatten, fc num_classes
+
+    Two stacked 3×3 convolutions see a 5×5 window with 2·9·C² weights instead of 25·C² (three see 7×7),
+    with a ReLU between them: VGG's argument for using nothing but 3×3. The pools floor (28 -> 14 -> 7 -> 3).
+    With 3×32×32 inputs and 10 classes: 307,946 parameters; with 1×28×28: 298,410.
+    ``input_grad``: see :class:`Sequential`.
+    """
+    input_size = _check_input_size("VGGCifar", input_size, 8)
+    seeds = _layer_seeds(seed)
+    common = {"device": device, "dtype": dtype}
+    layers, channels = [], in_channels
+    for stage, widths in enumerate(VGG_CIFAR_STAGES, start=1):
+        for i, width in enumerate(widths, start=1):
+            layers += [
+                (
+                    f"conv{stage}_{i}",
+                    Conv2D(channels, width, 3, padding=1, bias=False, seed=next(seeds), **common),
+                ),
+                (f"bn{stage}_{i}", BatchNorm2D(width, **common)),
+                (f"relu{stage}_{i}", ReLU(**common)),
+            ]
+            channels = width
+        layers.append((f"pool{stage}", MaxPool2D(2, **common)))
+    side = input_size // 2 // 2 // 2
+    layers += [
+        ("flatten", Flatten(**common)),
+        ("fc", Linear(channels * side * side, num_classes, seed=next(seeds), **common)),
+    ]
+    config = {
+        "name": "vgg-cifar",
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "input_size": input_size,
+    }
+    shape = (in_channels, input_size, input_size)
+    return Sequential(layers, input_shape=shape, config=config, input_grad=input_grad, **common)
+
+
 MODELS = {
     "lenet5": LeNet5,
     "alexnet": functools.partial(AlexNet, variant="paper"),
     "alexnet-torchvision": functools.partial(AlexNet, variant="torchvision"),
     "alexnet-cifar": functools.partial(AlexNet, variant="cifar"),
+    "vgg-cifar": VGGCifar,
+    "resnet20-cifar": ResNet20,
+    "plain20-cifar": functools.partial(ResNet20, shortcuts=False),
 }
 
 

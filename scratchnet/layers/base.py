@@ -121,6 +121,9 @@ class Layer(BackwardCache):
         self.dtype = float_dtype(dtype)
         self.params: dict = {}
         self.grads: dict = {}
+        # Buffers: state that is not trained (no gradient, not in params, never touched by the optimizer)
+        # but belongs to the model, e.g. BatchNorm's running statistics; in state dicts and checkpoints.
+        self.buffers: dict = {}
         self._out_shape: tuple | None = None  # shape of the last forward output, to check dy
 
     # --- the public API -------------------------------------------------------------------------
@@ -169,7 +172,7 @@ class Layer(BackwardCache):
         """Move (and optionally cast) parameters and gradients to ``device``; returns ``self``."""
         new = get_device(device)
         dtype = self.dtype if dtype is None else float_dtype(dtype)
-        for store in (self.params, self.grads):
+        for store in (self.params, self.grads, self.buffers):
             for k, v in store.items():
                 store[k] = new.array(self.device.to_host(v), dtype=dtype)
         self.device, self.dtype = new, dtype
@@ -191,6 +194,10 @@ class Layer(BackwardCache):
         """Store a parameter (given on the host) on this layer's device, and a zero gradient beside it."""
         self.params[name] = self.device.array(host_value, dtype=self.dtype)
         self.grads[name] = self.device.zeros(host_value.shape, self.dtype)
+
+    def _set_buffer(self, name: str, host_value: np.ndarray) -> None:
+        """Store a buffer (given on the host) on this layer's device; see ``buffers`` in ``__init__``."""
+        self.buffers[name] = self.device.array(host_value, dtype=self.dtype)
 
     def _checked_array(self, a, what: str):
         """``a`` itself, or a C-contiguous copy on the device; an error naming the layer if ``a`` is not an

@@ -226,6 +226,8 @@ class Conv2D(Layer):
     convolution). ``impl``: "fast" (im2col + GEMM) or "naive" (direct loops / one thread per output). The
     weight (key "W") starts He-normal, std = sqrt(2 / fan_in) with fan_in = in_channels / groups · KH · KW;
     the bias (key "b") at zero; ``seed`` seeds it.
+    ``bias=False``: no ``b`` (b = 0 in the formulas), for a convolution followed by BatchNorm, whose β
+    does its job (ResNet).
     ``needs_input_grad = False`` (for a network's first layer) makes ``backward`` skip dL/dx and return None.
     """
 
@@ -241,6 +243,7 @@ class Conv2D(Layer):
         device: str | Device = "cpu",
         dtype=np.float32,
         seed=None,
+        bias: bool = True,
     ):
         super().__init__(device=device, dtype=dtype)
         in_channels = _positive_int(in_channels, "in_channels")
@@ -263,7 +266,9 @@ class Conv2D(Layer):
         rng = np.random.default_rng(seed)
         weight = rng.standard_normal((out_channels, in_channels // groups, KH, KW)) * np.sqrt(2 / fan_in)
         self._set_param("W", weight)
-        self._set_param("b", np.zeros(out_channels))
+        self.bias = bool(bias)
+        if self.bias:
+            self._set_param("b", np.zeros(out_channels))
         # Set to False on a network's first layer, whose dL/dx nobody reads: backward then skips computing
         # it (about a third of the backward's work) and returns None.
         self.needs_input_grad = True
@@ -294,13 +299,19 @@ class Conv2D(Layer):
             text += f", groups={self.groups}"
         if self.impl != "fast":
             text += f", impl={self.impl!r}"
+        if not self.bias:
+            text += ", bias=False"
         return text
+
+    def _bias(self):
+        """``b``, or zeros without a bias (the forward formulas then add nothing)."""
+        return self.params["b"] if self.bias else self.device.zeros((self.out_channels,), self.dtype)
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     # Saved for backward: ``x`` (naive), or the im2col ``cache`` (fast: cols_batch_last and x's shape).
     def _forward_numpy(self, x, training):
         conv = dict(stride=self.stride, padding=self.padding, groups=self.groups)
-        weight, bias = self.params["W"], self.params["b"]
+        weight, bias = self.params["W"], self._bias()
         if self.impl == "naive":
             self._save_for_backward(x=x)
             return conv2d_forward_naive(x, weight, bias, **conv)
@@ -317,7 +328,9 @@ class Conv2D(Layer):
             dx, dweight, dbias = conv2d_backward_fast(
                 dy, saved.cache, weight, **conv, input_grad=self.needs_input_grad
             )
-        self.grads["W"], self.grads["b"] = dweight, dbias
+        self.grads["W"] = dweight
+        if self.bias:
+            self.grads["b"] = dbias
         return dx if self.needs_input_grad else None
 
     # --- gpu and sim: kernels/conv.cu, kernels/gemm.cu, kernels/reduce.cu ----------------------------
@@ -334,7 +347,7 @@ class Conv2D(Layer):
         return self.device.kernel("conv.cu", name, self.dtype)
 
     def _forward_kernels(self, x, training):
-        dev, weight, bias = self.device, self.params["W"], self.params["b"]
+        dev, weight, bias = self.device, self.params["W"], self._bias()
         N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = sizes = self._sizes(x.shape)
         F, G = self.out_channels, self.groups
         if self.impl == "naive":
@@ -348,7 +361,8 @@ class Conv2D(Layer):
         y_t = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first)  # (G, Fg, N·OH·OW) = (F, N, OH·OW)
         y = dev.empty((N, F, OH, OW), self.dtype)
         self._conv_kernel("swap_axes01").launch_1d(y.size, (y_t, y, F, N, OH * OW))
-        add_bias(dev, y, bias, positions=OH * OW)
+        if self.bias:
+            add_bias(dev, y, bias, positions=OH * OW)
         self._save_for_backward(cols_batch_first=cols_batch_first, x_shape=x.shape)
         return y
 
@@ -357,7 +371,8 @@ class Conv2D(Layer):
         F, G = self.out_channels, self.groups
         N, _, OH, OW = dy.shape
         saved = self._saved()
-        self.grads["b"] = bias_grad(dev, dy, positions=OH * OW)
+        if self.bias:
+            self.grads["b"] = bias_grad(dev, dy, positions=OH * OW)
         if self.impl == "naive":
             x = saved.x
             sizes = (*self._sizes(x.shape), F, G)

@@ -1,0 +1,254 @@
+"""Batch normalisation (Ioffe & Szegedy 2015): each channel normalised by statistics of the batch.
+
+Shapes: ``BatchNorm2D`` takes x (N, C, H, W) and normalises each channel c over the n = N·H·W values
+x[:, c, :, :]; ``BatchNorm1D`` takes x (N, C) (the features of a fully connected layer) with n = N. Below,
+i runs over those n values of one channel; everything is per channel.
+
+Forward in training, with the batch statistics (the variance is the biased one, divided by n)::
+
+    μ = (1/n) Σ_i x_i            σ² = (1/n) Σ_i (x_i − μ)²          s = sqrt(σ² + eps)
+    x̂_i = (x_i − μ) / s          y_i = γ x̂_i + β
+
+and the running statistics, which evaluation uses instead of μ and σ², follow PyTorch's rule (momentum m,
+and the *unbiased* variance σ² · n / (n − 1))::
+
+    running_mean ← (1 − m) · running_mean + m · μ
+    running_var  ← (1 − m) · running_var  + m · σ² · n / (n − 1)
+
+n = 1 in training is an error (σ² would be 0 and n / (n − 1) infinite), as in PyTorch.
+
+Backward in training. γ and β are ordinary per-channel parameters::
+
+    dβ = Σ_i dy_i                 dγ = Σ_i dy_i x̂_i
+
+For dx, μ and σ² depend on every x_i, so x_i reaches the loss along three paths: directly through x̂_i,
+through μ and through σ². Write g_i = γ dy_i = dL/dx̂_i. With ∂μ/∂x_i = 1/n, ∂σ²/∂x_i = 2 (x_i − μ) / n::
+
+    dL/dσ² = Σ_j g_j (x_j − μ) · (−½) s⁻³ = −(1 / 2s²) Σ_j g_j x̂_j
+    dL/dμ  = −(1/s) Σ_j g_j  + dL/dσ² · (−2/n) Σ_j (x_j − μ)  = −(1/s) Σ_j g_j       (Σ_j (x_j − μ) = 0)
+    dx_i   = g_i / s + dL/dσ² · 2 (x_i − μ) / n + dL/dμ / n
+           = (1/s) (g_i − (1/n) Σ_j g_j − x̂_i (1/n) Σ_j g_j x̂_j)
+
+and, in terms of the parameter gradients (the compact form the code uses)::
+
+    dx_i = (γ / s) · (dy_i − dβ / n − x̂_i · dγ / n)
+
+The two subtracted terms remove from dy its mean and its component along x̂: normalising makes the output
+blind to shifting or scaling a channel's inputs, so the gradient has no such component either.
+
+Evaluation (``training=False``) normalises with the running statistics, which are constants: then
+y = γ (x − running_mean) / sqrt(running_var + eps) + β is a per-channel affine map and dx = (γ / s) dy
+(kept for backward only when asked, ``keep_for_backward=True``, e.g. for saliency maps).
+
+``running_mean`` and ``running_var`` are *buffers* (``layer.buffers``): state that is not trained (no
+gradient, not in ``params``, untouched by SGD, not counted as parameters) but belongs to the model: they
+are in ``model.state_dict()`` and in checkpoints, and a resumed run continues from them exactly.
+
+Data parallelism: each rank computes μ and σ² over its own shard of the batch (as PyTorch's
+DistributedDataParallel does by default, unlike SyncBatchNorm), so the statistics are per rank unless
+synchronised, and the result differs from one process training on the whole batch.
+
+Kernels (``kernels/batchnorm.cu``, gpu and sim): ``batchnorm_stats`` and ``batchnorm_backward_reduce``
+(one block per channel, a block reduction over ``blockDim.x`` threads), ``batchnorm_forward``,
+``batchnorm_backward_input`` (one thread per element) and ``batchnorm_update_running`` (one per channel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchnet.device import Device
+from scratchnet.layers.base import Layer
+
+REDUCE_THREADS = 256  # threads per block of the per-channel sums (the kernels work with any blockDim.x)
+
+
+# --- NumPy: x viewed as (N, C, P), P = H·W (2-D) or 1 (1-D) ------------------------------------------------
+def batch_statistics(x3):
+    """(μ, σ²) per channel of x3 (N, C, P): the mean and the biased variance over axes 0 and 2."""
+    mean = x3.mean(axis=(0, 2))  # (C,)
+    var = ((x3 - mean[:, None]) ** 2).mean(axis=(0, 2))  # (C,), two passes: no cancellation
+    return mean, var
+
+
+def batchnorm_forward(x3, mean, var, gamma, beta, eps):
+    """y (N, C, P) = γ (x − μ) / sqrt(σ² + eps) + β, per channel; also returns x̂ (N, C, P)."""
+    inv_std = 1 / np.sqrt(var + eps)  # (C,)
+    x_hat = (x3 - mean[:, None]) * inv_std[:, None]  # (N, C, P)
+    return gamma[:, None] * x_hat + beta[:, None], x_hat
+
+
+def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True):
+    """(dx, dγ, dβ) from dy3 (N, C, P); ``batch_stats``: μ and σ² came from this batch (training)."""
+    N, _, P = dy3.shape
+    n = max(N * P, 1)  # an empty batch has zero sums (and no dx to compute): avoid 0 / 0
+    dbeta = dy3.sum(axis=(0, 2))  # (C,)
+    dgamma = (dy3 * x_hat).sum(axis=(0, 2))  # (C,)
+    scale = (gamma / np.sqrt(var + eps))[:, None]  # γ / s, (C, 1)
+    if not batch_stats:
+        return scale * dy3, dgamma, dbeta
+    dx = scale * (dy3 - dbeta[:, None] / n - x_hat * (dgamma[:, None] / n))  # (N, C, P)
+    return dx, dgamma, dbeta
+
+
+# --- the layers --------------------------------------------------------------------------------------------
+class _BatchNorm(Layer):
+    """What BatchNorm1D and BatchNorm2D share; they differ only in the input's shape."""
+
+    _input_rank = 0  # 2 for (N, C), 4 for (N, C, H, W)
+    _shape_text = ""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        *,
+        device: str | Device = "cpu",
+        dtype=np.float32,
+    ):
+        super().__init__(device=device, dtype=dtype)
+        name = type(self).__name__
+        if (
+            isinstance(num_features, bool)
+            or not isinstance(num_features, int | np.integer)
+            or num_features < 1
+        ):
+            raise ValueError(f"{name}: num_features must be a positive integer, got {num_features!r}")
+        if not eps > 0:
+            raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"{name}: momentum must be in [0, 1], got {momentum!r}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        C = self.num_features
+        self._set_param("gamma", np.ones(C))
+        self._set_param("beta", np.zeros(C))
+        self._set_buffer("running_mean", np.zeros(C))
+        self._set_buffer("running_var", np.ones(C))
+
+    def check_input_shape(self, shape: tuple) -> None:
+        if len(shape) != self._input_rank or shape[1] != self.num_features:
+            self._fail_shape(self._shape_text.format(C=self.num_features), shape)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        self.check_input_shape(tuple(input_shape))
+        return tuple(input_shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}"
+
+    def _values_per_channel(self, shape: tuple) -> int:
+        """n, and the error PyTorch gives when training on one value per channel."""
+        n = shape[0] * int(np.prod(shape[2:], dtype=np.int64))
+        if n == 1:
+            raise ValueError(
+                f"{type(self).__name__}: training needs more than one value per channel to compute a "
+                f"variance, got input of shape {shape} (use a batch of at least 2, or training=False)"
+            )
+        return n
+
+    @staticmethod
+    def _as_ncp(a):
+        """(N, C, ...) -> (N, C, P): a view of the same numbers (P = 1 for 2-D inputs)."""
+        return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:], dtype=np.int64)))
+
+    # --- cpu: NumPy ----------------------------------------------------------------------------------
+    def _forward_numpy(self, x, training):
+        x3 = self._as_ncp(x)  # (N, C, P)
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if training:
+            n = self._values_per_channel(x.shape)
+            if n == 0:  # an empty batch: nothing to normalise, nothing learnt about the statistics
+                self._save_for_backward(x_hat=x3, var=self.buffers["running_var"], batch_stats=True)
+                return x.copy()
+            mean, var = batch_statistics(x3)
+            m = self.momentum
+            self.buffers["running_mean"][...] = (1 - m) * self.buffers["running_mean"] + m * mean
+            self.buffers["running_var"][...] = (1 - m) * self.buffers["running_var"] + m * var * (n / (n - 1))
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        y3, x_hat = batchnorm_forward(x3, mean, var, gamma, beta, self.eps)
+        self._save_for_backward(x_hat=x_hat, var=var, batch_stats=training)
+        return y3.reshape(x.shape)
+
+    def _backward_numpy(self, dy):
+        saved = self._saved()
+        dx3, dgamma, dbeta = batchnorm_backward(
+            self._as_ncp(dy), saved.x_hat, saved.var, self.params["gamma"], self.eps, saved.batch_stats
+        )
+        self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        return dx3.reshape(dy.shape)
+
+    # --- gpu and sim: kernels/batchnorm.cu -----------------------------------------------------------
+    def _kernel(self, name: str):
+        return self.device.kernel("batchnorm.cu", name, self.dtype)
+
+    def _sizes(self, shape: tuple) -> tuple[int, int, int]:
+        """N, C, P of an (N, C, ...) shape, as the kernels take them."""
+        return shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64))
+
+    def _per_channel_sums(self, name: str, args: tuple) -> None:
+        """Launch one of the per-channel reductions: one block of ``REDUCE_THREADS`` threads per channel."""
+        threads = REDUCE_THREADS
+        shared_mem = threads * self.dtype.itemsize  # one partial sum per thread
+        self._kernel(name)((self.num_features,), (threads,), args, shared_mem=shared_mem)
+
+    def _forward_kernels(self, x, training):
+        dev, C = self.device, self.num_features
+        N, _, P = sizes = self._sizes(x.shape)
+        y = dev.empty(x.shape, self.dtype)
+        if training:
+            n = self._values_per_channel(x.shape)
+            if n == 0:
+                self._save_for_backward(x=x, mean=None, var=None, batch_stats=True)
+                return y
+            mean, var = dev.empty((C,), self.dtype), dev.empty((C,), self.dtype)
+            self._per_channel_sums("batchnorm_stats", (x, mean, var, *sizes))
+            self._kernel("batchnorm_update_running").launch_1d(
+                C,
+                (self.buffers["running_mean"], self.buffers["running_var"], mean, var)
+                + (self.momentum, n / (n - 1), C),
+            )
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        if x.size:
+            params = (self.params["gamma"], self.params["beta"])
+            self._kernel("batchnorm_forward").launch_1d(x.size, (x, mean, var, *params, y, self.eps, *sizes))
+        self._save_for_backward(x=x, mean=mean, var=var, batch_stats=training)
+        return y
+
+    def _backward_kernels(self, dy):
+        dev, saved, C = self.device, self._saved(), self.num_features
+        sizes = self._sizes(dy.shape)
+        dx = dev.empty(dy.shape, self.dtype)
+        if dy.size == 0:
+            self.grads["gamma"], self.grads["beta"] = dev.zeros((C,), self.dtype), dev.zeros((C,), self.dtype)
+            return dx
+        dgamma, dbeta = dev.empty((C,), self.dtype), dev.empty((C,), self.dtype)
+        x, mean, var = saved.x, saved.mean, saved.var
+        self._per_channel_sums(
+            "batchnorm_backward_reduce", (x, dy, mean, var, self.eps, dgamma, dbeta, *sizes)
+        )
+        args = (x, dy, mean, var, self.params["gamma"], dgamma, dbeta, dx, self.eps, int(saved.batch_stats))
+        self._kernel("batchnorm_backward_input").launch_1d(dx.size, (*args, *sizes))
+        self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        return dx
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalisation of images x (N, C, H, W) per channel, over N·H·W values (module docstring).
+
+    ``params``: ``gamma`` (C,) starting at 1, ``beta`` (C,) at 0. ``buffers``: ``running_mean`` (C,) at 0,
+    ``running_var`` (C,) at 1. ``momentum``: the weight of the new batch in the running statistics.
+    """
+
+    _input_rank = 4
+    _shape_text = "(N, {C}, H, W)"
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalisation of features x (N, C) per feature, over the N values of the batch; see
+    :class:`BatchNorm2D` for the parameters and buffers."""
+
+    _input_rank = 2
+    _shape_text = "(N, {C})"
