@@ -151,19 +151,7 @@ def conv2d_forward(x, weight, bias, S, P):
             y[:, :, oh, ow] = np.einsum("ncij,fcij->nf", window, weight) + bias
     return y
 """
-NUMERICAL = """
-def numerical_gradient(f, x, h=1e-5):
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        f_plus = f(x)
-        x[i] = old - h
-        f_minus = f(x)
-        x[i] = old
-        grad[i] = (f_plus - f_minus) / (2 * h)
-    return grad
-"""
+NUMERICAL = (SOLUTIONS / "03_gradient_checking" / "numerical-gradient.py").read_text(encoding="utf-8")
 TANH = """
 def tanh_layer_backward(dy, x, weight):
     y = np.tanh(x @ weight)
@@ -370,7 +358,7 @@ MUTANTS = {
         "(f(x + h) − f(x − h)) spans a distance of 2h",
     ),
     "numerical gradient not restored": (
-        _plant(NUMERICAL, ("        x[i] = old\n", "")),
+        _plant(NUMERICAL, ("        x[i] = old  # restore exactly\n", "")),
         "modified its input `x` in place",
     ),
     "the planted bug left in place": (
