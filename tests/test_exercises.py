@@ -505,3 +505,18 @@ def test_an_unknown_mistake_is_located_at_its_worst_element(capsys):
 def test_the_maxpool_assignment_mistake_passes_side_by_side_windows_first(tmp_path):
     text = check_file(_mutant(tmp_path, MUTANTS["maxpool = instead of +="][0])).render()
     assert text.index("case 1 of 2") < text.index("ok: dx") < text.index("case 2 of 2") < text.index("wrong:")
+
+
+def test_bad_calls_are_clear_errors():
+    with pytest.raises(KeyError, match="no exercise 'relu'; the exercises are: .*relu-backward"):
+        check("relu", lambda dy, x: dy)
+    with pytest.raises(TypeError, match=r"check\('dropout', ...\) takes 2 object\(s\)"):
+        check("dropout", lambda x, keep, p: x)
+
+
+def test_command_line_without_a_file_is_an_error():
+    result = _command()
+    assert (
+        result.returncode == 2
+        and result.stderr.strip() == "error: give at least one exercise file (or --list)"
+    )
