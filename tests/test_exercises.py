@@ -521,3 +521,17 @@ def test_command_line_without_a_file_is_an_error():
         result.returncode == 2
         and result.stderr.strip() == "error: give at least one exercise file (or --list)"
     )
+
+
+def test_a_cuda_file_goes_to_the_kernel_checker_with_the_hint_flag(tmp_path, monkeypatch):
+    import types
+
+    from scratchnet.exercises import main
+
+    calls = []
+    fake = types.SimpleNamespace(main=lambda argv: calls.append(argv) or 1)
+    monkeypatch.setitem(sys.modules, "scratchnet.kernel_exercises", fake)
+    path = tmp_path / "relu.cu"
+    path.write_text("__global__ void relu() {}\n")
+    assert main([str(path), "--hint"]) == 1
+    assert calls == [[str(path), "--hint"]]
