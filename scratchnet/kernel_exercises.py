@@ -553,7 +553,7 @@ def _close(yours: np.ndarray, expected: np.ndarray) -> bool:
     if yours.dtype.kind in "iu":
         return bool(np.array_equal(yours, expected))
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    return bool(np.allclose(yours, expected, rtol=1e-4, atol=1e-5 * scale))
+    return bool(np.allclose(yours, expected, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
 
 
 def _fmt_index(name: str, index: tuple) -> str:
@@ -627,7 +627,9 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         return unwritten, False
     right = [all(_close(result[n], expected[n]) for n in task.outputs) for result in results]
     changes = any(
-        not np.array_equal(results[0][n], result[n]) for result in results[1:] for n in task.outputs
+        not np.array_equal(results[0][n], result[n], equal_nan=True)
+        for result in results[1:]
+        for n in task.outputs
     )
     if changes:
         orders = ", ".join(
@@ -643,7 +645,7 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         return None
     for mistake, answer in task.wrong_answers(inputs, sizes):
         if all(_close(results[0][n], answer[n]) for n in answer):
-            return f"wrong index mapping or formula: {mistake}", False
+            return f"wrong index mapping or math: {mistake}", False
     return _worst_element(task, results[0], expected), True
 
 
