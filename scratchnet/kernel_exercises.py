@@ -36,7 +36,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from scratchnet._cuda.launch import load_kernels
 from scratchnet._cuda.nvrtc import NvrtcError, compile_source
 from scratchnet.device import get_device
 from scratchnet.errors import DeviceError, KernelLaunchError
+from scratchnet.exercises import Report
 
 EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises" / "kernels"
 SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
@@ -99,22 +100,14 @@ class KernelExercise:
 
 
 @dataclass
-class KernelReport:
-    """What the checker found; ``str(report)`` is the text to print."""
+class KernelReport(Report):
+    """The exercises' report (``<exercise>: passed``, ``wrong`` or ``not done yet``, one line per kernel);
+    ``str(report)`` renders it, with the formulas when ``hint`` is true."""
 
-    passed: bool = True
-    not_done: bool = False
-    lines: list[str] = field(default_factory=list)
-
-    def say(self, text: str = "") -> None:
-        self.lines.append(text)
-
-    def fail(self, text: str) -> None:
-        self.passed = False
-        self.lines.append(text)
+    hint: bool = False
 
     def __str__(self) -> str:
-        return "\n".join(self.lines)
+        return self.render(self.hint)
 
 
 # --- the exercises ------------------------------------------------------------------------------------------
@@ -649,9 +642,7 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
     return _worst_element(task, results[0], expected), True
 
 
-def _check_task(
-    report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise, hint: bool
-) -> None:
+def _check_task(report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise) -> None:
     rng = np.random.default_rng(0)
     regular_passed = False
     for shape in exercise.shapes:
@@ -666,14 +657,14 @@ def _check_task(
                     f"right when the sizes are multiples of the block, wrong for {shape}: "
                     f"{task.edge_mistake}\n    {mistake}"
                 )
-            report.fail(f"{task.kernel}: FAILED for {shape} on {device.name}: {mistake}")
-            if hint:
-                report.say(f"    formula: {task.formula}")
-                report.say(f"    thread mapping: {task.mapping}")
+            report.fail(
+                f"{task.kernel}, {shape}, on {device.name}: {mistake}",
+                hint=f"{task.kernel}: {task.formula}; thread mapping: {task.mapping}",
+            )
             return
         regular_passed = regular_passed or shape.regular
     runs = f"{len(SEEDS)} thread orders on sim" + (", and on gpu" if len(devices) > 1 else "")
-    report.say(f"{task.kernel}: ok ({len(exercise.shapes)} shapes, {runs})")
+    report.ok(f"{task.kernel} ({len(exercise.shapes)} shapes, {runs})")
 
 
 # --- the entry points ---------------------------------------------------------------------------------------
@@ -691,8 +682,7 @@ def check_source(
     """Check a kernel source against an exercise (by name, e.g. ``"relu"``)."""
     if isinstance(exercise, str):
         exercise = exercise_for(exercise)
-    report = KernelReport()
-    report.say(f"kernel exercise {exercise.name} ({filename})")
+    report = KernelReport(exercise.name, hint=hint)
     bodies = kernel_bodies(source)
     todo = []
     for task in exercise.tasks:
@@ -701,10 +691,10 @@ def check_source(
         elif not bodies[task.kernel].strip():
             todo.append(task)
             report.fail(f"{task.kernel}: not done yet (its body is still the TODO)")
-    if not report.passed:
-        report.not_done = len(todo) == len(exercise.tasks)
-        if report.not_done:
-            return report
+    if len(todo) == len(exercise.tasks):
+        report.not_done = True
+        report.lines = [f"  (write the bodies marked // TODO in {filename})"]
+        return report
     try:
         compiled = compile_source(source, [], arch="sm_80", filename=filename)
     except NvrtcError as error:
@@ -713,7 +703,7 @@ def check_source(
         report.fail(f"does not compile for a GPU (NVRTC, sm_80):\n{error}")
         return report
     if compiled.log:
-        report.say(f"NVRTC warnings:\n{compiled.log}")
+        report.say(f"  NVRTC warnings:\n{compiled.log}")
     from scratchnet.sim import CompileError, SimCompilerWarning
 
     devices = _devices()
@@ -726,7 +716,7 @@ def check_source(
         return report
     for task in exercise.tasks:
         if task not in todo and task.kernel in bodies:
-            _check_task(report, devices, kernels, task, exercise, hint)
+            _check_task(report, devices, kernels, task, exercise)
     return report
 
 

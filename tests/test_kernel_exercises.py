@@ -52,14 +52,15 @@ def test_every_exercise_has_a_stub_and_a_solution():
 def test_solution_passes(path):
     report = check_kernel_file(path)
     assert report.passed, str(report)
-    assert "FAILED" not in str(report) and str(report).count(": ok (") == len(EXERCISES[path.stem[3:]].tasks)
+    assert str(report).startswith(f"{path.stem[3:]}: passed")
+    assert str(report).count("  ok: ") == len(EXERCISES[path.stem[3:]].tasks)
 
 
 @pytest.mark.parametrize("path", STUBS, ids=lambda p: p.stem)
 def test_untouched_stub_is_not_done_yet(path):
     report = check_kernel_file(path)
     assert not report.passed and report.not_done
-    assert "not done yet" in str(report)
+    assert str(report).startswith(f"{path.stem[3:]}: not done yet")
 
 
 def test_one_kernel_done_checks_it_and_reports_the_other_not_done():
@@ -69,7 +70,7 @@ def test_one_kernel_done_checks_it_and_reports_the_other_not_done():
     end = stub.index("\n}\n", start) + 3
     report = check_source("relu", stub[:start] + "extern" + forward + stub[end:])
     assert not report.passed and not report.not_done
-    assert "relu_forward: ok" in str(report) and "relu_backward: not done yet" in str(report)
+    assert "ok: relu_forward" in str(report) and "wrong: relu_backward: not done yet" in str(report)
 
 
 MUTANTS = {
@@ -232,13 +233,15 @@ def test_planted_mistake_is_named(mutant):
     report = check_source(exercise, make_source(), hint=True)
     assert not report.passed, str(report)
     assert diagnosis in str(report), str(report)
-    assert "formula:" in str(report) or "does not compile" in str(report)
+    assert "hint: " in str(report) or "does not compile" in str(report)
 
 
 def test_formula_only_with_hint():
     source = _mutant("relu", ("x[i] > 0.0f ? dy[i]", "dy[i] > 0.0f ? dy[i]"))
-    assert "formula:" not in str(check_source("relu", source))
-    assert "formula: dx[i] = dy[i] if x[i] > 0 else 0" in str(check_source("relu", source, hint=True))
+    assert "hint:" not in str(check_source("relu", source))
+    assert "hint: relu_backward: dx[i] = dy[i] if x[i] > 0 else 0" in str(
+        check_source("relu", source, hint=True)
+    )
 
 
 def test_compile_error_shows_the_nvrtc_log():
@@ -267,4 +270,4 @@ def test_module_runs_as_a_script():
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    assert done.returncode == 1 and "relu_forward: not done yet" in done.stdout, done.stderr
+    assert done.returncode == 1 and "relu: not done yet" in done.stdout, done.stderr
