@@ -25,10 +25,8 @@ def _register_kernel_exercise(exercise_id: str, exercise: str, title: str) -> No
 
 for _id, _exercise, _title in (
     ("relu-kernel", "relu", "ReLU forward and backward kernels, one thread per element"),
-    ("maxpool-kernel", "maxpool", "max-pooling forward (argmax) and backward kernels"),
     ("gemm-naive-kernel", "gemm_naive", "a naive GEMM kernel, one thread per element of C"),
     ("gemm-tiled-kernel", "gemm_tiled", "a shared-memory tiled GEMM kernel"),
     ("softmax-rows-kernel", "softmax_rows", "a block reduction: the row max and sum of a softmax"),
-    ("im2col-kernel", "im2col", "an im2col kernel"),
 ):
     _register_kernel_exercise(_id, _exercise, _title)
