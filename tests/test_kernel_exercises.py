@@ -152,6 +152,15 @@ MUTANTS = {
         lambda: _without_line("gemm_tiled", "__syncthreads();", 1),
         "__syncthreads() is missing or misplaced",
     ),
+    "gemm-tiled-barrier-before-the-loads": (
+        "gemm_tiled",
+        lambda: _mutant(
+            "gemm_tiled",
+            ("        A_tile[ty][tx] =", "        __syncthreads();\n        A_tile[ty][tx] ="),
+            ("        __syncthreads();  // both tiles are complete before anyone reads them\n", ""),
+        ),
+        "__syncthreads() is missing or misplaced",
+    ),
     "gemm-tiled-early-return": (
         "gemm_tiled",
         lambda: _mutant(
@@ -271,3 +280,20 @@ def test_module_runs_as_a_script():
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert done.returncode == 1 and "relu: not done yet" in done.stdout, done.stderr
+
+
+def test_notebook_check_of_a_kernel_source(capsys):
+    from scratchnet.exercises import check
+
+    stub = (EXERCISE_DIR / "01_relu.cu").read_text()
+    assert not check("relu-kernel", stub)
+    assert "relu-kernel: not done yet" in capsys.readouterr().out
+    assert check("relu-kernel", _solution("relu"))
+    assert "relu-kernel: passed" in capsys.readouterr().out
+    assert not check("relu-kernel", _mutant("relu", ("if (i < n) y[i]", "y[i]")), hint=True)
+    output = capsys.readouterr().out
+    assert (
+        "relu-kernel: wrong" in output and "missing bounds guard" in output and "hint: relu_forward" in output
+    )
+    assert not check("relu-kernel", lambda: None)
+    assert "pass the kernel source as a string" in capsys.readouterr().out
