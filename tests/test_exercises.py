@@ -14,19 +14,27 @@ from scratchnet.exercises import REGISTRY, check, check_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISE_DIR = ROOT / "lessons" / "exercises"
+SOLUTIONS = EXERCISE_DIR / "solutions"
 FILE_STEMS = sorted(p.stem for p in EXERCISE_DIR.glob("*.py"))
 
 
-def test_every_exercise_file_is_registered_and_has_a_solution():
+def _solution(stem: str) -> Path:
+    """A file exercise's solution: ``solutions/<stem>.py``, or the notebook exercise's of the same id."""
+    found = [SOLUTIONS / f"{stem}.py", *SOLUTIONS.glob(f"*/{stem.replace('_', '-')}.py")]
+    found = [path for path in found if path.is_file()]
+    assert len(found) == 1, f"{stem}: one solution expected, found {found}"
+    return found[0]
+
+
+def test_every_exercise_file_is_registered():
     assert FILE_STEMS
     for stem in FILE_STEMS:
         assert stem.replace("_", "-") in REGISTRY, stem
-        assert (EXERCISE_DIR / "solutions" / f"{stem}.py").is_file(), stem
 
 
 @pytest.mark.parametrize("stem", FILE_STEMS)
 def test_solution_passes(stem):
-    report = check_file(EXERCISE_DIR / "solutions" / f"{stem}.py")
+    report = check_file(_solution(stem))
     assert report.passed, report.render()
     assert report.render().startswith(f"{stem.replace('_', '-')}: passed")
 
@@ -36,6 +44,28 @@ def test_stub_is_not_done_yet(stem):
     report = check_file(EXERCISE_DIR / f"{stem}.py")
     assert not report.passed and report.not_done
     assert "not done yet" in report.render()
+
+
+# Pieces of each answer that a stub must not give away (the stub states the forward pass and the shapes).
+ANSWERS = {
+    "col2im": ["+="],
+    "conv2d_backward": ["+=", "Σ_{n,oh,ow}", "Σ_f"],
+    "dropout": ["/ (1 − p)", "/ (1 - p)"],
+    "lenet5_gradient_check": ["2h", "2 * h", "f(x + h"],
+    "linear_backward": ["weight.T", "x.T", "sum("],
+    "lrn_backward": ["2αβ", "mirrored"],
+    "maxpool_backward": ["+=", "argmax"],
+    "relu_backward": ["x > 0", "(x > 0)"],
+    "sgd_momentum": ["μ · velocity", "momentum * velocity", "μv"],
+    "softmax_cross_entropy_backward": ["onehot", "-= 1", "p − "],
+}
+
+
+def test_stub_docstrings_do_not_hand_over_the_answer():
+    assert sorted(ANSWERS) == FILE_STEMS
+    for stem, pieces in ANSWERS.items():
+        stub = (EXERCISE_DIR / f"{stem}.py").read_text(encoding="utf-8")
+        assert not [piece for piece in pieces if piece in stub], stem
 
 
 def _mutant(tmp_path: Path, source: str) -> Path:
@@ -90,6 +120,56 @@ def _plant(source: str, *replacements: tuple[str, str]) -> str:
         source = source.replace(old, new)
     return source
 
+
+COL2IM = (SOLUTIONS / "05_convolution_backward" / "col2im.py").read_text(encoding="utf-8")
+LENET5 = (SOLUTIONS / "lenet5_gradient_check.py").read_text(encoding="utf-8")
+LRN = (SOLUTIONS / "lrn_backward.py").read_text(encoding="utf-8")
+SGD = (SOLUTIONS / "sgd_momentum.py").read_text(encoding="utf-8")
+DROPOUT = (SOLUTIONS / "06_relu_pooling_dropout" / "dropout.py").read_text(encoding="utf-8")
+IM2COL = """
+def im2col(x, KH, KW, S, P):
+    N, C, H, W = x.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    cols = np.empty((C, KH, KW, N, OH, OW))
+    for oh in range(OH):
+        for ow in range(OW):
+            window = x_pad[:, :, oh * S : oh * S + KH, ow * S : ow * S + KW]
+            cols[:, :, :, :, oh, ow] = window.transpose(1, 2, 3, 0)
+    return cols.reshape(C * KH * KW, N * OH * OW)
+"""
+CONV_FORWARD = """
+def conv2d_forward(x, weight, bias, S, P):
+    N, C, H, W = x.shape
+    F, _, KH, KW = weight.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    y = np.zeros((N, F, OH, OW))
+    for oh in range(OH):
+        for ow in range(OW):
+            window = x_pad[:, :, oh * S : oh * S + KH, ow * S : ow * S + KW]
+            y[:, :, oh, ow] = np.einsum("ncij,fcij->nf", window, weight) + bias
+    return y
+"""
+NUMERICAL = """
+def numerical_gradient(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        f_plus = f(x)
+        x[i] = old - h
+        f_minus = f(x)
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+"""
+TANH = """
+def tanh_layer_backward(dy, x, weight):
+    y = np.tanh(x @ weight)
+    dz = dy * (1 - y**2)
+    return dz @ weight.T, x.T @ dz
+"""
 
 # name -> (wrong implementation, the diagnosis the report must contain, or None where none is expected)
 MUTANTS = {
@@ -192,6 +272,123 @@ MUTANTS = {
         _plant(CONV, ("dy.sum(axis=(0, 2, 3))", "dy.mean(axis=(0, 2, 3))")),
         "dbias is a MEAN of dy over the N·OH·OW positions",
     ),
+    "im2col ignores the stride": (
+        _plant(
+            IM2COL,
+            (
+                "OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1",
+                "OH, OW = H + 2 * P - KH + 1, W + 2 * P - KW + 1",
+            ),
+            ("oh * S", "oh"),
+            ("ow * S", "ow"),
+        ),
+        "your windows ignore the stride",
+    ),
+    "im2col without padding": (
+        _plant(IM2COL, ("(P, P), (P, P)", "(0, 0), (0, 0)"), ("2 * P", "0 * P")),
+        "the padding is missing",
+    ),
+    "im2col batch last": (
+        _plant(
+            IM2COL,
+            ("cols = np.empty((C, KH, KW, N, OH, OW))", "cols = np.empty((C, KH, KW, OH, OW, N))"),
+            ("cols[:, :, :, :, oh, ow]", "cols[:, :, :, oh, ow, :]"),
+        ),
+        "ordered (oh, ow, n), batch LAST",
+    ),
+    "conv forward without bias": (_plant(CONV_FORWARD, (" + bias", "")), "the bias is missing"),
+    "conv forward flipped kernel": (
+        _plant(CONV_FORWARD, ("window, weight)", "window, weight[..., ::-1, ::-1])")),
+        "your kernel is flipped (a true convolution)",
+    ),
+    "col2im with = instead of +=": (
+        _plant(COL2IM, ("dx_pad[:, :, rows, columns] +=", "dx_pad[:, :, rows, columns] =")),
+        "`=` instead of `+=`: where windows overlap",
+    ),
+    "col2im not cropped": (
+        _plant(COL2IM, ("return dx_pad[:, :, P : P + H, P : P + W]", "return dx_pad")),
+        "gradient of the PADDED input",
+    ),
+    "dropout as in the paper (no scaling)": (
+        _plant(DROPOUT, ("return x * keep / (1 - p)", "return x * keep")),
+        "that is the paper's dropout",
+    ),
+    "dropout scaled by 1/p": (
+        _plant(DROPOUT, ("return x * keep / (1 - p)", "return x * keep / p")),
+        "scaled by 1/p",
+    ),
+    "dropout backward without the mask": (
+        _plant(DROPOUT, ("return dy * keep / (1 - p)", "return dy / (1 - p)")),
+        "the mask is missing",
+    ),
+    "sgd in CS231n's convention": (
+        _plant(
+            SGD,
+            ("velocity = momentum * velocity + grad", "velocity = momentum * velocity - lr * grad"),
+            ("return param - lr * velocity", "return param + velocity"),
+        ),
+        "CS231n's convention",
+    ),
+    "sgd steps with the old velocity": (
+        _plant(
+            SGD,
+            (
+                "    velocity = momentum * velocity + grad  # a running, decaying sum of gradients\n"
+                "    return param - lr * velocity, velocity",
+                "    new_velocity = momentum * velocity + grad\n"
+                "    return param - lr * velocity, new_velocity",
+            ),
+        ),
+        "the step used the OLD velocity",
+    ),
+    "lrn without the cross-channel term": (
+        _plant(
+            LRN,
+            (
+                "- 2 * alpha * beta * x * _window_sum(dy * y / s, (size - 1) // 2, size // 2)",
+                "+ 0",
+            ),
+        ),
+        "only the direct term",
+    ),
+    "lrn with the forward window": (
+        _plant(
+            LRN,
+            (
+                "_window_sum(dy * y / s, (size - 1) // 2, size // 2)",
+                "_window_sum(dy * y / s, size // 2, (size - 1) // 2)",
+            ),
+        ),
+        "the MIRRORED window",
+    ),
+    "numerical gradient one-sided": (
+        _plant(NUMERICAL, ("x[i] = old - h\n", "x[i] = old\n"), ("/ (2 * h)", "/ h")),
+        "a ONE-SIDED difference",
+    ),
+    "numerical gradient over h": (
+        _plant(NUMERICAL, ("/ (2 * h)", "/ h")),
+        "(f(x + h) − f(x − h)) spans a distance of 2h",
+    ),
+    "numerical gradient not restored": (
+        _plant(NUMERICAL, ("        x[i] = old\n", "")),
+        "modified its input `x` in place",
+    ),
+    "the planted bug left in place": (
+        _plant(TANH, ("x.T @ dz", "x.T @ (dy * (1 - y))")),
+        "the planted bug is still there",
+    ),
+    "lenet5 check with one-sided differences": (
+        _plant(
+            LENET5,
+            ("param[i] = old - h\n", "param[i] = old\n"),
+            ("(plus - minus) / (2 * h)", "(plus - minus) / h"),
+        ),
+        "one-sided difference",
+    ),
+    "lenet5 check without restoring": (
+        _plant(LENET5, ("            param[i] = old  # restore exactly\n", "")),
+        "restore each entry after perturbing it",
+    ),
 }
 
 
@@ -254,7 +451,7 @@ def _command(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_command_line_exit_status():
-    solved = _command(str(EXERCISE_DIR / "solutions" / "linear_backward.py"))
+    solved = _command(str(_solution("linear_backward")))
     assert solved.returncode == 0 and "linear-backward: passed" in solved.stdout, (
         solved.stdout + solved.stderr
     )

@@ -482,3 +482,353 @@ def _as_array(function):
 )
 def check_softmax_cross_entropy(report, softmax_cross_entropy):
     check_arrays(report, LOSS_FORWARD, _as_array(softmax_cross_entropy))
+
+
+# --- convolution forward: the loops, im2col, col2im (lessons 04 and 05) -----------------------------------
+def _conv_shape_cases(rng, make_args):
+    """Two settings where index mistakes show: stride 1 with padding, stride 2 without."""
+    cases = []
+    for S, P, size in ((1, 1, 5), (2, 0, 7)):
+        N, C, F, K = 2, 3, 4, 3
+        x = rng.standard_normal((N, C, size, size))
+        cases.append(make_args(rng, x, F, K, S, P))
+    return cases
+
+
+def _im2col_reference(x, KH, KW, S, P, batch_first=True):
+    """cols_batch_first[(c, kh, kw), (n, oh, ow)] = x_pad[n, c, oh*S + kh, ow*S + kw]: (C·KH·KW, N·OH·OW)."""
+    N, C, H, W = x.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    cols = np.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            window = x_pad[
+                :, :, kh : kh + S * (OH - 1) + 1 : S, kw : kw + S * (OW - 1) + 1 : S
+            ]  # (N, C, OH, OW)
+            cols[:, kh, kw] = window.transpose(1, 0, 2, 3)
+    if not batch_first:
+        cols = cols.transpose(0, 1, 2, 4, 5, 3)  # columns ordered (oh, ow, n)
+    return cols.reshape(C * KH * KW, -1)
+
+
+def _im2col_case(rng, x, F, K, S, P):
+    args = {"x": x, "KH": K, "KW": K, "S": S, "P": P}
+    return Case(
+        f"x {x.shape}, {K}×{K} window, stride {S}, padding {P}",
+        args,
+        {"cols_batch_first": _im2col_reference(x, K, K, S, P)},
+    )
+
+
+IM2COL = ArraySpec(
+    "cols_batch_first[(c, kh, kw), (n, oh, ow)] = x_pad[n, c, oh*S + kh, ow*S + kw]: x (N, C, H, W) -> "
+    "(C·KH·KW, N·OH·OW), rows ordered c, then kh, then kw; columns n, then oh, then ow",
+    ("cols_batch_first",),
+    {
+        "cols_batch_first": "for kh, kw: rows (c, kh, kw) = "
+        "x_pad[:, :, kh : kh + S*(OH-1)+1 : S, kw : ... : S], "
+        "moved to (C, N, OH, OW); OH = (H + 2P − KH) // S + 1"
+    },
+    lambda rng: _conv_shape_cases(rng, _im2col_case),
+    (
+        Mistake(
+            "your windows ignore the stride: they start at every pixel, not every S-th one "
+            "(OH = (H + 2P − KH) // S + 1 windows per column of the image)",
+            lambda a: {"cols_batch_first": _im2col_reference(a["x"], a["KH"], a["KW"], 1, a["P"])},
+        ),
+        Mistake(
+            "the padding is missing: the windows must slide over x padded with P zeros on each side",
+            lambda a: {"cols_batch_first": _im2col_reference(a["x"], a["KH"], a["KW"], a["S"], 0)},
+        ),
+        Mistake(
+            "your columns are ordered (oh, ow, n), batch LAST; this exercise wants (n, oh, ow)",
+            lambda a: {
+                "cols_batch_first": _im2col_reference(
+                    a["x"], a["KH"], a["KW"], a["S"], a["P"], batch_first=False
+                )
+            },
+        ),
+        Mistake(
+            "your rows are ordered (kh, kw, c); the weight reshaped to (F, C·KH·KW) is ordered (c, kh, kw)",
+            lambda a: {
+                "cols_batch_first": _im2col_reference(a["x"], a["KH"], a["KW"], a["S"], a["P"])
+                .reshape(a["x"].shape[1], a["KH"] * a["KW"], -1)
+                .transpose(1, 0, 2)
+                .reshape(a["x"].shape[1] * a["KH"] * a["KW"], -1)
+            },
+        ),
+    ),
+)
+
+
+@register("im2col", names=("im2col",), title="im2col: every window as a column")
+def check_im2col(report, im2col):
+    check_arrays(report, IM2COL, im2col)
+
+
+def _conv_forward_reference(x, weight, bias, S, P):
+    F, C, KH, KW = weight.shape
+    N = x.shape[0]
+    cols = _im2col_reference(x, KH, KW, S, P)  # (C·KH·KW, N·OH·OW)
+    OH, OW = (x.shape[2] + 2 * P - KH) // S + 1, (x.shape[3] + 2 * P - KW) // S + 1
+    y = (weight.reshape(F, -1) @ cols).reshape(F, N, OH, OW) + bias[:, None, None, None]
+    return y.transpose(1, 0, 2, 3)
+
+
+def _conv_forward_case(rng, x, F, K, S, P):
+    weight, bias = rng.standard_normal((F, x.shape[1], K, K)), rng.standard_normal(F)
+    args = {"x": x, "weight": weight, "bias": bias, "S": S, "P": P}
+    return Case(
+        f"x {x.shape}, weight {weight.shape}, stride {S}, padding {P}",
+        args,
+        {"y": _conv_forward_reference(x, weight, bias, S, P)},
+    )
+
+
+CONV_FORWARD = ArraySpec(
+    "y[n, f, oh, ow] = bias[f] + Σ_{c,kh,kw} weight[f, c, kh, kw] x_pad[n, c, oh*S+kh, ow*S+kw]",
+    ("y",),
+    {
+        "y": "OH = (H + 2P − KH) // S + 1; y[n, f, oh, ow] = np.sum(weight[f] * x_pad[n, :, oh*S : oh*S+KH, "
+        "ow*S : ow*S+KW]) + bias[f]"
+    },
+    lambda rng: _conv_shape_cases(rng, _conv_forward_case),
+    (
+        Mistake(
+            "the bias is missing",
+            lambda a: {"y": _conv_forward_reference(a["x"], a["weight"], 0 * a["bias"], a["S"], a["P"])},
+        ),
+        Mistake(
+            "your kernel is flipped (a true convolution); scratchnet, like every deep learning library, "
+            "computes a cross-correlation: weight[f, c, kh, kw] meets x_pad[..., oh*S+kh, ow*S+kw]",
+            lambda a: {
+                "y": _conv_forward_reference(a["x"], a["weight"][..., ::-1, ::-1], a["bias"], a["S"], a["P"])
+            },
+        ),
+        Mistake(
+            "the stride is ignored: window (oh, ow) starts at row oh*S, column ow*S",
+            lambda a: {"y": _conv_forward_reference(a["x"], a["weight"], a["bias"], 1, a["P"])},
+        ),
+        Mistake(
+            "the padding is missing: pad x with P zeros on each side of H and W first",
+            lambda a: {"y": _conv_forward_reference(a["x"], a["weight"], a["bias"], a["S"], 0)},
+        ),
+    ),
+)
+
+
+@register("conv2d-forward", names=("conv2d_forward",), title="convolution forward, with loops")
+def check_conv2d_forward(report, conv2d_forward):
+    check_arrays(report, CONV_FORWARD, conv2d_forward)
+
+
+def _col2im_reference(cols, x_shape, KH, KW, S, P, crop=True):
+    """The adjoint of im2col: every column entry ADDED back onto the pixel it was copied from."""
+    N, C, H, W = x_shape
+    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    cols = cols.reshape(C, KH, KW, N, OH, OW)
+    dx_pad = np.zeros((N, C, H + 2 * P, W + 2 * P), dtype=cols.dtype)
+    for kh in range(KH):
+        for kw in range(KW):
+            dx_pad[:, :, kh : kh + S * (OH - 1) + 1 : S, kw : kw + S * (OW - 1) + 1 : S] += cols[
+                :, kh, kw
+            ].transpose(1, 0, 2, 3)
+    return dx_pad[:, :, P : P + H, P : P + W] if crop else dx_pad
+
+
+def _col2im_terms(a) -> np.ndarray:
+    """terms[n, c, h, w, (kh, kw)]: what each kernel offset's columns put on pixel (h, w)."""
+    N, C, H, W = a["x_shape"]
+    KH, KW, S, P = a["KH"], a["KW"], a["S"], a["P"]
+    terms = np.zeros((N, C, H + 2 * P, W + 2 * P, KH * KW))
+    for kh in range(KH):
+        for kw in range(KW):
+            one = np.zeros((KH, KW))
+            one[kh, kw] = 1
+            mask = np.repeat(one.reshape(1, KH * KW, 1), C, axis=0).reshape(C * KH * KW, 1)
+            terms[..., kh * KW + kw] = _col2im_reference(
+                a["cols_batch_first"] * mask, a["x_shape"], KH, KW, S, P, crop=False
+            )
+    return terms[:, :, P : P + H, P : P + W]
+
+
+def _col2im_case(rng, x, F, K, S, P):
+    cols = rng.standard_normal(_im2col_reference(x, K, K, S, P).shape)
+    args = {"cols_batch_first": cols, "x_shape": x.shape, "KH": K, "KW": K, "S": S, "P": P}
+    return Case(
+        f"x {x.shape}, {K}×{K} window, stride {S}, padding {P}",
+        args,
+        {"dx": _col2im_reference(cols, x.shape, K, K, S, P)},
+    )
+
+
+COL2IM = ArraySpec(
+    "col2im, im2col's adjoint: dx[n, c, oh*S+kh − P, ow*S+kw − P] += "
+    "cols_batch_first[(c, kh, kw), (n, oh, ow)]",
+    ("dx",),
+    {
+        "dx": "dx_pad = zeros (N, C, H+2P, W+2P); for kh, kw: "
+        "dx_pad[:, :, kh : kh+S*(OH-1)+1 : S, kw : ... : S] "
+        "+= rows (c, kh, kw) moved to (N, C, OH, OW); return dx_pad[:, :, P:P+H, P:P+W]"
+    },
+    lambda rng: _conv_shape_cases(rng, _col2im_case),
+    (
+        Mistake(
+            "this is the gradient of the PADDED input; crop the padding off",
+            lambda a: {
+                "dx": _col2im_reference(
+                    a["cols_batch_first"], a["x_shape"], a["KH"], a["KW"], a["S"], a["P"], crop=False
+                )
+            },
+        ),
+        Mistake(
+            "`=` instead of `+=`: where windows overlap, a pixel was copied into several columns, and all "
+            "of them must be ADDED back; yours keeps one",
+            test=lambda a, name, yours, correct: _pick_one_per_element(_col2im_terms(a), yours, correct),
+        ),
+    ),
+)
+
+
+@register("col2im", names=("col2im",), title="col2im: im2col's adjoint, overlapping windows add up")
+def check_col2im(report, col2im):
+    check_arrays(report, COL2IM, col2im)
+
+
+# --- dropout (lesson 06) --------------------------------------------------------------------------------
+def _dropout_cases(rng, direction):
+    cases = []
+    for p in (0.5, 0.2):
+        x = rng.standard_normal((4, 6))
+        keep = rng.random(x.shape) >= p  # True where the unit survives
+        if direction == "forward":
+            args, correct = {"x": x, "keep": keep, "p": p}, {"y": x * keep / (1 - p)}
+        else:
+            args, correct = {"dy": x, "keep": keep, "p": p}, {"dx": x * keep / (1 - p)}
+        cases.append(Case(f"({direction}) x (4, 6), drop probability p = {p}", args, correct))
+    return cases
+
+
+def _dropout_mistakes(first: str, output: str) -> tuple[Mistake, ...]:
+    return (
+        Mistake(
+            "no scaling: that is the paper's dropout, which instead multiplies by (1 − p) at TEST time; "
+            "inverted dropout scales the survivors while training so that testing needs nothing",
+            lambda a: {output: a[first] * a["keep"]},
+        ),
+        Mistake(
+            "scaled by 1/p: p is the probability of DROPPING; the survivors, a fraction 1 − p, are "
+            "scaled so that the expected value is unchanged",
+            lambda a: {output: a[first] * a["keep"] / a["p"]},
+        ),
+        Mistake(
+            "multiplied by (1 − p): the expected value of keep·x is (1 − p)·x, so the survivors must be "
+            "DIVIDED by (1 − p) to keep it at x",
+            lambda a: {output: a[first] * a["keep"] * (1 - a["p"])},
+        ),
+        Mistake(
+            "the mask is inverted: `keep` is True where the unit SURVIVES",
+            lambda a: {output: a[first] * ~a["keep"] / (1 - a["p"])},
+        ),
+        Mistake("the mask is missing: only the kept units pass", lambda a: {output: a[first] / (1 - a["p"])}),
+    )
+
+
+DROPOUT_FORWARD = ArraySpec(
+    "inverted dropout, training: y = x where keep, 0 elsewhere, the survivors scaled to keep E[y] = x",
+    ("y",),
+    {"y": "y = x * keep / (1 − p)"},
+    lambda rng: _dropout_cases(rng, "forward"),
+    _dropout_mistakes("x", "y"),
+)
+DROPOUT_BACKWARD = ArraySpec(
+    "its backward: dx from dy through the same mask and scale",
+    ("dx",),
+    {"dx": "dx = dy * keep / (1 − p): the forward is linear in x, with this very factor"},
+    lambda rng: _dropout_cases(rng, "backward"),
+    _dropout_mistakes("dy", "dx"),
+)
+
+
+@register(
+    "dropout", names=("dropout_forward", "dropout_backward"), title="inverted dropout, forward and backward"
+)
+def check_dropout(report, dropout_forward, dropout_backward):
+    check_arrays(report, DROPOUT_FORWARD, dropout_forward)
+    if report.passed:
+        check_arrays(report, DROPOUT_BACKWARD, dropout_backward)
+
+
+# --- local response normalisation (advanced) --------------------------------------------------------------
+def _lrn_cases(rng):
+    from scratchnet.layers import LocalResponseNorm
+
+    cases = []
+    # alpha large enough that the cross-channel term matters; size 4 (even) places the window unevenly.
+    for size in (5, 4):
+        x = rng.standard_normal((2, 7, 3, 3))
+        dy = rng.standard_normal(x.shape)
+        layer = LocalResponseNorm(size, alpha=0.5, beta=0.75, k=2.0, dtype=np.float64)
+        args = {"dy": dy, "x": x, "size": size, "alpha": 0.5, "beta": 0.75, "k": 2.0}
+        cases.append(
+            Case(
+                f"x (2, 7, 3, 3), size {size}, alpha 0.5, beta 0.75, k 2",
+                args,
+                {"dx": _layer_gradients(layer, x, dy)["dx"]},
+            )
+        )
+    return cases
+
+
+def _window_sum(v, before, after):
+    out = v.copy()
+    for d in range(1, before + 1):
+        out[:, d:] += v[:, :-d]
+    for d in range(1, after + 1):
+        out[:, :-d] += v[:, d:]
+    return out
+
+
+def _lrn_dx(a, cross=True, mirrored=True, two=2.0):
+    dy, x, size, alpha, beta, k = (a[n] for n in ("dy", "x", "size", "alpha", "beta", "k"))
+    s = k + alpha * _window_sum(x * x, size // 2, (size - 1) // 2)  # (N, C, H, W)
+    y = x * s**-beta
+    dx = dy * s**-beta
+    if cross:
+        before, after = ((size - 1) // 2, size // 2) if mirrored else (size // 2, (size - 1) // 2)
+        dx -= two * alpha * beta * x * _window_sum(dy * y / s, before, after)
+    return dx
+
+
+LRN = ArraySpec(
+    "b_c = a_c · s_c^(−β), s_c = k + α Σ_{c' = c − size//2 .. c + (size−1)//2} a_{c'}², across channels",
+    ("dx",),
+    {
+        "dx": "dx_j = dy_j s_j^(−β) − 2αβ a_j Σ_{i : j ∈ window(i)} dy_i b_i / s_i; "
+        "i runs over j − (size−1)//2 "
+        ".. j + size//2 (the mirrored window)"
+    },
+    _lrn_cases,
+    (
+        Mistake(
+            "only the direct term dy · s^(−β): every b_i whose window contains channel j depends on a_j "
+            "through s_i too",
+            lambda a: {"dx": _lrn_dx(a, cross=False)},
+        ),
+        Mistake(
+            "the cross-channel sum uses the forward window; channel j feeds the outputs i whose window "
+            "contains j, the MIRRORED window (it differs when size is even)",
+            lambda a: {"dx": _lrn_dx(a, mirrored=False)},
+        ),
+        Mistake(
+            "the factor 2 of ∂(a²)/∂a is missing in the cross-channel term",
+            lambda a: {"dx": _lrn_dx(a, two=1.0)},
+        ),
+    ),
+)
+
+
+@register("lrn-backward", names=("lrn_backward",), title="local response normalisation backward (advanced)")
+def check_lrn_backward(report, lrn_backward):
+    check_arrays(report, LRN, lrn_backward)
