@@ -1,10 +1,10 @@
 // 2-D convolution (cross-correlation, as in every deep learning library), forward and backward.
 //
-//   x (N, C, H, W), weight (F, C / groups, kh, kw), b (F,), y (N, F, Ho, Wo)
-//   y[n, f, ho, wo] = b[f] + sum over c < C / groups, i < kh, j < kw of
-//                     weight[f, c, i, j] * x[n, g * Cg + c, ho * sh - ph + i, wo * sw - pw + j]
-//   with Cg = C / groups, Fg = F / groups, g = f / Fg the group of filter f, and x = 0 outside the image
-//   (zero padding ph, pw); Ho = (H + 2 ph - kh) / sh + 1, Wo = (W + 2 pw - kw) / sw + 1.
+//   x (N, C, H, W), weight (F, C / G, KH, KW), bias (F,), y (N, F, OH, OW)
+//   y[n, f, oh, ow] = bias[f] + sum over c < C / G, kh < KH, kw < KW of
+//                     weight[f, c, kh, kw] * x[n, g * Cg + c, oh * SH - PH + kh, ow * SW - PW + kw]
+//   with Cg = C / G, Fg = F / G, g = f / Fg the group of filter f, and x = 0 outside the image
+//   (zero padding PH, PW); OH = (H + 2 PH - KH) / SH + 1, OW = (W + 2 PW - KW) / SW + 1.
 //
 // Two ways to compute it:
 //   * direct ("naive"): conv2d_forward_naive, conv2d_backward_input_naive, conv2d_backward_weight_naive,
@@ -16,185 +16,179 @@
 // output value and writes it once, so there are no atomics and results are deterministic.
 // Sizes are int; flat indices are long long because N * C * H * W can pass 2^31.
 
-// Decode a flat index into (a, b, c, d) for a C-contiguous array of shape (A, B, Cdim, D).
-__device__ void unravel4(long long index, int B, int Cdim, int D, int* a, int* b, int* c, int* d)
-{
-    *d = (int)(index % D);
-    index /= D;
-    *c = (int)(index % Cdim);
-    index /= Cdim;
-    *b = (int)(index % B);
-    *a = (int)(index / B);
+// Decode a flat index i into (a, b, c, d) for a C-contiguous array of shape (A, B, Cdim, D).
+__device__ void unravel4(long long i, int B, int Cdim, int D, int* a, int* b, int* c, int* d) {
+    *d = (int)(i % D);
+    i /= D;
+    *c = (int)(i % Cdim);
+    i /= Cdim;
+    *b = (int)(i % B);
+    *a = (int)(i / B);
 }
 
-// Thread mapping: one thread per output element y[n, f, ho, wo] (1-D grid over N * F * Ho * Wo); the
-// thread sums over the Cg * kh * kw inputs of its receptive field.
+// Thread mapping: one thread per output element y[n, f, oh, ow] (1-D grid over N * F * OH * OW); the
+// thread sums over the Cg * KH * KW inputs of its receptive field.
 template <typename T>
-__global__ void conv2d_forward_naive(const T* x, const T* weight, const T* b, T* y, int N, int C, int H, int W,
-                                     int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo, int F,
-                                     int groups)
-{
-    const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= (long long)N * F * Ho * Wo) return;
-    int n, f, ho, wo;
-    unravel4(index, F, Ho, Wo, &n, &f, &ho, &wo);
-    const int Cg = C / groups;
-    const int g = f / (F / groups);
+__global__ void conv2d_forward_naive(const T* x, const T* weight, const T* bias, T* y, int N, int C, int H,
+                                     int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
+                                     int F, int G) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)N * F * OH * OW) return;
+    int n, f, oh, ow;
+    unravel4(i, F, OH, OW, &n, &f, &oh, &ow);
+    const int Cg = C / G;
+    const int g = f / (F / G);
 
-    T sum = b[f];
+    T sum = bias[f];
     for (int c = 0; c < Cg; ++c) {
-        for (int i = 0; i < kh; ++i) {
-            const int h = ho * sh - ph + i;
+        for (int kh = 0; kh < KH; ++kh) {
+            const int h = oh * SH - PH + kh;
             if (h < 0 || h >= H) continue;  // zero padding
-            for (int j = 0; j < kw; ++j) {
-                const int w = wo * sw - pw + j;
+            for (int kw = 0; kw < KW; ++kw) {
+                const int w = ow * SW - PW + kw;
                 if (w < 0 || w >= W) continue;
                 const long long x_at = (((long long)n * C + g * Cg + c) * H + h) * W + w;
-                const long long w_at = (((long long)f * Cg + c) * kh + i) * kw + j;
-                sum += weight[w_at] * x[x_at];
+                const long long weight_at = (((long long)f * Cg + c) * KH + kh) * KW + kw;
+                sum += weight[weight_at] * x[x_at];
             }
         }
     }
-    y[index] = sum;
+    y[i] = sum;
 }
 
-// dx[n, c, h, w] = sum over the filters f of c's group and the offsets (i, j) with h = ho * sh - ph + i and
-// w = wo * sw - pw + j for some output position (ho, wo) of dy[n, f, ho, wo] * weight[f, c % Cg, i, j].
-// Thread mapping: one thread per input element dx[n, c, h, w] (1-D grid over N * C * H * W); the thread
+// dx[n, c, h, w] = sum over the filters f of c's group and the offsets (kh, kw) with h = oh * SH - PH + kh
+// and w = ow * SW - PW + kw for some output position (oh, ow) of dy[n, f, oh, ow] * weight[f, c % Cg, kh,
+// kw]. Thread mapping: one thread per input element dx[n, c, h, w] (1-D grid over N * C * H * W); the thread
 // gathers from every output position whose receptive field contains (h, w).
 template <typename T>
 __global__ void conv2d_backward_input_naive(const T* dy, const T* weight, T* dx, int N, int C, int H, int W,
-                                            int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo,
-                                            int F, int groups)
-{
-    const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= (long long)N * C * H * W) return;
+                                            int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
+                                            int F, int G) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)N * C * H * W) return;
     int n, c, h, w;
-    unravel4(index, C, H, W, &n, &c, &h, &w);
-    const int Cg = C / groups;
-    const int Fg = F / groups;
+    unravel4(i, C, H, W, &n, &c, &h, &w);
+    const int Cg = C / G;
+    const int Fg = F / G;
     const int g = c / Cg;
 
     T sum = 0;
     for (int f = g * Fg; f < (g + 1) * Fg; ++f) {
-        for (int i = 0; i < kh; ++i) {
-            const int h_scaled = h + ph - i;  // = ho * sh if output row ho sees input row h at offset i
-            if (h_scaled < 0 || h_scaled % sh != 0 || h_scaled / sh >= Ho) continue;
-            const int ho = h_scaled / sh;
-            for (int j = 0; j < kw; ++j) {
-                const int w_scaled = w + pw - j;
-                if (w_scaled < 0 || w_scaled % sw != 0 || w_scaled / sw >= Wo) continue;
-                const int wo = w_scaled / sw;
-                const long long dy_at = (((long long)n * F + f) * Ho + ho) * Wo + wo;
-                const long long w_at = (((long long)f * Cg + c % Cg) * kh + i) * kw + j;
-                sum += dy[dy_at] * weight[w_at];
+        for (int kh = 0; kh < KH; ++kh) {
+            const int h_shifted = h + PH - kh;  // = oh * SH if output row oh sees input row h at offset kh
+            if (h_shifted < 0 || h_shifted % SH != 0 || h_shifted / SH >= OH) continue;
+            const int oh = h_shifted / SH;
+            for (int kw = 0; kw < KW; ++kw) {
+                const int w_shifted = w + PW - kw;
+                if (w_shifted < 0 || w_shifted % SW != 0 || w_shifted / SW >= OW) continue;
+                const int ow = w_shifted / SW;
+                const long long dy_at = (((long long)n * F + f) * OH + oh) * OW + ow;
+                const long long weight_at = (((long long)f * Cg + c % Cg) * KH + kh) * KW + kw;
+                sum += dy[dy_at] * weight[weight_at];
             }
         }
     }
-    dx[index] = sum;
+    dx[i] = sum;
 }
 
-// dweight[f, c, i, j] = sum over n, ho, wo of dy[n, f, ho, wo] * x[n, g * Cg + c, ho * sh - ph + i, wo * sw - pw + j].
-// Thread mapping: one thread per weight element (1-D grid over F * Cg * kh * kw); the thread sums over
-// the batch and every output position.
+// dweight[f, c, kh, kw] = sum over n, oh, ow of dy[n, f, oh, ow] * x[n, g * Cg + c, oh * SH - PH + kh, ow *
+// SW - PW + kw]. Thread mapping: one thread per weight element (1-D grid over F * Cg * KH * KW); the thread
+// sums over the batch and every output position.
 template <typename T>
 __global__ void conv2d_backward_weight_naive(const T* dy, const T* x, T* dweight, int N, int C, int H, int W,
-                                             int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo,
-                                             int F, int groups)
-{
-    const int Cg = C / groups;
-    const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= (long long)F * Cg * kh * kw) return;
-    int f, c, i, j;
-    unravel4(index, Cg, kh, kw, &f, &c, &i, &j);
-    const int g = f / (F / groups);
+                                             int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW,
+                                             int F, int G) {
+    const int Cg = C / G;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)F * Cg * KH * KW) return;
+    int f, c, kh, kw;
+    unravel4(i, Cg, KH, KW, &f, &c, &kh, &kw);
+    const int g = f / (F / G);
 
     T sum = 0;
     for (int n = 0; n < N; ++n) {
-        for (int ho = 0; ho < Ho; ++ho) {
-            const int h = ho * sh - ph + i;
+        for (int oh = 0; oh < OH; ++oh) {
+            const int h = oh * SH - PH + kh;
             if (h < 0 || h >= H) continue;
-            for (int wo = 0; wo < Wo; ++wo) {
-                const int w = wo * sw - pw + j;
+            for (int ow = 0; ow < OW; ++ow) {
+                const int w = ow * SW - PW + kw;
                 if (w < 0 || w >= W) continue;
-                const long long dy_at = (((long long)n * F + f) * Ho + ho) * Wo + wo;
+                const long long dy_at = (((long long)n * F + f) * OH + oh) * OW + ow;
                 const long long x_at = (((long long)n * C + g * Cg + c) * H + h) * W + w;
                 sum += dy[dy_at] * x[x_at];
             }
         }
     }
-    dweight[index] = sum;
+    dweight[i] = sum;
 }
 
-// cols[(c, i, j), (n, ho, wo)] = x[n, c, ho * sh - ph + i, wo * sw - pw + j] (0 in the padding):
-// cols is (C * kh * kw, N * Ho * Wo); row (c, i, j) is input channel c seen through kernel offset (i, j),
-// column (n, ho, wo) is one receptive field. Groups need nothing here: the rows of group g are the
-// contiguous block c in [g Cg, (g + 1) Cg), i.e. cols is already the stack (groups, Cg kh kw, N Ho Wo).
-// Thread mapping: one thread per element of cols (1-D grid over C * kh * kw * N * Ho * Wo); consecutive
-// threads take consecutive wo, so they read neighbouring inputs and write neighbouring outputs.
+// cols_batch_first[(c, kh, kw), (n, oh, ow)] = x[n, c, oh * SH - PH + kh, ow * SW - PW + kw] (0 in the
+// padding): cols_batch_first is (C * KH * KW, N * OH * OW); row (c, kh, kw) is input channel c seen through
+// kernel offset (kh, kw), column (n, oh, ow) is one receptive field. Groups need nothing here: the rows of
+// group g are the contiguous block c in [g Cg, (g + 1) Cg), kh.e. cols_batch_first is already the stack (G,
+// Cg KH KW, N OH OW). Thread mapping: one thread per element of cols_batch_first (1-D grid over C * KH * KW *
+// N * OH * OW); consecutive threads take consecutive ow, so they read neighbouring inputs and write
+// neighbouring outputs.
 template <typename T>
-__global__ void im2col(const T* x, T* cols, int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph,
-                       int pw, int Ho, int Wo)
-{
-    const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long columns = (long long)N * Ho * Wo;
-    if (index >= (long long)C * kh * kw * columns) return;
-    const long long row = index / columns;  // (c, i, j)
-    const long long column = index % columns;  // (n, ho, wo)
-    const int j = (int)(row % kw);
-    const int i = (int)(row / kw % kh);
-    const int c = (int)(row / ((long long)kw * kh));
-    const int wo = (int)(column % Wo);
-    const int ho = (int)(column / Wo % Ho);
-    const int n = (int)(column / ((long long)Wo * Ho));
-    const int h = ho * sh - ph + i;
-    const int w = wo * sw - pw + j;
+__global__ void im2col(const T* x, T* cols_batch_first, int N, int C, int H, int W, int KH, int KW, int SH,
+                       int SW, int PH, int PW, int OH, int OW) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long columns = (long long)N * OH * OW;
+    if (i >= (long long)C * KH * KW * columns) return;
+    const long long row = i / columns;     // (c, kh, kw)
+    const long long column = i % columns;  // (n, oh, ow)
+    const int kw = (int)(row % KW);
+    const int kh = (int)(row / KW % KH);
+    const int c = (int)(row / ((long long)KW * KH));
+    const int ow = (int)(column % OW);
+    const int oh = (int)(column / OW % OH);
+    const int n = (int)(column / ((long long)OW * OH));
+    const int h = oh * SH - PH + kh;
+    const int w = ow * SW - PW + kw;
     const bool inside = h >= 0 && h < H && w >= 0 && w < W;
-    cols[index] = inside ? x[(((long long)n * C + c) * H + h) * W + w] : T(0);
+    cols_batch_first[i] = inside ? x[(((long long)n * C + c) * H + h) * W + w] : T(0);
 }
 
-// The adjoint of im2col: dx[n, c, h, w] = sum of dcols[(c, i, j), (n, ho, wo)] over every (i, j, ho, wo)
-// that im2col read x[n, c, h, w] into (as Chainer's col2im_gpu).
-// Thread mapping: one thread per input element dx[n, c, h, w] (1-D grid over N * C * H * W), gathering
-// its at most kh * kw contributions; no two threads write the same element, so no atomics are needed.
+// The adjoint of im2col: dx[n, c, h, w] = sum of dcols_batch_first[(c, kh, kw), (n, oh, ow)] over every (kh,
+// kw, oh, ow) that im2col read x[n, c, h, w] into (as Chainer's col2im_gpu). Thread mapping: one thread per
+// input element dx[n, c, h, w] (1-D grid over N * C * H * W), gathering its at most KH * KW contributions; no
+// two threads write the same element, so no atomics are needed.
 template <typename T>
-__global__ void col2im(const T* dcols, T* dx, int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph,
-                       int pw, int Ho, int Wo)
-{
-    const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= (long long)N * C * H * W) return;
+__global__ void col2im(const T* dcols_batch_first, T* dx, int N, int C, int H, int W, int KH, int KW, int SH,
+                       int SW, int PH, int PW, int OH, int OW) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)N * C * H * W) return;
     int n, c, h, w;
-    unravel4(index, C, H, W, &n, &c, &h, &w);
-    const long long columns = (long long)N * Ho * Wo;
+    unravel4(i, C, H, W, &n, &c, &h, &w);
+    const long long columns = (long long)N * OH * OW;
 
     T sum = 0;
-    for (int i = 0; i < kh; ++i) {
-        const int h_scaled = h + ph - i;  // = ho * sh when output row ho reads row h at kernel row i
-        if (h_scaled < 0 || h_scaled % sh != 0 || h_scaled / sh >= Ho) continue;
-        const int ho = h_scaled / sh;
-        for (int j = 0; j < kw; ++j) {
-            const int w_scaled = w + pw - j;
-            if (w_scaled < 0 || w_scaled % sw != 0 || w_scaled / sw >= Wo) continue;
-            const int wo = w_scaled / sw;
-            const long long row = ((long long)c * kh + i) * kw + j;
-            const long long column = ((long long)n * Ho + ho) * Wo + wo;
-            sum += dcols[row * columns + column];
+    for (int kh = 0; kh < KH; ++kh) {
+        const int h_shifted = h + PH - kh;  // = oh * SH when output row oh reads row h at kernel row kh
+        if (h_shifted < 0 || h_shifted % SH != 0 || h_shifted / SH >= OH) continue;
+        const int oh = h_shifted / SH;
+        for (int kw = 0; kw < KW; ++kw) {
+            const int w_shifted = w + PW - kw;
+            if (w_shifted < 0 || w_shifted % SW != 0 || w_shifted / SW >= OW) continue;
+            const int ow = w_shifted / SW;
+            const long long row = ((long long)c * KH + kh) * KW + kw;
+            const long long column = ((long long)n * OH + oh) * OW + ow;
+            sum += dcols_batch_first[row * columns + column];
         }
     }
-    dx[index] = sum;
+    dx[i] = sum;
 }
 
-// y[b, a, p] = x[a, b, p]: swap the first two axes of a (A, B, P) array. The GEMM produces the
-// convolution's output as (F, N, Ho * Wo); swap_axes01 turns it into NCHW, and turns dy back.
-// Thread mapping: one thread per output element y[b, a, p] (1-D grid over B * A * P); consecutive threads
-// write consecutive p and read consecutive p.
+// y[b, a, p] = x[a, b, p]: swap the first two axes of a (A, B, positions) array. The GEMM produces the
+// convolution's output as (F, N, OH * OW); swap_axes01 turns it into NCHW, and turns dy back.
+// Thread mapping: one thread per output element y[b, a, p] (1-D grid over B * A * positions); consecutive
+// threads write consecutive p and read consecutive p.
 template <typename T>
-__global__ void swap_axes01(const T* x, T* y, int A, int B, long long P)
-{
-    const long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (index >= (long long)A * B * P) return;
-    const long long p = index % P;
-    const long long a = (index / P) % A;
-    const long long b = index / (P * A);
-    y[index] = x[(a * B + b) * P + p];
+__global__ void swap_axes01(const T* x, T* y, int A, int B, long long positions) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)A * B * positions) return;
+    const long long p = i % positions;
+    const long long a = (i / positions) % A;
+    const long long b = i / (positions * A);
+    y[i] = x[(a * B + b) * positions + p];
 }

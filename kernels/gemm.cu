@@ -13,14 +13,12 @@
 
 // op(A)[row, k] and op(B)[k, col], reading the stored matrix the right way round.
 template <typename T>
-__device__ T load_op_a(const T* A, int row, int k, int M, int K, int transpose_a)
-{
+__device__ T load_op_a(const T* A, int row, int k, int M, int K, int transpose_a) {
     return transpose_a ? A[(long long)k * M + row] : A[(long long)row * K + k];
 }
 
 template <typename T>
-__device__ T load_op_b(const T* B, int k, int col, int K, int N, int transpose_b)
-{
+__device__ T load_op_b(const T* B, int k, int col, int K, int N, int transpose_b) {
     return transpose_b ? B[(long long)col * K + k] : B[(long long)k * N + col];
 }
 
@@ -29,8 +27,8 @@ __device__ T load_op_b(const T* B, int k, int col, int K, int N, int transpose_b
 // rows; grid (ceil(N / TILE), ceil(M / TILE), batch). Each thread reads a whole row of op(A) and column
 // of op(B) from global memory: 2K loads for 2K flops, which is why this kernel is slow.
 template <typename T>
-__global__ void gemm_naive(const T* A, const T* B, T* C, int M, int N, int K, int transpose_a, int transpose_b)
-{
+__global__ void gemm_naive(const T* A, const T* B, T* C, int M, int N, int K, int transpose_a,
+                           int transpose_b) {
     const int row = blockIdx.y * blockDim.y + threadIdx.y;
     const int col = blockIdx.x * blockDim.x + threadIdx.x;
     const long long z = blockIdx.z;
@@ -52,8 +50,8 @@ __global__ void gemm_naive(const T* A, const T* B, T* C, int M, int N, int K, in
 // Threads outside C (at the right and bottom edges) still load zeros and reach both barriers: a
 // __syncthreads() that only some threads of a block reach is undefined behaviour.
 template <typename T>
-__global__ void gemm_tiled(const T* A, const T* B, T* C, int M, int N, int K, int transpose_a, int transpose_b)
-{
+__global__ void gemm_tiled(const T* A, const T* B, T* C, int M, int N, int K, int transpose_a,
+                           int transpose_b) {
     __shared__ T tile_a[TILE][TILE];
     __shared__ T tile_b[TILE][TILE];
     const int tx = threadIdx.x;
@@ -86,11 +84,10 @@ __global__ void gemm_tiled(const T* A, const T* B, T* C, int M, int N, int K, in
 
 // The bias epilogue after a GEMM: y[i] += b[f] where f = (i / P) % F, for y viewed as (rows, F, P):
 // P = 1 for Linear's (N, F) output, P = H * W for a convolution's (N, F, H, W) output.
-// Thread mapping: one thread per element of y (1-D grid over all n elements).
+// Thread mapping: one thread per element of y (1-D grid over all count elements).
 template <typename T>
-__global__ void add_bias(T* y, const T* b, long long n, int F, long long P)
-{
+__global__ void add_bias(T* y, const T* bias, long long count, int F, long long positions) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    y[i] += b[(i / P) % F];
+    if (i >= count) return;
+    y[i] += bias[(i / positions) % F];
 }

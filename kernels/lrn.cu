@@ -11,13 +11,13 @@
 __device__ inline float power_of(float base, float exponent) { return powf(base, exponent); }
 __device__ inline double power_of(double base, double exponent) { return pow(base, exponent); }
 
-// One thread per element i < n = N*C*H*W; it reads the (at most size) elements of its channel window, which
-// lie HW apart in memory. Writes y and, for the backward pass, scale.
+// Thread mapping: one thread per element i < count = N*C*H*W; it reads the (at most size) elements of its
+// channel window, which lie HW apart in memory. Writes y and, for the backward pass, scale.
 template <typename T>
-__global__ void lrn_forward(const T* x, T* y, T* scale, long long n, int C, long long HW, int before, int after,
-                            T alpha, T beta, T k) {
+__global__ void lrn_forward(const T* x, T* y, T* scale, long long count, int C, long long HW, int before,
+                            int after, T alpha, T beta, T k) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+    if (i >= count) return;
     int c = (int)((i / HW) % C);
     const T* x_channel0 = x + (i - c * HW);  // the same (n, h, w) in channel 0
     int first = max(c - before, 0), last = min(c + after, C - 1);
@@ -31,12 +31,13 @@ __global__ void lrn_forward(const T* x, T* y, T* scale, long long n, int C, long
     y[i] = x[i] * power_of(s, -beta);
 }
 
-// One thread per element j < n (a gather over the channels whose window contains j, no atomics).
+// Thread mapping: one thread per element j < count (a gather over the channels whose window contains j, no
+// atomics).
 template <typename T>
-__global__ void lrn_backward(const T* x, const T* y, const T* scale, const T* dy, T* dx, long long n, int C,
-                             long long HW, int before, int after, T alpha, T beta) {
+__global__ void lrn_backward(const T* x, const T* y, const T* scale, const T* dy, T* dx, long long count,
+                             int C, long long HW, int before, int after, T alpha, T beta) {
     long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= n) return;
+    if (j >= count) return;
     int c = (int)((j / HW) % C);
     long long channel0 = j - c * HW;
     int first = max(c - after, 0), last = min(c + before, C - 1);

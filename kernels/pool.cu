@@ -1,9 +1,9 @@
 // 2-D max-pooling, forward and backward. Used by scratchnet/layers/pool.py.
 //
-// Input x: (N, C, H, W); output y: (N, C, OH, OW) with OH = (H + 2*ph - kh) / sh + 1 (likewise OW).
-// Output (oh, ow) looks at the kh x kw window whose top-left corner is (oh*sh - ph, ow*sw - pw); positions
+// Input x: (N, C, H, W); output y: (N, C, OH, OW) with OH = (H + 2*PH - KH) / SH + 1 (likewise OW).
+// Output (oh, ow) looks at the KH x KW window whose top-left corner is (oh*SH - PH, ow*SW - PW); positions
 // outside the input are padding and count as -infinity. argmax[n, c, oh, ow] records WHERE in its window the
-// maximum was, as the row-major window offset di*kw + dj: the first maximum in that order wins ties, exactly
+// maximum was, as the row-major window offset kh*KW + kw: the first maximum in that order wins ties, exactly
 // as in the NumPy code and in PyTorch, so every device routes the gradient to the same element.
 
 // -infinity without <cmath> (NVRTC has no standard headers): -1/0 is exact in IEEE arithmetic.
@@ -12,31 +12,31 @@ __device__ T minus_infinity() {
     return -T(1) / T(0);
 }
 
-// One thread per OUTPUT element: i < n_out = N*C*OH*OW, decoded as i = ((n*C + c)*OH + oh)*OW + ow.
-// The thread scans its window in row-major order and keeps the first maximum. A NaN replaces the running
-// maximum (PyTorch's rule), so a NaN in the input shows up in the output instead of being skipped.
+// Thread mapping: one thread per OUTPUT element: i < n_out = N*C*OH*OW, decoded as i = ((n*C + c)*OH + oh)*OW
+// + ow. The thread scans its window in row-major order and keeps the first maximum. A NaN replaces the
+// running maximum (PyTorch's rule), so a NaN in the input shows up in the output instead of being skipped.
 template <typename T>
 __global__ void maxpool_forward(const T* x, T* y, int* argmax, long long n_out, int H, int W, int OH, int OW,
-                                int kh, int kw, int sh, int sw, int ph, int pw) {
+                                int KH, int KW, int SH, int SW, int PH, int PW) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_out) return;
     int ow = (int)(i % OW);
     int oh = (int)((i / OW) % OH);
     long long plane = i / ((long long)OW * OH);  // n*C + c: which (H, W) image of the input
     const T* x_plane = x + plane * H * W;
-    int h0 = oh * sh - ph;  // top-left corner of the window (may lie in the padding)
-    int w0 = ow * sw - pw;
+    int h0 = oh * SH - PH;  // top-left corner of the window (may lie in the padding)
+    int w0 = ow * SW - PW;
 
     T best = minus_infinity<T>();
     int best_offset = -1;
-    for (int di = 0; di < kh; ++di) {
-        for (int dj = 0; dj < kw; ++dj) {
-            int h = h0 + di, w = w0 + dj;
+    for (int kh = 0; kh < KH; ++kh) {
+        for (int kw = 0; kw < KW; ++kw) {
+            int h = h0 + kh, w = w0 + kw;
             bool inside = h >= 0 && h < H && w >= 0 && w < W;
             T v = inside ? x_plane[h * W + w] : minus_infinity<T>();
             if (best_offset < 0 || v > best || v != v) {  // first element, a strictly larger one, or NaN
                 best = v;
-                best_offset = di * kw + dj;
+                best_offset = kh * KW + kw;
             }
         }
     }
@@ -44,15 +44,15 @@ __global__ void maxpool_forward(const T* x, T* y, int* argmax, long long n_out, 
     argmax[i] = best_offset;
 }
 
-// One thread per INPUT element: i < n_in = N*C*H*W, decoded as i = ((n*C + c)*H + h)*W + w.
+// Thread mapping: one thread per INPUT element: i < n_in = N*C*H*W, decoded as i = ((n*C + c)*H + h)*W + w.
 // A gather (no atomics, deterministic): the thread visits every window that contains (h, w) and adds dy
 // of each window whose argmax is this element. With overlapping windows (stride < kernel) one input can
 // receive gradient from several outputs; they accumulate.
-// Window (oh, ow) contains row h when oh*sh - ph <= h <= oh*sh - ph + kh - 1, i.e.
-// ceil((h + ph - kh + 1) / sh) <= oh <= floor((h + ph) / sh), clipped to [0, OH - 1] (likewise for w).
+// Window (oh, ow) contains row h when oh*SH - PH <= h <= oh*SH - PH + KH - 1, i.e.
+// ceil((h + PH - KH + 1) / SH) <= oh <= floor((h + PH) / SH), clipped to [0, OH - 1] (likewise for w).
 template <typename T>
 __global__ void maxpool_backward(const T* dy, const int* argmax, T* dx, long long n_in, int H, int W, int OH,
-                                 int OW, int kh, int kw, int sh, int sw, int ph, int pw) {
+                                 int OW, int KH, int KW, int SH, int SW, int PH, int PW) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_in) return;
     int w = (int)(i % W);
@@ -62,17 +62,17 @@ __global__ void maxpool_backward(const T* dy, const int* argmax, T* dx, long lon
     const int* argmax_plane = argmax + plane * OH * OW;
 
     // (a + b - 1) / b is ceil(a / b) for a >= 0; max(.., 0) first keeps the numerator non-negative.
-    int oh_first = max(h + ph - kh + 1, 0);
-    oh_first = (oh_first + sh - 1) / sh;
-    int oh_last = min((h + ph) / sh, OH - 1);
-    int ow_first = max(w + pw - kw + 1, 0);
-    ow_first = (ow_first + sw - 1) / sw;
-    int ow_last = min((w + pw) / sw, OW - 1);
+    int oh_first = max(h + PH - KH + 1, 0);
+    oh_first = (oh_first + SH - 1) / SH;
+    int oh_last = min((h + PH) / SH, OH - 1);
+    int ow_first = max(w + PW - KW + 1, 0);
+    ow_first = (ow_first + SW - 1) / SW;
+    int ow_last = min((w + PW) / SW, OW - 1);
 
     T sum = T(0);
     for (int oh = oh_first; oh <= oh_last; ++oh) {
         for (int ow = ow_first; ow <= ow_last; ++ow) {
-            int offset_in_window = (h - (oh * sh - ph)) * kw + (w - (ow * sw - pw));
+            int offset_in_window = (h - (oh * SH - PH)) * KW + (w - (ow * SW - PW));
             if (argmax_plane[oh * OW + ow] == offset_in_window) {
                 sum += dy_plane[oh * OW + ow];
             }

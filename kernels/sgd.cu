@@ -10,14 +10,14 @@
 //
 // With momentum == 0 the velocity is neither read nor written (pass any array of the right type).
 
-// One thread per parameter element i < n (a 1-D grid over the flattened parameter). Every element is
-// independent: p, grad and velocity are read once and written once, so the update is fused into one
-// memory pass instead of the four or five passes that separate array operations would make.
+// Thread mapping: one thread per parameter element i < count (a 1-D grid over the flattened parameter). Every
+// element is independent: p, grad and velocity are read once and written once, so the update is fused into
+// one memory pass instead of the four or five passes that separate array operations would make.
 template <typename T>
-__global__ void sgd_update(T* p, const T* grad, T* velocity, long long n, T lr, T momentum, T weight_decay,
-                           int nesterov, int first_step) {
+__global__ void sgd_update(T* p, const T* grad, T* velocity, long long count, T lr, T momentum,
+                           T weight_decay, int nesterov, int first_step) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) {
+    if (i >= count) {
         return;
     }
     T g = grad[i] + weight_decay * p[i];

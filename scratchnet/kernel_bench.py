@@ -34,13 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scratchnet._cuda import cupy_backend as _cupy
+from scratchnet._cuda.limits import MAX_GRID, cdiv
+from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DeviceError
-
-
-def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for positive integers: the number of blocks of size b that cover a."""
-    return -(-a // b)
 
 
 # --- the operations -----------------------------------------------------------------------------------
@@ -92,18 +89,25 @@ def _gemm_inputs(size, dtype, rng):
 
 def _gemm_launch_rows(kernel, a, size):  # v1: threadIdx.x walks the rows of C
     M, N, K = size["M"], size["N"], size["K"]
-    kernel((cdiv(M, 32), cdiv(N, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
+    side = cuda_defines("dev/gemm.cu")["V1_BLOCK"]
+    kernel((cdiv(M, side), cdiv(N, side)), (side, side), (a["A"], a["B"], a["out"], M, N, K))
 
 
-def _gemm_launch_cols(kernel, a, size):  # v2, v3: threadIdx.x walks the columns of C
-    M, N, K = size["M"], size["N"], size["K"]
-    kernel((cdiv(N, 32), cdiv(M, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
-
-
-def _gemm_launch_tiles(tile: int, threads: int) -> Callable:  # v4, v5: one block per tile x tile of C
+def _gemm_launch_cols(block_define: str) -> Callable:  # v2, v3: threadIdx.x walks the columns of C
     def launch(kernel, a, size):
         M, N, K = size["M"], size["N"], size["K"]
-        kernel((cdiv(N, tile), cdiv(M, tile)), (threads,), (a["A"], a["B"], a["out"], M, N, K))
+        side = cuda_defines("dev/gemm.cu")[block_define]
+        kernel((cdiv(N, side), cdiv(M, side)), (side, side), (a["A"], a["B"], a["out"], M, N, K))
+
+    return launch
+
+
+def _gemm_launch_tiles(version: str) -> Callable:  # v4, v5: one block per BM x BN tile of C
+    def launch(kernel, a, size):
+        M, N, K = size["M"], size["N"], size["K"]
+        defines = cuda_defines("dev/gemm.cu")
+        grid = (cdiv(N, defines[f"{version}_BN"]), cdiv(M, defines[f"{version}_BM"]))
+        kernel(grid, (defines[f"{version}_THREADS"],), (a["A"], a["B"], a["out"], M, N, K))
 
     return launch
 
@@ -118,10 +122,10 @@ GEMM = Op(
     source="dev/gemm.cu",
     versions=(
         Version(1, "gemm_v1_naive", _gemm_launch_rows, "one thread per C element, uncoalesced"),
-        Version(2, "gemm_v2_coalesced", _gemm_launch_cols, "one thread per C element, coalesced"),
-        Version(3, "gemm_v3_tiled", _gemm_launch_cols, "32x32 shared-memory tiles"),
-        Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles(64, 512), "64x64 tiles, 8 outputs per thread"),
-        Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles(128, 256), "128x128 tiles, 8x8 per thread"),
+        Version(2, "gemm_v2_coalesced", _gemm_launch_cols("V1_BLOCK"), "one thread per C element, coalesced"),
+        Version(3, "gemm_v3_tiled", _gemm_launch_cols("V3_TILE"), "32x32 shared-memory tiles"),
+        Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles("V4"), "64x64 tiles, 8 outputs per thread"),
+        Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles("V5"), "128x128 tiles, 8x8 per thread"),
     ),
     make_inputs=_gemm_inputs,
     reference=lambda inp, size: inp["A"] @ inp["B"],
@@ -139,61 +143,63 @@ GEMM = Op(
 
 def _window_out(size) -> tuple[int, int]:
     """(OH, OW) of a K x K window sliding with stride S over an H x W image padded by P (conv and pool)."""
-    oh = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    ow = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    return oh, ow
+    OH = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    OW = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
+    return OH, OW
 
 
-# Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C, K, K)) + b, stride S, padding P.
+# Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), weight (F, C, K, K)) + bias, stride S,
+# padding P. The harness uses square kernels: KH = KW = K.
 def _conv_inputs(size, dtype, rng):
-    n, c, f, k = size["N"], size["C"], size["F"], size["K"]
+    N, C, H, W, F, K = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
     return {
-        "x": rng.standard_normal((n, c, size["H"], size["W"])).astype(dtype),
-        "w": (rng.standard_normal((f, c, k, k)) / np.sqrt(c * k * k)).astype(dtype),
-        "b": rng.standard_normal(f).astype(dtype),
+        "x": rng.standard_normal((N, C, H, W)).astype(dtype),
+        "weight": (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype),
+        "bias": rng.standard_normal(F).astype(dtype),
     }
 
 
 def _conv_reference(inputs, size):
     """im2col as a strided view, then one einsum:
-    y[n, f, i, j] = b[f] + sum_{c, u, v} w[f, c, u, v] * x_pad[n, c, i*S + u, j*S + v]."""
-    x, w, b = inputs["x"], inputs["w"], inputs["b"]
-    p, s, k = size["P"], size["S"], size["K"]
-    oh, ow = _window_out(size)
-    x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    y[n, f, oh, ow] = bias[f] + sum_{c, kh, kw} weight[f, c, kh, kw] * x_pad[n, c, oh*S + kh, ow*S + kw]."""
+    x, weight, bias = inputs["x"], inputs["weight"], inputs["bias"]
+    P, S, K = size["P"], size["S"], size["K"]
+    OH, OW = _window_out(size)
+    x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
     windows = np.lib.stride_tricks.sliding_window_view(
-        x_pad, (k, k), axis=(2, 3)
-    )  # (N, C, Hp-k+1, Wp-k+1, k, k)
-    windows = windows[:, :, : (oh - 1) * s + 1 : s, : (ow - 1) * s + 1 : s]  # (N, C, OH, OW, k, k)
-    return np.einsum("ncijuv,fcuv->nfij", windows, w, optimize=True) + b[None, :, None, None]
+        x_pad, (K, K), axis=(2, 3)
+    )  # (N, C, H+2P-K+1, ., K, K)
+    windows = windows[:, :, : (OH - 1) * S + 1 : S, : (OW - 1) * S + 1 : S]  # (N, C, OH, OW, K, K)
+    return np.einsum("nchwij,fcij->nfhw", windows, weight, optimize=True) + bias[None, :, None, None]
 
 
 def _conv_args(a, size):
-    oh, ow = _window_out(size)
-    n, c, h, w, f, k = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
-    return (a["x"], a["w"], a["b"], a["out"], n, c, h, w, f, k, k, size["S"], size["P"], oh, ow)
+    OH, OW = _window_out(size)
+    N, C, H, W, F, K = (size[key] for key in ("N", "C", "H", "W", "F", "K"))
+    return (a["x"], a["weight"], a["bias"], a["out"], N, C, H, W, F, K, K, size["S"], size["P"], OH, OW)
 
 
 def _conv_launch_direct(kernel, a, size):  # v1: one thread per output element
-    oh, ow = _window_out(size)
-    kernel.launch_1d(size["N"] * size["F"] * oh * ow, _conv_args(a, size), block=256)
+    OH, OW = _window_out(size)
+    kernel.launch_1d(size["N"] * size["F"] * OH * OW, _conv_args(a, size), block=256)
 
 
-CONV_V2_TILE, CONV_V2_FB = 16, 8  # as V2_TILE and V2_FB in conv2d_forward.cu
+def _conv_launch_smem(kernel, a, size):  # v2: V2_TILE x V2_TILE output pixels x V2_FB channels per block
+    OH, OW = _window_out(size)
+    K, S = size["K"], size["S"]
+    defines = cuda_defines("dev/conv2d_forward.cu")
+    tile, channels = defines["V2_TILE"], defines["V2_FB"]
+    patch = ((tile - 1) * S + K) ** 2
+    shared = (patch + channels * K * K) * a["out"].itemsize
+    grid = (cdiv(OW, tile), cdiv(OH, tile), size["N"] * cdiv(size["F"], channels))
+    kernel(grid, (tile, tile), _conv_args(a, size), shared_mem=shared)
 
 
-def _conv_launch_smem(kernel, a, size):  # v2: 16x16 output pixels x 8 channels per block
-    oh, ow = _window_out(size)
-    k, s = size["K"], size["S"]
-    patch = ((CONV_V2_TILE - 1) * s + k) ** 2
-    shared = (patch + CONV_V2_FB * k * k) * a["out"].itemsize
-    grid = (cdiv(ow, CONV_V2_TILE), cdiv(oh, CONV_V2_TILE), size["N"] * cdiv(size["F"], CONV_V2_FB))
-    kernel(grid, (CONV_V2_TILE, CONV_V2_TILE), _conv_args(a, size), shared_mem=shared)
-
-
-def _conv_launch_implicit_gemm(kernel, a, size):  # v3: 64 filters x 64 pixels per block
-    oh, ow = _window_out(size)
-    kernel((cdiv(size["N"] * oh * ow, 64), cdiv(size["F"], 64)), (256,), _conv_args(a, size))
+def _conv_launch_implicit_gemm(kernel, a, size):  # v3: V3_BM filters x V3_BN pixels per block
+    OH, OW = _window_out(size)
+    defines = cuda_defines("dev/conv2d_forward.cu")
+    grid = (cdiv(size["N"] * OH * OW, defines["V3_BN"]), cdiv(size["F"], defines["V3_BM"]))
+    kernel(grid, (defines["V3_THREADS"],), _conv_args(a, size))
 
 
 def _conv_cudnn(a, size):
@@ -204,14 +210,14 @@ def _conv_cudnn(a, size):
         return None
     if not torch.cuda.is_available():
         return None
-    x, w, b = (torch.from_dlpack(a[key]) for key in ("x", "w", "b"))
+    x, weight, bias = (torch.from_dlpack(a[key]) for key in ("x", "weight", "bias"))
     out = torch.from_dlpack(a["out"])
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False  # compare FP32 with FP32, not with TF32 tensor cores
     torch.backends.cudnn.allow_tf32 = False
 
     def run():
-        out.copy_(torch.nn.functional.conv2d(x, w, b, stride=size["S"], padding=size["P"]))
+        out.copy_(torch.nn.functional.conv2d(x, weight, bias, stride=size["S"], padding=size["P"]))
 
     return "cuDNN (torch conv2d)", run
 
@@ -263,29 +269,26 @@ def _pool_inputs(size, dtype, rng):
 
 
 def _pool_reference(inputs, size):
-    k, s, p = size["K"], size["S"], size["P"]
-    oh, ow = _window_out(size)
-    x_pad = np.pad(inputs["x"], ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
-    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (k, k), axis=(2, 3))
-    return windows[:, :, : (oh - 1) * s + 1 : s, : (ow - 1) * s + 1 : s].max(axis=(4, 5))
+    K, S, P = size["K"], size["S"], size["P"]
+    OH, OW = _window_out(size)
+    x_pad = np.pad(inputs["x"], ((0, 0), (0, 0), (P, P), (P, P)), constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, (K, K), axis=(2, 3))  # (N, C, ., ., K, K)
+    return windows[:, :, : (OH - 1) * S + 1 : S, : (OW - 1) * S + 1 : S].max(axis=(4, 5))
 
 
 def _pool_args(a, size):
-    oh, ow = _window_out(size)
-    n, c, h, w = (size[key] for key in ("N", "C", "H", "W"))
-    return (a["x"], a["out"], n, c, h, w, size["K"], size["S"], size["P"], oh, ow)
+    OH, OW = _window_out(size)
+    N, C, H, W, K = (size[key] for key in ("N", "C", "H", "W", "K"))  # square window: KH = KW = K
+    return (a["x"], a["out"], N, C, H, W, K, K, size["S"], size["P"], OH, OW)
 
 
 def _pool_launch_flat(kernel, a, size):  # v1, v2: one thread per output element
     kernel.launch_1d(int(np.prod(_window_out(size))) * size["N"] * size["C"], _pool_args(a, size), block=256)
 
 
-MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
-
-
 def _pool_launch_planes(kernel, a, size):  # v3: blockIdx.y picks the (n, c) plane
     planes = size["N"] * size["C"]
-    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID_Y))
+    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID[1]))
     kernel(grid, (256,), _pool_args(a, size))
 
 
@@ -394,8 +397,26 @@ def validate(
     unwritten = int(np.isnan(out).sum())
     if unwritten:
         result.notes.append(f"{unwritten} of {out.size} outputs not written (still NaN)")
-    result.ok = unwritten == 0 and bool(np.all(error <= tolerance(dtype, op.reduction_length(size)) * scale))
+    wrong = ~(error <= tolerance(dtype, op.reduction_length(size)) * scale)  # NaN counts as wrong
+    result.ok = not wrong.any()
+    if not result.ok:
+        result.notes.append(describe_mismatches(out, expected, wrong))
     return result
+
+
+def describe_mismatches(out: np.ndarray, expected: np.ndarray, wrong: np.ndarray) -> str:
+    """Where the output is wrong: how many elements, the first (in C order) and the worst, as indices.
+
+    The first wrong index often shows the pattern of a bug (an edge tile, a second block row); the worst
+    shows its size. A NaN (an element no thread wrote) is the worst of all."""
+    error = np.abs(out.astype(np.float64) - expected)
+    first = np.unravel_index(int(np.argmax(wrong)), wrong.shape)
+    worst = np.unravel_index(int(np.argmax(np.where(np.isnan(error), np.inf, error))), wrong.shape)
+
+    def at(index) -> str:
+        return f"{tuple(int(i) for i in index)} = {out[index]:.6g} (expected {expected[index]:.6g})"
+
+    return f"{int(wrong.sum())} of {out.size} wrong; first at {at(first)}; worst at {at(worst)}"
 
 
 def _time_gpu(run: Callable, repeats: int, budget_ms: float = 2000.0) -> float:
@@ -505,6 +526,8 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
     all_ok = True
     for op in ops:
         out(f"\n== {op.name}: kernels/{op.source}, {np.dtype(dtype)}, device {dev.name} ==")
+        out("versions (what changed):")
+        out("\n".join(f"  v{v.number} {v.kernel:34s} {v.about}" for v in op.versions))
         out("validation against NumPy:")
         results = [validate(dev, op, v, size, dtype) for size in op.tiny_sizes for v in op.versions]
         all_ok &= all(r.ok for r in results)

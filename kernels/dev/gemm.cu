@@ -9,10 +9,12 @@
 // scratchnet/kernel_bench.py, next to its name.
 
 // Version 1: naive. One thread per element of C, with threadIdx.x walking down the ROWS of C.
-// Launch: block (32, 32), grid (ceil(M / 32), ceil(N / 32)).
+// Thread mapping (launch): block (V1_BLOCK, V1_BLOCK) = (32, 32), grid (ceil(M / 32), ceil(N / 32)).
 // The 32 threads of a warp have consecutive m and the same n, so each load of A[m, k] touches 32
 // different cache lines (addresses K elements apart) and so does each store of C[m, n]: the memory
 // system moves 32 lines to deliver 32 useful numbers. B[k, n] is the same address for the whole warp.
+#define V1_BLOCK 32  // v1 and v2: blocks of V1_BLOCK x V1_BLOCK threads
+
 template <typename T>
 __global__ void gemm_v1_naive(const T* A, const T* B, T* C, int M, int N, int K) {
     int m = blockIdx.x * blockDim.x + threadIdx.x;
@@ -27,7 +29,7 @@ __global__ void gemm_v1_naive(const T* A, const T* B, T* C, int M, int N, int K)
 }
 
 // Version 2: coalesced. The same arithmetic, with threadIdx.x walking along the COLUMNS of C.
-// Launch: block (32, 32), grid (ceil(N / 32), ceil(M / 32)).
+// Thread mapping (launch): block (32, 32), grid (ceil(N / 32), ceil(M / 32)).
 // Now a warp reads 32 consecutive B[k, n] (one or two cache lines), reads one broadcast A[m, k] and
 // writes 32 consecutive C[m, n]. Same FLOPs, many fewer memory transactions (siboehm: 1.3% -> 8.5% of
 // cuBLAS on an A6000). Every A and B element is still read from global memory (or L1/L2) K times.
@@ -47,7 +49,7 @@ __global__ void gemm_v2_coalesced(const T* A, const T* B, T* C, int M, int N, in
 // Version 3: shared-memory tiling. A block computes a 32 x 32 tile of C. It walks along K in steps of 32:
 // the block loads a 32 x 32 tile of A and one of B into shared memory (each thread one element of each,
 // coalesced), waits at a barrier, then every thread does 32 multiply-adds from shared memory.
-// Launch: block (32, 32), grid (ceil(N / 32), ceil(M / 32)).
+// Thread mapping (launch): block (32, 32), grid (ceil(N / 32), ceil(M / 32)).
 // Each global element is now loaded once per tile instead of once per output: 32x less global traffic.
 // The limit moves to shared memory: 2 shared loads per multiply-add.
 #define V3_TILE 32
@@ -77,13 +79,14 @@ __global__ void gemm_v3_tiled(const T* A, const T* B, T* C, int M, int N, int K)
 // Version 4: 1-D register blocking. A block of 512 threads computes a 64 x 64 tile of C; each thread
 // computes V4_TM = 8 outputs in one column (rows r*8 .. r*8+7). Per step along K, a thread loads one
 // B value from shared memory into a register and reuses it for 8 multiply-adds with 8 values of A.
-// Launch: block (512,), grid (ceil(N / 64), ceil(M / 64)).
+// Thread mapping (launch): block (512,), grid (ceil(N / 64), ceil(M / 64)).
 // Shared-memory loads per multiply-add drop from 2 to about 1.1, and each thread has 8 independent
 // accumulators, so the arithmetic pipelines stay busy (siboehm: 12.8% -> 36.5% of cuBLAS).
 #define V4_BM 64
 #define V4_BN 64
 #define V4_BK 8
 #define V4_TM 8
+#define V4_THREADS (V4_BM * V4_BN / V4_TM)  // 512: one thread per V4_TM outputs of the tile
 
 template <typename T>
 __global__ void gemm_v4_blocktile_1d(const T* A, const T* B, T* C, int M, int N, int K) {
@@ -129,7 +132,7 @@ __global__ void gemm_v4_blocktile_1d(const T* A, const T* B, T* C, int M, int N,
 // 8 * 8 = 64 multiply-adds with them (an outer product), so shared-memory loads per multiply-add drop to
 // 16 / 64 = 0.25. The A tile is stored transposed in shared memory (As[k][m]) so that a thread's 8 values
 // of A are consecutive, like its 8 values of B.
-// Launch: block (256,), grid (ceil(N / 128), ceil(M / 128)).
+// Thread mapping (launch): block (256,), grid (ceil(N / 128), ceil(M / 128)).
 // Each global element is loaded once per 128-wide tile (4x fewer loads than v3), and the 64 accumulators
 // live in registers (siboehm: 68.7% of cuBLAS). Large tiles waste work when M or N is small.
 #define V5_BM 128

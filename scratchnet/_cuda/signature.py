@@ -1,18 +1,34 @@
-"""Read the C signatures of the ``__global__`` kernels in a ``.cu`` source.
+"""The C signature of every ``__global__`` kernel of a ``.cu`` source, as the compiler compiled it.
 
-Both launchers use this: the ``gpu``/``sim`` launch helper (``_cuda/launch.py``) casts every scalar to
-the C type the kernel declares, and the simulator refuses a launch whose arguments do not match. Only the
-two forms the project's kernels use are recognised::
+A launch must pass each argument as exactly the C type the kernel was compiled with (CuPy passes a Python
+``int`` as ``long long`` whatever the kernel declares), so both devices need each kernel's parameter types.
+Reading them from the source text with a regular expression breaks on real CUDA code: typedefs (``uint``,
+``floatX``, ``int64_t``), macros, several or non-type template parameters, ``__launch_bounds__`` in its
+two positions, struct and ``float4*`` parameters, default arguments. So the types come from a compiler:
 
-    extern "C" __global__ void relu_forward_f32(const float* x, float* y, long long n)
+1. **Which kernels.** The source is preprocessed by the host C++ compiler with the simulator's header
+   (``scratchnet/sim/cuda_sim.h``), which, in this pass, turns ``__global__`` into a marker. The scan
+   (:func:`scan_kernels`) then only has to find, after each marker, the function name and, before it,
+   ``extern "C"`` and a ``template <...>`` head: macros are expanded, comments gone.
+2. **Their types.** The kernels are compiled by the simulator's build (cached by a hash of the source),
+   whose generated wrapper records, for each kernel or name expression, the parameter types the C++
+   compiler deduced (``sim_rt::describe`` in ``cuda_sim.h``): typedefs, templates and ``decltype`` are
+   resolved by the compiler, not guessed.
 
-    template <typename T>
-    __global__ void relu_forward(const T* x, T* y, long long n)   // looked up as relu_forward<float>, ...
+Both devices use this one path: the ``gpu`` device needs the host C++ compiler for it too (once per source,
+cached). The alternative, compiling with NVRTC and demangling the lowered names, would tie the signatures to
+the GPU toolchain yet says nothing for ``extern "C"`` kernels (their symbols are not mangled), and the
+simulator would still need its own reading; one compiler for both keeps ``sim`` and ``gpu`` in agreement.
+
+A template with exactly one type parameter (``template <typename T>``) is listed as ``name<float>`` and
+``name<double>``; other templates (several or non-type parameters) only as the name expressions a caller
+passes, e.g. ``parse_kernels(source, ["sgemm<64, 8>"])``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,26 +54,38 @@ C_TYPES: dict[str, np.dtype] = {
 TEMPLATE_TYPES = {"float": np.dtype(np.float32), "double": np.dtype(np.float64)}
 # The C spelling of each dtype, to build template name expressions such as "relu_forward<float>".
 C_NAME_OF_DTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+# The canonical C name of each scalar dtype, for c_type (``long`` and ``long long`` are both int64).
+_C_NAME = {
+    "b1": "bool",
+    "i1": "signed char",
+    "u1": "unsigned char",
+    "i2": "short",
+    "u2": "unsigned short",
+    "i4": "int",
+    "u4": "unsigned int",
+    "i8": "long long",
+    "u8": "unsigned long long",
+    "f4": "float",
+    "f8": "double",
+}
 
-_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
-_KERNEL = re.compile(
-    r"(?P<template>template\s*<\s*typename\s+(?P<tparam>\w+)\s*>\s*)?"
-    r"(?P<externc>extern\s+\"C\"\s+)?"
-    r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+"
-    r"(?P<name>\w+)\s*\((?P<params>[^)]*)\)",
-    re.S,
-)
+MARKER = "__scratchnet_kernel__"  # what __global__ becomes in the scan pass (cuda_sim.h)
 
 
 @dataclass(frozen=True)
 class Param:
-    """One kernel parameter: ``dtype`` is the scalar type, or the element type when ``pointer``."""
+    """One kernel parameter: ``dtype`` is the scalar type, or the element type when ``pointer``.
+
+    A CUDA vector type counts as its element (a ``float4*`` takes a float32 array, ``lanes`` = 4); any other
+    struct has a ``void`` dtype of its size (``np.dtype("V8")``) and ``lanes`` = 1.
+    """
 
     name: str
     dtype: np.dtype
     pointer: bool
     const: bool
-    c_type: str  # as written after template substitution, e.g. "const float*"
+    c_type: str  # e.g. "const float*", "long long", "float4*", "Params"
+    lanes: int = 1
 
 
 @dataclass(frozen=True)
@@ -68,40 +96,147 @@ class KernelSignature:
     extern_c: bool
 
 
-def _parse_param(text: str, tparam: str | None, tvalue: str | None) -> Param:
-    text = " ".join(text.replace("*", " * ").split())
-    tokens = [t for t in text.split() if t not in ("__restrict__", "__restrict", "restrict")]
-    const = "const" in tokens
-    tokens = [t for t in tokens if t != "const"]
-    pointer = tokens.count("*")
-    tokens = [t for t in tokens if t != "*"]
-    if pointer > 1 or len(tokens) < 2:
-        raise ValueError(f"unsupported kernel parameter {text!r}: use 'T* name' or 'T name'")
-    name, base = tokens[-1], " ".join(tokens[:-1])
-    if tparam is not None and base == tparam:
-        base = tvalue
-    if base not in C_TYPES:
-        raise ValueError(f"unsupported C type {base!r} in kernel parameter {text!r}")
-    c_type = ("const " if const else "") + base + ("*" if pointer else "")
-    return Param(name=name, dtype=C_TYPES[base], pointer=bool(pointer), const=const, c_type=c_type)
+@dataclass(frozen=True)
+class ScannedKernel:
+    """A ``__global__`` function found by :func:`scan_kernels`, before its types are known."""
+
+    base_name: str
+    extern_c: bool
+    template_params: tuple[str, ...] | None  # None for a non-template
+    param_names: tuple[str, ...]
+
+    @property
+    def instances(self) -> list[str]:
+        """The names to look it up by without a name expression from the caller."""
+        if self.template_params is None:
+            return [self.base_name]
+        single_type = len(self.template_params) == 1 and re.match(
+            r"(typename|class)\b(?!.*=)", self.template_params[0]
+        )
+        return [f"{self.base_name}<{t}>" for t in TEMPLATE_TYPES] if single_type else []
 
 
-def parse_kernels(source: str) -> dict[str, KernelSignature]:
-    """All kernels in ``source``, keyed by the name to look them up by.
+_STRINGS = re.compile(r'"(?:[^"\\\n]|\\.)*"' + r"|'(?:[^'\\\n]|\\.)*'")
+_EVENTS = re.compile(rf'extern\s*"C"\s*\{{|[{{}};]|\b{MARKER}\b')
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
-    A template kernel appears once per floating type: ``"name<float>"`` and ``"name<double>"``.
-    """
-    source = _COMMENTS.sub(" ", source)
-    found: dict[str, KernelSignature] = {}
-    for m in _KERNEL.finditer(source):
-        raw_params = [p for p in m["params"].split(",") if p.strip() and p.strip() != "void"]
-        base_name = m["name"]
-        if m["template"]:
-            for tvalue in TEMPLATE_TYPES:
-                params = tuple(_parse_param(p, m["tparam"], tvalue) for p in raw_params)
-                name = f"{base_name}<{tvalue}>"
-                found[name] = KernelSignature(name, base_name, params, extern_c=False)
+
+def _matching(text: str, start: int, opening: str, closing: str) -> int:
+    """Index just past the bracket that closes ``text[start]`` (an ``opening``)."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += (text[i] == opening) - (text[i] == closing)
+        if depth == 0:
+            return i + 1
+    raise ValueError(f"unbalanced '{opening}' in a kernel declaration")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at the commas outside (), <>, [] and {}."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        depth += (char in "(<[{") - (char in ")>]}")
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
         else:
-            params = tuple(_parse_param(p, None, None) for p in raw_params)
-            found[base_name] = KernelSignature(base_name, base_name, params, extern_c=bool(m["externc"]))
-    return found
+            current.append(char)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _param_name(text: str, index: int) -> str:
+    """The name of a parameter declaration such as ``const float* __restrict__ x = nullptr``."""
+    declarator = text.split("=", 1)[0]
+    declarator = re.sub(r"\[[^\]]*\]", "", declarator)
+    words = _IDENTIFIER.findall(declarator)
+    keywords = {"const", "volatile", "unsigned", "signed", "__restrict", "__restrict__", "restrict", "struct"}
+    if len(words) >= 2 and words[-1] not in keywords and not declarator.rstrip().endswith(("*", "&")):
+        return words[-1]
+    return f"#{index}"
+
+
+def scan_kernels(preprocessed: str) -> list[ScannedKernel]:
+    """The kernels of a source preprocessed with ``__global__`` turned into :data:`MARKER`."""
+    code = _STRINGS.sub(lambda m: m[0] if m[0] == '"C"' else '""', preprocessed)
+    kernels, extern_c_blocks, statement_start = [], [False], 0
+    for event in _EVENTS.finditer(code):
+        token = event[0]
+        if token == MARKER:
+            head = code[statement_start : event.start()]
+            after = code[event.end() :]
+            call = re.search(r"([A-Za-z_]\w*)\s*\(", after)
+            if call is None:
+                continue
+            open_paren = event.end() + call.end() - 1
+            params_text = code[open_paren + 1 : _matching(code, open_paren, "(", ")") - 1]
+            params = [p for p in _split_top_level(params_text) if p != "void"]
+            template = re.search(r"\btemplate\s*<", head)
+            template_params = None
+            if template:
+                start = head.index("<", template.start())
+                template_params = tuple(
+                    _split_top_level(head[start + 1 : _matching(head, start, "<", ">") - 1])
+                )
+                if not template_params:  # template <> : an explicit specialisation, not a new kernel
+                    continue
+            kernels.append(
+                ScannedKernel(
+                    base_name=call[1],
+                    extern_c=bool(re.search(r'extern\s*"C"', head)) or extern_c_blocks[-1],
+                    template_params=template_params,
+                    param_names=tuple(_param_name(p, i) for i, p in enumerate(params)),
+                )
+            )
+        elif token == "{" or token.startswith("extern"):
+            extern_c_blocks.append(token.startswith("extern") or extern_c_blocks[-1])
+            statement_start = event.end()
+        elif token == "}":
+            if len(extern_c_blocks) > 1:
+                extern_c_blocks.pop()
+            statement_start = event.end()
+        else:
+            statement_start = event.end()
+    return list({k.base_name: k for k in kernels}.values())  # a declaration and its definition: one kernel
+
+
+def param_from_description(text: str, name: str) -> Param:
+    """A :class:`Param` from the compiled description ``pointer|const|kind|size|lanes|type name``."""
+    pointer, const, kind, size, lanes, type_name = text.split("|", 5)
+    if pointer == "2":
+        raise ValueError(
+            f"unsupported kernel parameter '{type_name}** {name}': a pointer to a pointer cannot be passed "
+            "from Python; pass one flat array and offsets"
+        )
+    key = f"{kind}{size}"
+    if kind == "V" or (lanes != "1" and pointer == "0"):  # a struct, or a vector type, by value
+        dtype = np.dtype(f"V{int(size) * int(lanes)}")
+    else:
+        dtype = np.dtype(bool) if kind == "b" else np.dtype(key)
+    spelled = _C_NAME.get(key, type_name) if lanes == "1" and kind != "V" else type_name
+    c_type = ("const " if const == "1" else "") + spelled + ("*" if pointer == "1" else "")
+    return Param(
+        name=name, dtype=dtype, pointer=pointer == "1", const=const == "1", c_type=c_type, lanes=int(lanes)
+    )
+
+
+def signature_from_description(name: str, description: str, scanned: ScannedKernel | None) -> KernelSignature:
+    """The signature of kernel ``name`` from the compiled description of its parameters (``;``-separated)."""
+    items = [d for d in description.split(";") if d]
+    names = list(scanned.param_names) if scanned and len(scanned.param_names) == len(items) else []
+    names = names or [f"#{i}" for i in range(len(items))]
+    params = tuple(param_from_description(d, n) for d, n in zip(items, names, strict=True))
+    base_name = name.split("<", 1)[0].strip()
+    return KernelSignature(name, base_name, params, extern_c=bool(scanned and scanned.extern_c))
+
+
+def parse_kernels(source: str, name_expressions: Sequence[str] = ()) -> dict[str, KernelSignature]:
+    """All kernels in ``source`` (plus ``name_expressions``), keyed by the name to look them up by.
+
+    A template kernel with one type parameter appears once per floating type: ``"name<float>"`` and
+    ``"name<double>"``. Compiles ``source`` with the host C++ compiler (cached); a source that does not
+    compile raises :class:`scratchnet.sim.CompileError`, a parameter that cannot be passed ``ValueError``.
+    """
+    from scratchnet.sim.compiler import compiled_signatures  # the simulator's build is the compiler pass
+
+    return compiled_signatures(source, list(name_expressions))

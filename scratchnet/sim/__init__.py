@@ -106,7 +106,7 @@ def load_module(source: str, name_expressions: Sequence[str] = (), filename: str
     ``filename`` only names the file in compiler messages.
     """
     check_supported()
-    return SimModule(build(source, list(name_expressions), filename), source)
+    return SimModule(build(source, list(name_expressions), filename))
 
 
 def RawModule(code: str, name_expressions: Sequence[str] = (), options: Sequence[str] = ()) -> SimModule:  # noqa: N802

@@ -1,20 +1,30 @@
 """Build a ``.cu`` source into a shared library the simulator can load, with a cache.
 
-The library is one C++ translation unit, ``module.cpp``, generated here::
+The library is two C++ translation units. ``module.cpp`` is generated here::
 
     ... definitions of the extern __shared__ (dynamic shared memory) arrays ...
     #include "relu.cu"        // the kernel file, unmodified; cuda_sim.h is force-included (-include) first
-    #include "runtime.cpp"    // the scheduler and the C interface that launcher.py calls
-    ... per kernel, a function running one CUDA thread: it unpacks void** args into typed parameters ...
+    ... per kernel, a function running one CUDA thread (it unpacks void** args into typed parameters) and
+    ... one describing its parameter types as the compiler deduced them
+    ... the kernel table that runtime.cpp reads
+
+``runtime.cpp`` (the scheduler and the C interface that launcher.py calls) is the other, so that a macro of
+the kernel file (``#define T 16``) cannot reach it. ``#include <cooperative_groups.h>`` resolves to the
+simulator's own version in ``include/``.
+
+Which kernels a source has is read by :func:`scan`, from the source preprocessed with ``__global__`` kept as
+a marker (see :mod:`scratchnet._cuda.signature`); their parameter types by loading the built library once
+and asking it (``sim_kernel_signature``), stored next to it.
 
 Builds are cached under ``$SCRATCHNET_CACHE/sim`` (else ``$XDG_CACHE_HOME/scratchnet/sim``, else
-``~/.cache/scratchnet/sim``), keyed by a hash of everything that affects the result: the source, the name
-expressions, the header and runtime sources, the compiler command and its version. Files appear in the
-cache by an atomic rename, so processes building the same module at once never see half-written files.
+``~/.cache/scratchnet/sim``), keyed by a hash of everything that affects the result: the source, the kernel
+names, the simulator's sources, the compiler command and its version. Files appear in the cache by an atomic
+rename, so processes building the same module at once never see half-written files.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
@@ -29,14 +39,21 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratchnet._cuda.signature import C_TYPES, parse_kernels
+from scratchnet._cuda.limits import MAX_SHARED_BYTES
+from scratchnet._cuda.signature import (
+    C_TYPES,
+    KernelSignature,
+    ScannedKernel,
+    scan_kernels,
+    signature_from_description,
+)
 from scratchnet.errors import DeviceError
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_sim.h"
+INCLUDE = HERE / "include"  # cooperative_groups.h and the CUDA headers a kernel file may include
 RUNTIME = HERE / "runtime.cpp"
-CACHE_FORMAT = 2  # bump when what build() stores in the cache changes
-MAX_SHARED_BYTES = 48 * 1024  # CUDA's limit per block, static plus dynamic, without an opt-in attribute
+CACHE_FORMAT = 3  # bump when what build() stores in the cache changes
 
 # -O2 because the layer tests (float64 finite differences included) run every kernel many times.
 # Warnings that correct CUDA code triggers on a host compiler (comparing threadIdx.x, an unsigned int, with
@@ -108,21 +125,62 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Build:
-    """A compiled module: the library, the kernel names in table order, static shared bytes per kernel."""
+    """A compiled module: the library, the kernel names in table order, static shared bytes and the
+    signature of each kernel."""
 
     library: Path
     kernel_names: tuple[str, ...]
     static_shared_bytes: dict[str, int]
+    signatures: dict[str, KernelSignature]
 
 
-def kernel_names(source: str, name_expressions: list[str]) -> list[str]:
-    """The kernels to build: every ``extern "C"`` kernel of ``source``, then each name expression."""
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
+    """The ``__global__`` kernels of ``source`` (cached): preprocessed by the host compiler, so macros and
+    comments cannot hide or fake one."""
+    compiler = find_compiler()
+    command = [compiler, "-E", "-P", "-std=c++17", "-DSCRATCHNET_SIM_SCAN", "-I", str(INCLUDE)]
+    command += ["-include", str(HEADER), "-x", "c++", "-"]
+    key = _hash(CACHE_FORMAT, "scan", source, HEADER.read_text(), command, compiler_version(compiler))
+    cached = cache_dir() / f"scan-{key}.json"
     try:
-        signatures = parse_kernels(source)
+        return [
+            ScannedKernel(k[0], k[1], None if k[2] is None else tuple(k[2]), tuple(k[3]))
+            for k in json.loads(cached.read_text())
+        ]
+    except (OSError, ValueError, TypeError, IndexError):
+        pass  # not cached yet, or unreadable: scan again
+    shown_name = filename or "kernel.cu"
+    text = f'#line 1 "{shown_name}"\n{source}'
+    result = subprocess.run(command, input=text, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise CompileError(
+            f"the host C++ compiler could not preprocess {shown_name}:\n{result.stderr.strip()}"
+        )
+    try:
+        kernels = scan_kernels(result.stdout)
     except ValueError as error:
-        raise DeviceError(f"cannot read the kernel signatures: {error}") from None
-    names = [name for name, sig in signatures.items() if sig.extern_c]
-    return names + [expr for expr in dict.fromkeys(name_expressions) if expr not in names]
+        raise DeviceError(f"{shown_name}: cannot read the kernel declarations: {error}") from None
+    _write_atomically(
+        cached, json.dumps([[k.base_name, k.extern_c, k.template_params, k.param_names] for k in kernels])
+    )
+    return kernels
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix="tmp-", delete=False) as file:
+        file.write(text)
+    os.replace(file.name, path)
+
+
+def kernel_names(scanned: list[ScannedKernel], name_expressions: list[str]) -> list[str]:
+    """The kernels to build, sorted: every non-template kernel of the source, then each name expression."""
+    names = [k.base_name for k in scanned if k.template_params is None]
+    return sorted(set(names) | set(name_expressions))
 
 
 def dynamic_shared_arrays(source: str) -> list[tuple[str, str]]:
@@ -163,8 +221,8 @@ _WRAPPER = string.Template(
 $shared_definitions
 
 #include "$source_file"
-#include "$runtime"
 
+// After the kernel file, only names that its macros are unlikely to touch (sim_rt::..., sim_thread_*).
 namespace sim_rt {
 int dynamic_shared_count() { return $shared_count; }
 unsigned char* dynamic_shared_address(int i) {
@@ -178,9 +236,9 @@ const char* dynamic_shared_name(int i) {
 
 // One CUDA thread of each kernel, and its parameter types.
 $thread_bodies
-static const KernelEntry kernel_table[] = {$kernel_entries};
+static const KernelEntry sim_kernel_table[] = {$kernel_entries};
 int kernel_count() { return $kernel_count; }
-const KernelEntry& kernel_entry(int i) { return kernel_table[i]; }
+const KernelEntry& kernel_entry(int i) { return sim_kernel_table[i]; }
 }  // namespace sim_rt
 """
 )
@@ -191,7 +249,6 @@ def generate_wrapper(source_file: str, names: list[str], shared: list[tuple[str,
     ``(element type, name)`` of each ``extern __shared__`` array."""
     return _WRAPPER.substitute(
         source_file=source_file,
-        runtime=RUNTIME,
         shared_definitions="\n".join(
             f"__shared__ {element} {name}[{MAX_SHARED_BYTES} / sizeof({element})] __align__(256);"
             for element, name in shared
@@ -202,11 +259,13 @@ def generate_wrapper(source_file: str, names: list[str], shared: list[tuple[str,
         ),
         shared_name_cases="".join(f'\n    case {i}: return "{name}";' for i, (_, name) in enumerate(shared)),
         thread_bodies="\n".join(
-            f"static void thread_body_{i}(void** args) {{ invoke(&{name}, args); }}\n"
-            f"static std::string describe_{i}() {{ return describe(&{name}); }}"
+            f"static void sim_thread_body_{i}(void** args) {{ invoke(&{name}, args); }}\n"
+            f"static std::string sim_thread_describe_{i}() {{ return describe(&{name}); }}"
             for i, name in enumerate(names)
         ),
-        kernel_entries=", ".join(f"{{thread_body_{i}, describe_{i}}}" for i in range(len(names))),
+        kernel_entries=", ".join(
+            f"{{sim_thread_body_{i}, sim_thread_describe_{i}}}" for i in range(len(names))
+        ),
         kernel_count=len(names),
     )
 
@@ -214,28 +273,26 @@ def generate_wrapper(source_file: str, names: list[str], shared: list[tuple[str,
 def build(source: str, name_expressions: list[str], filename: str | None = None) -> Build:
     """Compile ``source`` (or reuse the cached build) and return where the library is."""
     compiler = find_compiler()
-    names = kernel_names(source, name_expressions)
+    scanned = scan(source, filename)
+    names = kernel_names(scanned, name_expressions)
     if not names:
         raise DeviceError(f"{filename or 'the source'} has no __global__ kernels to build")
     try:
         shared = dynamic_shared_arrays(source)
     except DeviceError as error:
         raise DeviceError(f"{filename or 'the source'}: {error}") from None
-    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-include", str(HEADER)]
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                CACHE_FORMAT,
-                source,
-                names,
-                HEADER.read_text(),
-                RUNTIME.read_text(),
-                compiler,
-                flags,
-                compiler_version(compiler),
-            ]
-        ).encode()
-    ).hexdigest()[:24]
+    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-I", str(INCLUDE), "-include", str(HEADER)]
+    key = _hash(
+        CACHE_FORMAT,
+        source,
+        names,
+        HEADER.read_text(),
+        RUNTIME.read_text(),
+        *[path.read_text() for path in sorted(INCLUDE.rglob("*.h"))],
+        compiler,
+        flags,
+        compiler_version(compiler),
+    )
     directory = cache_dir()
     library, info_file = directory / f"{key}.so", directory / f"{key}.json"
     if not (library.is_file() and info_file.is_file()):
@@ -248,7 +305,59 @@ def build(source: str, name_expressions: list[str], filename: str | None = None)
             SimCompilerWarning,
             stacklevel=3,
         )
-    return Build(library, tuple(names), info["static_shared_bytes"])
+    by_base_name = {k.base_name: k for k in scanned}
+    try:
+        signatures = {
+            name: signature_from_description(
+                name, info["signatures"][name], by_base_name.get(name.split("<")[0].strip())
+            )
+            for name in names
+        }
+    except ValueError as error:  # a parameter type that cannot be passed from Python
+        raise ValueError(f"{filename or 'the source'}: {error}") from None
+    return Build(library, tuple(names), info["static_shared_bytes"], signatures)
+
+
+def compiled_signatures(source: str, name_expressions: list[str]) -> dict[str, KernelSignature]:
+    """Every kernel of ``source``: each template with one type parameter as ``<float>`` and ``<double>``,
+    plus ``name_expressions``; the types as compiled (see :mod:`scratchnet._cuda.signature`)."""
+    scanned = scan(source)
+    instances = [name for k in scanned if k.template_params is not None for name in k.instances]
+    signatures = build(source, [*instances, *name_expressions]).signatures
+    order = [name for k in scanned for name in k.instances] + list(name_expressions)
+    return {name: signatures[name] for name in dict.fromkeys(order)}
+
+
+def _read_descriptions(library: Path, count: int) -> list[str]:
+    """Each kernel's parameter description, from the freshly built library."""
+    loaded = ctypes.CDLL(str(library))
+    loaded.sim_kernel_signature.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    descriptions = []
+    for index in range(count):
+        text = ctypes.create_string_buffer(8192)
+        loaded.sim_kernel_signature(index, text, len(text))
+        descriptions.append(text.value.decode())
+    return descriptions
+
+
+def _runtime_object(compiler: str, flags: list[str], directory: Path) -> Path:
+    """runtime.cpp compiled once per compiler and flags (cached), linked into every module."""
+    key = _hash(
+        CACHE_FORMAT, RUNTIME.read_text(), HEADER.read_text(), compiler, flags, compiler_version(compiler)
+    )
+    runtime = directory / f"runtime-{key}.o"
+    if not runtime.is_file():
+        with tempfile.TemporaryDirectory(dir=directory, prefix="build-") as tmp:
+            output = Path(tmp) / "runtime.o"
+            command = [compiler, *[f for f in flags if f != "-shared"], "-c", "-o", str(output), str(RUNTIME)]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise CompileError(
+                    f"the host C++ compiler could not build the simulator's runtime:\n"
+                    f"$ {' '.join(command)}\n{result.stderr.strip()}"
+                )
+            os.replace(output, runtime)
+    return runtime
 
 
 def _compile(compiler, flags, source, names, shared, filename, directory, library, info_file) -> None:
@@ -258,7 +367,8 @@ def _compile(compiler, flags, source, names, shared, filename, directory, librar
         (Path(tmp) / "kernel.cu").write_text(f'#line 1 "{shown_name}"\n{source}')
         (Path(tmp) / "module.cpp").write_text(generate_wrapper("kernel.cu", names, shared))
         output = Path(tmp) / "module.so"
-        command = [compiler, *flags, "-o", str(output), str(Path(tmp) / "module.cpp")]
+        runtime = _runtime_object(compiler, flags, directory)
+        command = [compiler, *flags, "-o", str(output), str(Path(tmp) / "module.cpp"), str(runtime)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise CompileError(
@@ -268,11 +378,12 @@ def _compile(compiler, flags, source, names, shared, filename, directory, librar
         info = {
             "static_shared_bytes": static_shared_bytes(output, names, {name for _, name in shared}),
             "compiler_warnings": result.stderr.strip(),
+            "signatures": dict(zip(names, _read_descriptions(output, len(names)), strict=True)),
         }
         tmp_info = Path(tmp) / "info.json"
         tmp_info.write_text(json.dumps(info))
-        os.replace(tmp_info, info_file)
         os.replace(output, library)
+        os.replace(tmp_info, info_file)
 
 
 def static_shared_bytes(library: Path, names: list[str], dynamic: set[str]) -> dict[str, int]:

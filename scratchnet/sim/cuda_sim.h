@@ -2,20 +2,35 @@
 //
 // The simulator compiles an unmodified kernel file with `-include cuda_sim.h`. Everything a kernel may use
 // without an #include on a GPU is defined here: the index variables, the function qualifiers, shared
-// memory, barriers, atomics, warp shuffles and the math functions. The scheduler that runs the threads is
-// in runtime.cpp; see scratchnet/sim/__init__.py for how the pieces fit together.
+// memory, barriers, atomics, warp shuffles and votes, vector types, intrinsics and the math functions.
+// `#include <cooperative_groups.h>` finds the simulator's own version (include/ next to this file). The
+// scheduler that runs the threads is runtime.cpp, its own translation unit, so that no macro of a kernel file
+// (`#define T 16`) can reach it; see scratchnet/sim/__init__.py for how the pieces fit together.
 #pragma once
 
+#include <assert.h>  // NVRTC gives kernels assert() without an #include
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include <cmath>
+#include <string>
 #include <type_traits>
 
+// The simulator presents itself as a compute capability 8.0 (A100-class) device: code guarded by
+// `#if __CUDA_ARCH__ >= 800` takes its device path, as it would under NVRTC for sm_80.
+#define __CUDACC__ 1
+#define __CUDA_ARCH__ 800
+#define __NVCC__ 1
+
 // ---- qualifiers ------------------------------------------------------------------------------------------
-// Kernels and device functions are ordinary host functions.
+// Kernels and device functions are ordinary host functions. The signature scan (compiler.py) preprocesses
+// a file with SCRATCHNET_SIM_SCAN defined, so that each kernel keeps a mark it can find.
+#ifdef SCRATCHNET_SIM_SCAN
+#define __global__ __scratchnet_kernel__
+#else
 #define __global__
+#endif
 #define __device__
 #define __host__
 #define __noinline__ __attribute__((noinline))
@@ -24,11 +39,12 @@
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 #define __constant__ static
-// __shared__ memory is one copy per block, shared by the block's threads. The simulator runs one block at
-// a time on one OS thread, so a variable with static storage is exactly that. `thread_local` (rather than
-// `static`) is used because it also fits `extern __shared__ float smem[];`, the dynamic shared memory,
-// which the generated wrapper defines at file scope with the largest size a launch may ask for: written at
-// file scope or inside a kernel, the declaration names that one array (`extern` at block scope refers to the
+#define __managed__
+// __shared__ memory is one copy per block, shared by the block's threads. One block runs at a time on one
+// OS thread, so a variable with static storage is exactly that. `thread_local` (rather than `static`) is
+// used because it also fits `extern __shared__ float smem[];`, the dynamic shared memory, which the
+// generated wrapper defines at file scope with the largest size a launch may ask for: written at file scope
+// or inside a kernel, the declaration names that one array (`extern` at block scope refers to the
 // namespace-scope variable). g++ needs -fno-extern-tls-init for the second placement (compiler.py says why).
 #define __shared__ thread_local
 
@@ -38,7 +54,49 @@ struct uint3 {
 struct dim3 {
     unsigned int x, y, z;
     constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+    constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
 };
+
+// ---- vector types ----------------------------------------------------------------------------------------
+// CUDA's built-in vectors, with its alignment (a float4 load is one 16-byte access) and make_* functions.
+#define SIM_VECTOR2(name, T, align)                                              \
+    struct __attribute__((aligned(align))) name {                                \
+        T x, y;                                                                  \
+    };                                                                           \
+    inline name make_##name(T x, T y) { return name{x, y}; }
+#define SIM_VECTOR3(name, T)                                                     \
+    struct name {                                                                \
+        T x, y, z;                                                               \
+    };                                                                           \
+    inline name make_##name(T x, T y, T z) { return name{x, y, z}; }
+#define SIM_VECTOR4(name, T, align)                                              \
+    struct __attribute__((aligned(align))) name {                                \
+        T x, y, z, w;                                                            \
+    };                                                                           \
+    inline name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }
+SIM_VECTOR2(char2, signed char, 2)
+SIM_VECTOR4(char4, signed char, 4)
+SIM_VECTOR2(uchar2, unsigned char, 2)
+SIM_VECTOR4(uchar4, unsigned char, 4)
+SIM_VECTOR2(short2, short, 4)
+SIM_VECTOR4(short4, short, 8)
+SIM_VECTOR2(ushort2, unsigned short, 4)
+SIM_VECTOR4(ushort4, unsigned short, 8)
+SIM_VECTOR2(int2, int, 8)
+SIM_VECTOR3(int3, int)
+SIM_VECTOR4(int4, int, 16)
+SIM_VECTOR2(uint2, unsigned int, 8)
+SIM_VECTOR4(uint4, unsigned int, 16)
+SIM_VECTOR2(longlong2, long long, 16)
+SIM_VECTOR2(ulonglong2, unsigned long long, 16)
+SIM_VECTOR2(float2, float, 8)
+SIM_VECTOR3(float3, float)
+SIM_VECTOR4(float4, float, 16)
+SIM_VECTOR2(double2, double, 16)
+inline uint3 make_uint3(unsigned int x, unsigned int y, unsigned int z) { return uint3{x, y, z}; }
+#undef SIM_VECTOR2
+#undef SIM_VECTOR3
+#undef SIM_VECTOR4
 
 namespace sim_rt {
 // The state of the thread that is running now. The scheduler writes it before it resumes a thread.
@@ -49,11 +107,15 @@ struct ThreadState {
     dim3 grid_dim;
 };
 extern ThreadState current;
-void syncthreads();                 // block-wide barrier: suspends this thread until all have arrived
-void syncwarp();                    // barrier of the 32 threads of this warp
-unsigned long long* warp_slots();   // one 8-byte exchange slot per thread of the block, for the shuffles
-unsigned int lane_id();             // linear thread index % 32
-unsigned int warp_base();           // linear index of lane 0 of this warp
+void syncthreads(int line);                      // block-wide barrier; `line` tells barrier sites apart
+void syncwarp(unsigned int mask);                // barrier of the lanes of this warp named in `mask`
+unsigned long long* warp_slots();                // one 8-byte exchange slot per thread of the block
+unsigned int lane_id();                          // linear thread index % 32
+unsigned int warp_base();                        // linear index of lane 0 of this warp
+unsigned int thread_rank();                      // linear thread index in the block
+unsigned int warp_lanes();                       // the lanes of this warp that exist in the block
+unsigned int active_lanes();                     // ... and have not returned
+[[noreturn]] void trap(const char* what, const char* file, int line);  // ends the launch with an error
 }  // namespace sim_rt
 
 #define threadIdx (::sim_rt::current.thread_idx)
@@ -63,62 +125,142 @@ unsigned int warp_base();           // linear index of lane 0 of this warp
 #define warpSize 32
 
 // ---- synchronisation -------------------------------------------------------------------------------------
-inline void __syncthreads() { ::sim_rt::syncthreads(); }
-inline void __syncwarp(unsigned int = 0xffffffffu) { ::sim_rt::syncwarp(); }
+// __syncthreads() is a macro so that the barrier knows its source line: threads waiting at two different
+// __syncthreads() (one in an if, one in its else) are a barrier divergence, not one barrier.
+#define __syncthreads() ::sim_rt::syncthreads(__LINE__)
+inline void __syncwarp(unsigned int mask = 0xffffffffu) { ::sim_rt::syncwarp(mask); }
+namespace sim_rt {
+// Every thread publishes its predicate, the block meets, everyone reads all, and the block meets again so
+// that no slot is overwritten before everybody has read it.
+template <class Combine>
+inline int block_vote(int predicate, int line, Combine combine) {
+    unsigned long long* slots = warp_slots();
+    slots[thread_rank()] = predicate != 0;
+    syncthreads(line);
+    const dim3& b = current.block_dim;
+    unsigned int n = b.x * b.y * b.z;
+    int count = 0;
+    for (unsigned int t = 0; t < n; ++t) count += (int)slots[t];
+    syncthreads(line);
+    return combine(count, (int)n);
+}
+}  // namespace sim_rt
+#define __syncthreads_count(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int) { return count; })
+#define __syncthreads_and(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int n) { return int(count == n); })
+#define __syncthreads_or(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int) { return int(count > 0); })
+#define __trap() ::sim_rt::trap("__trap() was called", __FILE__, __LINE__)
 // Only one thread runs at a time, so memory is always coherent: fences have nothing to do.
 inline void __threadfence() {}
 inline void __threadfence_block() {}
-template <class T>
-inline T __ldg(const T* p) {
-    return *p;
-}
+inline void __threadfence_system() {}
+inline void __nanosleep(unsigned int) {}
+
+// ---- cache-hinted loads and stores: plain accesses here ----------------------------------------------------
+#define SIM_LOAD(name) \
+    template <class T> \
+    inline T name(const T* p) { return *p; }
+#define SIM_STORE(name) \
+    template <class T> \
+    inline void name(T* p, T value) { *p = value; }
+SIM_LOAD(__ldg)
+SIM_LOAD(__ldcg)
+SIM_LOAD(__ldca)
+SIM_LOAD(__ldcs)
+SIM_LOAD(__ldlu)
+SIM_LOAD(__ldcv)
+SIM_STORE(__stwb)
+SIM_STORE(__stcg)
+SIM_STORE(__stcs)
+SIM_STORE(__stwt)
+#undef SIM_LOAD
+#undef SIM_STORE
 
 // ---- atomics ---------------------------------------------------------------------------------------------
-// Threads switch only inside __syncthreads()/__syncwarp(), never in the middle of these functions, so a
-// plain read-modify-write is atomic.
-template <class T>
-inline T atomicAdd(T* address, T value) {
-    T old = *address;
-    *address = old + value;
+// CUDA's overload set (not templates, so that atomicAdd(unsigned*, 1) converts the 1 as nvcc does). Threads
+// switch only at barriers, never inside these functions; __atomic builtins keep them atomic anyway.
+namespace sim_rt {
+template <class T, class F>
+inline T atomic_update(T* address, F f) {  // read-modify-write with a compare-and-swap loop
+    T old = __atomic_load_n(address, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(address, &old, f(old), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
     return old;
 }
-template <class T>
-inline T atomicSub(T* address, T value) {
-    T old = *address;
-    *address = old - value;
-    return old;
+template <class T, class F>
+inline T atomic_update_float(T* address, F f) {  // the same on the bits of a float or double
+    using Bits = std::conditional_t<sizeof(T) == 4, unsigned int, unsigned long long>;
+    Bits old = atomic_update(reinterpret_cast<Bits*>(address), [&](Bits bits) {
+        T value;
+        __builtin_memcpy(&value, &bits, sizeof value);
+        value = f(value);
+        __builtin_memcpy(&bits, &value, sizeof value);
+        return bits;
+    });
+    T result;
+    __builtin_memcpy(&result, &old, sizeof result);
+    return result;
 }
-template <class T>
-inline T atomicExch(T* address, T value) {
-    T old = *address;
-    *address = value;
-    return old;
+}  // namespace sim_rt
+#define SIM_ATOMIC_INTEGER(T)                                                                                  \
+    inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                    \
+    inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }                    \
+    inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); }                    \
+    inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }                      \
+    inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }                    \
+    inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }                  \
+    inline T atomicMin(T* a, T v) { return ::sim_rt::atomic_update(a, [v](T old) { return v < old ? v : old; }); } \
+    inline T atomicMax(T* a, T v) { return ::sim_rt::atomic_update(a, [v](T old) { return old < v ? v : old; }); } \
+    inline T atomicCAS(T* a, T compare, T v) {                                                                 \
+        __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);               \
+        return compare;                                                                                        \
+    }
+SIM_ATOMIC_INTEGER(int)
+SIM_ATOMIC_INTEGER(unsigned int)
+SIM_ATOMIC_INTEGER(long long)
+SIM_ATOMIC_INTEGER(unsigned long long)
+#undef SIM_ATOMIC_INTEGER
+inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsigned short v) {
+    __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return compare;
 }
-template <class T>
-inline T atomicMax(T* address, T value) {
-    T old = *address;
-    *address = old < value ? value : old;
-    return old;
+inline float atomicAdd(float* a, float v) { return ::sim_rt::atomic_update_float(a, [v](float o) { return o + v; }); }
+inline double atomicAdd(double* a, double v) {
+    return ::sim_rt::atomic_update_float(a, [v](double o) { return o + v; });
 }
-template <class T>
-inline T atomicMin(T* address, T value) {
-    T old = *address;
-    *address = value < old ? value : old;
-    return old;
+inline float atomicExch(float* a, float v) { return ::sim_rt::atomic_update_float(a, [v](float) { return v; }); }
+// atomicInc/atomicDec wrap around at `limit`, as on the GPU.
+inline unsigned int atomicInc(unsigned int* a, unsigned int limit) {
+    return ::sim_rt::atomic_update(a, [limit](unsigned int old) { return old >= limit ? 0u : old + 1; });
 }
-template <class T>
-inline T atomicCAS(T* address, T compare, T value) {
-    T old = *address;
-    *address = old == compare ? value : old;
-    return old;
+inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
+    return ::sim_rt::atomic_update(a, [limit](unsigned int old) { return old == 0 || old > limit ? limit : old - 1; });
 }
+// The _block and _system variants differ on a GPU only in which threads see the update atomically.
+#define SIM_ATOMIC_SCOPES(name)                                                                 \
+    template <class... A>                                                                       \
+    inline auto name##_block(A... a) { return name(a...); }                                     \
+    template <class... A>                                                                       \
+    inline auto name##_system(A... a) { return name(a...); }
+SIM_ATOMIC_SCOPES(atomicAdd)
+SIM_ATOMIC_SCOPES(atomicSub)
+SIM_ATOMIC_SCOPES(atomicExch)
+SIM_ATOMIC_SCOPES(atomicMin)
+SIM_ATOMIC_SCOPES(atomicMax)
+SIM_ATOMIC_SCOPES(atomicInc)
+SIM_ATOMIC_SCOPES(atomicDec)
+SIM_ATOMIC_SCOPES(atomicCAS)
+SIM_ATOMIC_SCOPES(atomicAnd)
+SIM_ATOMIC_SCOPES(atomicOr)
+SIM_ATOMIC_SCOPES(atomicXor)
+#undef SIM_ATOMIC_SCOPES
 
-// ---- warp shuffles ---------------------------------------------------------------------------------------
-// Each lane publishes its value in its slot, the warp meets at a barrier, each lane reads its partner's
-// slot, and the warp meets again so that no slot is overwritten before everybody has read it.
+// ---- warp shuffles and votes -----------------------------------------------------------------------------
+// Each lane named in `mask` publishes its value in its slot, those lanes meet at a warp barrier, each reads
+// its partner's slot, and they meet again so that no slot is overwritten before everybody has read it.
+// Lanes outside `mask` may be anywhere (a shuffle inside `if (lane < 16)` with mask 0xffff is correct CUDA).
 namespace sim_rt {
 template <class T>
-inline T shuffle(T value, int source_lane_in_segment, int width) {
+inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int width) {
     static_assert(sizeof(T) <= 8, "warp shuffles move at most 8 bytes");
     unsigned long long* slots = warp_slots();
     unsigned int lane = lane_id();
@@ -126,53 +268,156 @@ inline T shuffle(T value, int source_lane_in_segment, int width) {
     unsigned long long bits = 0;
     __builtin_memcpy(&bits, &value, sizeof(T));
     slots[warp_base() + lane] = bits;
-    syncwarp();
+    syncwarp(mask);
     T result = value;
     if (source_lane_in_segment >= 0 && source_lane_in_segment < width) {
         bits = slots[warp_base() + segment_start + (unsigned int)source_lane_in_segment];
         __builtin_memcpy(&result, &bits, sizeof(T));
     }
-    syncwarp();
+    syncwarp(mask);
     return result;
+}
+// The bit of each lane of `mask` whose predicate is non-zero.
+inline unsigned int ballot(unsigned int mask, int predicate) {
+    unsigned long long* slots = warp_slots();
+    slots[warp_base() + lane_id()] = predicate != 0;
+    syncwarp(mask);
+    unsigned int bits = 0, lanes = mask & warp_lanes();
+    for (unsigned int lane = 0; lane < 32; ++lane)
+        if ((lanes >> lane & 1u) && slots[warp_base() + lane]) bits |= 1u << lane;
+    syncwarp(mask);
+    return bits;
 }
 }  // namespace sim_rt
 
 template <class T>
-inline T __shfl_sync(unsigned int, T value, int source_lane, int width = 32) {
-    return ::sim_rt::shuffle(value, ((source_lane % width) + width) % width, width);
+inline T __shfl_sync(unsigned int mask, T value, int source_lane, int width = 32) {
+    return ::sim_rt::shuffle(mask, value, ((source_lane % width) + width) % width, width);
 }
 template <class T>
-inline T __shfl_down_sync(unsigned int, T value, unsigned int delta, int width = 32) {
+inline T __shfl_down_sync(unsigned int mask, T value, unsigned int delta, int width = 32) {
     int lane = (int)(::sim_rt::lane_id() % (unsigned int)width);
-    return ::sim_rt::shuffle(value, lane + (int)delta, width);
+    return ::sim_rt::shuffle(mask, value, lane + (int)delta, width);
 }
 template <class T>
-inline T __shfl_up_sync(unsigned int, T value, unsigned int delta, int width = 32) {
+inline T __shfl_up_sync(unsigned int mask, T value, unsigned int delta, int width = 32) {
     int lane = (int)(::sim_rt::lane_id() % (unsigned int)width);
-    return ::sim_rt::shuffle(value, lane - (int)delta, width);
+    return ::sim_rt::shuffle(mask, value, lane - (int)delta, width);
 }
 template <class T>
-inline T __shfl_xor_sync(unsigned int, T value, int lane_mask, int width = 32) {
+inline T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = 32) {
     int lane = (int)(::sim_rt::lane_id() % (unsigned int)width);
-    return ::sim_rt::shuffle(value, lane ^ lane_mask, width);
+    return ::sim_rt::shuffle(mask, value, lane ^ lane_mask, width);
 }
+inline unsigned int __ballot_sync(unsigned int mask, int predicate) { return ::sim_rt::ballot(mask, predicate); }
+inline int __any_sync(unsigned int mask, int predicate) { return ::sim_rt::ballot(mask, predicate) != 0; }
+inline int __all_sync(unsigned int mask, int predicate) {
+    return ::sim_rt::ballot(mask, predicate) == (mask & ::sim_rt::warp_lanes());
+}
+inline unsigned int __activemask() { return ::sim_rt::active_lanes(); }
+inline unsigned int __lanemask_lt() { return (1u << ::sim_rt::lane_id()) - 1u; }
+
+// ---- bit and conversion intrinsics -----------------------------------------------------------------------
+inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned int)x); }
+inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline unsigned int __brev(unsigned int x) {
+    x = ((x >> 1) & 0x55555555u) | ((x & 0x55555555u) << 1);
+    x = ((x >> 2) & 0x33333333u) | ((x & 0x33333333u) << 2);
+    x = ((x >> 4) & 0x0F0F0F0Fu) | ((x & 0x0F0F0F0Fu) << 4);
+    return __builtin_bswap32(x);
+}
+inline unsigned long long __brevll(unsigned long long x) {
+    return ((unsigned long long)__brev((unsigned int)x) << 32) | __brev((unsigned int)(x >> 32));
+}
+inline int __mul24(int a, int b) { return (a << 8 >> 8) * (b << 8 >> 8); }
+inline unsigned int __umul24(unsigned int a, unsigned int b) { return (a & 0xFFFFFFu) * (b & 0xFFFFFFu); }
+inline int __mulhi(int a, int b) { return (int)(((long long)a * b) >> 32); }
+inline unsigned int __umulhi(unsigned int a, unsigned int b) { return (unsigned int)(((unsigned long long)a * b) >> 32); }
+inline long long __mul64hi(long long a, long long b) { return (long long)(((__int128)a * b) >> 64); }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+inline unsigned int __funnelshift_l(unsigned int lo, unsigned int hi, unsigned int shift) {
+    return (unsigned int)((((unsigned long long)hi << 32 | lo) << (shift & 31)) >> 32);
+}
+inline unsigned int __funnelshift_r(unsigned int lo, unsigned int hi, unsigned int shift) {
+    return (unsigned int)(((unsigned long long)hi << 32 | lo) >> (shift & 31));
+}
+inline unsigned int __sad(int x, int y, unsigned int z) { return z + (unsigned int)(x > y ? x - y : y - x); }
+inline unsigned int __usad(unsigned int x, unsigned int y, unsigned int z) { return z + (x > y ? x - y : y - x); }
+inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
+inline int __float2int_rz(float x) { return (int)truncf(x); }
+inline int __float2int_rd(float x) { return (int)floorf(x); }
+inline int __float2int_ru(float x) { return (int)ceilf(x); }
+inline unsigned int __float2uint_rn(float x) { return (unsigned int)nearbyintf(x); }
+inline unsigned int __float2uint_rz(float x) { return (unsigned int)truncf(x); }
+inline long long __float2ll_rn(float x) { return (long long)nearbyintf(x); }
+inline long long __float2ll_rz(float x) { return (long long)truncf(x); }
+inline float __int2float_rn(int x) { return (float)x; }
+inline float __uint2float_rn(unsigned int x) { return (float)x; }
+inline int __double2int_rn(double x) { return (int)nearbyint(x); }
+inline int __double2int_rz(double x) { return (int)trunc(x); }
+inline float __double2float_rn(double x) { return (float)x; }
+inline double __int2double_rn(int x) { return (double)x; }
+// Round-to-nearest arithmetic is what the host does; the other rounding modes are approximated by it.
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline float __fmaf_rz(float a, float b, float c) { return fmaf(a, b, c); }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __frcp_rn(float a) { return 1.0f / a; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
+inline float __frsqrt_rn(float a) { return 1.0f / sqrtf(a); }
+inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __drcp_rn(double a) { return 1.0 / a; }
+inline double __dsqrt_rn(double a) { return sqrt(a); }
 
 // ---- math ------------------------------------------------------------------------------------------------
 // <math.h> gives expf, logf, sqrtf, powf, fmaxf, ... and the float overloads of exp, log, sqrt, ... in the
-// global namespace, as CUDA does. These are the CUDA-only extras.
+// global namespace, as CUDA does. These are the CUDA-only extras; the fast-math intrinsics (__expf, ...)
+// are the accurate functions here, so results may differ from a GPU in the last bits.
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+inline float rcbrtf(float x) { return 1.0f / cbrtf(x); }
 inline float __expf(float x) { return expf(x); }
+inline float __exp10f(float x) { return powf(10.0f, x); }
 inline float __logf(float x) { return logf(x); }
+inline float __log2f(float x) { return log2f(x); }
+inline float __log10f(float x) { return log10f(x); }
+inline float __sinf(float x) { return sinf(x); }
+inline float __cosf(float x) { return cosf(x); }
+inline float __tanf(float x) { return tanf(x); }
+inline void __sincosf(float x, float* s, float* c) { *s = sinf(x), *c = cosf(x); }
 inline float __powf(float x, float y) { return powf(x, y); }
 inline float __fdividef(float x, float y) { return x / y; }
+inline float fdividef(float x, float y) { return x / y; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline float normcdff(float x) { return 0.5f * erfcf(-x * 0.70710678f); }
+inline double normcdf(double x) { return 0.5 * erfc(-x * 0.7071067811865476); }
 inline int __float_as_int(float x) {
     int i;
     __builtin_memcpy(&i, &x, sizeof i);
     return i;
 }
 inline float __int_as_float(int i) {
+    float x;
+    __builtin_memcpy(&x, &i, sizeof x);
+    return x;
+}
+inline unsigned int __float_as_uint(float x) {
+    unsigned int i;
+    __builtin_memcpy(&i, &x, sizeof i);
+    return i;
+}
+inline float __uint_as_float(unsigned int i) {
     float x;
     __builtin_memcpy(&x, &i, sizeof x);
     return x;
@@ -208,3 +453,105 @@ inline std::common_type_t<A, B> min(A a, B b) {
         return R(b) < R(a) ? R(b) : R(a);
     }
 }
+
+// ---- what the generated wrapper uses after the kernel file -----------------------------------------------
+// Defined here, before the kernel file, so that its macros cannot change them.
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <typeinfo>
+#include <utility>
+
+namespace sim_rt {
+struct KernelEntry {
+    void (*thread_body)(void** args);  // runs one CUDA thread of the kernel
+    std::string (*describe)();         // the parameter types (see describe_type)
+};
+
+// Calls `kernel` with the arguments packed as in cuLaunchKernel: args[i] points at the i-th value.
+template <class... P, std::size_t... I>
+void invoke(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
+    kernel(*static_cast<std::remove_reference_t<P>*>(args[I])...);
+}
+template <class... P>
+void invoke(void (*kernel)(P...), void** args) {
+    invoke(kernel, args, std::index_sequence_for<P...>{});
+}
+
+// The element type and lane count of a CUDA vector type (float4: float, 4); the type itself, 1 otherwise.
+template <class T>
+struct vector_traits {
+    using element = T;
+    static constexpr int lanes = 1;
+};
+#define SIM_VECTOR_TRAITS(V, T, n)       \
+    template <>                          \
+    struct vector_traits<V> {            \
+        using element = T;               \
+        static constexpr int lanes = n;  \
+    };
+SIM_VECTOR_TRAITS(char2, signed char, 2)
+SIM_VECTOR_TRAITS(char4, signed char, 4)
+SIM_VECTOR_TRAITS(uchar2, unsigned char, 2)
+SIM_VECTOR_TRAITS(uchar4, unsigned char, 4)
+SIM_VECTOR_TRAITS(short2, short, 2)
+SIM_VECTOR_TRAITS(short4, short, 4)
+SIM_VECTOR_TRAITS(ushort2, unsigned short, 2)
+SIM_VECTOR_TRAITS(ushort4, unsigned short, 4)
+SIM_VECTOR_TRAITS(int2, int, 2)
+SIM_VECTOR_TRAITS(int3, int, 3)
+SIM_VECTOR_TRAITS(int4, int, 4)
+SIM_VECTOR_TRAITS(uint2, unsigned int, 2)
+SIM_VECTOR_TRAITS(uint3, unsigned int, 3)
+SIM_VECTOR_TRAITS(uint4, unsigned int, 4)
+SIM_VECTOR_TRAITS(longlong2, long long, 2)
+SIM_VECTOR_TRAITS(ulonglong2, unsigned long long, 2)
+SIM_VECTOR_TRAITS(float2, float, 2)
+SIM_VECTOR_TRAITS(float3, float, 3)
+SIM_VECTOR_TRAITS(float4, float, 4)
+SIM_VECTOR_TRAITS(double2, double, 2)
+#undef SIM_VECTOR_TRAITS
+
+template <class T>
+std::string type_name() {
+    int status = 0;
+    char* name = abi::__cxa_demangle(typeid(T).name(), nullptr, nullptr, &status);
+    std::string out = status == 0 ? name : typeid(T).name();
+    std::free(name);
+    return out;
+}
+
+// One parameter as "pointer|const|kind|size|lanes|name;": pointer is 0, 1 or 2 (a pointer to a pointer);
+// const says the pointee is const; kind is b (bool), i, u, f, or V (any other type, size = its sizeof);
+// for a CUDA vector type (float4) kind and size describe the element and lanes counts them; name is the
+// C++ spelling of the (pointee) type without const, e.g. "float", "float4", "Params".
+template <class T>
+void describe_type(std::string& out) {
+    using Pointee = std::remove_pointer_t<T>;
+    using Base = std::remove_cv_t<Pointee>;
+    using Element = typename vector_traits<Base>::element;
+    int pointer = std::is_pointer_v<T> ? (std::is_pointer_v<Base> ? 2 : 1) : 0;
+    out += std::to_string(pointer) + "|" + (std::is_pointer_v<T> && std::is_const_v<Pointee> ? "1" : "0") + "|";
+    if constexpr (std::is_same_v<Element, bool>) {
+        out += "b";
+    } else if constexpr (std::is_floating_point_v<Element>) {
+        out += "f";
+    } else if constexpr (std::is_integral_v<Element>) {
+        out += std::is_signed_v<Element> ? "i" : "u";
+    } else {
+        out += "V";
+    }
+    if constexpr (std::is_void_v<Element>) {
+        out += "|1|1|void;";
+    } else {
+        out += "|" + std::to_string(sizeof(Element)) + "|" + std::to_string(vector_traits<Base>::lanes) + "|" +
+               type_name<Base>() + ";";
+    }
+}
+template <class... P>
+std::string describe(void (*)(P...)) {
+    std::string out;
+    (describe_type<P>(out), ...);
+    return out;
+}
+}  // namespace sim_rt

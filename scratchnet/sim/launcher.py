@@ -21,13 +21,11 @@ import threading
 
 import numpy as np
 
-from scratchnet._cuda.signature import parse_kernels
+from scratchnet._cuda.limits import check_launch, dim3
+from scratchnet._cuda.signature import Param
 from scratchnet.errors import KernelLaunchError
-from scratchnet.sim.compiler import MAX_SHARED_BYTES, Build
+from scratchnet.sim.compiler import Build
 
-MAX_THREADS_PER_BLOCK = 1024
-MAX_BLOCK = (1024, 1024, 64)
-MAX_GRID = (2**31 - 1, 65535, 65535)
 MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
 
 # One launch at a time in the whole process: a module's scheduler state and its shared memory are global.
@@ -78,18 +76,22 @@ def _next_launch_seed() -> int:
 
 # --- parameters ---------------------------------------------------------------------------------------------
 class _Param:
-    """One kernel parameter, as compiled (``dtype``, ``pointer``, ``const``) and as named in the source."""
+    """One kernel parameter as compiled, with the ctypes type a scalar is passed as."""
 
-    def __init__(self, code: str, name: str, c_type: str | None):
-        self.pointer = code[0] in "CP"
-        self.const = code[0] == "C"
-        kind, size = code.lstrip("CP")[0], int(code.lstrip("CP")[1:])
-        self.dtype = np.dtype(bool) if kind == "b" else np.dtype(f"{kind}{size}") if kind in "iuf" else None
-        self.name = name
-        c_name = _c_name(self.dtype) if self.dtype is not None else f"{size}-byte type"
-        self.c_type = c_type or ("const " if self.const else "") + c_name + ("*" if self.pointer else "")
-        if not self.pointer and self.dtype is not None:
-            self.ctypes_type = np.ctypeslib.as_ctypes_type(self.dtype)
+    def __init__(self, param: Param):
+        self.pointer, self.const, self.name, self.c_type = (
+            param.pointer,
+            param.const,
+            param.name,
+            param.c_type,
+        )
+        self.dtype = param.dtype
+        if not self.pointer:
+            self.ctypes_type = (
+                ctypes.c_char * param.dtype.itemsize
+                if param.dtype.kind == "V"
+                else (np.ctypeslib.as_ctypes_type(self.dtype))
+            )
 
 
 def _passed_dtype(value) -> np.dtype | None:
@@ -158,7 +160,7 @@ def _group_overlapping(arrays: list[tuple[int, _Param, np.ndarray]]):
 class SimModule:
     """A compiled ``.cu`` source: ``get_function(name)`` gives a launchable :class:`SimKernel`."""
 
-    def __init__(self, build: Build, source: str):
+    def __init__(self, build: Build):
         self.build = build
         self.library = ctypes.CDLL(str(build.library))
         self.library.sim_launch.restype = ctypes.c_int
@@ -177,11 +179,6 @@ class SimModule:
             ctypes.c_char_p,  # error
             ctypes.c_int,  # error_size
         ]
-        self.library.sim_kernel_signature.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        try:
-            self._source_signatures = parse_kernels(source)
-        except ValueError:
-            self._source_signatures = {}
         self._kernels: dict[str, SimKernel] = {}
 
     def get_function(self, name: str) -> SimKernel:
@@ -200,22 +197,14 @@ class SimKernel:
 
     def __init__(self, module: SimModule, index: int, name: str):
         self.module, self.index, self.name = module, index, name
-        text = ctypes.create_string_buffer(4096)
-        module.library.sim_kernel_signature(index, text, len(text))
-        codes = [c for c in text.value.decode().split(",") if c]
-        source = module._source_signatures.get(name)
-        if source is not None and len(source.params) == len(codes):
-            names, c_types = [p.name for p in source.params], [p.c_type for p in source.params]
-        else:
-            names, c_types = [f"#{i}" for i in range(len(codes))], [None] * len(codes)
-        self.params = [_Param(c, n, t) for c, n, t in zip(codes, names, c_types, strict=True)]
+        self.params = [_Param(p) for p in module.build.signatures[name].params]
         self.static_shared_bytes = module.build.static_shared_bytes.get(name, 0)
 
     def __repr__(self) -> str:
         return f"<simulated kernel {self.name}({', '.join(f'{p.c_type} {p.name}' for p in self.params)})>"
 
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
-        grid, block = _dim3(grid, "grid", self.name), _dim3(block, "block", self.name)
+        grid, block = dim3(grid, f"{self.name}: grid"), dim3(block, f"{self.name}: block")
         shared_mem = int(shared_mem)
         self._check_limits(grid, block, shared_mem)
         if not isinstance(args, tuple | list):
@@ -234,7 +223,12 @@ class SimKernel:
                 arrays.append((index, param, self._check_array(param, value)))
                 values.append(None)
             else:
-                values.append(param.ctypes_type(self._check_scalar(param, value)))
+                scalar = self._check_scalar(param, value)
+                values.append(
+                    param.ctypes_type.from_buffer_copy(scalar)
+                    if isinstance(scalar, bytes)
+                    else param.ctypes_type(scalar)
+                )
         count = len(self.params)
         buffers, placement = _group_overlapping(arrays)
         argv = (ctypes.c_void_p * count)(*[None if v is None else ctypes.addressof(v) for v in values])
@@ -284,11 +278,18 @@ class SimKernel:
             )
         return value
 
-    def _check_scalar(self, param: _Param, value) -> bool | int | float:
+    def _check_scalar(self, param: _Param, value) -> bool | int | float | bytes:
         if isinstance(value, np.ndarray):
             raise KernelLaunchError(
                 f"{self._where(param)} (a scalar) but got an array of shape {value.shape}"
             )
+        if param.dtype.kind == "V":  # a struct by value: a NumPy structured scalar of the same size
+            if not isinstance(value, np.void) or value.dtype.itemsize != param.dtype.itemsize:
+                raise KernelLaunchError(
+                    f"{self._where(param)} ({param.dtype.itemsize} bytes) but got {_describe(value)}; pass "
+                    "a NumPy structured scalar of the same layout, e.g. np.array((1.0, 2.0), 'f4,f4')[()]"
+                )
+            return value.tobytes()
         dtype = _passed_dtype(value)
         if dtype is None:
             raise KernelLaunchError(
@@ -300,38 +301,12 @@ class SimKernel:
         return value.item() if isinstance(value, np.generic) else value
 
     def _check_limits(self, grid, block, shared_mem: int) -> None:
-        threads = block[0] * block[1] * block[2]
-        if threads > MAX_THREADS_PER_BLOCK:
-            raise KernelLaunchError(
-                f"{self.name}: block {block} has {threads} threads; "
-                f"CUDA allows at most {MAX_THREADS_PER_BLOCK}"
-            )
-        for what, dims, limits in (("block", block, MAX_BLOCK), ("grid", grid, MAX_GRID)):
-            for axis, size, limit in zip("xyz", dims, limits, strict=True):
-                if size > limit:
-                    raise KernelLaunchError(
-                        f"{self.name}: {what}.{axis} = {size} exceeds CUDA's limit {limit}"
-                    )
+        if shared_mem < 0:
+            raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
+        check_launch(self.name, grid, block, self.static_shared_bytes + shared_mem)
         blocks = grid[0] * grid[1] * grid[2]
         if blocks > MAX_SIMULATED_BLOCKS:
             raise KernelLaunchError(
                 f"{self.name}: grid {grid} has {blocks} blocks; the simulator runs at most "
                 f"{MAX_SIMULATED_BLOCKS} per launch (use a grid-stride loop, or the gpu device)"
             )
-        if shared_mem < 0:
-            raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
-        if self.static_shared_bytes + shared_mem > MAX_SHARED_BYTES:
-            raise KernelLaunchError(
-                f"{self.name} uses {self.static_shared_bytes} bytes of static and {shared_mem} bytes of "
-                f"dynamic shared memory per block; CUDA allows {MAX_SHARED_BYTES} bytes (48 KiB) in all"
-            )
-
-
-def _dim3(dims, what: str, kernel_name: str) -> tuple[int, int, int]:
-    values = dims if isinstance(dims, tuple | list) else (dims,)
-    if not 1 <= len(values) <= 3 or not all(isinstance(d, int | np.integer) for d in values):
-        raise KernelLaunchError(f"{kernel_name}: {what} must be 1 to 3 integers, got {dims!r}")
-    values = tuple(int(d) for d in values) + (1,) * (3 - len(values))
-    if min(values) < 1:
-        raise KernelLaunchError(f"{kernel_name}: {what} sizes must be >= 1, got {values}")
-    return values

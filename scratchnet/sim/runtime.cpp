@@ -1,5 +1,6 @@
-// runtime.cpp: the simulator's scheduler. The generated module.cpp includes it after the kernel file and
-// before the kernel table (see compiler.py), so each module is one translation unit with its own copy.
+// runtime.cpp: the simulator's scheduler. It is its own translation unit, linked into every module next to
+// the generated module.cpp (kernel file plus kernel table, see compiler.py), so that no macro of a kernel
+// file can change it; cuda_sim.h is force-included here too. Each module's library has its own copy.
 //
 // A launch runs the blocks one after the other, in a shuffled order. Inside a block every CUDA thread is a
 // fiber: a function running on its own small stack that can be suspended in the middle and resumed later.
@@ -18,6 +19,10 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#ifndef MAP_NORESERVE  // macOS: memory is committed lazily anyway
+#define MAP_NORESERVE 0
+#endif
 
 #define SIM_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -69,54 +74,11 @@ asm(".text\n"
 namespace sim_rt {
 
 // ---- what the generated part of the module provides ------------------------------------------------------
-struct KernelEntry {
-    void (*thread_body)(void** args);  // runs one CUDA thread of the kernel
-    std::string (*describe)();         // the parameter types, e.g. "Cf4,Pf4,i8" (see describe_type)
-};
 int kernel_count();
 const KernelEntry& kernel_entry(int index);
 int dynamic_shared_count();
 unsigned char* dynamic_shared_address(int index);  // of this OS thread's copy (it is thread_local)
 const char* dynamic_shared_name(int index);
-
-// Calls `kernel` with the arguments packed as in cuLaunchKernel: args[i] points at the i-th value.
-template <class... P, std::size_t... I>
-void invoke(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
-    kernel(*static_cast<std::remove_reference_t<P>*>(args[I])...);
-}
-template <class... P>
-void invoke(void (*kernel)(P...), void** args) {
-    invoke(kernel, args, std::index_sequence_for<P...>{});
-}
-
-// One parameter type as <C if pointer to const, P if pointer><kind b/i/u/f/V><size in bytes>.
-template <class T>
-void describe_type(std::string& out) {
-    using Pointee = std::remove_pointer_t<T>;
-    using Base = std::remove_cv_t<Pointee>;
-    if constexpr (std::is_pointer_v<T>) out += std::is_const_v<Pointee> ? "C" : "P";
-    if constexpr (std::is_same_v<Base, bool>) {
-        out += "b";
-    } else if constexpr (std::is_floating_point_v<Base>) {
-        out += "f";
-    } else if constexpr (std::is_integral_v<Base>) {
-        out += std::is_signed_v<Base> ? "i" : "u";
-    } else {
-        out += "V";
-    }
-    if constexpr (std::is_void_v<Base>) {
-        out += "1";
-    } else {
-        out += std::to_string(sizeof(Base));
-    }
-    out += ",";
-}
-template <class... P>
-std::string describe(void (*)(P...)) {
-    std::string out;
-    (describe_type<P>(out), ...);
-    return out;
-}
 
 // ---- the scheduler ---------------------------------------------------------------------------------------
 ThreadState current;
@@ -129,9 +91,13 @@ struct Fiber {
     void* sp = nullptr;  // saved stack pointer while suspended
     int state = kNew;
     int stack = -1;  // index into Scheduler::stacks while the thread is alive
+    unsigned int warp_mask = 0;  // the lanes named by the __syncwarp() or shuffle it waits in
+    int barrier_line = 0;        // the source line of the __syncthreads() it waits at
 };
 
-const size_t kStackBytes = 256 * 1024;  // per CUDA thread that is suspended at a barrier
+// Per CUDA thread alive at a barrier: mapped with MAP_NORESERVE, so only the pages a thread touches cost
+// memory (a GPU thread's stack is 1 KiB by default, growing on demand up to 512 KiB with cudaLimitStackSize).
+const size_t kStackBytes = 512 * 1024;
 const int kMaxThreads = 1024;
 
 struct Scheduler {
@@ -169,7 +135,7 @@ void shuffle(std::vector<T>& items) {  // Fisher-Yates, with Lemire's multiply-s
 // overwriting the neighbouring stack.
 unsigned char* allocate_stack() {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    void* base = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON, -1, 0);
+    void* base = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) return nullptr;
     mprotect(base, page, PROT_NONE);
     return static_cast<unsigned char*>(base) + page;
@@ -243,9 +209,55 @@ std::string describe_block() {
     return "block (" + std::to_string(i.x) + "," + std::to_string(i.y) + "," + std::to_string(i.z) + ")";
 }
 
-// Decides who runs next once every runnable thread has stopped: releases a warp whose lanes all wait at
-// __syncwarp(), or the whole block when every thread waits at __syncthreads(). Anything else is a barrier
-// that can never complete, which a GPU would leave undefined (a hang or garbage): report it.
+std::string describe_thread(int t) { return describe_threads(std::vector<int>{t}); }
+
+std::string hex(unsigned int mask) {
+    char text[16];
+    snprintf(text, sizeof text, "0x%08x", mask);
+    return text;
+}
+
+// Releases the warp barriers (__syncwarp(mask) and the shuffles and votes built on it) that can complete:
+// every lane named in a waiting thread's mask waits too, with the same mask. A named lane that returned or
+// waits at __syncthreads(), or a different mask, can never complete: CUDA leaves that undefined (a hang or
+// garbage), the simulator reports it.
+bool release_warp_barriers(int n, std::vector<int>& runnable) {
+    for (int t = 0; t < n; ++t) {
+        Fiber& f = S.fibers[t];
+        if (f.state != kAtWarpBarrier) continue;
+        int base = t - t % 32;
+        unsigned int lane = (unsigned int)(t % 32), mask = f.warp_mask;
+        if (!(mask >> lane & 1u)) {
+            S.error = "invalid warp mask in " + describe_block() + ": thread " + describe_thread(t) + " (lane " +
+                      std::to_string(lane) + ") calls __syncwarp() or a *_sync warp function with mask " +
+                      hex(mask) + ", which does not include its own lane";
+            return false;
+        }
+        for (unsigned int other = 0; other < 32; ++other) {
+            if (!(mask >> other & 1u) || base + (int)other >= n) continue;
+            const Fiber& g = S.fibers[base + other];
+            if (g.state == kAtWarpBarrier && g.warp_mask == mask) continue;
+            std::string where = g.state == kDone            ? "has returned"
+                                : g.state == kAtBarrier     ? "waits at __syncthreads()"
+                                                            : "waits with mask " + hex(g.warp_mask);
+            S.error = "warp divergence in " + describe_block() + ": thread " + describe_thread(t) +
+                      " waits at __syncwarp() or a warp shuffle/vote with mask " + hex(mask) + " while lane " +
+                      std::to_string(other) + " (thread " + describe_thread(base + (int)other) + ") " + where +
+                      " (every lane named in the mask must reach the same warp barrier)";
+            return false;
+        }
+        for (unsigned int other = 0; other < 32; ++other) {
+            if (!(mask >> other & 1u) || base + (int)other >= n) continue;
+            S.fibers[base + other].state = kReady;
+            runnable.push_back(base + (int)other);
+        }
+    }
+    return true;
+}
+
+// Decides who runs next once every runnable thread has stopped: warps whose lanes all wait at a warp
+// barrier, else the whole block when every thread waits at the same __syncthreads(). Anything else is a
+// barrier that can never complete, which a GPU would leave undefined (a hang or garbage): report it.
 bool release_barriers(int n, std::vector<int>& runnable) {
     std::vector<int> done, at_barrier;
     bool any_at_warp = false;
@@ -256,30 +268,27 @@ bool release_barriers(int n, std::vector<int>& runnable) {
         if (state == kAtWarpBarrier) any_at_warp = true;
     }
     if ((int)done.size() == n) return true;
-    if (any_at_warp) {
-        for (int warp = 0; warp * 32 < n; ++warp) {
-            int first = warp * 32, last = std::min(n, first + 32);
-            std::vector<int> waiting, elsewhere;
-            for (int t = first; t < last; ++t)
-                (S.fibers[t].state == kAtWarpBarrier ? waiting : elsewhere).push_back(t);
-            if (waiting.empty()) continue;
-            if (!elsewhere.empty()) {
-                S.error = "warp divergence in " + describe_block() + ": threads " + describe_threads(waiting) +
-                          " wait at __syncwarp() or a warp shuffle while threads " +
-                          describe_threads(elsewhere) + " of the same warp returned or wait at __syncthreads()";
-                return false;
-            }
-            for (int t : waiting) {
-                S.fibers[t].state = kReady;
-                runnable.push_back(t);
-            }
-        }
-        return true;
-    }
+    if (any_at_warp) return release_warp_barriers(n, runnable);
     if (!done.empty()) {
         S.error = "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
-                  " wait at __syncthreads() but threads " + describe_threads(done) +
+                  " wait at __syncthreads() (line " + std::to_string(S.fibers[at_barrier[0]].barrier_line) +
+                  ") but threads " + describe_threads(done) +
                   " have returned (every thread of a block must reach each __syncthreads())";
+        return false;
+    }
+    int line = S.fibers[at_barrier[0]].barrier_line;
+    std::vector<int> elsewhere;
+    for (int t : at_barrier)
+        if (S.fibers[t].barrier_line != line) elsewhere.push_back(t);
+    if (!elsewhere.empty()) {
+        std::vector<int> here;
+        for (int t : at_barrier)
+            if (S.fibers[t].barrier_line == line) here.push_back(t);
+        S.error = "barrier divergence in " + describe_block() + ": threads " + describe_threads(here) +
+                  " wait at the __syncthreads() of line " + std::to_string(line) + " but threads " +
+                  describe_threads(elsewhere) + " at the one of line " +
+                  std::to_string(S.fibers[elsewhere[0]].barrier_line) +
+                  " (all threads of a block must reach the same __syncthreads())";
         return false;
     }
     for (int t : at_barrier) {
@@ -312,21 +321,46 @@ const unsigned char kCanary = 0xA5;
 
 }  // namespace
 
-void syncthreads() {
+void syncthreads(int line) {
     Fiber& me = S.fibers[S.running];
     me.state = kAtBarrier;
+    me.barrier_line = line;
     sim_switch(&me.sp, S.scheduler_sp);
 }
 
-void syncwarp() {
+void syncwarp(unsigned int mask) {
     Fiber& me = S.fibers[S.running];
     me.state = kAtWarpBarrier;
+    me.warp_mask = mask & warp_lanes();
     sim_switch(&me.sp, S.scheduler_sp);
 }
 
 unsigned long long* warp_slots() { return S.warp_slots.data(); }
 unsigned int lane_id() { return (unsigned int)S.running % 32u; }
 unsigned int warp_base() { return (unsigned int)S.running - lane_id(); }
+unsigned int thread_rank() { return (unsigned int)S.running; }
+
+unsigned int warp_lanes() {
+    unsigned int in_warp = std::min(32u, (unsigned int)S.fibers.size() - warp_base());
+    return in_warp == 32 ? 0xffffffffu : (1u << in_warp) - 1u;
+}
+
+unsigned int active_lanes() {
+    unsigned int lanes = 0, base = warp_base();
+    for (unsigned int lane = 0; lane < 32 && base + lane < S.fibers.size(); ++lane)
+        if (S.fibers[base + lane].state != kDone) lanes |= 1u << lane;
+    return lanes;
+}
+
+// __trap() and a failed assert(): the launch ends with an error naming the thread and the source line.
+const int kTrapped = 1000;  // what sigsetjmp returns after trap(), unlike any signal number
+
+void trap(const char* what, const char* file, int line) {
+    const uint3& t = current.thread_idx;
+    S.error = std::string(what) + " at " + file + ":" + std::to_string(line) + " in " + describe_block() +
+              ", thread (" + std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+    siglongjmp(S.crash_jump, kTrapped);
+}
 
 }  // namespace sim_rt
 
@@ -428,6 +462,7 @@ bool run_blocks(const unsigned int* grid, int threads_per_block) {
         }
     } else {
         ok = false;
+        if (crash == kTrapped) goto restore;  // S.error says what
         const uint3& t = current.thread_idx;
         const char* what = crash == SIGFPE ? "an arithmetic fault (an integer division by zero?)"
                                            : "a memory fault (an invalid address, or a stack overflow from "
@@ -435,6 +470,7 @@ bool run_blocks(const unsigned int* grid, int threads_per_block) {
         S.error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
                   std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
     }
+restore:
     sigaction(SIGSEGV, &old_segv, nullptr);
     sigaction(SIGBUS, &old_bus, nullptr);
     sigaction(SIGFPE, &old_fpe, nullptr);
@@ -465,6 +501,14 @@ bool check_dynamic_shared(unsigned int bytes) {
 
 }  // namespace
 }  // namespace sim_rt
+
+// assert() in a kernel: glibc's assert macro calls __assert_fail, which would abort the whole process. This
+// module's own definition (hidden, so it binds only the module's calls) ends the launch with an error.
+extern "C" __attribute__((visibility("hidden"), noreturn)) void __assert_fail(const char* assertion,
+                                                                              const char* file, unsigned int line,
+                                                                              const char*) noexcept {
+    sim_rt::trap((std::string("assertion `") + assertion + "` failed").c_str(), file, (int)line);
+}
 
 // ---- the C interface that launcher.py calls through ctypes -----------------------------------------------
 SIM_EXPORT int sim_kernel_count() { return sim_rt::kernel_count(); }

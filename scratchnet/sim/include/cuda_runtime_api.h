@@ -1,0 +1,2 @@
+// cuda_runtime_api.h for the CUDA simulator: what a kernel file needs from it is in cuda_sim.h (force-included).
+#pragma once

@@ -1,0 +1,2 @@
+// device_launch_parameters.h for the CUDA simulator: what a kernel file needs from it is in cuda_sim.h (force-included).
+#pragma once

@@ -1,0 +1,102 @@
+"""A stand-in for the ``cupy`` module, enough for scratchnet's GPU code paths to run without a GPU.
+
+Arrays are NumPy arrays; kernels record their launches. A test makes any call fail the way CuPy does by
+naming it in ``fail`` with an exception of CuPy's class name and message (see ``raise_like``).
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+
+class CUDARuntimeError(RuntimeError):  # cupy_backends.cuda.api.runtime
+    pass
+
+
+class CUDADriverError(RuntimeError):  # cupy_backends.cuda.api.driver
+    pass
+
+
+class CompileException(Exception):  # cupy.cuda.compiler
+    pass
+
+
+class OutOfMemoryError(MemoryError):  # cupy.cuda.memory
+    pass
+
+
+class DynamicLibNotFoundError(RuntimeError):  # cuda.pathfinder
+    pass
+
+
+class FakeCupy(types.ModuleType):
+    """``fail`` maps a call name ("getDeviceCount", "RawModule", "get_function", "launch", "empty",
+    "matmul", ...) to the exception it raises."""
+
+    ndarray = np.ndarray
+
+    def __init__(self, fail: dict | None = None, devices: int = 1):
+        super().__init__("cupy")
+        self.fail = dict(fail or {})
+        self.launches: list[tuple] = []
+        self.__version__ = "14.2.0"
+        runtime = types.SimpleNamespace(
+            getDeviceCount=lambda: self._call("getDeviceCount", lambda: devices),
+            driverGetVersion=lambda: 13000,
+            runtimeGetVersion=lambda: 13000,
+            getDeviceProperties=lambda i: {"name": b"Fake GPU"},
+        )
+        device = types.SimpleNamespace(
+            id=0,
+            compute_capability="75",
+            mem_info=(15 * 2**30, 16 * 2**30),
+            attributes={"L2CacheSize": 4 * 2**20, "MaxThreadsPerBlock": 1024},
+            synchronize=lambda: self._call("synchronize", lambda: None),
+        )
+        self.cuda = types.SimpleNamespace(
+            runtime=runtime,
+            Device=lambda *a: device,
+            nvrtc=types.SimpleNamespace(getVersion=lambda: self._call("nvrtc", lambda: (13, 0))),
+        )
+
+    def _call(self, name, action):
+        if name in self.fail:
+            raise self.fail[name]
+        return action()
+
+    def asarray(self, host):
+        return self._call("asarray", lambda: np.array(host, copy=True))
+
+    def asnumpy(self, x):
+        return np.array(x, copy=True)
+
+    def empty(self, shape, dtype):
+        return self._call("empty", lambda: np.empty(shape, dtype))
+
+    def zeros(self, shape, dtype):
+        return self._call("zeros", lambda: np.zeros(shape, dtype))
+
+    def matmul(self, a, b, out=None):
+        return self._call("matmul", lambda: np.matmul(a, b, out=out))
+
+    def RawModule(self, code, options=(), name_expressions=None):  # noqa: N802 - CuPy's name
+        return self._call("RawModule", lambda: _FakeModule(self))
+
+
+class _FakeModule:
+    def __init__(self, cp: FakeCupy):
+        self.cp = cp
+
+    def get_function(self, name):
+        return self.cp._call("get_function", lambda: _FakeKernel(self.cp, name))
+
+
+class _FakeKernel:
+    def __init__(self, cp: FakeCupy, name: str):
+        self.cp, self.name = cp, name
+        self.attributes = {"num_regs": 32, "max_threads_per_block": 1024, "shared_size_bytes": 0}
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        self.cp._call("launch", lambda: self.cp.launches.append((self.name, grid, block)))
