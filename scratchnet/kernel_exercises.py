@@ -629,8 +629,8 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
             f"seed {seed}: {'right' if ok else 'wrong'}" for seed, ok in zip(seeds, right, strict=True)
         )
         return (
-            f"the result changes with the order in which the threads run ({orders}, and the wrong results "
-            "differ): a thread read shared memory before another thread of its block had written it, or "
+            f"the result changes with the order in which the threads run ({orders}; each order gives other "
+            "numbers): a thread read shared memory before another thread of its block had written it, or "
             "overwrote it while others were still reading. A __syncthreads() is missing or misplaced",
             False,
         )
