@@ -68,15 +68,33 @@ What it cannot tell you
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Sequence
 
 from scratchnet.errors import DeviceError
+from scratchnet.sim.checks import (
+    InitcheckError,
+    KernelCrashError,
+    KernelTrapError,
+    MemcheckError,
+    RacecheckError,
+    SimCheckError,
+    SynccheckError,
+    parse_checks,
+)
 from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler
 from scratchnet.sim.launcher import SimKernel, SimModule, set_seed
 
 __all__ = [
     "CompileError",
+    "InitcheckError",
+    "KernelCrashError",
+    "KernelTrapError",
+    "MemcheckError",
+    "RacecheckError",
+    "SimCheckError",
+    "SynccheckError",
     "RawKernel",
     "RawModule",
     "SimCompilerWarning",
@@ -100,13 +118,32 @@ def check_supported() -> None:
     find_compiler()
 
 
-def load_module(source: str, name_expressions: Sequence[str] = (), filename: str | None = None) -> SimModule:
+def load_module(
+    source: str,
+    name_expressions: Sequence[str] = (),
+    filename: str | None = None,
+    checks: str | Sequence[str] | None = None,
+    debug: bool | None = None,
+) -> SimModule:
     """Compile ``source`` (cached) and load it; like ``cupy.RawModule(code=source, name_expressions=...)``.
 
-    ``filename`` only names the file in compiler messages.
+    ``filename`` names the file in compiler messages and error reports. ``checks``: ``"memcheck"``,
+    ``"racecheck"``, ``"initcheck"``, ``"synccheck"`` (comma-separated or a list) or ``"all"``; ``None`` reads
+    ``SCRATCHNET_SIM_CHECKS`` (see :mod:`scratchnet.sim.checks`). ``debug``: a ``-O0 -g`` build for gdb;
+    ``None`` reads ``SCRATCHNET_SIM_DEBUG`` (``1`` for on).
     """
     check_supported()
-    return SimModule(build(source, list(name_expressions), filename))
+    selected = parse_checks(checks)
+    if debug is None:
+        debug = _debug_from_environment()
+    return SimModule(build(source, list(name_expressions), filename, selected, debug), selected)
+
+
+def _debug_from_environment() -> bool:
+    text = os.environ.get("SCRATCHNET_SIM_DEBUG", "0").strip()
+    if text not in ("0", "1", ""):
+        raise ValueError(f"SCRATCHNET_SIM_DEBUG must be 0 or 1, got {text!r}")
+    return text == "1"
 
 
 def RawModule(code: str, name_expressions: Sequence[str] = (), options: Sequence[str] = ()) -> SimModule:  # noqa: N802

@@ -48,6 +48,7 @@ from scratchnet._cuda.signature import (
     signature_from_description,
 )
 from scratchnet.errors import DeviceError
+from scratchnet.sim.checks import CHECK_FLAGS, INSTRUMENTED
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_sim.h"
@@ -259,7 +260,7 @@ def generate_wrapper(source_file: str, names: list[str], shared: list[tuple[str,
         ),
         shared_name_cases="".join(f'\n    case {i}: return "{name}";' for i, (_, name) in enumerate(shared)),
         thread_bodies="\n".join(
-            f"static void sim_thread_body_{i}(void** args) {{ invoke(&{name}, args); }}\n"
+            f"SIM_UNCHECKED static void sim_thread_body_{i}(void** args) {{ invoke(&{name}, args); }}\n"
             f"static std::string sim_thread_describe_{i}() {{ return describe(&{name}); }}"
             for i, name in enumerate(names)
         ),
@@ -270,8 +271,18 @@ def generate_wrapper(source_file: str, names: list[str], shared: list[tuple[str,
     )
 
 
-def build(source: str, name_expressions: list[str], filename: str | None = None) -> Build:
-    """Compile ``source`` (or reuse the cached build) and return where the library is."""
+def build(
+    source: str,
+    name_expressions: list[str],
+    filename: str | None = None,
+    checks: frozenset[str] = frozenset(),
+    debug: bool = False,
+) -> Build:
+    """Compile ``source`` (or reuse the cached build) and return where the library is.
+
+    ``checks`` that need instrumentation (:data:`checks.INSTRUMENTED`) make a checked build, ``debug`` a
+    ``-O0 -g`` build for gdb; each is its own cache entry.
+    """
     compiler = find_compiler()
     scanned = scan(source, filename)
     names = kernel_names(scanned, name_expressions)
@@ -282,6 +293,7 @@ def build(source: str, name_expressions: list[str], filename: str | None = None)
     except DeviceError as error:
         raise DeviceError(f"{filename or 'the source'}: {error}") from None
     flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-I", str(INCLUDE), "-include", str(HEADER)]
+    module_flags = [*(["-O0", "-g"] if debug else []), *(CHECK_FLAGS if checks & INSTRUMENTED else [])]
     key = _hash(
         CACHE_FORMAT,
         source,
@@ -291,13 +303,16 @@ def build(source: str, name_expressions: list[str], filename: str | None = None)
         *[path.read_text() for path in sorted(INCLUDE.rglob("*.h"))],
         compiler,
         flags,
+        module_flags,
         compiler_version(compiler),
     )
     directory = cache_dir()
     library, info_file = directory / f"{key}.so", directory / f"{key}.json"
     if not (library.is_file() and info_file.is_file()):
         directory.mkdir(parents=True, exist_ok=True)
-        _compile(compiler, flags, source, names, shared, filename, directory, library, info_file)
+        _compile(
+            compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
+        )
     info = json.loads(info_file.read_text())
     if info["compiler_warnings"]:  # shown on every load, not only when the build was made
         warnings.warn(
@@ -360,15 +375,26 @@ def _runtime_object(compiler: str, flags: list[str], directory: Path) -> Path:
     return runtime
 
 
-def _compile(compiler, flags, source, names, shared, filename, directory, library, info_file) -> None:
+def _compile(
+    compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
+) -> None:
     shown_name = filename or "kernel.cu"
-    with tempfile.TemporaryDirectory(dir=directory, prefix="build-") as tmp:
+    with tempfile.TemporaryDirectory(dir=library.parent, prefix="build-") as tmp:
         # The #line directive makes the compiler's messages name the real file and line.
         (Path(tmp) / "kernel.cu").write_text(f'#line 1 "{shown_name}"\n{source}')
         (Path(tmp) / "module.cpp").write_text(generate_wrapper("kernel.cu", names, shared))
         output = Path(tmp) / "module.so"
         runtime = _runtime_object(compiler, flags, directory)
-        command = [compiler, *flags, "-o", str(output), str(Path(tmp) / "module.cpp"), str(runtime)]
+        # The module's own flags come last: -O0 overrides -O2; the runtime object stays as it was built.
+        command = [
+            compiler,
+            *flags,
+            *module_flags,
+            "-o",
+            str(output),
+            str(Path(tmp) / "module.cpp"),
+            str(runtime),
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise CompileError(

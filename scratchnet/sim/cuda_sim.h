@@ -23,6 +23,10 @@
 #define __CUDA_ARCH__ 800
 #define __NVCC__ 1
 
+// Code that synchronises by definition (atomics, shuffles, votes) stays out of a checked build's
+// instrumentation (runtime.cpp, "the checks"), so that it is never reported as a race.
+#define SIM_UNCHECKED __attribute__((no_sanitize_address))
+
 // ---- qualifiers ------------------------------------------------------------------------------------------
 // Kernels and device functions are ordinary host functions. The signature scan (compiler.py) preprocesses
 // a file with SCRATCHNET_SIM_SCAN defined, so that each kernel keeps a mark it can find.
@@ -133,7 +137,7 @@ namespace sim_rt {
 // Every thread publishes its predicate, the block meets, everyone reads all, and the block meets again so
 // that no slot is overwritten before everybody has read it.
 template <class Combine>
-inline int block_vote(int predicate, int line, Combine combine) {
+SIM_UNCHECKED inline int block_vote(int predicate, int line, Combine combine) {
     unsigned long long* slots = warp_slots();
     slots[thread_rank()] = predicate != 0;
     syncthreads(line);
@@ -180,14 +184,14 @@ SIM_STORE(__stwt)
 // switch only at barriers, never inside these functions; __atomic builtins keep them atomic anyway.
 namespace sim_rt {
 template <class T, class F>
-inline T atomic_update(T* address, F f) {  // read-modify-write with a compare-and-swap loop
+SIM_UNCHECKED inline T atomic_update(T* address, F f) {  // read-modify-write with a compare-and-swap loop
     T old = __atomic_load_n(address, __ATOMIC_RELAXED);
     while (!__atomic_compare_exchange_n(address, &old, f(old), false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
     return old;
 }
 template <class T, class F>
-inline T atomic_update_float(T* address, F f) {  // the same on the bits of a float or double
+SIM_UNCHECKED inline T atomic_update_float(T* address, F f) {  // the same on the bits of a float or double
     using Bits = std::conditional_t<sizeof(T) == 4, unsigned int, unsigned long long>;
     Bits old = atomic_update(reinterpret_cast<Bits*>(address), [&](Bits bits) {
         T value;
@@ -202,15 +206,15 @@ inline T atomic_update_float(T* address, F f) {  // the same on the bits of a fl
 }
 }  // namespace sim_rt
 #define SIM_ATOMIC_INTEGER(T)                                                                                  \
-    inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                    \
-    inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }                    \
-    inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); }                    \
-    inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }                      \
-    inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }                    \
-    inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }                  \
-    inline T atomicMin(T* a, T v) { return ::sim_rt::atomic_update(a, [v](T old) { return v < old ? v : old; }); } \
-    inline T atomicMax(T* a, T v) { return ::sim_rt::atomic_update(a, [v](T old) { return old < v ? v : old; }); } \
-    inline T atomicCAS(T* a, T compare, T v) {                                                                 \
+    SIM_UNCHECKED inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }                    \
+    SIM_UNCHECKED inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }                    \
+    SIM_UNCHECKED inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); }                    \
+    SIM_UNCHECKED inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }                      \
+    SIM_UNCHECKED inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }                    \
+    SIM_UNCHECKED inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }                  \
+    SIM_UNCHECKED inline T atomicMin(T* a, T v) { return ::sim_rt::atomic_update(a, [v](T old) { return v < old ? v : old; }); } \
+    SIM_UNCHECKED inline T atomicMax(T* a, T v) { return ::sim_rt::atomic_update(a, [v](T old) { return old < v ? v : old; }); } \
+    SIM_UNCHECKED inline T atomicCAS(T* a, T compare, T v) {                                                                 \
         __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);               \
         return compare;                                                                                        \
     }
@@ -219,20 +223,20 @@ SIM_ATOMIC_INTEGER(unsigned int)
 SIM_ATOMIC_INTEGER(long long)
 SIM_ATOMIC_INTEGER(unsigned long long)
 #undef SIM_ATOMIC_INTEGER
-inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsigned short v) {
+SIM_UNCHECKED inline unsigned short atomicCAS(unsigned short* a, unsigned short compare, unsigned short v) {
     __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
     return compare;
 }
-inline float atomicAdd(float* a, float v) { return ::sim_rt::atomic_update_float(a, [v](float o) { return o + v; }); }
-inline double atomicAdd(double* a, double v) {
+SIM_UNCHECKED inline float atomicAdd(float* a, float v) { return ::sim_rt::atomic_update_float(a, [v](float o) { return o + v; }); }
+SIM_UNCHECKED inline double atomicAdd(double* a, double v) {
     return ::sim_rt::atomic_update_float(a, [v](double o) { return o + v; });
 }
-inline float atomicExch(float* a, float v) { return ::sim_rt::atomic_update_float(a, [v](float) { return v; }); }
+SIM_UNCHECKED inline float atomicExch(float* a, float v) { return ::sim_rt::atomic_update_float(a, [v](float) { return v; }); }
 // atomicInc/atomicDec wrap around at `limit`, as on the GPU.
-inline unsigned int atomicInc(unsigned int* a, unsigned int limit) {
+SIM_UNCHECKED inline unsigned int atomicInc(unsigned int* a, unsigned int limit) {
     return ::sim_rt::atomic_update(a, [limit](unsigned int old) { return old >= limit ? 0u : old + 1; });
 }
-inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
+SIM_UNCHECKED inline unsigned int atomicDec(unsigned int* a, unsigned int limit) {
     return ::sim_rt::atomic_update(a, [limit](unsigned int old) { return old == 0 || old > limit ? limit : old - 1; });
 }
 // The _block and _system variants differ on a GPU only in which threads see the update atomically.
@@ -260,7 +264,7 @@ SIM_ATOMIC_SCOPES(atomicXor)
 // Lanes outside `mask` may be anywhere (a shuffle inside `if (lane < 16)` with mask 0xffff is correct CUDA).
 namespace sim_rt {
 template <class T>
-inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int width) {
+SIM_UNCHECKED inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int width) {
     static_assert(sizeof(T) <= 8, "warp shuffles move at most 8 bytes");
     unsigned long long* slots = warp_slots();
     unsigned int lane = lane_id();
@@ -278,7 +282,7 @@ inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int wid
     return result;
 }
 // The bit of each lane of `mask` whose predicate is non-zero.
-inline unsigned int ballot(unsigned int mask, int predicate) {
+SIM_UNCHECKED inline unsigned int ballot(unsigned int mask, int predicate) {
     unsigned long long* slots = warp_slots();
     slots[warp_base() + lane_id()] = predicate != 0;
     syncwarp(mask);
@@ -470,11 +474,11 @@ struct KernelEntry {
 
 // Calls `kernel` with the arguments packed as in cuLaunchKernel: args[i] points at the i-th value.
 template <class... P, std::size_t... I>
-void invoke(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
+SIM_UNCHECKED void invoke(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
     kernel(*static_cast<std::remove_reference_t<P>*>(args[I])...);
 }
 template <class... P>
-void invoke(void (*kernel)(P...), void** args) {
+SIM_UNCHECKED void invoke(void (*kernel)(P...), void** args) {
     invoke(kernel, args, std::index_sequence_for<P...>{});
 }
 

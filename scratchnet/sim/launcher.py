@@ -24,6 +24,7 @@ import numpy as np
 from scratchnet._cuda.limits import check_launch, dim3
 from scratchnet._cuda.signature import Param
 from scratchnet.errors import KernelLaunchError
+from scratchnet.sim.checks import Report, check_bits, launch_error
 from scratchnet.sim.compiler import Build
 
 MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
@@ -160,8 +161,9 @@ def _group_overlapping(arrays: list[tuple[int, _Param, np.ndarray]]):
 class SimModule:
     """A compiled ``.cu`` source: ``get_function(name)`` gives a launchable :class:`SimKernel`."""
 
-    def __init__(self, build: Build):
+    def __init__(self, build: Build, checks: frozenset[str] = frozenset()):
         self.build = build
+        self.checks = checks  # the checks this module's launches make (checks.py)
         self.library = ctypes.CDLL(str(build.library))
         self.library.sim_launch.restype = ctypes.c_int
         self.library.sim_launch.argtypes = [
@@ -176,6 +178,8 @@ class SimModule:
             ctypes.POINTER(ctypes.c_uint),  # block
             ctypes.c_uint,  # dynamic_shared_bytes
             ctypes.c_ulonglong,  # seed
+            ctypes.c_int,  # checks
+            ctypes.POINTER(Report),  # report
             ctypes.c_char_p,  # error
             ctypes.c_int,  # error_size
         ]
@@ -234,7 +238,7 @@ class SimKernel:
         argv = (ctypes.c_void_p * count)(*[None if v is None else ctypes.addressof(v) for v in values])
         arg_buffer = (ctypes.c_int * count)(*[placement.get(i, (-1, 0))[0] for i in range(count)])
         arg_offset = (ctypes.c_ulonglong * count)(*[placement.get(i, (-1, 0))[1] for i in range(count)])
-        error = ctypes.create_string_buffer(2048)
+        error, report = ctypes.create_string_buffer(2048), Report()
         with _launch_lock:
             status = self.module.library.sim_launch(
                 self.index,
@@ -248,11 +252,15 @@ class SimKernel:
                 (ctypes.c_uint * 3)(*block),
                 shared_mem,
                 _next_launch_seed(),
+                check_bits(self.module.checks),
+                ctypes.byref(report),
                 error,
                 len(error),
             )
         if status != 0:
-            raise KernelLaunchError(f"{self.name} {error.value.decode(errors='replace')}")
+            message = error.value.decode(errors="replace")
+            names = [buffer.names.decode() for buffer in buffers]
+            raise launch_error(self.name, message, report, self.module.build.library, names)
 
     def _where(self, param: _Param) -> str:
         return f"argument '{param.name}' of {self.name} is '{param.c_type}'"

@@ -9,6 +9,8 @@
 // shuffled order. So a barrier really separates "before" from "after", and a missing one shows up as a
 // wrong result instead of passing by luck. Switching costs a few nanoseconds (a handful of register saves,
 // see sim_switch below), so a kernel without barriers runs at roughly the speed of a plain loop.
+#include <dlfcn.h>
+#include <link.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -17,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -83,6 +86,21 @@ const char* dynamic_shared_name(int index);
 // ---- the scheduler ---------------------------------------------------------------------------------------
 ThreadState current;
 
+// What went wrong, field by field, for launcher.py to turn into one exception class per kind (checks.py).
+enum ReportKind { kOther = 0, kMemcheck = 1, kRacecheck = 2, kInitcheck = 3, kSynccheck = 4, kTrap = 5, kCrash = 6 };
+struct Report {
+    int kind;
+    unsigned int block[3];
+    int thread[3];        // -1: no thread (a check after the launch)
+    int other_thread[3];  // racecheck: the thread of the earlier access; -1: none
+    int buffer;           // index of the host buffer, -1: none, -2: dynamic shared, -3: static shared
+    long long offset;     // byte offset of the access from the start of `buffer`
+    int size;             // bytes accessed
+    int is_write, other_is_write;
+    unsigned long long pc, other_pc;  // code addresses (offsets in the library) of the accesses; 0: unknown
+    int line, other_line;             // source lines known without debug information (barriers); 0: unknown
+};
+
 namespace {
 
 enum State { kNew, kReady, kAtBarrier, kAtWarpBarrier, kDone };
@@ -112,6 +130,10 @@ struct Scheduler {
     int running = -1;
     unsigned long long rng = 0;
     std::string error;
+    Report report;
+    int checks = 0;                         // kCheck* bits of this launch (the checked build only)
+    unsigned long long epoch = 0;           // +1 at every block start and __syncthreads() release
+    std::vector<unsigned long long> warp_epoch = std::vector<unsigned long long>(kMaxThreads / 32);
     sigjmp_buf crash_jump;
 };
 Scheduler S;
@@ -211,6 +233,24 @@ std::string describe_block() {
 
 std::string describe_thread(int t) { return describe_threads(std::vector<int>{t}); }
 
+void store_thread(int t, int* out) {
+    const dim3& b = current.block_dim;
+    out[0] = t < 0 ? -1 : (int)(t % b.x);
+    out[1] = t < 0 ? -1 : (int)((t / b.x) % b.y);
+    out[2] = t < 0 ? -1 : (int)(t / (b.x * b.y));
+}
+
+// Records an error: its message, its kind, the block, and the thread(s) involved (-1: none).
+void fail(int kind, const std::string& message, int thread, int other_thread = -1) {
+    S.error = message;
+    S.report.kind = kind;
+    S.report.buffer = -1;
+    S.report.block[0] = current.block_idx.x, S.report.block[1] = current.block_idx.y;
+    S.report.block[2] = current.block_idx.z;
+    store_thread(thread, S.report.thread);
+    store_thread(other_thread, S.report.other_thread);
+}
+
 std::string hex(unsigned int mask) {
     char text[16];
     snprintf(text, sizeof text, "0x%08x", mask);
@@ -228,9 +268,11 @@ bool release_warp_barriers(int n, std::vector<int>& runnable) {
         int base = t - t % 32;
         unsigned int lane = (unsigned int)(t % 32), mask = f.warp_mask;
         if (!(mask >> lane & 1u)) {
-            S.error = "invalid warp mask in " + describe_block() + ": thread " + describe_thread(t) + " (lane " +
-                      std::to_string(lane) + ") calls __syncwarp() or a *_sync warp function with mask " +
-                      hex(mask) + ", which does not include its own lane";
+            fail(kSynccheck,
+                 "invalid warp mask in " + describe_block() + ": thread " + describe_thread(t) + " (lane " +
+                     std::to_string(lane) + ") calls __syncwarp() or a *_sync warp function with mask " + hex(mask) +
+                     ", which does not include its own lane",
+                 t);
             return false;
         }
         for (unsigned int other = 0; other < 32; ++other) {
@@ -240,12 +282,15 @@ bool release_warp_barriers(int n, std::vector<int>& runnable) {
             std::string where = g.state == kDone            ? "has returned"
                                 : g.state == kAtBarrier     ? "waits at __syncthreads()"
                                                             : "waits with mask " + hex(g.warp_mask);
-            S.error = "warp divergence in " + describe_block() + ": thread " + describe_thread(t) +
-                      " waits at __syncwarp() or a warp shuffle/vote with mask " + hex(mask) + " while lane " +
-                      std::to_string(other) + " (thread " + describe_thread(base + (int)other) + ") " + where +
-                      " (every lane named in the mask must reach the same warp barrier)";
+            fail(kSynccheck,
+                 "warp divergence in " + describe_block() + ": thread " + describe_thread(t) +
+                     " waits at __syncwarp() or a warp shuffle/vote with mask " + hex(mask) + " while lane " +
+                     std::to_string(other) + " (thread " + describe_thread(base + (int)other) + ") " + where +
+                     " (every lane named in the mask must reach the same warp barrier)",
+                 t, base + (int)other);
             return false;
         }
+        ++S.warp_epoch[t / 32];
         for (unsigned int other = 0; other < 32; ++other) {
             if (!(mask >> other & 1u) || base + (int)other >= n) continue;
             S.fibers[base + other].state = kReady;
@@ -270,10 +315,13 @@ bool release_barriers(int n, std::vector<int>& runnable) {
     if ((int)done.size() == n) return true;
     if (any_at_warp) return release_warp_barriers(n, runnable);
     if (!done.empty()) {
-        S.error = "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
-                  " wait at __syncthreads() (line " + std::to_string(S.fibers[at_barrier[0]].barrier_line) +
-                  ") but threads " + describe_threads(done) +
-                  " have returned (every thread of a block must reach each __syncthreads())";
+        fail(kSynccheck,
+             "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
+                 " wait at __syncthreads() (line " + std::to_string(S.fibers[at_barrier[0]].barrier_line) +
+                 ") but threads " + describe_threads(done) +
+                 " have returned (every thread of a block must reach each __syncthreads())",
+             at_barrier[0], done[0]);
+        S.report.line = S.fibers[at_barrier[0]].barrier_line;
         return false;
     }
     int line = S.fibers[at_barrier[0]].barrier_line;
@@ -284,13 +332,17 @@ bool release_barriers(int n, std::vector<int>& runnable) {
         std::vector<int> here;
         for (int t : at_barrier)
             if (S.fibers[t].barrier_line == line) here.push_back(t);
-        S.error = "barrier divergence in " + describe_block() + ": threads " + describe_threads(here) +
-                  " wait at the __syncthreads() of line " + std::to_string(line) + " but threads " +
-                  describe_threads(elsewhere) + " at the one of line " +
-                  std::to_string(S.fibers[elsewhere[0]].barrier_line) +
-                  " (all threads of a block must reach the same __syncthreads())";
+        fail(kSynccheck,
+             "barrier divergence in " + describe_block() + ": threads " + describe_threads(here) +
+                 " wait at the __syncthreads() of line " + std::to_string(line) + " but threads " +
+                 describe_threads(elsewhere) + " at the one of line " +
+                 std::to_string(S.fibers[elsewhere[0]].barrier_line) +
+                 " (all threads of a block must reach the same __syncthreads())",
+             here[0], elsewhere[0]);
+        S.report.line = line, S.report.other_line = S.fibers[elsewhere[0]].barrier_line;
         return false;
     }
+    ++S.epoch;
     for (int t : at_barrier) {
         S.fibers[t].state = kReady;
         runnable.push_back(t);
@@ -298,7 +350,11 @@ bool release_barriers(int n, std::vector<int>& runnable) {
     return true;
 }
 
+void start_block_checks();  // below, with the checks
+
 bool run_block(int n) {
+    ++S.epoch;
+    if (S.checks) start_block_checks();
     std::vector<int> runnable(n);
     for (int t = 0; t < n; ++t) {
         S.fibers[t].state = kNew;
@@ -356,9 +412,10 @@ unsigned int active_lanes() {
 const int kTrapped = 1000;  // what sigsetjmp returns after trap(), unlike any signal number
 
 void trap(const char* what, const char* file, int line) {
-    const uint3& t = current.thread_idx;
-    S.error = std::string(what) + " at " + file + ":" + std::to_string(line) + " in " + describe_block() +
-              ", thread (" + std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+    fail(kTrap, std::string(what) + " at " + file + ":" + std::to_string(line) + " in " + describe_block() +
+                    ", thread " + describe_thread(S.running),
+         S.running);
+    S.report.line = line;
     siglongjmp(S.crash_jump, kTrapped);
 }
 
@@ -396,27 +453,33 @@ unsigned char* make_guarded_copy(int index, const HostBuffer& host) {
 }
 
 // Checks the guards of a copy and copies it back; false (with S.error set) when the kernel misbehaved.
-bool check_and_copy_back(const HostBuffer& host, unsigned char* copy) {
+bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy) {
     const unsigned char* before = copy - kGuardBytes;
     const unsigned char* after = copy + host.bytes;
     for (size_t k = 0; k < kGuardBytes; ++k) {
         if (before[k] != kCanary) {
-            S.error = "wrote before the start of argument " + std::string(host.names) +
-                      ": an out-of-bounds write reaching " + std::to_string(kGuardBytes - k) +
-                      " byte(s) before the array";
+            fail(kMemcheck,
+                 "wrote before the start of argument " + std::string(host.names) +
+                     ": an out-of-bounds write reaching " + std::to_string(kGuardBytes - k) + " byte(s) before the array",
+                 -1);
+            S.report.buffer = index, S.report.offset = -(long long)(kGuardBytes - k), S.report.is_write = 1;
             return false;
         }
     }
     for (size_t k = kGuardBytes; k > 0; --k) {
         if (after[k - 1] != kCanary) {
-            S.error = "wrote past the end of argument " + std::string(host.names) +
-                      ": an out-of-bounds write reaching " + std::to_string(k) + " byte(s) after the array";
+            fail(kMemcheck,
+                 "wrote past the end of argument " + std::string(host.names) +
+                     ": an out-of-bounds write reaching " + std::to_string(k) + " byte(s) after the array",
+                 -1);
+            S.report.buffer = index, S.report.offset = (long long)(host.bytes + k - 1), S.report.is_write = 1;
             return false;
         }
     }
     if (host.read_only) {
         if (memcmp(copy, host.data, host.bytes) != 0) {
-            S.error = "wrote to argument " + std::string(host.names) + ", declared const";
+            fail(kMemcheck, "wrote to argument " + std::string(host.names) + ", declared const", -1);
+            S.report.buffer = index, S.report.is_write = 1;
             return false;
         }
         return true;
@@ -467,6 +530,7 @@ bool run_blocks(const unsigned int* grid, int threads_per_block) {
         const char* what = crash == SIGFPE ? "an arithmetic fault (an integer division by zero?)"
                                            : "a memory fault (an invalid address, or a stack overflow from "
                                              "large local arrays)";
+        fail(kCrash, "", S.running);
         S.error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
                   std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
     }
@@ -489,6 +553,8 @@ bool check_dynamic_shared(unsigned int bytes) {
         const unsigned char* tail = dynamic_shared_address(i) + bytes;
         for (size_t k = 0; k < kMaxDynamicShared - bytes; ++k) {
             if (tail[k] != kCanary) {
+                fail(kMemcheck, "", -1);
+                S.report.buffer = -2, S.report.offset = (long long)(bytes + k), S.report.is_write = 1;
                 S.error = "wrote past the end of the dynamic shared memory '" +
                           std::string(dynamic_shared_name(i)) + "' (shared_mem=" + std::to_string(bytes) +
                           " bytes; a write at byte offset " + std::to_string(bytes + k) + ")";
@@ -501,6 +567,241 @@ bool check_dynamic_shared(unsigned int bytes) {
 
 }  // namespace
 }  // namespace sim_rt
+
+// ---- the checks (the checked build) -----------------------------------------------------------------------
+// A checked build compiles the kernel file with -fsanitize=kernel-address and
+// --param asan-instrumentation-with-call-threshold=0: g++ then calls __asan_load<N>_noabort(address) before
+// every load of N bytes and __asan_store<N>_noabort(address) before every store, and this runtime answers:
+//   memcheck   the address must lie inside an array argument, the shared memory the launch has (static, or
+//              dynamic up to shared_mem bytes), the running thread's stack or the module's own globals;
+//   racecheck  two threads of a block touching the same byte of shared memory or of an array, at least one
+//              writing, with no __syncthreads() between them (nor a __syncwarp() for lanes of one warp);
+//   initcheck  a read of shared memory that no thread of the block has written.
+// The atomics, shuffles and votes of cuda_sim.h are not instrumented (no_sanitize_address): they are
+// synchronised by definition.
+namespace sim_rt {
+namespace {
+
+enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4 };
+
+struct Range {
+    uintptr_t start, end;
+};
+struct CheckedBuffer {
+    uintptr_t data, end;  // the array(s) the kernel may touch
+};
+
+struct Checks {
+    std::vector<CheckedBuffer> buffers;  // indexed as the host buffers
+    Range tls{0, 0};                     // this module's thread-local block: all of its __shared__ memory
+    std::vector<Range> dynamic_shared;   // each extern __shared__ array, up to the launch's shared_mem bytes
+    std::vector<Range> dynamic_reserve;  // ... and up to its 48 KiB reservation
+    std::vector<Range> module;           // the module's loaded segments (globals, __constant__, literals)
+    std::vector<unsigned char> shared_written;  // initcheck: one flag per byte of the thread-local block
+    struct Access {
+        unsigned long long epoch = 0, warp_epoch = 0;
+        int thread = -1;
+        uintptr_t pc = 0;
+    };
+    struct Cell {  // racecheck: the last write and up to two reads of one byte in this barrier interval
+        Access write, reads[2];
+    };
+    std::unordered_map<uintptr_t, Cell> cells;
+    uintptr_t library_base = 0;
+};
+Checks C;
+thread_local char tls_anchor;  // taking its address makes this OS thread allocate the module's TLS block
+
+int module_segments(dl_phdr_info* info, size_t, void*) {
+    if (info->dlpi_addr != C.library_base) return 0;
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const ElfW(Phdr)& h = info->dlpi_phdr[i];
+        if (h.p_type == PT_LOAD) C.module.push_back({info->dlpi_addr + h.p_vaddr, info->dlpi_addr + h.p_vaddr + h.p_memsz});
+        if (h.p_type == PT_TLS && info->dlpi_tls_data != nullptr) {
+            uintptr_t tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
+            C.tls = {tls, tls + h.p_memsz};
+        }
+    }
+    return 1;
+}
+
+bool inside(const Range& r, uintptr_t a, size_t size) { return a >= r.start && a + size <= r.end; }
+
+[[noreturn]] void check_failed(int kind, const std::string& message, uintptr_t address, size_t size, bool write,
+                               uintptr_t pc, int buffer, long long offset, int other_thread = -1,
+                               uintptr_t other_pc = 0, bool other_write = false) {
+    fail(kind, message, S.running, other_thread);
+    S.report.buffer = buffer, S.report.offset = offset, S.report.size = (int)size;
+    S.report.is_write = write, S.report.other_is_write = other_write;
+    S.report.pc = pc ? pc - C.library_base : 0, S.report.other_pc = other_pc ? other_pc - C.library_base : 0;
+    (void)address;
+    siglongjmp(S.crash_jump, kTrapped);
+}
+
+std::string access_words(size_t size, bool write) {
+    return std::string(write ? "write" : "read") + " of " + std::to_string(size) + " byte(s)";
+}
+
+// Racecheck for one byte: compares this access with the ones earlier in the same barrier interval.
+void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, long long offset) {
+    Checks::Cell& cell = C.cells[a];
+    int me = S.running;
+    unsigned long long warp_epoch = S.warp_epoch[me / 32];
+    auto conflicts = [&](const Checks::Access& other) {
+        if (other.thread < 0 || other.thread == me || other.epoch != S.epoch) return false;
+        bool same_warp_synchronised = other.thread / 32 == me / 32 && other.warp_epoch != warp_epoch;
+        return !same_warp_synchronised;
+    };
+    auto report = [&](const Checks::Access& other, bool other_write) {
+        std::string hazard = other_write ? (write ? "write after write" : "read after write") : "write after read";
+        check_failed(kRacecheck,
+                     "race (" + hazard + ") in " + describe_block() + ": thread " + describe_thread(me) + " " +
+                         access_words(size, write) + " and thread " + describe_thread(other.thread) + " " +
+                         (other_write ? "wrote" : "read") + " the same address with no __syncthreads() between them",
+                     a, size, write, pc, region, offset, other.thread, other.pc, other_write);
+    };
+    if (conflicts(cell.write)) report(cell.write, true);
+    Checks::Access now{S.epoch, warp_epoch, me, pc};
+    if (write) {
+        for (const Checks::Access& read : cell.reads)
+            if (conflicts(read)) report(read, false);
+        cell.write = now;
+    } else if (cell.reads[0].thread == me || cell.reads[0].epoch != S.epoch) {
+        cell.reads[0] = now;
+    } else {
+        cell.reads[1] = now;
+    }
+}
+
+// Racecheck by 4-byte granule for aligned accesses of 4 bytes or more, else byte by byte (so that threads
+// writing neighbouring chars do not race); a char access overlapping a float one is not compared.
+void check_races(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, long long offset) {
+    size_t step = size >= 4 && a % 4 == 0 ? 4 : 1;
+    for (size_t k = 0; k < size; k += step) check_race(a + k, step, write, pc, region, offset + (long long)k);
+}
+
+void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
+    if (S.running < 0 || S.checks == 0) return;
+    // Which memory: an array argument (or its guard zones), shared memory, or anything else.
+    for (size_t b = 0; b < C.buffers.size(); ++b) {
+        const CheckedBuffer& buffer = C.buffers[b];
+        long long offset = (long long)(a - buffer.data);
+        if (a + size <= buffer.data - kGuardBytes || a >= buffer.end + kGuardBytes) continue;
+        if ((S.checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
+            check_failed(kMemcheck,
+                         "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
+                             " of an array argument (" + std::to_string(buffer.end - buffer.data) + " bytes) in " +
+                             describe_block() + ", thread " + describe_thread(S.running),
+                         a, size, write, pc, (int)b, offset);
+        if (S.checks & kCheckRacecheck) check_races(a, size, write, pc, (int)b, offset);
+        return;
+    }
+    if (a >= C.tls.start && a < C.tls.end + kGuardBytes) {
+        for (size_t i = 0; i < C.dynamic_reserve.size(); ++i) {
+            if (!(a + size > C.dynamic_reserve[i].start && a < C.dynamic_reserve[i].end)) continue;
+            if ((S.checks & kCheckMemcheck) && !inside(C.dynamic_shared[i], a, size)) {
+                long long offset = (long long)(a - C.dynamic_shared[i].start);
+                check_failed(kMemcheck,
+                             "out-of-bounds " + access_words(size, write) + " of dynamic shared memory '" +
+                                 dynamic_shared_name((int)i) + "' at byte offset " + std::to_string(offset) +
+                                 " (the launch has shared_mem=" +
+                                 std::to_string(C.dynamic_shared[i].end - C.dynamic_shared[i].start) + ") in " +
+                                 describe_block() + ", thread " + describe_thread(S.running),
+                             a, size, write, pc, -2, offset);
+            }
+        }
+        if ((S.checks & kCheckMemcheck) && !inside(C.tls, a, size))
+            check_failed(kMemcheck,
+                         "out-of-bounds " + access_words(size, write) + " past the end of the static shared memory in " +
+                             describe_block() + ", thread " + describe_thread(S.running),
+                         a, size, write, pc, -3, (long long)(a - C.tls.start));
+        size_t first = a - C.tls.start;
+        if (S.checks & kCheckInitcheck) {
+            for (size_t k = 0; k < size; ++k) {
+                if (write) {
+                    C.shared_written[first + k] = 1;
+                } else if (!C.shared_written[first + k]) {
+                    check_failed(kInitcheck,
+                                 "read of uninitialised shared memory (" + access_words(size, write) +
+                                     ", no thread of the block wrote byte " + std::to_string(first + k) +
+                                     " of the shared memory before) in " + describe_block() + ", thread " +
+                                     describe_thread(S.running),
+                                 a, size, write, pc, -3, (long long)first);
+                }
+            }
+        }
+        if (S.checks & kCheckRacecheck) check_races(a, size, write, pc, -3, (long long)first);
+        return;
+    }
+    if (!(S.checks & kCheckMemcheck)) return;
+    const Fiber& me = S.fibers[S.running];
+    Range stack{reinterpret_cast<uintptr_t>(S.stacks[me.stack]),
+                reinterpret_cast<uintptr_t>(S.stacks[me.stack]) + kStackBytes};
+    if (inside(stack, a, size)) return;
+    for (const Range& segment : C.module)
+        if (inside(segment, a, size)) return;
+    check_failed(kMemcheck,
+                 "invalid " + access_words(size, write) + " at address 0x" + [&] {
+                     char text[32];
+                     snprintf(text, sizeof text, "%llx", (unsigned long long)a);
+                     return std::string(text);
+                 }() + ", outside every array argument, the shared memory and the thread's stack, in " +
+                     describe_block() + ", thread " + describe_thread(S.running),
+                 a, size, write, pc, -1, 0);
+}
+
+void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* copies, int count,
+                  unsigned int dynamic_shared_bytes) {
+    S.checks = checks;
+    if (!checks) return;
+    Dl_info info{};
+    dladdr(reinterpret_cast<void*>(&setup_checks), &info);
+    C.library_base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+    C.module.clear();
+    C.tls = {0, 0};
+    *static_cast<char volatile*>(&tls_anchor) = 0;
+    dl_iterate_phdr(module_segments, nullptr);
+    C.buffers.clear();
+    for (int b = 0; b < count; ++b)
+        C.buffers.push_back({reinterpret_cast<uintptr_t>(copies[b]), reinterpret_cast<uintptr_t>(copies[b]) + hosts[b].bytes});
+    C.dynamic_shared.clear(), C.dynamic_reserve.clear();
+    for (int i = 0; i < dynamic_shared_count(); ++i) {
+        uintptr_t start = reinterpret_cast<uintptr_t>(dynamic_shared_address(i));
+        C.dynamic_shared.push_back({start, start + dynamic_shared_bytes});
+        C.dynamic_reserve.push_back({start, start + kMaxDynamicShared});
+    }
+    C.shared_written.assign(C.tls.end - C.tls.start, 0);
+    C.cells.clear();
+}
+
+}  // namespace
+
+namespace {
+void start_block_checks() {  // racecheck's cells need no reset: the new epoch makes them stale
+    std::fill(C.shared_written.begin(), C.shared_written.end(), 0);
+}
+}  // namespace
+}  // namespace sim_rt
+
+#define SIM_ASAN_CALLBACKS(size)                                                                                  \
+    extern "C" __attribute__((visibility("hidden"))) void __asan_load##size##_noabort(uintptr_t a) {           \
+        sim_rt::check_access(a, size, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));       \
+    }                                                                                                          \
+    extern "C" __attribute__((visibility("hidden"))) void __asan_store##size##_noabort(uintptr_t a) {          \
+        sim_rt::check_access(a, size, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));        \
+    }
+SIM_ASAN_CALLBACKS(1)
+SIM_ASAN_CALLBACKS(2)
+SIM_ASAN_CALLBACKS(4)
+SIM_ASAN_CALLBACKS(8)
+SIM_ASAN_CALLBACKS(16)
+extern "C" __attribute__((visibility("hidden"))) void __asan_loadN_noabort(uintptr_t a, size_t size) {
+    sim_rt::check_access(a, size, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+}
+extern "C" __attribute__((visibility("hidden"))) void __asan_storeN_noabort(uintptr_t a, size_t size) {
+    sim_rt::check_access(a, size, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+}
+extern "C" __attribute__((visibility("hidden"))) void __asan_handle_no_return() {}
 
 // assert() in a kernel: glibc's assert macro calls __assert_fail, which would abort the whole process. This
 // module's own definition (hidden, so it binds only the module's calls) ends the launch with an error.
@@ -527,7 +828,8 @@ SIM_EXPORT int sim_uses_dynamic_shared() { return sim_rt::dynamic_shared_count()
 SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const unsigned long long* arg_offset,
                           int arg_count, const sim_rt::HostBuffer* buffers, int buffer_count,
                           const unsigned int* grid, const unsigned int* block, unsigned int dynamic_shared_bytes,
-                          unsigned long long seed, char* error, int error_size) {
+                          unsigned long long seed, int checks, sim_rt::Report* report, char* error,
+                          int error_size) {
     using namespace sim_rt;
     std::vector<unsigned char*> copies(buffer_count);
     for (int b = 0; b < buffer_count; ++b) copies[b] = make_guarded_copy(b, buffers[b]);
@@ -551,9 +853,13 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     for (int t = 0; t < threads_per_block; ++t)
         S.thread_indices[t] = uint3{t % block[0], (t / block[0]) % block[1], t / (block[0] * block[1])};
 
+    S.report = Report{};
+    setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
     guard_dynamic_shared(dynamic_shared_bytes);
     bool ok = run_blocks(grid, threads_per_block) && check_dynamic_shared(dynamic_shared_bytes);
-    for (int b = 0; ok && b < buffer_count; ++b) ok = check_and_copy_back(buffers[b], copies[b]);
+    for (int b = 0; ok && b < buffer_count; ++b) ok = check_and_copy_back(b, buffers[b], copies[b]);
+    S.checks = 0, S.running = -1;
+    *report = S.report;
     fflush(stdout);  // so that printf output from the kernel appears before whatever Python prints next
     if (!ok) snprintf(error, (size_t)error_size, "%s", S.error.c_str());
     return ok ? 0 : 1;

@@ -1,0 +1,208 @@
+"""The simulator's checks, named after compute-sanitizer's tools, and the errors they raise.
+
+Choose them with ``sim.load_module(..., checks="memcheck,racecheck")`` or the ``SCRATCHNET_SIM_CHECKS``
+environment variable (comma-separated ``memcheck``, ``racecheck``, ``initcheck``, ``synccheck``, or
+``all``):
+
+==========  ===========================================================================================
+memcheck    every out-of-bounds read or write of an array argument, at any distance; out-of-bounds
+            dynamic shared memory (past ``shared_mem``) and accesses past all static shared memory
+racecheck   two threads of a block touching the same byte of shared memory or of an array, one of them
+            writing, with no ``__syncthreads()`` between them (nor ``__syncwarp()`` for one warp's lanes)
+initcheck   reads of shared memory that no thread of the block has written
+synccheck   barrier divergence (a thread returned, or waits at another ``__syncthreads()``) and warp
+            masks that are misused; always on, also without a checked build
+==========  ===========================================================================================
+
+memcheck, racecheck and initcheck need a *checked build* (its own cache entry, Linux x86-64 only): the
+kernel file compiled with ``-fsanitize=kernel-address``, so that g++ calls the runtime before every load and
+store (``runtime.cpp``, "the checks"), and with ``-g``, so that a report names the source line.
+
+Every error is a :class:`SimCheckError` (a :class:`~scratchnet.errors.KernelLaunchError`) with fields a
+program can read -- ``kernel``, ``block``, ``thread``, ``buffer``, ``offset``, ``line``, and for a race the
+``other_thread``/``other_line`` -- one subclass per check: :class:`MemcheckError`, :class:`RacecheckError`,
+:class:`InitcheckError`, :class:`SynccheckError`; plus :class:`KernelTrapError` (``assert``, ``__trap()``)
+and :class:`KernelCrashError` (a fault the checks did not see coming).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from scratchnet.errors import DeviceError, KernelLaunchError
+
+CHECKS = ("memcheck", "racecheck", "initcheck", "synccheck")
+INSTRUMENTED = frozenset({"memcheck", "racecheck", "initcheck"})  # the checks that need a checked build
+_BITS = {"memcheck": 1, "racecheck": 2, "initcheck": 4}  # kCheck* in runtime.cpp
+
+# g++ calls __asan_{load,store}{1,2,4,8,16,N}_noabort before every access; stack and global redzones would
+# write ASan's shadow memory directly, which the simulator does not have, so they are off.
+CHECK_FLAGS = [
+    "-g",
+    "-gdwarf-4",  # addr2line (binutils 2.40) names the wrong file for #line directives in DWARF 5
+    "-fsanitize=kernel-address",
+    "--param",
+    "asan-instrumentation-with-call-threshold=0",
+    "--param",
+    "asan-stack=0",
+    "--param",
+    "asan-globals=0",
+]
+
+
+def parse_checks(checks: str | Iterable[str] | None) -> frozenset[str]:
+    """The set of checks asked for: ``checks`` (a comma-separated string or names), else the environment."""
+    if checks is None:
+        checks = os.environ.get("SCRATCHNET_SIM_CHECKS", "")
+    names = [c.strip().lower() for c in (checks.split(",") if isinstance(checks, str) else checks)]
+    names = [n for n in names if n]
+    if "all" in names:
+        return frozenset(CHECKS)
+    unknown = sorted(set(names) - set(CHECKS))
+    if unknown:
+        raise ValueError(
+            f"unknown simulator check(s) {', '.join(map(repr, unknown))} (from checks= or "
+            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all"
+        )
+    selected = frozenset(names)
+    if selected & INSTRUMENTED and (platform.system(), platform.machine()) != ("Linux", "x86_64"):
+        raise DeviceError(
+            f"the simulator's {', '.join(sorted(selected & INSTRUMENTED))} need a checked build, which is "
+            f"supported on Linux x86-64 only, not on {platform.system()} {platform.machine()}"
+        )
+    return selected
+
+
+def check_bits(checks: frozenset[str]) -> int:
+    return sum(_BITS.get(c, 0) for c in checks)
+
+
+class Report(ctypes.Structure):
+    """What runtime.cpp reports about a failed launch (``struct Report``)."""
+
+    _fields_ = [
+        ("kind", ctypes.c_int),
+        ("block", ctypes.c_uint * 3),
+        ("thread", ctypes.c_int * 3),
+        ("other_thread", ctypes.c_int * 3),
+        ("buffer", ctypes.c_int),
+        ("offset", ctypes.c_longlong),
+        ("size", ctypes.c_int),
+        ("is_write", ctypes.c_int),
+        ("other_is_write", ctypes.c_int),
+        ("pc", ctypes.c_ulonglong),
+        ("other_pc", ctypes.c_ulonglong),
+        ("line", ctypes.c_int),
+        ("other_line", ctypes.c_int),
+    ]
+
+
+class SimCheckError(KernelLaunchError):
+    """A simulated launch failed a check. Fields (``None`` when they do not apply):
+
+    ``kernel`` name; ``block`` and ``thread`` as (x, y, z); ``buffer``: the argument name(s) of the array,
+    ``"dynamic shared memory"`` or ``"static shared memory"``; ``offset``: byte offset of the access in it;
+    ``access``: ``"read"`` or ``"write"``; ``line``: ``"file.cu:12"`` of the access (or barrier);
+    ``other_thread``, ``other_line``, ``other_access``: the other side of a race or divergence.
+    """
+
+    def __init__(self, message: str, **fields):
+        super().__init__(message)
+        for name in ("kernel", "block", "thread", "buffer", "offset", "access", "line"):
+            setattr(self, name, fields.get(name))
+        for name in ("other_thread", "other_line", "other_access"):
+            setattr(self, name, fields.get(name))
+
+
+class MemcheckError(SimCheckError):
+    """An access outside every array argument, or past the shared memory (memcheck)."""
+
+
+class RacecheckError(SimCheckError):
+    """Two threads of a block touched the same byte without a barrier between them (racecheck)."""
+
+
+class InitcheckError(SimCheckError):
+    """A read of shared memory that no thread of the block had written (initcheck)."""
+
+
+class SynccheckError(SimCheckError):
+    """Barrier divergence or a misused warp mask (synccheck)."""
+
+
+class KernelTrapError(SimCheckError):
+    """A failed ``assert`` or a ``__trap()`` in the kernel."""
+
+
+class KernelCrashError(SimCheckError):
+    """The kernel crashed (an invalid address, a stack overflow, an integer division by zero)."""
+
+
+_CLASSES = {
+    1: MemcheckError,
+    2: RacecheckError,
+    3: InitcheckError,
+    4: SynccheckError,
+    5: KernelTrapError,
+    6: KernelCrashError,
+}
+
+
+def source_line(library: Path, pc: int) -> str | None:
+    """``file:line`` of the code at offset ``pc`` of ``library`` (a return address), from its debug info."""
+    addr2line = shutil.which("addr2line")
+    if not pc or addr2line is None:
+        return None
+    result = subprocess.run([addr2line, "-e", str(library), hex(pc - 1)], capture_output=True, text=True)
+    text = result.stdout.strip().split(" (discriminator")[0]
+    return (
+        None
+        if not text or text.startswith("??")
+        else os.path.basename(text.split(":")[0]) + ":" + text.split(":")[-1]
+    )
+
+
+def _point(values) -> tuple[int, int, int] | None:
+    point = tuple(int(v) for v in values)
+    return None if point[0] < 0 else point
+
+
+def launch_error(kernel: str, message: str, report: Report, library: Path, buffer_names: list[str]):
+    """The exception for a failed launch: one :class:`SimCheckError` subclass per kind of report."""
+    cls = _CLASSES.get(report.kind)
+    if cls is None:
+        return KernelLaunchError(f"{kernel} {message}")
+    line = source_line(library, report.pc) or (f"line {report.line}" if report.line else None)
+    other_line = source_line(library, report.other_pc) or (
+        f"line {report.other_line}" if report.other_line else None
+    )
+    buffer = {-1: None, -2: "dynamic shared memory", -3: "static shared memory"}.get(report.buffer)
+    if report.buffer >= 0:
+        buffer = buffer_names[report.buffer]
+        message = message.replace("an array argument", f"argument {buffer}", 1)
+    text = f"{kernel} {message}"
+    if line and report.pc:
+        text += f" at {line}"
+    if other_line and report.other_pc:
+        text += f" (the other access at {other_line})"
+    access = None if report.kind not in (1, 2, 3) else ("write" if report.is_write else "read")
+    other_access = ("write" if report.other_is_write else "read") if report.kind == 2 else None
+    return cls(
+        text,
+        kernel=kernel,
+        block=tuple(int(v) for v in report.block),
+        thread=_point(report.thread),
+        buffer=buffer,
+        offset=int(report.offset) if buffer is not None else None,
+        access=access,
+        line=line,
+        other_thread=_point(report.other_thread),
+        other_line=other_line,
+        other_access=other_access,
+    )
