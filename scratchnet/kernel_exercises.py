@@ -19,14 +19,19 @@ What the checker does, for each kernel of the file:
    the simulator's host compiler.
 3. **Run** it on the ``sim`` device (and on ``gpu`` when there is one), launched with the grid and block
    the exercise specifies, for several shapes that are *not* multiples of the block size (and one that is),
-   each under several simulator seeds (each seed runs the threads of a block in another shuffled order).
+   each under several simulator seeds (each seed runs the threads of a block in another shuffled order),
+   with the simulator's checks on (memcheck, racecheck, initcheck, synccheck: see :mod:`scratchnet.sim`).
    Every output starts filled with a sentinel NaN, so that an element no thread wrote stands out.
-4. **Compare** with a NumPy reference and name the mistake: a missing bounds guard (a write past the end
-   of an array), outputs never written (the thread mapping misses them), a missing or misplaced
-   ``__syncthreads()`` (the result changes with the thread order; a barrier not every thread reaches),
-   a wrong index mapping (the result equals a transposed or permuted reference), edge elements wrong
-   (right only when the sizes are multiples of the block), or else the worst element, yours against the
-   expected value. With ``hint=True`` it also prints the formula and the thread mapping.
+4. **Compare** with a NumPy reference and name the mistake: a missing bounds guard (a read or write
+   outside an array, with the thread, block and source line), outputs never written (the thread mapping
+   misses them), a missing or misplaced ``__syncthreads()`` (a race, naming both threads and their source
+   lines; a read of shared memory no thread has written yet; or a result that changes with the thread
+   order), a barrier not every thread reaches, a wrong index mapping (the result equals a transposed or
+   permuted reference), edge elements wrong (right only when the sizes are multiples of the block), or
+   else the worst element, yours against the expected value. With ``hint=True`` it also prints the
+   formula and the thread mapping.
+
+A kernel that never returns hangs the check, as it would hang a GPU.
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ from scratchnet._cuda.nvrtc import NvrtcError, compile_source
 from scratchnet.device import get_device
 from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.exercises import Report
+from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
 
 EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises" / "kernels"
 SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
+SIM_CHECKS = "all"  # the simulator's memcheck, racecheck, initcheck and synccheck
 # Outputs start as this NaN (a payload no arithmetic produces): "never written" differs from a computed NaN.
 SENTINEL_BITS = np.uint32(0x7FC0DEAD)
 
@@ -509,7 +516,9 @@ def _load(device, source: str, filename: str) -> dict:
         return load_kernels(device, source, cupy_backend.load_module)
     from scratchnet import sim
 
-    return load_kernels(device, source, lambda text, names: sim.load_module(text, names, filename=filename))
+    return load_kernels(
+        device, source, lambda text, names: sim.load_module(text, names, filename=filename, checks=SIM_CHECKS)
+    )
 
 
 def _sentinel_like(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -553,22 +562,42 @@ def _fmt_index(name: str, index: tuple) -> str:
     return f"{name}[{', '.join(str(int(i)) for i in index)}]"
 
 
-def _launch_diagnosis(message: str) -> str:
-    if "wrote past the end" in message or "wrote before the start" in message:
+def _launch_diagnosis(error: KernelLaunchError, task: KernelTask) -> str:
+    """Name the mistake behind a failed launch, from the simulator's checks (memcheck, racecheck, initcheck,
+    synccheck: the thread, block and source line of the access) or the launch error's message."""
+    where = f"thread {error.thread} of block {error.block}" if isinstance(error, SimCheckError) else ""
+    if isinstance(error, RacecheckError):
         mistake = (
-            "missing bounds guard: threads whose index lies past the last element wrote outside an array "
-            "(the last block has more threads than elements left; guard with if (i < n))"
+            f"a race on {error.buffer}: thread {error.thread} ({error.access} at {error.line}) and thread "
+            f"{error.other_thread} ({error.other_access} at {error.other_line}) of block {error.block} touch "
+            "the same element with no __syncthreads() between them. A __syncthreads() is missing or misplaced"
         )
-    elif "barrier divergence" in message:
+    elif isinstance(error, InitcheckError):
+        mistake = (
+            f"reads memory never written: {where} read {error.buffer} at {error.line} before any thread of "
+            "the block had written it: a __syncthreads() is missing or misplaced between the stores and this "
+            "read, or some threads skip their store"
+        )
+    elif isinstance(error, MemcheckError) and error.access == "read":
+        mistake = (
+            f"missing bounds guard: {where} read outside {error.buffer} at {error.line}; {task.edge_mistake}"
+        )
+    elif isinstance(error, MemcheckError) or "wrote past the end" in str(error):
+        mistake = (
+            f"missing bounds guard: {where or 'a thread'} wrote outside an array"
+            + (f" at {error.line}" if isinstance(error, MemcheckError) else "")
+            + " (the last block has more threads than elements left; guard with if (i < n))"
+        )
+    elif isinstance(error, SynccheckError):
         mistake = (
             "a __syncthreads() that not every thread of the block reaches (a return before it, or a barrier "
             "inside an if): every thread must reach every barrier"
         )
-    elif "declared const" in message:
+    elif "declared const" in str(error):
         mistake = "the kernel wrote to one of its inputs"
     else:
         mistake = "the launch failed"
-    return f"{mistake}\n    simulator: {message}"
+    return f"{mistake}\n    simulator: {error}"
 
 
 def _unwritten(task: KernelTask, results: list[dict], sizes: dict) -> str | None:
@@ -614,7 +643,7 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         try:
             results.append(_run(device, kernel, task, inputs, sizes, seed))
         except KernelLaunchError as error:
-            return _launch_diagnosis(str(error)), False
+            return _launch_diagnosis(error, task), False
     unwritten = _unwritten(task, results, sizes)
     if unwritten:
         return unwritten, False

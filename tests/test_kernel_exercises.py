@@ -161,6 +161,22 @@ MUTANTS = {
         ),
         "__syncthreads() is missing or misplaced",
     ),
+    "gemm-tiled-no-zero-padding": (
+        "gemm_tiled",
+        lambda: _mutant(
+            "gemm_tiled",
+            ("row < M && k0 + tx < K ? A[row * K + k0 + tx] : 0.0f", "A[row * K + k0 + tx]"),
+            ("k0 + ty < K && col < N ? B[(k0 + ty) * N + col] : 0.0f", "B[(k0 + ty) * N + col]"),
+        ),
+        "missing bounds guard: thread",
+    ),
+    "softmax-store-skipped": (
+        "softmax_rows",
+        lambda: _mutant(
+            "softmax_rows", ("    partial[t] = row_max;", "    if (t < K) partial[t] = row_max;")
+        ),
+        "reads memory never written",
+    ),
     "gemm-tiled-early-return": (
         "gemm_tiled",
         lambda: _mutant(
@@ -297,3 +313,9 @@ def test_notebook_check_of_a_kernel_source(capsys):
     )
     assert not check("relu-kernel", lambda: None)
     assert "pass the kernel source as a string" in capsys.readouterr().out
+
+
+def test_a_race_names_both_threads_and_their_source_lines():
+    report = str(check_source("gemm_tiled", _without_line("gemm_tiled", "__syncthreads();", 1)))
+    assert "a race on static shared memory: thread (" in report and ") and thread (" in report, report
+    assert report.count("kernel.cu:") >= 2, report
