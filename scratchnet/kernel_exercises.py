@@ -1,0 +1,779 @@
+"""The kernel exercise checker: is *your* CUDA kernel right, and if not, what exactly is wrong with it?
+
+Each file in ``lessons/exercises/kernels/`` is a ``.cu`` file with kernel signatures, the thread mapping
+to use and the math in comments, and bodies to write (``// TODO``). Check one with::
+
+    python -m scratchnet.kernel_exercises lessons/exercises/kernels/01_relu.cu [--hint]
+
+Entry points (what ``python -m scratchnet.gradcheck`` calls for a ``.cu`` file):
+
+* ``main(argv: list[str]) -> int`` takes ``[path, "--hint"?]``, prints the report and returns 0 when every
+  kernel passes, 1 otherwise, 2 for bad input (one ``error: ...`` line);
+* ``check_kernel_file(path, hint=False) -> KernelReport`` (``.passed``, ``str(report)``);
+* ``check_source(exercise, source, hint=False) -> KernelReport`` checks a source string (a lesson cell).
+
+What the checker does, for each kernel of the file:
+
+1. **Not done yet**: a kernel whose body is still empty (comments only) is reported as such.
+2. **Compile** the file with NVRTC, as CuPy would on a GPU (a compile error shows NVRTC's log), then with
+   the simulator's host compiler.
+3. **Run** it on the ``sim`` device (and on ``gpu`` when there is one), launched with the grid and block
+   the exercise specifies, for several shapes that are *not* multiples of the block size (and one that is),
+   each under several simulator seeds (each seed runs the threads of a block in another shuffled order),
+   with the simulator's checks on (memcheck, racecheck, initcheck, synccheck: see :mod:`scratchnet.sim`).
+   Every output starts filled with a sentinel NaN, so that an element no thread wrote stands out.
+4. **Compare** with a NumPy reference and name the mistake: a missing bounds guard (a read or write
+   outside an array, with the thread, block and source line), outputs never written (the thread mapping
+   misses them), a missing or misplaced ``__syncthreads()`` (a race, naming both threads and their source
+   lines; a read of shared memory no thread has written yet; or a result that changes with the thread
+   order), a barrier not every thread reaches, a wrong index mapping (the result equals a transposed or
+   permuted reference), edge elements wrong (right only when the sizes are multiples of the block), or
+   else the worst element, yours against the expected value. With ``hint=True`` it also prints the
+   formula and the thread mapping.
+
+A kernel that never returns hangs the check, as it would hang a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scratchnet._cuda.launch import load_kernels
+from scratchnet._cuda.nvrtc import NvrtcError, compile_source
+from scratchnet.device import get_device
+from scratchnet.errors import DeviceError, KernelLaunchError
+from scratchnet.exercises import Report
+from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
+
+EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises" / "kernels"
+SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
+SIM_CHECKS = "all"  # the simulator's memcheck, racecheck, initcheck and synccheck
+# Outputs start as this NaN (a payload no arithmetic produces): "never written" differs from a computed NaN.
+SENTINEL_BITS = np.uint32(0x7FC0DEAD)
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# --- what an exercise is ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shape:
+    """One set of sizes, e.g. ``{"n": 1000}``; ``regular`` when every size is a multiple of the block."""
+
+    sizes: dict[str, int]
+    regular: bool = False
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.sizes.items())
+
+
+@dataclass(frozen=True)
+class KernelTask:
+    """One kernel of an exercise file: how the checker launches it and what it must compute.
+
+    ``make_inputs(sizes, rng) -> {name: host array}``; ``reference(inputs, sizes) -> {output name: array}``;
+    ``launch(sizes) -> (grid, block)``; ``args`` names every kernel argument in order (an input, an output
+    or a size); ``wrong_answers(inputs, sizes) -> [(mistake, {output: array})]`` are the results of known
+    mistakes, recognised when the learner's output equals one of them.
+    """
+
+    kernel: str
+    formula: str  # shown with hint=True
+    mapping: str  # shown with hint=True
+    args: tuple[str, ...]
+    outputs: tuple[str, ...]
+    make_inputs: Callable[[dict, np.random.Generator], dict[str, np.ndarray]]
+    reference: Callable[[dict, dict], dict[str, np.ndarray]]
+    launch: Callable[[dict], tuple[tuple[int, ...], tuple[int, ...]]]
+    output_shapes: Callable[[dict], dict[str, tuple[int, ...]]]
+    wrong_answers: Callable[[dict, dict], list[tuple[str, dict[str, np.ndarray]]]] = lambda inputs, sizes: []
+    edge_mistake: str = "the threads at the edges need a bounds guard"
+
+
+@dataclass(frozen=True)
+class KernelExercise:
+    name: str  # the file name without its number: "relu" for 01_relu.cu
+    tasks: tuple[KernelTask, ...]
+    shapes: tuple[Shape, ...]  # the regular shape (if any) first
+
+
+@dataclass
+class KernelReport(Report):
+    """The exercises' report (``<exercise>: passed``, ``wrong`` or ``not done yet``, one line per kernel);
+    ``str(report)`` renders it, with the formulas when ``hint`` is true."""
+
+    hint: bool = False
+
+    def __str__(self) -> str:
+        return self.render(self.hint)
+
+
+# --- the exercises ------------------------------------------------------------------------------------------
+def _signed_away_from_zero(rng: np.random.Generator, shape) -> np.ndarray:
+    """Values with |v| in [0.1, 1] and random signs: no element sits on ReLU's kink."""
+    return (rng.uniform(0.1, 1.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)).astype(np.float32)
+
+
+def _launch_1d(total: Callable[[dict], int], threads: int):
+    return lambda s: ((cdiv(total(s), threads),), (threads,))
+
+
+RELU = KernelExercise(
+    name="relu",
+    tasks=(
+        KernelTask(
+            kernel="relu_forward",
+            formula="y[i] = max(x[i], 0)",
+            mapping="thread i = blockIdx.x * blockDim.x + threadIdx.x handles element i, if i < n",
+            args=("x", "y", "n"),
+            outputs=("y",),
+            make_inputs=lambda s, rng: {"x": _signed_away_from_zero(rng, s["n"])},
+            reference=lambda a, s: {"y": np.maximum(a["x"], 0)},
+            launch=_launch_1d(lambda s: s["n"], 256),
+            output_shapes=lambda s: {"y": (s["n"],)},
+            wrong_answers=lambda a, s: [
+                ("you returned x unchanged; negative inputs become 0", {"y": a["x"]}),
+                (
+                    "you kept the negative part: y = min(x, 0); ReLU keeps the positive part",
+                    {"y": np.minimum(a["x"], 0)},
+                ),
+            ],
+        ),
+        KernelTask(
+            kernel="relu_backward",
+            formula="dx[i] = dy[i] if x[i] > 0 else 0",
+            mapping="thread i = blockIdx.x * blockDim.x + threadIdx.x handles element i, if i < n",
+            args=("x", "dy", "dx", "n"),
+            outputs=("dx",),
+            make_inputs=lambda s, rng: {
+                "x": _signed_away_from_zero(rng, s["n"]),
+                "dy": _signed_away_from_zero(rng, s["n"]),
+            },
+            reference=lambda a, s: {"dx": np.where(a["x"] > 0, a["dy"], 0).astype(np.float32)},
+            launch=_launch_1d(lambda s: s["n"], 256),
+            output_shapes=lambda s: {"dx": (s["n"],)},
+            wrong_answers=lambda a, s: [
+                (
+                    "you masked with dy > 0; the mask comes from the forward input: dx = dy if x > 0",
+                    {"dx": np.where(a["dy"] > 0, a["dy"], 0)},
+                ),
+                ("you passed dy through unchanged; zero it where x <= 0", {"dx": a["dy"]}),
+                (
+                    "you wrote the mask (x > 0) alone; multiply it by dy",
+                    {"dx": (a["x"] > 0).astype(np.float32)},
+                ),
+            ],
+        ),
+    ),
+    shapes=(Shape({"n": 1024}, regular=True), Shape({"n": 1000}), Shape({"n": 77}), Shape({"n": 2049})),
+)
+
+
+# Max-pooling, no padding: x (N, C, H, W) -> y, argmax (N, C, OH, OW).
+def _pool_out(s: dict) -> tuple[int, int]:
+    return (s["H"] - s["KH"]) // s["S"] + 1, (s["W"] - s["KW"]) // s["S"] + 1
+
+
+def _pool_windows(x: np.ndarray, s: dict) -> np.ndarray:
+    """The windows of x as (N, C, OH, OW, KH * KW), kh-major."""
+    OH, OW = _pool_out(s)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (s["KH"], s["KW"]), axis=(2, 3))
+    windows = windows[:, :, :: s["S"], :: s["S"]][:, :, :OH, :OW]  # (N, C, OH, OW, KH, KW)
+    return windows.reshape(*windows.shape[:4], -1)
+
+
+def _pool_forward(x: np.ndarray, s: dict) -> tuple[np.ndarray, np.ndarray]:
+    """y and argmax (h * W + w inside the (n, c) plane), both (N, C, OH, OW)."""
+    OH, OW = _pool_out(s)
+    offset = _pool_windows(x, s).argmax(axis=-1)  # first maximum on ties, as the kernel's strict >
+    kh, kw = offset // s["KW"], offset % s["KW"]
+    oh, ow = np.arange(OH)[:, None], np.arange(OW)[None, :]
+    argmax = ((oh * s["S"] + kh) * s["W"] + ow * s["S"] + kw).astype(np.int32)
+    y = np.take_along_axis(x.reshape(*x.shape[:2], -1), argmax.reshape(*x.shape[:2], -1), axis=2)
+    return y.reshape(argmax.shape), argmax
+
+
+def _pool_backward(dy: np.ndarray, argmax: np.ndarray, s: dict, accumulate: bool = True) -> np.ndarray:
+    """dx (N, C, H, W): each window's dy added at its argmax (or, accumulate=False, the last one kept)."""
+    N, C = dy.shape[:2]
+    dx = np.zeros((N * C, s["H"] * s["W"]), dtype=np.float32)
+    planes = np.repeat(np.arange(N * C), dy[0, 0].size)
+    if accumulate:
+        np.add.at(dx, (planes, argmax.ravel()), dy.ravel())
+    else:
+        dx[planes, argmax.ravel()] = dy.ravel()  # NumPy keeps the last write, like `=` in a loop
+    return dx.reshape(N, C, s["H"], s["W"])
+
+
+def _pool_inputs(s: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Distinct values (no ties), and for the backward the argmax the forward would give."""
+    N, C, H, W = s["N"], s["C"], s["H"], s["W"]
+    x = rng.permutation(N * C * H * W).reshape(N, C, H, W).astype(np.float32) / (N * C * H * W)
+    _, argmax = _pool_forward(x, s)
+    dy = _signed_away_from_zero(rng, argmax.shape)
+    return {"x": x, "dy": dy, "argmax": argmax}
+
+
+_POOL_SIZES = ("N", "C", "H", "W", "KH", "KW", "S", "OH", "OW")
+
+
+def _pool_shape(N, C, H, W, KH, KW, S, regular=False) -> Shape:
+    OH, OW = (H - KH) // S + 1, (W - KW) // S + 1
+    return Shape(dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, OH=OH, OW=OW), regular)
+
+
+def _pool_forward_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
+    y, argmax = _pool_forward(a["x"], s)
+    planes = np.arange(s["N"] * s["C"]).reshape(s["N"], s["C"], 1, 1) * (s["H"] * s["W"])
+    return [
+        (
+            "argmax holds the flat index into the whole of x; it should be h * W + w inside the (n, c) plane",
+            {"y": y, "argmax": (argmax + planes).astype(np.int32)},
+        ),
+    ]
+
+
+MAXPOOL = KernelExercise(
+    name="maxpool",
+    tasks=(
+        KernelTask(
+            kernel="maxpool_forward",
+            formula="y[n, c, oh, ow] = max over (kh, kw) of x[n, c, oh*S + kh, ow*S + kw]; "
+            "argmax = h * W + w of that maximum",
+            mapping="one thread per output element: i over N*C*OH*OW, ow = i % OW, oh = i / OW % OH, "
+            "(n, c) plane = i / (OW * OH)",
+            args=("x", "y", "argmax", *_POOL_SIZES),
+            outputs=("y", "argmax"),
+            make_inputs=lambda s, rng: {"x": _pool_inputs(s, rng)["x"]},
+            reference=lambda a, s: dict(zip(("y", "argmax"), _pool_forward(a["x"], s), strict=True)),
+            launch=_launch_1d(lambda s: s["N"] * s["C"] * s["OH"] * s["OW"], 128),
+            output_shapes=lambda s: (
+                {"y": (s["N"], s["C"], s["OH"], s["OW"])} | {"argmax": (s["N"], s["C"], s["OH"], s["OW"])}
+            ),
+            wrong_answers=_pool_forward_wrong,
+        ),
+        KernelTask(
+            kernel="maxpool_backward",
+            formula="dx[n, c, h, w] = sum of dy[n, c, oh, ow] over the windows whose argmax is h * W + w",
+            mapping="one thread per input element: i over N*C*H*W; it loops over the windows containing "
+            "(h, w): oh from (h < KH ? 0 : (h - KH) / S + 1) to min(h / S, OH - 1), ow likewise",
+            args=("dy", "argmax", "dx", *_POOL_SIZES),
+            outputs=("dx",),
+            make_inputs=lambda s, rng: {k: v for k, v in _pool_inputs(s, rng).items() if k != "x"},
+            reference=lambda a, s: {"dx": _pool_backward(a["dy"], a["argmax"], s)},
+            launch=_launch_1d(lambda s: s["N"] * s["C"] * s["H"] * s["W"], 128),
+            output_shapes=lambda s: {"dx": (s["N"], s["C"], s["H"], s["W"])},
+            wrong_answers=lambda a, s: [
+                (
+                    "where windows overlap, an input that is the maximum of several windows must get the "
+                    "SUM of their gradients (+=), not one of them (=)",
+                    {"dx": _pool_backward(a["dy"], a["argmax"], s, accumulate=False)},
+                ),
+            ],
+        ),
+    ),
+    shapes=(
+        _pool_shape(2, 4, 8, 8, 2, 2, 2, regular=True),  # 128 outputs, 512 inputs: whole blocks
+        _pool_shape(2, 3, 9, 11, 3, 3, 2),  # overlapping windows
+        _pool_shape(1, 2, 7, 6, 2, 3, 1),
+    ),
+)
+
+
+# GEMM: C (M, N) = A (M, K) @ B (K, N), row-major.
+def _gemm_inputs(s: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    M, N, K = s["M"], s["N"], s["K"]
+    return {
+        "A": rng.standard_normal((M, K)).astype(np.float32),
+        "B": rng.standard_normal((K, N)).astype(np.float32),
+    }
+
+
+def _gemm_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
+    M, N, K = s["M"], s["N"], s["K"]
+    A, B = a["A"].astype(np.float64), a["B"].astype(np.float64)
+    return [
+        (
+            "you stored C transposed: C[col * M + row]; C is row-major, C[row * N + col]",
+            {"C": (A @ B).T.reshape(M, N)},
+        ),
+        (
+            "you read A as column-major (A[k * M + row]); A is row-major, A[row * K + k]",
+            {"C": A.reshape(K, M).T @ B},
+        ),
+        (
+            "you read B as column-major (B[col * K + k]); B is row-major, B[k * N + col]",
+            {"C": A @ B.reshape(N, K).T},
+        ),
+    ]
+
+
+def _gemm_task(kernel: str, formula: str, mapping: str, edge_mistake: str) -> KernelTask:
+    return KernelTask(
+        kernel=kernel,
+        formula=formula,
+        mapping=mapping,
+        args=("A", "B", "C", "M", "N", "K"),
+        outputs=("C",),
+        make_inputs=_gemm_inputs,
+        reference=lambda a, s: {"C": a["A"].astype(np.float64) @ a["B"]},
+        launch=lambda s: ((cdiv(s["N"], 16), cdiv(s["M"], 16)), (16, 16)),
+        output_shapes=lambda s: {"C": (s["M"], s["N"])},
+        wrong_answers=_gemm_wrong,
+        edge_mistake=edge_mistake,
+    )
+
+
+_GEMM_SHAPES = (
+    Shape({"M": 32, "N": 48, "K": 16}, regular=True),
+    Shape({"M": 37, "N": 29, "K": 23}),
+    Shape({"M": 20, "N": 45, "K": 7}),
+)
+
+GEMM_NAIVE = KernelExercise(
+    name="gemm_naive",
+    tasks=(
+        _gemm_task(
+            "gemm_naive",
+            "C[row * N + col] = sum over k < K of A[row * K + k] * B[k * N + col]",
+            "col = blockIdx.x * blockDim.x + threadIdx.x, row = blockIdx.y * blockDim.y + threadIdx.y; "
+            "threads with row >= M or col >= N do nothing",
+            "threads outside C (row >= M or col >= N) must do nothing",
+        ),
+    ),
+    shapes=_GEMM_SHAPES,
+)
+
+GEMM_TILED = KernelExercise(
+    name="gemm_tiled",
+    tasks=(
+        _gemm_task(
+            "gemm_tiled",
+            "for each k0 = 0, TILE, ...: A_tile[ty][tx] = A[row, k0 + tx] (0 outside A), "
+            "B_tile[ty][tx] = B[k0 + ty, col] (0 outside B); __syncthreads(); "
+            "sum += A_tile[ty][k] * B_tile[k][tx] for k < TILE; __syncthreads(); "
+            "finally C[row, col] = sum if row < M and col < N",
+            "col = blockIdx.x * TILE + threadIdx.x, row = blockIdx.y * TILE + threadIdx.y; every thread "
+            "(also those outside C) loads its tile elements and reaches every barrier",
+            "the edge tiles need guards: load 0 where row >= M, col >= N or k0 + tx, k0 + ty >= K, and write "
+            "C only where row < M and col < N",
+        ),
+    ),
+    shapes=_GEMM_SHAPES,
+)
+
+
+# Softmax over the rows of x (N, K): one block per row.
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _softmax_inputs(s: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    x = rng.standard_normal((s["N"], s["K"])) * 3
+    x[0] += 100.0  # large logits: exp(x) overflows a float unless the row max is subtracted first
+    return {"x": x.astype(np.float32)}
+
+
+def _softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(a["x"])  # float32, as the kernel computes it
+        unshifted = e / e.sum(axis=1, keepdims=True)
+    return [("you did not subtract the row max: exp(100) overflows a float to inf", {"y": unshifted})]
+
+
+SOFTMAX_ROWS = KernelExercise(
+    name="softmax_rows",
+    tasks=(
+        KernelTask(
+            kernel="softmax_rows",
+            formula="y[n, k] = exp(x[n, k] - m[n]) / s[n], m[n] = max_k x[n, k], "
+            "s[n] = sum_k exp(x[n, k] - m[n])",
+            mapping="block n = blockIdx.x handles row n; thread t handles columns t, t + THREADS, ...; "
+            "partial[t], then a tree: for half = THREADS / 2 down to 1, if (t < half) combine partial[t] and "
+            "partial[t + half], __syncthreads() after each step; read partial[0], __syncthreads() before "
+            "reusing partial[]",
+            args=("x", "y", "N", "K"),
+            outputs=("y",),
+            make_inputs=_softmax_inputs,
+            reference=lambda a, s: {"y": _softmax(a["x"])},
+            launch=lambda s: ((s["N"],), (128,)),
+            output_shapes=lambda s: {"y": (s["N"], s["K"])},
+            wrong_answers=_softmax_wrong,
+            edge_mistake="threads that own no column (K < THREADS, or the last stride) must still take part "
+            "in the reduction with a neutral value (a value of the row for the max, 0 for the sum)",
+        ),
+    ),
+    shapes=(Shape({"N": 3, "K": 256}, regular=True), Shape({"N": 4, "K": 300}), Shape({"N": 5, "K": 50})),
+)
+
+
+# im2col: x (N, C, H, W) -> cols_batch_first (N, C * KH * KW, OH * OW).
+def _im2col(x: np.ndarray, s: dict, swap_kernel_axes: bool = False) -> np.ndarray:
+    N, C, KH, KW, S, P, OH, OW = (s[k] for k in ("N", "C", "KH", "KW", "S", "P", "OH", "OW"))
+    padded = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (KH, KW), axis=(2, 3))[:, :, ::S, ::S]
+    windows = windows[:, :, :OH, :OW]  # (N, C, OH, OW, KH, KW)
+    order = (0, 1, 5, 4, 2, 3) if swap_kernel_axes else (0, 1, 4, 5, 2, 3)
+    return np.ascontiguousarray(windows.transpose(order)).reshape(N, C * KH * KW, OH * OW)
+
+
+def _im2col_shape(N, C, H, W, KH, KW, S, P, regular=False) -> Shape:
+    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    return Shape(dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, P=P, OH=OH, OW=OW), regular)
+
+
+def _im2col_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
+    cols = _im2col(a["x"], s)
+    return [
+        ("you wrote the (OH * OW, C * KH * KW) transpose of each image's matrix; rows are (c, kh, kw), "
+         "columns (oh, ow)", {"cols_batch_first": cols.transpose(0, 2, 1).reshape(cols.shape)}),
+        ("you swapped kh and kw: row (c, kh, kw) is c * KH * KW + kh * KW + kw",
+         {"cols_batch_first": _im2col(a["x"], s, swap_kernel_axes=True)}),
+    ]  # fmt: skip
+
+
+_IM2COL_SIZES = ("N", "C", "H", "W", "KH", "KW", "S", "P", "OH", "OW")
+
+IM2COL = KernelExercise(
+    name="im2col",
+    tasks=(
+        KernelTask(
+            kernel="im2col",
+            formula="cols_batch_first[n, (c, kh, kw), (oh, ow)] = x[n, c, oh*S - P + kh, ow*S - P + kw], "
+            "0 where that position is in the padding",
+            mapping="one thread per element of cols_batch_first: i flat, ow = i % OW, oh = i / OW % OH, "
+            "kw = i / (OW*OH) % KW, kh = i / (OW*OH*KW) % KH, (n, c) plane = i / (OW*OH*KW*KH)",
+            args=("x", "cols_batch_first", *_IM2COL_SIZES),
+            outputs=("cols_batch_first",),
+            make_inputs=lambda s, rng: {
+                "x": rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(np.float32)
+            },
+            reference=lambda a, s: {"cols_batch_first": _im2col(a["x"], s)},
+            launch=_launch_1d(lambda s: s["N"] * s["C"] * s["KH"] * s["KW"] * s["OH"] * s["OW"], 256),
+            output_shapes=lambda s: {
+                "cols_batch_first": (s["N"], s["C"] * s["KH"] * s["KW"], s["OH"] * s["OW"])
+            },
+            wrong_answers=_im2col_wrong,
+            edge_mistake="positions in the padding (h or w outside the image) must give 0, without reading x",
+        ),
+    ),
+    shapes=(
+        _im2col_shape(2, 2, 8, 8, 2, 2, 2, 0, regular=True),  # 2*2*4*16 = 256 elements, no padding
+        _im2col_shape(2, 3, 7, 9, 3, 3, 1, 1),
+        _im2col_shape(1, 2, 10, 6, 3, 2, 2, 1),
+    ),
+)
+
+EXERCISES = {
+    exercise.name: exercise for exercise in (RELU, MAXPOOL, GEMM_NAIVE, GEMM_TILED, SOFTMAX_ROWS, IM2COL)
+}
+
+
+# --- not done yet: a kernel whose body holds nothing but comments -------------------------------------------
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+_KERNEL_HEAD = re.compile(r"__global__\s+void\s+(\w+)\s*\([^)]*\)\s*\{")
+
+
+def kernel_bodies(source: str) -> dict[str, str]:
+    """``{kernel name: body}`` for every ``__global__`` function of ``source``, comments removed."""
+    text = _COMMENTS.sub("", source)
+    bodies = {}
+    for match in _KERNEL_HEAD.finditer(text):
+        depth, end = 1, match.end()
+        while depth and end < len(text):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        bodies[match.group(1)] = text[match.end() : end - 1]
+    return bodies
+
+
+# --- running one kernel -------------------------------------------------------------------------------------
+def _devices() -> list:
+    """``sim``, and ``gpu`` when this machine has one."""
+    devices = [get_device("sim")]
+    try:
+        devices.append(get_device("gpu"))
+    except DeviceError:
+        pass  # no GPU (or no CuPy) here: the simulator alone is the reference run
+    return devices
+
+
+def _load(device, source: str, filename: str) -> dict:
+    if device.name == "gpu":
+        from scratchnet._cuda import cupy_backend
+
+        return load_kernels(device, source, cupy_backend.load_module)
+    from scratchnet import sim
+
+    return load_kernels(
+        device, source, lambda text, names: sim.load_module(text, names, filename=filename, checks=SIM_CHECKS)
+    )
+
+
+def _sentinel_like(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.full(shape, SENTINEL_BITS, dtype=np.uint32).view(dtype)
+
+
+def _never_written(array: np.ndarray) -> np.ndarray:
+    return array.view(np.uint32) == SENTINEL_BITS
+
+
+def _run(
+    device, kernel, task: KernelTask, inputs: dict, sizes: dict, seed: int | None
+) -> dict[str, np.ndarray]:
+    """Launch ``kernel`` once with the task's grid and block; the outputs as host arrays."""
+    dtypes = {p.name: p.dtype for p in kernel.signature.params}
+    shapes = task.output_shapes(sizes)
+    arrays = {name: device.array(value) for name, value in inputs.items()}
+    arrays |= {name: device.array(_sentinel_like(shapes[name], dtypes[name])) for name in task.outputs}
+    args = tuple(arrays[name] if name in arrays else sizes[name] for name in task.args)
+    if seed is not None:
+        from scratchnet import sim
+
+        sim.set_seed(seed)
+    grid, block = task.launch(sizes)
+    kernel(grid, block, args)
+    device.synchronize()
+    return {name: device.to_host(arrays[name]) for name in task.outputs}
+
+
+# --- comparing and naming the mistake -----------------------------------------------------------------------
+def _close(yours: np.ndarray, expected: np.ndarray) -> bool:
+    if yours.shape != expected.shape:
+        return False
+    if yours.dtype.kind in "iu":
+        return bool(np.array_equal(yours, expected))
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    return bool(np.allclose(yours, expected, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
+
+
+def _fmt_index(name: str, index: tuple) -> str:
+    return f"{name}[{', '.join(str(int(i)) for i in index)}]"
+
+
+def _launch_diagnosis(error: KernelLaunchError, task: KernelTask) -> str:
+    """Name the mistake behind a failed launch, from the simulator's checks (memcheck, racecheck, initcheck,
+    synccheck: the thread, block and source line of the access) or the launch error's message."""
+    where = f"thread {error.thread} of block {error.block}" if isinstance(error, SimCheckError) else ""
+    if isinstance(error, RacecheckError):
+        mistake = (
+            f"a race on {error.buffer}: thread {error.thread} ({error.access} at {error.line}) and thread "
+            f"{error.other_thread} ({error.other_access} at {error.other_line}) of block {error.block} touch "
+            "the same element with no __syncthreads() between them. A __syncthreads() is missing or misplaced"
+        )
+    elif isinstance(error, InitcheckError):
+        mistake = (
+            f"reads memory never written: {where} read {error.buffer} at {error.line} before any thread of "
+            "the block had written it: a __syncthreads() is missing or misplaced between the stores and this "
+            "read, or some threads skip their store"
+        )
+    elif isinstance(error, MemcheckError) and error.access == "read":
+        mistake = (
+            f"missing bounds guard: {where} read outside {error.buffer} at {error.line}; {task.edge_mistake}"
+        )
+    elif isinstance(error, MemcheckError) or "wrote past the end" in str(error):
+        mistake = (
+            f"missing bounds guard: {where or 'a thread'} wrote outside an array"
+            + (f" at {error.line}" if isinstance(error, MemcheckError) else "")
+            + " (the last block has more threads than elements left; guard with if (i < n))"
+        )
+    elif isinstance(error, SynccheckError):
+        mistake = (
+            "a __syncthreads() that not every thread of the block reaches (a return before it, or a barrier "
+            "inside an if): every thread must reach every barrier"
+        )
+    elif "declared const" in str(error):
+        mistake = "the kernel wrote to one of its inputs"
+    else:
+        mistake = "the launch failed"
+    return f"{mistake}\n    simulator: {error}"
+
+
+def _unwritten(task: KernelTask, results: list[dict], sizes: dict) -> str | None:
+    for name in task.outputs:
+        never = np.logical_or.reduce([_never_written(result[name]) for result in results])
+        if never.any():
+            grid, block = task.launch(sizes)
+            first = np.unravel_index(int(np.argmax(never)), never.shape)
+            return (
+                f"outputs never written: {int(never.sum())} of {never.size} elements of '{name}' (the first: "
+                f"{_fmt_index(name, first)}) were written by no thread of the launch grid {grid}, "
+                f"block {block}. Every output element needs a thread that writes it: check the thread "
+                "mapping (blockIdx, blockDim, threadIdx) and that the bounds guard is not stricter than the "
+                "size"
+            )
+    return None
+
+
+def _worst_element(task: KernelTask, yours: dict, expected: dict) -> str:
+    for name in task.outputs:
+        if _close(yours[name], expected[name]):
+            continue
+        if yours[name].shape != expected[name].shape:
+            return f"'{name}' has shape {yours[name].shape}, expected {expected[name].shape}"
+        error = np.abs(yours[name].astype(np.float64) - expected[name])
+        error[np.isnan(error)] = np.inf
+        worst = np.unravel_index(int(np.argmax(error)), error.shape)
+        wrong = int((~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5)).sum())
+        return (
+            f"wrong values: {wrong} of {error.size} elements of '{name}' differ; the worst, "
+            f"{_fmt_index(name, worst)}: yours {yours[name][worst]:.6g}, expected {expected[name][worst]:.6g}"
+        )
+    return "wrong values"
+
+
+def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) -> tuple[str, bool] | None:
+    """``None`` when the kernel is right for these sizes, else (the mistake, whether it is only "wrong
+    values" with no more specific name)."""
+    expected = task.reference(inputs, sizes)
+    seeds = SEEDS if device.name == "sim" else (None,)
+    results = []
+    for seed in seeds:
+        try:
+            results.append(_run(device, kernel, task, inputs, sizes, seed))
+        except KernelLaunchError as error:
+            return _launch_diagnosis(error, task), False
+    unwritten = _unwritten(task, results, sizes)
+    if unwritten:
+        return unwritten, False
+    right = [all(_close(result[n], expected[n]) for n in task.outputs) for result in results]
+    changes = any(
+        not np.array_equal(results[0][n], result[n], equal_nan=True)
+        for result in results[1:]
+        for n in task.outputs
+    )
+    if changes:
+        orders = ", ".join(
+            f"seed {seed}: {'right' if ok else 'wrong'}" for seed, ok in zip(seeds, right, strict=True)
+        )
+        return (
+            f"the result changes with the order in which the threads run ({orders}; each order gives other "
+            "numbers): a thread read shared memory before another thread of its block had written it, or "
+            "overwrote it while others were still reading. A __syncthreads() is missing or misplaced",
+            False,
+        )
+    if all(right):
+        return None
+    for mistake, answer in task.wrong_answers(inputs, sizes):
+        if all(_close(results[0][n], answer[n]) for n in answer):
+            return f"wrong index mapping or math: {mistake}", False
+    return _worst_element(task, results[0], expected), True
+
+
+def _check_task(report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise) -> None:
+    rng = np.random.default_rng(0)
+    regular_passed = False
+    for shape in exercise.shapes:
+        inputs = task.make_inputs(shape.sizes, rng)
+        for device in devices:
+            found = _check_shape(device, kernels[device.name][task.kernel], task, inputs, shape.sizes)
+            if found is None:
+                continue
+            mistake, unnamed = found
+            if unnamed and regular_passed and not shape.regular:
+                mistake = (
+                    f"right when the sizes are multiples of the block, wrong for {shape}: "
+                    f"{task.edge_mistake}\n    {mistake}"
+                )
+            report.fail(
+                f"{task.kernel}, {shape}, on {device.name}: {mistake}",
+                hint=f"{task.kernel}: {task.formula}; thread mapping: {task.mapping}",
+            )
+            return
+        regular_passed = regular_passed or shape.regular
+    runs = f"{len(SEEDS)} thread orders on sim" + (", and on gpu" if len(devices) > 1 else "")
+    report.ok(f"{task.kernel} ({len(exercise.shapes)} shapes, {runs})")
+
+
+# --- the entry points ---------------------------------------------------------------------------------------
+def exercise_for(path: str | Path) -> KernelExercise:
+    """The exercise a file checks, by its name without the number: ``01_relu.cu`` -> ``relu``."""
+    name = re.sub(r"^\d+_", "", Path(path).stem)
+    if name not in EXERCISES:
+        raise ValueError(f"no kernel exercise named {name!r}; there are: {', '.join(EXERCISES)}")
+    return EXERCISES[name]
+
+
+def check_source(
+    exercise: str | KernelExercise, source: str, hint: bool = False, filename: str = "kernel.cu"
+) -> KernelReport:
+    """Check a kernel source against an exercise (by name, e.g. ``"relu"``)."""
+    if isinstance(exercise, str):
+        exercise = exercise_for(exercise)
+    report = KernelReport(exercise.name, hint=hint)
+    bodies = kernel_bodies(source)
+    todo = []
+    for task in exercise.tasks:
+        if task.kernel not in bodies:
+            report.fail(f"{task.kernel}: missing; the file has no __global__ function of that name")
+        elif not bodies[task.kernel].strip():
+            todo.append(task)
+            report.fail(f"{task.kernel}: not done yet (its body is still the TODO)")
+    if len(todo) == len(exercise.tasks):
+        report.not_done = True
+        report.lines = [f"  (write the bodies marked // TODO in {filename})"]
+        return report
+    try:
+        compiled = compile_source(source, [], arch="sm_80", filename=filename)
+    except NvrtcError as error:
+        if "not installed" in str(error):
+            raise
+        report.fail(f"does not compile for a GPU (NVRTC, sm_80):\n{error}")
+        return report
+    if compiled.log:
+        report.say(f"  NVRTC warnings:\n{compiled.log}")
+    from scratchnet.sim import CompileError, SimCompilerWarning
+
+    devices = _devices()
+    try:
+        with warnings.catch_warnings():  # the host compiler's warnings repeat NVRTC's, shown above
+            warnings.simplefilter("ignore", SimCompilerWarning)
+            kernels = {device.name: _load(device, source, filename) for device in devices}
+    except CompileError as error:
+        report.fail(f"NVRTC accepts it, but the simulator's C++ compiler does not:\n{error}")
+        return report
+    for task in exercise.tasks:
+        if task not in todo and task.kernel in bodies:
+            _check_task(report, devices, kernels, task, exercise)
+    return report
+
+
+def check_kernel_file(path: str | Path, hint: bool = False) -> KernelReport:
+    """Check the kernel exercise file ``path`` (its exercise named by the file name)."""
+    path = Path(path)
+    exercise = exercise_for(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return check_source(exercise, path.read_text(), hint=hint, filename=path.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scratchnet.kernel_exercises",
+        description="Check a CUDA kernel exercise (lessons/exercises/kernels/*.cu) on the simulator.",
+    )
+    parser.add_argument("path", help="the .cu file, e.g. lessons/exercises/kernels/01_relu.cu")
+    parser.add_argument("--hint", action="store_true", help="also print the formula and the thread mapping")
+    args = parser.parse_args(argv)
+    try:
+        report = check_kernel_file(args.path, hint=args.hint)
+    except (FileNotFoundError, ValueError, DeviceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

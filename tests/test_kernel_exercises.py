@@ -1,0 +1,321 @@
+"""The kernel exercise checker: every solution passes, every stub is "not done yet", and each planted
+mistake (a mutant made from a solution) gets its own diagnosis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scratchnet._cuda import nvrtc
+from scratchnet.kernel_exercises import EXERCISE_DIR, EXERCISES, check_kernel_file, check_source, main
+
+pytestmark = [
+    pytest.mark.sim,
+    pytest.mark.skipif(nvrtc.find_library() is None, reason="NVRTC missing: pip install nvidia-cuda-nvrtc"),
+]
+
+STUBS = sorted(EXERCISE_DIR.glob("*.cu"))
+SOLUTIONS = sorted((EXERCISE_DIR / "solutions").glob("*.cu"))
+
+
+def _solution(name: str) -> str:
+    (path,) = [p for p in SOLUTIONS if p.stem.endswith(name)]
+    return path.read_text()
+
+
+def _mutant(name: str, *edits: tuple[str, str]) -> str:
+    """The solution of exercise ``name`` with each (old, new) edit made once; each old text must exist."""
+    source = _solution(name)
+    for old, new in edits:
+        assert source.count(old) == 1, f"{old!r} occurs {source.count(old)} times in the {name} solution"
+        source = source.replace(old, new)
+    return source
+
+
+def _without_line(name: str, text: str, which: int) -> str:
+    """The solution with the ``which``-th line whose stripped text is ``text`` deleted."""
+    lines = _solution(name).splitlines(keepends=True)
+    matches = [i for i, line in enumerate(lines) if line.strip().startswith(text)]
+    del lines[matches[which]]
+    return "".join(lines)
+
+
+def test_every_exercise_has_a_stub_and_a_solution():
+    assert [p.name for p in STUBS] == [p.name for p in SOLUTIONS]
+    assert len(STUBS) == len(EXERCISES) == 6
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_solution_passes(path):
+    report = check_kernel_file(path)
+    assert report.passed, str(report)
+    assert str(report).startswith(f"{path.stem[3:]}: passed")
+    assert str(report).count("  ok: ") == len(EXERCISES[path.stem[3:]].tasks)
+
+
+@pytest.mark.parametrize("path", STUBS, ids=lambda p: p.stem)
+def test_untouched_stub_is_not_done_yet(path):
+    report = check_kernel_file(path)
+    assert not report.passed and report.not_done
+    assert str(report).startswith(f"{path.stem[3:]}: not done yet")
+
+
+def test_one_kernel_done_checks_it_and_reports_the_other_not_done():
+    stub = (EXERCISE_DIR / "01_relu.cu").read_text()
+    forward = _solution("relu").split("extern")[1].split("\n}\n")[0] + "\n}\n"
+    start = stub.index('extern "C" __global__ void relu_forward')
+    end = stub.index("\n}\n", start) + 3
+    report = check_source("relu", stub[:start] + "extern" + forward + stub[end:])
+    assert not report.passed and not report.not_done
+    assert "ok: relu_forward" in str(report) and "wrong: relu_backward: not done yet" in str(report)
+
+
+MUTANTS = {
+    "relu-missing-guard": (
+        "relu",
+        lambda: _mutant("relu", ("if (i < n) y[i]", "y[i]")),
+        "missing bounds guard",
+    ),
+    "relu-ignores-blockIdx": (
+        "relu",
+        lambda: _mutant(
+            "relu",
+            (
+                "i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i < n) y",
+                "i = threadIdx.x;\n    if (i < n) y",
+            ),
+        ),
+        "outputs never written",
+    ),
+    "relu-mask-from-dy": (
+        "relu",
+        lambda: _mutant("relu", ("x[i] > 0.0f ? dy[i]", "dy[i] > 0.0f ? dy[i]")),
+        "you masked with dy > 0",
+    ),
+    "maxpool-argmax-global": (
+        "maxpool",
+        lambda: _mutant("maxpool", ("argmax[i] = best;", "argmax[i] = (int)(x_plane - x) + best;")),
+        "flat index into the whole of x",
+    ),
+    "maxpool-assign-not-sum": (
+        "maxpool",
+        lambda: _mutant("maxpool", ("sum += dy[o];", "sum = dy[o];")),
+        "SUM of their gradients",
+    ),
+    "maxpool-zero-only-written-where-max": (
+        "maxpool",
+        lambda: _mutant(
+            "maxpool",
+            (
+                "if (argmax[o] == h * W + w) sum += dy[o];",
+                "if (argmax[o] == h * W + w) dx[i] = sum += dy[o];",
+            ),
+            ("    dx[i] = sum;\n", ""),
+        ),
+        "outputs never written",
+    ),
+    "gemm-naive-stores-transposed": (
+        "gemm_naive",
+        lambda: _mutant("gemm_naive", ("    C[row * N + col] = sum;", "    C[col * M + row] = sum;")),
+        "stored C transposed",
+    ),
+    "gemm-naive-reads-B-column-major": (
+        "gemm_naive",
+        lambda: _mutant("gemm_naive", ("B[k * N + col];", "B[col * K + k];")),
+        "read B as column-major",
+    ),
+    "gemm-naive-rows-along-x": (
+        "gemm_naive",
+        lambda: _mutant(
+            "gemm_naive",
+            (
+                "int col = blockIdx.x * blockDim.x + threadIdx.x",
+                "int col = blockIdx.y * blockDim.y + threadIdx.y",
+            ),
+            (
+                "int row = blockIdx.y * blockDim.y + threadIdx.y",
+                "int row = blockIdx.x * blockDim.x + threadIdx.x",
+            ),
+        ),
+        "outputs never written",
+    ),
+    "gemm-tiled-no-barrier-after-loads": (
+        "gemm_tiled",
+        lambda: _without_line("gemm_tiled", "__syncthreads();", 0),
+        "__syncthreads() is missing or misplaced",
+    ),
+    "gemm-tiled-no-barrier-before-next-loads": (
+        "gemm_tiled",
+        lambda: _without_line("gemm_tiled", "__syncthreads();", 1),
+        "__syncthreads() is missing or misplaced",
+    ),
+    "gemm-tiled-barrier-before-the-loads": (
+        "gemm_tiled",
+        lambda: _mutant(
+            "gemm_tiled",
+            ("        A_tile[ty][tx] =", "        __syncthreads();\n        A_tile[ty][tx] ="),
+            ("        __syncthreads();  // both tiles are complete before anyone reads them\n", ""),
+        ),
+        "__syncthreads() is missing or misplaced",
+    ),
+    "gemm-tiled-no-zero-padding": (
+        "gemm_tiled",
+        lambda: _mutant(
+            "gemm_tiled",
+            ("row < M && k0 + tx < K ? A[row * K + k0 + tx] : 0.0f", "A[row * K + k0 + tx]"),
+            ("k0 + ty < K && col < N ? B[(k0 + ty) * N + col] : 0.0f", "B[(k0 + ty) * N + col]"),
+        ),
+        "missing bounds guard: thread",
+    ),
+    "softmax-store-skipped": (
+        "softmax_rows",
+        lambda: _mutant(
+            "softmax_rows", ("    partial[t] = row_max;", "    if (t < K) partial[t] = row_max;")
+        ),
+        "reads memory never written",
+    ),
+    "gemm-tiled-early-return": (
+        "gemm_tiled",
+        lambda: _mutant(
+            "gemm_tiled",
+            ("    float sum = 0.0f;\n", "    if (row >= M || col >= N) return;\n    float sum = 0.0f;\n"),
+        ),
+        "not every thread of the block reaches",
+    ),
+    "gemm-tiled-unguarded-store": (
+        "gemm_tiled",
+        lambda: _mutant(
+            "gemm_tiled",
+            ("    if (row < M && col < N) C[row * N + col] = sum;", "    C[row * N + col] = sum;"),
+        ),
+        "missing bounds guard",
+    ),
+    "softmax-no-barrier-in-tree": (
+        "softmax_rows",
+        lambda: _mutant(
+            "softmax_rows",
+            (
+                "partial[t] += partial[t + half];\n        __syncthreads();",
+                "partial[t] += partial[t + half];",
+            ),
+        ),
+        "__syncthreads() is missing or misplaced",
+    ),
+    "softmax-max-reused-too-early": (
+        "softmax_rows",
+        lambda: _mutant(
+            "softmax_rows", ("    row_max = partial[0];\n    __syncthreads();", "    row_max = partial[0];")
+        ),
+        "__syncthreads() is missing or misplaced",
+    ),
+    "softmax-no-max-subtracted": (
+        "softmax_rows",
+        lambda: _mutant(
+            "softmax_rows",
+            ("row_sum += expf(x_row[k] - row_max);", "row_sum += expf(x_row[k]);"),
+            ("y_row[k] = expf(x_row[k] - row_max) / row_sum;", "y_row[k] = expf(x_row[k]) / row_sum;"),
+        ),
+        "did not subtract the row max",
+    ),
+    "im2col-no-padding-check": (
+        "im2col",
+        lambda: _mutant(
+            "im2col",
+            ("    const bool inside = h >= 0 && h < H && w >= 0 && w < W;\n", ""),
+            ("inside ? x[(plane * H + h) * W + w] : 0.0f", "x[(plane * H + h) * W + w]"),
+        ),
+        "positions in the padding",
+    ),
+    "im2col-kernel-axes-swapped": (
+        "im2col",
+        lambda: _mutant(
+            "im2col",
+            (
+                "const int kw = (int)(i / ((long long)OW * OH) % KW);",
+                "const int kw = (int)(i / ((long long)OW * OH * KH) % KW);",
+            ),
+            (
+                "const int kh = (int)(i / ((long long)OW * OH * KW) % KH);",
+                "const int kh = (int)(i / ((long long)OW * OH) % KH);",
+            ),
+        ),
+        "swapped kh and kw",
+    ),
+    "compile-error": (
+        "relu",
+        lambda: _mutant("relu", ("y[i] = x[i] > 0.0f ? x[i] : 0.0f;", "y[i] = x[i] > 0.0f ? x[i] : 0.0f")),
+        "does not compile for a GPU",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=str)
+def test_planted_mistake_is_named(mutant):
+    exercise, make_source, diagnosis = MUTANTS[mutant]
+    report = check_source(exercise, make_source(), hint=True)
+    assert not report.passed, str(report)
+    assert diagnosis in str(report), str(report)
+    assert "hint: " in str(report) or "does not compile" in str(report)
+
+
+def test_formula_only_with_hint():
+    source = _mutant("relu", ("x[i] > 0.0f ? dy[i]", "dy[i] > 0.0f ? dy[i]"))
+    assert "hint:" not in str(check_source("relu", source))
+    assert "hint: relu_backward: dx[i] = dy[i] if x[i] > 0 else 0" in str(
+        check_source("relu", source, hint=True)
+    )
+
+
+def test_compile_error_shows_the_nvrtc_log():
+    report = check_source("relu", MUTANTS["compile-error"][1](), filename="01_relu.cu")
+    assert 'error: expected a ";"' in str(report) and "01_relu.cu(" in str(report)
+
+
+def test_command_line(tmp_path, capsys):
+    assert main([str(SOLUTIONS[0])]) == 0
+    assert main([str(STUBS[0]), "--hint"]) == 1
+    assert "not done yet" in capsys.readouterr().out
+    assert main([str(tmp_path / "01_relu.cu")]) == 2
+    assert main([str(tmp_path / "99_nothing.cu")]) == 2
+    assert "error: no kernel exercise named 'nothing'" in capsys.readouterr().err
+
+
+def test_module_runs_as_a_script():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchnet.kernel_exercises",
+            str(Path("lessons/exercises/kernels/01_relu.cu")),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 1 and "relu: not done yet" in done.stdout, done.stderr
+
+
+def test_notebook_check_of_a_kernel_source(capsys):
+    from scratchnet.exercises import check
+
+    stub = (EXERCISE_DIR / "01_relu.cu").read_text()
+    assert not check("relu-kernel", stub)
+    assert "relu-kernel: not done yet" in capsys.readouterr().out
+    assert check("relu-kernel", _solution("relu"))
+    assert "relu-kernel: passed" in capsys.readouterr().out
+    assert not check("relu-kernel", _mutant("relu", ("if (i < n) y[i]", "y[i]")), hint=True)
+    output = capsys.readouterr().out
+    assert (
+        "relu-kernel: wrong" in output and "missing bounds guard" in output and "hint: relu_forward" in output
+    )
+    assert not check("relu-kernel", lambda: None)
+    assert "pass the kernel source as a string" in capsys.readouterr().out
+
+
+def test_a_race_names_both_threads_and_their_source_lines():
+    report = str(check_source("gemm_tiled", _without_line("gemm_tiled", "__syncthreads();", 1)))
+    assert "a race on static shared memory: thread (" in report and ") and thread (" in report, report
+    assert report.count("kernel.cu:") >= 2, report
