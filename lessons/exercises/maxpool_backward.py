@@ -1,27 +1,20 @@
-"""Exercise 4: the backward pass of max-pooling, with overlapping windows.
+"""The backward pass of max-pooling, with overlapping windows (lesson 06).
 
-Forward, kernel k and stride s (no padding), x (N, C, H, W) -> y (N, C, Ho, Wo), Ho = (H − k) // s + 1:
+Forward:   y[n, c, oh, ow] = max of x[n, c, oh*S : oh*S + K, ow*S : ow*S + K]
+           x (N, C, H, W), y (N, C, OH, OW), OH = (H − K) // S + 1; K = kernel_size, S = stride
 
-    y[n, c, i, j] = max over the window x[n, c, i*s : i*s + k, j*s : j*s + k]
+Given dy (N, C, OH, OW), return dx (N, C, H, W). On a tie the first maximum (in row-major order) wins.
+AlexNet pools with K = 3, S = 2: neighbouring windows share pixels.
 
-Each output depends on ONE input, the window's maximum (the first in row-major order on ties), with slope
-1. So dy[n, c, i, j] flows back to that position only; all other inputs get 0. When s < k (AlexNet uses
-k = 3, s = 2) windows overlap and one input can be the maximum of several windows: it must receive the
-sum of their gradients.
-
-Write the body of ``maxpool_backward``, then check it:
+Check it from the repository root:
 
     python -m scratchnet.gradcheck lessons/exercises/maxpool_backward.py
+    python -m scratchnet.gradcheck lessons/exercises/maxpool_backward.py --hint   # + formulas
 """
 
 import numpy as np
 
 
 def maxpool_backward(dy: np.ndarray, x: np.ndarray, kernel_size: int, stride: int) -> np.ndarray:
-    """dL/dx of max-pooling. dy (N, C, Ho, Wo), x (N, C, H, W); returns dx like x.
-
-    For every window (i, j): find the argmax (u, v) of x[n, c, i*s : i*s+k, j*s : j*s+k]
-    (np.argmax of the flattened window, then np.unravel_index), and
-        dx[n, c, i*s + u, j*s + v] += dy[n, c, i, j]        (+=, not =: windows can overlap)
-    """
-    raise NotImplementedError("write maxpool_backward (the docstring has the recipe)")
+    """dx (N, C, H, W) from dy (N, C, OH, OW) and the forward's input x."""
+    raise NotImplementedError("write maxpool_backward, then run the check")

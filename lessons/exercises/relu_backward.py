@@ -1,23 +1,18 @@
-"""Exercise 1: the backward pass of ReLU.
+"""The backward pass of ReLU (lesson 06).
 
-Forward:  y = max(0, x), element-wise, for x of any shape.
+Forward:   y = max(0, x)        element by element; x and y of any shape
 
-The chain rule, element by element: ∂L/∂x = ∂L/∂y · ∂y/∂x, and ∂y/∂x is 1 where x > 0 and 0 where x < 0
-(at x = 0 the slope is undefined; like every library, scratchnet uses 0 there).
+Given dy = dL/dy (the shape of x), return dx = dL/dx. Do not modify dy or x.
 
-Write the body of ``relu_backward``, then check it:
+Check it from the repository root:
 
     python -m scratchnet.gradcheck lessons/exercises/relu_backward.py
+    python -m scratchnet.gradcheck lessons/exercises/relu_backward.py --hint   # + formulas
 """
 
 import numpy as np
 
 
 def relu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """dL/dx of y = max(0, x).
-
-    dy: dL/dy, the same shape as x.  x: the input of the forward pass.
-    Returns dx, the same shape and dtype as x:   dx = dy ⊙ 1[x > 0]
-    Do not modify dy or x in place.
-    """
-    raise NotImplementedError("write relu_backward (the docstring has the formula)")
+    """dx (the shape of x) from dy and the forward's input x."""
+    raise NotImplementedError("write relu_backward, then run the check")

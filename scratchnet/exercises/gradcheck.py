@@ -1,0 +1,186 @@
+"""The gradient-checking exercises: lesson 03, and ``lessons/exercises/lenet5_gradient_check.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchnet.exercises import register
+from scratchnet.exercises._gradients import ArraySpec, Case, Mistake, check_arrays
+
+
+# --- the centered difference ----------------------------------------------------------------------------
+def _sin_cases(rng):
+    """f(x) = Σ sin(x) ⊙ G, whose gradient is cos(x) ⊙ G exactly."""
+    x, G = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    f = _sin_objective(G)
+    return [
+        Case("f(x) = Σ sin(x) ⊙ G, x (3, 4), h = 1e-5", {"f": f, "x": x, "h": 1e-5}, {"grad": np.cos(x) * G})
+    ]
+
+
+def _sin_objective(G):
+    def f(x):
+        return float(np.sum(np.sin(x) * G))
+
+    return f
+
+
+def _differences(f, x, h, kind):
+    """Two wrong finite differences: ``kind`` "forward" (one-sided) or "over h" (centered, / h)."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        f_plus = f(x)
+        x[i] = old - h if kind == "over h" else old
+        f_other = f(x)
+        x[i] = old
+        grad[i] = (f_plus - f_other) / h
+    return grad
+
+
+NUMERICAL_GRADIENT = ArraySpec(
+    "grad[i] ≈ ∂f/∂x[i] of a scalar function f of the array x, by a centered difference with step h",
+    ("grad",),
+    {"grad": "grad[i] = (f(x + h e_i) − f(x − h e_i)) / (2h), perturbing x[i] in place and restoring it"},
+    _sin_cases,
+    (
+        Mistake(
+            "a ONE-SIDED difference (f(x + h) − f(x)) / h: its error is of order h (about 1e-5 here), the "
+            "centered one's of order h² (about 1e-10)",
+            lambda a: {"grad": _differences(a["f"], a["x"], a["h"], "forward")},
+        ),
+        Mistake(
+            "yours = 2 × correct: (f(x + h) − f(x − h)) spans a distance of 2h, not h",
+            lambda a: {"grad": _differences(a["f"], a["x"], a["h"], "over h")},
+        ),
+    ),
+)
+
+
+@register("numerical-gradient", names=("numerical_gradient",), title="the centered difference")
+def check_numerical_gradient(report, numerical_gradient):
+    check_arrays(report, NUMERICAL_GRADIENT, numerical_gradient)
+
+
+# --- the planted bug ------------------------------------------------------------------------------------
+def _tanh_layer_cases(rng):
+    N, D, M = 4, 5, 3
+    x, weight, dy = (
+        rng.standard_normal((N, D)),
+        0.5 * rng.standard_normal((D, M)),
+        rng.standard_normal((N, M)),
+    )
+    dz = dy * (1 - np.tanh(x @ weight) ** 2)  # (N, M): through tanh
+    args = {"dy": dy, "x": x, "weight": weight}
+    return [Case(f"x ({N}, {D}), weight ({D}, {M})", args, {"dx": dz @ weight.T, "dweight": x.T @ dz})]
+
+
+def _planted(a):
+    y = np.tanh(a["x"] @ a["weight"])
+    return {"dx": (a["dy"] * (1 - y**2)) @ a["weight"].T, "dweight": a["x"].T @ (a["dy"] * (1 - y))}
+
+
+TANH_LAYER = ArraySpec(
+    "y = tanh(x @ weight): x (N, D), weight (D, M), y and dy (N, M)",
+    ("dx", "dweight"),
+    {
+        "dx": "dx = (dy * (1 − y²)) @ weight.T",
+        "dweight": "dweight = x.T @ (dy * (1 − y²)): tanh'(z) = 1 − tanh(z)²",
+    },
+    _tanh_layer_cases,
+    (
+        Mistake(
+            "the planted bug is still there: the derivative of tanh used in dweight is not tanh'", _planted
+        ),
+        Mistake(
+            "the derivative of tanh is missing: the gradient must pass through tanh before the product",
+            lambda a: {"dx": a["dy"] @ a["weight"].T, "dweight": a["x"].T @ a["dy"]},
+        ),
+    ),
+)
+
+
+@register("tanh-layer-backward", names=("tanh_layer_backward",), title="find and fix the planted bug")
+def check_tanh_layer_backward(report, tanh_layer_backward):
+    check_arrays(report, TANH_LAYER, tanh_layer_backward)
+
+
+# --- a whole network: LeNet-5 ---------------------------------------------------------------------------
+PLANTED_PARAM = "fc2.W"  # the parameter whose gradient the planted bug doubles
+
+
+def _lenet5(seed: int = 0):
+    from scratchnet.models import LeNet5
+
+    return LeNet5(dtype=np.float64, seed=seed, input_grad=True)
+
+
+def _double_one_gradient(model, name: str) -> None:
+    """Plant a bug: the backward of the layer owning ``name`` returns twice that parameter's gradient."""
+    layer_name, param = name.split(".")
+    layer = model.layers[layer_name]
+    backward = layer.backward
+
+    def broken_backward(dy):
+        dx = backward(dy)
+        layer.grads[param] = 2 * layer.grads[param]
+        return dx
+
+    layer.backward = broken_backward
+
+
+def _run_on(report, function, model, x, labels) -> dict | None:
+    before = {k: v.copy() for k, v in model.params.items()}
+    errors = function(model, x, labels)
+    if not isinstance(errors, dict) or set(errors) != set(model.params):
+        got = sorted(errors) if isinstance(errors, dict) else type(errors).__name__
+        report.fail(f"must return {{parameter name: error}} for every key of model.params; got {got}")
+        return None
+    changed = [k for k, v in model.params.items() if not np.array_equal(v, before[k])]
+    if changed:
+        report.fail(f"your check changed the parameters {changed}: restore each entry after perturbing it")
+        return None
+    return {k: float(v) for k, v in errors.items()}
+
+
+@register(
+    "lenet5-gradient-check",
+    names=("lenet5_gradient_check",),
+    title="a gradient check of a whole LeNet-5 (finds a planted bug)",
+)
+def check_lenet5_gradient_check(report, lenet5_gradient_check):
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((2, 1, 28, 28)), np.array([3, 7])
+    errors = _run_on(report, lenet5_gradient_check, _lenet5(), x, labels)
+    if errors is None:
+        return
+    worst = max(errors, key=errors.get)
+    if errors[worst] > 1e-7:
+        size = (
+            "about 1e-5 to 1e-6, the size of a one-sided difference's error"
+            if errors[worst] < 1e-3
+            else "large"
+        )
+        report.fail(
+            f"on a CORRECT LeNet-5 your check reports {errors[worst]:.1e} for {worst} ({size}); in float64 "
+            "a centered difference with h = 1e-5 gives about 1e-9 or less",
+            "perturb one entry p at a time by ±h, rerun forward and the loss, (L(p + h) − L(p − h)) / 2h, "
+            "compare with model.grads from one forward and backward",
+        )
+        return
+    report.ok(f"a correct LeNet-5: every error below 1e-7 (worst {errors[worst]:.1e}, {worst})")
+    buggy = _lenet5()
+    _double_one_gradient(buggy, PLANTED_PARAM)
+    errors = _run_on(report, lenet5_gradient_check, buggy, x, labels)
+    if errors is None:
+        return
+    flagged = sorted(k for k, e in errors.items() if e > 1e-3)
+    if flagged != [PLANTED_PARAM]:
+        report.fail(
+            f"with a planted bug that doubles the gradient of {PLANTED_PARAM}, your check flags "
+            f"{flagged or 'nothing'} (error above 1e-3): compare model.grads from backward with YOUR finite "
+            "differences, parameter by parameter",
+        )
+        return
+    report.ok(f"the planted bug: only {PLANTED_PARAM} flagged (error {errors[PLANTED_PARAM]:.2f})")
