@@ -61,12 +61,15 @@ from scratchnet.checkpoint import (
     require_meta,
     save_checkpoint,
 )
+from scratchnet.data.classes import select_classes
 from scratchnet.device import DEVICE_NAMES, Device, get_device
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
 from scratchnet.evaluate import Evaluation, evaluate
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
+from scratchnet.transfer import is_checkpoint
+from scratchnet.transfer import load_pretrained as load_pretrained_checkpoint
 
 SCHEDULES = ("none", "step", "cosine")
 DTYPES = ("float32", "float64")
@@ -121,7 +124,9 @@ class TrainConfig:
     # (the test then uses the last weights; best.npz in the run folder holds the best ones)
     out: str | None = None  # run folder for checkpoints, metrics and plots (None: write nothing)
     resume: str | None = None  # checkpoint file or run folder to continue from
-    pretrained: str | None = None  # torchvision AlexNet weights (.pth) to start from
+    pretrained: str | None = None  # start from: a checkpoint or run folder of the same model, or torchvision
+    # AlexNet weights (.pth); a different class count gets a fresh last layer
+    classes: str | None = None  # keep only these classes, "0-4" or "0,2,7" (renumbered 0..k-1 in that order)
     freeze: bool = False  # train only the classifier (the fully connected layers)
     progress: bool = True  # tqdm progress bar (only shown when stderr is a terminal)
     plots: bool = True  # draw curves.png, confusion.png, filters.png into the run folder at the end
@@ -168,8 +173,9 @@ class TrainConfig:
                 "early stopping watches the validation accuracy: give a val_fraction > 0 as well",
             ),
             (
-                self.pretrained is None or self.model == PRETRAINED_MODEL,
-                f"pretrained weights are torchvision's AlexNet: use model {PRETRAINED_MODEL!r}",
+                self.pretrained is None or self.model == PRETRAINED_MODEL or is_checkpoint(self.pretrained),
+                f"pretrained weights are a scratchnet checkpoint or run folder, or torchvision's AlexNet "
+                f"(then use model {PRETRAINED_MODEL!r}); {self.pretrained} is neither",
             ),
         ]
         for ok, message in checks:
@@ -222,6 +228,10 @@ def load_data(config: TrainConfig) -> Data:
     folder_crop = {"crop": "random-resized"} if config.dataset == "folder" and config.augment else {}
     train_set = D.load_dataset(config.dataset, split="train", **options, **folder_crop)
     test_set = D.load_dataset(config.dataset, split="test", **options)
+    try:
+        train_set, test_set = (select_classes(s, config.classes) for s in (train_set, test_set))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     # limit first, then split: --limit-train N means N images in all, validation included
     train_set = D.subset(train_set, config.limit_train, seed=config.seed)
     test_set = D.subset(test_set, config.limit_test, seed=config.seed)
@@ -236,7 +246,8 @@ def load_data(config: TrainConfig) -> Data:
         val_set = val_set.with_crop("center")  # validation images are never randomly cropped
 
     # Pretrained weights expect the normalization they were trained with (ImageNet's).
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if config.pretrained else D.MEAN_STD[config.dataset]
+    torchvision = config.pretrained and not is_checkpoint(config.pretrained)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if torchvision else D.MEAN_STD[config.dataset]
     normalize = D.Normalize(mean, std)
     train_transform = normalize
     if config.augment:
@@ -268,7 +279,7 @@ def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: i
     options = dict(in_channels=channels, device=config.device, dtype=config.dtype)
     if "input_size" in inspect.signature(M.MODELS[config.model]).parameters:
         options["input_size"] = height  # LeNet-5 pads its first convolution to fit 28x28 or 32x32 images
-    if config.pretrained and load_pretrained:
+    if config.pretrained and load_pretrained and not is_checkpoint(config.pretrained):
         try:
             model = load_torchvision_alexnet(config.pretrained, seed=config.seed, **options)
         except (OSError, KeyError, ValueError, ImportError) as e:
@@ -282,6 +293,8 @@ def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: i
                 f"model {config.model} cannot take {config.dataset} images of shape {tuple(shape)} ({e}); "
                 "resize them with --image-size 28 (image_size in TrainConfig) or choose another model"
             ) from None
+    if config.pretrained and load_pretrained and is_checkpoint(config.pretrained):
+        load_pretrained_checkpoint(model, config.pretrained)  # same architecture; a new class count: fresh fc
     if tuple(model.input_shape) != tuple(shape):
         raise ConfigError(
             f"model {config.model} takes images of shape {tuple(model.input_shape)}, but {config.dataset} "
@@ -781,8 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from a checkpoint file or run folder (default: the --out folder)",
     )
     p.add_argument(
-        "--pretrained", metavar="PATH", help=f"torchvision AlexNet weights (model {PRETRAINED_MODEL})"
+        "--pretrained",
+        metavar="PATH",
+        help=f"start from a checkpoint or run folder of the same model, or torchvision AlexNet weights "
+        f"(model {PRETRAINED_MODEL})",
     )
+    p.add_argument("--classes", metavar="IDS", help="keep only these classes, e.g. 0-4 or 0,2,7")
     p.add_argument("--freeze", action="store_true", default=None, help="train only the classifier")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG files of the run folder")
@@ -815,7 +832,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
             raise ValueError(f"a resumed run keeps its configuration; {flags} cannot be changed")
         return resume_config(path, **overrides)
-    if args.pretrained and "model" not in given:
+    if args.pretrained and "model" not in given and not is_checkpoint(args.pretrained):
         given["model"] = PRETRAINED_MODEL
     config = TrainConfig(**given)
     if config.out is None:

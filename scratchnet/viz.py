@@ -93,3 +93,47 @@ def plot_overlap_counts(H: int = 7, W: int = 7, KH: int = 3, KW: int = 3, S: int
     fig.colorbar(image, ax=ax, shrink=0.8, ticks=range(counts.max() + 1))
     fig.tight_layout()
     return fig
+
+
+# --- the training lessons: rows of images, saliency maps ---------------------------------------------
+def plot_images(images: np.ndarray, titles: list[str] | None = None, columns: int = 8, title: str = ""):
+    """Images (N, C, H, W), C = 1 (grey) or 3 (RGB, values in [0, 1]), in rows of ``columns``, each with its
+    title; returns the figure."""
+    N = len(images)
+    rows = max(1, -(-N // columns))  # ceil(N / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.7 * rows + 0.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < N:
+            image = images[i]
+            ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def saliency_maps(model, x, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Which pixels sway a class score most: max over channels of |∂ score / ∂ x|, scaled to [0, 1] per image
+    (Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks", ICLR 2014 workshop track).
+
+    ``x`` (N, C, H, W): input images as the model takes them (normalised, on its device); ``classes`` (N,):
+    the class whose score to explain in each image (None: the predicted one). The forward is an evaluation
+    forward (no dropout) that keeps what backward needs; backward starts from d(score)/d(logits), one-hot.
+    Returns ``(maps (N, H, W), classes (N,))`` on the host.
+    """
+    device = model.device
+    previous = model.input_grad
+    model.input_grad = True  # backward then returns dL/dx for the input as well
+    try:
+        logits = device.to_host(model.forward(x, training=False, keep_for_backward=True))  # (N, K)
+        N = len(logits)
+        classes = logits.argmax(axis=1) if classes is None else np.asarray(classes)
+        dscores = np.zeros_like(logits)
+        dscores[np.arange(N), classes] = 1.0  # the gradient of score[n, classes[n]] w.r.t. the logits
+        dx = device.to_host(model.backward(device.array(dscores)))  # (N, C, H, W)
+    finally:
+        model.input_grad = previous
+    strength = np.abs(dx).max(axis=1)  # (N, H, W)
+    return strength / np.maximum(strength.max(axis=(1, 2), keepdims=True), 1e-30), classes
