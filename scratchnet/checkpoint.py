@@ -11,16 +11,14 @@ Inside the ``.npz`` every array is its own entry (``params/conv1.W``, ``optimize
 everything else is one JSON string, so loading never needs ``pickle``. Nested state dicts are split into
 arrays and a JSON "skeleton" in which each array is replaced by ``{"__array__": "<entry name>"}``.
 
-Files are written atomically: to a temporary file in the same folder, flushed and ``fsync``-ed, then
-renamed over the old file with :func:`os.replace` (atomic on POSIX and Windows). A crash or Ctrl-C in the
-middle of a write therefore leaves the previous checkpoint whole.
+Files are written atomically (:func:`scratchnet._paths.atomic_write`): to a temporary file in the same
+folder, flushed and ``fsync``-ed, then renamed over the old file with :func:`os.replace` (atomic on POSIX
+and Windows). A crash or Ctrl-C in the middle of a write therefore leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchnet import models
+from scratchnet._paths import atomic_write
 
 FORMAT_VERSION = 1
 LAST, BEST = "last.npz", "best.npz"  # the two checkpoints a run folder holds
@@ -108,35 +107,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: give a .npz file or a run folder holding {LAST}")
     return path
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then atomically rename it to ``path``.
-
-    On any error (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)  # make the rename itself durable
-
-
-def _fsync_folder(folder: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a folder for fsync; os.replace is enough there
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _split(value, prefix: str, arrays: dict):

@@ -9,14 +9,74 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
 
 import scratchnet.data as D
 from scratchnet import plots
 from scratchnet.checkpoint import CheckpointError, load_model
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import DatasetError, DeviceError
-from scratchnet.train import Evaluation, evaluate
+from scratchnet.layers import SoftmaxCrossEntropy
+from scratchnet.layers.loss import topk_correct
+
+
+@dataclass
+class Evaluation:
+    """Metrics of a model on a dataset. ``confusion[i, j]``: images of class i predicted as j."""
+
+    loss: float
+    accuracy: float
+    top5: float
+    images: int
+    confusion: np.ndarray | None = None
+
+    def per_class_accuracy(self) -> np.ndarray:
+        if self.confusion is None:
+            raise ValueError("evaluate(..., confusion=True) is needed for per-class accuracy")
+        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
+
+
+def evaluate(
+    model,
+    dataset: D.Dataset,
+    *,
+    transform: Callable | None = None,
+    batch_size: int = 256,
+    confusion: bool = False,
+    progress: bool = False,
+) -> Evaluation:
+    """Loss, top-1 and top-5 accuracy of ``model`` on ``dataset`` (``training=False``: no dropout).
+
+    ``transform``: the training run's normalization (``Data.eval_transform``); ``confusion=True`` also
+    counts the confusion matrix, which copies each batch's logits to the host.
+    """
+    device, dtype = model.device, model.dtype
+    loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
+    loader = D.DataLoader(dataset, batch_size, shuffle=False, transform=transform)
+    num_classes = dataset.num_classes
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
+    ks = (1, 5) if num_classes > 5 else (1,)  # with 5 classes or fewer, top-5 is always right
+    seen, loss_sum, correct = 0, 0.0, {1: 0, 5: 0}
+    for images, labels in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        x = device.array(images, dtype=dtype)
+        y = device.array(labels)
+        logits = model.forward(x, training=False)  # (B, classes)
+        loss_sum += loss_fn.forward(logits, y) * len(labels)
+        for k, n in topk_correct(logits, y, ks=ks, device=device).items():
+            correct[k] += n
+        if counts is not None:
+            predicted = device.to_host(logits).argmax(axis=1)
+            counts += plots.confusion_matrix(labels, predicted, num_classes)
+        seen += len(labels)
+    if seen == 0:
+        raise ValueError(f"cannot evaluate on an empty dataset ({dataset!r})")
+    top5 = correct[5] / seen if 5 in ks else 1.0
+    return Evaluation(loss_sum / seen, correct[1] / seen, top5, seen, counts)
 
 
 def evaluate_checkpoint(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scratchnet._paths import atomic_write
 from scratchnet.device import Device
 from scratchnet.models import TORCHVISION_NAMES, AlexNet, Sequential
 
@@ -32,7 +33,6 @@ TORCHVISION_ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5b
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, for images in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-FEATURE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 CLASSIFIER_LAYERS = ("fc6", "fc7", "fc8")
 
 
@@ -162,7 +162,8 @@ def load_torchvision_alexnet(
 
 def convert_to_npz(src: str | Path, dst: str | Path) -> None:
     """Save the arrays of a ``.pth`` state_dict as ``.npz`` (same keys), readable without PyTorch."""
-    np.savez(dst, **read_state_dict(src))
+    arrays = read_state_dict(src)
+    atomic_write(dst, lambda f: np.savez(f, **arrays))
 
 
 if __name__ == "__main__":

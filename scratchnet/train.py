@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -44,9 +45,11 @@ import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
 from scratchnet import plots
+from scratchnet._paths import atomic_write_text
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from scratchnet.device import DEVICE_NAMES, Device, get_device
 from scratchnet.errors import DatasetError, DeviceError
+from scratchnet.evaluate import Evaluation, evaluate
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
@@ -130,22 +133,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-
-
-@dataclass
-class Evaluation:
-    """Metrics of a model on a dataset. ``confusion[i, j]``: images of class i predicted as j."""
-
-    loss: float
-    accuracy: float
-    top5: float
-    images: int
-    confusion: np.ndarray | None = None
-
-    def per_class_accuracy(self) -> np.ndarray:
-        if self.confusion is None:
-            raise ValueError("evaluate(..., confusion=True) is needed for per-class accuracy")
-        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
 
 
 @dataclass
@@ -279,16 +266,17 @@ def dropout_layers(model) -> dict:
     return {name: layer for name, layer in model.layers.items() if hasattr(layer, "rng_calls")}
 
 
-# --- one epoch, and evaluation -----------------------------------------------------------------------
+# --- one epoch ---------------------------------------------------------------------------------------
 def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epoch: int, progress: bool):
     """One pass over ``loader``; returns {"loss", "accuracy", "images_per_second"} (means over images).
 
-    Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite.
+    Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite, or when an update leaves a
+    parameter that is not finite (checked after every update, the epoch's last one included).
     """
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
-    # A diverging run overflows inside the layers; the finite-loss check below reports it in plain words,
+    # A diverging run overflows inside the layers; the finiteness checks below report it in plain words,
     # so NumPy's overflow warnings would only be noise.
     with bar, np.errstate(over="ignore", invalid="ignore"):
         for batch, (images, labels) in enumerate(loader, start=1):
@@ -300,6 +288,8 @@ def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epo
                 raise TrainingDiverged(f"the loss is {loss} in epoch {epoch}, batch {batch}")
             model.backward(loss_fn.backward())
             optimizer.step()
+            if not parameters_finite(model):
+                raise TrainingDiverged(f"the update of epoch {epoch}, batch {batch} made a parameter NaN/inf")
             correct += topk_correct(logits, y, ks=(1,), device=device)[1]
             seen += len(labels)
             loss_sum += loss * len(labels)
@@ -310,51 +300,60 @@ def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epo
     return {"loss": loss_sum / seen, "accuracy": correct / seen, "images_per_second": seen / seconds}
 
 
-def evaluate(
-    model,
-    dataset: D.Dataset,
-    *,
-    transform: Callable | None = None,
-    batch_size: int = 256,
-    confusion: bool = False,
-    progress: bool = False,
-) -> Evaluation:
-    """Loss, top-1 and top-5 accuracy of ``model`` on ``dataset`` (``training=False``: no dropout).
-
-    ``transform``: the training run's normalization (``Data.eval_transform``); ``confusion=True`` also
-    counts the confusion matrix, which copies each batch's logits to the host.
-    """
-    device, dtype = model.device, model.dtype
-    loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
-    loader = D.DataLoader(dataset, batch_size, shuffle=False, transform=transform)
-    num_classes = dataset.num_classes
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
-    ks = (1, 5) if num_classes > 5 else (1,)  # with 5 classes or fewer, top-5 is always right
-    seen, loss_sum, correct = 0, 0.0, {1: 0, 5: 0}
-    for images, labels in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        x = device.array(images, dtype=dtype)
-        y = device.array(labels)
-        logits = model.forward(x, training=False)  # (B, classes)
-        loss_sum += loss_fn.forward(logits, y) * len(labels)
-        for k, n in topk_correct(logits, y, ks=ks, device=device).items():
-            correct[k] += n
-        if counts is not None:
-            predicted = device.to_host(logits).argmax(axis=1)
-            counts += plots.confusion_matrix(labels, predicted, num_classes)
-        seen += len(labels)
-    if seen == 0:
-        raise ValueError(f"cannot evaluate on an empty dataset ({dataset!r})")
-    top5 = correct[5] / seen if 5 in ks else 1.0
-    return Evaluation(loss_sum / seen, correct[1] / seen, top5, seen, counts)
+def parameters_finite(model) -> bool:
+    """Whether every parameter is finite; one scalar comes back to the host whatever the device."""
+    flags = [abs(p).max() if p.size else 0.0 for p in model.params.values()]  # a NaN or inf survives max
+    return math.isfinite(float(sum(flags)))
 
 
-# --- the run -----------------------------------------------------------------------------------------
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Train (or, with ``config.resume``, continue) the run described by ``config``; test; return the result.
+# --- the run: prepare, fit, finish -------------------------------------------------------------------
+@dataclass
+class Run:
+    """A run in progress: what :func:`prepare` builds, :func:`fit` advances and :func:`finish` tests."""
 
-    Per-epoch lines go to ``log``. Raises :class:`TrainingDiverged` on a NaN/inf loss (the last good
-    checkpoint stays in the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
-    """
+    config: TrainConfig
+    device: Device
+    dtype: np.dtype
+    data: Data
+    model: object
+    optimizer: O.SGD
+    scheduler: object | None
+    loss_fn: SoftmaxCrossEntropy
+    loader: D.DataLoader
+    run_dir: Path | None
+    start: float  # time.perf_counter() when the run began
+    history: list[dict] = field(default_factory=list)  # one record per epoch, as in metrics.jsonl
+    best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}
+    bad_epochs: int = 0  # epochs in a row without a better validation accuracy
+    first_epoch: int = 1
+    saved_epoch: int = 0  # the epoch last.npz holds (0: none written by this run)
+    stop_reason: str | None = None  # why fit() stopped before config.epochs, if it did
+
+
+class StopCondition(Protocol):
+    """Decides after each epoch whether to stop: returns the reason (logged) or None to go on."""
+
+    def __call__(self, run: Run, record: dict) -> str | None: ...
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs in a row without a better validation accuracy."""
+
+    patience: int
+
+    def __call__(self, run: Run, record: dict) -> str | None:
+        if run.bad_epochs < self.patience:
+            return None
+        where = f"; its weights are in {run.run_dir / BEST}" if run.run_dir is not None else ""
+        return (
+            f"early stopping: no better validation accuracy for {run.bad_epochs} epochs "
+            f"(best {run.best['value']:.4f} after epoch {run.best['epoch']}{where}); testing the last weights"
+        )
+
+
+def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
+    """Everything a run needs before its first epoch: device, data, model, SGD, run folder, resumed state."""
     start = time.perf_counter()
     device = get_device(config.device)  # an unusable device fails here, before any work
     dtype = np.dtype(config.dtype)
@@ -362,17 +361,33 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     data = load_data(config)
     model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None)
     optimizer, scheduler = make_optimizer(config, model)
-    loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
-    run_dir = Path(config.out) if config.out else None
-
-    history: list[dict] = []
-    best = {"metric": "val_accuracy" if data.val is not None else "train_accuracy", "value": -1.0, "epoch": 0}
-    bad_epochs = 0  # epochs in a row without a better validation accuracy
-    first_epoch = 1
+    loader = D.DataLoader(
+        data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
+    )
+    run = Run(
+        config=config,
+        device=device,
+        dtype=dtype,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=SoftmaxCrossEntropy(device=device, dtype=dtype),
+        loader=loader,
+        run_dir=Path(config.out) if config.out else None,
+        start=start,
+        best={
+            "metric": "val_accuracy" if data.val is not None else "train_accuracy",
+            "value": -1.0,
+            "epoch": 0,
+        },
+    )
     if resumed is not None:
         _restore(resumed, model, optimizer, scheduler)
-        history, best, bad_epochs = resumed.meta["history"], resumed.meta["best"], resumed.meta["bad_epochs"]
-        first_epoch = resumed.meta["epoch"] + 1
+        run.history, run.best = resumed.meta["history"], resumed.meta["best"]
+        run.bad_epochs = resumed.meta["bad_epochs"]
+        run.saved_epoch = resumed.meta["epoch"]
+        run.first_epoch = run.saved_epoch + 1
         log(f"resuming from {resumed.path} after epoch {resumed.meta['epoch']}")
 
     val_text = f", {len(data.val)} validation" if data.val is not None else ""
@@ -380,87 +395,104 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         f"{config.model} on {config.dataset}: {len(data.train)} training{val_text}, {len(data.test)} test "
         f"images of shape {data.shape}, {len(data.classes)} classes; device {device.name}, {dtype}"
     )
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", dataclasses.asdict(config))
-        log(f"run folder: {run_dir}")
+    if run.run_dir is not None:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(run.run_dir / "config.json", dataclasses.asdict(config))
+        log(f"run folder: {run.run_dir}")
+    return run
 
-    loader = D.DataLoader(
-        data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
-    )
+
+def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] = print) -> Run:
+    """Train epochs ``run.first_epoch .. config.epochs``, or until ``stop`` gives a reason; returns ``run``.
+
+    After each epoch: validate, step the schedule, log, write best.npz (when better), last.npz and
+    metrics.jsonl, then ask ``stop``. Raises :class:`TrainingDiverged` (the last good checkpoint stays in
+    the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
+    """
+    config, data, model, optimizer = run.config, run.data, run.model, run.optimizer
     show_bar = config.progress and sys.stderr.isatty()
-    saved_epoch = epoch = first_epoch - 1  # the epoch last.npz holds (0: none yet)
-    stopped_early = False
+    epoch = run.first_epoch
     try:
-        for epoch in range(first_epoch, config.epochs + 1):
+        for epoch in range(run.first_epoch, config.epochs + 1):
             lr = optimizer.lr
-            loader.set_epoch(epoch)
-            fit = train_epoch(
-                model, loader, loss_fn, optimizer, device, dtype, epoch=epoch, progress=show_bar
+            run.loader.set_epoch(epoch)
+            fitted = train_epoch(
+                model,
+                run.loader,
+                run.loss_fn,
+                optimizer,
+                run.device,
+                run.dtype,
+                epoch=epoch,
+                progress=show_bar,
             )
             record = {
                 "epoch": epoch,
                 "lr": lr,
-                "train_loss": fit["loss"],
-                "train_accuracy": fit["accuracy"],
-                "images_per_second": fit["images_per_second"],
+                "train_loss": fitted["loss"],
+                "train_accuracy": fitted["accuracy"],
+                "images_per_second": fitted["images_per_second"],
             }
             if data.val is not None:
                 val = evaluate(model, data.val, transform=data.eval_transform, batch_size=config.batch_size)
                 record.update(val_loss=val.loss, val_accuracy=val.accuracy, val_top5=val.top5)
-            history.append(record)
-            if scheduler is not None:
-                scheduler.step()
-
-            improved = record[best["metric"]] > best["value"]
+            run.history.append(record)
+            if run.scheduler is not None:
+                run.scheduler.step()
+            improved = record[run.best["metric"]] > run.best["value"]
             if improved:
-                best = {"metric": best["metric"], "value": record[best["metric"]], "epoch": epoch}
-            bad_epochs = 0 if improved else bad_epochs + 1
+                run.best = {"metric": run.best["metric"], "value": record[run.best["metric"]], "epoch": epoch}
+            run.bad_epochs = 0 if improved else run.bad_epochs + 1
             log(_epoch_line(record, config.epochs))
-            if run_dir is not None:
-                checkpoint = _checkpoint(
-                    model, optimizer, scheduler, config, data, epoch, history, best, bad_epochs
-                )
-                save_checkpoint(run_dir / LAST, checkpoint)
-                saved_epoch = epoch
-                if improved:
-                    save_checkpoint(run_dir / BEST, checkpoint)
-                _write_metrics(run_dir / "metrics.jsonl", history)
-            if config.early_stopping is not None and bad_epochs >= config.early_stopping:
-                where = f"; its weights are in {run_dir / BEST}" if run_dir is not None else ""
-                log(
-                    f"early stopping: no better validation accuracy for {bad_epochs} epochs "
-                    f"(best {best['value']:.4f} after epoch {best['epoch']}{where}); testing the last weights"
-                )
-                stopped_early = True
+            if run.run_dir is not None:
+                _save_epoch(run, epoch, improved)
+            run.stop_reason = stop(run, record) if stop is not None else None
+            if run.stop_reason is not None:
+                log(run.stop_reason)
                 break
     except TrainingDiverged as e:
         raise TrainingDiverged(
             f"training diverged: {e} (learning rate {optimizer.lr}). Try a smaller --lr (e.g. a tenth). "
-            + _saved_text(run_dir, saved_epoch)
+            + _saved_text(run)
         ) from None
     except KeyboardInterrupt:
-        log(f"\ninterrupted during epoch {epoch}. " + _saved_text(run_dir, saved_epoch))
+        log(f"\ninterrupted during epoch {epoch}. " + _saved_text(run))
         raise
+    return run
 
+
+def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
+    """Test the trained model, draw the run folder's pictures; the run's :class:`TrainResult`."""
+    config, data = run.config, run.data
     test = evaluate(
-        model, data.test, transform=data.eval_transform, batch_size=config.batch_size, confusion=True
+        run.model, data.test, transform=data.eval_transform, batch_size=config.batch_size, confusion=True
     )
     result = TrainResult(
         test_accuracy=test.accuracy,
         test_loss=test.loss,
         test_top5=test.top5,
-        epochs=history[-1]["epoch"] if history else 0,
-        seconds=time.perf_counter() - start,
-        history=history,
-        model=model,
+        epochs=run.history[-1]["epoch"] if run.history else 0,
+        seconds=time.perf_counter() - run.start,
+        history=run.history,
+        model=run.model,
         test=test,
-        run_dir=run_dir,
-        stopped_early=stopped_early,
+        run_dir=run.run_dir,
+        stopped_early=run.stop_reason is not None,
     )
-    if run_dir is not None and config.plots:
-        _write_plots(run_dir, result, data.classes)
+    if run.run_dir is not None and config.plots:
+        _write_plots(run.run_dir, result, data.classes)
     return result
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Train (or, with ``config.resume``, continue) the run described by ``config``; test; return the result.
+
+    Per-epoch lines go to ``log``. Raises :class:`TrainingDiverged` on a NaN/inf loss or parameter (the last
+    good checkpoint stays in the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
+    """
+    run = prepare(config, log)
+    fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
+    return finish(run, log)
 
 
 def resume_config(path: str | Path, **overrides) -> TrainConfig:
@@ -483,23 +515,24 @@ def resume_config(path: str | Path, **overrides) -> TrainConfig:
 
 
 # --- checkpoint and run-folder helpers ---------------------------------------------------------------
-def _checkpoint(model, optimizer, scheduler, config, data, epoch, history, best, bad_epochs) -> Checkpoint:
+def _checkpoint(run: Run, epoch: int) -> Checkpoint:
+    model, data = run.model, run.data
     meta = {
         "epoch": epoch,
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(run.config),
         "model_config": model.config,
         "classes": data.classes,
         "input_shape": list(data.shape),
         "normalization": {"mean": data.mean, "std": data.std},
         "dropout_rng_calls": {name: layer.rng_calls for name, layer in dropout_layers(model).items()},
-        "history": history,
-        "best": best,
-        "bad_epochs": bad_epochs,
+        "history": run.history,
+        "best": run.best,
+        "bad_epochs": run.bad_epochs,
     }
     return Checkpoint(
         params=model.state_dict(),
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict() if run.scheduler is not None else None,
         meta=meta,
     )
 
@@ -519,14 +552,24 @@ def _restore(checkpoint: Checkpoint, model, optimizer, scheduler) -> None:
         layer.rng_calls = checkpoint.meta["dropout_rng_calls"][name]
 
 
-def _saved_text(run_dir: Path | None, saved_epoch: int) -> str:
-    if run_dir is None:
+def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
+    """Write the end of ``epoch`` into the run folder: best.npz (when better), last.npz, metrics.jsonl."""
+    checkpoint = _checkpoint(run, epoch)
+    if improved:
+        save_checkpoint(run.run_dir / BEST, checkpoint)
+    save_checkpoint(run.run_dir / LAST, checkpoint)
+    run.saved_epoch = epoch
+    _write_metrics(run.run_dir / "metrics.jsonl", run.history)
+
+
+def _saved_text(run: Run) -> str:
+    if run.run_dir is None:
         return "Nothing was saved (no run folder: give --out DIR to keep checkpoints)."
-    if saved_epoch == 0:
+    if run.saved_epoch == 0:
         return "No epoch had finished, so there is no checkpoint to resume from."
     return (
-        f"The last good checkpoint (end of epoch {saved_epoch}) is {run_dir / LAST}; continue with: "
-        f"python -m scratchnet.train --resume {run_dir}"
+        f"The last good checkpoint (end of epoch {run.saved_epoch}) is {run.run_dir / LAST}; continue with: "
+        f"python -m scratchnet.train --resume {run.run_dir}"
     )
 
 
@@ -541,12 +584,12 @@ def _epoch_line(record: dict, epochs: int) -> str:
 
 
 def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
     # Rewritten whole from the history (which checkpoints carry), so a resumed run never duplicates lines.
-    path.write_text("".join(json.dumps(record) + "\n" for record in history))
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in history))
 
 
 def _write_plots(run_dir: Path, result: TrainResult, classes: list[str]) -> None:

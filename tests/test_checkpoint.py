@@ -6,6 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from scratchnet import _paths
 from scratchnet import checkpoint as ck
 from scratchnet.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
@@ -94,7 +95,7 @@ def test_an_interrupted_write_leaves_the_previous_checkpoint_whole(tmp_path, mon
         def broken_replace(src, dst):
             raise OSError("disk gone")
 
-        monkeypatch.setattr(ck.os, "replace", broken_replace)
+        monkeypatch.setattr(_paths.os, "replace", broken_replace)
 
     with pytest.raises((KeyboardInterrupt, OSError)):
         save_checkpoint(path, make_checkpoint(5.0))

@@ -13,6 +13,7 @@ import scratchnet.train as T
 from scratchnet import get_device
 from scratchnet.checkpoint import load_checkpoint
 from scratchnet.errors import DeviceError
+from scratchnet.evaluate import evaluate
 
 
 def tiny(tmp_path=None, **overrides) -> T.TrainConfig:
@@ -223,7 +224,7 @@ def test_freeze_trains_only_the_classifier():
 def test_evaluate_counts_per_class():
     result = quiet(tiny())
     data = T.load_data(tiny())
-    ev = T.evaluate(result.model, data.test, transform=data.eval_transform, batch_size=17, confusion=True)
+    ev = evaluate(result.model, data.test, transform=data.eval_transform, batch_size=17, confusion=True)
     assert ev.images == 64 and ev.accuracy == result.test_accuracy
     np.testing.assert_allclose(ev.loss, result.test_loss, rtol=1e-5)  # batch size only changes rounding
     per_class = ev.per_class_accuracy()
