@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,9 @@ class World:
     def allreduce_(self, flat) -> None:
         """Sum ``flat`` (a 1-D array on the model's device) over the ranks, in place."""
 
-    def abort(self, code: int) -> None:
-        """Stop every rank (a failed rank must not leave the others waiting in a collective)."""
-        raise SystemExit(code)
+    def on_root(self, action: Callable[[], object]) -> None:
+        """Run ``action`` (file writing) on rank 0 only; an error there is raised on every rank."""
+        action()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
@@ -90,6 +91,7 @@ class MpiWorld(World):
         self.comm = MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._nccl = _nccl_communicator(self) if device_name == "gpu" else None
+        self._blas_limit = limit_blas_threads(self)  # for the life of the process
 
     def sum(self, values) -> np.ndarray:
         buffer = np.array(values, dtype=np.float64)
@@ -102,7 +104,20 @@ class MpiWorld(World):
         else:
             self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
 
+    def on_root(self, action: Callable[[], object]) -> None:
+        # Every rank learns whether rank 0 failed, and fails alike: none waits forever in a later collective.
+        error = None
+        if self.is_root:
+            try:
+                action()
+            except Exception as e:
+                error = e
+        error = self.comm.bcast(error, root=0)
+        if error is not None:
+            raise error
+
     def abort(self, code: int) -> None:
+        """Stop every rank at once (an unexpected error on one rank, which the others cannot know about)."""
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(code)
@@ -190,11 +205,15 @@ def blas_threads(world: World, cores: int | None = None) -> int:
 
 
 def limit_blas_threads(world: World):
-    """Limit BLAS/OpenMP threads of this rank (returns the threadpoolctl limiter; keep it alive)."""
+    """Limit this rank's BLAS/OpenMP threads; returns the threadpoolctl limiter (None for one process)."""
     if world.size == 1:
         return None
-    from threadpoolctl import threadpool_limits
-
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as e:
+        raise ParallelError(
+            f"data parallelism needs threadpoolctl ({e}). Install it with: {MPI_HINT}"
+        ) from None
     return threadpool_limits(blas_threads(world))
 
 

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import json
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +46,7 @@ from tqdm import tqdm
 import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
-from scratchnet import plots
+from scratchnet import parallel, plots
 from scratchnet._paths import atomic_write_text
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from scratchnet.device import DEVICE_NAMES, Device, get_device
@@ -267,12 +269,30 @@ def dropout_layers(model) -> dict:
 
 
 # --- one epoch ---------------------------------------------------------------------------------------
-def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epoch: int, progress: bool):
+def train_epoch(
+    model,
+    loader,
+    loss_fn,
+    optimizer,
+    device: Device,
+    dtype,
+    *,
+    epoch: int,
+    progress: bool,
+    world: parallel.World | None = None,
+):
     """One pass over ``loader``; returns {"loss", "accuracy", "images_per_second"} (means over images).
+
+    With several processes (``world``) every rank builds the whole batch (so augmentation draws are the
+    ones one process makes), computes the forward and backward of its shard only, and one allreduce
+    gives every rank the whole batch's gradient before the same SGD step (see :mod:`scratchnet.parallel`).
 
     Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite, or when an update leaves a
     parameter that is not finite (checked after every update, the epoch's last one included).
     """
+    world = world or parallel.World()
+    allreduce = parallel.GradientAllreduce(model, world) if world.size > 1 else None
+    stochastic = dropout_layers(model).values()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
@@ -280,17 +300,26 @@ def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epo
     # so NumPy's overflow warnings would only be noise.
     with bar, np.errstate(over="ignore", invalid="ignore"):
         for batch, (images, labels) in enumerate(loader, start=1):
-            x = device.array(images, dtype=dtype)  # (B, C, H, W)
-            y = device.array(labels)  # (B,) int64
-            logits = model.forward(x, training=True)  # (B, classes)
-            loss = loss_fn.forward(logits, y)
+            shard = world.shard(len(labels))  # this rank's examples of the batch (all of them alone)
+            for layer in stochastic:
+                layer.first_example = shard.start  # dropout masks follow the example, not the rank
+            x = device.array(images[shard], dtype=dtype)  # (B / N, C, H, W)
+            y = device.array(labels[shard])  # (B / N,) int64
+            logits = model.forward(x, training=True)  # (B / N, classes)
+            loss = loss_fn.forward(logits, y) if len(y) else 0.0
+            if len(y):
+                model.backward(loss_fn.backward())
+            shard_correct = topk_correct(logits, y, ks=(1,), device=device)[1] if len(y) else 0
+            if allreduce is not None:
+                allreduce(len(y), len(labels))
+                loss_total, shard_correct = world.sum([loss * len(y), shard_correct])
+                loss = float(loss_total) / len(labels)
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"the loss is {loss} in epoch {epoch}, batch {batch}")
-            model.backward(loss_fn.backward())
             optimizer.step()
             if not parameters_finite(model):
                 raise TrainingDiverged(f"the update of epoch {epoch}, batch {batch} made a parameter NaN/inf")
-            correct += topk_correct(logits, y, ks=(1,), device=device)[1]
+            correct += int(shard_correct)
             seen += len(labels)
             loss_sum += loss * len(labels)
             rate = seen / max(time.perf_counter() - start, 1e-9)
@@ -322,6 +351,7 @@ class Run:
     loader: D.DataLoader
     run_dir: Path | None
     start: float  # time.perf_counter() when the run began
+    world: parallel.World  # the processes sharing each batch (one, unless started by mpiexec)
     history: list[dict] = field(default_factory=list)  # one record per epoch, as in metrics.jsonl
     best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}
     bad_epochs: int = 0  # epochs in a row without a better validation accuracy
@@ -355,6 +385,7 @@ class EarlyStopping:
 def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     """Everything a run needs before its first epoch: device, data, model, SGD, run folder, resumed state."""
     start = time.perf_counter()
+    world = parallel.world(config.device)
     device = get_device(config.device)  # an unusable device fails here, before any work
     dtype = np.dtype(config.dtype)
     resumed = load_checkpoint(config.resume) if config.resume else None
@@ -376,6 +407,7 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         loader=loader,
         run_dir=Path(config.out) if config.out else None,
         start=start,
+        world=world,
         best={
             "metric": "val_accuracy" if data.val is not None else "train_accuracy",
             "value": -1.0,
@@ -395,11 +427,17 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         f"{config.model} on {config.dataset}: {len(data.train)} training{val_text}, {len(data.test)} test "
         f"images of shape {data.shape}, {len(data.classes)} classes; device {device.name}, {dtype}"
     )
+    if world.size > 1:
+        log(f"data parallel: {world.size} processes, {parallel.blas_threads(world)} BLAS thread(s) each")
     if run.run_dir is not None:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run.run_dir / "config.json", dataclasses.asdict(config))
+        world.on_root(lambda: _start_run_folder(run))
         log(f"run folder: {run.run_dir}")
     return run
+
+
+def _start_run_folder(run: Run) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run.run_dir / "config.json", dataclasses.asdict(run.config))
 
 
 def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] = print) -> Run:
@@ -425,6 +463,7 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
                 run.dtype,
                 epoch=epoch,
                 progress=show_bar,
+                world=run.world,
             )
             record = {
                 "epoch": epoch,
@@ -434,7 +473,13 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
                 "images_per_second": fitted["images_per_second"],
             }
             if data.val is not None:
-                val = evaluate(model, data.val, transform=data.eval_transform, batch_size=config.batch_size)
+                val = evaluate(
+                    model,
+                    data.val,
+                    transform=data.eval_transform,
+                    batch_size=config.batch_size,
+                    world=run.world,
+                )
                 record.update(val_loss=val.loss, val_accuracy=val.accuracy, val_top5=val.top5)
             run.history.append(record)
             if run.scheduler is not None:
@@ -445,7 +490,7 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
             run.bad_epochs = 0 if improved else run.bad_epochs + 1
             log(_epoch_line(record, config.epochs))
             if run.run_dir is not None:
-                _save_epoch(run, epoch, improved)
+                run.world.on_root(functools.partial(_save_epoch, run, epoch, improved))
             run.stop_reason = stop(run, record) if stop is not None else None
             if run.stop_reason is not None:
                 log(run.stop_reason)
@@ -465,7 +510,12 @@ def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
     """Test the trained model, draw the run folder's pictures; the run's :class:`TrainResult`."""
     config, data = run.config, run.data
     test = evaluate(
-        run.model, data.test, transform=data.eval_transform, batch_size=config.batch_size, confusion=True
+        run.model,
+        data.test,
+        transform=data.eval_transform,
+        batch_size=config.batch_size,
+        confusion=True,
+        world=run.world,
     )
     result = TrainResult(
         test_accuracy=test.accuracy,
@@ -480,7 +530,7 @@ def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
         stopped_early=run.stop_reason is not None,
     )
     if run.run_dir is not None and config.plots:
-        _write_plots(run.run_dir, result, data.classes)
+        run.world.on_root(lambda: _write_plots(run.run_dir, result, data.classes))
     return result
 
 
@@ -490,9 +540,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     Per-epoch lines go to ``log``. Raises :class:`TrainingDiverged` on a NaN/inf loss or parameter (the last
     good checkpoint stays in the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
     """
+    if not parallel.world(config.device).is_root:
+        log = _silent  # rank 0 alone speaks for a data-parallel run
     run = prepare(config, log)
     fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
     return finish(run, log)
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def resume_config(path: str | Path, **overrides) -> TrainConfig:
@@ -649,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG files of the run folder")
     p.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="data parallelism: train with N processes on this machine (starts mpiexec -n N for you)",
+    )
     return p
 
 
@@ -687,7 +749,41 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.processes is not None:
+        if args.processes < 1:
+            parser.error(f"--processes must be >= 1, got {args.processes}")
+        if args.processes > 1 and not parallel.launched_by_mpi():
+            return _launch_processes(args.processes, argv)
+    try:
+        return _main(args)
+    except Exception:
+        world = parallel.world()
+        if world.size > 1:  # an error on this rank alone: the others would wait for it forever
+            traceback.print_exc()
+            world.abort(1)
+        raise
+
+
+def _launch_processes(processes: int, argv: list[str]) -> int:
+    """``--processes N``: start N ranks of this same command under mpiexec (without the flag)."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg == "--processes":
+            skip = not skip and arg == "--processes"
+            continue
+        if not arg.startswith("--processes="):
+            rest.append(arg)
+    try:
+        return parallel.launch(processes, "scratchnet.train", rest)
+    except parallel.ParallelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as e:  # a bad flag value or combination; CheckpointError is a ValueError too
@@ -695,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = train(config)
-    except (ConfigError, DeviceError, DatasetError, CheckpointError) as e:
+    except (ConfigError, DeviceError, DatasetError, CheckpointError, parallel.ParallelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
@@ -703,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    print(result.final_line())
+    if parallel.world(config.device).is_root:
+        print(result.final_line())
     return 0
 
 
