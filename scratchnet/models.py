@@ -98,17 +98,23 @@ class Sequential:
             first.needs_input_grad = self._input_grad
 
     # --- running ------------------------------------------------------------------------------------
-    def forward(self, x, training: bool = True):
-        """x: (N, C, H, W) on the model's device, in its dtype -> the last layer's output (logits)."""
+    def forward(self, x, training: bool = True, keep_for_backward: bool | None = None):
+        """x: (N, C, H, W) on the model's device, in its dtype -> the last layer's output (logits).
+
+        ``keep_for_backward`` goes to every layer (None: same as ``training``): an evaluation forward keeps
+        nothing for backward unless asked, e.g. ``forward(x, training=False, keep_for_backward=True)`` then
+        ``backward(dlogits)`` with ``input_grad`` on gives a saliency map dL/dx of the evaluation network.
+        """
         if tuple(x.shape) != self._checked_shape:
             self._walk_shapes(tuple(x.shape))  # a clear error now instead of one deep in the math
             self._checked_shape = tuple(x.shape)
         for layer in self.layers.values():
-            x = layer.forward(x, training=training)
+            x = layer.forward(x, training=training, keep_for_backward=keep_for_backward)
         return x
 
     def backward(self, dout):
-        """dL/d(output) -> dL/dx, filling every layer's ``grads`` on the way (call after ``forward``).
+        """dL/d(output) -> dL/dx, filling every layer's ``grads`` on the way (call after a ``forward`` that
+        kept what backward needs: ``training=True`` or ``keep_for_backward=True``).
 
         Returns None unless ``input_grad`` is on.
         """

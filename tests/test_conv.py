@@ -228,7 +228,7 @@ class InputGradientWithoutOverlaps(Conv2D):
 
     def _backward_numpy(self, dy):
         super()._backward_numpy(dy)
-        x, w = self._cache_x, self.params["W"]
+        x, w = self._input_x, self.params["W"]
         (sh, sw), (ph, pw), (kh, kw) = self.stride, self.padding, self.kernel_size
         dxp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw))
         for ho in range(dy.shape[2]):
@@ -239,7 +239,7 @@ class InputGradientWithoutOverlaps(Conv2D):
         return dxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
 
     def _forward_numpy(self, x, training):
-        self._cache_x = x
+        self._input_x = x  # the fast path keeps only its im2col columns; this mutant needs x itself
         return super()._forward_numpy(x, training)
 
 
@@ -358,7 +358,7 @@ def test_sim_layer_takes_numpy_arrays():
 @pytest.mark.parametrize("impl", IMPLS)
 def test_backward_needs_a_training_forward(impl):
     layer = Conv2D(1, 2, 3, impl=impl)
-    with pytest.raises(RuntimeError, match="before forward"):
+    with pytest.raises(RuntimeError, match="Conv2D.backward needs a forward with training=True"):
         layer.backward(np.zeros((1, 2, 3, 3), np.float32))
     layer.forward(np.zeros((1, 1, 5, 5), np.float32), training=False)
     with pytest.raises(RuntimeError, match="training=True"):

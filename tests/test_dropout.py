@@ -46,7 +46,7 @@ def test_gradient(device, p):
 def test_gradcheck_catches_a_backward_without_the_scale():
     class UnscaledMutant(sn.layers.Dropout):
         def _backward_numpy(self, dy):
-            return dy * (self._mask != 0)  # forgets the 1 / (1 - p)
+            return dy * (self._saved().mask != 0)  # forgets the 1 / (1 - p)
 
     x = np.random.default_rng(0).standard_normal((3, 8))
     assert check_layer(UnscaledMutant(0.5, seed=1, dtype=np.float64), x)["x"] > 1e-2
@@ -109,6 +109,10 @@ def test_identity_in_evaluation(device):
     dev = layer.device
     x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
     np.testing.assert_array_equal(dev.to_host(layer.forward(dev.array(x), training=False)), x)
+    with pytest.raises(RuntimeError, match="keep_for_backward=True"):
+        layer.backward(dev.array(2 * x))  # an evaluation forward keeps nothing
+    y = layer.forward(dev.array(x), training=False, keep_for_backward=True)  # a saliency map's forward
+    np.testing.assert_array_equal(dev.to_host(y), x)
     np.testing.assert_array_equal(dev.to_host(layer.backward(dev.array(2 * x))), 2 * x)
     assert layer.rng_calls == 0  # evaluation draws no mask
 

@@ -94,7 +94,7 @@ class InputGradientWithoutTranspose(Linear):
 class WeightGradientTransposed(Linear):
     def _backward_numpy(self, dy):
         dx = super()._backward_numpy(dy)
-        self.grads["W"] = dy.T @ self._x  # (xᵀ dy)ᵀ
+        self.grads["W"] = dy.T @ self._saved().x  # (xᵀ dy)ᵀ
         return dx
 
 
@@ -110,7 +110,7 @@ class WeightGradientKernelWrongTranspose(Linear):
 
     def _backward_kernels(self, dy):
         dx = super()._backward_kernels(dy)
-        self.grads["W"] = gemm(self.device, dy, self._x, transpose_a=True)
+        self.grads["W"] = gemm(self.device, dy, self._saved().x, transpose_a=True)
         return dx
 
 

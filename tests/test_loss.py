@@ -39,8 +39,8 @@ def test_gradient(device, shape):
 
 def test_gradcheck_catches_a_backward_without_the_mean():
     class SumMutant(sn.layers.SoftmaxCrossEntropy):
-        def _backward_numpy(self):
-            return super()._backward_numpy() * self._probs.shape[0]  # forgets the 1/N
+        def _backward_numpy(self, probs, labels):
+            return super()._backward_numpy(probs, labels) * probs.shape[0]  # forgets the 1/N
 
     logits, labels = batch((4, 5))
     assert check_loss(SumMutant(dtype=np.float64), logits, labels)["logits"] > 1e-2
@@ -125,8 +125,14 @@ def test_kernel_devices_need_int64_labels():
 def test_interface():
     loss = sn.layers.SoftmaxCrossEntropy(dtype=np.float64)
     assert loss.params == {} and loss.grads == {} and loss.dtype == np.float64 and loss.device.name == "cpu"
-    with pytest.raises(RuntimeError, match="before forward"):
+    with pytest.raises(RuntimeError, match="SoftmaxCrossEntropy.backward needs a forward"):
         loss.backward()
+    logits, labels = batch((3, 4))
+    loss.forward(logits, labels, keep_for_backward=False)  # an evaluation loss keeps no softmax
+    with pytest.raises(RuntimeError, match="SoftmaxCrossEntropy.backward needs a forward"):
+        loss.backward()
+    loss.forward(logits, labels)
+    assert loss.backward().shape == (3, 4)
 
 
 def reference_topk(logits, labels, k):

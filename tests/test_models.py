@@ -319,3 +319,26 @@ def test_backward_skips_the_input_gradient_unless_asked(device):
     assert model.layers["conv1"].needs_input_grad is False
     model.forward(model.device.array(x))
     assert model.backward(model.device.array(dout)) is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_saliency_map_from_an_evaluation_forward(device):
+    """An evaluation forward keeps nothing (backward is refused) unless ``keep_for_backward=True``; then
+    backward is the exact gradient of the evaluation network (Dropout the identity), a saliency map."""
+    model = tiny_net(device)
+    dev = model.device
+    rng = np.random.default_rng(0)
+    x_host = rng.standard_normal((2, 2, 6, 6))
+    G = rng.standard_normal((2, 4))  # dL/dlogits of f(x) = Σ model(x) ⊙ G
+    model.forward(dev.array(x_host), training=False)
+    with pytest.raises(RuntimeError, match="needs a forward with training=True or keep_for_backward=True"):
+        model.backward(dev.array(G))
+
+    model.forward(dev.array(x_host), training=False, keep_for_backward=True)
+    saliency = dev.to_host(model.backward(dev.array(G)))
+
+    def f(xh):
+        return float(np.sum(dev.to_host(model.forward(dev.array(xh), training=False)) * G))
+
+    assert relative_error(saliency, numerical_gradient(f, x_host.copy())) < TOLERANCE
+    assert model.layers["drop"].rng_calls == 0  # evaluation draws no dropout mask

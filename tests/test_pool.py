@@ -66,7 +66,7 @@ def test_naive_and_fast_agree_exactly(config, make_input):
     y = naive.forward(x)
     dy = np.random.default_rng(1).standard_normal(y.shape)
     np.testing.assert_array_equal(fast.forward(x), y)
-    np.testing.assert_array_equal(fast._argmax, naive._argmax)
+    np.testing.assert_array_equal(fast._saved().argmax, naive._saved().argmax)
     np.testing.assert_array_equal(fast.backward(dy), naive.backward(dy))
 
 
@@ -100,10 +100,11 @@ def test_gradcheck_catches_overwriting_instead_of_accumulating():
 
     class OverwriteMutant(sn.layers.MaxPool2D):
         def _backward_numpy(self, dy):
-            dx = np.zeros(self._input_shape, dtype=dy.dtype)
+            saved = self._saved()
+            dx = np.zeros(saved.input_shape, dtype=dy.dtype)
             kw, (sh, sw) = self.kernel_size[1], self.stride
             for n, c, oh, ow in np.ndindex(dy.shape):
-                di, dj = divmod(int(self._argmax[n, c, oh, ow]), kw)
+                di, dj = divmod(int(saved.argmax[n, c, oh, ow]), kw)
                 dx[n, c, oh * sh + di, ow * sw + dj] = dy[n, c, oh, ow]  # the bug: = instead of +=
             return dx
 

@@ -23,32 +23,28 @@ from scratchnet.layers.base import Layer
 class ReLU(Layer):
     """``y = max(x, 0)`` element-wise; input and output of any shape."""
 
-    def __init__(self, *, device="cpu", dtype=np.float32):
-        super().__init__(device=device, dtype=dtype)
-        self._y = None  # the forward output, for backward
-
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
         y = np.maximum(x, 0)
-        self._y = y
+        self._save_for_backward(y=y)
         return y
 
     def _backward_numpy(self, dy):
-        return dy * (self._y > 0)
+        return dy * (self._saved().y > 0)
 
     # --- gpu and sim: kernels/relu.cu ------------------------------------------------------------
     def _forward_kernels(self, x, training):
         y = self.device.empty(x.shape, self.dtype)
         self.device.kernel("relu.cu", "relu_forward", self.dtype).launch_1d(x.size, (x, y, x.size))
-        self._y = y
+        self._save_for_backward(y=y)
         return y
 
     def _backward_kernels(self, dy):
         dx = self.device.empty(dy.shape, self.dtype)
         self.device.kernel("relu.cu", "relu_backward", self.dtype).launch_1d(
-            dy.size, (self._y, dy, dx, dy.size)
+            dy.size, (self._saved().y, dy, dx, dy.size)
         )
         return dx

@@ -1,4 +1,5 @@
-"""What every layer shares: parameters and gradients, its device and dtype, input checks, and dispatch.
+"""What every layer shares: parameters and gradients, its device and dtype, input checks, dispatch, and the
+backward cache.
 
 A layer subclass writes four methods, side by side in its own file (as Chainer does):
 
@@ -7,11 +8,13 @@ A layer subclass writes four methods, side by side in its own file (as Chainer d
   ``kernels/*.cu``, used on ``gpu`` and ``sim`` (arrays from ``self.device``; no NumPy math on them).
 
 :meth:`Layer.forward` checks the input first, so a wrong shape or dtype is a clear ``ValueError`` naming
-what was expected, never a traceback from deep inside the math. ``backward`` must be called after a
-``forward`` with ``training=True``; it returns dL/dx and *overwrites* ``self.grads``.
+what was expected, never a traceback from deep inside the math. ``backward`` returns dL/dx and
+*overwrites* ``self.grads``; it needs a forward that kept what it needs (see :class:`Layer`).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -47,8 +50,64 @@ def int_pair(value, name: str, minimum: int, who: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-class Layer:
-    """Base class. ``params``/``grads``: dicts of arrays on ``self.device`` (empty without parameters)."""
+class BackwardCache:
+    """The backward-cache protocol, shared by :class:`Layer` and the loss (cf. CS231n's ``return out, cache``
+    and Chainer's ``retain_inputs``): a forward *saves* what its backward needs, the backward *reads* it.
+
+    ::
+
+        def _forward_numpy(self, x, training):
+            y = np.maximum(x, 0)
+            self._save_for_backward(y=y)       # kept only when the forward was asked to keep
+            return y
+
+        def _backward_numpy(self, dy):
+            y = self._saved().y                # RuntimeError if nothing was kept
+            return dy * (y > 0)                # dL/dx = dL/dy · [y > 0]
+    """
+
+    _keep = False  # whether the running forward keeps what backward needs
+    _saved_arrays: SimpleNamespace | None = None  # what the last forward kept (None: nothing)
+
+    def _start_forward(self, keep: bool) -> None:
+        """Before each forward: forget the previous forward's arrays; say whether to keep new ones."""
+        self._keep = bool(keep)
+        self._saved_arrays = None
+
+    def _save_for_backward(self, **arrays) -> None:
+        """Keep ``arrays`` (by name) for backward, if this forward keeps anything; otherwise drop them."""
+        if self._keep:
+            self._saved_arrays = SimpleNamespace(**arrays)
+
+    def _saved(self) -> SimpleNamespace:
+        """What the last forward kept, as attributes (``self._saved().x``); a clear error if nothing."""
+        if self._saved_arrays is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward needs a forward with training=True or "
+                f"keep_for_backward=True first (an evaluation forward keeps nothing, to save memory)"
+            )
+        return self._saved_arrays
+
+
+class Layer(BackwardCache):
+    """Base class. ``params``/``grads``: dicts of arrays on ``self.device`` (empty without parameters).
+
+    The backward cache. ``forward(x, training=True, keep_for_backward=None)`` computes y = layer(x); the
+    backward needs some of the forward's arrays again (ReLU its y, Linear its x, max-pool where each maximum
+    was), so the forward may *keep* them::
+
+        keep = training if keep_for_backward is None else keep_for_backward
+        y    = forward(x)             subclass calls self._save_for_backward(name=array, ...)
+        dx   = backward(dy)           subclass reads  self._saved().name; refused unless keep was true
+
+    * training (``training=True``): keep, as training always runs backward next;
+    * evaluation (``training=False``): keep nothing (no memory held for a backward that never comes), and
+      ``backward`` raises "backward needs a forward with training=True or keep_for_backward=True";
+    * evaluation with ``keep_for_backward=True``: the evaluation forward (Dropout is the identity) and its
+      exact backward (Dropout's backward is the identity too), e.g. for a saliency map dL/dx of a trained net.
+
+    Each forward forgets what the previous one kept, so a backward always belongs to the latest forward.
+    """
 
     def __init__(self, *, device: str | Device = "cpu", dtype=np.float32):
         self.device = get_device(device)
@@ -58,10 +117,14 @@ class Layer:
         self._out_shape: tuple | None = None  # shape of the last forward output, to check dy
 
     # --- the public API -------------------------------------------------------------------------
-    def forward(self, x, training: bool = True):
-        """``x`` on this layer's device, in its dtype; returns the output (see the subclass docstring)."""
+    def forward(self, x, training: bool = True, keep_for_backward: bool | None = None):
+        """``x`` on this layer's device, in its dtype; returns the output (see the subclass docstring).
+
+        ``keep_for_backward``: keep what ``backward`` needs; None means "same as ``training``".
+        """
         self._check_array(x, "x")
         self.check_input_shape(tuple(x.shape))
+        self._start_forward(training if keep_for_backward is None else keep_for_backward)
         fwd = self._forward_kernels if self.device.uses_kernels else self._forward_numpy
         y = fwd(x, training)
         self._out_shape = tuple(y.shape)
@@ -69,8 +132,7 @@ class Layer:
 
     def backward(self, dy):
         """dL/dy -> dL/dx; fills ``self.grads`` with dL/dparam (same keys and shapes as ``params``)."""
-        if self._out_shape is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        self._saved()  # refuse now if the last forward kept nothing
         self._check_array(dy, "dy")
         if tuple(dy.shape) != self._out_shape:
             raise ValueError(
@@ -96,6 +158,7 @@ class Layer:
                 store[k] = new.array(self.device.to_host(v), dtype=dtype)
         self.device, self.dtype = new, dtype
         self._out_shape = None
+        self._saved_arrays = None  # arrays of the old device
         return self
 
     def num_params(self) -> int:

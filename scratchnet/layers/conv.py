@@ -255,7 +255,6 @@ class Conv2D(Layer):
         w = rng.standard_normal((out_channels, in_channels // groups, kh, kw)) * np.sqrt(2 / fan_in)
         self._set_param("W", w)
         self._set_param("b", np.zeros(out_channels))
-        self._cache = None  # what backward needs from the last training forward
         # Set to False on a network's first layer, whose dL/dx nobody reads: backward then skips computing
         # it (about a third of the backward's work) and returns None.
         self.needs_input_grad = True
@@ -288,29 +287,25 @@ class Conv2D(Layer):
             text += f", impl={self.impl!r}"
         return text
 
-    def _saved(self):
-        if self._cache is None:
-            raise RuntimeError("Conv2D.backward needs a forward with training=True first")
-        return self._cache
-
     # --- cpu: NumPy ----------------------------------------------------------------------------------
+    # Saved for backward: ``x`` (naive), or the im2col ``cache`` (fast).
     def _forward_numpy(self, x, training):
         conv = dict(stride=self.stride, padding=self.padding, groups=self.groups)
         w, b = self.params["W"], self.params["b"]
         if self.impl == "naive":
-            y, cache = conv2d_forward_naive(x, w, b, **conv), x
-        else:
-            y, cache = conv2d_forward_fast(x, w, b, **conv)
-        self._cache = cache if training else None
+            self._save_for_backward(x=x)
+            return conv2d_forward_naive(x, w, b, **conv)
+        y, cache = conv2d_forward_fast(x, w, b, **conv)
+        self._save_for_backward(cache=cache)
         return y
 
     def _backward_numpy(self, dy):
         conv = dict(stride=self.stride, padding=self.padding, groups=self.groups)
-        w = self.params["W"]
+        w, saved = self.params["W"], self._saved()
         if self.impl == "naive":
-            dx, dw, db = conv2d_backward_naive(dy, self._saved(), w, **conv)
+            dx, dw, db = conv2d_backward_naive(dy, saved.x, w, **conv)
         else:
-            dx, dw, db = conv2d_backward_fast(dy, self._saved(), w, **conv, input_grad=self.needs_input_grad)
+            dx, dw, db = conv2d_backward_fast(dy, saved.cache, w, **conv, input_grad=self.needs_input_grad)
         self.grads["W"], self.grads["b"] = dw, db
         return dx if self.needs_input_grad else None
 
@@ -334,7 +329,7 @@ class Conv2D(Layer):
         if self.impl == "naive":
             y = dev.empty((N, F, Ho, Wo), self.dtype)
             self._conv_kernel("conv2d_forward_naive").launch_1d(y.size, (x, w, b, y, *sizes, F, G))
-            self._cache = x if training else None
+            self._save_for_backward(x=x)
             return y
         # rows (c, i, j), columns (n, ho, wo): the stack (G, Cg·kh·kw, N·Ho·Wo)
         cols = dev.empty((G, C // G * kh * kw, N * Ho * Wo), self.dtype)
@@ -343,16 +338,17 @@ class Conv2D(Layer):
         y = dev.empty((N, F, Ho, Wo), self.dtype)
         self._conv_kernel("swap_axes01").launch_1d(y.size, (y_t, y, F, N, Ho * Wo))
         add_bias(dev, y, b, positions=Ho * Wo)
-        self._cache = (cols, x.shape) if training else None
+        self._save_for_backward(cols=cols, x_shape=x.shape)
         return y
 
     def _backward_kernels(self, dy):
         dev, w = self.device, self.params["W"]
         F, G = self.out_channels, self.groups
         N, Ho, Wo = dy.shape[0], dy.shape[2], dy.shape[3]
+        saved = self._saved()
         self.grads["b"] = bias_grad(dev, dy, positions=Ho * Wo)
         if self.impl == "naive":
-            x = self._saved()
+            x = saved.x
             sizes = (*self._sizes(x.shape), F, G)
             dw = dev.empty(w.shape, self.dtype)
             self._conv_kernel("conv2d_backward_weight_naive").launch_1d(dw.size, (dy, x, dw, *sizes))
@@ -362,7 +358,7 @@ class Conv2D(Layer):
             dx = dev.empty(x.shape, self.dtype)
             self._conv_kernel("conv2d_backward_input_naive").launch_1d(dx.size, (dy, w, dx, *sizes))
             return dx
-        cols, x_shape = self._saved()
+        cols, x_shape = saved.cols, saved.x_shape
         dy_t = dev.empty((G, F // G, N * Ho * Wo), self.dtype)  # dy as (F, N, Ho·Wo), the GEMM's layout
         self._conv_kernel("swap_axes01").launch_1d(dy_t.size, (dy, dy_t, N, F, Ho * Wo))
         self.grads["W"] = gemm(dev, dy_t, cols, transpose_b=True).reshape(w.shape)  # dY colsᵀ

@@ -8,7 +8,8 @@ that the expected output equals the input and evaluation needs no change)::
 
 Forward, evaluation (``training=False``): y = x, the identity.
 
-Backward: dL/dx = dL/dy * mask, the same mask as the forward pass (identity after an evaluation forward).
+Backward: dL/dx = dL/dy * mask, the same mask as the forward pass. After an evaluation forward with
+``keep_for_backward=True`` (a saliency map) the backward is that of the identity: dL/dx = dL/dy.
 
 The random numbers. Each u_i is a pure function of (seed, calls, i), a counter-based hash, so the NumPy
 code here and the kernel in ``kernels/dropout.cu`` draw the same mask bit for bit, on any device::
@@ -72,7 +73,6 @@ class Dropout(Layer):
         self.p = float(p)
         self.seed = int(seed)
         self.rng_calls = 0  # training forwards so far: the "calls" of the hash
-        self._mask = None  # (same shape as x) 0 or 1 / (1 - p); None after an evaluation forward
 
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
@@ -85,35 +85,40 @@ class Dropout(Layer):
         return 1.0 / (1.0 - self.p)
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
+    # Saved for backward: ``mask`` (same shape as x), 0 or 1 / (1 - p); None for the identity (evaluation).
     def _forward_numpy(self, x, training):
         if not training:
-            self._mask = None
+            self._save_for_backward(mask=None)
             return x
         keep = keep_mask(self.seed, self.rng_calls, x.size, self.p).reshape(x.shape)
         self.rng_calls += 1
-        self._mask = keep.astype(self.dtype) * self.dtype.type(self.scale)
-        return x * self._mask
+        mask = keep.astype(self.dtype) * self.dtype.type(self.scale)
+        self._save_for_backward(mask=mask)
+        return x * mask
 
     def _backward_numpy(self, dy):
-        return dy if self._mask is None else dy * self._mask
+        mask = self._saved().mask
+        return dy if mask is None else dy * mask
 
     # --- gpu and sim: kernels/dropout.cu ---------------------------------------------------------
     def _forward_kernels(self, x, training):
         if not training:
-            self._mask = None
+            self._save_for_backward(mask=None)
             return x
         y = self.device.empty(x.shape, self.dtype)
-        self._mask = self.device.empty(x.shape, self.dtype)
-        args = (x, y, self._mask, self.seed, self.rng_calls, _threshold(self.p), self.scale, x.size)
+        mask = self.device.empty(x.shape, self.dtype)
+        args = (x, y, mask, self.seed, self.rng_calls, _threshold(self.p), self.scale, x.size)
         self.device.kernel("dropout.cu", "dropout_forward", self.dtype).launch_1d(x.size, args)
         self.rng_calls += 1
+        self._save_for_backward(mask=mask)
         return y
 
     def _backward_kernels(self, dy):
-        if self._mask is None:
+        mask = self._saved().mask
+        if mask is None:
             return dy
         dx = self.device.empty(dy.shape, self.dtype)
         self.device.kernel("dropout.cu", "dropout_backward", self.dtype).launch_1d(
-            dy.size, (dy, self._mask, dx, dy.size)
+            dy.size, (dy, mask, dx, dy.size)
         )
         return dx

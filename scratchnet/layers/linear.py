@@ -102,7 +102,6 @@ class Linear(Layer):
         std = np.sqrt(2.0 / self.in_features)
         self._set_param("W", rng.standard_normal((self.in_features, self.out_features)) * std)
         self._set_param("b", np.zeros(self.out_features))
-        self._x = None  # the forward input, kept for backward
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 2 or shape[1] != self.in_features:
@@ -117,29 +116,24 @@ class Linear(Layer):
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
-        self._x = x if training else None
+        self._save_for_backward(x=x)
         return x @ self.params["W"] + self.params["b"]  # (N, D_out)
 
     def _backward_numpy(self, dy):
-        x = self._saved_input()
+        x = self._saved().x
         self.grads["W"] = x.T @ dy  # (D_in, D_out)
         self.grads["b"] = dy.sum(axis=0)  # (D_out,)
         return dy @ self.params["W"].T  # (N, D_in)
 
     # --- gpu and sim: kernels/gemm.cu, kernels/reduce.cu -----------------------------------------------
     def _forward_kernels(self, x, training):
-        self._x = x if training else None
+        self._save_for_backward(x=x)
         y = gemm(self.device, x, self.params["W"])  # (N, D_out)
         add_bias(self.device, y, self.params["b"])
         return y
 
     def _backward_kernels(self, dy):
-        x = self._saved_input()
+        x = self._saved().x
         self.grads["W"] = gemm(self.device, x, dy, transpose_a=True)  # xᵀ dy
         self.grads["b"] = bias_grad(self.device, dy)
         return gemm(self.device, dy, self.params["W"], transpose_b=True)  # dy Wᵀ
-
-    def _saved_input(self):
-        if self._x is None:
-            raise RuntimeError("Linear.backward needs a forward with training=True first")
-        return self._x

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from scratchnet.device import Device, get_device
-from scratchnet.layers.base import check_on_device, float_dtype
+from scratchnet.layers.base import BackwardCache, check_on_device, float_dtype
 
 MAX_BLOCK = 256  # SOFTMAX_MAX_THREADS in kernels/softmax_xent.cu
 
@@ -64,11 +64,13 @@ def _block_size(n_classes: int) -> int:
     return min(MAX_BLOCK, max(32, 1 << math.ceil(math.log2(n_classes))))
 
 
-class SoftmaxCrossEntropy:
+class SoftmaxCrossEntropy(BackwardCache):
     """Softmax followed by the cross-entropy with integer labels; see the module docstring.
 
     After ``forward``, ``self.logits`` and ``self.labels`` are the last batch (no copies), so a trainer can
-    count correct predictions with :func:`topk_correct` without another transfer.
+    count correct predictions with :func:`topk_correct` without another transfer. The forward keeps the
+    softmax p for ``backward`` (the layers' backward cache, :class:`~scratchnet.layers.base.BackwardCache`)
+    unless ``keep_for_backward=False``.
     """
 
     def __init__(self, *, device="cpu", dtype=np.float32):
@@ -78,7 +80,6 @@ class SoftmaxCrossEntropy:
         self.grads: dict = {}
         self.logits = None
         self.labels = None
-        self._probs = None  # softmax (N, K), for backward
 
     def __repr__(self) -> str:
         return "SoftmaxCrossEntropy()"
@@ -86,15 +87,16 @@ class SoftmaxCrossEntropy:
     def to(self, device, dtype=None) -> SoftmaxCrossEntropy:
         self.device = get_device(device)
         self.dtype = self.dtype if dtype is None else float_dtype(dtype)
-        self.logits = self.labels = self._probs = None
+        self.logits = self.labels = self._saved_arrays = None
         return self
 
-    def forward(self, logits, labels) -> float:
+    def forward(self, logits, labels, keep_for_backward: bool = True) -> float:
         """Mean loss over the batch, as a Python float (on gpu/sim: one device->host copy of one number)."""
         who = type(self).__name__
         _check_logits_and_labels(self.device, logits, labels, who)
         if logits.dtype != self.dtype:
             raise ValueError(f"{who}: logits must have dtype {self.dtype}, got {logits.dtype}")
+        self._start_forward(keep_for_backward)
         self.logits, self.labels = logits, labels
         if self.device.uses_kernels:
             loss = self._forward_kernels(logits, labels)
@@ -106,47 +108,47 @@ class SoftmaxCrossEntropy:
 
     def backward(self):
         """dL/dlogits (N, K), on the device."""
-        if self._probs is None:
-            raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
+        saved = self._saved()
         if self.device.uses_kernels:
-            return self._backward_kernels()
-        return self._backward_numpy()
+            return self._backward_kernels(saved.probs, saved.labels)
+        return self._backward_numpy(saved.probs, saved.labels)
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
     def _forward_numpy(self, logits, labels) -> float:
         N = logits.shape[0]
         shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), every entry <= 0
         log_sum_exp = np.log(np.exp(shifted).sum(axis=1))  # (N,)
-        self._probs = np.exp(shifted - log_sum_exp[:, None])
+        self._save_for_backward(probs=np.exp(shifted - log_sum_exp[:, None]), labels=labels)  # p (N, K)
         row_loss = log_sum_exp - shifted[np.arange(N), labels]  # (N,)
         return float(row_loss.mean())
 
-    def _backward_numpy(self):
-        N = self._probs.shape[0]
-        dlogits = self._probs.copy()
-        dlogits[np.arange(N), self.labels] -= 1
+    def _backward_numpy(self, probs, labels):
+        N = probs.shape[0]
+        dlogits = probs.copy()
+        dlogits[np.arange(N), labels] -= 1
         return dlogits / self.dtype.type(N)
 
     # --- gpu and sim: kernels/softmax_xent.cu ----------------------------------------------------
     def _forward_kernels(self, logits, labels) -> float:
         N, K = logits.shape
         dev = self.device
-        self._probs = dev.empty((N, K), self.dtype)
+        probs = dev.empty((N, K), self.dtype)
         row_loss = dev.empty((N,), self.dtype)
         mean = dev.empty((1,), self.dtype)
         dev.kernel("softmax_xent.cu", "softmax_xent_forward", self.dtype)(
-            (N,), (_block_size(K),), (logits, labels, self._probs, row_loss, K)
+            (N,), (_block_size(K),), (logits, labels, probs, row_loss, K)
         )
+        self._save_for_backward(probs=probs, labels=labels)
         dev.kernel("softmax_xent.cu", "softmax_xent_mean", self.dtype)(
             (1,), (MAX_BLOCK,), (row_loss, mean, N)
         )
         return dev.scalar(mean)
 
-    def _backward_kernels(self):
-        N, K = self._probs.shape
+    def _backward_kernels(self, probs, labels):
+        N, K = probs.shape
         dlogits = self.device.empty((N, K), self.dtype)
         kernel = self.device.kernel("softmax_xent.cu", "softmax_xent_backward", self.dtype)
-        kernel.launch_1d(N * K, (self._probs, self.labels, dlogits, N * K, K, N))
+        kernel.launch_1d(N * K, (probs, labels, dlogits, N * K, K, N))
         return dlogits
 
 

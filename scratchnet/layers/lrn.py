@@ -61,7 +61,6 @@ class LocalResponseNorm(Layer):
             )
         self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
         self.before, self.after = self.size // 2, (self.size - 1) // 2  # the window of channel c
-        self._cache = None  # (a, b, s) for backward
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4:
@@ -77,11 +76,12 @@ class LocalResponseNorm(Layer):
     def _forward_numpy(self, a, training):
         s = self.k + self.alpha * _channel_window_sum(a * a, self.before, self.after)  # (N, C, H, W)
         b = a * s ** (-self.beta)
-        self._cache = (a, b, s)
+        self._save_for_backward(a=a, b=b, s=s)
         return b
 
     def _backward_numpy(self, db):
-        a, b, s = self._cache
+        saved = self._saved()
+        a, b, s = saved.a, saved.b, saved.s
         # Σ over the channels i whose window holds j: the mirrored window ((size-1)//2 before, size//2 after).
         cross = _channel_window_sum(db * b / s, self.after, self.before)
         return db * s ** (-self.beta) - 2 * self.alpha * self.beta * a * cross
@@ -97,11 +97,12 @@ class LocalResponseNorm(Layer):
         s = self.device.empty(a.shape, self.dtype)
         kernel = self.device.kernel("lrn.cu", "lrn_forward", self.dtype)
         kernel.launch_1d(a.size, (a, b, s, *self._layout(a), self.k))
-        self._cache = (a, b, s)
+        self._save_for_backward(a=a, b=b, s=s)
         return b
 
     def _backward_kernels(self, db):
-        a, b, s = self._cache
+        saved = self._saved()
+        a, b, s = saved.a, saved.b, saved.s
         da = self.device.empty(a.shape, self.dtype)
         kernel = self.device.kernel("lrn.cu", "lrn_backward", self.dtype)
         kernel.launch_1d(a.size, (a, b, s, db, da, *self._layout(a)))

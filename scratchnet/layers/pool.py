@@ -67,8 +67,6 @@ class MaxPool2D(Layer):
         if impl not in IMPLS:
             raise ValueError(f"MaxPool2D: impl must be one of {IMPLS}, got {impl!r}")
         self.impl = impl
-        self._argmax = None  # (N, C, OH, OW) window offset of each maximum, for backward
-        self._input_shape: tuple | None = None
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4:
@@ -86,15 +84,17 @@ class MaxPool2D(Layer):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{impl}"
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
+    # Saved for backward: ``argmax`` (N, C, OH, OW), the window offset of each maximum, and the input shape.
     def _forward_numpy(self, x, training):
-        self._input_shape = tuple(x.shape)
         pool = _max_pool_naive if self.impl == "naive" else _max_pool_fast
-        y, self._argmax = pool(x, self.kernel_size, self.stride, self.padding)
+        y, argmax = pool(x, self.kernel_size, self.stride, self.padding)
+        self._save_for_backward(argmax=argmax, input_shape=tuple(x.shape))
         return y
 
     def _backward_numpy(self, dy):
+        saved = self._saved()
         unpool = _max_unpool_naive if self.impl == "naive" else _max_unpool_fast
-        return unpool(dy, self._argmax, self._input_shape, self.kernel_size, self.stride, self.padding)
+        return unpool(dy, saved.argmax, saved.input_shape, self.kernel_size, self.stride, self.padding)
 
     # --- gpu and sim: kernels/pool.cu ------------------------------------------------------------
     def _geometry(self, H: int, W: int) -> tuple:
@@ -103,19 +103,21 @@ class MaxPool2D(Layer):
         return (H, W, OH, OW, *self.kernel_size, *self.stride, *self.padding)
 
     def _forward_kernels(self, x, training):
-        _, _, H, W = self._input_shape = tuple(x.shape)
+        _, _, H, W = x.shape
         out_shape = self.output_shape(x.shape)
         y = self.device.empty(out_shape, self.dtype)
-        self._argmax = self.device.empty(out_shape, np.int32)
+        argmax = self.device.empty(out_shape, np.int32)
         kernel = self.device.kernel("pool.cu", "maxpool_forward", self.dtype)
-        kernel.launch_1d(y.size, (x, y, self._argmax, y.size, *self._geometry(H, W)))
+        kernel.launch_1d(y.size, (x, y, argmax, y.size, *self._geometry(H, W)))
+        self._save_for_backward(argmax=argmax, input_shape=tuple(x.shape))
         return y
 
     def _backward_kernels(self, dy):
-        _, _, H, W = self._input_shape
-        dx = self.device.empty(self._input_shape, self.dtype)
+        saved = self._saved()
+        _, _, H, W = saved.input_shape
+        dx = self.device.empty(saved.input_shape, self.dtype)
         kernel = self.device.kernel("pool.cu", "maxpool_backward", self.dtype)
-        kernel.launch_1d(dx.size, (dy, self._argmax, dx, dx.size, *self._geometry(H, W)))
+        kernel.launch_1d(dx.size, (dy, saved.argmax, dx, dx.size, *self._geometry(H, W)))
         return dx
 
 

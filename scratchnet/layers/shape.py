@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from scratchnet.layers.base import Layer
 
 
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...)."""
-
-    def __init__(self, *, device="cpu", dtype=np.float32):
-        super().__init__(device=device, dtype=dtype)
-        self._input_shape: tuple | None = None
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) < 2:
@@ -34,11 +28,11 @@ class Flatten(Layer):
         return (input_shape[0], math.prod(input_shape[1:]))
 
     def _forward_numpy(self, x, training):
-        self._input_shape = tuple(x.shape)
+        self._save_for_backward(input_shape=tuple(x.shape))
         return x.reshape(self.output_shape(x.shape))
 
     def _backward_numpy(self, dy):
-        return dy.reshape(self._input_shape)
+        return dy.reshape(self._saved().input_shape)
 
     # gpu and sim arrays reshape the same way (a C-contiguous array stays C-contiguous).
     _forward_kernels = _forward_numpy
