@@ -6,12 +6,13 @@
 //   mix64(z)   = SplitMix64's finalizer (below)
 //   key        = mix64(seed + GOLDEN * (calls + 1))   // output number calls+1 of SplitMix64 seeded with seed
 //   hash(i)    = mix64(key  + GOLDEN * (i + 1))       // output number i+1 of SplitMix64 seeded with key
-//   keep i  <=>  (hash(i) >> 40) >= threshold,  threshold = ceil(p * 2^24)
+//   keep i  <=>  (hash(i) >> (64 - UNIFORM_BITS)) >= threshold,  threshold = ceil(p * 2^UNIFORM_BITS)
 //
-// i.e. u = (hash >> 40) / 2^24 is uniform on [0, 1) with 24 bits and element i is kept iff u >= p.
+// i.e. u = (hash >> 40) / 2^24 is uniform on [0, 1) with UNIFORM_BITS = 24 bits and element i is kept iff u >= p.
 // All arithmetic is on unsigned 64-bit integers, modulo 2^64.
 
-#define SPLITMIX64_GOLDEN 0x9E3779B97F4A7C15ULL
+#define SPLITMIX64_GOLDEN 0x9E3779B97F4A7C15ULL  // 2^64 / golden ratio: SplitMix64's increment
+#define UNIFORM_BITS 24  // bits of u: exactly representable in float32 too
 
 __device__ unsigned long long splitmix64_mix(unsigned long long z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -27,7 +28,7 @@ __global__ void dropout_forward(const T* x, T* y, T* mask, unsigned long long se
     if (i >= n) return;
     unsigned long long key = splitmix64_mix(seed + SPLITMIX64_GOLDEN * (calls + 1ULL));
     unsigned long long hash = splitmix64_mix(key + SPLITMIX64_GOLDEN * ((unsigned long long)i + 1ULL));
-    bool keep = (unsigned int)(hash >> 40) >= threshold;
+    bool keep = (unsigned int)(hash >> (64 - UNIFORM_BITS)) >= threshold;
     T m = keep ? scale : T(0);
     mask[i] = m;
     y[i] = x[i] * m;

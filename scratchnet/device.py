@@ -8,57 +8,55 @@ device      arrays           layer math
 ``sim``     NumPy            the same ``.cu`` files and launch code, run by ``scratchnet.sim``
 ==========  ===============  ==============================================================
 
-Layers never touch CuPy or the simulator directly. They ask their device for arrays
+Each device is a subclass of :class:`Device` (:class:`CpuDevice`, :class:`GpuDevice`, :class:`SimDevice`)
+that says, in one place, how it makes arrays, copies them and compiles kernels; ``Device("gpu")`` builds
+the right one. Layers never touch CuPy or the simulator directly. They ask their device for arrays
 (:meth:`Device.empty`, :meth:`Device.array`) and for kernels (:meth:`Device.kernel`), and every copy between
 host and device goes through :meth:`Device.array` / :meth:`Device.to_host`, which count it in
 :attr:`Device.transfers` (so a test on ``sim`` can prove that a training step copies only the batch in and
-the loss out).
+the loss out). Every kernel launch is counted in :attr:`Device.launches`, by kernel name.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from scratchnet._cuda import cupy_backend as _cupy
 from scratchnet._cuda.launch import Kernel, load_kernels
 from scratchnet._cuda.signature import C_NAME_OF_DTYPE
+from scratchnet._cuda.sources import kernel_dir
 from scratchnet.errors import DeviceError
 
 DEVICE_NAMES = ("cpu", "gpu", "sim")
 
 
-def kernel_dir() -> Path:
-    """The folder holding the ``.cu`` sources: inside the installed package, or ``kernels/`` in a checkout."""
-    installed = Path(__file__).resolve().parent / "kernels"
-    if installed.is_dir():
-        return installed
-    checkout = Path(__file__).resolve().parent.parent / "kernels"
-    if checkout.is_dir():
-        return checkout
-    raise DeviceError(f"cannot find the CUDA sources: looked in {installed} and {checkout}")
-
-
 class Device:
-    """One of ``cpu``, ``gpu``, ``sim``. Get it with :func:`get_device`."""
+    """One of ``cpu``, ``gpu``, ``sim``. Get the shared one with :func:`get_device`.
 
-    def __init__(self, name: str):
-        if name not in DEVICE_NAMES:
-            raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_NAMES)}")
-        self.name = name
-        # True when layer math runs in the CUDA kernels (gpu and sim), False for the NumPy code (cpu).
-        self.uses_kernels = name != "cpu"
+    ``Device(name)`` returns an instance of the subclass for ``name``; the subclasses implement the
+    array methods, and :meth:`_load_module` on the two that run kernels.
+    """
+
+    name: str
+    uses_kernels: bool  # True when layer math runs in the CUDA kernels (gpu and sim), False for NumPy (cpu)
+
+    def __new__(cls, name: str | None = None):
+        if cls is Device:
+            if name not in _DEVICE_CLASSES:
+                raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_NAMES)}")
+            cls = _DEVICE_CLASSES[name]
+        return super().__new__(cls)
+
+    def __init__(self, name: str | None = None):
+        if name is not None and name != self.name:
+            raise DeviceError(f"{type(self).__name__} is device {self.name!r}, not {name!r}")
         # Host<->device copies made through this device: {"host_to_device": n, "device_to_host": n}.
         self.transfers: Counter = Counter()
-        if name == "gpu":
-            _cupy.cupy()  # fail now, with a clear message, if CuPy or the GPU is missing
-        elif name == "sim":
-            from scratchnet import sim
-
-            sim.check_supported()
+        # Kernel launches on this device, by kernel name ("relu_forward<float>": n).
+        self.launches: Counter = Counter()
 
     def __repr__(self) -> str:
         return f"Device({self.name!r})"
@@ -66,46 +64,37 @@ class Device:
     # --- arrays -------------------------------------------------------------------------------------
     def is_array(self, x) -> bool:
         """Whether ``x`` is an array that lives on this device."""
-        if self.name == "gpu":
-            return _cupy.is_array(x)
         return isinstance(x, np.ndarray)
 
     def array(self, host, dtype=None):
         """Copy a host array (or anything ``np.asarray`` takes) to this device, C-contiguous."""
         host = np.ascontiguousarray(host, dtype=dtype)
-        if self.name == "cpu":
-            return host
         self.transfers["host_to_device"] += 1
-        if self.name == "gpu":
-            return _cupy.to_device(host)
-        return host.copy()  # sim: a copy, so device memory never aliases the caller's array
+        return self._to_device(host)
 
     def to_host(self, x) -> np.ndarray:
         """Copy a device array back to a NumPy array (counted on gpu and sim)."""
-        if self.name == "cpu":
-            return np.asarray(x)
         self.transfers["device_to_host"] += 1
-        if self.name == "gpu":
-            return _cupy.to_host(x)
-        return np.array(x, copy=True)
+        return self._to_host(x)
 
     def scalar(self, x) -> float:
         """A 0-d or one-element device array as a Python float (a device->host copy on gpu and sim)."""
         return float(self.to_host(x).reshape(-1)[0])
 
     def empty(self, shape, dtype):
-        if self.name == "gpu":
-            return _cupy.empty(shape, dtype)
         return np.empty(shape, dtype=dtype)
 
     def zeros(self, shape, dtype):
-        if self.name == "gpu":
-            return _cupy.zeros(shape, dtype)
         return np.zeros(shape, dtype=dtype)
 
     def synchronize(self) -> None:
-        if self.name == "gpu":
-            _cupy.synchronize()
+        """Wait until every queued kernel has finished (a no-op where kernels run synchronously)."""
+
+    def _to_device(self, host: np.ndarray):
+        return host.copy()  # a copy, so device memory never aliases the caller's array
+
+    def _to_host(self, x) -> np.ndarray:
+        return np.array(x, copy=True)
 
     # --- kernels ------------------------------------------------------------------------------------
     def kernel(self, filename: str, base_name: str, dtype=None) -> Kernel:
@@ -114,8 +103,6 @@ class Device:
         For a template kernel give ``dtype``: ``kernel("relu.cu", "relu_forward", np.float32)`` is
         ``relu_forward<float>``. The whole file is compiled once per device and cached.
         """
-        if not self.uses_kernels:
-            raise DeviceError("the cpu device runs NumPy code, not kernels; use device 'gpu' or 'sim'")
         kernels = self._module(filename)
         name = base_name if dtype is None else f"{base_name}<{_c_name(dtype)}>"
         if name not in kernels:
@@ -129,13 +116,80 @@ class Device:
         path = kernel_dir() / filename
         if not path.is_file():
             raise DeviceError(f"no CUDA source {path}")
-        if self.name == "gpu":
-            loader = _cupy.load_module
-        else:
-            from scratchnet import sim
+        return load_kernels(self, path.read_text(), functools.partial(self._load_module, filename=str(path)))
 
-            loader = functools.partial(sim.load_module, filename=str(path))
-        return load_kernels(self, path.read_text(), loader)
+    def _load_module(self, source: str, name_expressions: list[str], filename: str):
+        """Compile ``source`` and return an object whose ``get_function(name)`` gives a launchable kernel."""
+        raise NotImplementedError
+
+
+class CpuDevice(Device):
+    """NumPy arrays; the layers run their NumPy code. Nothing is copied, nothing is counted."""
+
+    name = "cpu"
+    uses_kernels = False
+
+    def array(self, host, dtype=None):
+        return np.ascontiguousarray(host, dtype=dtype)
+
+    def to_host(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def kernel(self, filename: str, base_name: str, dtype=None) -> Kernel:
+        raise DeviceError("the cpu device runs NumPy code, not kernels; use device 'gpu' or 'sim'")
+
+
+class GpuDevice(Device):
+    """CuPy arrays on a CUDA GPU; kernels compiled by NVRTC through :mod:`scratchnet._cuda.cupy_backend`."""
+
+    name = "gpu"
+    uses_kernels = True
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
+        _cupy.cupy()  # fail now, with a clear message, if CuPy or the GPU is missing
+
+    def is_array(self, x) -> bool:
+        return _cupy.is_array(x)
+
+    def empty(self, shape, dtype):
+        return _cupy.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        return _cupy.zeros(shape, dtype)
+
+    def synchronize(self) -> None:
+        _cupy.synchronize()
+
+    def _to_device(self, host: np.ndarray):
+        return _cupy.to_device(host)
+
+    def _to_host(self, x) -> np.ndarray:
+        return _cupy.to_host(x)
+
+    def _load_module(self, source: str, name_expressions: list[str], filename: str):
+        return _cupy.load_module(source, name_expressions, filename=filename)
+
+
+class SimDevice(Device):
+    """NumPy arrays; kernels compiled by the host C++ compiler and run by :mod:`scratchnet.sim`."""
+
+    name = "sim"
+    uses_kernels = True
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
+        from scratchnet import sim
+
+        sim.check_supported()
+
+    def _load_module(self, source: str, name_expressions: list[str], filename: str):
+        from scratchnet import sim
+
+        return sim.load_module(source, name_expressions, filename=filename)
+
+
+_DEVICE_CLASSES: dict[str, type[Device]] = {cls.name: cls for cls in (CpuDevice, GpuDevice, SimDevice)}
 
 
 def _c_name(dtype) -> str:

@@ -34,13 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scratchnet._cuda import cupy_backend as _cupy
+from scratchnet._cuda.limits import MAX_GRID, cdiv
+from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DeviceError
-
-
-def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for positive integers: the number of blocks of size b that cover a."""
-    return -(-a // b)
 
 
 # --- the operations -----------------------------------------------------------------------------------
@@ -92,18 +89,25 @@ def _gemm_inputs(size, dtype, rng):
 
 def _gemm_launch_rows(kernel, a, size):  # v1: threadIdx.x walks the rows of C
     M, N, K = size["M"], size["N"], size["K"]
-    kernel((cdiv(M, 32), cdiv(N, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
+    side = cuda_defines("dev/gemm.cu")["V1_BLOCK"]
+    kernel((cdiv(M, side), cdiv(N, side)), (side, side), (a["A"], a["B"], a["out"], M, N, K))
 
 
-def _gemm_launch_cols(kernel, a, size):  # v2, v3: threadIdx.x walks the columns of C
-    M, N, K = size["M"], size["N"], size["K"]
-    kernel((cdiv(N, 32), cdiv(M, 32)), (32, 32), (a["A"], a["B"], a["out"], M, N, K))
-
-
-def _gemm_launch_tiles(tile: int, threads: int) -> Callable:  # v4, v5: one block per tile x tile of C
+def _gemm_launch_cols(block_define: str) -> Callable:  # v2, v3: threadIdx.x walks the columns of C
     def launch(kernel, a, size):
         M, N, K = size["M"], size["N"], size["K"]
-        kernel((cdiv(N, tile), cdiv(M, tile)), (threads,), (a["A"], a["B"], a["out"], M, N, K))
+        side = cuda_defines("dev/gemm.cu")[block_define]
+        kernel((cdiv(N, side), cdiv(M, side)), (side, side), (a["A"], a["B"], a["out"], M, N, K))
+
+    return launch
+
+
+def _gemm_launch_tiles(version: str) -> Callable:  # v4, v5: one block per BM x BN tile of C
+    def launch(kernel, a, size):
+        M, N, K = size["M"], size["N"], size["K"]
+        defines = cuda_defines("dev/gemm.cu")
+        grid = (cdiv(N, defines[f"{version}_BN"]), cdiv(M, defines[f"{version}_BM"]))
+        kernel(grid, (defines[f"{version}_THREADS"],), (a["A"], a["B"], a["out"], M, N, K))
 
     return launch
 
@@ -118,10 +122,10 @@ GEMM = Op(
     source="dev/gemm.cu",
     versions=(
         Version(1, "gemm_v1_naive", _gemm_launch_rows, "one thread per C element, uncoalesced"),
-        Version(2, "gemm_v2_coalesced", _gemm_launch_cols, "one thread per C element, coalesced"),
-        Version(3, "gemm_v3_tiled", _gemm_launch_cols, "32x32 shared-memory tiles"),
-        Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles(64, 512), "64x64 tiles, 8 outputs per thread"),
-        Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles(128, 256), "128x128 tiles, 8x8 per thread"),
+        Version(2, "gemm_v2_coalesced", _gemm_launch_cols("V1_BLOCK"), "one thread per C element, coalesced"),
+        Version(3, "gemm_v3_tiled", _gemm_launch_cols("V3_TILE"), "32x32 shared-memory tiles"),
+        Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles("V4"), "64x64 tiles, 8 outputs per thread"),
+        Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles("V5"), "128x128 tiles, 8x8 per thread"),
     ),
     make_inputs=_gemm_inputs,
     reference=lambda inp, size: inp["A"] @ inp["B"],
@@ -179,21 +183,22 @@ def _conv_launch_direct(kernel, a, size):  # v1: one thread per output element
     kernel.launch_1d(size["N"] * size["F"] * oh * ow, _conv_args(a, size), block=256)
 
 
-CONV_V2_TILE, CONV_V2_FB = 16, 8  # as V2_TILE and V2_FB in conv2d_forward.cu
-
-
-def _conv_launch_smem(kernel, a, size):  # v2: 16x16 output pixels x 8 channels per block
+def _conv_launch_smem(kernel, a, size):  # v2: V2_TILE x V2_TILE output pixels x V2_FB channels per block
     oh, ow = _window_out(size)
     k, s = size["K"], size["S"]
-    patch = ((CONV_V2_TILE - 1) * s + k) ** 2
-    shared = (patch + CONV_V2_FB * k * k) * a["out"].itemsize
-    grid = (cdiv(ow, CONV_V2_TILE), cdiv(oh, CONV_V2_TILE), size["N"] * cdiv(size["F"], CONV_V2_FB))
-    kernel(grid, (CONV_V2_TILE, CONV_V2_TILE), _conv_args(a, size), shared_mem=shared)
+    defines = cuda_defines("dev/conv2d_forward.cu")
+    tile, channels = defines["V2_TILE"], defines["V2_FB"]
+    patch = ((tile - 1) * s + k) ** 2
+    shared = (patch + channels * k * k) * a["out"].itemsize
+    grid = (cdiv(ow, tile), cdiv(oh, tile), size["N"] * cdiv(size["F"], channels))
+    kernel(grid, (tile, tile), _conv_args(a, size), shared_mem=shared)
 
 
-def _conv_launch_implicit_gemm(kernel, a, size):  # v3: 64 filters x 64 pixels per block
+def _conv_launch_implicit_gemm(kernel, a, size):  # v3: V3_BM filters x V3_BN pixels per block
     oh, ow = _window_out(size)
-    kernel((cdiv(size["N"] * oh * ow, 64), cdiv(size["F"], 64)), (256,), _conv_args(a, size))
+    defines = cuda_defines("dev/conv2d_forward.cu")
+    grid = (cdiv(size["N"] * oh * ow, defines["V3_BN"]), cdiv(size["F"], defines["V3_BM"]))
+    kernel(grid, (defines["V3_THREADS"],), _conv_args(a, size))
 
 
 def _conv_cudnn(a, size):
@@ -280,12 +285,9 @@ def _pool_launch_flat(kernel, a, size):  # v1, v2: one thread per output element
     kernel.launch_1d(int(np.prod(_window_out(size))) * size["N"] * size["C"], _pool_args(a, size), block=256)
 
 
-MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
-
-
 def _pool_launch_planes(kernel, a, size):  # v3: blockIdx.y picks the (n, c) plane
     planes = size["N"] * size["C"]
-    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID_Y))
+    grid = (cdiv(int(np.prod(_window_out(size))), 256), min(planes, MAX_GRID[1]))
     kernel(grid, (256,), _pool_args(a, size))
 
 

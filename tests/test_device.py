@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,7 @@ class _FakeDevice:
     """Looks like the sim device to the launch helper: arrays are NumPy arrays."""
 
     name = "sim"
+    launches = Counter()
 
     @staticmethod
     def is_array(x):
@@ -86,7 +89,7 @@ def test_launch_helper_refuses_values_that_do_not_fit():
     kernel, _ = _kernel("fill_int")
     with pytest.raises(KernelLaunchError, match="does not fit in uint32"):
         kernel((1,), (1,), (np.empty(1, np.int32), 0, -1))
-    with pytest.raises(KernelLaunchError, match="more than 1024 threads"):
+    with pytest.raises(KernelLaunchError, match="has 1056 threads, more than 1024"):
         kernel((1,), (32, 33), (np.empty(1, np.int32), 0, 1))
 
 
@@ -123,3 +126,29 @@ def test_transfers_are_counted_on_sim_not_on_cpu():
 
 def test_kernel_sources_are_found():
     assert (kernel_dir() / "relu.cu").is_file() or not any(kernel_dir().glob("*.cu"))
+
+
+def test_device_names_build_their_own_subclass():
+    from scratchnet.device import CpuDevice, GpuDevice, SimDevice
+
+    assert type(Device("cpu")) is CpuDevice and Device("cpu").name == "cpu"
+    assert not CpuDevice().uses_kernels and GpuDevice.uses_kernels and SimDevice.uses_kernels
+    assert {cls.name for cls in (CpuDevice, GpuDevice, SimDevice)} == set(sn.device.DEVICE_NAMES)
+    with pytest.raises(DeviceError, match="CpuDevice is device 'cpu', not 'sim'"):
+        CpuDevice("sim")
+    assert sn.get_device("cpu") is sn.get_device("cpu")
+
+
+def test_sim_counts_every_launch_by_kernel_name():
+    try:
+        sim = Device("sim")
+    except DeviceError as e:
+        pytest.skip(str(e))
+    x = sim.array(np.array([-1.0, 2.0], np.float32))
+    y = sim.empty((2,), np.float32)
+    relu = sim.kernel("relu.cu", "relu_forward", np.float32)
+    relu.launch_1d(2, (x, y, 2))
+    relu.launch_1d(2, (x, y, 2))
+    relu.launch_1d(0, (x, y, 0))  # nothing to do: no launch
+    assert sim.launches == {"relu_forward<float>": 2}
+    np.testing.assert_array_equal(sim.to_host(y), [0.0, 2.0])

@@ -9,10 +9,12 @@
 // scratchnet/kernel_bench.py, next to its name.
 
 // Version 1: naive. One thread per element of C, with threadIdx.x walking down the ROWS of C.
-// Launch: block (32, 32), grid (ceil(M / 32), ceil(N / 32)).
+// Launch: block (V1_BLOCK, V1_BLOCK) = (32, 32), grid (ceil(M / 32), ceil(N / 32)).
 // The 32 threads of a warp have consecutive m and the same n, so each load of A[m, k] touches 32
 // different cache lines (addresses K elements apart) and so does each store of C[m, n]: the memory
 // system moves 32 lines to deliver 32 useful numbers. B[k, n] is the same address for the whole warp.
+#define V1_BLOCK 32  // v1 and v2: blocks of V1_BLOCK x V1_BLOCK threads
+
 template <typename T>
 __global__ void gemm_v1_naive(const T* A, const T* B, T* C, int M, int N, int K) {
     int m = blockIdx.x * blockDim.x + threadIdx.x;
@@ -84,6 +86,7 @@ __global__ void gemm_v3_tiled(const T* A, const T* B, T* C, int M, int N, int K)
 #define V4_BN 64
 #define V4_BK 8
 #define V4_TM 8
+#define V4_THREADS (V4_BM * V4_BN / V4_TM)  // 512: one thread per V4_TM outputs of the tile
 
 template <typename T>
 __global__ void gemm_v4_blocktile_1d(const T* A, const T* B, T* C, int M, int N, int K) {

@@ -62,7 +62,7 @@ def zeros(shape, dtype):
     return cupy().zeros(shape, dtype=dtype)
 
 
-def load_module(source: str, name_expressions: list[str]):
+def load_module(source: str, name_expressions: list[str], filename: str = "<source>"):
     """Compile ``source`` with NVRTC (through CuPy) and return the ``RawModule``."""
     return cupy().RawModule(code=source, options=("-std=c++17",), name_expressions=name_expressions or None)
 

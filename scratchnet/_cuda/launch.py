@@ -8,6 +8,8 @@ CuPy's ``RawKernel`` checks nothing: a Python ``int`` goes to the kernel as a 64
 * checks that each array lives on the right device, is C-contiguous and has the pointer's element type,
 * casts each scalar to exactly the declared C type (``np.int32`` for ``int``, ``np.float32`` for ``float``),
   refusing values that do not fit,
+* checks CUDA's grid, block and shared-memory limits (:mod:`.limits`), which a GPU would otherwise report
+  as a bare "invalid configuration argument",
 
 and :meth:`Kernel.launch_1d` computes the grid for the common "one thread per element" mapping.
 """
@@ -16,10 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratchnet._cuda.limits import cdiv, check_launch, dim3
 from scratchnet._cuda.signature import KernelSignature, parse_kernels
 from scratchnet.errors import KernelLaunchError
-
-MAX_THREADS_PER_BLOCK = 1024
 
 
 class Kernel:
@@ -38,19 +39,19 @@ class Kernel:
         params = self.signature.params
         if len(args) != len(params):
             raise KernelLaunchError(f"{self.name} takes {len(params)} arguments, got {len(args)}")
-        grid, block = _dim3(grid, "grid"), _dim3(block, "block")
-        if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
-            raise KernelLaunchError(
-                f"{self.name}: block {block} has more than {MAX_THREADS_PER_BLOCK} threads"
-            )
+        grid, block = dim3(grid, f"{self.name}: grid"), dim3(block, f"{self.name}: block")
+        if shared_mem < 0:
+            raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
+        check_launch(self.name, grid, block, int(shared_mem))
         converted = tuple(self._convert(p, a) for p, a in zip(params, args, strict=True))
         self.raw(grid, block, converted, shared_mem=int(shared_mem))
+        self.device.launches[self.name] += 1
 
     def launch_1d(self, n: int, args, block: int = 256, shared_mem: int = 0) -> None:
         """One thread per element ``i < n``: grid = ceil(n / block) blocks of ``block`` threads."""
         if n <= 0:
             return
-        self((-(-n // block),), (block,), args, shared_mem=shared_mem)
+        self((cdiv(n, block),), (block,), args, shared_mem=shared_mem)
 
     def _convert(self, param, value):
         where = f"{self.name}: argument '{param.name}' ({param.c_type})"
@@ -74,13 +75,6 @@ class Kernel:
                 raise KernelLaunchError(f"{where}: {value} does not fit in {param.dtype}")
             return param.dtype.type(int(value))
         return param.dtype.type(value)
-
-
-def _dim3(dims, what: str) -> tuple[int, int, int]:
-    dims = tuple(int(d) for d in (dims if isinstance(dims, tuple | list) else (dims,)))
-    if not 1 <= len(dims) <= 3 or min(dims) < 1:
-        raise KernelLaunchError(f"{what} must be 1 to 3 positive sizes, got {dims}")
-    return dims + (1,) * (3 - len(dims))
 
 
 def load_kernels(device, source: str, loader) -> dict[str, Kernel]:
