@@ -82,7 +82,7 @@ class World:
 class MpiWorld(World):
     """Ranks started by ``mpiexec``; collectives through MPI (host buffers) or NCCL (``device='gpu'``)."""
 
-    def __init__(self, device_name: str = "cpu"):
+    def __init__(self):
         try:
             from mpi4py import MPI
         except ImportError as e:
@@ -90,7 +90,7 @@ class MpiWorld(World):
         self._mpi = MPI
         self.comm = MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self._nccl = _nccl_communicator(self) if device_name == "gpu" else None
+        self._nccl = None  # NCCL's allreduce, started by the first allreduce of GPU arrays
         self._blas_limit = limit_blas_threads(self)  # for the life of the process
 
     def sum(self, values) -> np.ndarray:
@@ -99,10 +99,12 @@ class MpiWorld(World):
         return buffer
 
     def allreduce_(self, flat) -> None:
-        if self._nccl is not None:
-            self._nccl(flat)
-        else:
+        if isinstance(flat, np.ndarray):  # cpu and sim: host memory, through MPI
             self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
+            return
+        if self._nccl is None:  # gpu: device memory, through NCCL, GPU to GPU
+            self._nccl = _nccl_communicator(self)
+        self._nccl(flat)
 
     def on_root(self, action: Callable[[], object]) -> None:
         # Every rank learns whether rank 0 failed, and fails alike: none waits forever in a later collective.
@@ -165,11 +167,11 @@ def _local_rank_and_size(world: World) -> tuple[int, int]:
 _world: World | None = None
 
 
-def world(device_name: str = "cpu") -> World:
-    """This run's world: an :class:`MpiWorld` when started by ``mpiexec`` with several ranks, else size 1."""
+def world() -> World:
+    """This process's world: an :class:`MpiWorld` when started by ``mpiexec`` with several ranks, else one."""
     global _world
     if _world is None:
-        _world = MpiWorld(device_name) if launched_by_mpi() else World()
+        _world = MpiWorld() if launched_by_mpi() else World()
     return _world
 
 

@@ -385,7 +385,7 @@ class EarlyStopping:
 def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     """Everything a run needs before its first epoch: device, data, model, SGD, run folder, resumed state."""
     start = time.perf_counter()
-    world = parallel.world(config.device)
+    world = parallel.world()
     device = get_device(config.device)  # an unusable device fails here, before any work
     dtype = np.dtype(config.dtype)
     resumed = load_checkpoint(config.resume) if config.resume else None
@@ -540,7 +540,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     Per-epoch lines go to ``log``. Raises :class:`TrainingDiverged` on a NaN/inf loss or parameter (the last
     good checkpoint stays in the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
     """
-    if not parallel.world(config.device).is_root:
+    if not parallel.world().is_root:
         log = _silent  # rank 0 alone speaks for a data-parallel run
     run = prepare(config, log)
     fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
@@ -787,21 +787,25 @@ def _main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as e:  # a bad flag value or combination; CheckpointError is a ValueError too
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     try:
         result = train(config)
     except (ConfigError, DeviceError, DatasetError, CheckpointError, parallel.ParallelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e, 2)
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e, 1)
     except KeyboardInterrupt:
         return 130
-    if parallel.world(config.device).is_root:
+    if parallel.world().is_root:
         print(result.final_line())
     return 0
+
+
+def _error(error: Exception, code: int) -> int:
+    """Print one ``error:`` line (rank 0 alone: with several processes every rank has the same error)."""
+    if parallel.world().is_root:
+        print(f"error: {error}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import scratchnet as sn
 from scratchnet import parallel
+from scratchnet.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeWorld(parallel.World):
@@ -136,3 +143,132 @@ def test_model_copies_are_independent():  # the replicas above must not share ar
     b = copy.deepcopy(a)
     b.params["fc.W"][...] = 0
     assert a.params["fc.W"].any()
+
+
+# --- dropout: masks follow the example, whatever the shard ----------------------------------------------
+@pytest.mark.parametrize("device", ["cpu", pytest.param("sim", marks=pytest.mark.sim)])
+def test_dropout_masks_of_shards_are_slices_of_the_whole_batch_mask(device):
+    x_host = np.random.default_rng(0).standard_normal((7, 3, 4)) + 5.0  # (N, ...), no zeros
+    dev = sn.get_device(device)
+    whole = sn.layers.Dropout(0.5, seed=11, device=device, dtype=np.float64)
+    expected = dev.to_host(whole.forward(dev.array(x_host)))
+    for start, stop in [(0, 3), (3, 5), (5, 7), (7, 7)]:
+        part = sn.layers.Dropout(0.5, seed=11, device=device, dtype=np.float64)
+        part.first_example = start
+        y = dev.to_host(part.forward(dev.array(x_host[start:stop])))
+        np.testing.assert_array_equal(y, expected[start:stop])
+
+
+# --- N ranks against one process, through the command line ---------------------------------------------
+def _why_no_mpi() -> str | None:
+    try:
+        parallel.mpiexec()
+    except parallel.ParallelError as e:
+        return str(e)
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_why_no_mpi() is not None, reason=f"no MPI: {_why_no_mpi()}")
+MPI_TIMEOUT = 600  # seconds: a hung collective must fail the test, never hang CI
+
+
+def _train(tmp_path, name, args, processes=1, env=None):
+    """Run the trainer (under mpiexec for several processes); returns (completed process, final line)."""
+    command = [sys.executable, "-m", "scratchnet.train", "--no-progress", "--no-plots", *args]
+    command += ["--out", str(tmp_path / name)]
+    if processes > 1:
+        command = [parallel.mpiexec(), "-n", str(processes), *command]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT, env=environment)
+    final = [line for line in done.stdout.splitlines() if line.startswith("final ")]
+    return done, final
+
+
+def _figures(final_line: str) -> dict:
+    """test_accuracy, test_loss and top5 of a 'final ...' line (the run folder and time differ)."""
+    fields = dict(item.split("=", 1) for item in final_line.split()[1:])
+    return {k: fields[k] for k in ("test_accuracy", "test_loss", "top5")}
+
+
+def _max_difference(folder_a, folder_b) -> tuple[float, float]:
+    a, b = load_checkpoint(folder_a).params, load_checkpoint(folder_b).params
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a), max(float(np.abs(a[k]).max()) for k in a)
+
+
+COMMON = ["--dtype", "float64", "--limit-train", "512", "--limit-test", "256", "--epochs", "2"]
+CASES = {
+    # name: (extra flags, process counts); 512 images with --val-fraction 0 and batch 73: the last batch
+    # holds 1 image, so with 2 or 3 processes some ranks get an empty shard.
+    "lenet5": ([], (2, 3)),
+    "augment": (["--augment"], (2,)),
+    "uneven-batches": (["--val-fraction", "0", "--batch-size", "73"], (2, 3)),
+    "dropout": (
+        ["--model", "alexnet-cifar", "--limit-train", "96", "--limit-test", "64", "--epochs", "1"],
+        (2,),
+    ),
+}
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_n_processes_train_the_weights_of_one(tmp_path, case):
+    extra, counts = CASES[case]
+    args = COMMON + extra
+    one, one_final = _train(tmp_path, "p1", args)
+    assert one.returncode == 0, one.stderr
+    for n in counts:
+        many, many_final = _train(tmp_path, f"p{n}", args, processes=n)
+        assert many.returncode == 0, many.stderr
+        assert _figures(many_final[-1]) == _figures(one_final[-1])
+        assert len(many_final) == 1  # rank 0 alone prints
+        difference, largest = _max_difference(tmp_path / "p1", tmp_path / f"p{n}")
+        assert difference <= 1e-10 * max(1.0, largest), f"{n} processes: max |w_N - w_1| = {difference}"
+
+
+@needs_mpi
+def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
+    args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
+    first, _ = _train(tmp_path, "run", [*args, "--processes", "2"])
+    assert first.returncode == 0, first.stderr
+    assert "data parallel: 2 processes" in first.stdout
+    resumed = subprocess.run(
+        [sys.executable, "-m", "scratchnet.train", "--resume", str(tmp_path / "run"), "--epochs", "2"]
+        + ["--no-progress", "--no-plots", "--processes", "3"],
+        capture_output=True,
+        text=True,
+        timeout=MPI_TIMEOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(tmp_path / "run").meta["epoch"] == 2
+
+
+@needs_mpi
+def test_an_error_on_one_rank_stops_every_rank(tmp_path):
+    # A sitecustomize that breaks rank 1's training only: the other rank must not wait for it forever.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('PMI_RANK') == '1':\n"
+        "    import scratchnet.parallel as p\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('rank 1 broke')\n"
+        "    p.GradientAllreduce.__call__ = broken\n"
+    )
+    args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
+    done, final = _train(tmp_path, "run", args, processes=2, env={"PYTHONPATH": f"{hook}:{ROOT}"})
+    assert done.returncode != 0
+    assert "rank 1 broke" in done.stderr
+    assert not final
+
+
+@needs_mpi
+def test_a_file_error_on_rank_0_is_every_rank_s_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
+    done, _ = _train(tmp_path, "file/run", args, processes=2)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
