@@ -1,5 +1,5 @@
-"""The exercise checker (python -m scratchnet.gradcheck): solutions pass, stubs say "not implemented", and
-deliberately wrong backward passes (mutants) fail with the right diagnosis."""
+"""The exercise checker (scratchnet.exercises, python -m scratchnet.gradcheck): solutions pass, stubs say
+"not done yet", and deliberately wrong implementations (mutants) fail with the diagnosis that names them."""
 
 from __future__ import annotations
 
@@ -10,29 +10,32 @@ from pathlib import Path
 
 import pytest
 
-from scratchnet.exercises import EXERCISES, check_file
+from scratchnet.exercises import REGISTRY, check, check_file
 
-EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises"
-
-
-def test_every_exercise_has_a_stub_and_a_solution():
-    assert sorted(p.stem for p in EXERCISE_DIR.glob("*.py")) == sorted(EXERCISES)
-    assert sorted(p.stem for p in (EXERCISE_DIR / "solutions").glob("*.py")) == sorted(EXERCISES)
+ROOT = Path(__file__).resolve().parent.parent
+EXERCISE_DIR = ROOT / "lessons" / "exercises"
+FILE_STEMS = sorted(p.stem for p in EXERCISE_DIR.glob("*.py"))
 
 
-@pytest.mark.parametrize("name", sorted(EXERCISES))
-def test_solution_passes(name):
-    report = check_file(EXERCISE_DIR / "solutions" / f"{name}.py")
-    assert report.passed, report.text
-    assert "PASSED" in report.text
-    assert "FAIL" not in report.text
+def test_every_exercise_file_is_registered_and_has_a_solution():
+    assert FILE_STEMS
+    for stem in FILE_STEMS:
+        assert stem.replace("_", "-") in REGISTRY, stem
+        assert (EXERCISE_DIR / "solutions" / f"{stem}.py").is_file(), stem
 
 
-@pytest.mark.parametrize("name", sorted(EXERCISES))
-def test_stub_reports_not_implemented(name):
-    report = check_file(EXERCISE_DIR / f"{name}.py")
-    assert not report.passed
-    assert f"NOT IMPLEMENTED: {name} raises NotImplementedError" in report.text
+@pytest.mark.parametrize("stem", FILE_STEMS)
+def test_solution_passes(stem):
+    report = check_file(EXERCISE_DIR / "solutions" / f"{stem}.py")
+    assert report.passed, report.render()
+    assert report.render().startswith(f"{stem.replace('_', '-')}: passed")
+
+
+@pytest.mark.parametrize("stem", FILE_STEMS)
+def test_stub_is_not_done_yet(stem):
+    report = check_file(EXERCISE_DIR / f"{stem}.py")
+    assert not report.passed and report.not_done
+    assert "not done yet" in report.render()
 
 
 def _mutant(tmp_path: Path, source: str) -> Path:
@@ -41,206 +44,241 @@ def _mutant(tmp_path: Path, source: str) -> Path:
     return path
 
 
-# (wrong implementation, text the report must contain, gradient that must be reported failing)
+SOFTMAX = """
+def softmax_cross_entropy_backward(logits, labels):
+    N = len(labels)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(N), labels] -= 1
+    return p / N
+"""
+
+CONV = """
+def conv2d_backward(dy, x, weight, stride, padding):
+    S, P = stride, padding
+    F, C, KH, KW = weight.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+    dx_pad, dweight = np.zeros_like(x_pad), np.zeros_like(weight)
+    for oh in range(dy.shape[2]):
+        for ow in range(dy.shape[3]):
+            window = (slice(None), slice(None), slice(oh * S, oh * S + KH), slice(ow * S, ow * S + KW))
+            dweight += np.einsum("nf,ncuv->fcuv", dy[:, :, oh, ow], x_pad[window])
+            dx_pad[window] += np.einsum("nf,fcuv->ncuv", dy[:, :, oh, ow], weight)
+    dx = dx_pad[:, :, P : P + x.shape[2], P : P + x.shape[3]]
+    return dx, dweight, dy.sum(axis=(0, 2, 3))
+"""
+
+MAXPOOL = """
+def maxpool_backward(dy, x, kernel_size, stride):
+    K, S = kernel_size, stride
+    dx = np.zeros_like(x)
+    for n in range(dy.shape[0]):
+        for c in range(dy.shape[1]):
+            for oh in range(dy.shape[2]):
+                for ow in range(dy.shape[3]):
+                    window = x[n, c, oh * S : oh * S + K, ow * S : ow * S + K]
+                    kh, kw = np.unravel_index(np.argmax(window), window.shape)
+                    dx[n, c, oh * S + kh, ow * S + kw] += dy[n, c, oh, ow]
+    return dx
+"""
+
+
+def _plant(source: str, *replacements: tuple[str, str]) -> str:
+    """A mutant: the right solution with one planted mistake (every replaced text must be there)."""
+    for old, new in replacements:
+        assert old in source, old
+        source = source.replace(old, new)
+    return source
+
+
+# name -> (wrong implementation, the diagnosis the report must contain, or None where none is expected)
 MUTANTS = {
-    "softmax missing 1/N": (
-        """
-        def softmax_cross_entropy_backward(logits, labels):
-            p = np.exp(logits - logits.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            p[np.arange(len(labels)), labels] -= 1
-            return p
-        """,
-        "off by a constant factor: yours = 5 × correct (N = 5, the batch size: you forgot to divide by N",
-        "dlogits",
+    "softmax without 1/N": (
+        _plant(SOFTMAX, ("return p / N", "return p")),
+        "the 1/N of the batch mean is missing",
     ),
-    "softmax sign flipped": (
-        """
-        def softmax_cross_entropy_backward(logits, labels):
-            p = np.exp(logits - logits.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            onehot = np.eye(logits.shape[1])[labels]
-            return (onehot - p) / len(labels)
-        """,
-        "the SIGN is flipped",
-        "dlogits",
+    "softmax sign flipped": (_plant(SOFTMAX, ("return p / N", "return -p / N")), "the SIGN is flipped"),
+    "softmax without the row max": (
+        _plant(SOFTMAX, ("np.exp(logits - logits.max(axis=1, keepdims=True))", "np.exp(logits)")),
+        "overflows float64",
     ),
-    "linear transposed dW": (
-        """
-        def linear_backward(dy, x, W):
-            return dy @ W.T, dy.T @ x, dy.sum(axis=0)
-        """,
+    "softmax over axis 0": (
+        _plant(SOFTMAX, ("max(axis=1", "max(axis=0"), ("p.sum(axis=1", "p.sum(axis=0")),
+        "softmax over the wrong axis",
+    ),
+    "softmax p[:, labels] -= 1": (
+        _plant(SOFTMAX, ("p[np.arange(N), labels] -= 1", "p[:, labels] -= 1")),
+        "`p[:, labels] -= 1` subtracts 1 in EVERY row",
+    ),
+    "linear dx = dy @ weight": (
+        "def linear_backward(dy, x, weight):\n    return dy @ weight, x.T @ dy, dy.sum(axis=0)\n",
+        "`dy @ weight` multiplies dy (N, M) by weight (D, M)",
+    ),
+    "linear dweight transposed": (
+        "def linear_backward(dy, x, weight):\n    return dy @ weight.T, dy.T @ x, dy.sum(axis=0)\n",
         "TRANSPOSED",
-        "dW",
     ),
-    "linear db not summed": (
-        """
-        def linear_backward(dy, x, W):
-            return dy @ W.T, x.T @ dy, dy
-        """,
+    "linear dbias not summed": (
+        "def linear_backward(dy, x, weight):\n    return dy @ weight.T, x.T @ dy, dy\n",
         "you did not sum over the batch",
-        "db",
     ),
-    "linear db keepdims": (
-        """
-        def linear_backward(dy, x, W):
-            return dy @ W.T, x.T @ dy, dy.sum(axis=0, keepdims=True)
-        """,
-        "your values are right, only the shape is wrong: reshape to (3,)",
-        "db",
+    "linear dbias keepdims": (
+        "def linear_backward(dy, x, weight):\n"
+        "    return dy @ weight.T, x.T @ dy, dy.sum(axis=0, keepdims=True)\n",
+        "only the shape is wrong: it must be (3,)",
     ),
-    "maxpool = instead of +=": (
-        """
-        def maxpool_backward(dy, x, kernel_size, stride):
-            k, s = kernel_size, stride
-            dx = np.zeros_like(x)
-            for n in range(dy.shape[0]):
-                for c in range(dy.shape[1]):
-                    for i in range(dy.shape[2]):
-                        for j in range(dy.shape[3]):
-                            window = x[n, c, i * s : i * s + k, j * s : j * s + k]
-                            u, v = np.unravel_index(np.argmax(window), window.shape)
-                            dx[n, c, i * s + u, j * s + v] = dy[n, c, i, j]
-            return dx
-        """,
-        "maximum of several overlapping windows",
-        "dx",
+    "linear dbias a mean": (
+        "def linear_backward(dy, x, weight):\n    return dy @ weight.T, x.T @ dy, dy.mean(axis=0)\n",
+        "dbias is the MEAN of dy's rows",
+    ),
+    "linear dweight doubled": (
+        "def linear_backward(dy, x, weight):\n    return dy @ weight.T, 2 * x.T @ dy, dy.sum(axis=0)\n",
+        "off by a constant factor: yours = 2 × correct",
     ),
     "relu mask from dy": (
-        """
-        def relu_backward(dy, x):
-            return dy * (dy > 0)
-        """,
-        "you masked with dy > 0",
-        "dx",
+        "def relu_backward(dy, x):\n    return dy * (dy > 0)\n",
+        "masked with the sign of dy",
     ),
+    "relu no mask": ("def relu_backward(dy, x):\n    return dy.copy()\n", "passed dy through unchanged"),
     "relu float32": (
-        """
-        def relu_backward(dy, x):
-            return (dy * (x > 0)).astype(np.float32)
-        """,
-        "dtype is float32, expected float64",
-        "dx",
+        "def relu_backward(dy, x):\n    return (dy * (x > 0)).astype(np.float32)\n",
+        "dtype float32, expected float64",
+    ),
+    "relu in place": (
+        "def relu_backward(dy, x):\n    dy[x <= 0] = 0\n    return dy\n",
+        "modified its input `dy` in place",
+    ),
+    "maxpool = instead of +=": (
+        _plant(MAXPOOL, ("] += dy[n, c, oh, ow]", "] = dy[n, c, oh, ow]")),
+        "`=` instead of `+=`: an input that is the maximum of several OVERLAPPING windows",
+    ),
+    "maxpool whole window": (
+        _plant(
+            MAXPOOL,
+            (
+                "dx[n, c, oh * S + kh, ow * S + kw] +=",
+                "dx[n, c, oh * S : oh * S + K, ow * S : ow * S + K] +=",
+            ),
+        ),
+        "gradient reached inputs that are the maximum of no window",
     ),
     "conv dx not cropped": (
-        """
-        def conv2d_backward(dy, x, W, stride, padding):
-            p, s, k = padding, stride, W.shape[2]
-            x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-            dx_pad, dW = np.zeros_like(x_pad), np.zeros_like(W)
-            for i in range(dy.shape[2]):
-                for j in range(dy.shape[3]):
-                    g = dy[:, :, i, j]
-                    dW += np.einsum("nf,ncuv->fcuv", g, x_pad[:, :, i * s : i * s + k, j * s : j * s + k])
-                    dx_pad[:, :, i * s : i * s + k, j * s : j * s + k] += np.einsum("nf,fcuv->ncuv", g, W)
-            return dx_pad, dW, dy.sum(axis=(0, 2, 3))
-        """,
-        "gradient of the PADDED input",
-        "dx",
+        _plant(CONV, ("return dx, dweight", "return dx_pad, dweight")),
+        "the gradient of the PADDED input",
     ),
-    "conv dW of a flipped kernel": (
-        """
-        def conv2d_backward(dy, x, W, stride, padding):
-            p, s, k = padding, stride, W.shape[2]
-            x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-            dx_pad, dW = np.zeros_like(x_pad), np.zeros_like(W)
-            for i in range(dy.shape[2]):
-                for j in range(dy.shape[3]):
-                    g = dy[:, :, i, j]
-                    dW += np.einsum("nf,ncuv->fcuv", g, x_pad[:, :, i * s : i * s + k, j * s : j * s + k])
-                    dx_pad[:, :, i * s : i * s + k, j * s : j * s + k] += np.einsum("nf,fcuv->ncuv", g, W)
-            dx = dx_pad[:, :, p : p + x.shape[2], p : p + x.shape[3]]
-            return dx, dW[:, :, ::-1, ::-1], dy.sum(axis=(0, 2, 3))
-        """,
-        "the kernel is FLIPPED",
-        "dW",
+    "conv dx with = instead of +=": (
+        _plant(CONV, ("dx_pad[window] +=", "dx_pad[window] =")),
+        "`=` instead of `+=` in dx",
     ),
-    "linear dW doubled": (
-        """
-        def linear_backward(dy, x, W):
-            return dy @ W.T, 2 * x.T @ dy, dy.sum(axis=0)
-        """,
-        "off by a constant factor: yours = 2 × correct",
-        "dW",
+    "conv dweight with = instead of +=": (
+        _plant(CONV, ("dweight +=", "dweight =")),
+        "`=` instead of `+=` in dweight",
+    ),
+    "conv kernel flipped inside dx": (
+        _plant(
+            CONV,
+            (
+                '"nf,fcuv->ncuv", dy[:, :, oh, ow], weight)',
+                '"nf,fcuv->ncuv", dy[:, :, oh, ow], weight[..., ::-1, ::-1])',
+            ),
+        ),
+        "the kernel is flipped (rotated 180°) inside dx",
+    ),
+    "conv dweight flipped": (
+        _plant(CONV, ("return dx, dweight,", "return dx, dweight[..., ::-1, ::-1],")),
+        "FLIPPED (rotated 180°)",
+    ),
+    "conv dbias a mean": (
+        _plant(CONV, ("dy.sum(axis=(0, 2, 3))", "dy.mean(axis=(0, 2, 3))")),
+        "dbias is a MEAN of dy over the N·OH·OW positions",
     ),
 }
 
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
-def test_mutant_fails_with_diagnosis(tmp_path, mutant):
-    source, diagnosis, gradient = MUTANTS[mutant]
+def test_mutant_fails(tmp_path, mutant):
+    source, _ = MUTANTS[mutant]
     report = check_file(_mutant(tmp_path, source))
-    assert not report.passed, report.text
-    assert diagnosis in report.text, report.text
-    failing = [line for line in report.lines if line.strip().startswith(f"{gradient} ") and "FAIL" in line]
-    assert failing, report.text
+    assert not report.passed and not report.not_done, report.render()
 
 
-def test_maxpool_assignment_mutant_passes_the_non_overlapping_case_first(tmp_path):
-    report = check_file(_mutant(tmp_path, MUTANTS["maxpool = instead of +="][0]))
-    text = report.text
-    assert "case 1 of 2" in text and "case 2 of 2" in text
-    assert text.index(" ok ") < text.index("case 2 of 2") < text.index("FAIL")
+def test_at_least_90_percent_of_mutants_are_diagnosed(tmp_path):
+    missed = {}
+    for name, (source, diagnosis) in MUTANTS.items():
+        text = check_file(_mutant(tmp_path, source)).render()
+        if diagnosis is None or diagnosis not in text:
+            missed[name] = text
+    assert len(missed) <= 0.1 * len(MUTANTS), "\n\n".join(f"{k}:\n{v}" for k, v in missed.items())
 
 
-def test_worst_element_and_both_errors_are_reported(tmp_path):
-    report = check_file(_mutant(tmp_path, MUTANTS["softmax missing 1/N"][0]))
-    assert "worst element dlogits[" in report.text
-    assert "CS231n max" in report.text and "finite differences" in report.text
+@pytest.mark.parametrize("mutant", sorted(k for k, (_, d) in MUTANTS.items() if d))
+def test_mutant_diagnosis(tmp_path, mutant):
+    source, diagnosis = MUTANTS[mutant]
+    text = check_file(_mutant(tmp_path, source)).render()
+    assert diagnosis in text, text
 
 
-def test_modifying_an_input_in_place_is_reported(tmp_path):
-    source = """
+def test_the_formula_only_with_hint(tmp_path):
+    path = _mutant(tmp_path, MUTANTS["linear dbias a mean"][0])
+    assert "dy.sum(axis=0)" not in check_file(path).render()
+    assert "dbias = dy.sum(axis=0)" in check_file(path, hint=True).render(hint=True)
+
+
+def test_check_prints_not_done_yet_then_the_mistake(capsys):
     def relu_backward(dy, x):
-        dy[x <= 0] = 0
-        return dy
-    """
-    report = check_file(_mutant(tmp_path, source))
-    assert not report.passed
-    assert "modified its input `dy` in place" in report.text
+        raise NotImplementedError
+
+    assert check("relu-backward", relu_backward) is False
+    assert capsys.readouterr().out.startswith("relu-backward: not done yet")
+    assert check("relu-backward", lambda dy, x: dy * (dy > 0)) is False
+    assert "masked with the sign of dy" in capsys.readouterr().out
 
 
-def test_exception_in_the_learners_code_is_shown(tmp_path):
-    source = """
-    def linear_backward(dy, x, W):
-        return dy @ W, x.T @ dy, dy.sum(axis=0)
-    """
-    report = check_file(_mutant(tmp_path, source))
-    assert not report.passed
-    assert "ERROR: your function raised ValueError" in report.text
+def test_an_unexplained_exception_is_reported_with_its_line(capsys):
+    def relu_backward(dy, x):
+        return dy[x > 0].reshape(5, 5)
+
+    assert check("relu-backward", relu_backward) is False
+    out = capsys.readouterr().out
+    assert "wrong: your code raised ValueError" in out and "reshape" in out
 
 
-def test_wrong_number_of_outputs(tmp_path):
-    report = check_file(_mutant(tmp_path, "def linear_backward(dy, x, W):\n    return dy @ W.T, x.T @ dy\n"))
-    assert "must return 3 value(s) (dx, dW, db), got 2 values" in report.text
-
-
-def test_file_without_an_exercise_function(tmp_path):
-    report = check_file(_mutant(tmp_path, "def something_else():\n    pass\n"))
-    assert not report.passed
-    assert "defines no function named relu_backward" in report.text
-
-
-def test_missing_file_names_the_path(tmp_path):
-    report = check_file(tmp_path / "nowhere.py")
-    assert not report.passed
-    assert f"no such exercise file: {tmp_path / 'nowhere.py'}" in report.text
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scratchnet.gradcheck", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "scratchnet.gradcheck", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
 
 
-def test_cli_exit_status():
-    passed = _cli(str(EXERCISE_DIR / "solutions" / "linear_backward.py"))
-    assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "PASSED" in passed.stdout
-    stub, solution = EXERCISE_DIR / "linear_backward.py", EXERCISE_DIR / "solutions" / "relu_backward.py"
-    failed = _cli(str(stub), str(solution))
-    assert failed.returncode == 1
-    assert "NOT IMPLEMENTED" in failed.stdout and "relu_backward" in failed.stdout
-    listing = _cli("--list")
-    assert listing.returncode == 0
-    assert all(name in listing.stdout for name in EXERCISES)
+def test_command_line_exit_status():
+    solved = _command(str(EXERCISE_DIR / "solutions" / "linear_backward.py"))
+    assert solved.returncode == 0 and "linear-backward: passed" in solved.stdout, (
+        solved.stdout + solved.stderr
+    )
+    stub = _command(str(EXERCISE_DIR / "linear_backward.py"))
+    assert stub.returncode == 1 and "not done yet" in stub.stdout
+    missing = _command("no_such_file.py")
+    assert (
+        missing.returncode == 2 and missing.stderr.strip() == "error: no such exercise file: no_such_file.py"
+    )
+
+
+def test_command_line_list_shows_files_and_notebook_cells():
+    listing = _command("--list")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert any("linear-backward" in line and "lessons/exercises/linear_backward.py" in line for line in lines)
+    assert any("linear-backward" in line and "02_linear_softmax.ipynb" in line for line in lines)
+    assert all(line.startswith(("to do", "done ")) for line in lines)
+
+
+def test_a_cuda_file_without_the_kernel_checker_is_a_clear_error(tmp_path, monkeypatch):
+    from scratchnet.exercises import main
+
+    monkeypatch.setitem(sys.modules, "scratchnet.kernel_exercises", None)  # as if the module were absent
+    path = tmp_path / "relu.cu"
+    path.write_text("__global__ void relu() {}\n")
+    assert main([str(path)]) == 2

@@ -1,7 +1,12 @@
-"""Every lesson notebook runs top to bottom without an error (executed with nbclient, kernel python3)."""
+"""The lesson notebooks: their order (the table in lessons/README.md), their shape (tasks, exercises with
+check cells and solutions, committed without outputs), and two runs of each: as committed (every check says
+"not done yet" and the notebook runs to the end) and solved (each exercise cell replaced by its solution,
+every check passes). Select them with ``-m lessons``; one lesson with ``-k 02_``."""
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
@@ -10,37 +15,125 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-LESSONS = Path(__file__).resolve().parent.parent / "lessons"
-NOTEBOOKS = sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
-USES_SIMULATOR = {"03_relu_pooling_dropout.ipynb", "05_cuda_without_a_gpu.ipynb"}
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = ROOT / "lessons"
+SOLUTIONS = LESSONS / "exercises" / "solutions"
+TASK_TAGS = {"exercise", "predict", "try"}
+TIME_LIMIT_S = 180.0
+
+pytestmark = pytest.mark.lessons
 
 
-def test_the_lessons_are_there():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
-    readme = (LESSONS / "README.md").read_text()
-    assert all(p.name in readme for p in NOTEBOOKS), "lessons/README.md must list every notebook"
+def lesson_order() -> list[str]:
+    """Notebook names, in the order of the table under '## The lessons, in order' in lessons/README.md."""
+    text = (LESSONS / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## The lessons, in order", 1)[-1].split("\n## ", 1)[0]
+    return re.findall(r"^\| *\[[^]]*\]\((\d\d_\w+\.ipynb)\)", section, flags=re.M)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_is_committed_without_outputs(path):
-    notebook = nbformat.read(path, as_version=4)
+ORDER = lesson_order()
+
+
+def _tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def _read(name: str):
+    return nbformat.read(LESSONS / name, as_version=4)
+
+
+def test_the_order_table_lists_existing_notebooks_in_order():
+    assert ORDER, "lessons/README.md has no lesson table"
+    missing = [name for name in ORDER if not (LESSONS / name).is_file()]
+    assert not missing, f"lessons/README.md lists notebooks that do not exist: {missing}"
+    numbers = [int(name[:2]) for name in ORDER]
+    assert numbers == sorted(set(numbers)), f"the table must list lessons by increasing number: {ORDER}"
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_committed_without_outputs(name):
+    notebook = _read(name)
     nbformat.validate(notebook)
+    assert (notebook.nbformat, notebook.nbformat_minor) >= (4, 5), f"{name}: nbformat 4.5 (cell ids) needed"
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None, f"{path.name}: clear the outputs"
+            assert not cell.outputs and cell.execution_count is None, f"{name}: clear the outputs ({cell.id})"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(p, marks=pytest.mark.sim) if p.name in USES_SIMULATOR else p for p in NOTEBOOKS],
-    ids=lambda p: p.stem,
-)
-def test_notebook_runs(path):
-    notebook = nbformat.read(path, as_version=4)
+@pytest.mark.parametrize("name", ORDER)
+def test_tasks_exercises_answers_and_checks(name):
+    cells = _read(name).cells
+    tasks = [c for c in cells if TASK_TAGS & set(_tags(c))]
+    assert len(tasks) >= 3, f"{name}: {len(tasks)} tagged tasks, at least 3 needed"
+    exercises = [i for i, c in enumerate(cells) if "exercise" in _tags(c)]
+    if not name.startswith("01_"):
+        assert exercises, f"{name}: at least one cell tagged `exercise` needed"
+    for i in exercises:
+        cell = cells[i]
+        solution = SOLUTIONS / Path(name).stem / f"{cell.id}.py"
+        assert solution.is_file(), f"{name}: exercise {cell.id} has no solution {solution.relative_to(ROOT)}"
+        assert "NotImplementedError" in cell.source, (
+            f"{name}: the stub of {cell.id} must raise NotImplementedError"
+        )
+        following = next(c for c in cells[i + 1 :] if c.cell_type == "code")
+        assert "check" in _tags(following), f"{name}: exercise {cell.id} must be followed by a `check` cell"
+        assert f'check("{cell.id}"' in following.source, f"{name}: the check after {cell.id} must check it"
+    for i, cell in enumerate(cells):
+        if "predict" in _tags(cell):
+            answer = next((c for c in cells[i + 1 :] if c.cell_type == "markdown"), None)
+            assert answer is not None and "answer" in _tags(answer), (
+                f"{name}: predict cell {cell.id} needs an answer"
+            )
+            assert answer.metadata.get("jupyter", {}).get("source_hidden"), (
+                f"{name}: hide the answer to {cell.id}"
+            )
+
+
+def _execute(notebook, monkeypatch) -> float:
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     client = nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}}
+        notebook, timeout=TIME_LIMIT_S, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}}
     )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
-    print(f"{path.name}: {time.perf_counter() - start:.1f} s")
+    return time.perf_counter() - start
+
+
+def _text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def _pngs(notebook) -> int:
+    return sum(
+        "image/png" in o.get("data", {}) for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ORDER)
+def test_runs_as_committed(name, monkeypatch):
+    notebook = _read(name)
+    seconds = _execute(notebook, monkeypatch)
+    print(f"{name} as committed: {seconds:.1f} s")
+    assert seconds < TIME_LIMIT_S, f"{name} took {seconds:.0f} s, above {TIME_LIMIT_S:.0f} s"
+    for cell in notebook.cells:
+        if "check" in _tags(cell):
+            assert "not done yet" in _text(cell), f"{name}: check {cell.id} printed {_text(cell)!r}"
+    assert _pngs(notebook) >= 1, f"{name}: no figure (PNG output)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ORDER)
+def test_runs_solved(name, monkeypatch):
+    notebook = _read(name)
+    for cell in notebook.cells:
+        if "exercise" in _tags(cell):
+            cell.source = (SOLUTIONS / Path(name).stem / f"{cell.id}.py").read_text(encoding="utf-8")
+    seconds = _execute(notebook, monkeypatch)
+    print(f"{name} solved: {seconds:.1f} s")
+    assert seconds < TIME_LIMIT_S, f"{name} took {seconds:.0f} s, above {TIME_LIMIT_S:.0f} s"
+    for cell in notebook.cells:
+        if "check" in _tags(cell):
+            output = _text(cell)
+            assert ": passed" in output, f"{name}: check {cell.id} printed {output!r}"
+            assert "not done yet" not in output and "wrong" not in output, f"{name}: {output!r}"

@@ -1,0 +1,155 @@
+"""Exercises: checkers that say whether a learner's code is right and, when it is not, name the mistake.
+
+The API, for lesson authors:
+
+* ``check(exercise_id, *learner_objects, hint=False) -> bool``: what a check cell calls, e.g.
+  ``check("linear-backward", linear_backward);``. It prints ``<id>: not done yet`` while the learner's code
+  raises NotImplementedError, ``<id>: passed`` when every test passes, else ``<id>: wrong`` and one line
+  ``wrong: <the mistake, named>`` per failure. Formulas are printed only with ``hint=True``.
+* ``@register(exercise_id, names=("linear_backward",), title="...")``: registers a checker, in a topic module
+  of this package (``layers.py``, ``gradcheck.py``, ``training.py``, ``kernels.py``, ``batchnorm.py``...).
+  Every module of the package is imported, so a new topic needs no edit here. The id is the notebook cell id
+  of the exercise and, with ``_`` for ``-``, the stem of its file exercise (``lessons/exercises/<stem>.py``);
+  ``names`` are the objects the learner defines, passed to the checker in that order.
+  A checker is ``checker(report, *learner_objects) -> None``: it calls the learner's code (a
+  NotImplementedError it lets through means "not done yet"; any other exception is explained to the
+  learner) and records ``report.ok(text)`` for a passed test, ``report.fail(mistake, hint=formula)`` for a
+  failed one. A checker that records no failure passes.
+* ``_gradients.check_arrays(report, spec, function)`` does the work for exercises that return arrays: it
+  compares them with the right ones (finite differences for gradients) and names the known mistakes of the
+  :class:`~scratchnet.exercises._gradients.ArraySpec`.
+* ``check_file(path, hint=False) -> Report`` and ``main(argv)``: the file exercises and the command line
+  ``python -m scratchnet.gradcheck FILE [--hint]`` and ``--list`` (``.cu`` files go to
+  ``scratchnet.kernel_exercises.main``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NOT_DONE = "not done yet"
+
+
+@dataclass
+class Report:
+    """What a check found: lines for the learner, whether it passed, the formulas behind the failures."""
+
+    exercise_id: str
+    lines: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    passed: bool = True
+    not_done: bool = False
+
+    def say(self, text: str) -> None:
+        self.lines.append(text)
+
+    def ok(self, text: str) -> None:
+        self.lines.append(f"  ok: {text}")
+
+    def fail(self, mistake: str, hint: str | None = None) -> None:
+        self.passed = False
+        self.lines.append(f"  wrong: {mistake}")
+        if hint and hint not in self.hints:
+            self.hints.append(hint)
+
+    def render(self, hint: bool = False) -> str:
+        if self.not_done:
+            return "\n".join([f"{self.exercise_id}: {NOT_DONE}", *self.lines])
+        verdict = "passed" if self.passed else "wrong"
+        lines = [f"{self.exercise_id}: {verdict}", *self.lines]
+        if not self.passed and hint:
+            lines += [f"  hint: {h}" for h in self.hints]
+        elif not self.passed and self.hints:
+            lines.append(f'  (check("{self.exercise_id}", ..., hint=True) shows the formula)')
+        return "\n".join(lines)
+
+
+@dataclass
+class Exercise:
+    exercise_id: str
+    names: tuple[str, ...]  # the objects the learner defines, in the order the checker takes them
+    title: str
+    checker: Callable[..., None]
+
+
+REGISTRY: dict[str, Exercise] = {}
+
+
+def register(exercise_id: str, *, names: tuple[str, ...], title: str):
+    """Decorator: register ``checker(report, *learner_objects)`` as the checker of ``exercise_id``."""
+
+    def decorate(checker):
+        if exercise_id in REGISTRY:
+            raise ValueError(f"exercise {exercise_id!r} is registered twice")
+        REGISTRY[exercise_id] = Exercise(exercise_id, tuple(names), title, checker)
+        return checker
+
+    return decorate
+
+
+def _explain_exception(error: Exception) -> str:
+    """The learner's code raised: say what NumPy's message means, where it happened."""
+    message = str(error)
+    where = traceback.extract_tb(error.__traceback__)[-1]
+    text = f"your code raised {type(error).__name__}: {message} (line {where.lineno}: {where.line})"
+    if "matmul" in message:
+        text += (
+            "; in a @ b the LAST size of a must equal the FIRST size of b (for 2-D arrays): "
+            "write the shapes of both operands next to the line and look which one must be transposed"
+        )
+    elif "could not be broadcast" in message:
+        text += "; element-wise operations need equal shapes (or sizes of 1): print the shapes of both sides"
+    return text
+
+
+def run(exercise_id: str, *learner_objects, hint: bool = False) -> Report:
+    """Run the checker of ``exercise_id`` on the learner's objects and return its :class:`Report`."""
+    if exercise_id not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise KeyError(f"no exercise {exercise_id!r}; the exercises are: {known}")
+    exercise = REGISTRY[exercise_id]
+    report = Report(exercise_id)
+    if len(learner_objects) != len(exercise.names):
+        raise TypeError(
+            f"check({exercise_id!r}, ...) takes {len(exercise.names)} object(s): {exercise.names}"
+        )
+    try:
+        # Some test inputs are large on purpose: an overflow is for the checker to report, not a warning.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exercise.checker(report, *learner_objects)
+    except NotImplementedError:
+        report.not_done, report.passed = True, False
+        report.lines = [
+            f"  (replace the `raise NotImplementedError` in {' / '.join(exercise.names)} by your code)"
+        ]
+    except Exception as error:  # the learner's bug, not the checker's: explain it
+        report.fail(_explain_exception(error))
+    return report
+
+
+def check(exercise_id: str, *learner_objects, hint: bool = False) -> bool:
+    """Check the learner's objects for ``exercise_id``, print the report, return whether it passed."""
+    report = run(exercise_id, *learner_objects, hint=hint)
+    print(report.render(hint))
+    return report.passed
+
+
+def _import_topics() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_topics()
+
+from scratchnet.exercises._files import check_file, main  # noqa: E402  (needs the registry filled)
+
+__all__ = ["REGISTRY", "Report", "check", "check_file", "main", "register", "run"]
