@@ -204,7 +204,8 @@ CASES = {
     "augment": (["--augment"], (2,)),
     "uneven-batches": (["--val-fraction", "0", "--batch-size", "73"], (2, 3)),
     "dropout": (
-        ["--model", "alexnet-cifar", "--limit-train", "96", "--limit-test", "64", "--epochs", "1"],
+        ["--model", "alexnet-cifar", "--image-size", "32", "--limit-train", "96", "--limit-test", "64"]
+        + ["--epochs", "1"],
         (2,),
     ),
 }
