@@ -1,4 +1,6 @@
-"""The data-parallel LeNet-5 training step against PyTorch: ``python -m scratchnet.bench parallel``.
+"""Parallel speed: the data-parallel training step, and the data loader's worker processes.
+
+``python -m scratchnet.bench parallel``: the data-parallel LeNet-5 training step against PyTorch.
 
 Every measurement runs in a fresh process (or ``mpiexec`` ranks), one after the other, round after round:
 PyTorch with its default threads, scratchnet on one process, scratchnet on ``--processes`` ranks. Nothing
@@ -8,6 +10,10 @@ on one fixed random batch of the global batch size (each rank takes its shard of
 
 Each line of the table gives images per second, the ratio to PyTorch, and for the parallel runs the share of
 a step spent in the gradient allreduce (the communication cost).
+
+``python -m scratchnet.bench loader``: images per second that the DataLoader serves from an image folder
+(the ImageNet layout, decoded by Pillow, random-resized crops at 224 px) with 0, 1, 2... worker processes.
+Without ``--data-dir`` it writes a folder of synthetic JPEG photos-sized images first.
 """
 
 from __future__ import annotations
@@ -168,6 +174,66 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# --- the data loader ------------------------------------------------------------------------------------
+def synthetic_image_folder(root, images: int = 256, classes: int = 4, size=(500, 375), seed: int = 0):
+    """``root/train/<class>/*.jpg``: smooth random colour images of ``size`` (JPEG, quality 90)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        folder = Path(root) / "train" / f"class{i % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 256, (size[1] // 25, size[0] // 25, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize(size, Image.BILINEAR).save(folder / f"{i}.jpg", quality=90)
+    return Path(root)
+
+
+def measure_loader(data_dir, workers: list[int], batch: int, image_size: int, epochs: int) -> list[dict]:
+    import scratchnet.data as D
+
+    dataset = D.load_dataset("folder", data_dir=data_dir, image_size=image_size, crop="random-resized")
+    rows = []
+    for k in workers:
+        loader = D.DataLoader(dataset, batch, shuffle=True, seed=0, workers=k)
+        start = time.perf_counter()
+        served = 0
+        for epoch in range(epochs):
+            loader.set_epoch(epoch)
+            served += sum(len(labels) for _, labels in loader)
+        rows.append({"workers": k, "images_per_second": served / (time.perf_counter() - start)})
+    return rows
+
+
+def loader_main(argv: list[str]) -> int:
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m scratchnet.bench loader", description="DataLoader workers")
+    p.add_argument("--data-dir", help="an image folder (root/train/<class>/...); default: synthetic JPEGs")
+    p.add_argument("--workers", default="0,1,2", help="worker counts to measure, comma-separated")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=2)
+    args = p.parse_args(argv)
+    try:
+        workers = [int(k) for k in args.workers.split(",")]
+    except ValueError:
+        p.error(f"--workers must be comma-separated integers, got {args.workers!r}")
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = args.data_dir or synthetic_image_folder(scratch)
+        rows = measure_loader(data_dir, workers, args.batch_size, args.image_size, args.epochs)
+    print(f"# python -m scratchnet.bench loader {' '.join(argv)}")
+    print(
+        f"image folder {args.data_dir or 'synthetic: 256 JPEGs of 500x375'}, random-resized crops to "
+        f"{args.image_size} px, batch {args.batch_size}, {args.epochs} epochs"
+    )
+    print(f"{'workers':>7}  {'images/s':>9}")
+    for r in rows:
+        print(f"{r['workers']:>7}  {r['images_per_second']:9.0f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_measure":  # inside one measurement's process (or rank)
@@ -177,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         if result is not None:
             print(json.dumps(result))
         return 0
+    if argv and argv[0] == "loader":
+        return loader_main(argv[1:])
     p = parser()
     args = p.parse_args(argv)
     try:

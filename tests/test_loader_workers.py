@@ -54,3 +54,13 @@ def test_bad_worker_settings_are_refused(kwargs):
     dataset = D.load_dataset("fashion-mnist-mini", split="test")
     with pytest.raises(ValueError, match="workers"):
         D.DataLoader(dataset, 8, **kwargs)
+
+
+def test_loader_benchmark_prints_one_row_per_worker_count(tmp_path, capsys):
+    from scratchnet import parallel_bench
+
+    root = _image_folder(tmp_path)
+    argv = ["loader", "--data-dir", str(root), "--workers", "0,1", "--image-size", "16", "--epochs", "1"]
+    assert parallel_bench.main(argv) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["0", "1"] and all(float(r[1]) > 0 for r in rows)
