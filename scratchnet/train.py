@@ -60,7 +60,7 @@ SCHEDULES = ("none", "step", "cosine")
 DTYPES = ("float32", "float64")
 PRETRAINED_MODEL = "alexnet-torchvision"  # the architecture torchvision's AlexNet weights fit
 # What a resumed run may change; everything else comes from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out")
+RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "workers")
 
 
 class ConfigError(ValueError):
@@ -108,6 +108,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar (only shown when stderr is a terminal)
     plots: bool = True  # draw curves.png, confusion.png, filters.png into the run folder at the end
     download: bool = True  # fetch missing datasets (the bundled mini dataset never needs it)
+    workers: int = 0  # processes preparing the next training batches (image folders: decoding is slow)
 
     def __post_init__(self):
         checks = [
@@ -121,6 +122,7 @@ class TrainConfig:
             (self.device in DEVICE_NAMES, f"device must be one of {DEVICE_NAMES}, got {self.device!r}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (
@@ -393,7 +395,12 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None)
     optimizer, scheduler = make_optimizer(config, model)
     loader = D.DataLoader(
-        data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
+        data.train,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        transform=data.train_transform,
+        workers=config.workers,
     )
     run = Run(
         config=config,
@@ -705,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG files of the run folder")
     p.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="processes preparing training batches (default 0: none)"
+    )
     p.add_argument(
         "--processes",
         type=int,

@@ -64,3 +64,26 @@ def test_loader_benchmark_prints_one_row_per_worker_count(tmp_path, capsys):
     assert parallel_bench.main(argv) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
     assert [r[0] for r in rows] == ["0", "1"] and all(float(r[1]) > 0 for r in rows)
+
+
+def test_training_with_workers_gives_the_same_run():
+    from scratchnet.train import TrainConfig, train
+
+    results = [
+        train(
+            TrainConfig(
+                dtype="float64",
+                limit_train=192,
+                limit_test=64,
+                epochs=1,
+                augment=True,
+                workers=w,
+                progress=False,
+            ),
+            log=lambda line: None,
+        )
+        for w in (0, 2)
+    ]
+    assert results[0].test_loss == results[1].test_loss
+    for k, v in results[0].model.params.items():
+        np.testing.assert_array_equal(v, results[1].model.params[k])
