@@ -203,6 +203,7 @@ CASES = {
     "lenet5": ([], (2, 3)),
     "augment": (["--augment"], (2,)),
     "uneven-batches": (["--val-fraction", "0", "--batch-size", "73"], (2, 3)),
+    "sim": (["--device", "sim", "--limit-train", "96", "--limit-test", "32", "--epochs", "1"], (2,)),
     "dropout": (
         ["--model", "alexnet-cifar", "--image-size", "32", "--limit-train", "96", "--limit-test", "64"]
         + ["--epochs", "1"],
