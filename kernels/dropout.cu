@@ -6,6 +6,9 @@
 //   mix64(z)   = SplitMix64's finalizer (below)
 //   key        = mix64(seed + GOLDEN * (calls + 1))   // output number calls+1 of SplitMix64 seeded with seed
 //   hash(i)    = mix64(key  + GOLDEN * (i + 1))       // output number i+1 of SplitMix64 seeded with key
+//
+// where i = first + (index of the element in x): the element's index in the whole batch, of which x may be
+// one process's shard (data parallelism), so the masks do not depend on how the batch is split.
 //   keep i  <=>  (hash(i) >> (64 - UNIFORM_BITS)) >= threshold,  threshold = ceil(p * 2^UNIFORM_BITS)
 //
 // i.e. u = (hash >> 40) / 2^24 is uniform on [0, 1) with UNIFORM_BITS = 24 bits and element i is kept
@@ -24,11 +27,11 @@ __device__ unsigned long long splitmix64_mix(unsigned long long z) {
 // scale = 1 / (1 - p)) for backward.
 template <typename T>
 __global__ void dropout_forward(const T* x, T* y, T* mask, unsigned long long seed, unsigned long long calls,
-                                unsigned int threshold, T scale, long long count) {
+                                unsigned long long first, unsigned int threshold, T scale, long long count) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     unsigned long long key = splitmix64_mix(seed + SPLITMIX64_GOLDEN * (calls + 1ULL));
-    unsigned long long hash = splitmix64_mix(key + SPLITMIX64_GOLDEN * ((unsigned long long)i + 1ULL));
+    unsigned long long hash = splitmix64_mix(key + SPLITMIX64_GOLDEN * (first + (unsigned long long)i + 1ULL));
     bool keep = (unsigned int)(hash >> (64 - UNIFORM_BITS)) >= threshold;
     T m = keep ? scale : T(0);
     mask[i] = m;

@@ -741,6 +741,10 @@ def main(argv: list[str] | None = None) -> int:
         from scratchnet import kernel_bench
 
         return kernel_bench.main(argv[1:])
+    if argv and argv[0] in ("parallel", "loader"):
+        from scratchnet import parallel_bench
+
+        return parallel_bench.main(argv if argv[0] == "loader" else argv[1:])
     if argv and argv[0] == "time-to-accuracy":
         parser = tta_parser()
         args = parser.parse_args(argv[1:])

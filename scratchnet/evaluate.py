@@ -57,16 +57,22 @@ def evaluate(
     batch_size: int = 256,
     confusion: bool = False,
     progress: bool = False,
+    world=None,
 ) -> Evaluation:
     """Loss, top-1 and top-5 accuracy of ``model`` on ``dataset`` (``training=False``: no dropout).
 
     ``transform``: the training run's normalization (``Data.eval_transform``); ``confusion=True`` also
-    counts the confusion matrix, which copies each batch's logits to the host.
+    counts the confusion matrix, which copies each batch's logits to the host. ``world``: with several
+    processes (:mod:`scratchnet.parallel`), each evaluates its contiguous part of ``dataset`` and the
+    counts are summed, so every rank returns the whole dataset's figures.
     """
     device, dtype = model.device, model.dtype
     loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
-    loader = D.DataLoader(dataset, batch_size, shuffle=False, transform=transform)
     num_classes = dataset.num_classes
+    total = len(dataset)
+    if world is not None and world.size > 1:
+        dataset = D.Subset(dataset, np.arange(total)[world.shard(total)])  # may be empty
+    loader = D.DataLoader(dataset, batch_size, shuffle=False, transform=transform) if len(dataset) else []
     counts = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
     ks = (1, 5) if num_classes > 5 else (1,)  # with 5 classes or fewer, top-5 is always right
     seen, loss_sum, correct = 0, 0.0, {1: 0, 5: 0}
@@ -88,6 +94,11 @@ def evaluate(
                 predicted[nan_rows] = (labels[nan_rows] + 1) % num_classes
                 counts += plots.confusion_matrix(labels, predicted, num_classes)
             seen += len(labels)
+    if world is not None and world.size > 1:
+        sums = world.sum([seen, loss_sum, correct[1], correct[5], *(counts.ravel() if confusion else [])])
+        seen, loss_sum, correct = int(sums[0]), float(sums[1]), {1: int(sums[2]), 5: int(sums[3])}
+        if confusion:
+            counts = sums[4:].astype(np.int64).reshape(num_classes, num_classes)
     if seen == 0:
         raise ValueError(f"cannot evaluate on an empty dataset ({dataset!r})")
     top5 = correct[5] / seen if 5 in ks else 1.0

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import json
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +52,7 @@ from tqdm import tqdm
 import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
-from scratchnet import plots
+from scratchnet import parallel, plots
 from scratchnet._paths import atomic_write_text, remove_orphans, temp_path
 from scratchnet.checkpoint import (
     BEST,
@@ -75,7 +77,7 @@ SCHEDULES = ("none", "step", "cosine")
 DTYPES = ("float32", "float64")
 PRETRAINED_MODEL = "alexnet-torchvision"  # the architecture torchvision's AlexNet weights fit
 # What a resumed run may change; everything else comes from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "overwrite")
+RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "overwrite", "workers")
 # What a checkpoint's meta must hold to continue a run from it.
 RESUME_META = ("epoch", "config", "model_config", "dropout_rng_calls", "history", "best", "bad_epochs")
 
@@ -132,6 +134,7 @@ class TrainConfig:
     plots: bool = True  # draw curves.png, confusion.png, filters.png into the run folder at the end
     download: bool = True  # fetch missing datasets (the bundled mini dataset never needs it)
     overwrite: bool = False  # allow a new run in an existing, non-empty run folder (its files are replaced)
+    workers: int = 0  # processes preparing the next training batches (image folders: decoding is slow)
 
     def __post_init__(self):
         """Refuse, with :class:`ConfigError` naming the field, any value that cannot make a sensible run."""
@@ -167,6 +170,10 @@ class TrainConfig:
             (
                 isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 1,
                 f"val_fraction must be in [0, 1), got {self.val_fraction!r}",
+            ),
+            (
+                isinstance(self.workers, int) and self.workers >= 0,
+                f"workers must be an integer >= 0, got {self.workers!r}",
             ),
             (
                 self.early_stopping is None or self.val_fraction > 0,
@@ -333,13 +340,31 @@ def dropout_layers(model) -> dict:
 
 
 # --- one epoch ---------------------------------------------------------------------------------------
-def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epoch: int, progress: bool):
+def train_epoch(
+    model,
+    loader,
+    loss_fn,
+    optimizer,
+    device: Device,
+    dtype,
+    *,
+    epoch: int,
+    progress: bool,
+    world: parallel.World | None = None,
+):
     """One pass over ``loader``; returns {"loss", "accuracy", "images_per_second"} (means over images).
+
+    With several processes (``world``) every rank builds the whole batch (so augmentation draws are the
+    ones one process makes), computes the forward and backward of its shard only, and one allreduce
+    gives every rank the whole batch's gradient before the same SGD step (see :mod:`scratchnet.parallel`).
 
     Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite, or when an update leaves a
     parameter that is not finite (checked after every update), or when the epoch's last update makes that
     batch's loss non-finite (no later batch would notice).
     """
+    world = world or parallel.World()
+    allreduce = parallel.GradientAllreduce(model, world) if world.size > 1 else None
+    stochastic = dropout_layers(model).values()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
@@ -347,17 +372,26 @@ def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epo
     # so NumPy's overflow warnings would only be noise.
     with bar, np.errstate(over="ignore", invalid="ignore"):
         for batch, (images, labels) in enumerate(loader, start=1):
-            x = device.array(images, dtype=dtype)  # (B, C, H, W)
-            y = device.array(labels)  # (B,) int64
-            logits = model.forward(x, training=True)  # (B, classes)
-            loss = loss_fn.forward(logits, y)
+            shard = world.shard(len(labels))  # this rank's examples of the batch (all of them alone)
+            for layer in stochastic:
+                layer.first_example = shard.start  # dropout masks follow the example, not the rank
+            x = device.array(images[shard], dtype=dtype)  # (B / N, C, H, W)
+            y = device.array(labels[shard])  # (B / N,) int64
+            logits = model.forward(x, training=True)  # (B / N, classes)
+            loss = loss_fn.forward(logits, y) if len(y) else 0.0
+            if len(y):
+                model.backward(loss_fn.backward())
+            shard_correct = topk_correct(logits, y, ks=(1,), device=device)[1] if len(y) else 0
+            if allreduce is not None:
+                allreduce(len(y), len(labels))
+                loss_total, shard_correct = world.sum([loss * len(y), shard_correct])
+                loss = float(loss_total) / len(labels)
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"the loss is {loss} in epoch {epoch}, batch {batch}")
-            model.backward(loss_fn.backward())
             optimizer.step()
             if not parameters_finite(model):
                 raise TrainingDiverged(f"the update of epoch {epoch}, batch {batch} made a parameter NaN/inf")
-            correct += topk_correct(logits, y, ks=(1,), device=device)[1]
+            correct += int(shard_correct)
             seen += len(labels)
             loss_sum += loss * len(labels)
             rate = seen / max(time.perf_counter() - start, 1e-9)
@@ -392,6 +426,7 @@ class Run:
     loader: D.DataLoader
     run_dir: Path | None
     start: float  # time.perf_counter() when the run began
+    world: parallel.World  # the processes sharing each batch (one, unless started by mpiexec)
     history: list[dict] = field(default_factory=list)  # one record per epoch, as in metrics.jsonl
     best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}
     bad_epochs: int = 0  # epochs in a row without a better validation accuracy
@@ -426,16 +461,22 @@ class EarlyStopping:
 def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     """Everything a run needs before its first epoch: device, data, model, SGD, run folder, resumed state."""
     start = time.perf_counter()
+    world = parallel.world()
     device = get_device(config.device)  # an unusable device fails here, before any work
     dtype = np.dtype(config.dtype)
     resumed = load_checkpoint(config.resume) if config.resume else None
     if config.out:
-        _claim_run_dir(Path(config.out), config, resumed)
+        world.on_root(lambda: _claim_run_dir(Path(config.out), config, resumed))
     data = load_data(config)
     model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None)
     optimizer, scheduler = make_optimizer(config, model)
     loader = D.DataLoader(
-        data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
+        data.train,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        transform=data.train_transform,
+        workers=config.workers,
     )
     run = Run(
         config=config,
@@ -449,6 +490,7 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         loader=loader,
         run_dir=Path(config.out) if config.out else None,
         start=start,
+        world=world,
         best={
             "metric": "val_accuracy" if data.val is not None else "train_accuracy",
             "value": -1.0,
@@ -463,15 +505,17 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         run.first_epoch = run.saved_epoch + 1
         log(f"resuming from {resumed.path} after epoch {resumed.meta['epoch']}")
         if run.run_dir is not None:
-            _restore_best(run.run_dir, resumed, log)
+            world.on_root(lambda: _restore_best(run.run_dir, resumed, log))
 
     val_text = f", {len(data.val)} validation" if data.val is not None else ""
     log(
         f"{config.model} on {config.dataset}: {len(data.train)} training{val_text}, {len(data.test)} test "
         f"images of shape {data.shape}, {len(data.classes)} classes; device {device.name}, {dtype}"
     )
+    if world.size > 1:
+        log(f"data parallel: {world.size} processes, {parallel.blas_threads(world)} BLAS thread(s) each")
     if run.run_dir is not None:
-        _write_json(run.run_dir / "config.json", dataclasses.asdict(config))
+        world.on_root(lambda: _write_json(run.run_dir / "config.json", dataclasses.asdict(config)))
         log(f"run folder: {run.run_dir}")
     return run
 
@@ -499,6 +543,7 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
                 run.dtype,
                 epoch=epoch,
                 progress=show_bar,
+                world=run.world,
             )
             record = {
                 "epoch": epoch,
@@ -508,7 +553,13 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
                 "images_per_second": fitted["images_per_second"],
             }
             if data.val is not None:
-                val = evaluate(model, data.val, transform=data.eval_transform, batch_size=config.batch_size)
+                val = evaluate(
+                    model,
+                    data.val,
+                    transform=data.eval_transform,
+                    batch_size=config.batch_size,
+                    world=run.world,
+                )
                 if not math.isfinite(val.loss):  # finite weights whose logits overflow: diverged all the same
                     raise TrainingDiverged(f"the validation loss is {val.loss} after epoch {epoch}")
                 record.update(val_loss=val.loss, val_accuracy=val.accuracy, val_top5=val.top5)
@@ -521,7 +572,7 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
             run.bad_epochs = 0 if improved else run.bad_epochs + 1
             log(_epoch_line(record, config.epochs))
             if run.run_dir is not None:
-                _save_epoch(run, epoch, improved)
+                run.world.on_root(functools.partial(_save_epoch, run, epoch, improved))
             run.stop_reason = stop(run, record) if stop is not None else None
             if run.stop_reason is not None:
                 log(run.stop_reason)
@@ -543,7 +594,12 @@ def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
     """Test the trained model, draw the run folder's pictures; the run's :class:`TrainResult`."""
     config, data = run.config, run.data
     test = evaluate(
-        run.model, data.test, transform=data.eval_transform, batch_size=config.batch_size, confusion=True
+        run.model,
+        data.test,
+        transform=data.eval_transform,
+        batch_size=config.batch_size,
+        confusion=True,
+        world=run.world,
     )
     result = TrainResult(
         test_accuracy=test.accuracy,
@@ -558,7 +614,7 @@ def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
         stopped_early=run.stop_reason is not None,
     )
     if run.run_dir is not None and config.plots:
-        _write_plots(run.run_dir, result, data.classes)
+        run.world.on_root(lambda: _write_plots(run.run_dir, result, data.classes))
     return result
 
 
@@ -568,6 +624,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     Per-epoch lines go to ``log``. Raises :class:`TrainingDiverged` on a NaN/inf loss or parameter (the last
     good checkpoint stays in the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
     """
+    if not parallel.world().is_root:
+        log = _silent  # rank 0 alone speaks for a data-parallel run
     run = prepare(config, log)
     fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
     try:
@@ -582,6 +640,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             f"--checkpoint {run.run_dir or 'RUN'}"
         )
         raise
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def resume_config(path: str | Path, **overrides) -> TrainConfig:
@@ -804,6 +866,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG files of the run folder")
     p.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="processes preparing training batches (default 0: none)"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="data parallelism: train with N processes on this machine (starts mpiexec -n N for you)",
+    )
     return p
 
 
@@ -858,21 +929,58 @@ def new_run_dir(parent: Path, name: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (see ``scratchnet.errors``: 0, 1 diverged, 2, 130)."""
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
+    if args.processes is not None and args.processes < 1:
+        return fail(f"--processes must be >= 1, got {args.processes}")
+    if args.processes is not None and args.processes > 1 and not parallel.launched_by_mpi():
+        return _launch_processes(args.processes, argv)
+    try:
+        return _main(args)
+    except Exception:
+        world = parallel.world()
+        if world.size > 1:  # an error on this rank alone: the others would wait for it forever
+            traceback.print_exc()
+            world.abort(1)
+        raise
+
+
+def _launch_processes(processes: int, argv: list[str]) -> int:
+    """``--processes N``: start N ranks of this same command under mpiexec (without the flag)."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip or arg == "--processes":
+            skip = not skip and arg == "--processes"
+            continue
+        if not arg.startswith("--processes="):
+            rest.append(arg)
+    try:
+        return parallel.launch(processes, "scratchnet.train", rest)
+    except parallel.ParallelError as e:
+        return fail(e)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         result = train(config)
     except TrainingDiverged as e:
-        return fail(e, 1)
-    except (ValueError, RunFolderError, DeviceError, DatasetError, OSError) as e:
+        return _fail(e, 1)
+    except (ValueError, RunFolderError, DeviceError, DatasetError, OSError, parallel.ParallelError) as e:
         # ValueError: ConfigError and CheckpointError; OSError: a file or folder the system refused
-        return fail(e)
+        return _fail(e)
     except KeyboardInterrupt:
         return 130
-    print(result.final_line())
+    if parallel.world().is_root:
+        print(result.final_line())
     return 0
+
+
+def _fail(error: Exception, code: int = 2) -> int:
+    """:func:`fail` from rank 0 alone: with several processes, every rank has the same error."""
+    return fail(error, code) if parallel.world().is_root else code
 
 
 if __name__ == "__main__":

@@ -11,11 +11,19 @@ seeded with (seed, e), and batch b of that epoch gets its own generator seeded w
 augmentation and decode-time crops. Nothing depends on how many batches came before, so a run resumed
 from a checkpoint at epoch e sees exactly the batches an uninterrupted run would have seen, and the same
 holds for any single batch (`loader.batch(b)`).
+
+Workers. Decoding an image folder (JPEG, resize, crop) is the slow part of ImageNet-style training: one
+Pillow process manages a few hundred images per second. With `workers=k` the loader prepares the next
+batches in k worker processes (forked, so they share the dataset without copying it) while the model
+trains on the current one, keeping up to `prefetch` batches per worker in flight. Because batch b
+depends only on (seed, epoch, b), the batches are the same, in the same order, whatever k is.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -36,11 +44,17 @@ class DataLoader:
         seed: int = 0,
         transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
         drop_last: bool = False,
+        workers: int = 0,
+        prefetch: int = 2,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed}")
+        if workers < 0 or prefetch < 1:
+            raise ValueError(
+                f"need workers >= 0 and prefetch >= 1, got workers={workers}, prefetch={prefetch}"
+            )
         if len(dataset) == 0 or (drop_last and len(dataset) < batch_size):
             raise ValueError(f"{len(dataset)} images give no batch of {batch_size} (drop_last={drop_last})")
         self.dataset = dataset
@@ -49,6 +63,8 @@ class DataLoader:
         self.seed = seed
         self.transform = transform
         self.drop_last = drop_last
+        self.workers = workers
+        self.prefetch = prefetch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -83,11 +99,42 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self.order()
-        for b in range(len(self)):
-            yield self.batch(b, order)
+        if self.workers == 0:
+            for b in range(len(self)):
+                yield self.batch(b, order)
+            return
+        # Fork: the workers inherit this loader and the epoch's order instead of receiving pickled copies.
+        context = multiprocessing.get_context("fork")
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_set_worker_state, initargs=(self, order)
+        )
+        try:
+            ahead = self.workers * self.prefetch
+            pending = {b: pool.submit(_worker_batch, b) for b in range(min(ahead, len(self)))}
+            for b in range(len(self)):
+                if b + ahead < len(self):
+                    pending[b + ahead] = pool.submit(_worker_batch, b + ahead)
+                yield pending.pop(b).result()
+        finally:  # also when the consumer stops early: drop the batches not yet started
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __repr__(self) -> str:
         return (
             f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-            f"seed={self.seed}, transform={self.transform!r}, drop_last={self.drop_last})"
+            f"seed={self.seed}, transform={self.transform!r}, drop_last={self.drop_last}, "
+            f"workers={self.workers})"
         )
+
+
+# In a worker process: the loader it serves batches for, and the epoch's order.
+_worker_state: tuple[DataLoader, np.ndarray] | None = None
+
+
+def _set_worker_state(loader: DataLoader, order: np.ndarray) -> None:
+    global _worker_state
+    _worker_state = (loader, order)
+
+
+def _worker_batch(b: int) -> tuple[np.ndarray, np.ndarray]:
+    loader, order = _worker_state
+    return loader.batch(b, order)

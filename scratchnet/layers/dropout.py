@@ -16,12 +16,17 @@ code here and the kernel in ``kernels/dropout.cu`` draw the same mask bit for bi
 
     mix64(z) = SplitMix64's finalizer (see _mix64), all arithmetic on uint64 modulo 2^64
     key      = mix64(seed + GOLDEN * (calls + 1))      GOLDEN = 0x9E3779B97F4A7C15
-    h_i      = mix64(key + GOLDEN * (i + 1))           i = flat (C-order) index of the element
+    h_i      = mix64(key + GOLDEN * (i + 1))           i = flat (C-order) index of the element in the batch
     u_i      = (h_i >> 40) / 2^24                      (24 random bits)
     keep i  <=>  u_i >= p  <=>  (h_i >> 40) >= ceil(p * 2^24)
 
 ``calls`` is :attr:`Dropout.rng_calls`, the number of training forwards so far: every call draws a fresh
 mask, and saving ``seed`` and ``rng_calls`` in a checkpoint is enough to resume with the very same masks.
+
+``i`` counts from the first element of the *whole* batch: under data parallelism (``scratchnet.parallel``)
+a process holding the examples from :attr:`Dropout.first_example` on numbers them as one process would,
+``i = first_example * (x.size / N) + local index``, so every example gets its mask whatever the number of
+processes.
 
 Kernels (gpu and sim): ``dropout_forward`` and ``dropout_backward``, one thread per element.
 """
@@ -47,10 +52,11 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def keep_mask(seed: int, calls: int, n: int, p: float) -> np.ndarray:
-    """Boolean (n,) array: element i is kept (see the module docstring for the exact formula)."""
+def keep_mask(seed: int, calls: int, n: int, p: float, first: int = 0) -> np.ndarray:
+    """Boolean (n,) array: element ``first + i`` is kept (see the module docstring for the exact formula)."""
     key = _mix64(np.array([(seed + GOLDEN * (calls + 1)) % 2**64], dtype=np.uint64))[0]
-    h = _mix64(key + np.uint64(GOLDEN) * (np.arange(n, dtype=np.uint64) + np.uint64(1)))
+    i = np.arange(first, first + n, dtype=np.uint64)  # (n,) indices in the whole batch
+    h = _mix64(key + np.uint64(GOLDEN) * (i + np.uint64(1)))
     return (h >> np.uint64(64 - UNIFORM_BITS)) >= np.uint64(_threshold(p))
 
 
@@ -73,12 +79,17 @@ class Dropout(Layer):
         self.p = float(p)
         self.seed = int(seed)
         self.rng_calls = 0  # training forwards so far: the "calls" of the hash
+        self.first_example = 0  # index in the whole batch of the input's first example (data parallelism)
 
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+    def _first_element(self, x) -> int:
+        """Index in the whole batch of x's first element: first_example times the elements per example."""
+        return self.first_example * (int(np.prod(x.shape[1:])) if x.ndim > 1 else 1)
 
     @property
     def scale(self) -> float:
@@ -90,7 +101,7 @@ class Dropout(Layer):
         if not training:
             self._save_for_backward(mask=None)
             return x
-        keep = keep_mask(self.seed, self.rng_calls, x.size, self.p).reshape(x.shape)
+        keep = keep_mask(self.seed, self.rng_calls, x.size, self.p, self._first_element(x)).reshape(x.shape)
         self.rng_calls += 1
         mask = keep.astype(self.dtype) * self.dtype.type(self.scale)
         self._save_for_backward(mask=mask)
@@ -107,7 +118,8 @@ class Dropout(Layer):
             return x
         y = self.device.empty(x.shape, self.dtype)
         mask = self.device.empty(x.shape, self.dtype)
-        args = (x, y, mask, self.seed, self.rng_calls, _threshold(self.p), self.scale, x.size)
+        first = self._first_element(x)
+        args = (x, y, mask, self.seed, self.rng_calls, first, _threshold(self.p), self.scale, x.size)
         self.device.kernel("dropout.cu", "dropout_forward", self.dtype).launch_1d(x.size, args)
         self.rng_calls += 1
         self._save_for_backward(mask=mask)

@@ -1,0 +1,276 @@
+"""Data parallelism: shards, the gradient allreduce, and N ranks training to one process's weights."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import scratchnet as sn
+from scratchnet import parallel
+from scratchnet.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeWorld(parallel.World):
+    """Rank ``rank`` of ``size``, for shard arithmetic without MPI."""
+
+    def __init__(self, rank: int, size: int):
+        self.rank, self.size = rank, size
+
+
+@pytest.mark.parametrize("n, size", [(64, 2), (64, 3), (7, 3), (2, 3), (0, 2), (1, 4)])
+def test_shards_cover_the_batch_once_in_order(n, size):
+    shards = [FakeWorld(r, size).shard(n) for r in range(size)]
+    covered = np.concatenate([np.arange(n)[s] for s in shards])
+    np.testing.assert_array_equal(covered, np.arange(n))
+    lengths = [len(range(n)[s]) for s in shards]
+    assert max(lengths) - min(lengths) <= 1  # as even as it gets; some may be empty when n < size
+
+
+class SummingWorld(parallel.World):
+    """Stands in for N ranks in one process: ``allreduce_`` of rank r waits for all N contributions."""
+
+    def __init__(self, size: int):
+        self.size, self.flats = size, []
+
+    def allreduce_(self, flat) -> None:
+        self.flats.append(flat.copy())
+
+
+def _small_net(seed=0):
+    return sn.models.Sequential(
+        [
+            ("conv", sn.layers.Conv2D(1, 3, 3, padding=1, dtype=np.float64, seed=seed)),
+            ("relu", sn.layers.ReLU(dtype=np.float64)),
+            ("flat", sn.layers.Flatten(dtype=np.float64)),
+            ("fc", sn.layers.Linear(3 * 6 * 6, 4, dtype=np.float64, seed=seed + 1)),
+        ],
+        dtype=np.float64,
+        input_shape=(1, 6, 6),
+    )
+
+
+@pytest.mark.parametrize("size", [2, 3, 5])
+def test_scaled_shard_gradients_sum_to_the_whole_batch_gradient(size):
+    rng = np.random.default_rng(0)
+    B = 7  # not a multiple of 2, 3 or 5; with 5 ranks two shards hold one example, none is empty
+    x, labels = rng.standard_normal((B, 1, 6, 6)), rng.integers(0, 4, B)
+    whole = _small_net()
+    loss = sn.layers.SoftmaxCrossEntropy(dtype=np.float64)
+    loss.forward(whole.forward(x), labels)
+    whole.backward(loss.backward())
+
+    world = SummingWorld(size)
+    for rank in range(size):
+        shard = FakeWorld(rank, size).shard(B)
+        replica = _small_net()
+        loss.forward(replica.forward(x[shard]), labels[shard])
+        replica.backward(loss.backward())
+        parallel.GradientAllreduce(replica, world)(len(labels[shard]), B)
+    summed = np.sum(world.flats, axis=0)
+    expected = np.concatenate([whole.grads[k].reshape(-1) for k in whole.grads])
+    np.testing.assert_allclose(summed, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_an_empty_shard_contributes_zeros():
+    model = _small_net()
+    for g in model.grads.values():
+        g[...] = np.nan  # whatever a layer left behind
+    world = SummingWorld(1)
+    parallel.GradientAllreduce(model, world)(0, 8)
+    assert not world.flats[0].any()
+
+
+def test_the_allreduce_writes_the_sum_back_into_every_gradient():
+    model = _small_net()
+    rng = np.random.default_rng(1)
+    grads = {k: rng.standard_normal(g.shape) for k, g in model.grads.items()}
+    for k, g in grads.items():
+        model.grads[k][...] = g
+
+    class Doubling(parallel.World):
+        size = 2
+
+        def allreduce_(self, flat):
+            flat *= 2  # as if the other rank held the same gradients
+
+    parallel.GradientAllreduce(model, Doubling())(4, 8)  # scale 1/2, then doubled
+    for k, g in grads.items():
+        np.testing.assert_allclose(model.grads[k], g, rtol=1e-15)
+
+
+def test_blas_threads_share_the_cores():
+    assert parallel.blas_threads(FakeWorld(0, 2), cores=2) == 1
+    assert parallel.blas_threads(FakeWorld(0, 3), cores=2) == 1
+    assert parallel.blas_threads(FakeWorld(0, 2), cores=16) == 8
+
+
+def test_a_single_process_world_needs_no_mpi(monkeypatch):
+    for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        monkeypatch.delenv(v, raising=False)
+    assert not parallel.launched_by_mpi()
+    w = parallel.World()
+    assert (w.rank, w.size, w.is_root) == (0, 1, True)
+    np.testing.assert_array_equal(w.sum([1.0, 2.0]), [1.0, 2.0])
+
+
+def test_processes_without_mpi4py_say_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mpi(name, *args, **kwargs):
+        if name.startswith("mpi4py"):
+            raise ImportError("No module named 'mpi4py'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpi)
+    with pytest.raises(parallel.ParallelError, match=r"scratchnet\[mpi\]"):
+        parallel.mpiexec()
+    with pytest.raises(parallel.ParallelError, match=r"mpi4py"):
+        parallel.MpiWorld()
+
+
+def test_model_copies_are_independent():  # the replicas above must not share arrays
+    a = _small_net()
+    b = copy.deepcopy(a)
+    b.params["fc.W"][...] = 0
+    assert a.params["fc.W"].any()
+
+
+# --- dropout: masks follow the example, whatever the shard ----------------------------------------------
+@pytest.mark.parametrize("device", ["cpu", pytest.param("sim", marks=pytest.mark.sim)])
+def test_dropout_masks_of_shards_are_slices_of_the_whole_batch_mask(device):
+    x_host = np.random.default_rng(0).standard_normal((7, 3, 4)) + 5.0  # (N, ...), no zeros
+    dev = sn.get_device(device)
+    whole = sn.layers.Dropout(0.5, seed=11, device=device, dtype=np.float64)
+    expected = dev.to_host(whole.forward(dev.array(x_host)))
+    for start, stop in [(0, 3), (3, 5), (5, 7), (7, 7)]:
+        part = sn.layers.Dropout(0.5, seed=11, device=device, dtype=np.float64)
+        part.first_example = start
+        y = dev.to_host(part.forward(dev.array(x_host[start:stop])))
+        np.testing.assert_array_equal(y, expected[start:stop])
+
+
+# --- N ranks against one process, through the command line ---------------------------------------------
+def _why_no_mpi() -> str | None:
+    try:
+        parallel.mpiexec()
+    except parallel.ParallelError as e:
+        return str(e)
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_why_no_mpi() is not None, reason=f"no MPI: {_why_no_mpi()}")
+MPI_TIMEOUT = 600  # seconds: a hung collective must fail the test, never hang CI
+
+
+def _train(tmp_path, name, args, processes=1, env=None):
+    """Run the trainer (under mpiexec for several processes); returns (completed process, final line)."""
+    command = [sys.executable, "-m", "scratchnet.train", "--no-progress", "--no-plots", *args]
+    command += ["--out", str(tmp_path / name)]
+    if processes > 1:
+        command = [parallel.mpiexec(), "-n", str(processes), *command]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT, env=environment)
+    final = [line for line in done.stdout.splitlines() if line.startswith("final ")]
+    return done, final
+
+
+def _figures(final_line: str) -> dict:
+    """test_accuracy, test_loss and top5 of a 'final ...' line (the run folder and time differ)."""
+    fields = dict(item.split("=", 1) for item in final_line.split()[1:])
+    return {k: fields[k] for k in ("test_accuracy", "test_loss", "top5")}
+
+
+def _max_difference(folder_a, folder_b) -> tuple[float, float]:
+    a, b = load_checkpoint(folder_a).params, load_checkpoint(folder_b).params
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a), max(float(np.abs(a[k]).max()) for k in a)
+
+
+COMMON = ["--dtype", "float64", "--limit-train", "512", "--limit-test", "256", "--epochs", "2"]
+CASES = {
+    # name: (extra flags, process counts); 512 images with --val-fraction 0 and batch 73: the last batch
+    # holds 1 image, so with 2 or 3 processes some ranks get an empty shard.
+    "lenet5": ([], (2, 3)),
+    "augment": (["--augment"], (2,)),
+    "uneven-batches": (["--val-fraction", "0", "--batch-size", "73"], (2, 3)),
+    "sim": (["--device", "sim", "--limit-train", "96", "--limit-test", "32", "--epochs", "1"], (2,)),
+    "dropout": (
+        ["--model", "alexnet-cifar", "--image-size", "32", "--limit-train", "96", "--limit-test", "64"]
+        + ["--epochs", "1"],
+        (2,),
+    ),
+}
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_n_processes_train_the_weights_of_one(tmp_path, case):
+    extra, counts = CASES[case]
+    args = COMMON + extra
+    one, one_final = _train(tmp_path, "p1", args)
+    assert one.returncode == 0, one.stderr
+    for n in counts:
+        many, many_final = _train(tmp_path, f"p{n}", args, processes=n)
+        assert many.returncode == 0, many.stderr
+        assert _figures(many_final[-1]) == _figures(one_final[-1])
+        assert len(many_final) == 1  # rank 0 alone prints
+        difference, largest = _max_difference(tmp_path / "p1", tmp_path / f"p{n}")
+        assert difference <= 1e-10 * max(1.0, largest), f"{n} processes: max |w_N - w_1| = {difference}"
+
+
+@needs_mpi
+def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
+    args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
+    first, _ = _train(tmp_path, "run", [*args, "--processes", "2"])
+    assert first.returncode == 0, first.stderr
+    assert "data parallel: 2 processes" in first.stdout
+    resumed = subprocess.run(
+        [sys.executable, "-m", "scratchnet.train", "--resume", str(tmp_path / "run"), "--epochs", "2"]
+        + ["--no-progress", "--no-plots", "--processes", "3"],
+        capture_output=True,
+        text=True,
+        timeout=MPI_TIMEOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(tmp_path / "run").meta["epoch"] == 2
+
+
+@needs_mpi
+def test_an_error_on_one_rank_stops_every_rank(tmp_path):
+    # A sitecustomize that breaks rank 1's training only: the other rank must not wait for it forever.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('PMI_RANK') == '1':\n"
+        "    import scratchnet.parallel as p\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('rank 1 broke')\n"
+        "    p.GradientAllreduce.__call__ = broken\n"
+    )
+    args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
+    done, final = _train(tmp_path, "run", args, processes=2, env={"PYTHONPATH": f"{hook}:{ROOT}"})
+    assert done.returncode != 0
+    assert "rank 1 broke" in done.stderr
+    assert not final
+
+
+@needs_mpi
+def test_a_file_error_on_rank_0_is_every_rank_s_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
+    done, _ = _train(tmp_path, "file/run", args, processes=2)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
