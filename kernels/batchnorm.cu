@@ -16,8 +16,7 @@
 // e = t, t + blockDim.x, ... of its channel, then the block adds its partial sums pairwise in a fixed order
 // (stride 1, 2, 4, ...; works for any blockDim.x), so the result is the same on every run.
 template <typename T>
-__device__ T block_sum(T* partial, T value)
-{
+__device__ T block_sum(T* partial, T value) {
     const int t = threadIdx.x;
     partial[t] = value;
     __syncthreads();  // every partial sum written before any is read
@@ -31,16 +30,14 @@ __device__ T block_sum(T* partial, T value)
 }
 
 // Element e < n of channel c: x[(nb * C + c) * HW + p] with nb = e / HW, p = e % HW.
-__device__ inline long long channel_element(long long e, int c, int C, long long HW)
-{
+__device__ inline long long channel_element(long long e, int c, int C, long long HW) {
     return (e / HW * C + c) * HW + e % HW;
 }
 
 // mean[c] and the biased var[c], in two passes (the mean first, then squared distances from it: no
 // cancellation, unlike E[x²] - E[x]²). Grid (C,), shared memory blockDim.x * sizeof(T).
 template <typename T>
-__global__ void batchnorm_stats(const T* x, T* mean, T* var, int N, int C, long long HW)
-{
+__global__ void batchnorm_stats(const T* x, T* mean, T* var, int N, int C, long long HW) {
     extern __shared__ __align__(sizeof(double)) unsigned char shared_bytes[];
     T* partial = reinterpret_cast<T*>(shared_bytes);
     const int c = blockIdx.x;
@@ -65,8 +62,7 @@ __global__ void batchnorm_stats(const T* x, T* mean, T* var, int N, int C, long 
 // y = gamma[c] (x - mean[c]) / sqrt(var[c] + eps) + beta[c]; one thread per element i < N * C * HW.
 template <typename T>
 __global__ void batchnorm_forward(const T* x, const T* mean, const T* var, const T* gamma, const T* beta,
-                                  T* y, T eps, int N, int C, long long HW)
-{
+                                  T* y, T eps, int N, int C, long long HW) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * HW) return;
     const int c = (int)(i / HW % C);
@@ -78,8 +74,7 @@ __global__ void batchnorm_forward(const T* x, const T* mean, const T* var, const
 // var · n / (n - 1) (unbias = n / (n - 1)); one thread per channel c < C.
 template <typename T>
 __global__ void batchnorm_update_running(T* running_mean, T* running_var, const T* mean, const T* var,
-                                         T momentum, T unbias, int C)
-{
+                                         T momentum, T unbias, int C) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean[c];
@@ -90,8 +85,7 @@ __global__ void batchnorm_update_running(T* running_mean, T* running_var, const 
 // Grid (C,), shared memory blockDim.x * sizeof(T) (the two sums reuse it one after the other).
 template <typename T>
 __global__ void batchnorm_backward_reduce(const T* x, const T* dy, const T* mean, const T* var, T eps,
-                                          T* dgamma, T* dbeta, int N, int C, long long HW)
-{
+                                          T* dgamma, T* dbeta, int N, int C, long long HW) {
     extern __shared__ __align__(sizeof(double)) unsigned char shared_bytes[];
     T* partial = reinterpret_cast<T*>(shared_bytes);
     const int c = blockIdx.x;
@@ -116,9 +110,8 @@ __global__ void batchnorm_backward_reduce(const T* x, const T* dy, const T* mean
 // mean and variance depend on x: the two correction terms), 0 for fixed running statistics.
 template <typename T>
 __global__ void batchnorm_backward_input(const T* x, const T* dy, const T* mean, const T* var, const T* gamma,
-                                         const T* dgamma, const T* dbeta, T* dx, T eps, int batch_stats, int N,
-                                         int C, long long HW)
-{
+                                         const T* dgamma, const T* dbeta, T* dx, T eps, int batch_stats,
+                                         int N, int C, long long HW) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * HW) return;
     const int c = (int)(i / HW % C);

@@ -31,7 +31,8 @@ __global__ void dropout_forward(const T* x, T* y, T* mask, unsigned long long se
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     unsigned long long key = splitmix64_mix(seed + SPLITMIX64_GOLDEN * (calls + 1ULL));
-    unsigned long long hash = splitmix64_mix(key + SPLITMIX64_GOLDEN * (first + (unsigned long long)i + 1ULL));
+    unsigned long long hash =
+        splitmix64_mix(key + SPLITMIX64_GOLDEN * (first + (unsigned long long)i + 1ULL));
     bool keep = (unsigned int)(hash >> (64 - UNIFORM_BITS)) >= threshold;
     T m = keep ? scale : T(0);
     mask[i] = m;

@@ -5,8 +5,7 @@
 
 // One thread per output (n, c): i < N * C; it adds the H * W pixels of its plane in order (deterministic).
 template <typename T>
-__global__ void global_avg_pool_forward(const T* x, T* y, int N, int C, int H, int W)
-{
+__global__ void global_avg_pool_forward(const T* x, T* y, int N, int C, int H, int W) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C) return;
     const long long HW = (long long)H * W;
@@ -18,8 +17,7 @@ __global__ void global_avg_pool_forward(const T* x, T* y, int N, int C, int H, i
 
 // One thread per input element i < N * C * H * W: a gather, no atomics.
 template <typename T>
-__global__ void global_avg_pool_backward(const T* dy, T* dx, int N, int C, int H, int W)
-{
+__global__ void global_avg_pool_backward(const T* dy, T* dx, int N, int C, int H, int W) {
     const long long HW = (long long)H * W;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * HW) return;

@@ -8,8 +8,7 @@
 
 // One thread per element i < n.
 template <typename T>
-__global__ void residual_add(const T* a, const T* b, T* y, long long n)
-{
+__global__ void residual_add(const T* a, const T* b, T* y, long long n) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = a[i] + b[i];
 }
@@ -17,8 +16,7 @@ __global__ void residual_add(const T* a, const T* b, T* y, long long n)
 // One thread per output element i < N * F * OH * OW.
 template <typename T>
 __global__ void shortcut_pad_forward(const T* x, T* y, int N, int C, int H, int W, int F, int OH, int OW,
-                                     int S, int P)
-{
+                                     int S, int P) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * F * OH * OW) return;
     const int ow = (int)(i % OW);
@@ -32,8 +30,7 @@ __global__ void shortcut_pad_forward(const T* x, T* y, int N, int C, int H, int 
 // One thread per input element i < N * C * H * W (a gather: each input pixel reads the one output it fed).
 template <typename T>
 __global__ void shortcut_pad_backward(const T* dy, T* dx, int N, int C, int H, int W, int F, int OH, int OW,
-                                      int S, int P)
-{
+                                      int S, int P) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * H * W) return;
     const int w = (int)(i % W);

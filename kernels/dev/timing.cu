@@ -1,6 +1,5 @@
 // Helpers of the kernel harness's timing (scratchnet/kernel_bench.py). They matter on a GPU only: the
-// simulator has no GPU clock, so there spin() returns at once (__CUDA_ARCH__ is defined only when NVRTC
-// compiles for a GPU).
+// simulator has no GPU clock (and runs no PTX assembly), so there spin() returns at once.
 //
 // Timing one short kernel with a pair of CUDA events also measures the host: if the CPU enqueues the
 // launch after the GPU reached the start event, the gap counts as kernel time. So the harness first queues
@@ -10,7 +9,7 @@
 // Thread mapping: launched as one thread (grid (1,), block (1,)); it waits for `nanoseconds` of the GPU's
 // global timer and does nothing else.
 extern "C" __global__ void spin(long long nanoseconds) {
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__) && !defined(SCRATCHNET_SIM)
     unsigned long long start, now;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
     do {

@@ -22,6 +22,8 @@
 #define __CUDACC__ 1
 #define __CUDA_ARCH__ 800
 #define __NVCC__ 1
+// Defined only here: for the rare code that cannot run on the simulator at all (inline PTX assembly).
+#define SCRATCHNET_SIM 1
 
 // Code that synchronises by definition (atomics, shuffles, votes) stays out of a checked build's
 // instrumentation (runtime.cpp, "the checks"), so that it is never reported as a race.
