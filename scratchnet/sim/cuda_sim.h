@@ -425,36 +425,22 @@ inline float fdividef(float x, float y) { return x / y; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 inline float normcdff(float x) { return 0.5f * erfcf(-x * 0.70710678f); }
 inline double normcdf(double x) { return 0.5 * erfc(-x * 0.7071067811865476); }
-inline int __float_as_int(float x) {
-    int i;
-    __builtin_memcpy(&i, &x, sizeof i);
-    return i;
+// Reinterpretations of the bits of a value as another type of the same size.
+namespace sim_rt {
+template <class To, class From>
+inline To bit_cast(From value) {
+    static_assert(sizeof(To) == sizeof(From), "bit casts keep the size");
+    To result;
+    __builtin_memcpy(&result, &value, sizeof result);
+    return result;
 }
-inline float __int_as_float(int i) {
-    float x;
-    __builtin_memcpy(&x, &i, sizeof x);
-    return x;
-}
-inline unsigned int __float_as_uint(float x) {
-    unsigned int i;
-    __builtin_memcpy(&i, &x, sizeof i);
-    return i;
-}
-inline float __uint_as_float(unsigned int i) {
-    float x;
-    __builtin_memcpy(&x, &i, sizeof x);
-    return x;
-}
-inline long long __double_as_longlong(double x) {
-    long long i;
-    __builtin_memcpy(&i, &x, sizeof i);
-    return i;
-}
-inline double __longlong_as_double(long long i) {
-    double x;
-    __builtin_memcpy(&x, &i, sizeof x);
-    return x;
-}
+}  // namespace sim_rt
+inline int __float_as_int(float x) { return ::sim_rt::bit_cast<int>(x); }
+inline float __int_as_float(int i) { return ::sim_rt::bit_cast<float>(i); }
+inline unsigned int __float_as_uint(float x) { return ::sim_rt::bit_cast<unsigned int>(x); }
+inline float __uint_as_float(unsigned int i) { return ::sim_rt::bit_cast<float>(i); }
+inline long long __double_as_longlong(double x) { return ::sim_rt::bit_cast<long long>(x); }
+inline double __longlong_as_double(long long i) { return ::sim_rt::bit_cast<double>(i); }
 
 // CUDA's max/min: overloaded for every arithmetic pair, computing in the common type (fmax/fmin semantics
 // for floating point, so a NaN operand loses as it does on the GPU).
