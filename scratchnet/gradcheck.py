@@ -68,21 +68,29 @@ def _replay(layer):
     return reset
 
 
-def layer_gradients(layer, x, h: float = 1e-5, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"x": (analytic, numerical), "W": (...), ...}`` for f(x) = Σ layer(x) ⊙ G, as NumPy arrays."""
+def layer_gradients(
+    layer, x, h: float = 1e-5, seed: int = 0, training: bool = True
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"x": (analytic, numerical), "W": (...), ...}`` for f(x) = Σ layer(x) ⊙ G, as NumPy arrays.
+
+    ``training=False`` checks the evaluation forward and the backward that follows it with
+    ``keep_for_backward=True`` (Dropout: the identity), as a saliency map uses them.
+    """
     dev = layer.device
     x_host = np.array(dev.to_host(x) if dev.is_array(x) else x, dtype=layer.dtype)
     reset = _replay(layer)
 
-    reset()
-    y = layer.forward(dev.array(x_host), training=True)
+    def forward(x_dev):
+        reset()
+        return layer.forward(x_dev, training=training, keep_for_backward=True)
+
+    y = forward(dev.array(x_host))
     G = np.random.default_rng(seed).standard_normal(y.shape).astype(layer.dtype)
     dx = dev.to_host(layer.backward(dev.array(G)))
     analytic = {"x": dx} | {k: dev.to_host(g).copy() for k, g in layer.grads.items()}
 
     def f_of_input(xh):
-        reset()
-        out = layer.forward(dev.array(xh), training=True)
+        out = forward(dev.array(xh))
         return float(np.sum(dev.to_host(out).astype(np.float64) * G))
 
     result = {"x": (analytic["x"], numerical_gradient(f_of_input, x_host.copy(), h))}
@@ -93,8 +101,7 @@ def layer_gradients(layer, x, h: float = 1e-5, seed: int = 0) -> dict[str, tuple
 
         def f_of_param(ph, name=name):
             layer.params[name] = dev.array(ph)
-            reset()
-            out = layer.forward(x_dev, training=True)
+            out = forward(x_dev)
             return float(np.sum(dev.to_host(out).astype(np.float64) * G))
 
         result[name] = (analytic[name], numerical_gradient(f_of_param, p_host, h))
@@ -102,13 +109,15 @@ def layer_gradients(layer, x, h: float = 1e-5, seed: int = 0) -> dict[str, tuple
     return result
 
 
-def check_layer(layer, x, h: float = 1e-5, seed: int = 0) -> dict[str, float]:
+def check_layer(layer, x, h: float = 1e-5, seed: int = 0, training: bool = True) -> dict[str, float]:
     """Relative error (see the module docstring) of dL/dx and of every parameter gradient of ``layer``.
 
     ``x`` is a NumPy array or an array on the layer's device. Returns e.g. ``{"x": 3e-11, "W": 2e-11,
-    "b": 1e-12}``; in float64 every value should be below :data:`TOLERANCE`.
+    "b": 1e-12}``; in float64 every value should be below :data:`TOLERANCE`. ``training``: which forward
+    to check (see :func:`layer_gradients`).
     """
-    return {k: relative_error(a, n) for k, (a, n) in layer_gradients(layer, x, h, seed).items()}
+    gradients = layer_gradients(layer, x, h, seed, training)
+    return {k: relative_error(a, n) for k, (a, n) in gradients.items()}
 
 
 def check_loss(loss, logits, labels, h: float = 1e-5) -> dict[str, float]:

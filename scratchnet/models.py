@@ -60,6 +60,9 @@ class Sequential:
     that can skip computing it (``Conv2D.needs_input_grad``) does, as PyTorch does for an input without
     ``requires_grad``. That saves about a third of the first layer's backward. Turn it on (here, or later by
     setting ``model.input_grad = True``) for a gradient check of the whole model or a saliency map.
+
+    ``exact_input``: refuse inputs whose (C, H, W) is not ``input_shape``, even if every layer could run on
+    them (LeNet-5 runs on 29x29 images, but its pooling silently drops the last row and column).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Sequential:
         config: dict | None = None,
         input_note: str = "",
         input_grad: bool = False,
+        exact_input: bool = False,
     ):
         self.layers: dict[str, Layer] = {}
         for name, layer in layers:
@@ -87,6 +91,7 @@ class Sequential:
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.config = config
         self.input_note = input_note  # appended to input-shape errors (e.g. which sizes a model accepts)
+        self.exact_input = exact_input and self.input_shape is not None
         self._checked_shape: tuple | None = None  # the last input shape that passed the shape check
         for layer in self.layers.values():
             if layer.device is not self.device or layer.dtype != self.dtype:
@@ -115,6 +120,13 @@ class Sequential:
         """
         if tuple(x.shape) != self._checked_shape:
             self._walk_shapes(tuple(x.shape))  # a clear error now instead of one deep in the math
+            if self.exact_input and tuple(x.shape[1:]) != self.input_shape:
+                name = (self.config or {}).get("name", "this model")
+                raise ValueError(
+                    f"input of shape ({_join(x.shape)}) does not fit: {name} expects exactly "
+                    f"(N, {_join(self.input_shape)}); other sizes run but lose pixels or misalign. "
+                    f"{self.input_note}".rstrip()
+                )
             self._checked_shape = tuple(x.shape)
         for layer in self.layers.values():
             x = layer.forward(x, training=training, keep_for_backward=keep_for_backward)
@@ -200,11 +212,23 @@ class Sequential:
         ]
         if bad_shapes:
             raise ValueError("load_state_dict: shape mismatch for " + "; ".join(bad_shapes))
+        values = {}  # every value is checked before any is loaded: a refused load changes nothing
         for k in common:
             value = np.asarray(state[k])
             if value.dtype.kind not in "fiu":
                 raise ValueError(f"load_state_dict: {k} must hold numbers, got dtype {value.dtype}")
-            params[k][...] = self.device.array(value, dtype=self.dtype)
+            if not np.isfinite(value).all():
+                raise ValueError(f"load_state_dict: {k} holds NaN or infinite values")
+            with np.errstate(over="ignore"):
+                cast = value.astype(self.dtype)
+            if not np.isfinite(cast).all():
+                big = np.abs(value).max()
+                raise ValueError(
+                    f"load_state_dict: {k} holds values too large for {self.dtype} (up to {big:g})"
+                )
+            values[k] = cast
+        for k, value in values.items():
+            params[k][...] = self.device.array(value)
         return missing, unexpected
 
     def replace_classifier(self, num_classes: int, seed: int | None = None) -> None:
@@ -337,7 +361,9 @@ def LeNet5(
         "input_size": input_size,
     }
     shape = (in_channels, input_size, input_size)
-    return Sequential(layers, input_shape=shape, config=config, input_grad=input_grad, **common)
+    return Sequential(
+        layers, input_shape=shape, config=config, input_grad=input_grad, exact_input=True, **common
+    )
 
 
 ALEXNET_VARIANTS = ("paper", "torchvision", "cifar")
@@ -472,6 +498,7 @@ def AlexNet(
         config=config,
         input_note=note,
         input_grad=input_grad,
+        exact_input=variant != "torchvision",  # torchvision's takes 224 to 227 (see above)
         **common,
     )
 

@@ -1,38 +1,15 @@
-"""Test-wide settings: tests marked ``gpu`` skip without a usable GPU, ``sim`` ones without a C++ compiler."""
+"""Test-wide settings: tests marked ``gpu`` skip without a usable GPU, ``sim`` ones without a C++ compiler.
+
+The device list and the layer-test contract live in :mod:`scratchnet.testing` (import them from there:
+``from conftest import ...`` breaks under ``--import-mode=importlib``).
+"""
 
 from __future__ import annotations
 
-import functools
+from scratchnet.testing import DEVICES, skip_unavailable_devices
 
-import pytest
-
-from scratchnet.errors import DeviceError
-
-
-@functools.cache
-def _unavailable(device: str) -> str | None:
-    """Why ``device`` cannot be used here (None when it can)."""
-    from scratchnet.device import Device
-
-    try:
-        Device(device)
-    except DeviceError as e:
-        return str(e)
-    return None
+__all__ = ["DEVICES"]  # still importable from here by test files written before scratchnet.testing
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for device in ("gpu", "sim"):
-            if item.get_closest_marker(device) is not None:
-                reason = _unavailable(device)
-                if reason is not None:
-                    item.add_marker(pytest.mark.skip(reason=f"no {device} device: {reason}"))
-
-
-# Every device a layer runs on; parametrise layer tests with ``@pytest.mark.parametrize("device", DEVICES)``.
-DEVICES = [
-    "cpu",
-    pytest.param("sim", marks=pytest.mark.sim),
-    pytest.param("gpu", marks=pytest.mark.gpu),
-]
+    skip_unavailable_devices(items)

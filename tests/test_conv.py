@@ -1,11 +1,13 @@
-"""Conv2D: gradient checks, naive vs fast, kernels vs NumPy, PyTorch parity, mutants, bad input."""
+"""Conv2D: the layer contract, a sweep of geometries, naive vs fast, PyTorch parity, mutants, bad input."""
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import numpy as np
 import pytest
 
-import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import Conv2D
 from scratchnet.layers.conv import (
@@ -17,13 +19,10 @@ from scratchnet.layers.conv import (
     conv2d_forward_naive,
 )
 from scratchnet.layers.linear import bias_grad
+from scratchnet.testing import DEVICES, KERNEL_DEVICES, LayerContract, LayerSpec, forward_backward
 
-CPU = "cpu"
-SIM = pytest.param("sim", marks=pytest.mark.sim)
-GPU = pytest.param("gpu", marks=pytest.mark.gpu)
-KERNEL_DEVICES = [SIM, GPU]
-DEVICES = [CPU, SIM, GPU]
 IMPLS = ["fast", "naive"]
+FLOAT32_ERROR = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}  # sums of many float32 products
 
 # (N, C, H, W, F, kernel_size, stride, padding, groups): tiny, so that the simulator and the naive loops
 # stay quick even under a gradient check (hundreds of forwards).
@@ -39,33 +38,21 @@ CONFIGS = {
 }
 
 
-def make_layer(config, device=CPU, impl="fast", dtype=np.float64, seed=0, cls=Conv2D):
-    _, C, _, _, F, k, s, p, g = CONFIGS[config]
-    return cls(C, F, k, stride=s, padding=p, groups=g, impl=impl, device=device, dtype=dtype, seed=seed)
+def config_spec(config: str, impl: str = "fast", cls=Conv2D) -> LayerSpec:
+    """The spec of one geometry: a seeded layer (random bias too) and a Gaussian input."""
+    N, C, H, W, F, kernel, stride, padding, groups = CONFIGS[config]
+    make = functools.partial(cls, C, F, kernel, stride, padding, groups, impl, seed=0)
+    return LayerSpec(make=make, input_shape=(N, C, H, W), tolerance=FLOAT32_ERROR)
 
 
-def make_input(config, dtype=np.float64, seed=1):
-    N, C, H, W = CONFIGS[config][:4]
-    return np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
+class TestConv2DContract(LayerContract):
+    """Groups, a non-square kernel, stride 2 and padding at once (the geometry sweep is below)."""
+
+    spec = dataclasses.replace(config_spec("depthwise"), bad_shapes=((2, 4, 6, 5), (2, 3, 6)))
 
 
-def randomize_bias(layer, seed=2):
-    """The layer starts with zero bias; a random one makes the forward comparisons check it too."""
-    b = np.random.default_rng(seed).standard_normal(layer.params["b"].shape)
-    layer.params["b"][...] = layer.device.array(b, dtype=layer.dtype)
-
-
-def run(layer, x_host, dy_host):
-    """Forward and backward on the layer's device; everything back as NumPy: (y, dx, dW, db)."""
-    dev = layer.device
-    y = layer.forward(dev.array(x_host, dtype=layer.dtype))
-    dx = layer.backward(dev.array(dy_host, dtype=layer.dtype))
-    return tuple(dev.to_host(a) for a in (y, dx, layer.grads["W"], layer.grads["b"]))
-
-
-def output_gradient(layer, x_host, seed=3):
-    shape = layer.output_shape(x_host.shape)
-    return np.random.default_rng(seed).standard_normal(shape)
+class TestConv2DNaiveContract(LayerContract):
+    spec = dataclasses.replace(TestConv2DContract.spec, make=config_spec("depthwise", "naive").make)
 
 
 # --- gradients --------------------------------------------------------------------------------------
@@ -73,9 +60,8 @@ def output_gradient(layer, x_host, seed=3):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradients_match_finite_differences(device, impl, config):
-    layer = make_layer(config, device, impl)
-    randomize_bias(layer)
-    errors = check_layer(layer, make_input(config))
+    spec = config_spec(config, impl)
+    errors = check_layer(spec.layer(device), spec.input())
     assert set(errors) == {"x", "W", "b"}
     assert max(errors.values()) < TOLERANCE, errors
 
@@ -84,14 +70,16 @@ def test_gradients_match_finite_differences(device, impl, config):
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_naive_and_fast_numpy_agree(config, dtype, tol):
-    layer = make_layer(config, dtype=dtype)
+    spec = config_spec(config)
+    layer = spec.layer("cpu", dtype)
     conv = {"stride": layer.stride, "padding": layer.padding, "groups": layer.groups}
-    x = make_input(config, dtype)
-    w, b = layer.params["W"], np.random.default_rng(2).standard_normal(layer.params["b"].shape).astype(dtype)
-    y_naive = conv2d_forward_naive(x, w, b, **conv)
-    y_fast, cache = conv2d_forward_fast(x, w, b, **conv)
-    dy = output_gradient(layer, x).astype(dtype)
-    naive, fast = conv2d_backward_naive(dy, x, w, **conv), conv2d_backward_fast(dy, cache, w, **conv)
+    x = spec.input().astype(dtype)
+    weight, bias = layer.params["W"], layer.params["b"]
+    y_naive = conv2d_forward_naive(x, weight, bias, **conv)
+    y_fast, cache = conv2d_forward_fast(x, weight, bias, **conv)
+    dy = spec.output_gradient(layer, x).astype(dtype)
+    naive = conv2d_backward_naive(dy, x, weight, **conv)
+    fast = conv2d_backward_fast(dy, cache, weight, **conv)
     for name, a, c in zip(("y", "dx", "dW", "db"), (y_naive, *naive), (y_fast, *fast), strict=True):
         assert a.dtype == c.dtype == dtype, name
         np.testing.assert_allclose(c, a, rtol=tol, atol=tol, err_msg=name)
@@ -104,8 +92,9 @@ def test_naive_and_fast_agree_on_a_lenet_sized_batch():
     fast = Conv2D(6, 16, 5, padding=2, dtype=np.float64, seed=0)
     naive = Conv2D(6, 16, 5, padding=2, impl="naive", dtype=np.float64, seed=0)
     dy = rng.standard_normal((3, 16, 14, 14))
-    for a, c in zip(run(naive, x, dy), run(fast, x, dy), strict=True):
-        np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-12)
+    expected, got = forward_backward(naive, x, dy).arrays(), forward_backward(fast, x, dy).arrays()
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 2, 5, 7), (130, 1, 8, 8), (2, 3, 10, 10)])
@@ -122,46 +111,32 @@ def test_batch_last_round_trip(shape):
 
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
-def test_kernels_agree_with_numpy(device, impl, config, dtype, tol):
-    reference, layer = make_layer(config, CPU, "fast", dtype), make_layer(config, device, impl, dtype)
-    randomize_bias(reference)
-    randomize_bias(layer)
-    x = make_input(config, dtype)
-    dy = output_gradient(layer, x)
-    for name, a, c in zip(("y", "dx", "dW", "db"), run(reference, x, dy), run(layer, x, dy), strict=True):
-        assert c.dtype == dtype, name
-        np.testing.assert_allclose(c, a, rtol=tol, atol=tol, err_msg=name)
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("device", KERNEL_DEVICES)
-def test_kernel_path_copies_nothing_between_host_and_device(device, impl):
-    layer = make_layer("groups2", device, impl)
-    dev = layer.device
-    x, dy = dev.array(make_input("groups2")), dev.array(output_gradient(layer, make_input("groups2")))
-    before = dict(dev.transfers)
-    layer.forward(x)
-    layer.backward(dy)
-    assert dict(dev.transfers) == before
+def test_kernels_agree_with_numpy_on_every_geometry(device, impl, config, dtype):
+    spec = config_spec(config, impl)
+    x = spec.input().astype(dtype)
+    reference, layer = config_spec(config).layer("cpu", dtype), spec.layer(device, dtype)
+    dy = spec.output_gradient(layer, x)
+    expected, got = forward_backward(reference, x, dy).arrays(), forward_backward(layer, x, dy).arrays()
+    tol = FLOAT32_ERROR[np.dtype(dtype)]
+    for name, value in expected.items():
+        assert got[name].dtype == dtype, name
+        np.testing.assert_allclose(got[name], value, rtol=tol, atol=tol, err_msg=name)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_first_layer_can_skip_the_input_gradient(device, impl):
-    full, first = make_layer("stride2-pad0", device, impl), make_layer("stride2-pad0", device, impl)
+    spec = config_spec("stride2-pad0", impl)
+    full, first = spec.layer(device), spec.layer(device)
     first.needs_input_grad = False
-    x = make_input("stride2-pad0")
-    dy = output_gradient(full, x)
-    run(full, x, dy)
-    dev = first.device
-    first.forward(dev.array(x))
-    assert first.backward(dev.array(dy)) is None
+    x = spec.input()
+    dy = spec.output_gradient(full, x)
+    expected, got = forward_backward(full, x, dy), forward_backward(first, x, dy)
+    assert got.dx is None
     for name in ("W", "b"):
-        np.testing.assert_array_equal(
-            dev.to_host(first.grads[name]), dev.to_host(full.grads[name]), err_msg=name
-        )
+        np.testing.assert_array_equal(got.grads[name], expected.grads[name], err_msg=name)
 
 
 # --- PyTorch as an independent reference ------------------------------------------------------------
@@ -170,11 +145,10 @@ def test_first_layer_can_skip_the_input_gradient(device, impl):
 @pytest.mark.parametrize("device", DEVICES)
 def test_matches_pytorch(device, impl, config):
     torch = pytest.importorskip("torch")
-    layer = make_layer(config, device, impl)
-    randomize_bias(layer)
-    x = make_input(config)
-    dy = output_gradient(layer, x)
-    y, dx, dW, db = run(layer, x, dy)
+    spec = config_spec(config, impl)
+    layer, x = spec.layer(device), spec.input()
+    dy = spec.output_gradient(layer, x)
+    ours = forward_backward(layer, x, dy).arrays()
 
     dev = layer.device
     xt = torch.tensor(x, requires_grad=True)
@@ -184,8 +158,9 @@ def test_matches_pytorch(device, impl, config):
         xt, wt, bt, stride=layer.stride, padding=layer.padding, groups=layer.groups
     )
     yt.backward(torch.tensor(dy))
-    for name, ours, theirs in (("y", y, yt), ("dx", dx, xt.grad), ("dW", dW, wt.grad), ("db", db, bt.grad)):
-        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+    theirs = {"y": yt, "dx": xt.grad, "dW": wt.grad, "db": bt.grad}
+    for name, value in ours.items():
+        np.testing.assert_allclose(value, theirs[name].detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_matches_pytorch_in_float32_on_lenet_shapes():
@@ -194,7 +169,8 @@ def test_matches_pytorch_in_float32_on_lenet_shapes():
     layer = Conv2D(1, 6, 5, padding=2, seed=0)
     x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
     dy = rng.standard_normal((4, 6, 28, 28)).astype(np.float32)
-    y, dx, dW, db = run(layer, x, dy)
+    y, dx, grads = forward_backward(layer, x, dy)
+    dW, db = grads["W"], grads["b"]
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(layer.params["W"], requires_grad=True)
     yt = torch.nn.functional.conv2d(xt, wt, padding=2)
     yt.backward(torch.tensor(dy))
@@ -228,15 +204,16 @@ class InputGradientWithoutOverlaps(Conv2D):
 
     def _backward_numpy(self, dy):
         super()._backward_numpy(dy)
-        x, w = self._input_x, self.params["W"]
-        (sh, sw), (ph, pw), (kh, kw) = self.stride, self.padding, self.kernel_size
-        dxp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw))
-        for ho in range(dy.shape[2]):
-            for wo in range(dy.shape[3]):
-                dxp[:, :, ho * sh : ho * sh + kh, wo * sw : wo * sw + kw] = np.einsum(
-                    "nf,fcij->ncij", dy[:, :, ho, wo], w
+        x, weight = self._input_x, self.params["W"]
+        N, C, H, W = x.shape
+        (SH, SW), (PH, PW), (KH, KW) = self.stride, self.padding, self.kernel_size
+        dxp = np.zeros((N, C, H + 2 * PH, W + 2 * PW))
+        for oh in range(dy.shape[2]):
+            for ow in range(dy.shape[3]):
+                dxp[:, :, oh * SH : oh * SH + KH, ow * SW : ow * SW + KW] = np.einsum(
+                    "nf,fcij->ncij", dy[:, :, oh, ow], weight
                 )
-        return dxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+        return dxp[:, :, PH : PH + H, PW : PW + W]
 
     def _forward_numpy(self, x, training):
         self._input_x = x  # the fast path keeps only its im2col columns; this mutant needs x itself
@@ -255,16 +232,16 @@ class BiasGradientKernelForgetsPositions(Conv2D):
 @pytest.mark.parametrize(
     "mutant, device",
     [
-        (KernelNotFlipped, CPU),
-        (BiasGradientNotSummedOverPositions, CPU),
-        (InputGradientWithoutOverlaps, CPU),
+        (KernelNotFlipped, "cpu"),
+        (BiasGradientNotSummedOverPositions, "cpu"),
+        (InputGradientWithoutOverlaps, "cpu"),
         pytest.param(BiasGradientKernelForgetsPositions, "sim", marks=pytest.mark.sim),
         pytest.param(BiasGradientKernelForgetsPositions, "gpu", marks=pytest.mark.gpu),
     ],
 )
 def test_gradient_check_catches_a_wrong_backward(mutant, device):
-    layer = make_layer("3x3-stride1-pad1", device, cls=mutant)
-    errors = check_layer(layer, make_input("3x3-stride1-pad1"))
+    spec = config_spec("3x3-stride1-pad1", cls=mutant)
+    errors = check_layer(spec.layer(device), spec.input())
     assert max(errors.values()) > 1e-3, errors
 
 
@@ -329,42 +306,12 @@ def test_bad_constructor_arguments(args, kwargs, message):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_bad_inputs_name_expected_and_actual(device):
+def test_inputs_smaller_than_the_kernel_are_refused(device):
     layer = Conv2D(3, 4, 5, device=device)
     dev = layer.device
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\), got \(8, 1, 28, 28\)"):
         layer.forward(dev.array(np.zeros((8, 1, 28, 28), np.float32)))
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\), got \(3, 28, 28\)"):
-        layer.forward(dev.array(np.zeros((3, 28, 28), np.float32)))
-    with pytest.raises(ValueError, match=r"must have dtype float32, got float64"):
-        layer.forward(dev.array(np.zeros((1, 3, 8, 8))))
-    with pytest.raises(ValueError, match=r"must be an array on device .*got list"):
-        layer.forward(np.zeros((1, 3, 8, 8), np.float32).tolist())
     with pytest.raises(ValueError, match=r"smaller than the 5x5 kernel .*at least 5 and 5"):
         layer.forward(dev.array(np.zeros((1, 3, 4, 8), np.float32)))
     padded = Conv2D(3, 4, 5, padding=1, device=device)
     assert padded.forward(dev.array(np.zeros((1, 3, 3, 3), np.float32))).shape == (1, 4, 1, 1)
-
-
-def test_sim_layer_takes_numpy_arrays():
-    """On sim, device arrays are NumPy arrays: a plain ndarray is a valid input (a list is not, above)."""
-    try:
-        layer = Conv2D(2, 2, 3, device="sim")
-    except sn.DeviceError as e:
-        pytest.skip(f"no sim device: {e}")
-    assert layer.forward(np.ones((1, 2, 3, 3), np.float32)).shape == (1, 2, 1, 1)
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_backward_needs_a_training_forward(impl):
-    layer = Conv2D(1, 2, 3, impl=impl)
-    with pytest.raises(RuntimeError, match="Conv2D.backward needs a forward with training=True"):
-        layer.backward(np.zeros((1, 2, 3, 3), np.float32))
-    layer.forward(np.zeros((1, 1, 5, 5), np.float32), training=False)
-    with pytest.raises(RuntimeError, match="training=True"):
-        layer.backward(np.zeros((1, 2, 3, 3), np.float32))
-    layer.forward(np.zeros((1, 1, 5, 5), np.float32))
-    with pytest.raises(
-        ValueError, match=r"dy must have the output's shape \(1, 2, 3, 3\), got \(1, 2, 3, 4\)"
-    ):
-        layer.backward(np.zeros((1, 2, 3, 4), np.float32))

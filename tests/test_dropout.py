@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import pytest
-from conftest import DEVICES
 
 import scratchnet as sn
-from scratchnet.gradcheck import TOLERANCE, check_layer
+from scratchnet.gradcheck import check_layer
+from scratchnet.layers import Dropout
+from scratchnet.testing import DEVICES, KERNEL_DEVICES, LayerContract, LayerSpec
 
-KERNEL_DEVICES = DEVICES[1:]  # sim and gpu: compared with cpu
 MASK64 = 2**64 - 1
+
+
+class TestDropoutContract(LayerContract):
+    """The gradient checks replay one mask (``check_layer`` resets ``rng_calls`` before every forward); the
+    kernels draw the same mask as NumPy, bit for bit."""
+
+    spec = LayerSpec(
+        make=functools.partial(Dropout, 0.3, seed=1234),
+        input_shape=(3, 4, 2, 2),
+        tolerance={np.dtype(np.float32): 0.0, np.dtype(np.float64): 0.0},
+    )
 
 
 def reference_keep(seed: int, calls: int, n: int, p: float) -> np.ndarray:
@@ -32,15 +44,6 @@ def reference_keep(seed: int, calls: int, n: int, p: float) -> np.ndarray:
 def training_output(layer, x):
     dev = layer.device
     return dev.to_host(layer.forward(dev.array(x, dtype=layer.dtype), training=True))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("p", [0.5, 0.2])
-def test_gradient(device, p):
-    layer = sn.layers.Dropout(p, seed=1234, device=device, dtype=np.float64)
-    x = np.random.default_rng(0).standard_normal((3, 4, 2, 2))
-    errors = check_layer(layer, x)  # resets rng_calls before every forward: one fixed mask
-    assert errors["x"] < TOLERANCE, errors
 
 
 def test_gradcheck_catches_a_backward_without_the_scale():
@@ -104,7 +107,7 @@ def test_masks_differ_across_calls_and_repeat_from_the_counter(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_identity_in_evaluation(device):
+def test_identity_in_evaluation_and_its_backward(device):
     layer = sn.layers.Dropout(0.5, seed=0, device=device, dtype=np.float32)
     dev = layer.device
     x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)

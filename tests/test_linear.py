@@ -1,86 +1,50 @@
-"""Linear and the GEMM kernels: gradient checks, kernels vs NumPy, PyTorch parity, mutants, bad input."""
+"""Linear and the GEMM kernels: the layer contract, PyTorch parity, mutants, the GEMM kernels on their own."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet.gradcheck import TOLERANCE, check_layer
+from scratchnet.gradcheck import check_layer
 from scratchnet.layers import Linear
 from scratchnet.layers.linear import gemm
-
-CPU = "cpu"
-SIM = pytest.param("sim", marks=pytest.mark.sim)
-GPU = pytest.param("gpu", marks=pytest.mark.gpu)
-KERNEL_DEVICES = [SIM, GPU]
-DEVICES = [CPU, SIM, GPU]
-
-# (batch, in_features, out_features): all different, and not multiples of the GEMM's 16 x 16 tile.
-SHAPES = {"tiny": (1, 3, 2), "wide": (4, 7, 19), "tall": (5, 18, 3)}
-
-
-def make_layer(shape, device=CPU, dtype=np.float64, seed=0, cls=Linear):
-    layer = cls(SHAPES[shape][1], SHAPES[shape][2], device=device, dtype=dtype, seed=seed)
-    b = np.random.default_rng(seed + 1).standard_normal(SHAPES[shape][2])
-    layer.params["b"][...] = layer.device.array(b, dtype=dtype)  # nonzero, so the forward checks it
-    return layer
+from scratchnet.testing import (
+    DEVICES,
+    KERNEL_DEVICES,
+    LayerContract,
+    LayerSpec,
+    device_or_skip,
+    forward_backward,
+)
 
 
-def make_input(shape, dtype=np.float64, seed=2):
-    return np.random.default_rng(seed).standard_normal(SHAPES[shape][:2]).astype(dtype)
+class TestLinearContract(LayerContract):
+    """Sizes that are not multiples of the GEMM's 16 x 16 tile (the GEMM tests below cover the tiling)."""
 
-
-def run(layer, x_host, dy_host):
-    """Forward and backward on the layer's device, results as NumPy: (y, dx, dW, db)."""
-    dev = layer.device
-    y = layer.forward(dev.array(x_host, dtype=layer.dtype))
-    dx = layer.backward(dev.array(dy_host, dtype=layer.dtype))
-    return tuple(dev.to_host(a) for a in (y, dx, layer.grads["W"], layer.grads["b"]))
-
-
-def get_device_or_skip(name):
-    try:
-        return sn.get_device(name)
-    except sn.DeviceError as e:
-        pytest.skip(f"no {name} device: {e}")
-
-
-# --- gradients --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("device", DEVICES)
-def test_gradients_match_finite_differences(device, shape):
-    errors = check_layer(make_layer(shape, device), make_input(shape))
-    assert set(errors) == {"x", "W", "b"}
-    assert max(errors.values()) < TOLERANCE, errors
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-@pytest.mark.parametrize("device", KERNEL_DEVICES)
-def test_kernels_agree_with_numpy(device, shape, dtype, tol):
-    x = make_input(shape, dtype)
-    dy = np.random.default_rng(3).standard_normal((x.shape[0], SHAPES[shape][2]))
-    reference, layer = make_layer(shape, CPU, dtype), make_layer(shape, device, dtype)
-    for name, a, c in zip(("y", "dx", "dW", "db"), run(reference, x, dy), run(layer, x, dy), strict=True):
-        assert c.dtype == dtype, name
-        np.testing.assert_allclose(c, a, rtol=tol, atol=tol, err_msg=name)
+    spec = LayerSpec(
+        make=functools.partial(Linear, 7, 5, seed=0), input_shape=(4, 7), bad_shapes=((4, 6), (4, 7, 1))
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_matches_pytorch(device):
     torch = pytest.importorskip("torch")
-    layer, x = make_layer("wide", device), make_input("wide")
-    dy = np.random.default_rng(3).standard_normal((4, 19))
-    y, dx, dW, db = run(layer, x, dy)
+    spec = TestLinearContract.spec
+    layer, x = spec.layer(device), spec.input()
+    dy = spec.output_gradient(layer, x)
+    ours = forward_backward(layer, x, dy).arrays()
     xt = torch.tensor(x, requires_grad=True)
     # PyTorch stores the weight as (out_features, in_features): ours transposed.
-    wt = torch.tensor(layer.device.to_host(layer.params["W"]).T.copy(), requires_grad=True)
-    bt = torch.tensor(layer.device.to_host(layer.params["b"]), requires_grad=True)
-    yt = torch.nn.functional.linear(xt, wt, bt)
+    weight_t = torch.tensor(layer.device.to_host(layer.params["W"]).T.copy(), requires_grad=True)
+    bias_t = torch.tensor(layer.device.to_host(layer.params["b"]), requires_grad=True)
+    yt = torch.nn.functional.linear(xt, weight_t, bias_t)
     yt.backward(torch.tensor(dy))
-    for name, ours, theirs in (("y", y, yt), ("dx", dx, xt.grad), ("dW", dW.T, wt.grad), ("db", db, bt.grad)):
-        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+    theirs = {"y": yt, "dx": xt.grad, "dW": weight_t.grad.T, "db": bias_t.grad}
+    for name, value in ours.items():
+        np.testing.assert_allclose(value, theirs[name].detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 # --- mutants: a wrong backward must fail the gradient check -----------------------------------------
@@ -117,9 +81,9 @@ class WeightGradientKernelWrongTranspose(Linear):
 @pytest.mark.parametrize(
     "mutant, device",
     [
-        (InputGradientWithoutTranspose, CPU),
-        (WeightGradientTransposed, CPU),
-        (BiasGradientAveraged, CPU),
+        (InputGradientWithoutTranspose, "cpu"),
+        (WeightGradientTransposed, "cpu"),
+        (BiasGradientAveraged, "cpu"),
         pytest.param(WeightGradientKernelWrongTranspose, "sim", marks=pytest.mark.sim),
         pytest.param(WeightGradientKernelWrongTranspose, "gpu", marks=pytest.mark.gpu),
     ],
@@ -160,7 +124,7 @@ def test_gemm_multiplies_stacks_pairwise(device, impl):
 
 
 def test_gemm_rejects_mismatched_shapes():
-    dev = get_device_or_skip("sim")
+    dev = device_or_skip("sim")
     A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"op\(A\) is 4x5 but op\(B\) is 4x3"):
         gemm(dev, A, B)
@@ -196,20 +160,3 @@ def test_parameters_init_seed_and_repr():
 def test_bad_constructor_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         Linear(*args)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_bad_inputs_name_expected_and_actual(device):
-    layer = Linear(400, 120, device=device)
-    dev = layer.device
-    with pytest.raises(ValueError, match=r"Linear: expected input of shape \(N, 400\), got \(8, 16, 5, 5\)"):
-        layer.forward(dev.array(np.zeros((8, 16, 5, 5), np.float32)))
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 400\), got \(8, 399\)"):
-        layer.forward(dev.array(np.zeros((8, 399), np.float32)))
-    with pytest.raises(ValueError, match="must have dtype float32, got float64"):
-        layer.forward(dev.array(np.zeros((8, 400))))
-    with pytest.raises(ValueError, match="must be an array on device .*got list"):
-        layer.forward([[0.0] * 400])
-    with pytest.raises(RuntimeError, match="training=True"):
-        layer.forward(dev.array(np.zeros((8, 400), np.float32)), training=False)
-        layer.backward(dev.array(np.zeros((8, 120), np.float32)))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DEVICES
 
 import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_loss
 from scratchnet.layers.loss import topk_correct
+from scratchnet.testing import DEVICES
 
 KERNEL_DEVICES = DEVICES[1:]  # sim and gpu: compared with cpu
 # (N, K): a LeNet-like batch, one row, K above the 256-thread block (strided columns), N above the
@@ -105,21 +105,44 @@ def test_bad_labels_are_named(device):
         loss.forward(logits, dev.array([0, 1, 2], dtype=np.float32))
     with pytest.raises(ValueError, match=r"labels of shape \(3,\) for logits \(3, 4\), got \(2,\)"):
         loss.forward(logits, dev.array([0, 1], dtype=np.int64))
-    with pytest.raises(ValueError, match=r"logits of shape \(N, K\), got \(12,\)"):
+    with pytest.raises(ValueError, match=r"logits of shape \(N, K\), K >= 1, got \(12,\)"):
         loss.forward(logits.reshape(12), dev.array([0, 1, 2], dtype=np.int64))
     with pytest.raises(ValueError, match="dtype float32, got float64"):
         loss.forward(dev.array(np.zeros((3, 4))), dev.array([0, 1, 2], dtype=np.int64))
-    with pytest.raises(ValueError, match="must be an array on device"):
+    with pytest.raises(TypeError, match="SoftmaxCrossEntropy: labels must be an array on device"):
         loss.forward(logits, [0, 1, 2])
+    with pytest.raises(ValueError, match="a batch of 0 rows has no mean loss"):
+        loss.forward(dev.array(np.zeros((0, 4), np.float32)), dev.array(np.zeros(0, np.int64)))
 
 
-@pytest.mark.sim
-def test_kernel_devices_need_int64_labels():
-    loss = sn.layers.SoftmaxCrossEntropy(device="sim")
-    with pytest.raises(ValueError, match="must have dtype int64, got int32"):
-        loss.forward(
-            loss.device.array(np.zeros((2, 3), np.float32)), loss.device.array([0, 1], dtype=np.int32)
-        )
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64, np.uint8])
+def test_any_integer_labels_on_every_device(device, label_dtype):
+    """int32 labels (and others) give the same loss, gradient and top-k counts as int64 ones."""
+    logits, labels = batch((5, 4))
+    results = {}
+    for dtype in (np.int64, label_dtype):
+        loss = sn.layers.SoftmaxCrossEntropy(device=device, dtype=np.float64)
+        dev = loss.device
+        labels_dev, logits_dev = dev.array(labels, dtype=dtype), dev.array(logits)
+        value = loss.forward(logits_dev, labels_dev)
+        counts = topk_correct(logits_dev, labels_dev, ks=(1, 2), device=device)
+        results[dtype] = (value, dev.to_host(loss.backward()), counts)
+    assert results[np.int64][0] == results[label_dtype][0]
+    np.testing.assert_array_equal(results[np.int64][1], results[label_dtype][1])
+    assert results[np.int64][2] == results[label_dtype][2]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_logits_and_labels(device):
+    logits, labels = batch((6, 4))
+    loss = sn.layers.SoftmaxCrossEntropy(device=device, dtype=np.float64)
+    dev = loss.device
+    wide_logits, wide_labels = dev.array(np.repeat(logits, 2, axis=0)), dev.array(np.repeat(labels, 2))
+    expected = loss.forward(dev.array(logits), dev.array(labels))
+    expected_grad = dev.to_host(loss.backward())
+    assert loss.forward(wide_logits[::2], wide_labels[::2]) == expected  # every other row: strided views
+    np.testing.assert_array_equal(dev.to_host(loss.backward()), expected_grad)
 
 
 def test_interface():

@@ -1,15 +1,17 @@
-"""LocalResponseNorm: gradient checks (with the cross-channel term), devices, PyTorch's convention."""
+"""LocalResponseNorm: the layer contract, every window placement, a mutant, PyTorch's convention."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-from conftest import DEVICES
 
 import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_layer
+from scratchnet.layers import LocalResponseNorm
+from scratchnet.testing import DEVICES, KERNEL_DEVICES, LayerContract, LayerSpec, forward_backward
 
-KERNEL_DEVICES = DEVICES[1:]  # sim and gpu: compared with cpu
 # alpha = 0.1 and k = 1 make the normalisation strong enough that a wrong term shows.
 SETTINGS = [
     {"size": 3, "alpha": 0.1, "beta": 0.75, "k": 1.0},
@@ -25,25 +27,27 @@ def inputs(shape=SHAPE, seed=0):
     return np.random.default_rng(seed).standard_normal(shape) * 2
 
 
-def forward_backward(layer, x, dy):
-    dev = layer.device
-    y = layer.forward(dev.array(x, dtype=layer.dtype))
-    dx = layer.backward(dev.array(dy, dtype=layer.dtype))
-    return dev.to_host(y), dev.to_host(dx)
+class TestLocalResponseNormContract(LayerContract):
+    spec = LayerSpec(
+        make=functools.partial(LocalResponseNorm, size=4, alpha=0.2, beta=0.5, k=2.0),
+        input_shape=(2, 5, 2, 3),
+        make_input=lambda shape, rng: 2 * rng.standard_normal(shape),
+        bad_shapes=((2, 5, 6),),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("settings", SETTINGS, ids=SETTING_IDS)
-def test_gradient(device, settings):
+def test_gradient_for_every_window(device, settings):
     errors = check_layer(sn.layers.LocalResponseNorm(**settings, device=device, dtype=np.float64), inputs())
     assert errors["x"] < TOLERANCE, errors
 
 
 def test_gradcheck_catches_a_backward_without_the_cross_channel_term():
     class DiagonalMutant(sn.layers.LocalResponseNorm):
-        def _backward_numpy(self, db):
-            s = self._saved().s
-            return db * s ** (-self.beta)  # treats the scale as a constant
+        def _backward_numpy(self, dy):
+            scale = self._saved().scale
+            return dy * scale ** (-self.beta)  # treats the scale as a constant
 
     errors = check_layer(DiagonalMutant(**SETTINGS[1], dtype=np.float64), inputs())
     assert errors["x"] > 1e-2, errors
@@ -57,7 +61,7 @@ def test_matches_pytorch_with_alpha_times_size(settings):
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.nn.LocalResponseNorm(size, alpha * size, beta, k)(xt)  # PyTorch divides alpha by size
     yt.backward(torch.tensor(dy))
-    y, dx = forward_backward(sn.layers.LocalResponseNorm(**settings, dtype=np.float64), x, dy)
+    y, dx, _ = forward_backward(LocalResponseNorm(**settings, dtype=np.float64), x, dy)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
 
@@ -74,23 +78,19 @@ def test_paper_defaults_and_formula():
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("settings", SETTINGS, ids=SETTING_IDS)
-def test_kernels_match_numpy(device, dtype, settings):
+def test_kernels_match_numpy_for_every_window(device, dtype, settings):
     x, dy = inputs((2, 7, 3, 5)), inputs((2, 7, 3, 5), seed=1)
     cpu = forward_backward(sn.layers.LocalResponseNorm(**settings, dtype=dtype), x, dy)
     kernels = forward_backward(sn.layers.LocalResponseNorm(**settings, device=device, dtype=dtype), x, dy)
     tol = 1e-5 if dtype == np.float32 else 1e-13
-    for a, b in zip(cpu, kernels, strict=True):
-        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+    np.testing.assert_allclose(kernels.y, cpu.y, rtol=tol, atol=tol)
+    np.testing.assert_allclose(kernels.dx, cpu.dx, rtol=tol, atol=tol)
 
 
-def test_shape_repr_and_bad_input():
+def test_shape_repr_and_bad_arguments():
     layer = sn.layers.LocalResponseNorm(3, alpha=0.1)
     assert layer.output_shape((2, 7, 4, 4)) == (2, 7, 4, 4)
     assert repr(layer) == "LocalResponseNorm(size=3, alpha=0.1, beta=0.75, k=2.0)"
-    with pytest.raises(ValueError, match=r"\(N, C, H, W\), got \(7, 4, 4\)"):
-        layer.forward(np.zeros((7, 4, 4), np.float32))
-    with pytest.raises(ValueError, match="float32, got float64"):
-        layer.forward(np.zeros((1, 7, 4, 4)))
     with pytest.raises(ValueError, match="size must be a positive integer, got 0"):
         sn.layers.LocalResponseNorm(0)
     with pytest.raises(ValueError, match="k > 0"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DEVICES
 
 import scratchnet.models as M
 from scratchnet.gradcheck import TOLERANCE, numerical_gradient, relative_error
@@ -18,6 +17,7 @@ from scratchnet.layers import (
     ReLU,
     SoftmaxCrossEntropy,
 )
+from scratchnet.testing import DEVICES
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,22 @@ def test_wrong_input_shape_names_layer_and_model_input():
         model.forward(np.zeros((2, 1, 32, 32), np.float32))
 
 
+@pytest.mark.parametrize("size", [29, 30, 31])
+def test_lenet5_refuses_images_it_would_crop(size):
+    """Every layer runs on 29-31 px, but pooling would silently drop the last rows and columns."""
+    with pytest.raises(
+        ValueError, match=rf"\(2, 1, {size}, {size}\).*lenet5 expects exactly \(N, 1, 28, 28\)"
+    ):
+        M.LeNet5().forward(np.zeros((2, 1, size, size), np.float32))
+
+
+@pytest.mark.parametrize("size", [28, 29, 30, 31])
+def test_alexnet_cifar_refuses_other_sizes(size):
+    model = M.AlexNet(10, variant="cifar", seed=0)
+    with pytest.raises(ValueError, match=r"alexnet-cifar expects exactly \(N, 3, 32, 32\)"):
+        model.forward(np.zeros((1, 3, size, size), np.float32), training=False)
+
+
 def test_lenet5_refuses_sizes_without_a_28x28_conv1_output():
     with pytest.raises(ValueError, match="input_size must make conv1's output 28x28"):
         M.LeNet5(input_size=29)
@@ -174,6 +190,15 @@ def test_load_state_dict_errors():
         model.load_state_dict({k: v for k, v in state.items() if k != "fc3.b"} | {"fc4.b": np.zeros(10)})
     with pytest.raises(ValueError, match=r"fc3.W: model \(84, 10\), given \(10, 84\)"):
         model.load_state_dict(state | {"fc3.W": state["fc3.W"].T})
+    before = model.state_dict()
+    with pytest.raises(ValueError, match="fc3.b holds NaN or infinite values"):
+        model.load_state_dict({k: v + 1 for k, v in state.items()} | {"fc3.b": np.full(10, np.nan)})
+    with pytest.raises(ValueError, match="fc3.b holds NaN or infinite values"):
+        model.load_state_dict(state | {"fc3.b": np.full(10, -np.inf)})
+    with pytest.raises(ValueError, match="fc3.W holds values too large for float32 \\(up to 1e\\+300\\)"):
+        model.load_state_dict(state | {"fc3.W": np.full((84, 10), 1e300)})
+    for k, v in model.state_dict().items():  # a refused load leaves the parameters before it as they were
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
     missing, unexpected = model.load_state_dict({"fc3.b": np.ones(10), "extra": np.ones(1)}, strict=False)
     assert "conv1.W" in missing and unexpected == ["extra"]
     np.testing.assert_array_equal(model.params["fc3.b"], 1.0)
@@ -342,3 +367,15 @@ def test_saliency_map_from_an_evaluation_forward(device):
 
     assert relative_error(saliency, numerical_gradient(f, x_host.copy())) < TOLERANCE
     assert model.layers["drop"].rng_calls == 0  # evaluation draws no dropout mask
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_batch_of_zero_runs_through_the_model(device):
+    model = M.LeNet5(seed=0, device=device, input_grad=True)
+    dev = model.device
+    logits = model.forward(dev.array(np.zeros((0, 1, 28, 28), np.float32)))
+    assert logits.shape == (0, 10)
+    dx = model.backward(dev.zeros((0, 10), np.float32))
+    assert dx.shape == (0, 1, 28, 28)
+    for key, grad in model.grads.items():
+        assert grad.shape == model.params[key].shape and not dev.to_host(grad).any(), key

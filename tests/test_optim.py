@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DEVICES
 
 from scratchnet.device import get_device
 from scratchnet.gradcheck import relative_error
 from scratchnet.optim import SGD, CosineLR, StepLR
+from scratchnet.testing import DEVICES
 
 SHAPES = {"conv.W": (3, 2, 3, 3), "conv.b": (3,), "fc.W": (7, 5)}
 LRS = [0.1, 0.1, 0.05, 0.05, 0.01]  # changed between steps, as a schedule does

@@ -1,4 +1,25 @@
-"""The layers. Each file holds one family: its math in the docstring, the NumPy code, the kernel launches."""
+"""The layers. Each file holds one family: its math in the docstring, the NumPy code, the kernel launches.
+
+Every layer follows :class:`~scratchnet.layers.base.Layer`'s protocol (forward, backward, the backward
+cache) and passes the contract in :mod:`scratchnet.testing`. README's "How to add a layer" walks through one.
+
+Notation, the same in every layer, kernel and lesson::
+
+    N        batch size                      x, y      a layer's input and output
+    C        input channels                  dx, dy    their gradients dL/dx, dL/dy
+    H, W     input height and width          weight, bias     conv/linear parameters (keys "W", "b")
+    F        output channels (filters)       dweight, dbias   their gradients
+    KH, KW   kernel height and width         n, c, f   batch, channel, filter indices
+    S        stride (SH, SW if they differ)  oh, ow    output position
+    P        padding (PH, PW)                kh, kw    kernel offset
+    G        groups                          h, w      input position
+    OH, OW   output height and width         i         a kernel's flat (long long) element index
+    D, M     Linear: x (N, D), weight (D, M), y (N, M)
+    K        classes: logits (N, K)
+    cols_batch_last   im2col columns on the CPU, (C·KH·KW, OH, OW, N)-style; cols_batch_first in the kernels
+
+``W`` is always a width, never the weight: the weight is the local ``weight`` (the parameter key stays "W").
+"""
 
 from scratchnet.layers.activation import ReLU
 from scratchnet.layers.base import Layer

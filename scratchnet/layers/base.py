@@ -32,9 +32,10 @@ def float_dtype(dtype) -> np.dtype:
 
 
 def check_on_device(device: Device, a, who: str, what: str) -> None:
-    """ValueError unless ``a`` is an array on ``device``, saying how to move it there."""
+    """TypeError unless ``a`` is an array on ``device`` (not a list, not another device's array), saying how
+    to move it there."""
     if not device.is_array(a):
-        raise ValueError(
+        raise TypeError(
             f"{who}: {what} must be an array on device '{device.name}', got {type(a).__name__} "
             f"(move data with scratchnet.get_device('{device.name}').array(...))"
         )
@@ -107,6 +108,12 @@ class Layer(BackwardCache):
       exact backward (Dropout's backward is the identity too), e.g. for a saliency map dL/dx of a trained net.
 
     Each forward forgets what the previous one kept, so a backward always belongs to the latest forward.
+
+    At the boundary. ``forward`` and ``backward`` take arrays on the layer's device in its dtype (a list or
+    another device's array is a ``TypeError``, a wrong dtype or shape a ``ValueError``, each naming the
+    layer); a non-contiguous array (a slice, a transpose) is copied into a C-contiguous one on the device,
+    as kernels index memory flatly. An empty input (a batch of 0) runs no math (a kernel cannot launch an
+    empty grid): the output is empty, and ``backward`` gives an empty dL/dx and zero parameter gradients.
     """
 
     def __init__(self, *, device: str | Device = "cpu", dtype=np.float32):
@@ -125,23 +132,32 @@ class Layer(BackwardCache):
 
         ``keep_for_backward``: keep what ``backward`` needs; None means "same as ``training``".
         """
-        self._check_array(x, "x")
+        x = self._checked_array(x, "x")
         self.check_input_shape(tuple(x.shape))
         self._start_forward(training if keep_for_backward is None else keep_for_backward)
-        fwd = self._forward_kernels if self.device.uses_kernels else self._forward_numpy
-        y = fwd(x, training)
+        if x.size == 0:  # a batch of 0: nothing to compute
+            self._save_for_backward(empty_input_shape=tuple(x.shape))
+            y = self.device.zeros(self.output_shape(tuple(x.shape)), self.dtype)
+        else:
+            fwd = self._forward_kernels if self.device.uses_kernels else self._forward_numpy
+            y = fwd(x, training)
         self._out_shape = tuple(y.shape)
         return y
 
     def backward(self, dy):
         """dL/dy -> dL/dx; fills ``self.grads`` with dL/dparam (same keys and shapes as ``params``)."""
-        self._saved()  # refuse now if the last forward kept nothing
-        self._check_array(dy, "dy")
+        saved = self._saved()  # refuse now if the last forward kept nothing
+        dy = self._checked_array(dy, "dy")
         if tuple(dy.shape) != self._out_shape:
             raise ValueError(
                 f"{type(self).__name__}.backward: dy must have the output's shape {self._out_shape}, "
                 f"got {tuple(dy.shape)}"
             )
+        if hasattr(saved, "empty_input_shape"):  # a batch of 0: dL/dx is empty, dL/dparam = 0
+            for name, value in self.params.items():
+                self.grads[name] = self.device.zeros(value.shape, self.dtype)
+            needs_input_grad = getattr(self, "needs_input_grad", True)  # see Conv2D
+            return self.device.zeros(saved.empty_input_shape, self.dtype) if needs_input_grad else None
         bwd = self._backward_kernels if self.device.uses_kernels else self._backward_numpy
         return bwd(dy)
 
@@ -183,11 +199,14 @@ class Layer(BackwardCache):
         """Store a buffer (given on the host) on this layer's device; see ``buffers`` in ``__init__``."""
         self.buffers[name] = self.device.array(host_value, dtype=self.dtype)
 
-    def _check_array(self, a, what: str) -> None:
+    def _checked_array(self, a, what: str):
+        """``a`` itself, or a C-contiguous copy on the device; an error naming the layer if ``a`` is not an
+        array of this device and dtype."""
         layer = type(self).__name__
         check_on_device(self.device, a, layer, what)
         if a.dtype != self.dtype:
             raise ValueError(f"{layer}: {what} must have dtype {self.dtype}, got {a.dtype}")
+        return a if a.flags.c_contiguous else a.copy()  # .copy() is C-ordered, on NumPy and CuPy alike
 
     def _fail_shape(self, expected: str, shape: tuple) -> None:
         raise ValueError(f"{type(self).__name__}: expected input of shape {expected}, got {shape}")

@@ -32,24 +32,24 @@ from scratchnet.layers.base import BackwardCache, check_on_device, float_dtype
 MAX_BLOCK = 256  # SOFTMAX_MAX_THREADS in kernels/softmax_xent.cu
 
 
-def _check_logits_and_labels(device: Device, logits, labels, who: str) -> None:
-    """ValueError naming the problem unless logits is (N, K) and labels (N,) integers, both on ``device``."""
+def _checked_logits_and_labels(device: Device, logits, labels, who: str) -> tuple:
+    """(logits, labels) ready for the math: an error naming the problem unless logits is (N, K) and labels
+    (N,) integers, both on ``device``. Non-contiguous arrays are copied (on the device) into C-contiguous
+    ones, and labels of any integer dtype become int64, which the kernels read as ``long long``."""
     check_on_device(device, logits, who, "logits")
     check_on_device(device, labels, who, "labels")
-    if logits.ndim != 2 or 0 in logits.shape:
-        raise ValueError(f"{who}: expected logits of shape (N, K), got {tuple(logits.shape)}")
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ValueError(f"{who}: expected logits of shape (N, K), K >= 1, got {tuple(logits.shape)}")
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{who}: labels must be integer class ids, got dtype {labels.dtype}")
-    if device.uses_kernels and labels.dtype != np.int64:  # the kernels read them as long long
-        raise ValueError(
-            f"{who}: on device '{device.name}' labels must have dtype int64, got {labels.dtype} "
-            f"(convert with labels.astype(np.int64) before copying them to the device)"
-        )
     if tuple(labels.shape) != (logits.shape[0],):
         raise ValueError(
             f"{who}: expected labels of shape ({logits.shape[0]},) for logits {tuple(logits.shape)}, "
             f"got {tuple(labels.shape)}"
         )
+    if device.uses_kernels and labels.dtype != np.int64:
+        labels = labels.astype(np.int64)  # on the device: no transfer (a C-contiguous copy)
+    return tuple(a if a.flags.c_contiguous else a.copy() for a in (logits, labels))
 
 
 def _fail_labels_out_of_range(labels_host: np.ndarray, n_classes: int, who: str) -> None:
@@ -93,9 +93,11 @@ class SoftmaxCrossEntropy(BackwardCache):
     def forward(self, logits, labels, keep_for_backward: bool = True) -> float:
         """Mean loss over the batch, as a Python float (on gpu/sim: one device->host copy of one number)."""
         who = type(self).__name__
-        _check_logits_and_labels(self.device, logits, labels, who)
+        logits, labels = _checked_logits_and_labels(self.device, logits, labels, who)
         if logits.dtype != self.dtype:
             raise ValueError(f"{who}: logits must have dtype {self.dtype}, got {logits.dtype}")
+        if logits.shape[0] == 0:
+            raise ValueError(f"{who}: a batch of 0 rows has no mean loss (logits {tuple(logits.shape)})")
         self._start_forward(keep_for_backward)
         self.logits, self.labels = logits, labels
         if self.device.uses_kernels:
@@ -161,10 +163,12 @@ def topk_correct(logits, labels, ks=(1, 5), device="cpu") -> dict[int, int]:
     and ``max(ks) + 1`` counts come back in one transfer.
     """
     dev = get_device(device)
-    _check_logits_and_labels(dev, logits, labels, "topk_correct")
+    logits, labels = _checked_logits_and_labels(dev, logits, labels, "topk_correct")
     if not ks or not all(isinstance(k, int | np.integer) and k >= 1 for k in ks):
         raise ValueError(f"topk_correct: ks must be positive integers, got {ks!r}")
     N, K = logits.shape
+    if N == 0:
+        return {int(k): 0 for k in ks}
     if dev.uses_kernels:
         rank = dev.empty((N,), np.int32)
         dev.kernel("softmax_xent.cu", "label_rank", logits.dtype).launch_1d(N, (logits, labels, rank, N, K))
