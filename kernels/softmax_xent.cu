@@ -103,7 +103,7 @@ __global__ void softmax_xent_backward(const T* probs, const long long* labels, T
 // One thread per row n < N: the rank of the true label's logit, i.e. how many classes come before it when the
 // row is sorted by decreasing logit, ties going to the lower index (as argmax picks the first maximum):
 //   rank = #{j : z[j] > z[t]} + #{j < t : z[j] == z[t]}.
-// The prediction is top-k correct iff rank < k. An invalid label gets rank -1.
+// The prediction is top-k correct iff rank < k. An invalid label gets rank -1, a row holding a NaN INT_MAX.
 template <typename T>
 __global__ void label_rank(const T* logits, const long long* labels, int* rank, long long n_rows, int n_classes) {
     long long n = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -117,6 +117,10 @@ __global__ void label_rank(const T* logits, const long long* labels, int* rank, 
     T target = z[t];
     int before = 0;
     for (int j = 0; j < n_classes; ++j) {
+        if (z[j] != z[j]) {  // a NaN logit: the row is never correct (rank beyond every k)
+            before = 0x7fffffff;
+            break;
+        }
         before += z[j] > target || (z[j] == target && j < t);
     }
     rank[n] = before;

@@ -43,7 +43,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -524,9 +524,6 @@ def _peak_rss_bytes() -> int:
 
 
 # --- printing -----------------------------------------------------------------------------------------
-TABLE_COLUMNS = ("batch", "what", "impl", "ms", "img/s", "torch ms", "torch img/s", "vs torch")
-
-
 def format_report(report: dict) -> str:
     env = report["environment"]
     npi, ti = env["numpy"], env["torch"]
@@ -596,17 +593,52 @@ def _load_text(load) -> str:
 
 
 # --- time to accuracy ---------------------------------------------------------------------------------
+@dataclass
+class _TestTarget:
+    """A stop condition for the trainer's loop: test after every epoch, stop at ``target`` test accuracy."""
+
+    target: float
+    quiet: bool
+    train_seconds: float = 0.0
+    epochs: list[dict] = field(default_factory=list)  # one record per epoch
+    reached: dict | None = None
+
+    def __call__(self, run, record: dict) -> str | None:
+        from scratchnet.evaluate import evaluate
+
+        self.train_seconds += len(run.data.train) / record["images_per_second"]
+        test = evaluate(run.model, run.data.test, transform=run.data.eval_transform)
+        result = {
+            "epoch": record["epoch"],
+            "train_loss": record["train_loss"],
+            "train_images_per_second": record["images_per_second"],
+            "test_accuracy": test.accuracy,
+            "train_seconds": self.train_seconds,
+            "wall_seconds": time.perf_counter() - run.start,
+        }
+        self.epochs.append(result)
+        if not self.quiet:
+            print(
+                f"epoch {result['epoch']}: test accuracy {test.accuracy:.4f}, "
+                f"train {result['train_images_per_second']:,.0f} img/s, "
+                f"{self.train_seconds:.1f} s training, {result['wall_seconds']:.1f} s wall",
+                flush=True,
+            )
+        if test.accuracy < self.target:
+            return None
+        self.reached = result
+        return f"reached test accuracy {test.accuracy:.4f} >= {self.target}"
+
+
 def time_to_accuracy(args) -> dict:
     """Train LeNet-5 on Fashion-MNIST, test after every epoch, stop at ``args.target`` test accuracy.
 
-    Uses the trainer's building blocks (data, model, SGD, one epoch, evaluation) with its defaults, no
-    validation split (all 60,000 images train) and no checkpoints. ``train_seconds`` counts only the
-    training epochs; ``wall_seconds`` also the data loading and the test passes.
+    The trainer's own loop (``train.prepare`` and ``train.fit``) with its defaults, no validation split
+    (all 60,000 images train), no checkpoints and a stop condition that tests after each epoch.
+    ``train_seconds`` counts only the training epochs; ``wall_seconds`` also the data loading and the tests.
     """
-    from scratchnet import data as D
     from scratchnet import train as T
 
-    start = time.perf_counter()
     config = T.TrainConfig(
         model="lenet5",
         dataset=args.dataset,
@@ -619,55 +651,24 @@ def time_to_accuracy(args) -> dict:
         progress=False,
         download=False,
     )
-    device, dtype = get_device(config.device), np.dtype(config.dtype)
-    data = T.load_data(config)
-    model = T.build_model(config, data.shape, len(data.classes))
-    optimizer, scheduler = T.make_optimizer(config, model)
-    loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
-    loader = D.DataLoader(
-        data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
-    )
-    epochs, train_seconds, reached = [], 0.0, None
+    run = T.prepare(config, log=lambda line: None)
     if not args.json:
         print(
-            f"LeNet-5 on {config.dataset} ({len(data.train):,} training, {len(data.test):,} test images), "
-            f"device {config.device}: batch {config.batch_size}, SGD lr {config.lr} "
+            f"LeNet-5 on {config.dataset} ({len(run.data.train):,} training, {len(run.data.test):,} test "
+            f"images), device {config.device}: batch {config.batch_size}, SGD lr {config.lr} "
             f"momentum {config.momentum} weight decay {config.weight_decay}, "
             f"{config.schedule} schedule over {config.epochs} epochs",
             flush=True,
         )
-    for epoch in range(1, config.epochs + 1):
-        loader.set_epoch(epoch)
-        fit = T.train_epoch(model, loader, loss_fn, optimizer, device, dtype, epoch=epoch, progress=False)
-        train_seconds += len(data.train) / fit["images_per_second"]
-        if scheduler is not None:
-            scheduler.step()
-        test = T.evaluate(model, data.test, transform=data.eval_transform)
-        record = {
-            "epoch": epoch,
-            "train_loss": fit["loss"],
-            "train_images_per_second": fit["images_per_second"],
-            "test_accuracy": test.accuracy,
-            "train_seconds": train_seconds,
-            "wall_seconds": time.perf_counter() - start,
-        }
-        epochs.append(record)
-        if not args.json:
-            print(
-                f"epoch {epoch}: test accuracy {test.accuracy:.4f}, "
-                f"train {fit['images_per_second']:,.0f} img/s, "
-                f"{train_seconds:.1f} s training, {record['wall_seconds']:.1f} s wall",
-                flush=True,
-            )
-        if test.accuracy >= args.target:
-            reached = record
-            break
+    stop = _TestTarget(args.target, quiet=args.json)
+    T.fit(run, stop, log=lambda line: None)
+    reached = stop.reached
     return {
         "command": "python -m scratchnet.bench " + " ".join(args.argv),
         "config": asdict(config),
         "target": args.target,
         "reached": reached is not None,
-        "epochs": epochs,
+        "epochs": stop.epochs,
         "train_seconds": reached["train_seconds"] if reached else None,
         "wall_seconds": reached["wall_seconds"] if reached else None,
         "environment": environment(None),

@@ -12,16 +12,14 @@ Inside the ``.npz`` every array is its own entry (``params/conv1.W``, ``optimize
 everything else is one JSON string, so loading never needs ``pickle``. Nested state dicts are split into
 arrays and a JSON "skeleton" in which each array is replaced by ``{"__array__": "<entry name>"}``.
 
-Files are written atomically: to a temporary file in the same folder, flushed and ``fsync``-ed, then
-renamed over the old file with :func:`os.replace` (atomic on POSIX and Windows). A crash or Ctrl-C in the
-middle of a write therefore leaves the previous checkpoint whole.
+Files are written atomically (:func:`scratchnet._paths.atomic_write`): to a temporary file in the same
+folder, flushed and ``fsync``-ed, then renamed over the old file with :func:`os.replace` (atomic on POSIX
+and Windows). A crash or Ctrl-C in the middle of a write therefore leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchnet import models
+from scratchnet._paths import atomic_write
 
 FORMAT_VERSION = 1
 LAST, BEST = "last.npz", "best.npz"  # the two checkpoints a run folder holds
@@ -64,38 +63,69 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a run folder: its ``last.npz``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (a file, or a run folder: its ``last.npz``).
+
+    Anything else (an empty or random file, a damaged archive, bad JSON, a missing entry) is a
+    :class:`CheckpointError` that names the file and the problem.
+    """
     path = resolve_checkpoint(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint; was its writer killed?")
+    if not zipfile.is_zipfile(path):  # an .npz is a zip archive; never let np.load guess (it tries pickle)
+        raise CheckpointError(f"{path} is not a scratchnet checkpoint (not an .npz archive, {size} bytes)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path} is not a readable .npz checkpoint ({e})") from None
-    if "skeleton.json" not in arrays:
-        raise CheckpointError(f"{path} is an .npz file but not a scratchnet checkpoint (no skeleton.json)")
-    skeleton = json.loads(str(arrays["skeleton.json"]))
-    if skeleton.get("format") != FORMAT_VERSION:
+        skeleton = json.loads(str(arrays.pop("skeleton.json")))
+    except KeyError:
         raise CheckpointError(
-            f"{path} has checkpoint format {skeleton.get('format')}, this scratchnet reads {FORMAT_VERSION}"
+            f"{path} is an .npz file but not a scratchnet checkpoint (no skeleton.json)"
+        ) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} is a damaged checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(skeleton, dict) or skeleton.get("format") != FORMAT_VERSION:
+        found = skeleton.get("format") if isinstance(skeleton, dict) else type(skeleton).__name__
+        raise CheckpointError(f"{path} has checkpoint format {found}, this scratchnet reads {FORMAT_VERSION}")
+    missing = [k for k in ("params", "optimizer", "scheduler", "meta") if k not in skeleton]
+    if missing or not isinstance(skeleton["meta"], dict) or not isinstance(skeleton["params"], dict):
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: its index lacks {missing or 'a params/meta dict'}"
         )
-    return Checkpoint(
-        params=_join(skeleton["params"], arrays),
-        optimizer=_join(skeleton["optimizer"], arrays),
-        scheduler=_join(skeleton["scheduler"], arrays),
-        meta=skeleton["meta"],
-        path=path,
-    )
+    try:
+        parts = {k: _join(skeleton[k], arrays) for k in ("params", "optimizer", "scheduler")}
+    except KeyError as e:
+        raise CheckpointError(f"{path} is a damaged checkpoint: the array {e} is missing") from None
+    return Checkpoint(**parts, meta=skeleton["meta"], path=path)
+
+
+def require_meta(checkpoint: Checkpoint, *keys: str) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoint's meta has every key in ``keys``."""
+    missing = [k for k in keys if k not in checkpoint.meta]
+    if missing:
+        raise CheckpointError(
+            f"{checkpoint.path} is a damaged checkpoint: its meta lacks {', '.join(missing)}"
+        )
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype=None):
     """Rebuild the trained model stored at ``path`` on ``device``; returns ``(model, checkpoint)``.
 
-    ``dtype`` defaults to the one the run trained in.
+    ``dtype`` defaults to the one the run trained in. A checkpoint whose parameters are not all finite
+    (a diverged model) is refused: its predictions would mean nothing.
     """
     checkpoint = load_checkpoint(path)
-    dtype = dtype or checkpoint.meta["config"]["dtype"]
-    model = models.build(**checkpoint.meta["model_config"], device=device, dtype=dtype)
-    model.load_state_dict(checkpoint.params)
+    require_meta(checkpoint, "config", "model_config", "classes", "input_shape", "normalization", "epoch")
+    try:
+        dtype = dtype or checkpoint.meta["config"]["dtype"]
+        model = models.build(**checkpoint.meta["model_config"], device=device, dtype=dtype)
+        model.load_state_dict(checkpoint.params)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{checkpoint.path} does not hold a usable model: {e}") from None
+    if not all(np.isfinite(p).all() for p in checkpoint.params.values()):
+        raise CheckpointError(
+            f"{checkpoint.path} holds NaN/inf parameters (a diverged run); it cannot be used"
+        )
     return model, checkpoint
 
 
@@ -109,35 +139,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: give a .npz file or a run folder holding {LAST}")
     return path
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then atomically rename it to ``path``.
-
-    On any error (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)  # make the rename itself durable
-
-
-def _fsync_folder(folder: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a folder for fsync; os.replace is enough there
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _split(value, prefix: str, arrays: dict):
@@ -155,7 +156,7 @@ def _split(value, prefix: str, arrays: dict):
 
 
 def _join(skeleton, arrays: dict):
-    """Inverse of :func:`_split`."""
+    """Inverse of :func:`_split` (a KeyError names a missing array)."""
     if isinstance(skeleton, dict):
         if set(skeleton) == {"__array__"}:
             return arrays[skeleton["__array__"]]

@@ -1,4 +1,14 @@
-"""The exceptions scratchnet raises on purpose, each with a message that names the problem and a way out."""
+"""The exceptions scratchnet raises on purpose, each with a message that names the problem and a way out,
+and how the command lines report them: one ``error: ...`` line on stderr and an exit code,
+
+    0    success
+    1    training failed (diverged: a NaN/inf loss or parameter)
+    2    bad input (a flag, a file, a dataset, a run folder, a full disk)
+    130  interrupted (Ctrl-C)
+"""
+
+import argparse
+import sys
 
 
 class DeviceError(RuntimeError):
@@ -11,3 +21,25 @@ class KernelLaunchError(ValueError):
 
 class DatasetError(RuntimeError):
     """A dataset is missing, corrupt, or cannot be downloaded; the message says where to put the files."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose bad-flag message is one line (``error: ...``) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """``parser.parse_args(argv)``, or the exit code argparse asked for (2 for bad flags, 0 for --help):
+    a command line's ``main(argv)`` then returns it instead of raising SystemExit inside a caller."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+
+
+def fail(message: object, code: int = 2) -> int:
+    """Print the one ``error: ...`` line of a command line and return its exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return code

@@ -7,16 +7,91 @@ run trained on, prepared exactly as in training (same image size, same normaliza
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
 
 import scratchnet.data as D
 from scratchnet import plots
-from scratchnet.checkpoint import CheckpointError, load_model
+from scratchnet.checkpoint import load_model
+from scratchnet.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from scratchnet.device import DEVICE_NAMES
-from scratchnet.errors import DatasetError, DeviceError
-from scratchnet.train import Evaluation, evaluate
+from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
+from scratchnet.layers import SoftmaxCrossEntropy
+from scratchnet.layers.loss import topk_correct
+from scratchnet.optim import check_count
+
+# Datasets whose class names are known without reading them.
+KNOWN_CLASSES = {
+    "mnist": MNIST_CLASSES,
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+    "fashion-mnist-mini": FASHION_MNIST_CLASSES,
+}
+
+
+@dataclass
+class Evaluation:
+    """Metrics of a model on a dataset. ``confusion[i, j]``: images of class i predicted as j."""
+
+    loss: float
+    accuracy: float
+    top5: float
+    images: int
+    confusion: np.ndarray | None = None
+
+    def per_class_accuracy(self) -> np.ndarray:
+        if self.confusion is None:
+            raise ValueError("evaluate(..., confusion=True) is needed for per-class accuracy")
+        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
+
+
+def evaluate(
+    model,
+    dataset: D.Dataset,
+    *,
+    transform: Callable | None = None,
+    batch_size: int = 256,
+    confusion: bool = False,
+    progress: bool = False,
+) -> Evaluation:
+    """Loss, top-1 and top-5 accuracy of ``model`` on ``dataset`` (``training=False``: no dropout).
+
+    ``transform``: the training run's normalization (``Data.eval_transform``); ``confusion=True`` also
+    counts the confusion matrix, which copies each batch's logits to the host.
+    """
+    device, dtype = model.device, model.dtype
+    loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
+    loader = D.DataLoader(dataset, batch_size, shuffle=False, transform=transform)
+    num_classes = dataset.num_classes
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
+    ks = (1, 5) if num_classes > 5 else (1,)  # with 5 classes or fewer, top-5 is always right
+    seen, loss_sum, correct = 0, 0.0, {1: 0, 5: 0}
+    # A diverged model overflows: its loss is reported as NaN/inf and its NaN rows count as wrong
+    # (topk_correct), so NumPy's overflow warnings would only be noise.
+    batches = tqdm(loader, desc="evaluate", leave=False, disable=not progress)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for images, labels in batches:
+            x = device.array(images, dtype=dtype)
+            y = device.array(labels)
+            logits = model.forward(x, training=False)  # (B, classes)
+            loss_sum += loss_fn.forward(logits, y) * len(labels)
+            for k, n in topk_correct(logits, y, ks=ks, device=device).items():
+                correct[k] += n
+            if counts is not None:
+                host_logits = device.to_host(logits)  # (B, classes)
+                predicted = host_logits.argmax(axis=1)
+                nan_rows = np.isnan(host_logits).any(axis=1)  # argmax would pick the NaN: count it wrong
+                predicted[nan_rows] = (labels[nan_rows] + 1) % num_classes
+                counts += plots.confusion_matrix(labels, predicted, num_classes)
+            seen += len(labels)
+    if seen == 0:
+        raise ValueError(f"cannot evaluate on an empty dataset ({dataset!r})")
+    top5 = correct[5] / seen if 5 in ks else 1.0
+    return Evaluation(loss_sum / seen, correct[1] / seen, top5, seen, counts)
 
 
 def evaluate_checkpoint(
@@ -33,9 +108,14 @@ def evaluate_checkpoint(
 
     Returns the :class:`Evaluation` (with the confusion matrix), the class names and the checkpoint's meta.
     """
+    check_count("batch_size", batch_size)
+    if limit is not None:
+        check_count("limit", limit)
     model, checkpoint = load_model(path, device=device)
     meta, config = checkpoint.meta, checkpoint.meta["config"]
     name = dataset or config["dataset"]
+    if name in KNOWN_CLASSES:  # refused before any file is looked for (or downloaded)
+        _check_classes(name, KNOWN_CLASSES[name], meta["classes"], config["dataset"])
     if dataset is None:  # the run's own dataset: also its folder, unless another is given
         data_dir = data_dir or config["data_dir"]
     data = D.load_dataset(
@@ -45,14 +125,23 @@ def evaluate_checkpoint(
         download=config["download"],
         image_size=meta["input_shape"][-1],
     )
-    if data.num_classes != len(meta["classes"]):
+    _check_classes(name, data.classes, meta["classes"], config["dataset"])
+    if tuple(data.shape) != tuple(meta["input_shape"]):
         raise DatasetError(
-            f"{name} has {data.num_classes} classes, the checkpoint's model predicts {len(meta['classes'])}"
+            f"{name} gives images of shape {tuple(data.shape)}, the model takes {tuple(meta['input_shape'])}"
         )
     data = D.subset(data, limit, seed=config["seed"])
     normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
     result = evaluate(model, data, transform=normalize, batch_size=batch_size, confusion=True)
     return result, meta["classes"], meta
+
+
+def _check_classes(name: str, classes: list[str], trained: list[str], trained_on: str) -> None:
+    if list(classes) != list(trained):
+        raise DatasetError(
+            f"{name} has the classes {list(classes)}, but the checkpoint's model predicts {list(trained)}: "
+            f"evaluate it on the dataset it was trained on ({trained_on})"
+        )
 
 
 def report(result: Evaluation, classes: list[str]) -> str:
@@ -72,7 +161,7 @@ def report(result: Evaluation, classes: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m scratchnet.evaluate",
         description="Evaluate a checkpoint: top-1, top-5, loss, per class.",
     )
@@ -84,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-test", type=int, metavar="M", help="use only M images")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--confusion", metavar="PNG", help="also save the confusion matrix as this image")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
+    if isinstance(args, int):
+        return args
     try:
         result, classes, meta = evaluate_checkpoint(
             args.checkpoint,
@@ -95,9 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit_test,
             batch_size=args.batch_size,
         )
-    except (CheckpointError, DatasetError, DeviceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, DatasetError, DeviceError, OSError) as e:  # CheckpointError is a ValueError
+        return fail(e)
     config = meta["config"]
     print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({args.checkpoint})")
     print(report(result, classes))

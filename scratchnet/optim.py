@@ -29,6 +29,37 @@ import math
 
 import numpy as np
 
+# The valid range of each hyper-parameter, checked alike by SGD, the schedules and the trainer's TrainConfig.
+RANGES = {
+    "lr": ("a finite number > 0", lambda v: math.isfinite(v) and v > 0),
+    "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),  # 1 never forgets a gradient: the steps grow forever
+    "weight_decay": ("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0),
+    "gamma": ("in (0, 1]", lambda v: 0 < v <= 1),  # a factor that never grows the learning rate
+}
+
+
+def check_range(name: str, value, who: str = "") -> None:
+    """Raise ValueError unless ``value`` is a number in the valid range of hyper-parameter ``name``."""
+    rule, ok = RANGES[name]
+    if not _is_number(value) or not ok(float(value)):
+        raise ValueError(f"{who}{name} must be {rule}, got {value!r}")
+
+
+def check_min_lr(min_lr, lr, who: str = "") -> None:
+    """A cosine schedule's final learning rate: finite, in [0, lr]."""
+    if not _is_number(min_lr) or not 0 <= float(min_lr) <= lr:
+        raise ValueError(f"{who}min_lr must be a finite number in [0, lr] = [0, {lr}], got {min_lr!r}")
+
+
+def check_count(name: str, value, who: str = "") -> None:
+    """A count (epochs, batch size, step size, ...): an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{who}{name} must be an integer >= 1, got {value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
 
 class SGD:
     """SGD over ``model.params`` (all of them, or only the keys in ``params``: the others stay frozen).
@@ -47,12 +78,9 @@ class SGD:
         weight_decay: float = 0.0,
         params: list[str] | None = None,
     ):
-        if lr < 0:
-            raise ValueError(f"SGD: lr must be >= 0, got {lr}")
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"SGD: weight_decay must be >= 0, got {weight_decay}")
+        check_range("lr", lr, "SGD: ")
+        check_range("momentum", momentum, "SGD: ")
+        check_range("weight_decay", weight_decay, "SGD: ")
         if nesterov and momentum == 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
         all_keys = list(model.params)
@@ -191,8 +219,8 @@ class StepLR(_Schedule):
     """η(epoch) = η₀ · γ^⌊epoch / step_size⌋: divide by 1/γ every ``step_size`` epochs (torch's StepLR)."""
 
     def __init__(self, optimizer: SGD, step_size: int, gamma: float = 0.1):
-        if step_size < 1:
-            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
+        check_count("step_size", step_size, "StepLR: ")
+        check_range("gamma", gamma, "StepLR: ")
         super().__init__(optimizer)
         self.step_size = int(step_size)
         self.gamma = float(gamma)
@@ -209,8 +237,8 @@ class CosineLR(_Schedule):
     """
 
     def __init__(self, optimizer: SGD, total_epochs: int, min_lr: float = 0.0):
-        if total_epochs < 1:
-            raise ValueError(f"CosineLR: total_epochs must be >= 1, got {total_epochs}")
+        check_count("total_epochs", total_epochs, "CosineLR: ")
+        check_min_lr(min_lr, optimizer.lr, "CosineLR: ")
         super().__init__(optimizer)
         self.total_epochs = int(total_epochs)
         self.min_lr = float(min_lr)

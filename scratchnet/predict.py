@@ -1,9 +1,10 @@
 """Classify image files with a trained model: ``python -m scratchnet.predict shoe.png --checkpoint runs/x``.
 
-Each image is decoded with Pillow, converted to the model's channels (grey "L" for one channel, "RGB" for
-three), resized to the model's input size, scaled to [0, 1] and normalised with the mean and standard
-deviation stored in the checkpoint, exactly as the training images were. The class probabilities are the
-softmax of the logits,
+Each image is decoded with Pillow into 8-bit pixels (``scratchnet.data.image.read_image``: 16-bit and
+float images scaled by their pixel type's range), converted to the model's channels (grey "L" for one
+channel, "RGB" for three), resized to the model's input size, scaled to [0, 1] and normalised with the
+mean and standard deviation stored in the checkpoint, exactly as the training images were. The class
+probabilities are the softmax of the logits,
 
     p_k = exp(z_k - max z) / Σ_j exp(z_j - max z),
 
@@ -15,17 +16,17 @@ table is far from anything the model saw, so expect confident nonsense. That is 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 import scratchnet.data as D
-from scratchnet.checkpoint import CheckpointError, load_model
+from scratchnet.checkpoint import load_model
+from scratchnet.data.image import read_image
 from scratchnet.device import DEVICE_NAMES
-from scratchnet.errors import DeviceError
+from scratchnet.errors import ArgumentParser, DeviceError, fail, parse_args
 
 
 def load_images(paths: list[str | Path], input_shape: tuple[int, int, int]) -> np.ndarray:
@@ -36,13 +37,8 @@ def load_images(paths: list[str | Path], input_shape: tuple[int, int, int]) -> n
         raise ValueError(f"images can be read for 1 or 3 input channels, the model has {channels}")
     batch = np.empty((len(paths), channels, height, width), dtype=np.float32)  # (N, C, H, W)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert(mode).resize((width, height), Image.Resampling.BILINEAR))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no image file {path}") from None
-        except UnidentifiedImageError:
-            raise ValueError(f"{path} is not an image Pillow can read") from None
+        image = read_image(path, mode)  # 8-bit, scaled by the pixel type's range (see data/image.py)
+        pixels = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
         batch[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1) / np.float32(255.0)
     return batch
 
@@ -68,17 +64,22 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scratchnet.predict", description="Classify image files.")
+    p = ArgumentParser(prog="python -m scratchnet.predict", description="Classify image files.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--checkpoint", required=True, help="checkpoint .npz or run folder (uses its last.npz)")
     p.add_argument("--device", choices=DEVICE_NAMES, default="cpu")
     p.add_argument("--top", type=int, default=5, help="how many classes to list per image (default 5)")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
+    if isinstance(args, int):
+        return args
+    if args.top < 1:
+        return fail(f"--top must be >= 1, got {args.top}")
     try:
         probabilities, classes = predict(args.images, args.checkpoint, device=args.device)
-    except (CheckpointError, DeviceError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (DeviceError, OSError, ValueError) as e:  # CheckpointError and bad images are ValueErrors
+        return fail(e)
+    if args.top > len(classes):
+        return fail(f"--top must be at most the number of classes, {len(classes)}, got {args.top}")
     for path, p_image in zip(args.images, probabilities, strict=True):
         print(path)
         for k in np.argsort(-p_image, kind="stable")[: args.top]:

@@ -21,18 +21,20 @@ The network expects images scaled to [0, 1] and normalised per channel with :dat
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from scratchnet._paths import atomic_write
 from scratchnet.device import Device
+from scratchnet.errors import fail
 from scratchnet.models import TORCHVISION_NAMES, AlexNet, Sequential
 
 TORCHVISION_ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, for images in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-FEATURE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 CLASSIFIER_LAYERS = ("fc6", "fc7", "fc8")
 
 
@@ -43,23 +45,33 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"no weights file at {path}; torchvision's ImageNet AlexNet weights: {TORCHVISION_ALEXNET_URL}"
         )
+    if path.suffix not in (".npz", ".pth", ".pt"):
+        raise ValueError(f"cannot read {path}: expected a .pth/.pt (PyTorch) or .npz file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a weights file")
     if path.suffix == ".npz":
-        with np.load(path) as archive:
-            return {k: archive[k] for k in archive.files}
-    if path.suffix in (".pth", ".pt"):
         try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                f"reading {path} needs PyTorch: pip install 'scratchnet[reference]' (or torch), or convert "
-                f"the file to .npz on a machine that has PyTorch: python -m scratchnet.pretrained "
-                f"{path.name} {path.stem}.npz"
-            ) from None
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: archive[k] for k in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path} is not a readable .npz weights file ({e})") from None
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"reading {path} needs PyTorch: pip install 'scratchnet[reference]' (or torch), or convert "
+            f"the file to .npz on a machine that has PyTorch: python -m scratchnet.pretrained "
+            f"{path.name} {path.stem}.npz"
+        ) from None
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
+        raise ValueError(f"{path} is not a PyTorch weights file (not the zip archive torch.save writes)")
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
-        return {k: v.detach().numpy() for k, v in state.items()}
-    raise ValueError(f"cannot read {path}: expected a .pth/.pt (PyTorch) or .npz file")
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds (RuntimeError, UnpicklingError, ...)
+        raise ValueError(f"{path} is a damaged PyTorch weights file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
+    return {k: v.detach().numpy() for k, v in state.items()}
 
 
 def from_torchvision(
@@ -162,11 +174,22 @@ def load_torchvision_alexnet(
 
 def convert_to_npz(src: str | Path, dst: str | Path) -> None:
     """Save the arrays of a ``.pth`` state_dict as ``.npz`` (same keys), readable without PyTorch."""
-    np.savez(dst, **read_state_dict(src))
+    arrays = read_state_dict(src)
+    atomic_write(dst, lambda f: np.savez(f, **arrays))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scratchnet.pretrained WEIGHTS.pth OUT.npz``: convert once, then read without PyTorch."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        return fail("usage: python -m scratchnet.pretrained WEIGHTS.pth OUT.npz")
+    try:
+        convert_to_npz(argv[0], argv[1])
+    except (OSError, ValueError, ImportError) as e:
+        return fail(e)
+    print(f"wrote {argv[1]}")
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m scratchnet.pretrained WEIGHTS.pth OUT.npz")
-    convert_to_npz(sys.argv[1], sys.argv[2])
-    print(f"wrote {sys.argv[2]}")
+    sys.exit(main())

@@ -19,9 +19,15 @@ augmentation of every epoch (the loader derives them from (seed, epoch)) and the
 and schedule state, the dropout call counters and the epoch; resuming from epoch k gives, on the CPU,
 bit-for-bit the same weights as a run that was never stopped.
 
-A run folder (``out``) holds ``config.json``, ``metrics.jsonl`` (one JSON line per epoch), ``last.npz``
-and ``best.npz`` (checkpoints, written atomically after every epoch), and, at the end, ``curves.png``,
-``confusion.png`` and ``filters.png``.
+A run is three steps, each usable alone: :func:`prepare` (device, data, model, SGD, run folder, resumed
+state) -> :func:`fit` (the epochs, until a :class:`StopCondition` such as :class:`EarlyStopping` gives a
+reason) -> :func:`finish` (the test pass and the pictures); :func:`train` chains them, and
+``bench.time_to_accuracy`` runs the same loop with its own stop condition.
+
+A run folder (``out``) holds ``config.json``, ``metrics.jsonl`` (one JSON line per epoch; a value that is
+not finite is written as null), ``best.npz`` and ``last.npz`` (checkpoints, written atomically after every
+epoch, best first), and, at the end, ``curves.png``, ``confusion.png`` and ``filters.png``. A new run
+refuses a non-empty folder unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -44,9 +51,19 @@ import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
 from scratchnet import plots
-from scratchnet.checkpoint import BEST, LAST, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from scratchnet._paths import atomic_write_text, remove_orphans, temp_path
+from scratchnet.checkpoint import (
+    BEST,
+    LAST,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    require_meta,
+    save_checkpoint,
+)
 from scratchnet.device import DEVICE_NAMES, Device, get_device
-from scratchnet.errors import DatasetError, DeviceError
+from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
+from scratchnet.evaluate import Evaluation, evaluate
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
@@ -55,7 +72,9 @@ SCHEDULES = ("none", "step", "cosine")
 DTYPES = ("float32", "float64")
 PRETRAINED_MODEL = "alexnet-torchvision"  # the architecture torchvision's AlexNet weights fit
 # What a resumed run may change; everything else comes from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out")
+RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "overwrite")
+# What a checkpoint's meta must hold to continue a run from it.
+RESUME_META = ("epoch", "config", "model_config", "dropout_rng_calls", "history", "best", "bad_epochs")
 
 
 class ConfigError(ValueError):
@@ -63,7 +82,11 @@ class ConfigError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message says where and what to try."""
+    """The loss or a parameter became NaN or infinite; the message says where and what to try."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used: a file, read-only, full, or holding another run (no --overwrite)."""
 
 
 @dataclass
@@ -103,21 +126,43 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar (only shown when stderr is a terminal)
     plots: bool = True  # draw curves.png, confusion.png, filters.png into the run folder at the end
     download: bool = True  # fetch missing datasets (the bundled mini dataset never needs it)
+    overwrite: bool = False  # allow a new run in an existing, non-empty run folder (its files are replaced)
 
     def __post_init__(self):
+        """Refuse, with :class:`ConfigError` naming the field, any value that cannot make a sensible run."""
+        try:
+            self._check()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def _check(self) -> None:
+        choices = [
+            ("model", self.model, M.MODELS),
+            ("dataset", self.dataset, D.DATASETS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("dtype", self.dtype, DTYPES),
+            ("device", self.device, DEVICE_NAMES),
+        ]
+        for name, value, allowed in choices:
+            if value not in allowed:
+                raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            O.check_range(name, getattr(self, name))
+        O.check_min_lr(self.min_lr, self.lr)
+        for name in ("epochs", "batch_size", "step_size"):
+            O.check_count(name, getattr(self, name))
+        for name in ("image_size", "limit_train", "limit_test", "early_stopping"):
+            if getattr(self, name) is not None:
+                O.check_count(name, getattr(self, name))
         checks = [
-            (self.model in M.MODELS, f"unknown model {self.model!r}; choose one of {', '.join(M.MODELS)}"),
             (
-                self.dataset in D.DATASETS,
-                f"unknown dataset {self.dataset!r}; choose one of {', '.join(D.DATASETS)}",
+                isinstance(self.seed, int) and 0 <= self.seed < 2**32,
+                f"seed must be an integer in [0, 2^32), got {self.seed!r}",
             ),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"),
-            (self.device in DEVICE_NAMES, f"device must be one of {DEVICE_NAMES}, got {self.device!r}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (
+                isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 1,
+                f"val_fraction must be in [0, 1), got {self.val_fraction!r}",
+            ),
             (
                 self.early_stopping is None or self.val_fraction > 0,
                 "early stopping watches the validation accuracy: give a val_fraction > 0 as well",
@@ -130,22 +175,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-
-
-@dataclass
-class Evaluation:
-    """Metrics of a model on a dataset. ``confusion[i, j]``: images of class i predicted as j."""
-
-    loss: float
-    accuracy: float
-    top5: float
-    images: int
-    confusion: np.ndarray | None = None
-
-    def per_class_accuracy(self) -> np.ndarray:
-        if self.confusion is None:
-            raise ValueError("evaluate(..., confusion=True) is needed for per-class accuracy")
-        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
 
 
 @dataclass
@@ -198,7 +227,12 @@ def load_data(config: TrainConfig) -> Data:
     test_set = D.subset(test_set, config.limit_test, seed=config.seed)
     val_set = None
     if config.val_fraction > 0:
-        train_set, val_set = D.random_split(train_set, config.val_fraction, seed=config.seed)
+        try:
+            train_set, val_set = D.random_split(train_set, config.val_fraction, seed=config.seed)
+        except ValueError as e:
+            raise ConfigError(
+                f"{e}: give more images (--limit-train) or a --val-fraction that fits"
+            ) from None
         val_set = val_set.with_crop("center")  # validation images are never randomly cropped
 
     # Pretrained weights expect the normalization they were trained with (ImageNet's).
@@ -237,11 +271,17 @@ def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: i
     if config.pretrained and load_pretrained:
         try:
             model = load_torchvision_alexnet(config.pretrained, seed=config.seed, **options)
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, ImportError) as e:
             raise ConfigError(f"cannot use the pretrained weights {config.pretrained}: {e}") from None
         model.replace_classifier(num_classes, seed=config.seed)
     else:
-        model = M.build(config.model, num_classes=num_classes, seed=config.seed, **options)
+        try:
+            model = M.build(config.model, num_classes=num_classes, seed=config.seed, **options)
+        except ValueError as e:  # LeNet-5 takes 28x28 or 32x32 images only
+            raise ConfigError(
+                f"model {config.model} cannot take {config.dataset} images of shape {tuple(shape)} ({e}); "
+                "resize them with --image-size 28 (image_size in TrainConfig) or choose another model"
+            ) from None
     if tuple(model.input_shape) != tuple(shape):
         raise ConfigError(
             f"model {config.model} takes images of shape {tuple(model.input_shape)}, but {config.dataset} "
@@ -279,16 +319,18 @@ def dropout_layers(model) -> dict:
     return {name: layer for name, layer in model.layers.items() if hasattr(layer, "rng_calls")}
 
 
-# --- one epoch, and evaluation -----------------------------------------------------------------------
+# --- one epoch ---------------------------------------------------------------------------------------
 def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epoch: int, progress: bool):
     """One pass over ``loader``; returns {"loss", "accuracy", "images_per_second"} (means over images).
 
-    Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite.
+    Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite, or when an update leaves a
+    parameter that is not finite (checked after every update), or when the epoch's last update makes that
+    batch's loss non-finite (no later batch would notice).
     """
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
-    # A diverging run overflows inside the layers; the finite-loss check below reports it in plain words,
+    # A diverging run overflows inside the layers; the finiteness checks below report it in plain words,
     # so NumPy's overflow warnings would only be noise.
     with bar, np.errstate(over="ignore", invalid="ignore"):
         for batch, (images, labels) in enumerate(loader, start=1):
@@ -300,167 +342,238 @@ def train_epoch(model, loader, loss_fn, optimizer, device: Device, dtype, *, epo
                 raise TrainingDiverged(f"the loss is {loss} in epoch {epoch}, batch {batch}")
             model.backward(loss_fn.backward())
             optimizer.step()
+            if not parameters_finite(model):
+                raise TrainingDiverged(f"the update of epoch {epoch}, batch {batch} made a parameter NaN/inf")
             correct += topk_correct(logits, y, ks=(1,), device=device)[1]
             seen += len(labels)
             loss_sum += loss * len(labels)
             rate = seen / max(time.perf_counter() - start, 1e-9)
             bar.update()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
+        # No later batch checks the epoch's last update: recompute that batch's loss with the new weights.
+        if seen and not math.isfinite(loss := loss_fn.forward(model.forward(x, training=False), y)):
+            raise TrainingDiverged(f"the last update of epoch {epoch} (batch {batch}) made the loss {loss}")
     seconds = time.perf_counter() - start
     return {"loss": loss_sum / seen, "accuracy": correct / seen, "images_per_second": seen / seconds}
 
 
-def evaluate(
-    model,
-    dataset: D.Dataset,
-    *,
-    transform: Callable | None = None,
-    batch_size: int = 256,
-    confusion: bool = False,
-    progress: bool = False,
-) -> Evaluation:
-    """Loss, top-1 and top-5 accuracy of ``model`` on ``dataset`` (``training=False``: no dropout).
+def parameters_finite(model) -> bool:
+    """Whether every parameter is finite; one scalar comes back to the host whatever the device.
 
-    ``transform``: the training run's normalization (``Data.eval_transform``); ``confusion=True`` also
-    counts the confusion matrix, which copies each batch's logits to the host.
+    max - min of an array is NaN or inf as soon as one element is (NaN propagates through both reductions,
+    +inf through max, -inf through min), and no temporary array is made: cheap enough for every update.
     """
-    device, dtype = model.device, model.dtype
-    loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
-    loader = D.DataLoader(dataset, batch_size, shuffle=False, transform=transform)
-    num_classes = dataset.num_classes
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
-    ks = (1, 5) if num_classes > 5 else (1,)  # with 5 classes or fewer, top-5 is always right
-    seen, loss_sum, correct = 0, 0.0, {1: 0, 5: 0}
-    for images, labels in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
-        x = device.array(images, dtype=dtype)
-        y = device.array(labels)
-        logits = model.forward(x, training=False)  # (B, classes)
-        loss_sum += loss_fn.forward(logits, y) * len(labels)
-        for k, n in topk_correct(logits, y, ks=ks, device=device).items():
-            correct[k] += n
-        if counts is not None:
-            predicted = device.to_host(logits).argmax(axis=1)
-            counts += plots.confusion_matrix(labels, predicted, num_classes)
-        seen += len(labels)
-    if seen == 0:
-        raise ValueError(f"cannot evaluate on an empty dataset ({dataset!r})")
-    top5 = correct[5] / seen if 5 in ks else 1.0
-    return Evaluation(loss_sum / seen, correct[1] / seen, top5, seen, counts)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf is NaN: the answer, not a warning
+        spreads = [p.max() - p.min() for p in model.params.values() if p.size]
+        return math.isfinite(float(sum(spreads)))
 
 
-# --- the run -----------------------------------------------------------------------------------------
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Train (or, with ``config.resume``, continue) the run described by ``config``; test; return the result.
+# --- the run: prepare, fit, finish -------------------------------------------------------------------
+@dataclass
+class Run:
+    """A run in progress: what :func:`prepare` builds, :func:`fit` advances and :func:`finish` tests."""
 
-    Per-epoch lines go to ``log``. Raises :class:`TrainingDiverged` on a NaN/inf loss (the last good
-    checkpoint stays in the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
-    """
+    config: TrainConfig
+    device: Device
+    dtype: np.dtype
+    data: Data
+    model: object
+    optimizer: O.SGD
+    scheduler: object | None
+    loss_fn: SoftmaxCrossEntropy
+    loader: D.DataLoader
+    run_dir: Path | None
+    start: float  # time.perf_counter() when the run began
+    history: list[dict] = field(default_factory=list)  # one record per epoch, as in metrics.jsonl
+    best: dict = field(default_factory=dict)  # {"metric", "value", "epoch"}
+    bad_epochs: int = 0  # epochs in a row without a better validation accuracy
+    first_epoch: int = 1
+    saved_epoch: int = 0  # the epoch of the newest good checkpoint (0: none)
+    saved_path: Path | None = None  # that checkpoint: the resumed one, then this run's last.npz
+    stop_reason: str | None = None  # why fit() stopped before config.epochs, if it did
+
+
+class StopCondition(Protocol):
+    """Decides after each epoch whether to stop: returns the reason (logged) or None to go on."""
+
+    def __call__(self, run: Run, record: dict) -> str | None: ...
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` epochs in a row without a better validation accuracy."""
+
+    patience: int
+
+    def __call__(self, run: Run, record: dict) -> str | None:
+        if run.bad_epochs < self.patience:
+            return None
+        where = f"; its weights are in {run.run_dir / BEST}" if run.run_dir is not None else ""
+        return (
+            f"early stopping: no better validation accuracy for {run.bad_epochs} epochs "
+            f"(best {run.best['value']:.4f} after epoch {run.best['epoch']}{where}); testing the last weights"
+        )
+
+
+def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
+    """Everything a run needs before its first epoch: device, data, model, SGD, run folder, resumed state."""
     start = time.perf_counter()
     device = get_device(config.device)  # an unusable device fails here, before any work
     dtype = np.dtype(config.dtype)
     resumed = load_checkpoint(config.resume) if config.resume else None
+    if config.out:
+        _claim_run_dir(Path(config.out), config, resumed)
     data = load_data(config)
     model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None)
     optimizer, scheduler = make_optimizer(config, model)
-    loss_fn = SoftmaxCrossEntropy(device=device, dtype=dtype)
-    run_dir = Path(config.out) if config.out else None
-
-    history: list[dict] = []
-    best = {"metric": "val_accuracy" if data.val is not None else "train_accuracy", "value": -1.0, "epoch": 0}
-    bad_epochs = 0  # epochs in a row without a better validation accuracy
-    first_epoch = 1
+    loader = D.DataLoader(
+        data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
+    )
+    run = Run(
+        config=config,
+        device=device,
+        dtype=dtype,
+        data=data,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=SoftmaxCrossEntropy(device=device, dtype=dtype),
+        loader=loader,
+        run_dir=Path(config.out) if config.out else None,
+        start=start,
+        best={
+            "metric": "val_accuracy" if data.val is not None else "train_accuracy",
+            "value": -1.0,
+            "epoch": 0,
+        },
+    )
     if resumed is not None:
         _restore(resumed, model, optimizer, scheduler)
-        history, best, bad_epochs = resumed.meta["history"], resumed.meta["best"], resumed.meta["bad_epochs"]
-        first_epoch = resumed.meta["epoch"] + 1
+        run.history, run.best = resumed.meta["history"], resumed.meta["best"]
+        run.bad_epochs = resumed.meta["bad_epochs"]
+        run.saved_epoch, run.saved_path = resumed.meta["epoch"], resumed.path
+        run.first_epoch = run.saved_epoch + 1
         log(f"resuming from {resumed.path} after epoch {resumed.meta['epoch']}")
+        if run.run_dir is not None:
+            _restore_best(run.run_dir, resumed, log)
 
     val_text = f", {len(data.val)} validation" if data.val is not None else ""
     log(
         f"{config.model} on {config.dataset}: {len(data.train)} training{val_text}, {len(data.test)} test "
         f"images of shape {data.shape}, {len(data.classes)} classes; device {device.name}, {dtype}"
     )
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / "config.json", dataclasses.asdict(config))
-        log(f"run folder: {run_dir}")
+    if run.run_dir is not None:
+        _write_json(run.run_dir / "config.json", dataclasses.asdict(config))
+        log(f"run folder: {run.run_dir}")
+    return run
 
-    loader = D.DataLoader(
-        data.train, config.batch_size, shuffle=True, seed=config.seed, transform=data.train_transform
-    )
+
+def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] = print) -> Run:
+    """Train epochs ``run.first_epoch .. config.epochs``, or until ``stop`` gives a reason; returns ``run``.
+
+    After each epoch: validate, step the schedule, log, write best.npz (when better), last.npz and
+    metrics.jsonl, then ask ``stop``. Raises :class:`TrainingDiverged` (the last good checkpoint stays in
+    the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
+    """
+    config, data, model, optimizer = run.config, run.data, run.model, run.optimizer
     show_bar = config.progress and sys.stderr.isatty()
-    saved_epoch = epoch = first_epoch - 1  # the epoch last.npz holds (0: none yet)
-    stopped_early = False
+    epoch = run.first_epoch
     try:
-        for epoch in range(first_epoch, config.epochs + 1):
+        for epoch in range(run.first_epoch, config.epochs + 1):
             lr = optimizer.lr
-            loader.set_epoch(epoch)
-            fit = train_epoch(
-                model, loader, loss_fn, optimizer, device, dtype, epoch=epoch, progress=show_bar
+            run.loader.set_epoch(epoch)
+            fitted = train_epoch(
+                model,
+                run.loader,
+                run.loss_fn,
+                optimizer,
+                run.device,
+                run.dtype,
+                epoch=epoch,
+                progress=show_bar,
             )
             record = {
                 "epoch": epoch,
                 "lr": lr,
-                "train_loss": fit["loss"],
-                "train_accuracy": fit["accuracy"],
-                "images_per_second": fit["images_per_second"],
+                "train_loss": fitted["loss"],
+                "train_accuracy": fitted["accuracy"],
+                "images_per_second": fitted["images_per_second"],
             }
             if data.val is not None:
                 val = evaluate(model, data.val, transform=data.eval_transform, batch_size=config.batch_size)
+                if not math.isfinite(val.loss):  # finite weights whose logits overflow: diverged all the same
+                    raise TrainingDiverged(f"the validation loss is {val.loss} after epoch {epoch}")
                 record.update(val_loss=val.loss, val_accuracy=val.accuracy, val_top5=val.top5)
-            history.append(record)
-            if scheduler is not None:
-                scheduler.step()
-
-            improved = record[best["metric"]] > best["value"]
+            run.history.append(record)
+            if run.scheduler is not None:
+                run.scheduler.step()
+            improved = record[run.best["metric"]] > run.best["value"]
             if improved:
-                best = {"metric": best["metric"], "value": record[best["metric"]], "epoch": epoch}
-            bad_epochs = 0 if improved else bad_epochs + 1
+                run.best = {"metric": run.best["metric"], "value": record[run.best["metric"]], "epoch": epoch}
+            run.bad_epochs = 0 if improved else run.bad_epochs + 1
             log(_epoch_line(record, config.epochs))
-            if run_dir is not None:
-                checkpoint = _checkpoint(
-                    model, optimizer, scheduler, config, data, epoch, history, best, bad_epochs
-                )
-                save_checkpoint(run_dir / LAST, checkpoint)
-                saved_epoch = epoch
-                if improved:
-                    save_checkpoint(run_dir / BEST, checkpoint)
-                _write_metrics(run_dir / "metrics.jsonl", history)
-            if config.early_stopping is not None and bad_epochs >= config.early_stopping:
-                where = f"; its weights are in {run_dir / BEST}" if run_dir is not None else ""
-                log(
-                    f"early stopping: no better validation accuracy for {bad_epochs} epochs "
-                    f"(best {best['value']:.4f} after epoch {best['epoch']}{where}); testing the last weights"
-                )
-                stopped_early = True
+            if run.run_dir is not None:
+                _save_epoch(run, epoch, improved)
+            run.stop_reason = stop(run, record) if stop is not None else None
+            if run.stop_reason is not None:
+                log(run.stop_reason)
                 break
     except TrainingDiverged as e:
         raise TrainingDiverged(
             f"training diverged: {e} (learning rate {optimizer.lr}). Try a smaller --lr (e.g. a tenth). "
-            + _saved_text(run_dir, saved_epoch)
+            + _saved_text(run)
         ) from None
+    except OSError as e:  # writing the run folder failed: full disk, folder made read-only, ...
+        raise RunFolderError(f"cannot write the run folder {run.run_dir}: {e}. " + _saved_text(run)) from None
     except KeyboardInterrupt:
-        log(f"\ninterrupted during epoch {epoch}. " + _saved_text(run_dir, saved_epoch))
+        log(f"\ninterrupted during epoch {epoch}. " + _saved_text(run))
         raise
+    return run
 
+
+def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
+    """Test the trained model, draw the run folder's pictures; the run's :class:`TrainResult`."""
+    config, data = run.config, run.data
     test = evaluate(
-        model, data.test, transform=data.eval_transform, batch_size=config.batch_size, confusion=True
+        run.model, data.test, transform=data.eval_transform, batch_size=config.batch_size, confusion=True
     )
     result = TrainResult(
         test_accuracy=test.accuracy,
         test_loss=test.loss,
         test_top5=test.top5,
-        epochs=history[-1]["epoch"] if history else 0,
-        seconds=time.perf_counter() - start,
-        history=history,
-        model=model,
+        epochs=run.history[-1]["epoch"] if run.history else 0,
+        seconds=time.perf_counter() - run.start,
+        history=run.history,
+        model=run.model,
         test=test,
-        run_dir=run_dir,
-        stopped_early=stopped_early,
+        run_dir=run.run_dir,
+        stopped_early=run.stop_reason is not None,
     )
-    if run_dir is not None and config.plots:
-        _write_plots(run_dir, result, data.classes)
+    if run.run_dir is not None and config.plots:
+        _write_plots(run.run_dir, result, data.classes)
     return result
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Train (or, with ``config.resume``, continue) the run described by ``config``; test; return the result.
+
+    Per-epoch lines go to ``log``. Raises :class:`TrainingDiverged` on a NaN/inf loss or parameter (the last
+    good checkpoint stays in the run folder) and re-raises ``KeyboardInterrupt`` after saying how to resume.
+    """
+    run = prepare(config, log)
+    fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
+    try:
+        return finish(run, log)
+    except KeyboardInterrupt:
+        where = (
+            f"the checkpoints are in {run.run_dir} ({LAST}, {BEST})" if run.run_dir else "nothing was saved"
+        )
+        log(
+            f"\ninterrupted after training finished (epoch {run.saved_epoch or run.history[-1]['epoch']}), "
+            f"during the test pass or the plots; {where}. Test them with: python -m scratchnet.evaluate "
+            f"--checkpoint {run.run_dir or 'RUN'}"
+        )
+        raise
 
 
 def resume_config(path: str | Path, **overrides) -> TrainConfig:
@@ -476,58 +589,120 @@ def resume_config(path: str | Path, **overrides) -> TrainConfig:
             f"not {', '.join(sorted(not_allowed))}"
         )
     checkpoint = load_checkpoint(path)
+    require_meta(checkpoint, *RESUME_META)
     stored = checkpoint.meta["config"]
+    unknown = set(stored) - set(TrainConfig.__dataclass_fields__) if isinstance(stored, dict) else {"?"}
+    if unknown:
+        raise CheckpointError(
+            f"{checkpoint.path} is a damaged checkpoint: unknown config keys {sorted(unknown)}"
+        )
     stored.update(resume=str(checkpoint.path), out=str(checkpoint.path.parent))
     stored.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**stored)
 
 
 # --- checkpoint and run-folder helpers ---------------------------------------------------------------
-def _checkpoint(model, optimizer, scheduler, config, data, epoch, history, best, bad_epochs) -> Checkpoint:
+def _checkpoint(run: Run, epoch: int) -> Checkpoint:
+    model, data = run.model, run.data
     meta = {
         "epoch": epoch,
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(run.config),
         "model_config": model.config,
         "classes": data.classes,
         "input_shape": list(data.shape),
         "normalization": {"mean": data.mean, "std": data.std},
         "dropout_rng_calls": {name: layer.rng_calls for name, layer in dropout_layers(model).items()},
-        "history": history,
-        "best": best,
-        "bad_epochs": bad_epochs,
+        "history": run.history,
+        "best": run.best,
+        "bad_epochs": run.bad_epochs,
     }
     return Checkpoint(
         params=model.state_dict(),
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict() if scheduler is not None else None,
+        optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict() if run.scheduler is not None else None,
         meta=meta,
     )
 
 
 def _restore(checkpoint: Checkpoint, model, optimizer, scheduler) -> None:
+    """Put the checkpoint's weights, SGD and schedule state and dropout counters into the new run."""
+    require_meta(checkpoint, *RESUME_META)
     stored = checkpoint.meta["model_config"]
     if stored != json.loads(json.dumps(model.config)):  # compare as stored: JSON turns tuples into lists
         raise CheckpointError(
             f"{checkpoint.path} holds a model {stored}, but this run builds {model.config}; "
             "resume with the same model and dataset"
         )
-    model.load_state_dict(checkpoint.params)
-    optimizer.load_state_dict(checkpoint.optimizer)
-    if scheduler is not None:
-        scheduler.load_state_dict(checkpoint.scheduler)
-    for name, layer in dropout_layers(model).items():
-        layer.rng_calls = checkpoint.meta["dropout_rng_calls"][name]
+    try:
+        model.load_state_dict(checkpoint.params)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint.scheduler)
+        for name, layer in dropout_layers(model).items():
+            layer.rng_calls = int(checkpoint.meta["dropout_rng_calls"][name])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{checkpoint.path} is a damaged checkpoint: {e}") from None
+    if not parameters_finite(model):
+        raise CheckpointError(f"{checkpoint.path} holds NaN/inf parameters (a diverged run): cannot resume")
 
 
-def _saved_text(run_dir: Path | None, saved_epoch: int) -> str:
-    if run_dir is None:
-        return "Nothing was saved (no run folder: give --out DIR to keep checkpoints)."
-    if saved_epoch == 0:
-        return "No epoch had finished, so there is no checkpoint to resume from."
+def _save_epoch(run: Run, epoch: int, improved: bool) -> None:
+    """Write the end of ``epoch`` into the run folder: best.npz (when better), last.npz, metrics.jsonl."""
+    checkpoint = _checkpoint(run, epoch)
+    if improved:
+        save_checkpoint(run.run_dir / BEST, checkpoint)
+    save_checkpoint(run.run_dir / LAST, checkpoint)
+    run.saved_epoch, run.saved_path = epoch, run.run_dir / LAST
+    _write_metrics(run.run_dir / "metrics.jsonl", run.history)
+
+
+def _saved_text(run: Run) -> str:
+    """Which checkpoint to continue from, and the command that does it (or why there is none)."""
+    if run.saved_path is None:
+        if run.run_dir is None:
+            return "Nothing was saved (no run folder: give --out DIR to keep checkpoints)."
+        return "No checkpoint was written yet, so there is none to resume from."
+    out = f" --out {run.run_dir}" if run.run_dir is not None and run.saved_path.parent != run.run_dir else ""
     return (
-        f"The last good checkpoint (end of epoch {saved_epoch}) is {run_dir / LAST}; continue with: "
-        f"python -m scratchnet.train --resume {run_dir}"
+        f"The last good checkpoint (end of epoch {run.saved_epoch}) is {run.saved_path}; continue with: "
+        f"python -m scratchnet.train --resume {run.saved_path}{out}"
     )
+
+
+def _claim_run_dir(run_dir: Path, config: TrainConfig, resumed: Checkpoint | None) -> None:
+    """Create the run folder, or check that this run may write into the existing one.
+
+    A new run refuses a non-empty folder unless ``config.overwrite``; a resumed run writes into its own
+    checkpoint's folder. Leftover temporary files of crashed writers are removed first.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} is a file; give --out a folder path")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_orphans(run_dir)
+        probe = temp_path(run_dir / "write-test")
+        probe.touch()
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError):
+        raise RunFolderError(f"cannot create run folder {run_dir}: a part of that path is a file") from None
+    except OSError as e:
+        hint = "give a writable --out for the continued run" if resumed else "give --out a writable folder"
+        raise RunFolderError(f"cannot write into run folder {run_dir} ({e.strerror}); {hint}") from None
+    own_folder = resumed is not None and resumed.path.parent.resolve() == run_dir.resolve()
+    if any(run_dir.iterdir()) and not own_folder and not config.overwrite:
+        raise RunFolderError(
+            f"run folder {run_dir} is not empty (it holds another run); choose a new --out, continue that "
+            f"run with --resume {run_dir}, or replace it with --overwrite"
+        )
+
+
+def _restore_best(run_dir: Path, resumed: Checkpoint, log: Callable[[str], None]) -> None:
+    """Re-create best.npz when it is missing but the resumed checkpoint is the best epoch itself."""
+    best_path = run_dir / BEST
+    if best_path.exists() or resumed.meta["best"]["epoch"] != resumed.meta["epoch"]:
+        return
+    save_checkpoint(best_path, resumed)
+    log(f"re-created {best_path} from {resumed.path} (the best epoch, {resumed.meta['epoch']})")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
@@ -541,12 +716,20 @@ def _epoch_line(record: dict, epochs: int) -> str:
 
 
 def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
-    # Rewritten whole from the history (which checkpoints carry), so a resumed run never duplicates lines.
-    path.write_text("".join(json.dumps(record) + "\n" for record in history))
+    """One JSON line per epoch; a value that is not finite is written as null (strict JSON has no NaN).
+
+    Rewritten whole from the history (which checkpoints carry), so a resumed run never duplicates lines.
+    """
+    lines = [{k: v if _finite_or_not_float(v) else None for k, v in record.items()} for record in history]
+    atomic_write_text(path, "".join(json.dumps(line, allow_nan=False) + "\n" for line in lines))
+
+
+def _finite_or_not_float(value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _write_plots(run_dir: Path, result: TrainResult, classes: list[str]) -> None:
@@ -562,7 +745,7 @@ def _write_plots(run_dir: Path, result: TrainResult, classes: list[str]) -> None
 # --- the command line --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()  # the defaults, shown in --help
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m scratchnet.train",
         description="Train a CNN from scratch. With no arguments: LeNet-5 on the bundled mini Fashion-MNIST, "
         "on the CPU, in about a minute.",
@@ -592,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", default=None, help="random crops and flips")
     p.add_argument("--early-stopping", type=int, metavar="N", help="stop after N epochs without improvement")
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<model>-<dataset>)")
+    p.add_argument(
+        "--overwrite", action="store_true", default=None, help="allow a new run in a non-empty run folder"
+    )
     p.add_argument(
         "--resume",
         nargs="?",
@@ -636,28 +822,41 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         return resume_config(path, **overrides)
     if args.pretrained and "model" not in given:
         given["model"] = PRETRAINED_MODEL
-    if "out" not in given:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        model, dataset = given.get("model", TrainConfig.model), given.get("dataset", TrainConfig.dataset)
-        given["out"] = str(Path("runs") / f"{stamp}-{model}-{dataset}")
-    return TrainConfig(**given)
+    config = TrainConfig(**given)
+    if config.out is None:
+        config.out = str(
+            new_run_dir(Path("runs"), f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}")
+        )
+    return config
+
+
+def new_run_dir(parent: Path, name: str) -> Path:
+    """Create and return ``parent/name``, or ``name-2``, ``name-3``, ... when taken: unique even for runs
+    started in the same second, because ``mkdir`` either creates the folder or fails, atomically."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 10_000):
+        path = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"no free run folder name {name}-N in {parent}; give --out")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line; returns the exit code (see ``scratchnet.errors``: 0, 1 diverged, 2, 130)."""
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         config = config_from_args(args)
-    except ValueError as e:  # a bad flag value or combination; CheckpointError is a ValueError too
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
         result = train(config)
-    except (ConfigError, DeviceError, DatasetError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(e, 1)
+    except (ValueError, RunFolderError, DeviceError, DatasetError, OSError) as e:
+        # ValueError: ConfigError and CheckpointError; OSError: a file or folder the system refused
+        return fail(e)
     except KeyboardInterrupt:
         return 130
     print(result.final_line())

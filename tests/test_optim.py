@@ -155,9 +155,9 @@ def test_state_dict_holds_copies():
 
 def test_bad_arguments_are_named():
     model = ParamModel("cpu", problem(np.float64, steps=0)[0])
-    with pytest.raises(ValueError, match="lr must be >= 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         SGD(model, -0.1)
-    with pytest.raises(ValueError, match="momentum must be >= 0"):
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
         SGD(model, 0.1, momentum=-0.9)
     with pytest.raises(ValueError, match="Nesterov momentum needs momentum > 0"):
         SGD(model, 0.1, nesterov=True)
@@ -239,7 +239,38 @@ def test_schedule_state_dict_resumes(make):
 
 def test_schedules_refuse_bad_arguments():
     opt = SGD(ParamModel("cpu", {"w": np.zeros(1)}), lr=0.1)
-    with pytest.raises(ValueError, match="step_size must be >= 1"):
+    with pytest.raises(ValueError, match="step_size must be an integer >= 1"):
         StepLR(opt, 0)
-    with pytest.raises(ValueError, match="total_epochs must be >= 1"):
+    with pytest.raises(ValueError, match="total_epochs must be an integer >= 1"):
         CosineLR(opt, 0)
+
+
+BAD_HYPERPARAMETERS = [
+    ("lr", dict(lr=0.0)),
+    ("lr", dict(lr=float("inf"))),
+    ("lr", dict(lr=float("nan"))),
+    ("momentum", dict(momentum=float("nan"))),
+    ("momentum", dict(momentum=1.0)),
+    ("momentum", dict(momentum=5.0)),
+    ("weight_decay", dict(weight_decay=float("nan"))),
+    ("weight_decay", dict(weight_decay=-1.0)),
+    ("weight_decay", dict(weight_decay=float("inf"))),
+]
+
+
+@pytest.mark.parametrize("name, bad", BAD_HYPERPARAMETERS, ids=lambda v: str(v))
+def test_sgd_refuses_values_outside_the_valid_ranges(name, bad):
+    with pytest.raises(ValueError, match=f"SGD: {name} must be"):
+        SGD(ParamModel("cpu", {"w": np.zeros(1)}), **({"lr": 0.1} | bad))
+
+
+@pytest.mark.parametrize("gamma", [0.0, -1.0, float("nan"), 1.5, float("inf")])
+def test_step_schedule_refuses_a_gamma_outside_0_1(gamma):
+    with pytest.raises(ValueError, match=r"StepLR: gamma must be in \(0, 1\]"):
+        StepLR(SGD(ParamModel("cpu", {"w": np.zeros(1)}), lr=0.1), 1, gamma)
+
+
+@pytest.mark.parametrize("min_lr", [-0.01, float("nan"), 0.2, float("inf")])
+def test_cosine_schedule_refuses_a_min_lr_outside_0_lr(min_lr):
+    with pytest.raises(ValueError, match=r"CosineLR: min_lr must be a finite number in \[0, lr\]"):
+        CosineLR(SGD(ParamModel("cpu", {"w": np.zeros(1)}), lr=0.1), 3, min_lr)

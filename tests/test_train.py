@@ -13,6 +13,7 @@ import scratchnet.train as T
 from scratchnet import get_device
 from scratchnet.checkpoint import load_checkpoint
 from scratchnet.errors import DeviceError
+from scratchnet.evaluate import evaluate
 
 
 def tiny(tmp_path=None, **overrides) -> T.TrainConfig:
@@ -117,6 +118,16 @@ def test_resume_after_ctrl_c_is_bit_identical(tmp_path, monkeypatch, schedule):
     assert [json.loads(line)["epoch"] for line in metrics] == [1, 2, 3, 4]
 
 
+def test_ctrl_c_in_the_first_epoch_of_a_resume_into_another_folder_names_the_source(tmp_path, monkeypatch):
+    quiet(tiny(tmp_path / "a", epochs=1))
+    config = T.resume_config(tmp_path / "a", epochs=3, out=str(tmp_path / "b"))
+    lines = run_interrupted(config, stop_in_epoch=2, monkeypatch=monkeypatch)
+    assert "interrupted during epoch 2" in lines[-1]
+    assert f"is {tmp_path / 'a' / 'last.npz'}" in lines[-1]
+    assert f"--resume {tmp_path / 'a' / 'last.npz'} --out {tmp_path / 'b'}" in lines[-1]
+    assert not (tmp_path / "b" / "last.npz").exists()
+
+
 def test_resume_can_extend_a_finished_run(tmp_path):
     # (a step schedule: a cosine one depends on the planned number of epochs, so extending changes it)
     straight = quiet(tiny(tmp_path / "straight", epochs=3, schedule="step", step_size=1))
@@ -127,7 +138,7 @@ def test_resume_can_extend_a_finished_run(tmp_path):
 
 
 def test_resume_refuses_to_change_the_run():
-    with pytest.raises(ValueError, match="only epochs, device, progress, plots, out can change, not lr"):
+    with pytest.raises(ValueError, match="only epochs, .*, overwrite can change, not lr"):
         T.resume_config("anything.npz", lr=0.1)
 
 
@@ -159,15 +170,15 @@ def test_resume_restores_dropout_call_counters(tmp_path, monkeypatch):
 
 
 class NaNLoss(T.SoftmaxCrossEntropy):
-    """The real loss, but NaN at the 7th call (batch 2 of epoch 2 with 5 batches per epoch), as a
-    diverging run would give."""
+    """The real loss, but NaN at the 8th call (batch 2 of epoch 2 with 5 batches per epoch, after the
+    recheck of epoch 1's last update), as a diverging run would give."""
 
     calls = 0
 
     def forward(self, logits, labels):
         loss = super().forward(logits, labels)
         NaNLoss.calls += 1
-        return float("nan") if NaNLoss.calls == 7 else loss
+        return float("nan") if NaNLoss.calls == 8 else loss
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -223,7 +234,7 @@ def test_freeze_trains_only_the_classifier():
 def test_evaluate_counts_per_class():
     result = quiet(tiny())
     data = T.load_data(tiny())
-    ev = T.evaluate(result.model, data.test, transform=data.eval_transform, batch_size=17, confusion=True)
+    ev = evaluate(result.model, data.test, transform=data.eval_transform, batch_size=17, confusion=True)
     assert ev.images == 64 and ev.accuracy == result.test_accuracy
     np.testing.assert_allclose(ev.loss, result.test_loss, rtol=1e-5)  # batch size only changes rounding
     per_class = ev.per_class_accuracy()

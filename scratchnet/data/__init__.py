@@ -27,7 +27,7 @@ from pathlib import Path
 
 from scratchnet.data.cifar import load_cifar10
 from scratchnet.data.dataset import ArrayDataset, Dataset, Subset, balanced_indices, random_split, subset
-from scratchnet.data.download import cache_dir, cache_root
+from scratchnet.data.download import cache_dir
 from scratchnet.data.folder import ImageFolder
 from scratchnet.data.loader import DataLoader
 from scratchnet.data.mnist import load_idx_dataset, load_mini_fashion_mnist
@@ -106,7 +106,6 @@ __all__ = [
     "Subset",
     "balanced_indices",
     "cache_dir",
-    "cache_root",
     "load_dataset",
     "random_split",
     "subset",

@@ -19,13 +19,15 @@ the tarball is downloaded into the cache (md5 checked) and unpacked.
 from __future__ import annotations
 
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
+from scratchnet._paths import atomic_write, fsync_folder, remove_orphans, temp_path
 from scratchnet.data.dataset import ArrayDataset
-from scratchnet.data.download import cache_dir, download, write_atomic
+from scratchnet.data.download import cache_dir, download
 from scratchnet.errors import DatasetError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -110,21 +112,31 @@ def extract(tarball: Path, destination: Path) -> Path:
     """Unpack only the known batch files of `tarball` into `destination/cifar-10-batches-py/`.
 
     Members are looked up by their expected names (never extracting whatever paths the archive
-    contains), each written to a temporary file and renamed into place.
+    contains) and written into a temporary folder, which is renamed into place only once every file is
+    complete: a failed or interrupted extraction never leaves a partial `cifar-10-batches-py/`.
     """
     out_dir = destination / BATCH_FOLDER
-    out_dir.mkdir(parents=True, exist_ok=True)
+    destination.mkdir(parents=True, exist_ok=True)
+    remove_orphans(destination)  # what a killed extraction left
+    work_dir = temp_path(out_dir)
+    work_dir.mkdir()
     try:
         with tarfile.open(tarball, "r:*") as tar:
             for name in ALL_FILES:
                 member = tar.extractfile(f"{BATCH_FOLDER}/{name}")
                 if member is None:  # a directory or link under that name
                     raise KeyError(name)
-                write_atomic(out_dir / name, member.read())
+                atomic_write(work_dir / name, lambda f, member=member: shutil.copyfileobj(member, f))
+        if out_dir.exists():  # an incomplete folder (no batches.meta, or a missing batch) left by older code
+            shutil.rmtree(out_dir)
+        work_dir.replace(out_dir)
+        fsync_folder(destination)
     except KeyError as err:
         raise DatasetError(f"CIFAR tarball {tarball} lacks {BATCH_FOLDER}/{err.args[0]}") from err
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DatasetError(f"CIFAR tarball {tarball} is corrupt or unreadable: {err}") from err
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
     return out_dir
 
 

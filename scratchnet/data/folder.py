@@ -29,9 +29,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from scratchnet.data.dataset import Dataset
+from scratchnet.data.image import read_image
 from scratchnet.errors import DatasetError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
@@ -121,9 +122,8 @@ class ImageFolder(Dataset):
         """Image `index` as uint8 (3, image_size, image_size), cropped as `self.crop` says."""
         path = self.files[index]
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except (OSError, UnidentifiedImageError) as err:
+            image = read_image(path, "RGB")
+        except (OSError, ValueError) as err:
             raise DatasetError(f"cannot decode image {path}: {err}") from err
         if self.crop == "center":
             box = center_crop_box(image.width, image.height, self.image_size)

@@ -24,11 +24,14 @@ arrays inside are identical. Every problem raises `DatasetError` naming the file
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from scratchnet._paths import atomic_write_bytes
 from scratchnet.errors import DatasetError
 
 # IDX element-type code -> big-endian NumPy dtype.
@@ -41,6 +44,7 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_BYTES = 1 << 31  # 2 GiB: 40 times the largest MNIST-style file
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -52,9 +56,13 @@ def _read_bytes(path: Path) -> bytes:
     if not raw.startswith(GZIP_MAGIC):
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(MAX_BYTES + 1)  # a small "gzip bomb" must not decompress into all memory
     except (OSError, EOFError, zlib.error) as err:  # bad CRC, truncated stream, garbage
         raise DatasetError(f"IDX file {path} is a corrupt or truncated gzip stream: {err}") from err
+    if len(data) > MAX_BYTES:
+        raise DatasetError(f"IDX file {path} decompresses to more than {MAX_BYTES:,} bytes; refusing it")
+    return data
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -81,7 +89,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DatasetError(f"IDX file {path} is truncated inside its header ({ndim} dimensions declared)")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[type_code]
-    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header_size + math.prod(shape) * dtype.itemsize  # exact (Python ints never overflow)
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "longer than its header says"
         raise DatasetError(
@@ -106,7 +114,7 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     payload = header + np.ascontiguousarray(array, dtype=native.newbyteorder(">")).tobytes()
     if compress if compress is not None else path.suffix == ".gz":
         payload = gzip.compress(payload, mtime=0)
-    path.write_bytes(payload)
+    atomic_write_bytes(path, payload)
 
 
 def read_idx_pair(

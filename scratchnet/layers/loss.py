@@ -158,7 +158,8 @@ def topk_correct(logits, labels, ks=(1, 5), device="cpu") -> dict[int, int]:
     """How many rows have their true label among the k largest logits, for each k: ``{1: 93, 5: 127}``.
 
     Ties go to the lower class index, as ``argmax`` does: the rank of the true class t in row n is
-    ``#{j : z[j] > z[t]} + #{j < t : z[j] == z[t]}`` and the row is top-k correct iff rank < k.
+    ``#{j : z[j] > z[t]} + #{j < t : z[j] == z[t]}`` and the row is top-k correct iff rank < k. A row that
+    holds a NaN is never correct.
     On gpu/sim the ranks are computed by ``label_rank`` (one thread per row), counted by ``rank_histogram``,
     and ``max(ks) + 1`` counts come back in one transfer.
     """
@@ -182,4 +183,5 @@ def topk_correct(logits, labels, ks=(1, 5), device="cpu") -> dict[int, int]:
     target = logits[np.arange(N), labels][:, None]  # (N, 1)
     before_target = np.arange(K) < labels[:, None]  # (N, K)
     rank = (logits > target).sum(axis=1) + ((logits == target) & before_target).sum(axis=1)  # (N,)
+    rank[np.isnan(logits).any(axis=1)] = np.iinfo(rank.dtype).max  # NaN compares False: never correct
     return {int(k): int((rank < k).sum()) for k in ks}

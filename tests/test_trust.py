@@ -1,0 +1,180 @@
+"""What a run promises: a diverged run never reports success, no run is overwritten, the messages after a
+failure or Ctrl-C name a checkpoint that exists. (Attacks on the files themselves: test_attacks.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import scratchnet.train as T
+from scratchnet import evaluate, get_device
+from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
+from scratchnet.layers.loss import topk_correct
+
+SMALL = dict(limit_train=70, limit_test=32, epochs=1, progress=False, plots=False)
+TINY = [
+    "--limit-train",
+    "70",
+    "--limit-test",
+    "64",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "1",
+    "--no-progress",
+    "--no-plots",
+]
+
+
+def train_cli(argv, capsys) -> tuple[int, str, str]:
+    status = T.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# --- 1. divergence ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", ["cpu", pytest.param("sim", marks=pytest.mark.sim)])
+def test_nan_logits_are_never_top_k_correct(device):
+    dev = get_device(device)
+    logits = np.array([[np.nan, 0.0, 0.0], [0.0, np.nan, 1.0], [0.0, 2.0, 1.0], [np.nan] * 3], np.float32)
+    labels = np.array([0, 2, 1, 1])
+    counts = topk_correct(dev.array(logits), dev.array(labels), ks=(1, 2, 3, 5), device=device)
+    assert counts == {1: 1, 2: 1, 3: 1, 5: 1}  # only the finite row 2 counts
+
+
+@pytest.mark.parametrize("val_fraction", ["0.1", "0"])
+def test_a_single_batch_epoch_that_diverges_exits_1_and_saves_nothing(tmp_path, capsys, val_fraction):
+    """63 (or 70) training images in one batch: the only update is the epoch's last; it is checked too."""
+    argv = [*TINY, "--lr", "1e30", "--epochs", "1", "--val-fraction", val_fraction, "--out", tmp_path / "run"]
+    status, out, err = train_cli(argv, capsys)
+    line = one_error_line(err)
+    assert status == 1 and "final" not in out
+    assert "training diverged" in line and "epoch 1" in line and "No checkpoint was written" in line
+    assert not (tmp_path / "run" / LAST).exists() and not (tmp_path / "run" / BEST).exists()
+
+
+def test_a_run_that_diverges_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, capsys, monkeypatch):
+    """lr 1e300 overflows float32 at once; let epoch 1 use a sane rate so that epoch 2 diverges."""
+    real_train_epoch = T.train_epoch
+
+    def train_epoch(model, loader, loss_fn, optimizer, *args, epoch, **kwargs):
+        optimizer.lr = 0.01 if epoch == 1 else 1e300
+        return real_train_epoch(model, loader, loss_fn, optimizer, *args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(T, "train_epoch", train_epoch)
+    argv = [*TINY, "--lr", "1e300", "--epochs", "2", "--schedule", "none", "--out", tmp_path / "run"]
+    status, _, err = train_cli(argv, capsys)
+    line = one_error_line(err)
+    assert status == 1 and "epoch 2" in line and "end of epoch 1" in line
+    assert str(tmp_path / "run" / LAST) in line
+    for name in (LAST, BEST):
+        saved = load_checkpoint(tmp_path / "run" / name)
+        assert saved.meta["epoch"] == 1
+        assert all(np.isfinite(p).all() for p in saved.params.values())
+
+
+def test_evaluate_refuses_a_diverged_checkpoint(tmp_path, capsys):
+    T.train(
+        T.TrainConfig(out=str(tmp_path), limit_train=70, limit_test=32, progress=False, plots=False), log=str
+    )
+    checkpoint = load_checkpoint(tmp_path)
+    checkpoint.params = {k: np.full_like(v, np.nan) for k, v in checkpoint.params.items()}
+    save_checkpoint(tmp_path / "nan.npz", checkpoint)
+    status = evaluate.main(["--checkpoint", str(tmp_path / "nan.npz")])
+    out, err = capsys.readouterr()
+    assert status == 2 and "NaN/inf parameters" in one_error_line(err) and "accuracy" not in out
+
+
+def test_evaluate_never_reports_nan_logits_as_accurate():
+    config = T.TrainConfig(**SMALL)
+    data = T.load_data(config)
+    model = T.build_model(config, data.shape, len(data.classes))
+    model.params["fc3.b"][...] = np.nan
+    result = evaluate.evaluate(model, data.test, transform=data.eval_transform, confusion=True)
+    assert result.accuracy == 0.0 and result.top5 == 0.0 and np.isnan(result.loss)
+    assert np.trace(result.confusion) == 0 and result.confusion.sum() == 32
+
+
+def test_metrics_never_hold_the_bare_nan_token(tmp_path):
+    T._write_metrics(tmp_path / "metrics.jsonl", [{"epoch": 1, "val_loss": float("nan"), "lr": float("inf")}])
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"epoch": 1, "val_loss": None, "lr": None}
+
+
+# --- 2. runs are never overwritten -----------------------------------------------------------------------
+def test_a_non_empty_run_folder_is_refused_without_overwrite(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    status, _, err = train_cli([*TINY, "--out", tmp_path / "run"], capsys)
+    assert status == 2 and "not empty" in one_error_line(err) and "--overwrite" in err
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    with pytest.raises(T.RunFolderError, match="not empty"):
+        T.train(
+            T.TrainConfig(out=str(tmp_path / "run"), limit_train=70, progress=False, plots=False), log=str
+        )
+    status, out, _ = train_cli([*TINY, "--out", tmp_path / "run", "--overwrite"], capsys)
+    assert status == 0 and (tmp_path / "run" / LAST).exists()
+
+
+def test_default_run_names_are_unique_within_one_second(tmp_path):
+    names = [T.new_run_dir(tmp_path, "20260101-000000-lenet5-x") for _ in range(3)]
+    assert [p.name for p in names] == [
+        "20260101-000000-lenet5-x",
+        "20260101-000000-lenet5-x-2",
+        "20260101-000000-lenet5-x-3",
+    ]
+    assert all(p.is_dir() for p in names)
+
+
+# --- 5. what the messages after Ctrl-C say -----------------------------------------------------------------
+def test_ctrl_c_after_the_last_epoch_says_training_finished(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "evaluate", interrupted)  # the test pass after the epochs
+    status, out, _ = train_cli([*TINY, "--val-fraction", "0", "--out", tmp_path / "run"], capsys)
+    assert status == 130
+    assert (
+        "interrupted after training finished (epoch 1)" in out
+        and f"checkpoints are in {tmp_path / 'run'}" in out
+    )
+    assert load_checkpoint(tmp_path / "run").meta["epoch"] == 1
+
+
+# --- 9. hyper-parameters ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("lr", float("inf")),
+        ("momentum", float("nan")),
+        ("momentum", 5.0),
+        ("weight_decay", float("nan")),
+        ("gamma", -1.0),
+        ("gamma", float("nan")),
+        ("min_lr", -1.0),
+        ("min_lr", float("nan")),
+        ("early_stopping", 0),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("step_size", 0),
+        ("image_size", 0),
+        ("limit_train", 0),
+    ],
+)
+def test_train_config_refuses_nonsense(field, value):
+    with pytest.raises(T.ConfigError, match=field):
+        T.TrainConfig(**{field: value})
+
+
+def test_checkpoint_round_trip_still_works_after_the_checks(tmp_path):
+    checkpoint = Checkpoint(params={"w": np.ones(2)}, meta={"epoch": 1})
+    assert load_checkpoint(save_checkpoint(tmp_path / "c.npz", checkpoint)).meta == {"epoch": 1}
