@@ -280,7 +280,7 @@ def test_resnet20_trains_evaluates_and_predicts_from_the_command_line(tmp_path, 
 def test_freeze_trains_only_the_classifier_on_the_bundled_set(name, capsys):
     """1×28×28 images: the models build for them; --freeze changes fc alone (BatchNorm statistics still
     follow the data in training mode, as in PyTorch)."""
-    config = T.TrainConfig(model=name, freeze=True, limit_train=16, limit_test=8, val_fraction=0.0,
+    config = T.TrainConfig(model=name, freeze=True, epochs=1, limit_train=16, limit_test=8, val_fraction=0.0,
                            batch_size=8, progress=False, plots=False)  # fmt: skip
     initial = sn.models.build(name, in_channels=1, input_size=28, seed=config.seed).state_dict()
     result = T.train(config, log=lambda line: None)
