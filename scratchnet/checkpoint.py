@@ -2,7 +2,8 @@
 
 A checkpoint holds
 
-* ``params``: the model's parameters, ``"conv1.W" -> array`` (host NumPy arrays);
+* ``params``: the model's state dict, ``"conv1.W" -> array`` (host NumPy arrays): its parameters and its
+  buffers (BatchNorm's ``running_mean`` and ``running_var``), so a resumed run continues from both;
 * ``optimizer`` and ``scheduler``: their ``state_dict()`` (momentum buffers, learning rate, step counts);
 * ``meta``: a JSON-able dict: the epoch, the run's configuration, the model's configuration, the class
   names and input normalization, the random-number state (dropout call counters), the metric history.

@@ -589,18 +589,20 @@ def VGGCifar(
         conv1_1      32 @ 3×3 pad 1, no bias, bn1_1, relu1_1
         conv1_2      32 @ 3×3 pad 1, no bias, bn1_2, relu1_2, pool1 max 2×2 -> 32 × S/2 × S/2
         conv2_1, conv2_2   64 channels, the same pattern, pool2         -> 64 × S/4 × S/4
-        conv3_1, conv3_2  128 channels, the same pattern, pool3         -> 128 × S/8 × S/8
+        conv3_1, conv3_2  128 channels, the same pattern, pool3         -> 128 × 4 × 4 (S = 28 or 32)
         flatten, fc num_classes
 
     Two stacked 3×3 convolutions see a 5×5 window with 2·9·C² weights instead of 25·C² (three see 7×7),
-    with a ReLU between them: VGG's argument for using nothing but 3×3. The pools floor (28 -> 14 -> 7 -> 3).
-    With 3×32×32 inputs and 10 classes: 307,946 parameters; with 1×28×28: 298,410.
+    with a ReLU between them: VGG's argument for using nothing but 3×3. A pool on an odd side pads it by one
+    (with −∞, so no pixel is dropped): 28 -> 14 -> 7 -> 4, and the classifier sees 128 × 4 × 4 for 28×28
+    images as for 32×32 ones. With 3×32×32 inputs and 10 classes: 307,946 parameters; with 1×28×28:
+    307,370. It takes only the ``input_size`` it was built for (its fc is sized for it).
     ``input_grad``: see :class:`Sequential`.
     """
     input_size = _check_input_size("VGGCifar", input_size, 8)
     seeds = _layer_seeds(seed)
     common = {"device": device, "dtype": dtype}
-    layers, channels = [], in_channels
+    layers, channels, side = [], in_channels, input_size
     for stage, widths in enumerate(VGG_CIFAR_STAGES, start=1):
         for i, width in enumerate(widths, start=1):
             layers += [
@@ -612,8 +614,9 @@ def VGGCifar(
                 (f"relu{stage}_{i}", ReLU(**common)),
             ]
             channels = width
-        layers.append((f"pool{stage}", MaxPool2D(2, **common)))
-    side = input_size // 2 // 2 // 2
+        pad = side % 2  # an odd side: pad, so that the last row and column are pooled too
+        layers.append((f"pool{stage}", MaxPool2D(2, padding=pad, **common)))
+        side = (side + 2 * pad) // 2
     layers += [
         ("flatten", Flatten(**common)),
         ("fc", Linear(channels * side * side, num_classes, seed=next(seeds), **common)),
@@ -625,7 +628,9 @@ def VGGCifar(
         "input_size": input_size,
     }
     shape = (in_channels, input_size, input_size)
-    return Sequential(layers, input_shape=shape, config=config, input_grad=input_grad, **common)
+    return Sequential(
+        layers, input_shape=shape, config=config, input_grad=input_grad, exact_input=True, **common
+    )
 
 
 MODELS = {

@@ -3,9 +3,11 @@ parameter counts, buffers in state dicts and checkpoints, training on cpu and si
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-from conftest import DEVICES
+from test_batchnorm import BatchNormContract
 
 import scratchnet as sn
 import scratchnet.train as T
@@ -13,6 +15,7 @@ from scratchnet import evaluate, predict
 from scratchnet.bench import torch_layer, torch_model
 from scratchnet.checkpoint import load_checkpoint, load_model
 from scratchnet.gradcheck import TOLERANCE, check_layer
+from scratchnet.testing import DEVICES, LayerContract, LayerSpec
 
 BLOCKS = {"identity": (2, 2, 1), "downsample": (2, 4, 2)}  # in_channels, out_channels, stride
 
@@ -22,17 +25,35 @@ def relative(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
+# --- the layer contract ------------------------------------------------------------------------------------
+class TestGlobalAvgPool2DContract(LayerContract):
+    spec = LayerSpec(make=sn.layers.GlobalAvgPool2D, input_shape=(2, 3, 4, 5), bad_shapes=((2, 3, 4),))
+
+
+class TestIdentityBlockContract(BatchNormContract):
+    spec = LayerSpec(
+        make=functools.partial(sn.layers.ResidualBlock, 2, 2, seed=0),
+        input_shape=(2, 2, 4, 4),
+        bad_shapes=((2, 3, 4, 4),),
+    )
+
+
+class TestDownsamplingBlockContract(BatchNormContract):
+    spec = LayerSpec(
+        make=functools.partial(sn.layers.ResidualBlock, 2, 4, 2, seed=0),
+        input_shape=(2, 2, 5, 5),
+        bad_shapes=((2, 4, 5, 5),),
+    )
+
+
 # --- global average pooling --------------------------------------------------------------------------------
 @pytest.mark.parametrize("device", DEVICES)
-def test_global_avg_pool_gradient_and_values(device):
+def test_global_avg_pool_values(device):
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
     layer = sn.layers.GlobalAvgPool2D(device=device, dtype=np.float64)
-    assert check_layer(layer, x)["x"] < TOLERANCE
     y = layer.device.to_host(layer.forward(layer.device.array(x)))
     assert y.shape == (2, 3, 1, 1)
     np.testing.assert_allclose(y[:, :, 0, 0], x.mean(axis=(2, 3)), rtol=1e-13)
-    empty = layer.forward(layer.device.array(np.zeros((0, 3, 4, 5))))
-    assert empty.shape == (0, 3, 1, 1)
 
 
 # --- the residual block ------------------------------------------------------------------------------------
@@ -40,16 +61,10 @@ def block_input(C, seed=1):
     return np.random.default_rng(seed).standard_normal((2, C, 5, 5))  # odd sides: 5 -> 3 with stride 2
 
 
-@pytest.mark.parametrize(
-    ("device", "kind"),
-    [(d, k) for d in DEVICES for k in ("identity", "downsample")] + [("cpu", "plain")],  # plain: no kernel
-)
-def test_residual_block_gradients(device, kind):
-    C, F, S = BLOCKS["identity" if kind == "plain" else kind]
-    block = sn.layers.ResidualBlock(
-        C, F, S, shortcut=kind != "plain", device=device, dtype=np.float64, seed=3
-    )
-    errors = check_layer(block, block_input(C))
+def test_plain_block_gradients():
+    """The block without its shortcut (the contract above checks the two shortcut kinds on every device)."""
+    block = sn.layers.ResidualBlock(2, 2, shortcut=False, dtype=np.float64, seed=3)
+    errors = check_layer(block, block_input(2))
     assert set(errors) == {"x", "conv1.W", "bn1.gamma", "bn1.beta", "conv2.W", "bn2.gamma", "bn2.beta"}
     assert max(errors.values()) < TOLERANCE, errors
 
@@ -111,7 +126,7 @@ def test_residual_block_matches_pytorch(device, kind):
         ("plain20-cifar", 3, 32, 269_722),  # the shortcuts have no parameters
         ("resnet20-cifar", 1, 28, 269_434),  # conv1 sees one channel: 288 weights fewer
         ("vgg-cifar", 3, 32, 307_946),
-        ("vgg-cifar", 1, 28, 298_410),
+        ("vgg-cifar", 1, 28, 307_370),  # the pools pad odd sides: 28 -> 14 -> 7 -> 4, fc as for 32
     ],
 )
 def test_parameter_counts_and_shapes(name, in_channels, size, count):
@@ -265,7 +280,7 @@ def test_resnet20_trains_evaluates_and_predicts_from_the_command_line(tmp_path, 
 def test_freeze_trains_only_the_classifier_on_the_bundled_set(name, capsys):
     """1×28×28 images: the models build for them; --freeze changes fc alone (BatchNorm statistics still
     follow the data in training mode, as in PyTorch)."""
-    config = T.TrainConfig(model=name, freeze=True, limit_train=16, limit_test=8, val_fraction=0.0,
+    config = T.TrainConfig(model=name, freeze=True, epochs=1, limit_train=16, limit_test=8, val_fraction=0.0,
                            batch_size=8, progress=False, plots=False)  # fmt: skip
     initial = sn.models.build(name, in_channels=1, input_size=28, seed=config.seed).state_dict()
     result = T.train(config, log=lambda line: None)

@@ -81,7 +81,7 @@ def batchnorm_forward(x3, mean, var, gamma, beta, eps):
 def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True):
     """(dx, dγ, dβ) from dy3 (N, C, P); ``batch_stats``: μ and σ² came from this batch (training)."""
     N, _, P = dy3.shape
-    n = max(N * P, 1)  # an empty batch has zero sums (and no dx to compute): avoid 0 / 0
+    n = N * P
     dbeta = dy3.sum(axis=(0, 2))  # (C,)
     dgamma = (dy3 * x_hat).sum(axis=(0, 2))  # (C,)
     scale = (gamma / np.sqrt(var + eps))[:, None]  # γ / s, (C, 1)
@@ -148,9 +148,13 @@ class _BatchNorm(Layer):
         return n
 
     @staticmethod
-    def _as_ncp(a):
-        """(N, C, ...) -> (N, C, P): a view of the same numbers (P = 1 for 2-D inputs)."""
-        return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:], dtype=np.int64)))
+    def _sizes(shape: tuple) -> tuple[int, int, int]:
+        """N, C, P of an (N, C, ...) shape (P = 1 for 2-D inputs), as the kernels take them."""
+        return shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64))
+
+    def _as_ncp(self, a):
+        """(N, C, ...) -> (N, C, P): a view of the same numbers."""
+        return a.reshape(self._sizes(a.shape))
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
@@ -158,9 +162,6 @@ class _BatchNorm(Layer):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if training:
             n = self._values_per_channel(x.shape)
-            if n == 0:  # an empty batch: nothing to normalise, nothing learnt about the statistics
-                self._save_for_backward(x_hat=x3, var=self.buffers["running_var"], batch_stats=True)
-                return x.copy()
             mean, var = batch_statistics(x3)
             m = self.momentum
             self.buffers["running_mean"][...] = (1 - m) * self.buffers["running_mean"] + m * mean
@@ -183,10 +184,6 @@ class _BatchNorm(Layer):
     def _kernel(self, name: str):
         return self.device.kernel("batchnorm.cu", name, self.dtype)
 
-    def _sizes(self, shape: tuple) -> tuple[int, int, int]:
-        """N, C, P of an (N, C, ...) shape, as the kernels take them."""
-        return shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64))
-
     def _per_channel_sums(self, name: str, args: tuple) -> None:
         """Launch one of the per-channel reductions: one block of ``REDUCE_THREADS`` threads per channel."""
         threads = REDUCE_THREADS
@@ -195,13 +192,10 @@ class _BatchNorm(Layer):
 
     def _forward_kernels(self, x, training):
         dev, C = self.device, self.num_features
-        N, _, P = sizes = self._sizes(x.shape)
+        sizes = self._sizes(x.shape)
         y = dev.empty(x.shape, self.dtype)
         if training:
             n = self._values_per_channel(x.shape)
-            if n == 0:
-                self._save_for_backward(x=x, mean=None, var=None, batch_stats=True)
-                return y
             mean, var = dev.empty((C,), self.dtype), dev.empty((C,), self.dtype)
             self._per_channel_sums("batchnorm_stats", (x, mean, var, *sizes))
             self._kernel("batchnorm_update_running").launch_1d(
@@ -211,9 +205,8 @@ class _BatchNorm(Layer):
             )
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
-        if x.size:
-            params = (self.params["gamma"], self.params["beta"])
-            self._kernel("batchnorm_forward").launch_1d(x.size, (x, mean, var, *params, y, self.eps, *sizes))
+        params = (self.params["gamma"], self.params["beta"])
+        self._kernel("batchnorm_forward").launch_1d(x.size, (x, mean, var, *params, y, self.eps, *sizes))
         self._save_for_backward(x=x, mean=mean, var=var, batch_stats=training)
         return y
 
@@ -221,9 +214,6 @@ class _BatchNorm(Layer):
         dev, saved, C = self.device, self._saved(), self.num_features
         sizes = self._sizes(dy.shape)
         dx = dev.empty(dy.shape, self.dtype)
-        if dy.size == 0:
-            self.grads["gamma"], self.grads["beta"] = dev.zeros((C,), self.dtype), dev.zeros((C,), self.dtype)
-            return dx
         dgamma, dbeta = dev.empty((C,), self.dtype), dev.empty((C,), self.dtype)
         x, mean, var = saved.x, saved.mean, saved.var
         self._per_channel_sums(
