@@ -76,7 +76,7 @@ def test_one_kernel_done_checks_it_and_reports_the_other_not_done():
 MUTANTS = {
     "relu-missing-guard": (
         "relu",
-        lambda: _mutant("relu", ("if (i < n) y[i]", "y[i]")),
+        lambda: _mutant("relu", ("if (i < count) y[i]", "y[i]")),
         "missing bounds guard",
     ),
     "relu-ignores-blockIdx": (
@@ -84,8 +84,8 @@ MUTANTS = {
         lambda: _mutant(
             "relu",
             (
-                "i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i < n) y",
-                "i = threadIdx.x;\n    if (i < n) y",
+                "i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i < count) y",
+                "i = threadIdx.x;\n    if (i < count) y",
             ),
         ),
         "outputs never written",
@@ -306,7 +306,7 @@ def test_notebook_check_of_a_kernel_source(capsys):
     assert "relu-kernel: not done yet" in capsys.readouterr().out
     assert check("relu-kernel", _solution("relu"))
     assert "relu-kernel: passed" in capsys.readouterr().out
-    assert not check("relu-kernel", _mutant("relu", ("if (i < n) y[i]", "y[i]")), hint=True)
+    assert not check("relu-kernel", _mutant("relu", ("if (i < count) y[i]", "y[i]")), hint=True)
     output = capsys.readouterr().out
     assert (
         "relu-kernel: wrong" in output and "missing bounds guard" in output and "hint: relu_forward" in output
