@@ -3,6 +3,7 @@ mistake (a mutant made from a solution) gets its own diagnosis."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -319,3 +320,13 @@ def test_a_race_names_both_threads_and_their_source_lines():
     report = str(check_source("gemm_tiled", _without_line("gemm_tiled", "__syncthreads();", 1)))
     assert "a race on static shared memory: thread (" in report and ") and thread (" in report, report
     assert report.count("kernel.cu:") >= 2, report
+
+
+@pytest.mark.skipif(shutil.which("clang-format") is None, reason="clang-format missing (the dev extra)")
+def test_exercise_files_follow_the_kernel_style():
+    done = subprocess.run(
+        ["clang-format", "--dry-run", "--Werror", *map(str, STUBS + SOLUTIONS)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
