@@ -8,7 +8,8 @@ One launch, followed from the layer to the hardware (or the simulator)::
 1. ``Device.kernel`` finds ``kernels/relu.cu`` and compiles the whole file once per device:
    on ``gpu`` through :mod:`.cupy_backend` (``cupy.RawModule``, which calls NVRTC), on ``sim`` through
    :func:`scratchnet.sim.load_module` (the host C++ compiler).
-2. :mod:`.signature` reads the C signature of every ``__global__`` kernel, so the launch knows that
+2. :mod:`.signature` reads the C signature of every ``__global__`` kernel as the host C++ compiler
+   compiled it (the simulator's build, cached), so the launch knows that
    ``relu_forward<float>`` takes ``(const float*, float*, long long)``.
 3. :class:`.launch.Kernel` checks each launch against that signature (argument count; arrays on the right
    device, C-contiguous, of the pointer's element type; each scalar cast to exactly its C type, refusing

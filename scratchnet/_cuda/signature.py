@@ -54,8 +54,9 @@ C_TYPES: dict[str, np.dtype] = {
 TEMPLATE_TYPES = {"float": np.dtype(np.float32), "double": np.dtype(np.float64)}
 # The C spelling of each dtype, to build template name expressions such as "relu_forward<float>".
 C_NAME_OF_DTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-# The canonical C name of each scalar dtype, for c_type (``long`` and ``long long`` are both int64).
-_C_NAME = {
+# The canonical C name of each scalar dtype by kind and size ("i4"), for c_type and messages (``long`` and
+# ``long long`` are both int64).
+C_NAME_OF_KIND = {
     "b1": "bool",
     "i1": "signed char",
     "u1": "unsigned char",
@@ -213,7 +214,7 @@ def param_from_description(text: str, name: str) -> Param:
         dtype = np.dtype(f"V{int(size) * int(lanes)}")
     else:
         dtype = np.dtype(bool) if kind == "b" else np.dtype(key)
-    spelled = _C_NAME.get(key, type_name) if lanes == "1" and kind != "V" else type_name
+    spelled = C_NAME_OF_KIND.get(key, type_name) if lanes == "1" and kind != "V" else type_name
     c_type = ("const " if const == "1" else "") + spelled + ("*" if pointer == "1" else "")
     return Param(
         name=name, dtype=dtype, pointer=pointer == "1", const=const == "1", c_type=c_type, lanes=int(lanes)

@@ -4,36 +4,43 @@ Why
 ---
 The ``sim`` device runs the *same* ``kernels/*.cu`` files, launched by the *same* Python code as the ``gpu``
 device, on any Linux or macOS machine with a C++ compiler. So tests prove the GPU code path without a GPU,
-and a learner can run, ``printf`` from and debug every kernel on a laptop.
+and a learner can run, ``printf`` from, check and debug every kernel on a laptop.
 
 How it works
 ------------
-1. **Compile.** The unmodified ``.cu`` file is compiled by the host C++ compiler (g++ or clang++) with a
-   forced-include header, ``cuda_sim.h``, that defines what CUDA provides without an ``#include``:
-   ``threadIdx``, ``blockIdx``, ``blockDim``, ``gridDim`` (macros reading "the thread running now"),
-   ``__global__``/``__device__`` (nothing: kernels become plain functions), ``__shared__``,
-   ``__syncthreads()``, ``atomicAdd``, warp shuffles, ``max``/``min`` and the math functions. A generated
-   wrapper adds, for each kernel, a function that runs one CUDA thread given the arguments packed as
-   ``void** args`` (as ``cuLaunchKernel`` takes them). Builds are cached by a hash of everything that goes
-   into them (``compiler.py``).
-2. **Run.** Blocks run one after the other. The threads of a block are *fibers* (``runtime.cpp``): each
-   has its own stack, runs until it returns or reaches ``__syncthreads()``, and then hands control back to
-   a scheduler, which runs the next thread. When all threads of the block wait at the barrier, they are
-   released for the next round. Because one block runs at a time, ``__shared__`` variables (static storage
-   in the compiled code) are naturally one copy per block; ``extern __shared__`` arrays get the size the
-   launch asks for (``shared_mem``).
+1. **Compile** (``compiler.py``). The unmodified ``.cu`` file is compiled by the host C++ compiler (g++ or
+   clang++) with a forced-include header, ``cuda_sim.h``, that defines what CUDA provides without an
+   ``#include``; ``#include <cooperative_groups.h>`` finds the simulator's own (``include/``). A generated
+   wrapper adds, per kernel, a function that runs one CUDA thread given the arguments packed as
+   ``void** args`` (as ``cuLaunchKernel`` takes them) and one that describes its parameter types as the
+   compiler deduced them: the source of every kernel signature, on ``sim`` and ``gpu``
+   (:mod:`scratchnet._cuda.signature`). The scheduler, ``runtime.cpp``, is its own translation unit, so
+   that no macro of a kernel file (``#define T 16``) reaches it. Builds are cached by a hash of everything
+   that goes into them, verified (size and SHA-256) before each load and rebuilt when damaged.
+2. **Run** (``runtime.cpp``). Blocks run one after the other. The threads of a block are *fibers*: each has
+   its own stack (512 KiB, committed page by page as it is touched), runs until it returns or reaches a
+   barrier, and then hands control back to the scheduler. When all threads of the block wait at the same
+   ``__syncthreads()``, they are released; when all lanes named in a warp mask wait at ``__syncwarp(mask)``
+   (or a shuffle or vote with that mask), those lanes are. ``__shared__`` variables have one copy per OS
+   thread (``thread_local``), which is one per block since one block runs at a time; ``extern __shared__``
+   arrays get the size the launch asks for (``shared_mem``).
 3. **Shuffle.** The order of the blocks, and of the threads in each round, is a random permutation drawn
-   from a seed (:func:`set_seed`, or the ``SCRATCHNET_SIM_SEED`` environment variable; launch *k* after
-   seeding uses a seed derived from both). A kernel that forgets a ``__syncthreads()`` or depends on the
-   order in which threads run gives a wrong result, reproducibly, instead of passing by luck.
-4. **Check** (``launcher.py``). Each launch is refused when its arguments do not match the kernel's
-   compiled C signature as CuPy would pass them (a Python ``int`` is a ``long long``, a ``float`` a
-   ``double``), or when it breaks CUDA's limits (1024 threads per block, 48 KiB of shared memory per
-   block). Every array is copied into a buffer with guard zones on both sides; a write past either end
-   of an argument, a write to a ``const`` argument, a write past the dynamic shared memory, barrier
-   divergence (some threads wait at ``__syncthreads()`` while others have returned) and crashes inside the
-   kernel (a wild pointer, an integer division by zero) become a :class:`~scratchnet.errors.KernelLaunchError`
-   naming the kernel, and where possible the argument, block and thread.
+   from a seed (:func:`set_seed`, or ``SCRATCHNET_SIM_SEED``; launch *k* after seeding uses a seed derived
+   from both). A kernel that forgets a ``__syncthreads()`` or depends on the order in which threads run
+   gives a wrong result, reproducibly, instead of passing by luck.
+4. **Check** (``launcher.py``, ``checks.py``). Each launch is refused when its arguments do not match the
+   kernel's compiled signature as CuPy would pass them, or when it breaks CUDA's limits
+   (:mod:`scratchnet._cuda.limits`). Every array runs on a copy between guard zones. Always checked:
+   writes past either end of an array or of the dynamic shared memory, writes to a ``const`` array,
+   barrier divergence (a thread returned, or threads wait at two different ``__syncthreads()``), warp masks
+   that cannot complete, ``assert``/``__trap()``, and crashes. With ``checks=`` (or
+   ``SCRATCHNET_SIM_CHECKS``), a *checked build* adds compute-sanitizer's classes: ``memcheck`` (every
+   out-of-bounds read or write at any distance), ``racecheck``, ``initcheck``; see :mod:`.checks`. Each
+   error is a :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte
+   offset and source line (and the other thread of a race).
+5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g``; gdb can then stop in one
+   thread of one block: ``break relu.cu:12 if sim_rt::current.block_idx.x == 1 &&
+   sim_rt::current.thread_idx.x == 5`` (README, "The simulator").
 
 Usage::
 
@@ -41,28 +48,42 @@ Usage::
     module = sim.RawModule(code=source, name_expressions=["relu_forward<float>"])
     relu = module.get_function("relu_forward<float>")
     relu((blocks,), (256,), (x, y, np.int64(x.size)))        # NumPy arrays stand in for device arrays
+    sim.load_module(source, ["relu_forward<float>"], checks="memcheck,racecheck")   # a checked build
 
-Speed
------
-On an x86-64 laptop-class core (g++ -O2): about 10 µs of overhead per launch plus a few µs per array
-argument, about 30 ns per thread for a kernel without barriers (a 10^5-thread elementwise launch takes
-about 3 ms), and about 40 ns per thread for each ``__syncthreads()`` (a 256 x 256 x 256 tiled GEMM, 65,536
-threads with 32 barriers each, takes about 80 ms).
+What it supports
+----------------
+The index variables, ``dim3``, ``__syncthreads()`` and its ``_count/_and/_or`` forms, ``__syncwarp(mask)``;
+``__shfl_sync``/``_up``/``_down``/``_xor`` with partial masks and widths, ``__ballot_sync``, ``__any_sync``,
+``__all_sync``, ``__activemask``; cooperative groups (``this_thread_block``, ``sync``, ``thread_rank``,
+``tiled_partition<32>`` and smaller tiles with ``shfl*``, ``any``, ``all``, ``ballot``, ``cg::reduce`` with
+``plus``/``greater``/``less``); vector types (``float2/3/4``, ``int2/3/4``, ``uint2/4``, ``double2``, ...
+with ``make_*``); CUDA's atomic overloads for int, unsigned, long long, unsigned long long, float, double
+(``atomicAdd/Sub/Exch/Min/Max/Inc/Dec/And/Or/Xor/CAS`` and their ``_block``/``_system`` forms); bit and
+rounding intrinsics (``__popc``, ``__clz``, ``__ffs``, ``__brev``, ``__fmaf_rn``, ``__float2int_rn``,
+``__float_as_uint``, ...); cache-hinted loads and stores (``__ldg``, ``__ldcs``, ``__stcs``, ...); the
+fast-math functions (``__expf``, ``__sinf``, ...); ``assert``; templates with any parameters (looked up by
+name expression), typedefs, struct and vector parameters. ``__CUDACC__`` is defined and ``__CUDA_ARCH__`` is
+800: the simulator presents itself as a compute capability 8.0 device.
 
-What it cannot tell you
+What it still cannot do
 -----------------------
-* Races between threads that never cross a barrier are found only if the shuffled order happens to expose
-  them; two threads never run at the same time, so a non-atomic read-modify-write always "works".
-* There is no warp lockstep: code relying on the 32 threads of a warp executing together (implicit warp
-  synchronisation, without ``__syncwarp``) is not modelled. ``__syncwarp`` and the ``__shfl_*_sync``
-  functions are, with all 32 lanes taking part (the mask is ignored).
-* Out-of-bounds *reads* are not detected (reading a guard zone returns canary bytes), nor writes that land
-  further than 4 KiB from the array, nor out-of-bounds accesses to static shared memory.
-* Floating-point results may differ from a GPU in the last bits (contraction into FMA, ``expf`` accuracy).
+* Warp lockstep is not modelled: code relying on the 32 threads of a warp executing together without
+  ``__syncwarp`` (implicit warp synchronisation) is not; racecheck reports such code as racy, as
+  compute-sanitizer does on Volta and later.
+* Without a checked build, out-of-bounds *reads* and writes further than 4 KiB from an array go unseen. With
+  one, an out-of-bounds access to one static ``__shared__`` array that lands inside another is not seen
+  (the static shared memory is checked as a whole), racecheck compares accesses of different sizes only by
+  4-byte granule or byte, ``memcpy`` calls inside kernels are not checked, and initcheck covers shared
+  memory only (arrays come from NumPy, always initialised). A checked launch is much slower: every load
+  and store calls the runtime.
+* Two threads never run at the same time, so a non-atomic read-modify-write between barriers is found by
+  racecheck, not by a wrong result.
+* Floating-point results may differ from a GPU in the last bits (FMA contraction, the fast-math functions
+  are computed accurately); half-precision types, tensor cores, ``__constant__`` memory set from Python,
+  dynamic parallelism and grid-wide cooperative groups are missing.
 * Timing means nothing: a simulated launch is orders of magnitude slower than a GPU, and its cost has
   nothing to do with coalescing, occupancy or bank conflicts.
-* Shared memory is not reset between blocks (nor is it on a GPU); ``__constant__`` memory cannot be set
-  from Python; static shared memory declared in ``__device__`` helpers is not counted in the 48 KiB.
+* Shared memory is not reset between blocks (nor is it on a GPU; initcheck reports reads of it).
 * A kernel that loops forever hangs the launch, as it would hang the GPU.
 """
 

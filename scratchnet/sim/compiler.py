@@ -35,6 +35,7 @@ import shutil
 import string
 import subprocess
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_sim.h"
 INCLUDE = HERE / "include"  # cooperative_groups.h and the CUDA headers a kernel file may include
 RUNTIME = HERE / "runtime.cpp"
-CACHE_FORMAT = 3  # bump when what build() stores in the cache changes
+CACHE_FORMAT = 4  # bump when what build() stores in the cache changes
 
 # -O2 because the layer tests (float64 finite differences included) run every kernel many times.
 # Warnings that correct CUDA code triggers on a host compiler (comparing threadIdx.x, an unsigned int, with
@@ -157,6 +158,11 @@ def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
     shown_name = filename or "kernel.cu"
     text = f'#line 1 "{shown_name}"\n{source}'
     result = subprocess.run(command, input=text, capture_output=True, text=True, check=False)
+    if result.returncode == 0 and "sim_rt" not in result.stdout:  # not even cuda_sim.h came out
+        raise CompileError(
+            f"{compiler} did not preprocess {shown_name} (it printed nothing a C++ preprocessor prints); "
+            "set $CXX to a C++ compiler (g++ or clang++)"
+        )
     if result.returncode != 0:
         raise CompileError(
             f"the host C++ compiler could not preprocess {shown_name}:\n{result.stderr.strip()}"
@@ -297,6 +303,7 @@ def build(
     key = _hash(
         CACHE_FORMAT,
         source,
+        filename,  # compiled into messages and line information
         names,
         HEADER.read_text(),
         RUNTIME.read_text(),
@@ -308,12 +315,16 @@ def build(
     )
     directory = cache_dir()
     library, info_file = directory / f"{key}.so", directory / f"{key}.json"
-    if not (library.is_file() and info_file.is_file()):
+    info = _verified_entry(library, info_file, names)
+    if info is None:  # not built yet, or a damaged entry (truncated, emptied, replaced): build it again
         directory.mkdir(parents=True, exist_ok=True)
+        remove_orphan_builds(directory)
         _compile(
             compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
         )
-    info = json.loads(info_file.read_text())
+        info = _verified_entry(library, info_file, names)
+        if info is None:
+            raise DeviceError(f"the simulator's build cache {directory} does not keep what was written to it")
     if info["compiler_warnings"]:  # shown on every load, not only when the build was made
         warnings.warn(
             f"compiler warnings for {filename or 'kernel.cu'}:\n{info['compiler_warnings']}",
@@ -331,6 +342,46 @@ def build(
     except ValueError as error:  # a parameter type that cannot be passed from Python
         raise ValueError(f"{filename or 'the source'}: {error}") from None
     return Build(library, tuple(names), info["static_shared_bytes"], signatures)
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _verified_entry(library: Path, info_file: Path, names: list[str]) -> dict | None:
+    """The cache entry's info if the library is exactly the one built (size and SHA-256 recorded at build
+    time) and the info is complete; else ``None``. Loading a truncated library would kill the process
+    (SIGBUS), so it is never loaded unchecked."""
+    try:
+        info = json.loads(info_file.read_text())
+        valid = (
+            isinstance(info, dict)
+            and set(names) <= set(info["signatures"])
+            and isinstance(info["static_shared_bytes"], dict)
+            and isinstance(info["compiler_warnings"], str)
+            and library.stat().st_size == info["library_bytes"]
+            and _file_digest(library) == info["library_sha256"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if valid else None
+
+
+def remove_orphan_builds(directory: Path) -> None:
+    """Remove the ``build-*`` folders that processes killed mid-build left behind. Each build writes its
+    process id into its folder: a folder whose process still runs is spared."""
+    for folder in directory.glob("build-*"):
+        try:
+            pid = int((folder / "pid").read_text())
+            os.kill(pid, 0)  # raises ProcessLookupError when no process has this id any more
+            continue
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):  # no pid yet (just created) or unreadable: only if old
+            if time.time() - folder.stat().st_mtime < 3600:
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def compiled_signatures(source: str, name_expressions: list[str]) -> dict[str, KernelSignature]:
@@ -380,6 +431,7 @@ def _compile(
 ) -> None:
     shown_name = filename or "kernel.cu"
     with tempfile.TemporaryDirectory(dir=library.parent, prefix="build-") as tmp:
+        (Path(tmp) / "pid").write_text(str(os.getpid()))
         # The #line directive makes the compiler's messages name the real file and line.
         (Path(tmp) / "kernel.cu").write_text(f'#line 1 "{shown_name}"\n{source}')
         (Path(tmp) / "module.cpp").write_text(generate_wrapper("kernel.cu", names, shared))
@@ -401,10 +453,25 @@ def _compile(
                 f"the host C++ compiler could not build {shown_name} for the CUDA simulator:\n"
                 f"$ {' '.join(command)}\n{result.stderr.strip()}"
             )
+        if not output.is_file():
+            raise CompileError(
+                f"the host C++ compiler {compiler} reported success but wrote no library for {shown_name}; "
+                "set $CXX to a C++ compiler (g++ or clang++)"
+            )
+        try:
+            descriptions = _read_descriptions(output, len(names))
+        except OSError as error:
+            raise CompileError(
+                f"{compiler} built a library for {shown_name} that cannot be loaded ({error}); is it a C++ "
+                "compiler? (gcc and clang, unlike g++ and clang++, do not link the C++ runtime): set $CXX "
+                "to g++ or clang++"
+            ) from None
         info = {
+            "library_bytes": output.stat().st_size,
+            "library_sha256": _file_digest(output),
             "static_shared_bytes": static_shared_bytes(output, names, {name for _, name in shared}),
             "compiler_warnings": result.stderr.strip(),
-            "signatures": dict(zip(names, _read_descriptions(output, len(names)), strict=True)),
+            "signatures": dict(zip(names, descriptions, strict=True)),
         }
         tmp_info = Path(tmp) / "info.json"
         tmp_info.write_text(json.dumps(info))

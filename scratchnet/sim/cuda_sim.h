@@ -63,21 +63,38 @@ struct dim3 {
 
 // ---- vector types ----------------------------------------------------------------------------------------
 // CUDA's built-in vectors, with its alignment (a float4 load is one 16-byte access) and make_* functions.
-#define SIM_VECTOR2(name, T, align)                                              \
-    struct __attribute__((aligned(align))) name {                                \
-        T x, y;                                                                  \
-    };                                                                           \
-    inline name make_##name(T x, T y) { return name{x, y}; }
-#define SIM_VECTOR3(name, T)                                                     \
-    struct name {                                                                \
-        T x, y, z;                                                               \
-    };                                                                           \
-    inline name make_##name(T x, T y, T z) { return name{x, y, z}; }
+// vector_traits gives the element type and lane count of each (float4: float, 4), for kernel signatures.
+namespace sim_rt {
+template <class T>
+struct vector_traits {
+    using element = T;
+    static constexpr int lanes = 1;
+};
+}  // namespace sim_rt
+#define SIM_VECTOR_TRAITS(name, T, n)    \
+    template <>                          \
+    struct sim_rt::vector_traits<name> { \
+        using element = T;               \
+        static constexpr int lanes = n;  \
+    };
+#define SIM_VECTOR2(name, T, align)                                   \
+    struct __attribute__((aligned(align))) name {                     \
+        T x, y;                                                       \
+    };                                                                \
+    inline name make_##name(T x, T y) { return name{x, y}; }          \
+    SIM_VECTOR_TRAITS(name, T, 2)
+#define SIM_VECTOR3(name, T)                                          \
+    struct name {                                                     \
+        T x, y, z;                                                    \
+    };                                                                \
+    inline name make_##name(T x, T y, T z) { return name{x, y, z}; }  \
+    SIM_VECTOR_TRAITS(name, T, 3)
 #define SIM_VECTOR4(name, T, align)                                              \
     struct __attribute__((aligned(align))) name {                                \
         T x, y, z, w;                                                            \
     };                                                                           \
-    inline name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }
+    inline name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }     \
+    SIM_VECTOR_TRAITS(name, T, 4)
 SIM_VECTOR2(char2, signed char, 2)
 SIM_VECTOR4(char4, signed char, 4)
 SIM_VECTOR2(uchar2, unsigned char, 2)
@@ -97,10 +114,12 @@ SIM_VECTOR2(float2, float, 8)
 SIM_VECTOR3(float3, float)
 SIM_VECTOR4(float4, float, 16)
 SIM_VECTOR2(double2, double, 16)
+SIM_VECTOR_TRAITS(uint3, unsigned int, 3)
 inline uint3 make_uint3(unsigned int x, unsigned int y, unsigned int z) { return uint3{x, y, z}; }
 #undef SIM_VECTOR2
 #undef SIM_VECTOR3
 #undef SIM_VECTOR4
+#undef SIM_VECTOR_TRAITS
 
 namespace sim_rt {
 // The state of the thread that is running now. The scheduler writes it before it resumes a thread.
@@ -406,36 +425,22 @@ inline float fdividef(float x, float y) { return x / y; }
 inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 inline float normcdff(float x) { return 0.5f * erfcf(-x * 0.70710678f); }
 inline double normcdf(double x) { return 0.5 * erfc(-x * 0.7071067811865476); }
-inline int __float_as_int(float x) {
-    int i;
-    __builtin_memcpy(&i, &x, sizeof i);
-    return i;
+// Reinterpretations of the bits of a value as another type of the same size.
+namespace sim_rt {
+template <class To, class From>
+inline To bit_cast(From value) {
+    static_assert(sizeof(To) == sizeof(From), "bit casts keep the size");
+    To result;
+    __builtin_memcpy(&result, &value, sizeof result);
+    return result;
 }
-inline float __int_as_float(int i) {
-    float x;
-    __builtin_memcpy(&x, &i, sizeof x);
-    return x;
-}
-inline unsigned int __float_as_uint(float x) {
-    unsigned int i;
-    __builtin_memcpy(&i, &x, sizeof i);
-    return i;
-}
-inline float __uint_as_float(unsigned int i) {
-    float x;
-    __builtin_memcpy(&x, &i, sizeof x);
-    return x;
-}
-inline long long __double_as_longlong(double x) {
-    long long i;
-    __builtin_memcpy(&i, &x, sizeof i);
-    return i;
-}
-inline double __longlong_as_double(long long i) {
-    double x;
-    __builtin_memcpy(&x, &i, sizeof x);
-    return x;
-}
+}  // namespace sim_rt
+inline int __float_as_int(float x) { return ::sim_rt::bit_cast<int>(x); }
+inline float __int_as_float(int i) { return ::sim_rt::bit_cast<float>(i); }
+inline unsigned int __float_as_uint(float x) { return ::sim_rt::bit_cast<unsigned int>(x); }
+inline float __uint_as_float(unsigned int i) { return ::sim_rt::bit_cast<float>(i); }
+inline long long __double_as_longlong(double x) { return ::sim_rt::bit_cast<long long>(x); }
+inline double __longlong_as_double(long long i) { return ::sim_rt::bit_cast<double>(i); }
 
 // CUDA's max/min: overloaded for every arithmetic pair, computing in the common type (fmax/fmin semantics
 // for floating point, so a NaN operand loses as it does on the GPU).
@@ -481,40 +486,6 @@ template <class... P>
 SIM_UNCHECKED void invoke(void (*kernel)(P...), void** args) {
     invoke(kernel, args, std::index_sequence_for<P...>{});
 }
-
-// The element type and lane count of a CUDA vector type (float4: float, 4); the type itself, 1 otherwise.
-template <class T>
-struct vector_traits {
-    using element = T;
-    static constexpr int lanes = 1;
-};
-#define SIM_VECTOR_TRAITS(V, T, n)       \
-    template <>                          \
-    struct vector_traits<V> {            \
-        using element = T;               \
-        static constexpr int lanes = n;  \
-    };
-SIM_VECTOR_TRAITS(char2, signed char, 2)
-SIM_VECTOR_TRAITS(char4, signed char, 4)
-SIM_VECTOR_TRAITS(uchar2, unsigned char, 2)
-SIM_VECTOR_TRAITS(uchar4, unsigned char, 4)
-SIM_VECTOR_TRAITS(short2, short, 2)
-SIM_VECTOR_TRAITS(short4, short, 4)
-SIM_VECTOR_TRAITS(ushort2, unsigned short, 2)
-SIM_VECTOR_TRAITS(ushort4, unsigned short, 4)
-SIM_VECTOR_TRAITS(int2, int, 2)
-SIM_VECTOR_TRAITS(int3, int, 3)
-SIM_VECTOR_TRAITS(int4, int, 4)
-SIM_VECTOR_TRAITS(uint2, unsigned int, 2)
-SIM_VECTOR_TRAITS(uint3, unsigned int, 3)
-SIM_VECTOR_TRAITS(uint4, unsigned int, 4)
-SIM_VECTOR_TRAITS(longlong2, long long, 2)
-SIM_VECTOR_TRAITS(ulonglong2, unsigned long long, 2)
-SIM_VECTOR_TRAITS(float2, float, 2)
-SIM_VECTOR_TRAITS(float3, float, 3)
-SIM_VECTOR_TRAITS(float4, float, 4)
-SIM_VECTOR_TRAITS(double2, double, 2)
-#undef SIM_VECTOR_TRAITS
 
 template <class T>
 std::string type_name() {

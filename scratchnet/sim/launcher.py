@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from scratchnet._cuda.limits import check_launch, dim3
-from scratchnet._cuda.signature import Param
+from scratchnet._cuda.signature import C_NAME_OF_KIND, Param
 from scratchnet.errors import KernelLaunchError
 from scratchnet.sim.checks import Report, check_bits, launch_error
 from scratchnet.sim.compiler import Build
@@ -32,24 +32,9 @@ MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block
 # One launch at a time in the whole process: a module's scheduler state and its shared memory are global.
 _launch_lock = threading.Lock()
 
-# The C name of each dtype, for messages.
-_C_NAMES = {
-    "b1": "bool",
-    "i1": "signed char",
-    "u1": "unsigned char",
-    "i2": "short",
-    "u2": "unsigned short",
-    "i4": "int",
-    "u4": "unsigned int",
-    "i8": "long long",
-    "u8": "unsigned long long",
-    "f4": "float",
-    "f8": "double",
-}
-
 
 def _c_name(dtype: np.dtype) -> str:
-    return _C_NAMES.get(f"{dtype.kind}{dtype.itemsize}", str(dtype))
+    return C_NAME_OF_KIND.get(f"{dtype.kind}{dtype.itemsize}", str(dtype))
 
 
 # --- the launch seed ---------------------------------------------------------------------------------------
@@ -61,7 +46,7 @@ def _seed_from_environment() -> int:
         raise ValueError(f"SCRATCHNET_SIM_SEED must be an integer, got {text!r}") from None
 
 
-_seed = {"base": _seed_from_environment(), "launches": 0}
+_seed: dict[str, int | None] = {"base": None, "launches": 0}  # base None: read the environment first
 
 
 def set_seed(seed: int) -> None:
@@ -71,6 +56,8 @@ def set_seed(seed: int) -> None:
 
 
 def _next_launch_seed() -> int:
+    if _seed["base"] is None:  # read at the first launch, so that a bad value is an error there
+        _seed["base"] = _seed_from_environment()
     _seed["launches"] += 1
     return (_seed["base"] * 0x9E3779B97F4A7C15 + _seed["launches"] * 0xBF58476D1CE4E5B9) % 2**64
 
