@@ -19,12 +19,12 @@ SOLUTIONS = EXERCISE_DIR / "solutions"
 FILE_STEMS = sorted(p.stem for p in EXERCISE_DIR.glob("*.py"))
 
 
-def _solution(stem: str) -> Path:
-    """A file exercise's solution: ``solutions/<stem>.py``, or the notebook exercise's of the same id."""
-    found = [SOLUTIONS / f"{stem}.py", *SOLUTIONS.glob(f"*/{stem.replace('_', '-')}.py")]
+def _solutions(stem: str) -> list[Path]:
+    """A file exercise's solutions: ``solutions/<stem>.py`` and those of the notebook exercises of that id."""
+    found = [SOLUTIONS / f"{stem}.py", *sorted(SOLUTIONS.glob(f"*/{stem.replace('_', '-')}.py"))]
     found = [path for path in found if path.is_file()]
-    assert len(found) == 1, f"{stem}: one solution expected, found {found}"
-    return found[0]
+    assert found, f"{stem}: no solution"
+    return found
 
 
 def test_every_exercise_file_is_registered():
@@ -35,9 +35,10 @@ def test_every_exercise_file_is_registered():
 
 @pytest.mark.parametrize("stem", FILE_STEMS)
 def test_solution_passes(stem):
-    report = check_file(_solution(stem))
-    assert report.passed, report.render()
-    assert report.render().startswith(f"{stem.replace('_', '-')}: passed")
+    for solution in _solutions(stem):
+        report = check_file(solution)
+        assert report.passed, f"{solution}: {report.render()}"
+        assert report.render().startswith(f"{stem.replace('_', '-')}: passed")
 
 
 @pytest.mark.parametrize("stem", FILE_STEMS)
@@ -440,7 +441,7 @@ def _command(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_command_line_exit_status():
-    solved = _command(str(_solution("linear_backward")))
+    solved = _command(str(_solutions("linear_backward")[0]))
     assert solved.returncode == 0 and "linear-backward: passed" in solved.stdout, (
         solved.stdout + solved.stderr
     )
@@ -505,3 +506,32 @@ def test_an_unknown_mistake_is_located_at_its_worst_element(capsys):
 def test_the_maxpool_assignment_mistake_passes_side_by_side_windows_first(tmp_path):
     text = check_file(_mutant(tmp_path, MUTANTS["maxpool = instead of +="][0])).render()
     assert text.index("case 1 of 2") < text.index("ok: dx") < text.index("case 2 of 2") < text.index("wrong:")
+
+
+def test_bad_calls_are_clear_errors():
+    with pytest.raises(KeyError, match="no exercise 'relu'; the exercises are: .*relu-backward"):
+        check("relu", lambda dy, x: dy)
+    with pytest.raises(TypeError, match=r"check\('dropout', ...\) takes 2 object\(s\)"):
+        check("dropout", lambda x, keep, p: x)
+
+
+def test_command_line_without_a_file_is_an_error():
+    result = _command()
+    assert (
+        result.returncode == 2
+        and result.stderr.strip() == "error: give at least one exercise file (or --list)"
+    )
+
+
+def test_a_cuda_file_goes_to_the_kernel_checker_with_the_hint_flag(tmp_path, monkeypatch):
+    import types
+
+    from scratchnet.exercises import main
+
+    calls = []
+    fake = types.SimpleNamespace(main=lambda argv: calls.append(argv) or 1)
+    monkeypatch.setitem(sys.modules, "scratchnet.kernel_exercises", fake)
+    path = tmp_path / "relu.cu"
+    path.write_text("__global__ void relu() {}\n")
+    assert main([str(path), "--hint"]) == 1
+    assert calls == [[str(path), "--hint"]]
