@@ -389,7 +389,9 @@ def compiled_signatures(source: str, name_expressions: list[str]) -> dict[str, K
     plus ``name_expressions``; the types as compiled (see :mod:`scratchnet._cuda.signature`)."""
     scanned = scan(source)
     instances = [name for k in scanned if k.template_params is not None for name in k.instances]
-    signatures = build(source, [*instances, *name_expressions]).signatures
+    with warnings.catch_warnings():  # host compiler warnings belong to sim's load_module, not to this pass
+        warnings.simplefilter("ignore", SimCompilerWarning)
+        signatures = build(source, [*instances, *name_expressions]).signatures
     order = [name for k in scanned for name in k.instances] + list(name_expressions)
     return {name: signatures[name] for name in dict.fromkeys(order)}
 

@@ -132,8 +132,8 @@ extern "C" __global__ void integer_atomics(unsigned int* counters, int* extremes
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     int block_count = __syncthreads_count(1);  // every thread of the block, before any returns
     if (i >= n) return;
-    atomicAdd(&counters[0], 1);            // int literal into an unsigned counter
-    atomicInc(&counters[1], 9u);           // wraps to 0 after 9
+    atomicAdd(&counters[0], 1);   // int literal into an unsigned counter
+    atomicInc(&counters[1], 9u);  // wraps to 0 after 9
     atomicOr(&counters[2], 1u << (i % 32));
     atomicMax(&extremes[0], x[i]);
     atomicMin(&extremes[1], x[i]);
@@ -153,5 +153,7 @@ extern "C" __global__ void integer_atomics(unsigned int* counters, int* extremes
 // Fast-math intrinsics (the simulator computes them accurately).
 extern "C" __global__ void fast_math(const float* x, float* y, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __expf(x[i]) + __sinf(x[i]) * __cosf(x[i]) + __fdividef(x[i], 2.0f) + __logf(1.0f + x[i] * x[i]);
+    if (i < n)
+        y[i] =
+            __expf(x[i]) + __sinf(x[i]) * __cosf(x[i]) + __fdividef(x[i], 2.0f) + __logf(1.0f + x[i] * x[i]);
 }
