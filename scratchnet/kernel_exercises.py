@@ -67,7 +67,7 @@ def cdiv(a: int, b: int) -> int:
 # --- what an exercise is ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Shape:
-    """One set of sizes, e.g. ``{"n": 1000}``; ``regular`` when every size is a multiple of the block."""
+    """One set of sizes, e.g. ``{"count": 1000}``; ``regular`` when every size is a multiple of the block."""
 
     sizes: dict[str, int]
     regular: bool = False
@@ -133,13 +133,13 @@ RELU = KernelExercise(
         KernelTask(
             kernel="relu_forward",
             formula="y[i] = max(x[i], 0)",
-            mapping="thread i = blockIdx.x * blockDim.x + threadIdx.x handles element i, if i < n",
-            args=("x", "y", "n"),
+            mapping="thread i = blockIdx.x * blockDim.x + threadIdx.x handles element i, if i < count",
+            args=("x", "y", "count"),
             outputs=("y",),
-            make_inputs=lambda s, rng: {"x": _signed_away_from_zero(rng, s["n"])},
+            make_inputs=lambda s, rng: {"x": _signed_away_from_zero(rng, s["count"])},
             reference=lambda a, s: {"y": np.maximum(a["x"], 0)},
-            launch=_launch_1d(lambda s: s["n"], 256),
-            output_shapes=lambda s: {"y": (s["n"],)},
+            launch=_launch_1d(lambda s: s["count"], 256),
+            output_shapes=lambda s: {"y": (s["count"],)},
             wrong_answers=lambda a, s: [
                 ("you returned x unchanged; negative inputs become 0", {"y": a["x"]}),
                 (
@@ -151,16 +151,16 @@ RELU = KernelExercise(
         KernelTask(
             kernel="relu_backward",
             formula="dx[i] = dy[i] if x[i] > 0 else 0",
-            mapping="thread i = blockIdx.x * blockDim.x + threadIdx.x handles element i, if i < n",
-            args=("x", "dy", "dx", "n"),
+            mapping="thread i = blockIdx.x * blockDim.x + threadIdx.x handles element i, if i < count",
+            args=("x", "dy", "dx", "count"),
             outputs=("dx",),
             make_inputs=lambda s, rng: {
-                "x": _signed_away_from_zero(rng, s["n"]),
-                "dy": _signed_away_from_zero(rng, s["n"]),
+                "x": _signed_away_from_zero(rng, s["count"]),
+                "dy": _signed_away_from_zero(rng, s["count"]),
             },
             reference=lambda a, s: {"dx": np.where(a["x"] > 0, a["dy"], 0).astype(np.float32)},
-            launch=_launch_1d(lambda s: s["n"], 256),
-            output_shapes=lambda s: {"dx": (s["n"],)},
+            launch=_launch_1d(lambda s: s["count"], 256),
+            output_shapes=lambda s: {"dx": (s["count"],)},
             wrong_answers=lambda a, s: [
                 (
                     "you masked with dy > 0; the mask comes from the forward input: dx = dy if x > 0",
@@ -174,7 +174,12 @@ RELU = KernelExercise(
             ],
         ),
     ),
-    shapes=(Shape({"n": 1024}, regular=True), Shape({"n": 1000}), Shape({"n": 77}), Shape({"n": 2049})),
+    shapes=(
+        Shape({"count": 1024}, regular=True),
+        Shape({"count": 1000}),
+        Shape({"count": 77}),
+        Shape({"count": 2049}),
+    ),
 )
 
 
@@ -586,7 +591,7 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask) -> str:
         mistake = (
             f"missing bounds guard: {where or 'a thread'} wrote outside an array"
             + (f" at {error.line}" if isinstance(error, MemcheckError) else "")
-            + " (the last block has more threads than elements left; guard with if (i < n))"
+            + " (the last block has more threads than elements left; guard with if (i < count))"
         )
     elif isinstance(error, SynccheckError):
         mistake = (

@@ -3,6 +3,7 @@ mistake (a mutant made from a solution) gets its own diagnosis."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_one_kernel_done_checks_it_and_reports_the_other_not_done():
 MUTANTS = {
     "relu-missing-guard": (
         "relu",
-        lambda: _mutant("relu", ("if (i < n) y[i]", "y[i]")),
+        lambda: _mutant("relu", ("if (i < count) y[i]", "y[i]")),
         "missing bounds guard",
     ),
     "relu-ignores-blockIdx": (
@@ -84,8 +85,8 @@ MUTANTS = {
         lambda: _mutant(
             "relu",
             (
-                "i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i < n) y",
-                "i = threadIdx.x;\n    if (i < n) y",
+                "i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i < count) y",
+                "i = threadIdx.x;\n    if (i < count) y",
             ),
         ),
         "outputs never written",
@@ -306,7 +307,7 @@ def test_notebook_check_of_a_kernel_source(capsys):
     assert "relu-kernel: not done yet" in capsys.readouterr().out
     assert check("relu-kernel", _solution("relu"))
     assert "relu-kernel: passed" in capsys.readouterr().out
-    assert not check("relu-kernel", _mutant("relu", ("if (i < n) y[i]", "y[i]")), hint=True)
+    assert not check("relu-kernel", _mutant("relu", ("if (i < count) y[i]", "y[i]")), hint=True)
     output = capsys.readouterr().out
     assert (
         "relu-kernel: wrong" in output and "missing bounds guard" in output and "hint: relu_forward" in output
@@ -319,3 +320,13 @@ def test_a_race_names_both_threads_and_their_source_lines():
     report = str(check_source("gemm_tiled", _without_line("gemm_tiled", "__syncthreads();", 1)))
     assert "a race on static shared memory: thread (" in report and ") and thread (" in report, report
     assert report.count("kernel.cu:") >= 2, report
+
+
+@pytest.mark.skipif(shutil.which("clang-format") is None, reason="clang-format missing (the dev extra)")
+def test_exercise_files_follow_the_kernel_style():
+    done = subprocess.run(
+        ["clang-format", "--dry-run", "--Werror", *map(str, STUBS + SOLUTIONS)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr

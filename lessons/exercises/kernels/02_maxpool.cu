@@ -15,13 +15,11 @@
 // Launch (the checker's): ceil(elements / 128) blocks of 128 threads.
 
 extern "C" __global__ void maxpool_forward(const float* x, float* y, int* argmax, int N, int C, int H, int W,
-                                           int KH, int KW, int S, int OH, int OW)
-{
+                                           int KH, int KW, int S, int OH, int OW) {
     // TODO: write the body (see the comments above)
 }
 
-extern "C" __global__ void maxpool_backward(const float* dy, const int* argmax, float* dx, int N, int C, int H,
-                                            int W, int KH, int KW, int S, int OH, int OW)
-{
+extern "C" __global__ void maxpool_backward(const float* dy, const int* argmax, float* dx, int N, int C,
+                                            int H, int W, int KH, int KW, int S, int OH, int OW) {
     // TODO: write the body (see the comments above)
 }

@@ -6,16 +6,19 @@
 // copy overwrites them. Each element of A and B is read from global memory once per block, not once per
 // thread.
 //
-// Thread mapping (2-D): tx = threadIdx.x, ty = threadIdx.y; col = blockIdx.x * TILE + tx,
-// row = blockIdx.y * TILE + ty. Thread (ty, tx) loads A_tile[ty][tx] = A[row, k0 + tx] and
-// B_tile[ty][tx] = B[k0 + ty, col], and accumulates C[row, col] += sum over k of A_tile[ty][k] * B_tile[k][tx].
+// Thread mapping (2-D): tx = threadIdx.x, ty = threadIdx.y;
+//   col = blockIdx.x * TILE + tx, row = blockIdx.y * TILE + ty.
+// At step k0, thread (ty, tx) loads
+//   A_tile[ty][tx] = A[row, k0 + tx] and B_tile[ty][tx] = B[k0 + ty, col],
+// and accumulates
+//   sum += A_tile[ty][k] * B_tile[k][tx] for k < TILE.
 // Outside the matrices (edge tiles, when M, N or K is not a multiple of TILE) the tiles hold 0.
 // Every thread of the block must reach every __syncthreads(), including threads outside C.
+//
 // Launch (the checker's): blocks of (TILE, TILE) threads, grid (ceil(N / TILE), ceil(M / TILE)).
 
 #define TILE 16
 
-extern "C" __global__ void gemm_tiled(const float* A, const float* B, float* C, int M, int N, int K)
-{
+extern "C" __global__ void gemm_tiled(const float* A, const float* B, float* C, int M, int N, int K) {
     // TODO: write the body (see the comments above)
 }

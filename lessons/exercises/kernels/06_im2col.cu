@@ -10,7 +10,6 @@
 // Launch (the checker's): ceil(N * C * KH * KW * OH * OW / 256) blocks of 256 threads.
 
 extern "C" __global__ void im2col(const float* x, float* cols_batch_first, int N, int C, int H, int W, int KH,
-                                  int KW, int S, int P, int OH, int OW)
-{
+                                  int KW, int S, int P, int OH, int OW) {
     // TODO: write the body (see the comments above)
 }

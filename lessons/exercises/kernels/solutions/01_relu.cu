@@ -1,21 +1,19 @@
 // Kernel exercise 1: ReLU forward and backward, one thread per element.
 //
-// Forward:   y[i]  = max(x[i], 0)                       x, y: n elements (any shape, flattened)
-// Backward:  dx[i] = dy[i] if x[i] > 0, else 0          x, dy, dx: n elements; the mask comes from the
+// Forward:   y[i]  = max(x[i], 0)                       x, y: count elements (any shape, flattened)
+// Backward:  dx[i] = dy[i] if x[i] > 0, else 0          x, dy, dx: count elements; the mask comes from the
 //                                                       forward *input* x, not from dy
 //
 // Thread mapping (1-D): thread i = blockIdx.x * blockDim.x + threadIdx.x handles element i.
-// Launch (the checker's): ceil(n / 256) blocks of 256 threads. n is rarely a multiple of 256, so the last
-// block has threads with i >= n: they must not touch memory.
+// Launch (the checker's): ceil(count / 256) blocks of 256 threads. count is rarely a multiple of 256, so the
+// last block has threads with i >= count: they must not touch memory.
 
-extern "C" __global__ void relu_forward(const float* x, float* y, long long n)
-{
+extern "C" __global__ void relu_forward(const float* x, float* y, long long count) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    if (i < count) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-extern "C" __global__ void relu_backward(const float* x, const float* dy, float* dx, long long n)
-{
+extern "C" __global__ void relu_backward(const float* x, const float* dy, float* dx, long long count) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    if (i < count) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
 }

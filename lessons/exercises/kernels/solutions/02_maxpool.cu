@@ -15,8 +15,7 @@
 // Launch (the checker's): ceil(elements / 128) blocks of 128 threads.
 
 extern "C" __global__ void maxpool_forward(const float* x, float* y, int* argmax, int N, int C, int H, int W,
-                                           int KH, int KW, int S, int OH, int OW)
-{
+                                           int KH, int KW, int S, int OH, int OW) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * OH * OW) return;
     const int ow = (int)(i % OW);
@@ -33,9 +32,8 @@ extern "C" __global__ void maxpool_forward(const float* x, float* y, int* argmax
     argmax[i] = best;
 }
 
-extern "C" __global__ void maxpool_backward(const float* dy, const int* argmax, float* dx, int N, int C, int H,
-                                            int W, int KH, int KW, int S, int OH, int OW)
-{
+extern "C" __global__ void maxpool_backward(const float* dy, const int* argmax, float* dx, int N, int C,
+                                            int H, int W, int KH, int KW, int S, int OH, int OW) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * H * W) return;
     const int w = (int)(i % W);

@@ -10,8 +10,7 @@
 // Launch (the checker's): ceil(N * C * KH * KW * OH * OW / 256) blocks of 256 threads.
 
 extern "C" __global__ void im2col(const float* x, float* cols_batch_first, int N, int C, int H, int W, int KH,
-                                  int KW, int S, int P, int OH, int OW)
-{
+                                  int KW, int S, int P, int OH, int OW) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * KH * KW * OH * OW) return;
     const int ow = (int)(i % OW);
