@@ -91,6 +91,9 @@ def test_tasks_exercises_answers_and_checks(name):
 
 def _execute(notebook, monkeypatch) -> float:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # One BLAS thread: the lessons' small matrices gain nothing from more, and on a busy machine
+    # oversubscribed BLAS threads make a 20x784 product a hundred times slower.
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     client = nbclient.NotebookClient(
         notebook, timeout=TIME_LIMIT_S, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}}
     )

@@ -67,7 +67,7 @@ class Report:
         if not self.passed and hint:
             lines += [f"  hint: {h}" for h in self.hints]
         elif not self.passed and self.hints:
-            lines.append(f'  (check("{self.exercise_id}", ..., hint=True) shows the formula)')
+            lines.append("  (hint=True in check(...), or --hint on the command line, shows the formula)")
         return "\n".join(lines)
 
 

@@ -91,7 +91,8 @@ def _file_done(path: Path) -> bool:
 
 
 def list_exercises(lessons: Path) -> str:
-    """One line per place an exercise lives: its id, ``done`` or ``to do``, the place, its title."""
+    """One line per place an exercise lives: ``done``, ``to do`` (or ``?`` for a kernel), its id, the place,
+    its title."""
     cells = notebook_exercises(lessons)
     lines = []
     for exercise_id, exercise in sorted(REGISTRY.items()):
@@ -105,6 +106,9 @@ def list_exercises(lessons: Path) -> str:
         for place, done in places or [("(not in a lesson yet)", False)]:
             status = "done " if done else "to do"
             lines.append(f"{status}  {exercise_id:<34} {place:<58} {exercise.title}")
+    # CUDA exercises compile on the simulator, too slow to try them all here: listed, not run.
+    for kernel in sorted((lessons / "exercises" / "kernels").glob("*.cu")):
+        lines.append(f"?      {kernel.stem:<34} {str(kernel):<58} CUDA kernel (check it to know)")
     return "\n".join(lines)
 
 

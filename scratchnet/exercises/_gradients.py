@@ -153,9 +153,8 @@ def _check_output(spec: ArraySpec, case: Case, name: str, yours, report) -> None
     if not isinstance(yours, np.ndarray):
         report.fail(f"{name} must be a NumPy array, got {type(yours).__name__}", spec.hints[name])
         return
-    known = _known_mistake(spec, case, name, yours.astype(np.float64) if yours.dtype.kind == "f" else yours)
     if yours.shape != correct.shape:
-        reason = known or _shape_diagnosis(yours, correct)
+        reason = _known_mistake(spec, case, name, yours) or _shape_diagnosis(yours, correct)
         report.fail(f"{name} has shape {yours.shape}, expected {correct.shape}: {reason}", spec.hints[name])
         return
     if yours.dtype != correct.dtype:
@@ -171,7 +170,7 @@ def _check_output(spec: ArraySpec, case: Case, name: str, yours, report) -> None
     if error < TOLERANCE:
         report.ok(f"{name} ({figures})")
         return
-    diagnosis = known or _generic_diagnosis(values, correct, case)
+    diagnosis = _known_mistake(spec, case, name, values) or _generic_diagnosis(values, correct, case)
     if diagnosis is None:
         wrong = ~np.isclose(values, correct, rtol=1e-6, atol=1e-9)
         worst = np.unravel_index(int(np.argmax(np.abs(values - correct))), correct.shape)
