@@ -170,15 +170,15 @@ def test_resume_restores_dropout_call_counters(tmp_path, monkeypatch):
 
 
 class NaNLoss(T.SoftmaxCrossEntropy):
-    """The real loss, but NaN at the 7th call (batch 2 of epoch 2 with 5 batches per epoch), as a
-    diverging run would give."""
+    """The real loss, but NaN at the 8th call (batch 2 of epoch 2 with 5 batches per epoch, after the
+    recheck of epoch 1's last update), as a diverging run would give."""
 
     calls = 0
 
     def forward(self, logits, labels):
         loss = super().forward(logits, labels)
         NaNLoss.calls += 1
-        return float("nan") if NaNLoss.calls == 7 else loss
+        return float("nan") if NaNLoss.calls == 8 else loss
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
