@@ -35,7 +35,8 @@ contract test                            the promise
 
 Devices: :data:`DEVICES` parametrises a test over ``cpu``, ``sim`` and ``gpu`` (marked ``sim``/``gpu``); a
 device that is not available here is skipped with the reason. :func:`forward_backward` runs one forward
-and backward from host arrays and returns host arrays. Needs pytest (the ``dev`` extra).
+and backward from host arrays and returns host arrays. :class:`KernelSource` compiles a new layer's CUDA
+source before it has a file in ``kernels/``. Needs pytest (the ``dev`` extra).
 """
 
 from __future__ import annotations

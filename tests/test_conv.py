@@ -204,15 +204,16 @@ class InputGradientWithoutOverlaps(Conv2D):
 
     def _backward_numpy(self, dy):
         super()._backward_numpy(dy)
-        x, w = self._input_x, self.params["W"]
-        (sh, sw), (ph, pw), (kh, kw) = self.stride, self.padding, self.kernel_size
-        dxp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw))
-        for ho in range(dy.shape[2]):
-            for wo in range(dy.shape[3]):
-                dxp[:, :, ho * sh : ho * sh + kh, wo * sw : wo * sw + kw] = np.einsum(
-                    "nf,fcij->ncij", dy[:, :, ho, wo], w
+        x, weight = self._input_x, self.params["W"]
+        N, C, H, W = x.shape
+        (SH, SW), (PH, PW), (KH, KW) = self.stride, self.padding, self.kernel_size
+        dxp = np.zeros((N, C, H + 2 * PH, W + 2 * PW))
+        for oh in range(dy.shape[2]):
+            for ow in range(dy.shape[3]):
+                dxp[:, :, oh * SH : oh * SH + KH, ow * SW : ow * SW + KW] = np.einsum(
+                    "nf,fcij->ncij", dy[:, :, oh, ow], weight
                 )
-        return dxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+        return dxp[:, :, PH : PH + H, PW : PW + W]
 
     def _forward_numpy(self, x, training):
         self._input_x = x  # the fast path keeps only its im2col columns; this mutant needs x itself

@@ -45,9 +45,9 @@ def test_gradient_for_every_window(device, settings):
 
 def test_gradcheck_catches_a_backward_without_the_cross_channel_term():
     class DiagonalMutant(sn.layers.LocalResponseNorm):
-        def _backward_numpy(self, db):
-            s = self._saved().s
-            return db * s ** (-self.beta)  # treats the scale as a constant
+        def _backward_numpy(self, dy):
+            scale = self._saved().scale
+            return dy * scale ** (-self.beta)  # treats the scale as a constant
 
     errors = check_layer(DiagonalMutant(**SETTINGS[1], dtype=np.float64), inputs())
     assert errors["x"] > 1e-2, errors

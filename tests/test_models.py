@@ -367,3 +367,15 @@ def test_saliency_map_from_an_evaluation_forward(device):
 
     assert relative_error(saliency, numerical_gradient(f, x_host.copy())) < TOLERANCE
     assert model.layers["drop"].rng_calls == 0  # evaluation draws no dropout mask
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_batch_of_zero_runs_through_the_model(device):
+    model = M.LeNet5(seed=0, device=device, input_grad=True)
+    dev = model.device
+    logits = model.forward(dev.array(np.zeros((0, 1, 28, 28), np.float32)))
+    assert logits.shape == (0, 10)
+    dx = model.backward(dev.zeros((0, 10), np.float32))
+    assert dx.shape == (0, 1, 28, 28)
+    for key, grad in model.grads.items():
+        assert grad.shape == model.params[key].shape and not dev.to_host(grad).any(), key

@@ -113,10 +113,10 @@ def test_gradcheck_catches_overwriting_instead_of_accumulating():
         def _backward_numpy(self, dy):
             saved = self._saved()
             dx = np.zeros(saved.input_shape, dtype=dy.dtype)
-            kw, (sh, sw) = self.kernel_size[1], self.stride
+            KW, (SH, SW) = self.kernel_size[1], self.stride
             for n, c, oh, ow in np.ndindex(dy.shape):
-                di, dj = divmod(int(saved.argmax[n, c, oh, ow]), kw)
-                dx[n, c, oh * sh + di, ow * sw + dj] = dy[n, c, oh, ow]  # the bug: = instead of +=
+                kh, kw = divmod(int(saved.argmax[n, c, oh, ow]), KW)
+                dx[n, c, oh * SH + kh, ow * SW + kw] = dy[n, c, oh, ow]  # the bug: = instead of +=
             return dx
 
     x = distinct((1, 2, 5, 5))

@@ -1,22 +1,23 @@
 """Fully connected (affine) layer, and the GEMM launcher that it and the convolution share.
 
-Forward, for a batch of N row vectors::
+Forward, for a batch of N row vectors of D features, to M features (``in_features`` D, ``out_features`` M)::
 
-    y = x W + b                 x (N, D_in), W (D_in, D_out), b (D_out,), y (N, D_out)
-    y[n, k] = b[k] + Σ_d x[n, d] W[d, k]
+    y = x · weight + bias           x (N, D), weight (D, M), bias (M,), y (N, M)
+    y[n, m] = bias[m] + Σ_d x[n, d] weight[d, m]
 
-Backward, given dy = dL/dy (N, D_out)::
+Backward, given dy = dL/dy (N, M)::
 
-    dx = dy Wᵀ                  (N, D_out) @ (D_out, D_in) -> (N, D_in)
-    dW = xᵀ dy                  (D_in, N) @ (N, D_out)     -> (D_in, D_out)
-    db = Σ_n dy[n, :]           (D_out,)
+    dx      = dy · weightᵀ          (N, M) @ (M, D) -> (N, D)
+    dweight = xᵀ · dy               (D, N) @ (N, M) -> (D, M)
+    dbias   = Σ_n dy[n, :]          (M,)
 
-(each entry of W touches every row of the batch, hence the sum over n in dW and db.)
+(each entry of the weight touches every row of the batch, hence the sum over n in dweight and dbias.)
 
 On ``cpu`` these are three NumPy matrix products. On ``gpu`` and ``sim`` the layer launches, from
 ``kernels/``: ``gemm_tiled`` (gemm.cu) for the three products, using its transpose flags instead of
-copying a transposed matrix; ``add_bias`` (gemm.cu) for + b; and ``bias_grad`` (reduce.cu) for db.
-:func:`gemm` launches the GEMM kernels on their own (for benchmarks and experiments).
+copying a transposed matrix; ``add_bias`` (gemm.cu) for + bias; and ``bias_grad`` (reduce.cu) for dbias.
+:func:`gemm` launches the GEMM kernels on their own (for benchmarks and experiments); it names its sizes
+as BLAS does, C (M, N) = A (M, K) · B (K, N), apart from the layers' notation.
 """
 
 from __future__ import annotations
@@ -68,26 +69,27 @@ def gemm(
     return C
 
 
-def add_bias(device: Device, y, b, positions: int = 1) -> None:
-    """y += b in place with the ``add_bias`` kernel; y is viewed as (rows, F, positions), b is (F,)."""
+def add_bias(device: Device, y, bias, positions: int = 1) -> None:
+    """y += bias in place with the ``add_bias`` kernel; y is viewed as (N, F, positions), bias is (F,)."""
     kernel = device.kernel("gemm.cu", "add_bias", y.dtype)
-    kernel.launch_1d(y.size, (y, b, y.size, b.shape[0], positions))
+    kernel.launch_1d(y.size, (y, bias, y.size, bias.shape[0], positions))
 
 
 def bias_grad(device: Device, dy, positions: int = 1):
-    """db[f] = Σ over n, p of dy[n, f, p] with the ``bias_grad`` kernel (one block per f, no atomics)."""
+    """dbias[f] = Σ over n, p of dy[n, f, p] with the ``bias_grad`` kernel (one block per f, no atomics)."""
     N, F = dy.shape[0], dy.shape[1]
-    db = device.empty((F,), dy.dtype)
+    dbias = device.empty((F,), dy.dtype)
     kernel = device.kernel("reduce.cu", "bias_grad", dy.dtype)
-    kernel((F,), (REDUCE_THREADS,), (dy, db, N, F, positions))
-    return db
+    kernel((F,), (REDUCE_THREADS,), (dy, dbias, N, F, positions))
+    return dbias
 
 
 class Linear(Layer):
-    """Fully connected layer y = x W + b, for x of shape (N, in_features); see the module docstring.
+    """Fully connected layer y = x · weight + bias, for x of shape (N, D = in_features); see the module
+    docstring.
 
-    ``W`` (in_features, out_features) starts He-normal (std = sqrt(2 / in_features)), ``b`` at zero;
-    ``seed`` seeds that initialisation.
+    The weight (key "W", (D, M) = (in_features, out_features)) starts He-normal (std = sqrt(2 / D)), the
+    bias (key "b", (M,)) at zero; ``seed`` seeds that initialisation.
     """
 
     def __init__(
@@ -117,23 +119,25 @@ class Linear(Layer):
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
         self._save_for_backward(x=x)
-        return x @ self.params["W"] + self.params["b"]  # (N, D_out)
+        weight, bias = self.params["W"], self.params["b"]
+        return x @ weight + bias  # (N, M)
 
     def _backward_numpy(self, dy):
-        x = self._saved().x
-        self.grads["W"] = x.T @ dy  # (D_in, D_out)
-        self.grads["b"] = dy.sum(axis=0)  # (D_out,)
-        return dy @ self.params["W"].T  # (N, D_in)
+        x, weight = self._saved().x, self.params["W"]
+        self.grads["W"] = x.T @ dy  # dweight (D, M)
+        self.grads["b"] = dy.sum(axis=0)  # dbias (M,)
+        return dy @ weight.T  # dx (N, D)
 
     # --- gpu and sim: kernels/gemm.cu, kernels/reduce.cu -----------------------------------------------
     def _forward_kernels(self, x, training):
         self._save_for_backward(x=x)
-        y = gemm(self.device, x, self.params["W"])  # (N, D_out)
-        add_bias(self.device, y, self.params["b"])
+        weight, bias = self.params["W"], self.params["b"]
+        y = gemm(self.device, x, weight)  # (N, M)
+        add_bias(self.device, y, bias)
         return y
 
     def _backward_kernels(self, dy):
-        x = self._saved().x
-        self.grads["W"] = gemm(self.device, x, dy, transpose_a=True)  # xᵀ dy
-        self.grads["b"] = bias_grad(self.device, dy)
-        return gemm(self.device, dy, self.params["W"], transpose_b=True)  # dy Wᵀ
+        x, weight = self._saved().x, self.params["W"]
+        self.grads["W"] = gemm(self.device, x, dy, transpose_a=True)  # dweight = xᵀ dy
+        self.grads["b"] = bias_grad(self.device, dy)  # dbias
+        return gemm(self.device, dy, weight, transpose_b=True)  # dx = dy weightᵀ

@@ -1,23 +1,25 @@
 """LocalResponseNorm: AlexNet's normalisation across neighbouring channels (Krizhevsky et al. 2012, §3.3).
 
-Shapes: a (N, C, H, W) -> b (N, C, H, W). At every (n, h, w), channel c is divided by a power of the
-energy of the ``size`` channels around it::
+Shapes: x (N, C, H, W) -> y (N, C, H, W). At every (n, h, w), channel c is divided by a power of the
+energy of the ``size`` channels around it (the paper writes a for our x and b for our y)::
 
-    s_c = k + α Σ_{c' ∈ W(c)} a_{c'}²          W(c) = [c - size//2, c + (size-1)//2] ∩ [0, C-1]
-    b_c = a_c · s_c^(-β)
+    scale_c = k + α Σ_{c' ∈ near(c)} x_{c'}²      near(c) = [c - size//2, c + (size-1)//2] ∩ [0, C-1]
+    y_c     = x_c · scale_c^(-β)
 
 This is the paper's convention: α is NOT divided by ``size``. PyTorch and Caffe divide it (their α is
 α·size in ours), so ``torch.nn.LocalResponseNorm(size, alpha * size, beta, k)`` computes the same thing;
-the window W(c) is placed as PyTorch places it (size//2 channels before c, (size-1)//2 after).
+the window near(c) is placed as PyTorch places it (size//2 channels before c, (size-1)//2 after).
 
-Backward. b_i depends on a_j directly (i = j) and through s_i whenever j ∈ W(i), with ∂s_i/∂a_j = 2α a_j::
+Backward. y_i depends on x_j directly (i = j) and through scale_i whenever j ∈ near(i), with
+∂scale_i/∂x_j = 2α x_j::
 
-    ∂b_i/∂a_j = [i = j] s_i^(-β) - β a_i s_i^(-β-1) · 2α a_j [j ∈ W(i)]
+    ∂y_i/∂x_j = [i = j] scale_i^(-β) - β x_i scale_i^(-β-1) · 2α x_j [j ∈ near(i)]
 
-    dL/da_j = Σ_i dL/db_i ∂b_i/∂a_j
-            = dL/db_j s_j^(-β) - 2αβ a_j Σ_{i : j ∈ W(i)} dL/db_i · b_i / s_i     (a_i s_i^(-β-1) = b_i / s_i)
+    dx_j = Σ_i dy_i ∂y_i/∂x_j
+         = dy_j scale_j^(-β) - 2αβ x_j Σ_{i : j ∈ near(i)} dy_i · y_i / scale_i
 
-and j ∈ W(i) <=> i ∈ [j - (size-1)//2, j + size//2]: the cross-channel sum runs over the mirrored window.
+using x_i scale_i^(-β-1) = y_i / scale_i; and j ∈ near(i) <=> i ∈ [j - (size-1)//2, j + size//2]: the
+cross-channel sum runs over the mirrored window.
 
 Kernels (gpu and sim, ``kernels/lrn.cu``): ``lrn_forward`` and ``lrn_backward``, one thread per element.
 """
@@ -40,7 +42,7 @@ def _channel_window_sum(v: np.ndarray, before: int, after: int) -> np.ndarray:
 
 
 class LocalResponseNorm(Layer):
-    """b = a / (k + α Σ_window a²)^β across ``size`` neighbouring channels; see the module docstring."""
+    """y = x / (k + α Σ_window x²)^β across ``size`` neighbouring channels; see the module docstring."""
 
     def __init__(
         self,
@@ -73,37 +75,36 @@ class LocalResponseNorm(Layer):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
-    def _forward_numpy(self, a, training):
-        s = self.k + self.alpha * _channel_window_sum(a * a, self.before, self.after)  # (N, C, H, W)
-        b = a * s ** (-self.beta)
-        self._save_for_backward(a=a, b=b, s=s)
-        return b
+    def _forward_numpy(self, x, training):
+        scale = self.k + self.alpha * _channel_window_sum(x * x, self.before, self.after)  # (N, C, H, W)
+        y = x * scale ** (-self.beta)
+        self._save_for_backward(x=x, y=y, scale=scale)
+        return y
 
-    def _backward_numpy(self, db):
+    def _backward_numpy(self, dy):
         saved = self._saved()
-        a, b, s = saved.a, saved.b, saved.s
+        x, y, scale = saved.x, saved.y, saved.scale
         # Σ over the channels i whose window holds j: the mirrored window ((size-1)//2 before, size//2 after).
-        cross = _channel_window_sum(db * b / s, self.after, self.before)
-        return db * s ** (-self.beta) - 2 * self.alpha * self.beta * a * cross
+        cross = _channel_window_sum(dy * y / scale, self.after, self.before)
+        return dy * scale ** (-self.beta) - 2 * self.alpha * self.beta * x * cross
 
     # --- gpu and sim: kernels/lrn.cu -------------------------------------------------------------
     def _layout(self, x) -> tuple:
-        """(n, C, HW, before, after, alpha, beta): the sizes and constants both kernels take."""
+        """(count, C, HW, before, after, alpha, beta): the sizes and constants both kernels take."""
         N, C, H, W = x.shape
         return (x.size, C, H * W, self.before, self.after, self.alpha, self.beta)
 
-    def _forward_kernels(self, a, training):
-        b = self.device.empty(a.shape, self.dtype)
-        s = self.device.empty(a.shape, self.dtype)
+    def _forward_kernels(self, x, training):
+        y = self.device.empty(x.shape, self.dtype)
+        scale = self.device.empty(x.shape, self.dtype)
         kernel = self.device.kernel("lrn.cu", "lrn_forward", self.dtype)
-        kernel.launch_1d(a.size, (a, b, s, *self._layout(a), self.k))
-        self._save_for_backward(a=a, b=b, s=s)
-        return b
+        kernel.launch_1d(x.size, (x, y, scale, *self._layout(x), self.k))
+        self._save_for_backward(x=x, y=y, scale=scale)
+        return y
 
-    def _backward_kernels(self, db):
+    def _backward_kernels(self, dy):
         saved = self._saved()
-        a, b, s = saved.a, saved.b, saved.s
-        da = self.device.empty(a.shape, self.dtype)
+        dx = self.device.empty(dy.shape, self.dtype)
         kernel = self.device.kernel("lrn.cu", "lrn_backward", self.dtype)
-        kernel.launch_1d(a.size, (a, b, s, db, da, *self._layout(a)))
-        return da
+        kernel.launch_1d(dx.size, (saved.x, saved.y, saved.scale, dy, dx, *self._layout(dx)))
+        return dx

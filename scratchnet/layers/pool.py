@@ -1,13 +1,13 @@
 """MaxPool2D: the largest value of each window (LeNet-5 used average pooling; AlexNet made max-pooling usual).
 
-Shapes: x (N, C, H, W) -> y (N, C, OH, OW) with OH = floor((H + 2*ph - kh) / sh) + 1 (likewise OW).
+Shapes: x (N, C, H, W) -> y (N, C, OH, OW) with OH = floor((H + 2*PH - KH) / SH) + 1 (likewise OW).
 
-Forward. Output (oh, ow) looks at the kh x kw window whose top-left corner is (oh*sh - ph, ow*sw - pw);
+Forward. Output (oh, ow) looks at the KH x KW window whose top-left corner is (oh*SH - PH, ow*SW - PW);
 positions outside the input are padding and count as -inf::
 
-    y[n, c, oh, ow] = max over 0 <= di < kh, 0 <= dj < kw of  x[n, c, oh*sh - ph + di, ow*sw - pw + dj]
+    y[n, c, oh, ow] = max over 0 <= kh < KH, 0 <= kw < KW of  x[n, c, oh*SH - PH + kh, ow*SW - PW + kw]
 
-and ``argmax[n, c, oh, ow]`` remembers where that maximum is, as the row-major window offset di*kw + dj.
+and ``argmax[n, c, oh, ow]`` remembers where that maximum is, as the row-major window offset kh*KW + kw.
 Ties go to the FIRST maximum in that order (as PyTorch), on every device, so cpu and kernels route the
 gradient to the same element.
 
@@ -21,8 +21,8 @@ several windows, and its gradients add up.
 Implementations:
 
 * ``impl="naive"`` (cpu): loops over every output element and its window, the readable reference.
-* ``impl="fast"`` (cpu): loops only over the kh*kw window offsets; each step compares one strided view
-  ``x[:, :, di::sh, dj::sw]`` (covering every output at once) with the running maximum. Backward writes
+* ``impl="fast"`` (cpu): loops only over the KH*KW window offsets; each step compares one strided view
+  ``x[:, :, kh::SH, kw::SW]`` (covering every output at once) with the running maximum. Backward writes
   dy where the argmax is that offset into the same view of dx (+= when windows overlap).
 * gpu and sim (``impl`` does not apply) launch ``maxpool_forward`` (one thread per output, storing the
   argmax) and ``maxpool_backward`` (one thread per input element gathering the dy of the windows whose
@@ -42,7 +42,7 @@ IMPLS = ("fast", "naive")
 
 
 class MaxPool2D(Layer):
-    """Max-pooling over kh x kw windows; see the module docstring for the formulas."""
+    """Max-pooling over KH x KW windows; see the module docstring for the formulas."""
 
     def __init__(
         self,
@@ -71,9 +71,9 @@ class MaxPool2D(Layer):
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4:
             self._fail_shape("(N, C, H, W)", shape)
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        if shape[2] + 2 * ph < kh or shape[3] + 2 * pw < kw:
-            self._fail_shape(f"(N, C, H, W) with H + 2*{ph} >= {kh} and W + 2*{pw} >= {kw}", shape)
+        (KH, KW), (PH, PW) = self.kernel_size, self.padding
+        if shape[2] + 2 * PH < KH or shape[3] + 2 * PW < KW:
+            self._fail_shape(f"(N, C, H, W) with H + 2*{PH} >= {KH} and W + 2*{PW} >= {KW}", shape)
 
     def output_shape(self, input_shape: tuple) -> tuple:
         N, C, H, W = input_shape
@@ -122,27 +122,27 @@ class MaxPool2D(Layer):
 
 
 def _output_hw(H: int, W: int, kernel, stride, padding) -> tuple[int, int]:
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
+    return (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
 
 
 # --- naive: the definition, one output element at a time -------------------------------------------
 def _max_pool_naive(x, kernel, stride, padding):
-    """-> y (N, C, OH, OW) and argmax (N, C, OH, OW): window offset di*kw + dj of the first maximum."""
+    """-> y (N, C, OH, OW) and argmax (N, C, OH, OW): window offset kh*KW + kw of the first maximum."""
     N, C, H, W = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
     OH, OW = _output_hw(H, W, kernel, stride, padding)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW), dtype=np.int32)
     for n, c, oh, ow in np.ndindex(N, C, OH, OW):
         best, best_offset = -np.inf, -1
-        for di in range(kh):
-            for dj in range(kw):
-                h, w = oh * sh - ph + di, ow * sw - pw + dj
+        for kh in range(KH):
+            for kw in range(KW):
+                h, w = oh * SH - PH + kh, ow * SW - PW + kw
                 value = x[n, c, h, w] if 0 <= h < H and 0 <= w < W else -np.inf  # padding is -inf
                 # The first element, a strictly larger one (so ties keep the first), or a NaN.
                 if best_offset < 0 or value > best or np.isnan(value):
-                    best, best_offset = value, di * kw + dj
+                    best, best_offset = value, kh * KW + kw
         y[n, c, oh, ow] = best
         argmax[n, c, oh, ow] = best_offset
     return y, argmax
@@ -151,39 +151,39 @@ def _max_pool_naive(x, kernel, stride, padding):
 def _max_unpool_naive(dy, argmax, input_shape, kernel, stride, padding):
     """dx (input_shape): each dy[n, c, oh, ow] added to the input element its window's maximum came from."""
     _, _, H, W = input_shape
-    kw, (sh, sw), (ph, pw) = kernel[1], stride, padding
+    KW, (SH, SW), (PH, PW) = kernel[1], stride, padding
     dx = np.zeros(input_shape, dtype=dy.dtype)
     for n, c, oh, ow in np.ndindex(dy.shape):
-        di, dj = divmod(int(argmax[n, c, oh, ow]), kw)
-        h, w = oh * sh - ph + di, ow * sw - pw + dj
+        kh, kw = divmod(int(argmax[n, c, oh, ow]), KW)
+        h, w = oh * SH - PH + kh, ow * SW - PW + kw
         if 0 <= h < H and 0 <= w < W:  # a maximum in the padding (possible only if the inputs are -inf)
             dx[n, c, h, w] += dy[n, c, oh, ow]  # +=: overlapping windows can share their maximum
     return dx
 
 
-# --- fast: a loop over the kh*kw window offsets, vectorized over every output ----------------------
+# --- fast: a loop over the KH*KW window offsets, vectorized over every output ----------------------
 def _window_views(a, kernel, stride, out_hw):
-    """For each window offset (di, dj), in row-major order, the strided view of ``a`` (already padded)
-    holding element (di, dj) of every window: ``view[n, c, oh, ow] = a[n, c, oh*sh + di, ow*sw + dj]``."""
-    (kh, kw), (sh, sw), (OH, OW) = kernel, stride, out_hw
+    """For each window offset (kh, kw), in row-major order, the strided view of ``a`` (already padded)
+    holding element (kh, kw) of every window: ``view[n, c, oh, ow] = a[n, c, oh*SH + kh, ow*SW + kw]``."""
+    (KH, KW), (SH, SW), (OH, OW) = kernel, stride, out_hw
     return [
-        a[:, :, di : di + sh * (OH - 1) + 1 : sh, dj : dj + sw * (OW - 1) + 1 : sw]
-        for di in range(kh)
-        for dj in range(kw)
+        a[:, :, kh : kh + SH * (OH - 1) + 1 : SH, kw : kw + SW * (OW - 1) + 1 : SW]
+        for kh in range(KH)
+        for kw in range(KW)
     ]
 
 
 def _pad(a, padding, value):
-    (ph, pw) = padding
-    if ph == 0 and pw == 0:
+    (PH, PW) = padding
+    if PH == 0 and PW == 0:
         return a
-    return np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    return np.pad(a, ((0, 0), (0, 0), (PH, PH), (PW, PW)), constant_values=value)
 
 
 def _max_pool_fast(x, kernel, stride, padding):
     """Same results as :func:`_max_pool_naive`, ties included."""
     out_hw = _output_hw(*x.shape[2:], kernel, stride, padding)
-    views = _window_views(_pad(x, padding, -np.inf), kernel, stride, out_hw)  # kh*kw views (N, C, OH, OW)
+    views = _window_views(_pad(x, padding, -np.inf), kernel, stride, out_hw)  # KH*KW views (N, C, OH, OW)
     y = views[0].copy()
     for view in views[1:]:
         np.maximum(y, view, out=y)
@@ -199,8 +199,8 @@ def _max_pool_fast(x, kernel, stride, padding):
 
 def _max_unpool_fast(dy, argmax, input_shape, kernel, stride, padding):
     N, C, H, W = input_shape
-    (ph, pw) = padding
-    dx_padded = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    (PH, PW) = padding
+    dx_padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dy.dtype)
     views = _window_views(dx_padded, kernel, stride, dy.shape[2:])
     if stride == kernel:
         # Windows that do not overlap (LeNet's 2x2 stride 2): every input is in at most one window, so the
@@ -213,4 +213,4 @@ def _max_unpool_fast(dy, argmax, input_shape, kernel, stride, padding):
         # to the bit.
         for offset in range(len(views) - 1, -1, -1):
             views[offset] += dy * (argmax == offset)
-    return np.ascontiguousarray(dx_padded[:, :, ph : ph + H, pw : pw + W])
+    return np.ascontiguousarray(dx_padded[:, :, PH : PH + H, PW : PW + W])
