@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratchnet.device import get_device
 from scratchnet.exercises import register
 from scratchnet.exercises._gradients import ArraySpec, Case, Mistake, check_arrays
+from scratchnet.optim import SGD
 
 
 # --- top-k accuracy (lesson 08) ----------------------------------------------------------------------
@@ -67,15 +69,11 @@ class _OneParameter:
     """The smallest model ``scratchnet.optim.SGD`` accepts: one parameter, its gradient, the cpu."""
 
     def __init__(self, param, grad):
-        from scratchnet.device import get_device
-
         self.params, self.grads, self.device = {"p": param}, {"p": grad}, get_device("cpu")
 
 
 def _library_sgd_steps(param, grads, lr, momentum, weight_decay):
     """``param`` and the velocity after one ``scratchnet.optim.SGD`` step per gradient in ``grads``."""
-    from scratchnet.optim import SGD
-
     model = _OneParameter(param.copy(), grads[0])
     optimizer = SGD(model, lr, momentum=momentum, weight_decay=weight_decay)
     for grad in grads:

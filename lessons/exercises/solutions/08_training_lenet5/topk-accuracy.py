@@ -1,5 +1,6 @@
 import numpy as np
 
+
 def topk_accuracy(logits, labels, k):
     """The share of rows of logits (N, K) whose true class labels[n] is among the k largest logits."""
     N = len(labels)
