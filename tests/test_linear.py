@@ -123,6 +123,38 @@ def test_gemm_multiplies_stacks_pairwise(device, impl):
     np.testing.assert_allclose(dev.to_host(C), A @ B, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("bias_per_row", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_gemm_adds_the_bias_in_its_epilogue(device, transpose_b, bias_per_row):
+    """gemm_bias: a stack of 2 matrices 17x18 (edge tiles, K over three tiles); the bias per column (Linear)
+    or per row of each matrix (a convolution's bias per filter, bias[z·M + m])."""
+    dev = sn.get_device(device)
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((2, 17, 33)), rng.standard_normal((2, 33, 18))
+    B_stored = np.ascontiguousarray(B.transpose(0, 2, 1)) if transpose_b else B
+    bias = rng.standard_normal(2 * 17 if bias_per_row else 18)
+    expected = A @ B + (bias.reshape(2, 17, 1) if bias_per_row else bias)
+    C = gemm(
+        dev,
+        dev.array(A),
+        dev.array(B_stored),
+        transpose_b=transpose_b,
+        bias=dev.array(bias),
+        bias_per_row=bias_per_row,
+    )
+    np.testing.assert_allclose(dev.to_host(C), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gemm_rejects_a_bias_it_cannot_add():
+    dev = device_or_skip("sim")
+    A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((5, 3)))
+    with pytest.raises(ValueError, match=r"bias has shape \(4,\), C \(4, 3\) needs \(3,\)"):
+        gemm(dev, A, B, bias=dev.array(np.zeros(4)))
+    with pytest.raises(ValueError, match="a bias needs impl='tiled'"):
+        gemm(dev, A, B, impl="naive", bias=dev.array(np.zeros(3)))
+
+
 def test_gemm_rejects_mismatched_shapes():
     dev = device_or_skip("sim")
     A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((4, 3)))

@@ -31,9 +31,10 @@ Three implementations, tested against each other and against PyTorch:
 * ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS), the cpu default.
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
-  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu), ``gemm_tiled`` and
-  ``add_bias`` (gemm.cu), ``swap_axes01`` (conv.cu) between the GEMM's (F, N, OH·OW) layout and NCHW. Both
-  use ``bias_grad`` (reduce.cu) for dbias.
+  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu), ``gemm_bias``
+  (gemm_bias.cu: the forward GEMM with + bias in its epilogue; ``gemm_tiled`` from gemm.cu without a
+  bias and in the backward), ``swap_axes01`` (conv.cu) between the GEMM's (F, N, OH·OW) layout and NCHW.
+  Both use ``bias_grad`` (reduce.cu) for dbias.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer, int_pair
-from scratchnet.layers.linear import add_bias, bias_grad, gemm
+from scratchnet.layers.linear import bias_grad, gemm
 
 IMPLS = ("fast", "naive")
 
@@ -347,22 +348,24 @@ class Conv2D(Layer):
         return self.device.kernel("conv.cu", name, self.dtype)
 
     def _forward_kernels(self, x, training):
-        dev, weight, bias = self.device, self.params["W"], self._bias()
+        dev, weight = self.device, self.params["W"]
         N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = sizes = self._sizes(x.shape)
         F, G = self.out_channels, self.groups
         if self.impl == "naive":
             y = dev.empty((N, F, OH, OW), self.dtype)
-            self._conv_kernel("conv2d_forward_naive").launch_1d(y.size, (x, weight, bias, y, *sizes, F, G))
+            self._conv_kernel("conv2d_forward_naive").launch_1d(
+                y.size, (x, weight, self._bias(), y, *sizes, F, G)
+            )
             self._save_for_backward(x=x)
             return y
         # rows (c, kh, kw), columns (n, oh, ow): the stack (G, Cg·KH·KW, N·OH·OW)
         cols_batch_first = dev.empty((G, C // G * KH * KW, N * OH * OW), self.dtype)
         self._conv_kernel("im2col").launch_1d(cols_batch_first.size, (x, cols_batch_first, *sizes))
-        y_t = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first)  # (G, Fg, N·OH·OW) = (F, N, OH·OW)
+        # Wm cols (+ bias[f] on row f, in the GEMM's epilogue): (G, Fg, N·OH·OW) = (F, N, OH·OW)
+        bias = self.params["b"] if self.bias else None
+        y_t = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first, bias=bias, bias_per_row=True)
         y = dev.empty((N, F, OH, OW), self.dtype)
         self._conv_kernel("swap_axes01").launch_1d(y.size, (y_t, y, F, N, OH * OW))
-        if self.bias:
-            add_bias(dev, y, bias, positions=OH * OW)
         self._save_for_backward(cols_batch_first=cols_batch_first, x_shape=x.shape)
         return y
 
