@@ -31,10 +31,10 @@ Three implementations, tested against each other and against PyTorch:
 * ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS), the cpu default.
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
-  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu), ``gemm_bias``
-  (gemm_bias.cu: the forward GEMM with + bias in its epilogue; ``gemm_tiled`` from gemm.cu without a
-  bias and in the backward), ``swap_axes01`` (conv.cu) between the GEMM's (F, N, OH·OW) layout and NCHW.
-  Both use ``bias_grad`` (reduce.cu) for dbias.
+  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); ``gemm_bias``
+  (gemm_bias.cu) for the forward product, whose epilogue adds the bias and stores the GEMM's (F, N, OH·OW)
+  result directly as NCHW; ``gemm_tiled`` (gemm.cu) for the backward products, after ``swap_axes01``
+  (conv.cu) has turned dy into that (F, N, OH·OW) layout. Both use ``bias_grad`` (reduce.cu) for dbias.
 """
 
 from __future__ import annotations
@@ -348,24 +348,21 @@ class Conv2D(Layer):
         return self.device.kernel("conv.cu", name, self.dtype)
 
     def _forward_kernels(self, x, training):
-        dev, weight = self.device, self.params["W"]
+        dev, weight, bias = self.device, self.params["W"], self._bias()
         N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = sizes = self._sizes(x.shape)
         F, G = self.out_channels, self.groups
         if self.impl == "naive":
             y = dev.empty((N, F, OH, OW), self.dtype)
-            self._conv_kernel("conv2d_forward_naive").launch_1d(
-                y.size, (x, weight, self._bias(), y, *sizes, F, G)
-            )
+            self._conv_kernel("conv2d_forward_naive").launch_1d(y.size, (x, weight, bias, y, *sizes, F, G))
             self._save_for_backward(x=x)
             return y
         # rows (c, kh, kw), columns (n, oh, ow): the stack (G, Cg·KH·KW, N·OH·OW)
         cols_batch_first = dev.empty((G, C // G * KH * KW, N * OH * OW), self.dtype)
         self._conv_kernel("im2col").launch_1d(cols_batch_first.size, (x, cols_batch_first, *sizes))
-        # Wm cols (+ bias[f] on row f, in the GEMM's epilogue): (G, Fg, N·OH·OW) = (F, N, OH·OW)
-        bias = self.params["b"] if self.bias else None
-        y_t = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first, bias=bias, bias_per_row=True)
-        y = dev.empty((N, F, OH, OW), self.dtype)
-        self._conv_kernel("swap_axes01").launch_1d(y.size, (y_t, y, F, N, OH * OW))
+        # y = Wm cols + bias: the GEMM's (G, Fg, N·OH·OW) = (F, N, OH·OW) result, which its epilogue stores
+        # straight into NCHW with the bias added (zeros without one): one launch
+        y = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first, bias=bias, positions=OH * OW)
+        y = y.reshape(N, F, OH, OW)
         self._save_for_backward(cols_batch_first=cols_batch_first, x_shape=x.shape)
         return y
 

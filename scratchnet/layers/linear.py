@@ -44,7 +44,7 @@ def gemm(
     transpose_b: bool = False,
     impl: str = "tiled",
     bias=None,
-    bias_per_row: bool = False,
+    positions: int = 0,
 ):
     """C = op(A) @ op(B) with the kernel ``gemm_<impl>`` of ``kernels/gemm.cu`` (``impl``: "tiled" | "naive").
 
@@ -53,8 +53,9 @@ def gemm(
     matrix. Arrays live on ``device`` (gpu or sim), C-contiguous, both float32 or both float64.
 
     With ``bias``, C = op(A) @ op(B) + bias in one launch of ``gemm_bias`` (kernels/gemm_bias.cu, tiled):
-    bias (N,) is added to every row of C (Linear), or with ``bias_per_row`` bias (batch · M,) gives row m
-    of matrix z the value bias[z · M + m] (a convolution's one bias per filter).
+    bias (N,) is added to every row of C (Linear). With ``positions`` = P > 0 it is a convolution's
+    forward: the stack of G weight matrices (G, Fg, K) times the columns (G, K, N_img · P) is stored
+    directly as y (N_img, F = G · Fg, P), NCHW, with bias (F,) one value per filter.
     """
     device = get_device(device)
     if impl not in GEMM_IMPLS:
@@ -79,21 +80,28 @@ def gemm(
     if min(M, N, K) == 0:
         raise ValueError(f"gemm: empty matrices (A {A.shape}, B {B.shape})")
     batch = A.shape[0] if A.ndim == 3 else 1
-    C = device.empty(A.shape[:-2] + (M, N), A.dtype)
     grid = (cdiv(N, GEMM_TILE), cdiv(M, GEMM_TILE), batch)
     flags = (int(transpose_a), int(transpose_b))
     if bias is None:
+        C = device.empty(A.shape[:-2] + (M, N), A.dtype)
         kernel = device.kernel("gemm.cu", f"gemm_{impl}", A.dtype)
         kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, C, M, N, K, *flags))
         return C
-    bias_shape = (batch * M,) if bias_per_row else (N,)
+    if positions:  # a convolution: C is y (N_img, F, P)
+        if N % positions:
+            raise ValueError(f"gemm: {N} columns are not a whole number of images of {positions} positions")
+        C = device.empty((N // positions, batch * M, positions), A.dtype)
+        bias_shape = (batch * M,)
+    else:
+        C = device.empty(A.shape[:-2] + (M, N), A.dtype)
+        bias_shape = (N,)
     if tuple(bias.shape) != bias_shape:
         raise ValueError(
             f"gemm: bias has shape {tuple(bias.shape)}, C {C.shape} needs {bias_shape} "
-            f"(bias_per_row={bias_per_row})"
+            f"(positions={positions})"
         )
     kernel = device.kernel("gemm_bias.cu", "gemm_bias", A.dtype)
-    kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, bias, C, M, N, K, *flags, int(bias_per_row)))
+    kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, bias, C, M, N, K, *flags, positions))
     return C
 
 
