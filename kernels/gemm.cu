@@ -10,6 +10,7 @@
 // Sizes are int (each below 2^31); offsets are long long because M*K can pass 2^31. M, N, K are the GEMM's
 // own letters (N is not the batch here): Linear's y (N, M) = x (N, D) weight (D, M) is a GEMM with
 // M = N (batch), K = D, N = M.
+// The layers' forwards use gemm_bias.cu instead: gemm_tiled with + bias fused into its store.
 
 #define TILE 16
 
@@ -82,14 +83,4 @@ __global__ void gemm_tiled(const T* A, const T* B, T* C, int M, int N, int K, in
     if (row < M && col < N) {
         C[z * M * N + (long long)row * N + col] = sum;
     }
-}
-
-// The bias epilogue after a GEMM: y[i] += b[f] where f = (i / P) % F, for y viewed as (rows, F, P):
-// P = 1 for Linear's (N, F) output, P = H * W for a convolution's (N, F, H, W) output.
-// Thread mapping: one thread per element of y (1-D grid over all count elements).
-template <typename T>
-__global__ void add_bias(T* y, const T* bias, long long count, int F, long long positions) {
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= count) return;
-    y[i] += bias[(i / positions) % F];
 }

@@ -126,6 +126,20 @@ def test_kernels_agree_with_numpy_on_every_geometry(device, impl, config, dtype)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_kernels_without_a_bias_agree_with_numpy(device, impl):
+    """bias=False (ResNet): the fast forward's GEMM epilogue then adds zeros; no "b" anywhere."""
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal((2, 4, 5, 5)), rng.standard_normal((2, 6, 3, 3))
+    kwargs = dict(stride=2, padding=1, groups=2, bias=False, dtype=np.float64, seed=5)
+    reference, layer = Conv2D(4, 6, 3, **kwargs), Conv2D(4, 6, 3, impl=impl, device=device, **kwargs)
+    expected, got = forward_backward(reference, x, dy).arrays(), forward_backward(layer, x, dy).arrays()
+    assert set(got) == set(expected) == {"y", "dx", "dW"}
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_first_layer_can_skip_the_input_gradient(device, impl):
     spec = config_spec("stride2-pad0", impl)

@@ -25,15 +25,12 @@ def test_reader_refuses_what_it_cannot_read_exactly(text):
         parse_defines(text, "k.cu")
 
 
-def test_layer_constants_match_the_kernels_they_launch():
-    """The layers (and the simulator) keep their own copies of these numbers: each must equal its #define."""
-    from scratchnet.layers import dropout, linear, loss
+def test_one_tile_for_both_gemm_kernels():
+    """Linear's gemm launches gemm_tiled (gemm.cu) and gemm_bias (gemm_bias.cu) with one block shape, read
+    from gemm.cu: the fused kernel's TILE must be the same number."""
+    from scratchnet.layers import linear
 
-    assert linear.GEMM_TILE == cuda_defines("gemm.cu")["TILE"]
-    assert linear.REDUCE_THREADS == cuda_defines("reduce.cu")["REDUCE_THREADS"]
-    assert loss.MAX_BLOCK == cuda_defines("softmax_xent.cu")["SOFTMAX_MAX_THREADS"]
-    assert dropout.GOLDEN == cuda_defines("dropout.cu")["SPLITMIX64_GOLDEN"]
-    assert dropout.UNIFORM_BITS == cuda_defines("dropout.cu")["UNIFORM_BITS"]
+    assert cuda_defines("gemm_bias.cu")["TILE"] == cuda_defines("gemm.cu")["TILE"] == linear.GEMM_TILE
 
 
 def test_simulator_limits_match_cudas():

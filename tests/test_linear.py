@@ -123,6 +123,45 @@ def test_gemm_multiplies_stacks_pairwise(device, impl):
     np.testing.assert_allclose(dev.to_host(C), A @ B, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_gemm_adds_the_bias_in_its_epilogue(device, transpose_b):
+    """gemm_bias, Linear's case: a stack of 2 matrices 17x18 (edge tiles, K over three tiles), bias per
+    column."""
+    dev = sn.get_device(device)
+    rng = np.random.default_rng(1)
+    A, B, bias = rng.standard_normal((2, 17, 33)), rng.standard_normal((2, 33, 18)), rng.standard_normal(18)
+    B_stored = np.ascontiguousarray(B.transpose(0, 2, 1)) if transpose_b else B
+    C = gemm(dev, dev.array(A), dev.array(B_stored), transpose_b=transpose_b, bias=dev.array(bias))
+    np.testing.assert_allclose(dev.to_host(C), A @ B + bias, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_gemm_stores_a_convolution_as_nchw(device):
+    """gemm_bias, the convolution's case: G = 2 groups of Fg = 17 filters over N = 3 images of P = 6
+    positions; the epilogue writes y[n, f, p] = (Wm cols)[f, n·P + p] + bias[f]."""
+    dev = sn.get_device(device)
+    rng = np.random.default_rng(2)
+    G, Fg, K, N, P = 2, 17, 33, 3, 6
+    weight, cols = rng.standard_normal((G, Fg, K)), rng.standard_normal((G, K, N * P))
+    bias = rng.standard_normal(G * Fg)
+    y_t = (weight @ cols).reshape(G * Fg, N, P) + bias[:, None, None]  # (F, N, P): the GEMM's layout
+    y = gemm(dev, dev.array(weight), dev.array(cols), bias=dev.array(bias), positions=P)
+    assert y.shape == (N, G * Fg, P)
+    np.testing.assert_allclose(dev.to_host(y), y_t.transpose(1, 0, 2), rtol=1e-12, atol=1e-12)
+
+
+def test_gemm_rejects_a_bias_it_cannot_add():
+    dev = device_or_skip("sim")
+    A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((5, 3)))
+    with pytest.raises(ValueError, match=r"bias has shape \(4,\), C \(4, 3\) needs \(3,\)"):
+        gemm(dev, A, B, bias=dev.array(np.zeros(4)))
+    with pytest.raises(ValueError, match="a bias needs impl='tiled'"):
+        gemm(dev, A, B, impl="naive", bias=dev.array(np.zeros(3)))
+    with pytest.raises(ValueError, match="3 columns are not a whole number of images of 2 positions"):
+        gemm(dev, A, B, bias=dev.array(np.zeros(4)), positions=2)
+
+
 def test_gemm_rejects_mismatched_shapes():
     dev = device_or_skip("sim")
     A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((4, 3)))

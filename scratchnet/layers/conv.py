@@ -31,9 +31,10 @@ Three implementations, tested against each other and against PyTorch:
 * ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS), the cpu default.
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
-  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu), ``gemm_tiled`` and
-  ``add_bias`` (gemm.cu), ``swap_axes01`` (conv.cu) between the GEMM's (F, N, OH·OW) layout and NCHW. Both
-  use ``bias_grad`` (reduce.cu) for dbias.
+  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); ``gemm_bias``
+  (gemm_bias.cu) for the forward product, whose epilogue adds the bias and stores the GEMM's (F, N, OH·OW)
+  result directly as NCHW; ``gemm_tiled`` (gemm.cu) for the backward products, after ``swap_axes01``
+  (conv.cu) has turned dy into that (F, N, OH·OW) layout. Both use ``bias_grad`` (reduce.cu) for dbias.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer, int_pair
-from scratchnet.layers.linear import add_bias, bias_grad, gemm
+from scratchnet.layers.linear import bias_grad, gemm
 
 IMPLS = ("fast", "naive")
 
@@ -358,11 +359,10 @@ class Conv2D(Layer):
         # rows (c, kh, kw), columns (n, oh, ow): the stack (G, Cg·KH·KW, N·OH·OW)
         cols_batch_first = dev.empty((G, C // G * KH * KW, N * OH * OW), self.dtype)
         self._conv_kernel("im2col").launch_1d(cols_batch_first.size, (x, cols_batch_first, *sizes))
-        y_t = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first)  # (G, Fg, N·OH·OW) = (F, N, OH·OW)
-        y = dev.empty((N, F, OH, OW), self.dtype)
-        self._conv_kernel("swap_axes01").launch_1d(y.size, (y_t, y, F, N, OH * OW))
-        if self.bias:
-            add_bias(dev, y, bias, positions=OH * OW)
+        # y = Wm cols + bias: the GEMM's (G, Fg, N·OH·OW) = (F, N, OH·OW) result, which its epilogue stores
+        # straight into NCHW with the bias added (zeros without one): one launch
+        y = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first, bias=bias, positions=OH * OW)
+        y = y.reshape(N, F, OH, OW)
         self._save_for_backward(cols_batch_first=cols_batch_first, x_shape=x.shape)
         return y
 

@@ -39,10 +39,12 @@ import secrets
 
 import numpy as np
 
+from scratchnet._cuda.sources import cuda_defines
 from scratchnet.layers.base import Layer
 
-GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: SplitMix64's increment
-UNIFORM_BITS = 24  # u has 24 random bits: exactly representable in float32 too
+_DEFINES = cuda_defines("dropout.cu")  # the kernel's constants, so that cpu and kernels draw the same mask
+GOLDEN = _DEFINES["SPLITMIX64_GOLDEN"]  # 2^64 / golden ratio = 0x9E3779B97F4A7C15: SplitMix64's increment
+UNIFORM_BITS = _DEFINES["UNIFORM_BITS"]  # u has 24 random bits: exactly representable in float32 too
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:

@@ -14,36 +14,54 @@ Backward, given dy = dL/dy (N, M)::
 (each entry of the weight touches every row of the batch, hence the sum over n in dweight and dbias.)
 
 On ``cpu`` these are three NumPy matrix products. On ``gpu`` and ``sim`` the layer launches, from
-``kernels/``: ``gemm_tiled`` (gemm.cu) for the three products, using its transpose flags instead of
-copying a transposed matrix; ``add_bias`` (gemm.cu) for + bias; and ``bias_grad`` (reduce.cu) for dbias.
-:func:`gemm` launches the GEMM kernels on their own (for benchmarks and experiments); it names its sizes
-as BLAS does, C (M, N) = A (M, K) · B (K, N), apart from the layers' notation.
+``kernels/``: ``gemm_bias`` (gemm_bias.cu) for the forward, the tiled GEMM that adds the bias just before
+it stores each element of y (one launch instead of a GEMM and a second pass over y); ``gemm_tiled``
+(gemm.cu) for the two backward products, using its transpose flags instead of copying a transposed
+matrix; and ``bias_grad`` (reduce.cu) for dbias. :func:`gemm` launches the GEMM kernels on their own (for
+benchmarks and experiments); it names its sizes as BLAS does, C (M, N) = A (M, K) · B (K, N), apart from
+the layers' notation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from scratchnet._cuda.limits import cdiv
+from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.layers.base import Layer
 
-GEMM_TILE = 16  # TILE in kernels/gemm.cu: blocks are GEMM_TILE x GEMM_TILE threads
-REDUCE_THREADS = 256  # REDUCE_THREADS in kernels/reduce.cu: the block size bias_grad is written for
+GEMM_TILE = cuda_defines("gemm.cu")["TILE"]  # blocks are GEMM_TILE x GEMM_TILE threads
+REDUCE_THREADS = cuda_defines("reduce.cu")["REDUCE_THREADS"]  # the block size bias_grad is written for
 GEMM_IMPLS = ("tiled", "naive")
 
 
 def gemm(
-    device: str | Device, A, B, transpose_a: bool = False, transpose_b: bool = False, impl: str = "tiled"
+    device: str | Device,
+    A,
+    B,
+    transpose_a: bool = False,
+    transpose_b: bool = False,
+    impl: str = "tiled",
+    bias=None,
+    positions: int = 0,
 ):
     """C = op(A) @ op(B) with the kernel ``gemm_<impl>`` of ``kernels/gemm.cu`` (``impl``: "tiled" | "naive").
 
     ``A`` is (M, K), or (K, M) with ``transpose_a``; ``B`` is (K, N), or (N, K) with ``transpose_b``;
     C is (M, N). Stacks (batch, ., .) of matrices multiply pairwise into (batch, M, N), one grid layer per
     matrix. Arrays live on ``device`` (gpu or sim), C-contiguous, both float32 or both float64.
+
+    With ``bias``, C = op(A) @ op(B) + bias in one launch of ``gemm_bias`` (kernels/gemm_bias.cu, tiled):
+    bias (N,) is added to every row of C (Linear). With ``positions`` = P > 0 it is a convolution's
+    forward: the stack of G weight matrices (G, Fg, K) times the columns (G, K, N_img · P) is stored
+    directly as y (N_img, F = G · Fg, P), NCHW, with bias (F,) one value per filter.
     """
     device = get_device(device)
     if impl not in GEMM_IMPLS:
         raise ValueError(f"gemm: impl must be one of {GEMM_IMPLS}, got {impl!r}")
+    if bias is not None and impl != "tiled":
+        raise ValueError(f"gemm: a bias needs impl='tiled' (the fused gemm_bias kernel), got {impl!r}")
     if A.ndim not in (2, 3) or B.ndim != A.ndim:
         raise ValueError(
             f"gemm: A and B must both be matrices or both stacks of matrices, got {A.shape} and {B.shape}"
@@ -62,17 +80,29 @@ def gemm(
     if min(M, N, K) == 0:
         raise ValueError(f"gemm: empty matrices (A {A.shape}, B {B.shape})")
     batch = A.shape[0] if A.ndim == 3 else 1
-    C = device.empty(A.shape[:-2] + (M, N), A.dtype)
-    kernel = device.kernel("gemm.cu", f"gemm_{impl}", A.dtype)
-    grid = (-(-N // GEMM_TILE), -(-M // GEMM_TILE), batch)
-    kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, C, M, N, K, int(transpose_a), int(transpose_b)))
+    grid = (cdiv(N, GEMM_TILE), cdiv(M, GEMM_TILE), batch)
+    flags = (int(transpose_a), int(transpose_b))
+    if bias is None:
+        C = device.empty(A.shape[:-2] + (M, N), A.dtype)
+        kernel = device.kernel("gemm.cu", f"gemm_{impl}", A.dtype)
+        kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, C, M, N, K, *flags))
+        return C
+    if positions:  # a convolution: C is y (N_img, F, P)
+        if N % positions:
+            raise ValueError(f"gemm: {N} columns are not a whole number of images of {positions} positions")
+        C = device.empty((N // positions, batch * M, positions), A.dtype)
+        bias_shape = (batch * M,)
+    else:
+        C = device.empty(A.shape[:-2] + (M, N), A.dtype)
+        bias_shape = (N,)
+    if tuple(bias.shape) != bias_shape:
+        raise ValueError(
+            f"gemm: bias has shape {tuple(bias.shape)}, C {C.shape} needs {bias_shape} "
+            f"(positions={positions})"
+        )
+    kernel = device.kernel("gemm_bias.cu", "gemm_bias", A.dtype)
+    kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, bias, C, M, N, K, *flags, positions))
     return C
-
-
-def add_bias(device: Device, y, bias, positions: int = 1) -> None:
-    """y += bias in place with the ``add_bias`` kernel; y is viewed as (N, F, positions), bias is (F,)."""
-    kernel = device.kernel("gemm.cu", "add_bias", y.dtype)
-    kernel.launch_1d(y.size, (y, bias, y.size, bias.shape[0], positions))
 
 
 def bias_grad(device: Device, dy, positions: int = 1):
@@ -132,9 +162,7 @@ class Linear(Layer):
     def _forward_kernels(self, x, training):
         self._save_for_backward(x=x)
         weight, bias = self.params["W"], self.params["b"]
-        y = gemm(self.device, x, weight)  # (N, M)
-        add_bias(self.device, y, bias)
-        return y
+        return gemm(self.device, x, weight, bias=bias)  # y = x weight + bias, (N, M), in one launch
 
     def _backward_kernels(self, dy):
         x, weight = self._saved().x, self.params["W"]

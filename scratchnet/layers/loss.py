@@ -26,10 +26,11 @@ import math
 
 import numpy as np
 
+from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.layers.base import BackwardCache, check_on_device, float_dtype
 
-MAX_BLOCK = 256  # SOFTMAX_MAX_THREADS in kernels/softmax_xent.cu
+MAX_BLOCK = cuda_defines("softmax_xent.cu")["SOFTMAX_MAX_THREADS"]  # the most threads a row gets
 
 
 def _checked_logits_and_labels(device: Device, logits, labels, who: str) -> tuple:
