@@ -49,7 +49,9 @@ import numpy as np
 
 from scratchnet import models as M
 from scratchnet import optim as O
+from scratchnet._cuda.limits import cdiv
 from scratchnet.device import DEVICE_NAMES, Device, get_device
+from scratchnet.errors import cli_errors
 from scratchnet.layers import (
     BatchNorm2D,
     Conv2D,
@@ -176,7 +178,7 @@ def time_calls(calls: list[Callable], repeats: int, warmup: int = 1, rounds: int
     library's spin competes with those threads for the cores (on 2 cores this doubled the step times).
     """
     rounds = max(1, min(rounds, repeats))
-    per_round = -(-repeats // rounds)
+    per_round = cdiv(repeats, rounds)
     times: list[list[float]] = [[] for _ in calls]
     for _ in range(rounds):
         for fn, spent in zip(calls, times, strict=True):
@@ -732,9 +734,13 @@ def _load_torch(wanted: bool):
         import torch
     except ImportError:
         return None, "not installed (pip install 'scratchnet[reference]' for the comparison columns)"
+    # FP32 against FP32: on an Ampere or newer GPU PyTorch would otherwise use TF32 for convolutions.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     return torch, ""
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "kernels":

@@ -397,9 +397,16 @@ def train_epoch(
             rate = seen / max(time.perf_counter() - start, 1e-9)
             bar.update()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
-        # No later batch checks the epoch's last update: recompute that batch's loss with the new weights.
-        if seen and not math.isfinite(loss := loss_fn.forward(model.forward(x, training=False), y)):
-            raise TrainingDiverged(f"the last update of epoch {epoch} (batch {batch}) made the loss {loss}")
+        # No later batch checks the epoch's last update: recompute that batch's loss with the new weights
+        # (every rank its shard, summed: all ranks must reach the same verdict).
+        if seen:
+            loss = loss_fn.forward(model.forward(x, training=False), y) if len(y) else 0.0
+            if allreduce is not None:
+                loss = float(world.sum([loss * len(y)])[0]) / len(labels)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the last update of epoch {epoch} (batch {batch}) made the loss {loss}"
+                )
     seconds = time.perf_counter() - start
     return {"loss": loss_sum / seen, "accuracy": correct / seen, "images_per_second": seen / seconds}
 
@@ -942,14 +949,17 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--processes must be >= 1, got {args.processes}")
     if args.processes is not None and args.processes > 1 and not parallel.launched_by_mpi():
         return _launch_processes(args.processes, argv)
+    world = parallel.world()
     try:
-        return _main(args)
+        code = _main(args)
     except Exception:
-        world = parallel.world()
         if world.size > 1:  # an error on this rank alone: the others would wait for it forever
             traceback.print_exc()
             world.abort(1)
         raise
+    if code != 0 and world.size > 1:
+        world.abort(code)  # whether or not the other ranks failed too, none may be left waiting
+    return code
 
 
 def _launch_processes(processes: int, argv: list[str]) -> int:

@@ -48,6 +48,7 @@ from scratchnet._cuda.signature import (
     scan_kernels,
     signature_from_description,
 )
+from scratchnet._paths import cache_root
 from scratchnet.errors import DeviceError
 from scratchnet.sim.checks import CHECK_FLAGS, INSTRUMENTED
 
@@ -121,11 +122,8 @@ def compiler_version(compiler: str) -> str:
 
 
 def cache_dir() -> Path:
-    if os.environ.get("SCRATCHNET_CACHE"):
-        root = Path(os.environ["SCRATCHNET_CACHE"])
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "scratchnet"
-    return root / "sim"
+    """Where builds are cached: ``sim/`` under scratchnet's cache folder (``scratchnet._paths``)."""
+    return cache_root("SCRATCHNET_CACHE") / "sim"
 
 
 @dataclass(frozen=True)
