@@ -130,10 +130,14 @@ class _FakeKernel:
 
 
 def install(monkeypatch, fail: dict | None = None, devices: int = 1) -> FakeCupy:
-    """Make ``import cupy`` give a new FakeCupy for the rest of the test, and forget any CuPy loaded."""
+    """Make ``import cupy`` give a new FakeCupy for the rest of the test, and forget any CuPy loaded (and any
+    ``gpu`` device built on it: ``get_device`` keeps devices for the process, and a later test must not find
+    this fake GPU there)."""
+    from scratchnet import device
     from scratchnet._cuda import cupy_backend
 
     fake = FakeCupy(fail, devices)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(cupy_backend, "_cupy", None)
+    monkeypatch.setattr(device, "_devices", {})
     return fake
