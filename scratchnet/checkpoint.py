@@ -116,16 +116,16 @@ def load_model(path: str | Path, device: str = "cpu", dtype=None):
     """
     checkpoint = load_checkpoint(path)
     require_meta(checkpoint, "config", "model_config", "classes", "input_shape", "normalization", "epoch")
+    if not all(np.isfinite(p).all() for p in checkpoint.params.values()):
+        raise CheckpointError(
+            f"{checkpoint.path} holds NaN/inf parameters (a diverged run); it cannot be used"
+        )
     try:
         dtype = dtype or checkpoint.meta["config"]["dtype"]
         model = models.build(**checkpoint.meta["model_config"], device=device, dtype=dtype)
         model.load_state_dict(checkpoint.params)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{checkpoint.path} does not hold a usable model: {e}") from None
-    if not all(np.isfinite(p).all() for p in checkpoint.params.values()):
-        raise CheckpointError(
-            f"{checkpoint.path} holds NaN/inf parameters (a diverged run); it cannot be used"
-        )
     return model, checkpoint
 
 

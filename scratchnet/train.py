@@ -77,7 +77,7 @@ SCHEDULES = ("none", "step", "cosine")
 DTYPES = ("float32", "float64")
 PRETRAINED_MODEL = "alexnet-torchvision"  # the architecture torchvision's AlexNet weights fit
 # What a resumed run may change; everything else comes from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "overwrite", "workers")
+RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "workers", "overwrite")
 # What a checkpoint's meta must hold to continue a run from it.
 RESUME_META = ("epoch", "config", "model_config", "dropout_rng_calls", "history", "best", "bad_epochs")
 
