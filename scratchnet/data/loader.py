@@ -86,12 +86,20 @@ class DataLoader:
 
     def batch(self, b: int, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Batch `b` of the current epoch: x float32 (B, C, H, W), y int64 (B,)."""
+        return self._transform(*self._decode(b, order))
+
+    def _decode(self, b: int, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        """The slow half of batch `b` (a worker's job): its uint8 images, labels, and the generator after the
+        decode-time draws, which the transforms continue."""
         if not 0 <= b < len(self):
             raise IndexError(f"batch {b} out of range: this loader has {len(self)} batches per epoch")
         order = self.order() if order is None else order
         indices = order[b * self.batch_size : (b + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, _BATCH_STREAM, b])
         images, labels = self.dataset.get_batch(indices, rng=rng)  # uint8 (B, C, H, W), int64 (B,)
+        return images, labels, rng
+
+    def _transform(self, images, labels, rng) -> tuple[np.ndarray, np.ndarray]:
         x = images.astype(np.float32) / np.float32(255.0)
         if self.transform is not None:
             x = self.transform(x, rng)
@@ -114,7 +122,8 @@ class DataLoader:
             for b in range(len(self)):
                 if b + ahead < len(self):
                     pending[b + ahead] = pool.submit(_worker_batch, b + ahead)
-                yield pending.pop(b).result()
+                # The workers send uint8 images (a quarter of the float32 bytes) and the generator's state.
+                yield self._transform(*pending.pop(b).result())
         finally:  # also when the consumer stops early: drop the batches not yet started
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -135,6 +144,6 @@ def _set_worker_state(loader: DataLoader, order: np.ndarray) -> None:
     _worker_state = (loader, order)
 
 
-def _worker_batch(b: int) -> tuple[np.ndarray, np.ndarray]:
+def _worker_batch(b: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
     loader, order = _worker_state
-    return loader.batch(b, order)
+    return loader._decode(b, order)
