@@ -4,11 +4,12 @@
 //
 // A launch runs the blocks one after the other, in a shuffled order. Inside a block every CUDA thread is a
 // fiber: a function running on its own small stack that can be suspended in the middle and resumed later.
-// A thread runs until it returns or reaches __syncthreads(); then the scheduler switches to the next one.
-// When every thread of the block waits at the barrier, all are released for the next round, again in a
-// shuffled order. So a barrier really separates "before" from "after", and a missing one shows up as a
-// wrong result instead of passing by luck. Switching costs a few nanoseconds (a handful of register saves,
-// see sim_switch below), so a kernel without barriers runs at roughly the speed of a plain loop.
+// A thread runs until it returns or reaches __syncthreads(); then the next one in the round runs. When every
+// thread of the block waits at the barrier, all are released for the next round, again in a shuffled order.
+// So a barrier really separates "before" from "after", and a missing one shows up as a wrong result instead
+// of passing by luck. New threads start as plain function calls on a "runner" (see runner_main), so a
+// kernel without barriers costs no context switch per thread; a thread waiting at a barrier hands over to
+// the next one with one switch (a handful of register saves, see sim_switch below).
 #include <dlfcn.h>
 #include <link.h>
 #include <setjmp.h>
@@ -32,7 +33,7 @@
 // ---- the context switch ----------------------------------------------------------------------------------
 // sim_switch(&save_sp, next_sp) pushes the callee-saved registers on the current stack, stores the stack
 // pointer in save_sp, loads next_sp and pops the registers saved there: execution continues wherever the
-// other fiber called sim_switch (or, for a new fiber, at fiber_entry). This is the whole of what ucontext's
+// other fiber called sim_switch (or, for a new runner, at runner_main). This is the whole of what ucontext's
 // swapcontext does, minus its signal-mask system call.
 extern "C" void sim_switch(void** save_sp, void* next_sp);
 
@@ -116,6 +117,11 @@ struct Fiber {
 // Per CUDA thread alive at a barrier: mapped with MAP_NORESERVE, so only the pages a thread touches cost
 // memory (a GPU thread's stack is 1 KiB by default, growing on demand up to 512 KiB with cudaLimitStackSize).
 const size_t kStackBytes = 512 * 1024;
+// Each stack's top is moved down by a different multiple of 1088 bytes (mod 64 KiB): stacks that all began
+// at the same offset of a 4 KiB page would compete for the same few cache sets, and switching between a
+// block's threads would then miss the cache on every switch.
+const size_t kColourBytes = 64 * 1024;
+const size_t kMappedStackBytes = kStackBytes + kColourBytes;
 const int kMaxThreads = 1024;
 
 struct Scheduler {
@@ -127,6 +133,10 @@ struct Scheduler {
     std::vector<int> free_stacks;
     std::vector<unsigned long long> warp_slots = std::vector<unsigned long long>(kMaxThreads);
     void* scheduler_sp = nullptr;
+    std::vector<int> queue;  // the threads to run in this round, in their shuffled order
+    size_t next = 0;         // queue[next] runs next
+    int runner_stack = -1;   // the stack a starting runner runs on (runner_main reads it)
+    bool failed = false;     // a round ended early: S.error says why
     int running = -1;
     unsigned long long rng = 0;
     std::string error;
@@ -157,61 +167,98 @@ void shuffle(std::vector<T>& items) {  // Fisher-Yates, with Lemire's multiply-s
 // overwriting the neighbouring stack.
 unsigned char* allocate_stack() {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    void* base = mmap(nullptr, kStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0);
+    void* base = mmap(nullptr, kMappedStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) return nullptr;
     mprotect(base, page, PROT_NONE);
     return static_cast<unsigned char*>(base) + page;
 }
 
-[[noreturn]] void fiber_entry() {
-    S.thread_body(S.args);
-    Fiber& me = S.fibers[S.running];
-    me.state = kDone;
-    sim_switch(&me.sp, S.scheduler_sp);
-    __builtin_unreachable();  // a finished fiber is never resumed
-}
+[[noreturn]] void runner_main();
 
-// The initial stack of a new fiber, laid out as sim_switch leaves a suspended one: zeroed callee-saved
-// registers, then fiber_entry as the address to "return" to.
-void* initial_stack_pointer(unsigned char* stack) {
-    uintptr_t top = reinterpret_cast<uintptr_t>(stack + kStackBytes) & ~uintptr_t(15);
+// The initial stack of a new runner, laid out as sim_switch leaves a suspended fiber: zeroed callee-saved
+// registers, then runner_main as the address to "return" to.
+void* initial_stack_pointer(int stack) {
+    size_t colour = (size_t)stack * 1088 % kColourBytes;
+    uintptr_t top = reinterpret_cast<uintptr_t>(S.stacks[stack] + kMappedStackBytes - colour) & ~uintptr_t(15);
 #if defined(__x86_64__)
     // After 6 pops and ret, rsp = top - 8: the alignment a function sees right after a call.
     void** sp = reinterpret_cast<void**>(top - 8 * (kSavedWords + 2));
     for (int i = 0; i < kSavedWords; ++i) sp[i] = nullptr;
-    sp[kSavedWords] = reinterpret_cast<void*>(&fiber_entry);
-    sp[kSavedWords + 1] = nullptr;  // fiber_entry's (never used) return address
+    sp[kSavedWords] = reinterpret_cast<void*>(&runner_main);
+    sp[kSavedWords + 1] = nullptr;  // runner_main's (never used) return address
     return sp;
 #else
     void** sp = reinterpret_cast<void**>(top - 160);
     for (int i = 0; i < 20; ++i) sp[i] = nullptr;
-    sp[11] = reinterpret_cast<void*>(&fiber_entry);  // x30, the link register
+    sp[11] = reinterpret_cast<void*>(&runner_main);  // x30, the link register
     return sp;
 #endif
 }
 
-// Resumes thread `t` (linear index x + y*bx + z*bx*by) until it returns or waits at a barrier.
-bool run_thread(int t) {
-    Fiber& f = S.fibers[t];
-    current.thread_idx = S.thread_indices[t];
-    S.running = t;
-    if (f.state == kNew) {
-        if (S.free_stacks.empty()) {
-            unsigned char* stack = allocate_stack();
-            if (stack == nullptr) {
-                S.error = "cannot allocate a stack for a simulated thread (out of memory)";
-                return false;
-            }
-            S.free_stacks.push_back((int)S.stacks.size());
-            S.stacks.push_back(stack);
+// A free stack (allocated when none is), or -1 with S.error set when memory is exhausted.
+int take_stack() {
+    if (S.free_stacks.empty()) {
+        unsigned char* stack = allocate_stack();
+        if (stack == nullptr) {
+            S.error = "cannot allocate a stack for a simulated thread (out of memory)";
+            return -1;
         }
-        f.stack = S.free_stacks.back();
-        S.free_stacks.pop_back();
-        f.sp = initial_stack_pointer(S.stacks[f.stack]);
+        S.free_stacks.push_back((int)S.stacks.size());
+        S.stacks.push_back(stack);
     }
-    sim_switch(&S.scheduler_sp, f.sp);
-    if (f.state == kDone) S.free_stacks.push_back(f.stack);
-    return true;
+    int stack = S.free_stacks.back();
+    S.free_stacks.pop_back();
+    return stack;
+}
+
+// Thread t (linear index x + y*bx + z*bx*by) is the one running from now on.
+void enter(int t) {
+    S.running = t;
+    current.thread_idx = S.thread_indices[t];
+}
+
+// Leaves the running context, saving it in *save_sp, for whatever runs next in this round: a suspended
+// thread continues where it stopped, a new thread starts on a runner, and after the round's last thread
+// the scheduler decides about the barriers. One switch per step: fibers hand over to each other directly.
+void yield_to_next(void** save_sp) {
+    void* next_sp = S.scheduler_sp;
+    if (S.next < S.queue.size()) {
+        int t = S.queue[S.next];
+        if (S.fibers[t].state == kNew) {
+            int stack = take_stack();
+            if (stack < 0) S.failed = true;  // back to the scheduler, which reports S.error
+            else S.runner_stack = stack, next_sp = initial_stack_pointer(stack);
+        } else {
+            ++S.next;
+            enter(t);
+            next_sp = S.fibers[t].sp;
+        }
+    }
+    if (save_sp == &S.scheduler_sp && next_sp == S.scheduler_sp) return;  // the scheduler stays
+    sim_switch(save_sp, next_sp);
+}
+
+// A runner runs new threads one after the other on its stack, as plain function calls: a thread that
+// never waits at a barrier costs no context switch at all. When its thread waits at a barrier, the runner
+// stays suspended inside it (the thread owns the stack now) and yield_to_next starts another runner for
+// the next new thread. Whenever the thread of a runner returns, the runner goes on with the round; once the
+// next thread to run is not a new one, the runner frees its stack and leaves for good.
+[[noreturn]] void runner_main() {
+    const int stack = S.runner_stack;
+    for (;;) {
+        while (S.next < S.queue.size() && S.fibers[S.queue[S.next]].state == kNew) {
+            int t = S.queue[S.next++];
+            S.fibers[t].stack = stack;
+            S.fibers[t].state = kReady;
+            enter(t);
+            S.thread_body(S.args);
+            S.fibers[t].state = kDone;
+        }
+        S.free_stacks.push_back(stack);  // safe: nothing takes a stack before this runner has switched away
+        void* abandoned;
+        yield_to_next(&abandoned);
+        __builtin_unreachable();  // a runner that has left is never resumed
+    }
 }
 
 std::string describe_threads(const std::vector<int>& threads) {
@@ -304,6 +351,22 @@ bool release_warp_barriers(int n, std::vector<int>& runnable) {
 // barrier, else the whole block when every thread waits at the same __syncthreads(). Anything else is a
 // barrier that can never complete, which a GPU would leave undefined (a hang or garbage): report it.
 bool release_barriers(int n, std::vector<int>& runnable) {
+    // The common cases first, without building lists: all threads returned, or all wait at one barrier.
+    int done_count = 0, same_barrier = 0;
+    for (int t = 0; t < n; ++t) {
+        const Fiber& f = S.fibers[t];
+        done_count += f.state == kDone;
+        same_barrier += f.state == kAtBarrier && f.barrier_line == S.fibers[0].barrier_line;
+    }
+    if (done_count == n) return true;
+    if (same_barrier == n) {
+        ++S.epoch;
+        for (int t = 0; t < n; ++t) {
+            S.fibers[t].state = kReady;
+            runnable.push_back(t);
+        }
+        return true;
+    }
     std::vector<int> done, at_barrier;
     bool any_at_warp = false;
     for (int t = 0; t < n; ++t) {
@@ -355,19 +418,21 @@ void start_block_checks();  // below, with the checks
 bool run_block(int n) {
     ++S.epoch;
     if (S.checks) start_block_checks();
-    std::vector<int> runnable(n);
+    S.queue.resize(n);
     for (int t = 0; t < n; ++t) {
         S.fibers[t].state = kNew;
-        runnable[t] = t;
+        S.queue[t] = t;
     }
     S.free_stacks.clear();
     for (int i = (int)S.stacks.size() - 1; i >= 0; --i) S.free_stacks.push_back(i);
-    while (!runnable.empty()) {
-        shuffle(runnable);
-        for (int t : runnable)
-            if (!run_thread(t)) return false;
-        runnable.clear();
-        if (!release_barriers(n, runnable)) return false;
+    while (!S.queue.empty()) {  // one round: every runnable thread runs until it returns or waits
+        shuffle(S.queue);
+        S.next = 0;
+        S.failed = false;
+        yield_to_next(&S.scheduler_sp);
+        if (S.failed) return false;
+        S.queue.clear();
+        if (!release_barriers(n, S.queue)) return false;
     }
     return true;
 }
@@ -381,14 +446,14 @@ void syncthreads(int line) {
     Fiber& me = S.fibers[S.running];
     me.state = kAtBarrier;
     me.barrier_line = line;
-    sim_switch(&me.sp, S.scheduler_sp);
+    yield_to_next(&me.sp);
 }
 
 void syncwarp(unsigned int mask) {
     Fiber& me = S.fibers[S.running];
     me.state = kAtWarpBarrier;
     me.warp_mask = mask & warp_lanes();
-    sim_switch(&me.sp, S.scheduler_sp);
+    yield_to_next(&me.sp);
 }
 
 unsigned long long* warp_slots() { return S.warp_slots.data(); }
@@ -736,7 +801,7 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
     if (!(S.checks & kCheckMemcheck)) return;
     const Fiber& me = S.fibers[S.running];
     Range stack{reinterpret_cast<uintptr_t>(S.stacks[me.stack]),
-                reinterpret_cast<uintptr_t>(S.stacks[me.stack]) + kStackBytes};
+                reinterpret_cast<uintptr_t>(S.stacks[me.stack]) + kMappedStackBytes};
     if (inside(stack, a, size)) return;
     for (const Range& segment : C.module)
         if (inside(segment, a, size)) return;
