@@ -17,21 +17,32 @@ How it works
    (:mod:`scratchnet._cuda.signature`). The scheduler, ``runtime.cpp``, is its own translation unit, so
    that no macro of a kernel file (``#define T 16``) reaches it. Builds are cached by a hash of everything
    that goes into them, verified (size and SHA-256) before each load and rebuilt when damaged.
-2. **Run** (``runtime.cpp``). Blocks run one after the other. The threads of a block are *fibers*: each has
-   its own stack (512 KiB, committed page by page as it is touched), runs until it returns or reaches a
-   barrier, and then hands control back to the scheduler. When all threads of the block wait at the same
+2. **Run** (``runtime.cpp``). Independent blocks run at the same time on a small pool of OS threads
+   (``SCRATCHNET_SIM_THREADS``, default one per CPU core; a checked build uses one), each OS thread running
+   one block at a time. The threads of a block are *fibers* on that one OS thread: each has its own stack
+   (512 KiB, committed page by page as it is touched), runs until it returns or reaches a barrier, and then
+   hands control back to the scheduler. When all threads of the block wait at the same
    ``__syncthreads()``, they are released; when all lanes named in a warp mask wait at ``__syncwarp(mask)``
    (or a shuffle or vote with that mask), those lanes are. ``__shared__`` variables have one copy per OS
-   thread (``thread_local``), which is one per block since one block runs at a time; ``extern __shared__``
-   arrays get the size the launch asks for (``shared_mem``).
-3. **Shuffle.** The order of the blocks, and of the threads in each round, is a random permutation drawn
-   from a seed (:func:`set_seed`, or ``SCRATCHNET_SIM_SEED``; launch *k* after seeding uses a seed derived
-   from both). A kernel that forgets a ``__syncthreads()`` or depends on the order in which threads run
-   gives a wrong result, reproducibly, instead of passing by luck.
+   thread (``thread_local``), which is one per running block; ``extern __shared__`` arrays get the size the
+   launch asks for (``shared_mem``). Global atomics are real atomic instructions, since blocks overlap;
+   ``printf`` lines stay whole (the C library locks ``stdout`` per call).
+3. **Shuffle.** Blocks are taken in a random order, and the threads of a block run in each round in a
+   random order, drawn from a seed (:func:`set_seed`, or ``SCRATCHNET_SIM_SEED``; launch *k* after seeding
+   uses a seed derived from both). A block's thread order depends only on that seed and the block's index,
+   never on which OS thread runs it, so a kernel whose blocks are independent gives the same result with
+   any number of OS threads. A kernel that forgets a ``__syncthreads()`` or depends on the order in which
+   threads run gives a wrong result, reproducibly, instead of passing by luck. What may vary from run to run
+   with more than one OS thread: how blocks interleave (a kernel whose blocks write the same place without
+   atomics, or read what other blocks write), and the order of atomic updates from different blocks, hence
+   the rounding of a float ``atomicAdd`` sum. When several blocks fail, the error reported is the one of
+   the earliest block in the shuffled order, whatever the number of OS threads.
 4. **Check** (``launcher.py``, ``checks.py``). Each launch is refused when its arguments do not match the
    kernel's compiled signature as CuPy would pass them, or when it breaks CUDA's limits
-   (:mod:`scratchnet._cuda.limits`). Every array runs on a copy between guard zones. Always checked:
-   writes past either end of an array or of the dynamic shared memory, writes to a ``const`` array,
+   (:mod:`scratchnet._cuda.limits`). Every array of up to 256 KiB runs on a copy between guard zones; larger
+   ones run in place (copying them in and out of every launch cost as much as the kernels). Always checked:
+   writes up to 4 KiB past either end of an array of up to 256 KiB, writes to such an array when it is
+   ``const``, writes past the end of the dynamic shared memory,
    barrier divergence (a thread returned, or threads wait at two different ``__syncthreads()``), warp masks
    that cannot complete, ``assert``/``__trap()``, and crashes. With ``checks=`` (or
    ``SCRATCHNET_SIM_CHECKS``), a *checked build* adds compute-sanitizer's classes: ``memcheck`` (every
@@ -70,19 +81,28 @@ What it still cannot do
 * Warp lockstep is not modelled: code relying on the 32 threads of a warp executing together without
   ``__syncwarp`` (implicit warp synchronisation) is not; racecheck reports such code as racy, as
   compute-sanitizer does on Volta and later.
-* Without a checked build, out-of-bounds *reads* and writes further than 4 KiB from an array go unseen. With
+* Without a checked build, out-of-bounds *reads*, writes further than 4 KiB from an array, any out-of-bounds
+  write of an array over 256 KiB and writes to such an array declared ``const`` go unseen. With
   one, an out-of-bounds access to one static ``__shared__`` array that lands inside another is not seen
   (the static shared memory is checked as a whole), racecheck compares accesses of different sizes only by
   4-byte granule or byte, ``memcpy`` calls inside kernels are not checked, and initcheck covers shared
   memory only (arrays come from NumPy, always initialised). A checked launch is much slower: every load
   and store calls the runtime.
-* Two threads never run at the same time, so a non-atomic read-modify-write between barriers is found by
-  racecheck, not by a wrong result.
+* Two threads of one block never run at the same time, so a non-atomic read-modify-write between barriers
+  is found by racecheck, not by a wrong result; racecheck compares threads of one block only (a checked
+  build runs its blocks one after the other).
 * Floating-point results may differ from a GPU in the last bits (FMA contraction, the fast-math functions
   are computed accurately); half-precision types, tensor cores, ``__constant__`` memory set from Python,
   dynamic parallelism and grid-wide cooperative groups are missing.
 * Timing means nothing: a simulated launch is orders of magnitude slower than a GPU, and its cost has
   nothing to do with coalescing, occupancy or bank conflicts.
+
+Speed
+-----
+Blocks run on every core, and arrays over 256 KiB are not copied per launch, so a kernel without barriers
+runs at roughly the speed of a plain C++ loop spread over the cores. Training LeNet-5 on 2 cores,
+``python -m scratchnet.train --device sim --limit-train 512 --limit-test 256 --epochs 2``: see the
+README's simulator section for the measured figures before and after this change.
 * Shared memory is not reset between blocks (nor is it on a GPU; initcheck reports reads of it).
 * A kernel that loops forever hangs the launch, as it would hang the GPU.
 """

@@ -61,7 +61,10 @@ CACHE_FORMAT = 4  # bump when what build() stores in the cache changes
 # -O2 because the layer tests (float64 finite differences included) run every kernel many times.
 # Warnings that correct CUDA code triggers on a host compiler (comparing threadIdx.x, an unsigned int, with
 # an int size) are switched off; the rest are shown.
-CXX_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wno-sign-compare"]
+CXX_FLAGS = [
+    *("-std=c++17", "-O2", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden"),
+    *("-Wall", "-Wno-sign-compare"),
+]
 
 # extern __shared__ float smem[];   (also with __align__(16), __align__(sizeof(T)) or alignas(16) before or
 # after the type), at file scope or inside a kernel: both placements name the one array the wrapper defines.

@@ -46,8 +46,8 @@
 #define __align__(n) __attribute__((aligned(n)))
 #define __constant__ static
 #define __managed__
-// __shared__ memory is one copy per block, shared by the block's threads. One block runs at a time on one
-// OS thread, so a variable with static storage is exactly that. `thread_local` (rather than `static`) is
+// __shared__ memory is one copy per block, shared by the block's threads. Each OS thread of the pool runs
+// one block at a time, so a variable with one copy per OS thread is exactly that. `thread_local` (rather than `static`) is
 // used because it also fits `extern __shared__ float smem[];`, the dynamic shared memory, which the
 // generated wrapper defines at file scope with the largest size a launch may ask for: written at file scope
 // or inside a kernel, the declaration names that one array (`extern` at block scope refers to the
@@ -124,14 +124,15 @@ inline uint3 make_uint3(unsigned int x, unsigned int y, unsigned int z) { return
 #undef SIM_VECTOR_TRAITS
 
 namespace sim_rt {
-// The state of the thread that is running now. The scheduler writes it before it resumes a thread.
+// The state of the thread that is running now on this OS thread (each OS thread of the pool runs its own
+// block). The scheduler writes it before it resumes a thread.
 struct ThreadState {
     uint3 thread_idx;
     uint3 block_idx;
     dim3 block_dim;
     dim3 grid_dim;
 };
-extern ThreadState current;
+extern thread_local ThreadState current;
 void syncthreads(int line);                      // block-wide barrier; `line` tells barrier sites apart
 void syncwarp(unsigned int mask);                // barrier of the lanes of this warp named in `mask`
 unsigned long long* warp_slots();                // one 8-byte exchange slot per thread of the block
@@ -174,10 +175,11 @@ SIM_UNCHECKED inline int block_vote(int predicate, int line, Combine combine) {
 #define __syncthreads_and(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int n) { return int(count == n); })
 #define __syncthreads_or(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int) { return int(count > 0); })
 #define __trap() ::sim_rt::trap("__trap() was called", __FILE__, __LINE__)
-// Only one thread runs at a time, so memory is always coherent: fences have nothing to do.
-inline void __threadfence() {}
+// The threads of a block take turns on one OS thread, so they always see each other's writes; blocks on
+// other OS threads get a real fence.
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() {}
-inline void __threadfence_system() {}
+inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __nanosleep(unsigned int) {}
 
 // ---- cache-hinted loads and stores: plain accesses here ----------------------------------------------------
@@ -202,7 +204,8 @@ SIM_STORE(__stwt)
 
 // ---- atomics ---------------------------------------------------------------------------------------------
 // CUDA's overload set (not templates, so that atomicAdd(unsigned*, 1) converts the 1 as nvcc does). Threads
-// switch only at barriers, never inside these functions; __atomic builtins keep them atomic anyway.
+// of one block switch only at barriers, but blocks run at the same time on several OS threads: the __atomic
+// builtins make each update one indivisible step for them too.
 namespace sim_rt {
 template <class T, class F>
 SIM_UNCHECKED inline T atomic_update(T* address, F f) {  // read-modify-write with a compare-and-swap loop

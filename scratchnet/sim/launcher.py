@@ -7,10 +7,12 @@
    when that does not match the kernel's compiled C signature: on a GPU the kernel would read garbage;
 2. enforces CUDA's limits: 1024 threads per block, block sizes (1024, 1024, 64), grid sizes
    (2^31 - 1, 65535, 65535), 48 KiB of shared memory (static plus dynamic) per block;
-3. has every array copied into a buffer with guard zones (4 KiB of canary bytes) on both sides, runs the
-   kernel on the copies, and checks the guards (runtime.cpp): a write past either end of an array is
-   reported with the argument's name. Results are then copied back; arrays passed as ``const T*`` must
-   come back unchanged.
+3. has every array of up to 256 KiB (every array, in a checked build) copied into a buffer with guard zones
+   (4 KiB of canary bytes) on both sides, runs the kernel on the copies, and checks the guards
+   (runtime.cpp): a write past either end of such an array is reported with the argument's name. Results
+   are then copied back; such arrays passed as ``const T*`` must come back unchanged. Larger arrays run in
+   place (copying them would cost as much as the kernel): only a checked build sees accesses out of them;
+4. runs the blocks on :func:`simulator_threads` OS threads (a checked build: one).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from scratchnet.sim.compiler import Build
 
 MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
 
-# One launch at a time in the whole process: a module's scheduler state and its shared memory are global.
+# One launch at a time in the whole process: a module's launch state and its thread pool serve one launch.
 _launch_lock = threading.Lock()
 
 
@@ -60,6 +62,21 @@ def _next_launch_seed() -> int:
         _seed["base"] = _seed_from_environment()
     _seed["launches"] += 1
     return (_seed["base"] * 0x9E3779B97F4A7C15 + _seed["launches"] * 0xBF58476D1CE4E5B9) % 2**64
+
+
+# --- the OS threads that run the blocks ----------------------------------------------------------------
+def simulator_threads() -> int:
+    """How many OS threads run a launch's blocks: ``SCRATCHNET_SIM_THREADS``, else one per CPU core."""
+    text = os.environ.get("SCRATCHNET_SIM_THREADS", "").strip()
+    if not text:
+        return os.cpu_count() or 1
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if not 1 <= threads <= 256:
+        raise ValueError(f"SCRATCHNET_SIM_THREADS must be an integer from 1 to 256, got {text!r}")
+    return threads
 
 
 # --- parameters ---------------------------------------------------------------------------------------------
@@ -166,6 +183,7 @@ class SimModule:
             ctypes.c_uint,  # dynamic_shared_bytes
             ctypes.c_ulonglong,  # seed
             ctypes.c_int,  # checks
+            ctypes.c_int,  # threads
             ctypes.POINTER(Report),  # report
             ctypes.c_char_p,  # error
             ctypes.c_int,  # error_size
@@ -226,6 +244,7 @@ class SimKernel:
         arg_buffer = (ctypes.c_int * count)(*[placement.get(i, (-1, 0))[0] for i in range(count)])
         arg_offset = (ctypes.c_ulonglong * count)(*[placement.get(i, (-1, 0))[1] for i in range(count)])
         error, report = ctypes.create_string_buffer(2048), Report()
+        threads = simulator_threads()
         with _launch_lock:
             status = self.module.library.sim_launch(
                 self.index,
@@ -240,6 +259,7 @@ class SimKernel:
                 shared_mem,
                 _next_launch_seed(),
                 check_bits(self.module.checks),
+                threads,
                 ctypes.byref(report),
                 error,
                 len(error),

@@ -2,14 +2,16 @@
 // the generated module.cpp (kernel file plus kernel table, see compiler.py), so that no macro of a kernel
 // file can change it; cuda_sim.h is force-included here too. Each module's library has its own copy.
 //
-// A launch runs the blocks one after the other, in a shuffled order. Inside a block every CUDA thread is a
-// fiber: a function running on its own small stack that can be suspended in the middle and resumed later.
-// A thread runs until it returns or reaches __syncthreads(); then the next one in the round runs. When every
-// thread of the block waits at the barrier, all are released for the next round, again in a shuffled order.
-// So a barrier really separates "before" from "after", and a missing one shows up as a wrong result instead
-// of passing by luck. New threads start as plain function calls on a "runner" (see runner_main), so a
-// kernel without barriers costs no context switch per thread; a thread waiting at a barrier hands over to
-// the next one with one switch (a handful of register saves, see sim_switch below).
+// A launch runs its blocks on a small pool of OS threads (one block at a time on each), taking them in a
+// shuffled order. Inside a block every CUDA thread is a fiber: a function running on its own small stack
+// that can be suspended in the middle and resumed later. A thread runs until it returns or reaches
+// __syncthreads(); then the next one in the round runs. When every thread of the block waits at the
+// barrier, all are released for the next round, again in a shuffled order. So a barrier really separates
+// "before" from "after", and a missing one shows up as a wrong result instead of passing by luck. The
+// threads of a block stay on one OS thread, and their order depends only on the launch seed and the block's
+// index, never on which OS thread runs it. New threads start as plain function calls on a "runner" (see
+// runner_main), so a kernel without barriers costs no context switch per thread; a thread waiting at a
+// barrier hands over to the next one with one switch (a handful of register saves, see sim_switch below).
 #include <dlfcn.h>
 #include <link.h>
 #include <setjmp.h>
@@ -17,6 +19,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+// libstdc++'s threading headers spell __attribute__((__noinline__)), which cuda_sim.h's CUDA qualifier of
+// that name would break.
+#pragma push_macro("__noinline__")
+#undef __noinline__
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#pragma pop_macro("__noinline__")
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -85,7 +96,9 @@ unsigned char* dynamic_shared_address(int index);  // of this OS thread's copy (
 const char* dynamic_shared_name(int index);
 
 // ---- the scheduler ---------------------------------------------------------------------------------------
-ThreadState current;
+// Everything below that a running block touches is per OS thread (thread_local): each OS thread of the pool
+// runs one block at a time with its own fibers, stacks and error.
+thread_local ThreadState current;
 
 // What went wrong, field by field, for launcher.py to turn into one exception class per kind (checks.py).
 enum ReportKind { kOther = 0, kMemcheck = 1, kRacecheck = 2, kInitcheck = 3, kSynccheck = 4, kTrap = 5, kCrash = 6 };
@@ -146,7 +159,7 @@ struct Scheduler {
     std::vector<unsigned long long> warp_epoch = std::vector<unsigned long long>(kMaxThreads / 32);
     sigjmp_buf crash_jump;
 };
-Scheduler S;
+thread_local Scheduler S;
 
 unsigned long long next_random() {  // splitmix64
     unsigned long long z = (S.rng += 0x9E3779B97F4A7C15ull);
@@ -487,13 +500,17 @@ void trap(const char* what, const char* file, int line) {
 }  // namespace sim_rt
 
 // ---- guard zones around the arrays -----------------------------------------------------------------------
-// Every array argument runs on a copy placed between two guard zones filled with canary bytes. After the
-// launch, a changed canary is an out-of-bounds write. Arguments that overlap in host memory (y = x for an
-// in-place kernel) share one copy, so the kernel sees the aliasing it would see on a GPU.
+// An array argument of up to kGuardedCopyBytes (every one in a checked build) runs on a copy placed between
+// two guard zones filled with canary bytes. After the launch, a changed canary is an out-of-bounds write.
+// Arguments that overlap in host memory (y = x for an in-place kernel) share one buffer, copied or not, so
+// the kernel sees the aliasing it would see on a GPU.
 namespace sim_rt {
 namespace {
 
 const size_t kGuardBytes = 4096;
+// Arrays up to this size run on guarded copies in every build; larger ones run in place unless the build
+// is checked, since copying them in and out would cost as much as many kernels do.
+const unsigned long long kGuardedCopyBytes = 256 * 1024;
 const size_t kAlignment = 256;  // cudaMalloc's alignment, which vectorised loads may rely on
 
 struct HostBuffer {  // filled in by launcher.py: one run of host memory holding one or more array arguments
@@ -553,60 +570,6 @@ bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy)
     return true;
 }
 
-// ---- running the blocks ----------------------------------------------------------------------------------
-void on_crash(int signal_number) { siglongjmp(S.crash_jump, signal_number); }
-
-// Runs every block, in a shuffled order. A fault inside a kernel (an invalid address, a stack overflow, an
-// integer division by zero) jumps back here instead of killing Python; the handler runs on its own stack,
-// since the fault may be an overflow of the fiber's stack.
-bool run_blocks(const unsigned int* grid, int threads_per_block) {
-    // A permutation of the linear block indices 0 .. blocks-1 (x fastest, as on the GPU).
-    unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
-    std::vector<unsigned long long> order(blocks);
-    for (unsigned long long i = 0; i < blocks; ++i) order[i] = i;
-    shuffle(order);
-
-    static std::vector<char> signal_stack(64 * 1024);
-    stack_t alt{}, old_alt{};
-    alt.ss_sp = signal_stack.data();
-    alt.ss_size = signal_stack.size();
-    sigaltstack(&alt, &old_alt);
-    struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{};
-    action.sa_handler = on_crash;
-    action.sa_flags = SA_ONSTACK | SA_NODEFER;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGSEGV, &action, &old_segv);
-    sigaction(SIGBUS, &action, &old_bus);
-    sigaction(SIGFPE, &action, &old_fpe);
-
-    bool ok = true;
-    int crash = sigsetjmp(S.crash_jump, 1);
-    if (crash == 0) {
-        for (unsigned long long i = 0; i < blocks && ok; ++i) {
-            unsigned long long b = order[i];
-            current.block_idx = uint3{(unsigned)(b % grid[0]), (unsigned)(b / grid[0] % grid[1]),
-                                      (unsigned)(b / ((unsigned long long)grid[0] * grid[1]))};
-            ok = run_block(threads_per_block);
-        }
-    } else {
-        ok = false;
-        if (crash == kTrapped) goto restore;  // S.error says what
-        const uint3& t = current.thread_idx;
-        const char* what = crash == SIGFPE ? "an arithmetic fault (an integer division by zero?)"
-                                           : "a memory fault (an invalid address, or a stack overflow from "
-                                             "large local arrays)";
-        fail(kCrash, "", S.running);
-        S.error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
-                  std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
-    }
-restore:
-    sigaction(SIGSEGV, &old_segv, nullptr);
-    sigaction(SIGBUS, &old_bus, nullptr);
-    sigaction(SIGFPE, &old_fpe, nullptr);
-    sigaltstack(&old_alt, nullptr);
-    return ok;
-}
-
 // Canary bytes after the requested dynamic shared memory catch a kernel that writes past it.
 void guard_dynamic_shared(unsigned int bytes) {
     for (int i = 0; i < dynamic_shared_count(); ++i)
@@ -628,6 +591,171 @@ bool check_dynamic_shared(unsigned int bytes) {
         }
     }
     return true;
+}
+
+// ---- running the blocks ----------------------------------------------------------------------------------
+// What every OS thread of a launch reads (written before they start), and the launch's first failure.
+struct Launch {
+    void (*thread_body)(void**) = nullptr;
+    void** args = nullptr;
+    dim3 grid_dim, block_dim;
+    int threads_per_block = 0;
+    int checks = 0;
+    unsigned int dynamic_shared_bytes = 0;
+    unsigned long long seed = 0;
+    std::vector<unsigned long long> order;          // the linear block indices in the order they are taken
+    std::atomic<unsigned long long> next_position;  // the next position of `order` to take
+    // The failure at the lowest position of `order` wins, so the error does not depend on which OS thread
+    // got there first: it is the one a serial run in the same order reports. Positions after it are skipped;
+    // positions before it were all taken already (positions are taken in increasing order) and run to the end.
+    std::atomic<unsigned long long> failed_position;
+    std::mutex failure_lock;
+    std::string error;
+    Report report;
+};
+Launch L;
+
+void record_failure(unsigned long long position) {
+    std::lock_guard<std::mutex> hold(L.failure_lock);
+    if (position >= L.failed_position.load()) return;
+    L.failed_position.store(position);
+    L.error = S.error, L.report = S.report;
+}
+
+void on_crash(int signal_number) { siglongjmp(S.crash_jump, signal_number); }
+
+uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
+    const dim3& g = L.grid_dim;
+    return uint3{(unsigned)(b % g.x), (unsigned)(b / g.x % g.y), (unsigned)(b / ((unsigned long long)g.x * g.y))};
+}
+
+// One OS thread's share of a launch: takes the next block in the shuffled order until none is left (or a
+// block at an earlier position failed). A fault inside a kernel (an invalid address, a stack overflow, an
+// integer division by zero) jumps back here instead of killing Python; the handler runs on this OS thread's
+// own signal stack, since the fault may be an overflow of the fiber's stack.
+void run_share() {
+    S.thread_body = L.thread_body, S.args = L.args, S.checks = L.checks;
+    S.error.clear();
+    S.report = Report{};
+    current.grid_dim = L.grid_dim, current.block_dim = L.block_dim;
+    int n = L.threads_per_block;
+    S.fibers.assign(n, Fiber());
+    S.thread_indices.resize(n);
+    for (int t = 0; t < n; ++t)
+        S.thread_indices[t] = uint3{t % L.block_dim.x, (t / L.block_dim.x) % L.block_dim.y,
+                                    t / (L.block_dim.x * L.block_dim.y)};
+    guard_dynamic_shared(L.dynamic_shared_bytes);
+
+    static thread_local std::vector<char> signal_stack(64 * 1024);
+    stack_t alt{}, old_alt{};
+    alt.ss_sp = signal_stack.data();
+    alt.ss_size = signal_stack.size();
+    sigaltstack(&alt, &old_alt);
+    unsigned long long blocks = L.order.size();
+    volatile unsigned long long position = blocks;  // read after a siglongjmp, so kept in memory
+    int crash = sigsetjmp(S.crash_jump, 1);
+    if (crash == 0) {
+        for (;;) {
+            position = L.next_position.fetch_add(1);
+            if (position >= blocks || position > L.failed_position.load()) break;
+            unsigned long long b = L.order[position];
+            current.block_idx = block_index(b);
+            S.rng = L.seed ^ (b + 1) * 0xD1B54A32D192ED03ull;  // this block's thread order: (seed, index) only
+            if (!run_block(n)) {
+                record_failure(position);
+                break;
+            }
+        }
+        // A write past the dynamic shared memory, found after the blocks: after every block in the order.
+        if (!check_dynamic_shared(L.dynamic_shared_bytes)) record_failure(blocks);
+    } else {
+        if (crash != kTrapped) {  // else S.error says what
+            const uint3& t = current.thread_idx;
+            const char* what = crash == SIGFPE ? "an arithmetic fault (an integer division by zero?)"
+                                               : "a memory fault (an invalid address, or a stack overflow from "
+                                                 "large local arrays)";
+            fail(kCrash, "", S.running);
+            S.error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
+                      std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+        }
+        record_failure(position);
+    }
+    sigaltstack(&old_alt, nullptr);
+    S.checks = 0, S.running = -1;
+}
+
+// The pool: OS threads that wait for a launch, run their share, and wait again. It lives as long as the
+// process (never destroyed, so that exiting Python does not wait for it), one per loaded module. A child
+// made by fork() has none of its parent's threads: it starts a pool of its own.
+struct Pool {
+    pid_t owner = getpid();
+    std::mutex lock;
+    std::condition_variable wake, finished;
+    unsigned long long generation = 0;  // +1 per launch that uses the pool
+    int wanted = 0;                     // how many of the pool's threads take part in this launch
+    int running = 0;                    // ... and have not finished their share yet
+    int size = 0;
+};
+Pool& pool() {
+    static Pool* p = new Pool;
+    if (p->owner != getpid()) p = new Pool;  // the parent's pool, copied by fork() without its threads
+    return *p;
+}
+
+void pool_thread(int index) {
+    Pool& p = pool();
+    unsigned long long seen = 0;
+    for (;;) {
+        {
+            std::unique_lock<std::mutex> hold(p.lock);
+            p.wake.wait(hold, [&] { return p.generation != seen; });
+            seen = p.generation;
+            if (index >= p.wanted) continue;
+        }
+        run_share();
+        std::lock_guard<std::mutex> hold(p.lock);
+        if (--p.running == 0) p.finished.notify_all();
+    }
+}
+
+// Runs every block on `threads` OS threads (the caller's and threads - 1 of the pool's), with the crash
+// handlers installed for the whole process meanwhile. Returns false with S.error and S.report set.
+bool run_blocks(int threads) {
+    unsigned long long blocks = (unsigned long long)L.grid_dim.x * L.grid_dim.y * L.grid_dim.z;
+    L.order.resize(blocks);
+    for (unsigned long long i = 0; i < blocks; ++i) L.order[i] = i;
+    S.rng = L.seed;
+    shuffle(L.order);
+    L.next_position.store(0);
+    L.failed_position.store(~0ull);
+    if ((unsigned long long)threads > blocks) threads = (int)blocks;
+
+    struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{};
+    action.sa_handler = on_crash;
+    action.sa_flags = SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &old_segv);
+    sigaction(SIGBUS, &action, &old_bus);
+    sigaction(SIGFPE, &action, &old_fpe);
+    Pool& p = pool();
+    if (threads > 1) {
+        std::lock_guard<std::mutex> hold(p.lock);
+        for (; p.size < threads - 1; ++p.size) std::thread(pool_thread, p.size).detach();
+        p.wanted = p.running = threads - 1;
+        ++p.generation;
+        p.wake.notify_all();
+    }
+    run_share();
+    if (threads > 1) {
+        std::unique_lock<std::mutex> hold(p.lock);
+        p.finished.wait(hold, [&] { return p.running == 0; });
+    }
+    sigaction(SIGSEGV, &old_segv, nullptr);
+    sigaction(SIGBUS, &old_bus, nullptr);
+    sigaction(SIGFPE, &old_fpe, nullptr);
+    if (L.failed_position.load() == ~0ull) return true;
+    S.error = L.error, S.report = L.report;
+    return false;
 }
 
 }  // namespace
@@ -893,11 +1021,16 @@ SIM_EXPORT int sim_uses_dynamic_shared() { return sim_rt::dynamic_shared_count()
 SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const unsigned long long* arg_offset,
                           int arg_count, const sim_rt::HostBuffer* buffers, int buffer_count,
                           const unsigned int* grid, const unsigned int* block, unsigned int dynamic_shared_bytes,
-                          unsigned long long seed, int checks, sim_rt::Report* report, char* error,
+                          unsigned long long seed, int checks, int threads, sim_rt::Report* report, char* error,
                           int error_size) {
     using namespace sim_rt;
+    // Small arrays, and every array of a checked build, run on guarded copies; large ones in place.
     std::vector<unsigned char*> copies(buffer_count);
-    for (int b = 0; b < buffer_count; ++b) copies[b] = make_guarded_copy(b, buffers[b]);
+    std::vector<bool> guarded(buffer_count);
+    for (int b = 0; b < buffer_count; ++b) {
+        guarded[b] = checks != 0 || buffers[b].bytes <= kGuardedCopyBytes;
+        copies[b] = guarded[b] ? make_guarded_copy(b, buffers[b]) : buffers[b].data;
+    }
     std::vector<void*> pointers(arg_count);  // the device pointers handed to the kernel
     std::vector<void*> argv(args, args + arg_count);
     for (int i = 0; i < arg_count; ++i) {
@@ -906,24 +1039,21 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
         argv[i] = &pointers[i];
     }
 
-    S.thread_body = kernel_entry(kernel).thread_body;
-    S.args = argv.data();
-    S.rng = seed;
+    L.thread_body = kernel_entry(kernel).thread_body;
+    L.args = argv.data();
+    L.seed = seed;
+    L.grid_dim = dim3(grid[0], grid[1], grid[2]);
+    L.block_dim = dim3(block[0], block[1], block[2]);
+    L.threads_per_block = (int)(block[0] * block[1] * block[2]);
+    L.dynamic_shared_bytes = dynamic_shared_bytes;
+    L.checks = checks;
     S.error.clear();
-    current.grid_dim = dim3(grid[0], grid[1], grid[2]);
-    current.block_dim = dim3(block[0], block[1], block[2]);
-    int threads_per_block = (int)(block[0] * block[1] * block[2]);
-    S.fibers.assign(threads_per_block, Fiber());
-    S.thread_indices.resize(threads_per_block);
-    for (int t = 0; t < threads_per_block; ++t)
-        S.thread_indices[t] = uint3{t % block[0], (t / block[0]) % block[1], t / (block[0] * block[1])};
-
     S.report = Report{};
+    // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
-    guard_dynamic_shared(dynamic_shared_bytes);
-    bool ok = run_blocks(grid, threads_per_block) && check_dynamic_shared(dynamic_shared_bytes);
-    for (int b = 0; ok && b < buffer_count; ++b) ok = check_and_copy_back(b, buffers[b], copies[b]);
-    S.checks = 0, S.running = -1;
+    bool ok = run_blocks(checks ? 1 : threads);
+    for (int b = 0; ok && b < buffer_count; ++b)
+        if (guarded[b]) ok = check_and_copy_back(b, buffers[b], copies[b]);
     *report = S.report;
     fflush(stdout);  // so that printf output from the kernel appears before whatever Python prints next
     if (!ok) snprintf(error, (size_t)error_size, "%s", S.error.c_str());
