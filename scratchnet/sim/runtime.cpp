@@ -692,8 +692,9 @@ struct Pool {
     std::mutex lock;
     std::condition_variable wake, finished;
     unsigned long long generation = 0;  // +1 per launch that uses the pool
-    int wanted = 0;                     // how many of the pool's threads take part in this launch
-    int running = 0;                    // ... and have not finished their share yet
+    int wanted = 0;                     // how many of the pool's threads may take part in this launch
+    int running = 0;                    // ... have joined it and not finished their share yet
+    bool closed = false;                // the caller has finished its share: late threads stay out
     int size = 0;
 };
 Pool& pool() {
@@ -710,7 +711,10 @@ void pool_thread(int index) {
             std::unique_lock<std::mutex> hold(p.lock);
             p.wake.wait(hold, [&] { return p.generation != seen; });
             seen = p.generation;
-            if (index >= p.wanted) continue;
+            // A thread woken after the caller ran out of blocks would only make it wait (a busy machine
+            // may take milliseconds to schedule it): it skips this launch.
+            if (index >= p.wanted || p.closed) continue;
+            ++p.running;
         }
         run_share();
         std::lock_guard<std::mutex> hold(p.lock);
@@ -741,13 +745,15 @@ bool run_blocks(int threads) {
     if (threads > 1) {
         std::lock_guard<std::mutex> hold(p.lock);
         for (; p.size < threads - 1; ++p.size) std::thread(pool_thread, p.size).detach();
-        p.wanted = p.running = threads - 1;
+        p.wanted = threads - 1;
+        p.closed = false;
         ++p.generation;
         p.wake.notify_all();
     }
     run_share();
     if (threads > 1) {
         std::unique_lock<std::mutex> hold(p.lock);
+        p.closed = true;
         p.finished.wait(hold, [&] { return p.running == 0; });
     }
     sigaction(SIGSEGV, &old_segv, nullptr);
