@@ -159,10 +159,18 @@ struct Scheduler {
     std::vector<unsigned long long> warp_epoch = std::vector<unsigned long long>(kMaxThreads / 32);
     sigjmp_buf crash_jump;
 };
-thread_local Scheduler S;
+// This OS thread's scheduler. A plain pointer, initialised to a constant, so that reaching it costs one
+// thread-local lookup, without the initialisation check a thread_local Scheduler would add to every use
+// (which doubled the cost of a context switch). use_this_threads_scheduler() sets it.
+thread_local Scheduler* S = nullptr;
+
+void use_this_threads_scheduler() {
+    static thread_local Scheduler own;
+    S = &own;
+}
 
 unsigned long long next_random() {  // splitmix64
-    unsigned long long z = (S.rng += 0x9E3779B97F4A7C15ull);
+    unsigned long long z = (S->rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
@@ -192,7 +200,7 @@ unsigned char* allocate_stack() {
 // registers, then runner_main as the address to "return" to.
 void* initial_stack_pointer(int stack) {
     size_t colour = (size_t)stack * 1088 % kColourBytes;
-    uintptr_t top = reinterpret_cast<uintptr_t>(S.stacks[stack] + kMappedStackBytes - colour) & ~uintptr_t(15);
+    uintptr_t top = reinterpret_cast<uintptr_t>(S->stacks[stack] + kMappedStackBytes - colour) & ~uintptr_t(15);
 #if defined(__x86_64__)
     // After 6 pops and ret, rsp = top - 8: the alignment a function sees right after a call.
     void** sp = reinterpret_cast<void**>(top - 8 * (kSavedWords + 2));
@@ -208,46 +216,46 @@ void* initial_stack_pointer(int stack) {
 #endif
 }
 
-// A free stack (allocated when none is), or -1 with S.error set when memory is exhausted.
+// A free stack (allocated when none is), or -1 with S->error set when memory is exhausted.
 int take_stack() {
-    if (S.free_stacks.empty()) {
+    if (S->free_stacks.empty()) {
         unsigned char* stack = allocate_stack();
         if (stack == nullptr) {
-            S.error = "cannot allocate a stack for a simulated thread (out of memory)";
+            S->error = "cannot allocate a stack for a simulated thread (out of memory)";
             return -1;
         }
-        S.free_stacks.push_back((int)S.stacks.size());
-        S.stacks.push_back(stack);
+        S->free_stacks.push_back((int)S->stacks.size());
+        S->stacks.push_back(stack);
     }
-    int stack = S.free_stacks.back();
-    S.free_stacks.pop_back();
+    int stack = S->free_stacks.back();
+    S->free_stacks.pop_back();
     return stack;
 }
 
 // Thread t (linear index x + y*bx + z*bx*by) is the one running from now on.
 void enter(int t) {
-    S.running = t;
-    current.thread_idx = S.thread_indices[t];
+    S->running = t;
+    current.thread_idx = S->thread_indices[t];
 }
 
 // Leaves the running context, saving it in *save_sp, for whatever runs next in this round: a suspended
 // thread continues where it stopped, a new thread starts on a runner, and after the round's last thread
 // the scheduler decides about the barriers. One switch per step: fibers hand over to each other directly.
 void yield_to_next(void** save_sp) {
-    void* next_sp = S.scheduler_sp;
-    if (S.next < S.queue.size()) {
-        int t = S.queue[S.next];
-        if (S.fibers[t].state == kNew) {
+    void* next_sp = S->scheduler_sp;
+    if (S->next < S->queue.size()) {
+        int t = S->queue[S->next];
+        if (S->fibers[t].state == kNew) {
             int stack = take_stack();
-            if (stack < 0) S.failed = true;  // back to the scheduler, which reports S.error
-            else S.runner_stack = stack, next_sp = initial_stack_pointer(stack);
+            if (stack < 0) S->failed = true;  // back to the scheduler, which reports S->error
+            else S->runner_stack = stack, next_sp = initial_stack_pointer(stack);
         } else {
-            ++S.next;
+            ++S->next;
             enter(t);
-            next_sp = S.fibers[t].sp;
+            next_sp = S->fibers[t].sp;
         }
     }
-    if (save_sp == &S.scheduler_sp && next_sp == S.scheduler_sp) return;  // the scheduler stays
+    if (save_sp == &S->scheduler_sp && next_sp == S->scheduler_sp) return;  // the scheduler stays
     sim_switch(save_sp, next_sp);
 }
 
@@ -257,17 +265,17 @@ void yield_to_next(void** save_sp) {
 // the next new thread. Whenever the thread of a runner returns, the runner goes on with the round; once the
 // next thread to run is not a new one, the runner frees its stack and leaves for good.
 [[noreturn]] void runner_main() {
-    const int stack = S.runner_stack;
+    const int stack = S->runner_stack;
     for (;;) {
-        while (S.next < S.queue.size() && S.fibers[S.queue[S.next]].state == kNew) {
-            int t = S.queue[S.next++];
-            S.fibers[t].stack = stack;
-            S.fibers[t].state = kReady;
+        while (S->next < S->queue.size() && S->fibers[S->queue[S->next]].state == kNew) {
+            int t = S->queue[S->next++];
+            S->fibers[t].stack = stack;
+            S->fibers[t].state = kReady;
             enter(t);
-            S.thread_body(S.args);
-            S.fibers[t].state = kDone;
+            S->thread_body(S->args);
+            S->fibers[t].state = kDone;
         }
-        S.free_stacks.push_back(stack);  // safe: nothing takes a stack before this runner has switched away
+        S->free_stacks.push_back(stack);  // safe: nothing takes a stack before this runner has switched away
         void* abandoned;
         yield_to_next(&abandoned);
         __builtin_unreachable();  // a runner that has left is never resumed
@@ -302,13 +310,13 @@ void store_thread(int t, int* out) {
 
 // Records an error: its message, its kind, the block, and the thread(s) involved (-1: none).
 void fail(int kind, const std::string& message, int thread, int other_thread = -1) {
-    S.error = message;
-    S.report.kind = kind;
-    S.report.buffer = -1;
-    S.report.block[0] = current.block_idx.x, S.report.block[1] = current.block_idx.y;
-    S.report.block[2] = current.block_idx.z;
-    store_thread(thread, S.report.thread);
-    store_thread(other_thread, S.report.other_thread);
+    S->error = message;
+    S->report.kind = kind;
+    S->report.buffer = -1;
+    S->report.block[0] = current.block_idx.x, S->report.block[1] = current.block_idx.y;
+    S->report.block[2] = current.block_idx.z;
+    store_thread(thread, S->report.thread);
+    store_thread(other_thread, S->report.other_thread);
 }
 
 std::string hex(unsigned int mask) {
@@ -323,7 +331,7 @@ std::string hex(unsigned int mask) {
 // garbage), the simulator reports it.
 bool release_warp_barriers(int n, std::vector<int>& runnable) {
     for (int t = 0; t < n; ++t) {
-        Fiber& f = S.fibers[t];
+        Fiber& f = S->fibers[t];
         if (f.state != kAtWarpBarrier) continue;
         int base = t - t % 32;
         unsigned int lane = (unsigned int)(t % 32), mask = f.warp_mask;
@@ -337,7 +345,7 @@ bool release_warp_barriers(int n, std::vector<int>& runnable) {
         }
         for (unsigned int other = 0; other < 32; ++other) {
             if (!(mask >> other & 1u) || base + (int)other >= n) continue;
-            const Fiber& g = S.fibers[base + other];
+            const Fiber& g = S->fibers[base + other];
             if (g.state == kAtWarpBarrier && g.warp_mask == mask) continue;
             std::string where = g.state == kDone            ? "has returned"
                                 : g.state == kAtBarrier     ? "waits at __syncthreads()"
@@ -350,10 +358,10 @@ bool release_warp_barriers(int n, std::vector<int>& runnable) {
                  t, base + (int)other);
             return false;
         }
-        ++S.warp_epoch[t / 32];
+        ++S->warp_epoch[t / 32];
         for (unsigned int other = 0; other < 32; ++other) {
             if (!(mask >> other & 1u) || base + (int)other >= n) continue;
-            S.fibers[base + other].state = kReady;
+            S->fibers[base + other].state = kReady;
             runnable.push_back(base + (int)other);
         }
     }
@@ -367,15 +375,15 @@ bool release_barriers(int n, std::vector<int>& runnable) {
     // The common cases first, without building lists: all threads returned, or all wait at one barrier.
     int done_count = 0, same_barrier = 0;
     for (int t = 0; t < n; ++t) {
-        const Fiber& f = S.fibers[t];
+        const Fiber& f = S->fibers[t];
         done_count += f.state == kDone;
-        same_barrier += f.state == kAtBarrier && f.barrier_line == S.fibers[0].barrier_line;
+        same_barrier += f.state == kAtBarrier && f.barrier_line == S->fibers[0].barrier_line;
     }
     if (done_count == n) return true;
     if (same_barrier == n) {
-        ++S.epoch;
+        ++S->epoch;
         for (int t = 0; t < n; ++t) {
-            S.fibers[t].state = kReady;
+            S->fibers[t].state = kReady;
             runnable.push_back(t);
         }
         return true;
@@ -383,7 +391,7 @@ bool release_barriers(int n, std::vector<int>& runnable) {
     std::vector<int> done, at_barrier;
     bool any_at_warp = false;
     for (int t = 0; t < n; ++t) {
-        int state = S.fibers[t].state;
+        int state = S->fibers[t].state;
         if (state == kDone) done.push_back(t);
         if (state == kAtBarrier) at_barrier.push_back(t);
         if (state == kAtWarpBarrier) any_at_warp = true;
@@ -393,34 +401,34 @@ bool release_barriers(int n, std::vector<int>& runnable) {
     if (!done.empty()) {
         fail(kSynccheck,
              "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
-                 " wait at __syncthreads() (line " + std::to_string(S.fibers[at_barrier[0]].barrier_line) +
+                 " wait at __syncthreads() (line " + std::to_string(S->fibers[at_barrier[0]].barrier_line) +
                  ") but threads " + describe_threads(done) +
                  " have returned (every thread of a block must reach each __syncthreads())",
              at_barrier[0], done[0]);
-        S.report.line = S.fibers[at_barrier[0]].barrier_line;
+        S->report.line = S->fibers[at_barrier[0]].barrier_line;
         return false;
     }
-    int line = S.fibers[at_barrier[0]].barrier_line;
+    int line = S->fibers[at_barrier[0]].barrier_line;
     std::vector<int> elsewhere;
     for (int t : at_barrier)
-        if (S.fibers[t].barrier_line != line) elsewhere.push_back(t);
+        if (S->fibers[t].barrier_line != line) elsewhere.push_back(t);
     if (!elsewhere.empty()) {
         std::vector<int> here;
         for (int t : at_barrier)
-            if (S.fibers[t].barrier_line == line) here.push_back(t);
+            if (S->fibers[t].barrier_line == line) here.push_back(t);
         fail(kSynccheck,
              "barrier divergence in " + describe_block() + ": threads " + describe_threads(here) +
                  " wait at the __syncthreads() of line " + std::to_string(line) + " but threads " +
                  describe_threads(elsewhere) + " at the one of line " +
-                 std::to_string(S.fibers[elsewhere[0]].barrier_line) +
+                 std::to_string(S->fibers[elsewhere[0]].barrier_line) +
                  " (all threads of a block must reach the same __syncthreads())",
              here[0], elsewhere[0]);
-        S.report.line = line, S.report.other_line = S.fibers[elsewhere[0]].barrier_line;
+        S->report.line = line, S->report.other_line = S->fibers[elsewhere[0]].barrier_line;
         return false;
     }
-    ++S.epoch;
+    ++S->epoch;
     for (int t : at_barrier) {
-        S.fibers[t].state = kReady;
+        S->fibers[t].state = kReady;
         runnable.push_back(t);
     }
     return true;
@@ -429,23 +437,23 @@ bool release_barriers(int n, std::vector<int>& runnable) {
 void start_block_checks();  // below, with the checks
 
 bool run_block(int n) {
-    ++S.epoch;
-    if (S.checks) start_block_checks();
-    S.queue.resize(n);
+    ++S->epoch;
+    if (S->checks) start_block_checks();
+    S->queue.resize(n);
     for (int t = 0; t < n; ++t) {
-        S.fibers[t].state = kNew;
-        S.queue[t] = t;
+        S->fibers[t].state = kNew;
+        S->queue[t] = t;
     }
-    S.free_stacks.clear();
-    for (int i = (int)S.stacks.size() - 1; i >= 0; --i) S.free_stacks.push_back(i);
-    while (!S.queue.empty()) {  // one round: every runnable thread runs until it returns or waits
-        shuffle(S.queue);
-        S.next = 0;
-        S.failed = false;
-        yield_to_next(&S.scheduler_sp);
-        if (S.failed) return false;
-        S.queue.clear();
-        if (!release_barriers(n, S.queue)) return false;
+    S->free_stacks.clear();
+    for (int i = (int)S->stacks.size() - 1; i >= 0; --i) S->free_stacks.push_back(i);
+    while (!S->queue.empty()) {  // one round: every runnable thread runs until it returns or waits
+        shuffle(S->queue);
+        S->next = 0;
+        S->failed = false;
+        yield_to_next(&S->scheduler_sp);
+        if (S->failed) return false;
+        S->queue.clear();
+        if (!release_barriers(n, S->queue)) return false;
     }
     return true;
 }
@@ -456,33 +464,33 @@ const unsigned char kCanary = 0xA5;
 }  // namespace
 
 void syncthreads(int line) {
-    Fiber& me = S.fibers[S.running];
+    Fiber& me = S->fibers[S->running];
     me.state = kAtBarrier;
     me.barrier_line = line;
     yield_to_next(&me.sp);
 }
 
 void syncwarp(unsigned int mask) {
-    Fiber& me = S.fibers[S.running];
+    Fiber& me = S->fibers[S->running];
     me.state = kAtWarpBarrier;
     me.warp_mask = mask & warp_lanes();
     yield_to_next(&me.sp);
 }
 
-unsigned long long* warp_slots() { return S.warp_slots.data(); }
-unsigned int lane_id() { return (unsigned int)S.running % 32u; }
-unsigned int warp_base() { return (unsigned int)S.running - lane_id(); }
-unsigned int thread_rank() { return (unsigned int)S.running; }
+unsigned long long* warp_slots() { return S->warp_slots.data(); }
+unsigned int lane_id() { return (unsigned int)S->running % 32u; }
+unsigned int warp_base() { return (unsigned int)S->running - lane_id(); }
+unsigned int thread_rank() { return (unsigned int)S->running; }
 
 unsigned int warp_lanes() {
-    unsigned int in_warp = std::min(32u, (unsigned int)S.fibers.size() - warp_base());
+    unsigned int in_warp = std::min(32u, (unsigned int)S->fibers.size() - warp_base());
     return in_warp == 32 ? 0xffffffffu : (1u << in_warp) - 1u;
 }
 
 unsigned int active_lanes() {
     unsigned int lanes = 0, base = warp_base();
-    for (unsigned int lane = 0; lane < 32 && base + lane < S.fibers.size(); ++lane)
-        if (S.fibers[base + lane].state != kDone) lanes |= 1u << lane;
+    for (unsigned int lane = 0; lane < 32 && base + lane < S->fibers.size(); ++lane)
+        if (S->fibers[base + lane].state != kDone) lanes |= 1u << lane;
     return lanes;
 }
 
@@ -491,10 +499,10 @@ const int kTrapped = 1000;  // what sigsetjmp returns after trap(), unlike any s
 
 void trap(const char* what, const char* file, int line) {
     fail(kTrap, std::string(what) + " at " + file + ":" + std::to_string(line) + " in " + describe_block() +
-                    ", thread " + describe_thread(S.running),
-         S.running);
-    S.report.line = line;
-    siglongjmp(S.crash_jump, kTrapped);
+                    ", thread " + describe_thread(S->running),
+         S->running);
+    S->report.line = line;
+    siglongjmp(S->crash_jump, kTrapped);
 }
 
 }  // namespace sim_rt
@@ -534,7 +542,7 @@ unsigned char* make_guarded_copy(int index, const HostBuffer& host) {
     return start + kGuardBytes;
 }
 
-// Checks the guards of a copy and copies it back; false (with S.error set) when the kernel misbehaved.
+// Checks the guards of a copy and copies it back; false (with S->error set) when the kernel misbehaved.
 bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy) {
     const unsigned char* before = copy - kGuardBytes;
     const unsigned char* after = copy + host.bytes;
@@ -544,7 +552,7 @@ bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy)
                  "wrote before the start of argument " + std::string(host.names) +
                      ": an out-of-bounds write reaching " + std::to_string(kGuardBytes - k) + " byte(s) before the array",
                  -1);
-            S.report.buffer = index, S.report.offset = -(long long)(kGuardBytes - k), S.report.is_write = 1;
+            S->report.buffer = index, S->report.offset = -(long long)(kGuardBytes - k), S->report.is_write = 1;
             return false;
         }
     }
@@ -554,14 +562,14 @@ bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy)
                  "wrote past the end of argument " + std::string(host.names) +
                      ": an out-of-bounds write reaching " + std::to_string(k) + " byte(s) after the array",
                  -1);
-            S.report.buffer = index, S.report.offset = (long long)(host.bytes + k - 1), S.report.is_write = 1;
+            S->report.buffer = index, S->report.offset = (long long)(host.bytes + k - 1), S->report.is_write = 1;
             return false;
         }
     }
     if (host.read_only) {
         if (memcmp(copy, host.data, host.bytes) != 0) {
             fail(kMemcheck, "wrote to argument " + std::string(host.names) + ", declared const", -1);
-            S.report.buffer = index, S.report.is_write = 1;
+            S->report.buffer = index, S->report.is_write = 1;
             return false;
         }
         return true;
@@ -582,8 +590,8 @@ bool check_dynamic_shared(unsigned int bytes) {
         for (size_t k = 0; k < kMaxDynamicShared - bytes; ++k) {
             if (tail[k] != kCanary) {
                 fail(kMemcheck, "", -1);
-                S.report.buffer = -2, S.report.offset = (long long)(bytes + k), S.report.is_write = 1;
-                S.error = "wrote past the end of the dynamic shared memory '" +
+                S->report.buffer = -2, S->report.offset = (long long)(bytes + k), S->report.is_write = 1;
+                S->error = "wrote past the end of the dynamic shared memory '" +
                           std::string(dynamic_shared_name(i)) + "' (shared_mem=" + std::to_string(bytes) +
                           " bytes; a write at byte offset " + std::to_string(bytes + k) + ")";
                 return false;
@@ -619,10 +627,10 @@ void record_failure(unsigned long long position) {
     std::lock_guard<std::mutex> hold(L.failure_lock);
     if (position >= L.failed_position.load()) return;
     L.failed_position.store(position);
-    L.error = S.error, L.report = S.report;
+    L.error = S->error, L.report = S->report;
 }
 
-void on_crash(int signal_number) { siglongjmp(S.crash_jump, signal_number); }
+void on_crash(int signal_number) { siglongjmp(S->crash_jump, signal_number); }
 
 uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
     const dim3& g = L.grid_dim;
@@ -634,15 +642,16 @@ uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
 // integer division by zero) jumps back here instead of killing Python; the handler runs on this OS thread's
 // own signal stack, since the fault may be an overflow of the fiber's stack.
 void run_share() {
-    S.thread_body = L.thread_body, S.args = L.args, S.checks = L.checks;
-    S.error.clear();
-    S.report = Report{};
+    use_this_threads_scheduler();
+    S->thread_body = L.thread_body, S->args = L.args, S->checks = L.checks;
+    S->error.clear();
+    S->report = Report{};
     current.grid_dim = L.grid_dim, current.block_dim = L.block_dim;
     int n = L.threads_per_block;
-    S.fibers.assign(n, Fiber());
-    S.thread_indices.resize(n);
+    S->fibers.assign(n, Fiber());
+    S->thread_indices.resize(n);
     for (int t = 0; t < n; ++t)
-        S.thread_indices[t] = uint3{t % L.block_dim.x, (t / L.block_dim.x) % L.block_dim.y,
+        S->thread_indices[t] = uint3{t % L.block_dim.x, (t / L.block_dim.x) % L.block_dim.y,
                                     t / (L.block_dim.x * L.block_dim.y)};
     guard_dynamic_shared(L.dynamic_shared_bytes);
 
@@ -653,14 +662,14 @@ void run_share() {
     sigaltstack(&alt, &old_alt);
     unsigned long long blocks = L.order.size();
     volatile unsigned long long position = blocks;  // read after a siglongjmp, so kept in memory
-    int crash = sigsetjmp(S.crash_jump, 1);
+    int crash = sigsetjmp(S->crash_jump, 1);
     if (crash == 0) {
         for (;;) {
             position = L.next_position.fetch_add(1);
             if (position >= blocks || position > L.failed_position.load()) break;
             unsigned long long b = L.order[position];
             current.block_idx = block_index(b);
-            S.rng = L.seed ^ (b + 1) * 0xD1B54A32D192ED03ull;  // this block's thread order: (seed, index) only
+            S->rng = L.seed ^ (b + 1) * 0xD1B54A32D192ED03ull;  // this block's thread order: (seed, index) only
             if (!run_block(n)) {
                 record_failure(position);
                 break;
@@ -669,19 +678,19 @@ void run_share() {
         // A write past the dynamic shared memory, found after the blocks: after every block in the order.
         if (!check_dynamic_shared(L.dynamic_shared_bytes)) record_failure(blocks);
     } else {
-        if (crash != kTrapped) {  // else S.error says what
+        if (crash != kTrapped) {  // else S->error says what
             const uint3& t = current.thread_idx;
             const char* what = crash == SIGFPE ? "an arithmetic fault (an integer division by zero?)"
                                                : "a memory fault (an invalid address, or a stack overflow from "
                                                  "large local arrays)";
-            fail(kCrash, "", S.running);
-            S.error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
+            fail(kCrash, "", S->running);
+            S->error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
                       std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
         }
         record_failure(position);
     }
     sigaltstack(&old_alt, nullptr);
-    S.checks = 0, S.running = -1;
+    S->checks = 0, S->running = -1;
 }
 
 // The pool: OS threads that wait for a launch, run their share, and wait again. It lives as long as the
@@ -723,12 +732,12 @@ void pool_thread(int index) {
 }
 
 // Runs every block on `threads` OS threads (the caller's and threads - 1 of the pool's), with the crash
-// handlers installed for the whole process meanwhile. Returns false with S.error and S.report set.
+// handlers installed for the whole process meanwhile. Returns false with S->error and S->report set.
 bool run_blocks(int threads) {
     unsigned long long blocks = (unsigned long long)L.grid_dim.x * L.grid_dim.y * L.grid_dim.z;
     L.order.resize(blocks);
     for (unsigned long long i = 0; i < blocks; ++i) L.order[i] = i;
-    S.rng = L.seed;
+    S->rng = L.seed;
     shuffle(L.order);
     L.next_position.store(0);
     L.failed_position.store(~0ull);
@@ -760,7 +769,7 @@ bool run_blocks(int threads) {
     sigaction(SIGBUS, &old_bus, nullptr);
     sigaction(SIGFPE, &old_fpe, nullptr);
     if (L.failed_position.load() == ~0ull) return true;
-    S.error = L.error, S.report = L.report;
+    S->error = L.error, S->report = L.report;
     return false;
 }
 
@@ -829,12 +838,12 @@ bool inside(const Range& r, uintptr_t a, size_t size) { return a >= r.start && a
 [[noreturn]] void check_failed(int kind, const std::string& message, uintptr_t address, size_t size, bool write,
                                uintptr_t pc, int buffer, long long offset, int other_thread = -1,
                                uintptr_t other_pc = 0, bool other_write = false) {
-    fail(kind, message, S.running, other_thread);
-    S.report.buffer = buffer, S.report.offset = offset, S.report.size = (int)size;
-    S.report.is_write = write, S.report.other_is_write = other_write;
-    S.report.pc = pc ? pc - C.library_base : 0, S.report.other_pc = other_pc ? other_pc - C.library_base : 0;
+    fail(kind, message, S->running, other_thread);
+    S->report.buffer = buffer, S->report.offset = offset, S->report.size = (int)size;
+    S->report.is_write = write, S->report.other_is_write = other_write;
+    S->report.pc = pc ? pc - C.library_base : 0, S->report.other_pc = other_pc ? other_pc - C.library_base : 0;
     (void)address;
-    siglongjmp(S.crash_jump, kTrapped);
+    siglongjmp(S->crash_jump, kTrapped);
 }
 
 std::string access_words(size_t size, bool write) {
@@ -844,10 +853,10 @@ std::string access_words(size_t size, bool write) {
 // Racecheck for one byte: compares this access with the ones earlier in the same barrier interval.
 void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, long long offset) {
     Checks::Cell& cell = C.cells[a];
-    int me = S.running;
-    unsigned long long warp_epoch = S.warp_epoch[me / 32];
+    int me = S->running;
+    unsigned long long warp_epoch = S->warp_epoch[me / 32];
     auto conflicts = [&](const Checks::Access& other) {
-        if (other.thread < 0 || other.thread == me || other.epoch != S.epoch) return false;
+        if (other.thread < 0 || other.thread == me || other.epoch != S->epoch) return false;
         bool same_warp_synchronised = other.thread / 32 == me / 32 && other.warp_epoch != warp_epoch;
         return !same_warp_synchronised;
     };
@@ -860,12 +869,12 @@ void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, 
                      a, size, write, pc, region, offset, other.thread, other.pc, other_write);
     };
     if (conflicts(cell.write)) report(cell.write, true);
-    Checks::Access now{S.epoch, warp_epoch, me, pc};
+    Checks::Access now{S->epoch, warp_epoch, me, pc};
     if (write) {
         for (const Checks::Access& read : cell.reads)
             if (conflicts(read)) report(read, false);
         cell.write = now;
-    } else if (cell.reads[0].thread == me || cell.reads[0].epoch != S.epoch) {
+    } else if (cell.reads[0].thread == me || cell.reads[0].epoch != S->epoch) {
         cell.reads[0] = now;
     } else {
         cell.reads[1] = now;
@@ -880,42 +889,42 @@ void check_races(uintptr_t a, size_t size, bool write, uintptr_t pc, int region,
 }
 
 void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
-    if (S.running < 0 || S.checks == 0) return;
+    if (S == nullptr || S->running < 0 || S->checks == 0) return;  // S: none before the first launch
     // Which memory: an array argument (or its guard zones), shared memory, or anything else.
     for (size_t b = 0; b < C.buffers.size(); ++b) {
         const CheckedBuffer& buffer = C.buffers[b];
         long long offset = (long long)(a - buffer.data);
         if (a + size <= buffer.data - kGuardBytes || a >= buffer.end + kGuardBytes) continue;
-        if ((S.checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
+        if ((S->checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
             check_failed(kMemcheck,
                          "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
                              " of an array argument (" + std::to_string(buffer.end - buffer.data) + " bytes) in " +
-                             describe_block() + ", thread " + describe_thread(S.running),
+                             describe_block() + ", thread " + describe_thread(S->running),
                          a, size, write, pc, (int)b, offset);
-        if (S.checks & kCheckRacecheck) check_races(a, size, write, pc, (int)b, offset);
+        if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, (int)b, offset);
         return;
     }
     if (a >= C.tls.start && a < C.tls.end + kGuardBytes) {
         for (size_t i = 0; i < C.dynamic_reserve.size(); ++i) {
             if (!(a + size > C.dynamic_reserve[i].start && a < C.dynamic_reserve[i].end)) continue;
-            if ((S.checks & kCheckMemcheck) && !inside(C.dynamic_shared[i], a, size)) {
+            if ((S->checks & kCheckMemcheck) && !inside(C.dynamic_shared[i], a, size)) {
                 long long offset = (long long)(a - C.dynamic_shared[i].start);
                 check_failed(kMemcheck,
                              "out-of-bounds " + access_words(size, write) + " of dynamic shared memory '" +
                                  dynamic_shared_name((int)i) + "' at byte offset " + std::to_string(offset) +
                                  " (the launch has shared_mem=" +
                                  std::to_string(C.dynamic_shared[i].end - C.dynamic_shared[i].start) + ") in " +
-                                 describe_block() + ", thread " + describe_thread(S.running),
+                                 describe_block() + ", thread " + describe_thread(S->running),
                              a, size, write, pc, -2, offset);
             }
         }
-        if ((S.checks & kCheckMemcheck) && !inside(C.tls, a, size))
+        if ((S->checks & kCheckMemcheck) && !inside(C.tls, a, size))
             check_failed(kMemcheck,
                          "out-of-bounds " + access_words(size, write) + " past the end of the static shared memory in " +
-                             describe_block() + ", thread " + describe_thread(S.running),
+                             describe_block() + ", thread " + describe_thread(S->running),
                          a, size, write, pc, -3, (long long)(a - C.tls.start));
         size_t first = a - C.tls.start;
-        if (S.checks & kCheckInitcheck) {
+        if (S->checks & kCheckInitcheck) {
             for (size_t k = 0; k < size; ++k) {
                 if (write) {
                     C.shared_written[first + k] = 1;
@@ -924,18 +933,18 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                                  "read of uninitialised shared memory (" + access_words(size, write) +
                                      ", no thread of the block wrote byte " + std::to_string(first + k) +
                                      " of the shared memory before) in " + describe_block() + ", thread " +
-                                     describe_thread(S.running),
+                                     describe_thread(S->running),
                                  a, size, write, pc, -3, (long long)first);
                 }
             }
         }
-        if (S.checks & kCheckRacecheck) check_races(a, size, write, pc, -3, (long long)first);
+        if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, -3, (long long)first);
         return;
     }
-    if (!(S.checks & kCheckMemcheck)) return;
-    const Fiber& me = S.fibers[S.running];
-    Range stack{reinterpret_cast<uintptr_t>(S.stacks[me.stack]),
-                reinterpret_cast<uintptr_t>(S.stacks[me.stack]) + kMappedStackBytes};
+    if (!(S->checks & kCheckMemcheck)) return;
+    const Fiber& me = S->fibers[S->running];
+    Range stack{reinterpret_cast<uintptr_t>(S->stacks[me.stack]),
+                reinterpret_cast<uintptr_t>(S->stacks[me.stack]) + kMappedStackBytes};
     if (inside(stack, a, size)) return;
     for (const Range& segment : C.module)
         if (inside(segment, a, size)) return;
@@ -945,13 +954,13 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                      snprintf(text, sizeof text, "%llx", (unsigned long long)a);
                      return std::string(text);
                  }() + ", outside every array argument, the shared memory and the thread's stack, in " +
-                     describe_block() + ", thread " + describe_thread(S.running),
+                     describe_block() + ", thread " + describe_thread(S->running),
                  a, size, write, pc, -1, 0);
 }
 
 void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* copies, int count,
                   unsigned int dynamic_shared_bytes) {
-    S.checks = checks;
+    S->checks = checks;
     if (!checks) return;
     Dl_info info{};
     dladdr(reinterpret_cast<void*>(&setup_checks), &info);
@@ -1030,6 +1039,7 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
                           unsigned long long seed, int checks, int threads, sim_rt::Report* report, char* error,
                           int error_size) {
     using namespace sim_rt;
+    use_this_threads_scheduler();
     // Small arrays, and every array of a checked build, run on guarded copies; large ones in place.
     std::vector<unsigned char*> copies(buffer_count);
     std::vector<bool> guarded(buffer_count);
@@ -1053,15 +1063,15 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     L.threads_per_block = (int)(block[0] * block[1] * block[2]);
     L.dynamic_shared_bytes = dynamic_shared_bytes;
     L.checks = checks;
-    S.error.clear();
-    S.report = Report{};
+    S->error.clear();
+    S->report = Report{};
     // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
     bool ok = run_blocks(checks ? 1 : threads);
     for (int b = 0; ok && b < buffer_count; ++b)
         if (guarded[b]) ok = check_and_copy_back(b, buffers[b], copies[b]);
-    *report = S.report;
+    *report = S->report;
     fflush(stdout);  // so that printf output from the kernel appears before whatever Python prints next
-    if (!ok) snprintf(error, (size_t)error_size, "%s", S.error.c_str());
+    if (!ok) snprintf(error, (size_t)error_size, "%s", S->error.c_str());
     return ok ? 0 : 1;
 }
