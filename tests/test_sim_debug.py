@@ -57,7 +57,7 @@ def test_gdb_stops_in_one_thread_of_one_block(tmp_path):
     kernel, script = tmp_path / "scale.cu", tmp_path / "run.py"
     kernel.write_text(KERNEL)
     script.write_text(SCRIPT)
-    condition = "sim_rt::current.block_idx.x == 2 && sim_rt::current.thread_idx.x == 5"
+    condition = "sim_rt::current_state().block_idx.x == 2 && sim_rt::current_state().thread_idx.x == 5"
     command = [
         gdb,
         "-q",

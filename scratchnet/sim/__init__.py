@@ -50,8 +50,8 @@ How it works
    error is a :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte
    offset and source line (and the other thread of a race).
 5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g``; gdb can then stop in one
-   thread of one block: ``break relu.cu:12 if sim_rt::current.block_idx.x == 1 &&
-   sim_rt::current.thread_idx.x == 5`` (README, "The simulator").
+   thread of one block: ``break relu.cu:12 if sim_rt::current_state().block_idx.x == 1 &&
+   sim_rt::current_state().thread_idx.x == 5`` (README, "The simulator").
 
 Usage::
 
@@ -177,7 +177,7 @@ def load_module(
     selected = parse_checks(checks)
     if debug is None:
         debug = _debug_from_environment()
-    return SimModule(build(source, list(name_expressions), filename, selected, debug), selected)
+    return SimModule(build(source, list(name_expressions), filename, selected, debug), selected, serial=debug)
 
 
 def _debug_from_environment() -> bool:

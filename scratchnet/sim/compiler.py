@@ -112,7 +112,12 @@ def _compiler_specific_flags(compiler: str) -> list[str]:
     # `extern __shared__ unsigned char smem[];` idiom. -fno-extern-tls-init tells g++ that no extern
     # thread_local variable has a dynamic initialiser (true: they are plain arrays), so it emits no call.
     # clang tests the address in every case, and macOS's TLS scheme has no init functions at all.
-    return [] if "clang" in compiler_version(compiler).lower() else ["-fno-extern-tls-init"]
+    if "clang" in compiler_version(compiler).lower():
+        return []
+    # __shared__ memory is thread-local, and a library's thread-local variables are found through a call
+    # (to __tls_get_addr) each time a kernel needs their address: once per tile of a tiled kernel. On x86-64,
+    # TLS descriptors (gnu2) make that call a few instructions instead of a full function call.
+    return ["-fno-extern-tls-init", *(["-mtls-dialect=gnu2"] if platform.machine() in ("x86_64", "AMD64") else [])]
 
 
 @functools.cache

@@ -132,7 +132,32 @@ struct ThreadState {
     dim3 block_dim;
     dim3 grid_dim;
 };
-extern thread_local ThreadState current;
+// Every simulated thread runs on a fiber stack inside a region of kFiberRegionBytes aligned to its size
+// (runtime.cpp). Near the region's top, at an offset that depends on the region's address, a header holds a
+// pointer to the ThreadState of the OS thread that owns the stack. So the state is found from the stack
+// pointer alone, with no thread-local lookup: threadIdx in an inner loop costs a few instructions. (The
+// offset varies so that the headers of a block's many stacks do not all compete for the same cache set.)
+// In gdb: `print sim_rt::current_state()`.
+constexpr uintptr_t kFiberRegionBytes = uintptr_t(1) << 20;
+SIM_UNCHECKED inline uintptr_t stack_pointer() {
+    uintptr_t sp;
+#if defined(__x86_64__)
+    asm("movq %%rsp, %0" : "=r"(sp));
+#else
+    asm("mov %0, sp" : "=r"(sp));
+#endif
+    return sp;
+}
+// The address of the header of the region holding `address`: two pointers, to the Scheduler (runtime.cpp)
+// and to the ThreadState.
+SIM_UNCHECKED inline void* const* fiber_header(uintptr_t address) {
+    uintptr_t base = address & ~(kFiberRegionBytes - 1);
+    uintptr_t offset = kFiberRegionBytes - 16 - (base / kFiberRegionBytes % 64) * 1088;
+    return reinterpret_cast<void* const*>(base + offset);
+}
+SIM_UNCHECKED inline ThreadState& current_state() {
+    return *static_cast<ThreadState*>(fiber_header(stack_pointer())[1]);
+}
 void syncthreads(int line);                      // block-wide barrier; `line` tells barrier sites apart
 void syncwarp(unsigned int mask);                // barrier of the lanes of this warp named in `mask`
 unsigned long long* warp_slots();                // one 8-byte exchange slot per thread of the block
@@ -144,10 +169,10 @@ unsigned int active_lanes();                     // ... and have not returned
 [[noreturn]] void trap(const char* what, const char* file, int line);  // ends the launch with an error
 }  // namespace sim_rt
 
-#define threadIdx (::sim_rt::current.thread_idx)
-#define blockIdx (::sim_rt::current.block_idx)
-#define blockDim (::sim_rt::current.block_dim)
-#define gridDim (::sim_rt::current.grid_dim)
+#define threadIdx (::sim_rt::current_state().thread_idx)
+#define blockIdx (::sim_rt::current_state().block_idx)
+#define blockDim (::sim_rt::current_state().block_dim)
+#define gridDim (::sim_rt::current_state().grid_dim)
 #define warpSize 32
 
 // ---- synchronisation -------------------------------------------------------------------------------------
@@ -163,7 +188,7 @@ SIM_UNCHECKED inline int block_vote(int predicate, int line, Combine combine) {
     unsigned long long* slots = warp_slots();
     slots[thread_rank()] = predicate != 0;
     syncthreads(line);
-    const dim3& b = current.block_dim;
+    const dim3& b = current_state().block_dim;
     unsigned int n = b.x * b.y * b.z;
     int count = 0;
     for (unsigned int t = 0; t < n; ++t) count += (int)slots[t];

@@ -165,9 +165,12 @@ def _group_overlapping(arrays: list[tuple[int, _Param, np.ndarray]]):
 class SimModule:
     """A compiled ``.cu`` source: ``get_function(name)`` gives a launchable :class:`SimKernel`."""
 
-    def __init__(self, build: Build, checks: frozenset[str] = frozenset()):
+    def __init__(self, build: Build, checks: frozenset[str] = frozenset(), serial: bool = False):
         self.build = build
         self.checks = checks  # the checks this module's launches make (checks.py)
+        # All blocks on the calling OS thread: a debug build, so that gdb follows one thread (and gdb 13
+        # fails an internal assertion on conditional breakpoints while other threads run).
+        self.serial = serial
         self.library = ctypes.CDLL(str(build.library))
         self.library.sim_launch.restype = ctypes.c_int
         self.library.sim_launch.argtypes = [
@@ -244,7 +247,7 @@ class SimKernel:
         arg_buffer = (ctypes.c_int * count)(*[placement.get(i, (-1, 0))[0] for i in range(count)])
         arg_offset = (ctypes.c_ulonglong * count)(*[placement.get(i, (-1, 0))[1] for i in range(count)])
         error, report = ctypes.create_string_buffer(2048), Report()
-        threads = simulator_threads()
+        threads = 1 if self.module.serial else simulator_threads()
         with _launch_lock:
             status = self.module.library.sim_launch(
                 self.index,

@@ -33,6 +33,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <memory>
 #include <vector>
 
 #ifndef MAP_NORESERVE  // macOS: memory is committed lazily anyway
@@ -96,9 +97,8 @@ unsigned char* dynamic_shared_address(int index);  // of this OS thread's copy (
 const char* dynamic_shared_name(int index);
 
 // ---- the scheduler ---------------------------------------------------------------------------------------
-// Everything below that a running block touches is per OS thread (thread_local): each OS thread of the pool
-// runs one block at a time with its own fibers, stacks and error.
-thread_local ThreadState current;
+// Everything below that a running block touches is per OS thread: each OS thread of the pool runs one block
+// at a time with its own Scheduler (fibers, stacks, error, and the ThreadState that threadIdx reads).
 
 // What went wrong, field by field, for launcher.py to turn into one exception class per kind (checks.py).
 enum ReportKind { kOther = 0, kMemcheck = 1, kRacecheck = 2, kInitcheck = 3, kSynccheck = 4, kTrap = 5, kCrash = 6 };
@@ -127,17 +127,19 @@ struct Fiber {
     int barrier_line = 0;        // the source line of the __syncthreads() it waits at
 };
 
-// Per CUDA thread alive at a barrier: mapped with MAP_NORESERVE, so only the pages a thread touches cost
-// memory (a GPU thread's stack is 1 KiB by default, growing on demand up to 512 KiB with cudaLimitStackSize).
-const size_t kStackBytes = 512 * 1024;
-// Each stack's top is moved down by a different multiple of 1088 bytes (mod 64 KiB): stacks that all began
-// at the same offset of a 4 KiB page would compete for the same few cache sets, and switching between a
-// block's threads would then miss the cache on every switch.
-const size_t kColourBytes = 64 * 1024;
-const size_t kMappedStackBytes = kStackBytes + kColourBytes;
+// One stack per CUDA thread alive at a barrier, each in its own region of kFiberRegionBytes (1 MiB) aligned
+// to its size: an unmapped guard page at the low end (an overflow faults instead of silently overwriting the
+// neighbouring stack), the stack, and near the top end a header of two pointers, to the Scheduler and to its
+// ThreadState, that code running on the stack finds from the stack pointer (cuda_sim.h, fiber_header). The
+// header's offset, and so the stack's top, moves down by a multiple of 1088 bytes (up to 68 KiB) that depends
+// on the region: stacks that all began at the same offset of a page would compete for the same few cache
+// sets, and switching between a block's threads would then miss the cache on every switch. Mapped with
+// MAP_NORESERVE, so only the pages a thread touches cost memory; every thread gets more than 900 KiB (a GPU
+// thread's stack is 1 KiB by default, growing on demand up to 512 KiB with cudaLimitStackSize).
 const int kMaxThreads = 1024;
 
 struct Scheduler {
+    ThreadState current;
     void (*thread_body)(void**) = nullptr;
     void** args = nullptr;
     std::vector<Fiber> fibers;
@@ -165,11 +167,17 @@ struct Scheduler {
 thread_local Scheduler* S = nullptr;
 
 void use_this_threads_scheduler() {
-    static thread_local Scheduler own;
-    S = &own;
+    // On the heap rather than in thread-local storage, which a checked build takes for shared memory.
+    static thread_local std::unique_ptr<Scheduler> own(new Scheduler);
+    S = own.get();
 }
 
-unsigned long long next_random() {  // splitmix64
+// The scheduler of the fiber that calls it, read from its stack's header: no thread-local lookup.
+SIM_UNCHECKED inline Scheduler* fiber_scheduler() { return static_cast<Scheduler*>(fiber_header(stack_pointer())[0]); }
+
+// The hot functions below take the scheduler as a parameter (shadowing the thread-local S): a thread-local
+// lookup per element of a loop would cost more than the loop's work.
+unsigned long long next_random(Scheduler* S) {  // splitmix64
     unsigned long long z = (S->rng += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -177,30 +185,34 @@ unsigned long long next_random() {  // splitmix64
 }
 
 template <class T>
-void shuffle(std::vector<T>& items) {  // Fisher-Yates, with Lemire's multiply-shift instead of a division
+void shuffle(Scheduler* S, std::vector<T>& items) {  // Fisher-Yates, with Lemire's multiply-shift instead of a division
     for (size_t i = items.size(); i > 1; --i) {
-        size_t j = (size_t)(((unsigned __int128)next_random() * i) >> 64);
+        size_t j = (size_t)(((unsigned __int128)next_random(S) * i) >> 64);
         std::swap(items[i - 1], items[j]);
     }
 }
 
-// A new stack with an unmapped guard page at its low end, so that an overflow faults instead of silently
-// overwriting the neighbouring stack.
-unsigned char* allocate_stack() {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    void* base = mmap(nullptr, kMappedStackBytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) return nullptr;
-    mprotect(base, page, PROT_NONE);
-    return static_cast<unsigned char*>(base) + page;
+// A new stack region for scheduler S (its base address), or nullptr when memory is exhausted.
+unsigned char* allocate_stack(Scheduler* S) {
+    const size_t region = kFiberRegionBytes, page = (size_t)sysconf(_SC_PAGESIZE);
+    // Map twice the size and keep the aligned middle: mmap itself only aligns to pages.
+    void* mapped = mmap(nullptr, 2 * region, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0);
+    if (mapped == MAP_FAILED) return nullptr;
+    uintptr_t start = reinterpret_cast<uintptr_t>(mapped), base = (start + region - 1) & ~(region - 1);
+    if (base > start) munmap(mapped, base - start);
+    if (base + region < start + 2 * region) munmap(reinterpret_cast<void*>(base + region), start + region - base);
+    mprotect(reinterpret_cast<void*>(base), page, PROT_NONE);
+    void** header = const_cast<void**>(fiber_header(base));
+    header[0] = S, header[1] = &S->current;
+    return reinterpret_cast<unsigned char*>(base);
 }
 
 [[noreturn]] void runner_main();
 
 // The initial stack of a new runner, laid out as sim_switch leaves a suspended fiber: zeroed callee-saved
 // registers, then runner_main as the address to "return" to.
-void* initial_stack_pointer(int stack) {
-    size_t colour = (size_t)stack * 1088 % kColourBytes;
-    uintptr_t top = reinterpret_cast<uintptr_t>(S->stacks[stack] + kMappedStackBytes - colour) & ~uintptr_t(15);
+void* initial_stack_pointer(Scheduler* S, int stack) {
+    uintptr_t top = (reinterpret_cast<uintptr_t>(fiber_header(reinterpret_cast<uintptr_t>(S->stacks[stack]))) - 16) & ~uintptr_t(15);
 #if defined(__x86_64__)
     // After 6 pops and ret, rsp = top - 8: the alignment a function sees right after a call.
     void** sp = reinterpret_cast<void**>(top - 8 * (kSavedWords + 2));
@@ -217,9 +229,9 @@ void* initial_stack_pointer(int stack) {
 }
 
 // A free stack (allocated when none is), or -1 with S->error set when memory is exhausted.
-int take_stack() {
+int take_stack(Scheduler* S) {
     if (S->free_stacks.empty()) {
-        unsigned char* stack = allocate_stack();
+        unsigned char* stack = allocate_stack(S);
         if (stack == nullptr) {
             S->error = "cannot allocate a stack for a simulated thread (out of memory)";
             return -1;
@@ -233,25 +245,26 @@ int take_stack() {
 }
 
 // Thread t (linear index x + y*bx + z*bx*by) is the one running from now on.
-void enter(int t) {
+void enter(Scheduler* S, int t) {
     S->running = t;
-    current.thread_idx = S->thread_indices[t];
+    S->current.thread_idx = S->thread_indices[t];
 }
 
 // Leaves the running context, saving it in *save_sp, for whatever runs next in this round: a suspended
 // thread continues where it stopped, a new thread starts on a runner, and after the round's last thread
 // the scheduler decides about the barriers. One switch per step: fibers hand over to each other directly.
-void yield_to_next(void** save_sp) {
+// S is passed in: the scheduler's own loop calls this too, from the OS thread's stack.
+void yield_to_next(Scheduler* S, void** save_sp) {
     void* next_sp = S->scheduler_sp;
     if (S->next < S->queue.size()) {
         int t = S->queue[S->next];
         if (S->fibers[t].state == kNew) {
-            int stack = take_stack();
+            int stack = take_stack(S);
             if (stack < 0) S->failed = true;  // back to the scheduler, which reports S->error
-            else S->runner_stack = stack, next_sp = initial_stack_pointer(stack);
+            else S->runner_stack = stack, next_sp = initial_stack_pointer(S, stack);
         } else {
             ++S->next;
-            enter(t);
+            enter(S, t);
             next_sp = S->fibers[t].sp;
         }
     }
@@ -265,25 +278,26 @@ void yield_to_next(void** save_sp) {
 // the next new thread. Whenever the thread of a runner returns, the runner goes on with the round; once the
 // next thread to run is not a new one, the runner frees its stack and leaves for good.
 [[noreturn]] void runner_main() {
+    Scheduler* const S = fiber_scheduler();
     const int stack = S->runner_stack;
     for (;;) {
         while (S->next < S->queue.size() && S->fibers[S->queue[S->next]].state == kNew) {
             int t = S->queue[S->next++];
             S->fibers[t].stack = stack;
             S->fibers[t].state = kReady;
-            enter(t);
+            enter(S, t);
             S->thread_body(S->args);
             S->fibers[t].state = kDone;
         }
         S->free_stacks.push_back(stack);  // safe: nothing takes a stack before this runner has switched away
         void* abandoned;
-        yield_to_next(&abandoned);
+        yield_to_next(S, &abandoned);
         __builtin_unreachable();  // a runner that has left is never resumed
     }
 }
 
 std::string describe_threads(const std::vector<int>& threads) {
-    const dim3& b = current.block_dim;
+    const dim3& b = S->current.block_dim;
     std::string out;
     for (size_t i = 0; i < threads.size() && i < 4; ++i) {
         int t = threads[i];
@@ -295,14 +309,14 @@ std::string describe_threads(const std::vector<int>& threads) {
 }
 
 std::string describe_block() {
-    const uint3& i = current.block_idx;
+    const uint3& i = S->current.block_idx;
     return "block (" + std::to_string(i.x) + "," + std::to_string(i.y) + "," + std::to_string(i.z) + ")";
 }
 
 std::string describe_thread(int t) { return describe_threads(std::vector<int>{t}); }
 
 void store_thread(int t, int* out) {
-    const dim3& b = current.block_dim;
+    const dim3& b = S->current.block_dim;
     out[0] = t < 0 ? -1 : (int)(t % b.x);
     out[1] = t < 0 ? -1 : (int)((t / b.x) % b.y);
     out[2] = t < 0 ? -1 : (int)(t / (b.x * b.y));
@@ -313,8 +327,8 @@ void fail(int kind, const std::string& message, int thread, int other_thread = -
     S->error = message;
     S->report.kind = kind;
     S->report.buffer = -1;
-    S->report.block[0] = current.block_idx.x, S->report.block[1] = current.block_idx.y;
-    S->report.block[2] = current.block_idx.z;
+    S->report.block[0] = S->current.block_idx.x, S->report.block[1] = S->current.block_idx.y;
+    S->report.block[2] = S->current.block_idx.z;
     store_thread(thread, S->report.thread);
     store_thread(other_thread, S->report.other_thread);
 }
@@ -329,7 +343,7 @@ std::string hex(unsigned int mask) {
 // every lane named in a waiting thread's mask waits too, with the same mask. A named lane that returned or
 // waits at __syncthreads(), or a different mask, can never complete: CUDA leaves that undefined (a hang or
 // garbage), the simulator reports it.
-bool release_warp_barriers(int n, std::vector<int>& runnable) {
+bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     for (int t = 0; t < n; ++t) {
         Fiber& f = S->fibers[t];
         if (f.state != kAtWarpBarrier) continue;
@@ -371,7 +385,7 @@ bool release_warp_barriers(int n, std::vector<int>& runnable) {
 // Decides who runs next once every runnable thread has stopped: warps whose lanes all wait at a warp
 // barrier, else the whole block when every thread waits at the same __syncthreads(). Anything else is a
 // barrier that can never complete, which a GPU would leave undefined (a hang or garbage): report it.
-bool release_barriers(int n, std::vector<int>& runnable) {
+bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     // The common cases first, without building lists: all threads returned, or all wait at one barrier.
     int done_count = 0, same_barrier = 0;
     for (int t = 0; t < n; ++t) {
@@ -397,7 +411,7 @@ bool release_barriers(int n, std::vector<int>& runnable) {
         if (state == kAtWarpBarrier) any_at_warp = true;
     }
     if ((int)done.size() == n) return true;
-    if (any_at_warp) return release_warp_barriers(n, runnable);
+    if (any_at_warp) return release_warp_barriers(S, n, runnable);
     if (!done.empty()) {
         fail(kSynccheck,
              "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
@@ -436,7 +450,7 @@ bool release_barriers(int n, std::vector<int>& runnable) {
 
 void start_block_checks();  // below, with the checks
 
-bool run_block(int n) {
+bool run_block(Scheduler* S, int n) {
     ++S->epoch;
     if (S->checks) start_block_checks();
     S->queue.resize(n);
@@ -447,13 +461,13 @@ bool run_block(int n) {
     S->free_stacks.clear();
     for (int i = (int)S->stacks.size() - 1; i >= 0; --i) S->free_stacks.push_back(i);
     while (!S->queue.empty()) {  // one round: every runnable thread runs until it returns or waits
-        shuffle(S->queue);
+        shuffle(S, S->queue);
         S->next = 0;
         S->failed = false;
-        yield_to_next(&S->scheduler_sp);
+        yield_to_next(S, &S->scheduler_sp);
         if (S->failed) return false;
         S->queue.clear();
-        if (!release_barriers(n, S->queue)) return false;
+        if (!release_barriers(S, n, S->queue)) return false;
     }
     return true;
 }
@@ -463,31 +477,36 @@ const unsigned char kCanary = 0xA5;
 
 }  // namespace
 
+// These run on a fiber (called from kernel code), so they reach the scheduler through the stack header.
 void syncthreads(int line) {
+    Scheduler* const S = fiber_scheduler();
     Fiber& me = S->fibers[S->running];
     me.state = kAtBarrier;
     me.barrier_line = line;
-    yield_to_next(&me.sp);
+    yield_to_next(S, &me.sp);
 }
-
-void syncwarp(unsigned int mask) {
-    Fiber& me = S->fibers[S->running];
-    me.state = kAtWarpBarrier;
-    me.warp_mask = mask & warp_lanes();
-    yield_to_next(&me.sp);
-}
-
-unsigned long long* warp_slots() { return S->warp_slots.data(); }
-unsigned int lane_id() { return (unsigned int)S->running % 32u; }
-unsigned int warp_base() { return (unsigned int)S->running - lane_id(); }
-unsigned int thread_rank() { return (unsigned int)S->running; }
 
 unsigned int warp_lanes() {
-    unsigned int in_warp = std::min(32u, (unsigned int)S->fibers.size() - warp_base());
+    Scheduler* const S = fiber_scheduler();
+    unsigned int in_warp = std::min(32u, (unsigned int)S->fibers.size() - ((unsigned int)S->running & ~31u));
     return in_warp == 32 ? 0xffffffffu : (1u << in_warp) - 1u;
 }
 
+void syncwarp(unsigned int mask) {
+    Scheduler* const S = fiber_scheduler();
+    Fiber& me = S->fibers[S->running];
+    me.state = kAtWarpBarrier;
+    me.warp_mask = mask & warp_lanes();
+    yield_to_next(S, &me.sp);
+}
+
+unsigned long long* warp_slots() { return fiber_scheduler()->warp_slots.data(); }
+unsigned int lane_id() { return (unsigned int)fiber_scheduler()->running % 32u; }
+unsigned int warp_base() { return (unsigned int)fiber_scheduler()->running - lane_id(); }
+unsigned int thread_rank() { return (unsigned int)fiber_scheduler()->running; }
+
 unsigned int active_lanes() {
+    Scheduler* const S = fiber_scheduler();
     unsigned int lanes = 0, base = warp_base();
     for (unsigned int lane = 0; lane < 32 && base + lane < S->fibers.size(); ++lane)
         if (S->fibers[base + lane].state != kDone) lanes |= 1u << lane;
@@ -646,7 +665,7 @@ void run_share() {
     S->thread_body = L.thread_body, S->args = L.args, S->checks = L.checks;
     S->error.clear();
     S->report = Report{};
-    current.grid_dim = L.grid_dim, current.block_dim = L.block_dim;
+    S->current.grid_dim = L.grid_dim, S->current.block_dim = L.block_dim;
     int n = L.threads_per_block;
     S->fibers.assign(n, Fiber());
     S->thread_indices.resize(n);
@@ -668,9 +687,9 @@ void run_share() {
             position = L.next_position.fetch_add(1);
             if (position >= blocks || position > L.failed_position.load()) break;
             unsigned long long b = L.order[position];
-            current.block_idx = block_index(b);
+            S->current.block_idx = block_index(b);
             S->rng = L.seed ^ (b + 1) * 0xD1B54A32D192ED03ull;  // this block's thread order: (seed, index) only
-            if (!run_block(n)) {
+            if (!run_block(S, n)) {
                 record_failure(position);
                 break;
             }
@@ -679,7 +698,7 @@ void run_share() {
         if (!check_dynamic_shared(L.dynamic_shared_bytes)) record_failure(blocks);
     } else {
         if (crash != kTrapped) {  // else S->error says what
-            const uint3& t = current.thread_idx;
+            const uint3& t = S->current.thread_idx;
             const char* what = crash == SIGFPE ? "an arithmetic fault (an integer division by zero?)"
                                                : "a memory fault (an invalid address, or a stack overflow from "
                                                  "large local arrays)";
@@ -738,7 +757,7 @@ bool run_blocks(int threads) {
     L.order.resize(blocks);
     for (unsigned long long i = 0; i < blocks; ++i) L.order[i] = i;
     S->rng = L.seed;
-    shuffle(L.order);
+    shuffle(S, L.order);
     L.next_position.store(0);
     L.failed_position.store(~0ull);
     if ((unsigned long long)threads > blocks) threads = (int)blocks;
@@ -904,6 +923,8 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
         if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, (int)b, offset);
         return;
     }
+    const ThreadState* state = &S->current;  // what threadIdx and its kin read
+    if (inside({reinterpret_cast<uintptr_t>(state), reinterpret_cast<uintptr_t>(state + 1)}, a, size)) return;
     if (a >= C.tls.start && a < C.tls.end + kGuardBytes) {
         for (size_t i = 0; i < C.dynamic_reserve.size(); ++i) {
             if (!(a + size > C.dynamic_reserve[i].start && a < C.dynamic_reserve[i].end)) continue;
@@ -944,7 +965,7 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
     if (!(S->checks & kCheckMemcheck)) return;
     const Fiber& me = S->fibers[S->running];
     Range stack{reinterpret_cast<uintptr_t>(S->stacks[me.stack]),
-                reinterpret_cast<uintptr_t>(S->stacks[me.stack]) + kMappedStackBytes};
+                reinterpret_cast<uintptr_t>(S->stacks[me.stack]) + kFiberRegionBytes};
     if (inside(stack, a, size)) return;
     for (const Range& segment : C.module)
         if (inside(segment, a, size)) return;
