@@ -106,6 +106,7 @@ from scratchnet.sim.checks import (
 )
 from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler
 from scratchnet.sim.launcher import SimKernel, SimModule, set_seed
+from scratchnet.sim.memory import empty, mark_written
 
 __all__ = [
     "CompileError",
@@ -122,7 +123,9 @@ __all__ = [
     "SimKernel",
     "SimModule",
     "check_supported",
+    "empty",
     "load_module",
+    "mark_written",
     "set_seed",
 ]
 
