@@ -62,7 +62,7 @@ def test_a_read_before_any_write_is_reported(checked):
     assert (error.kernel, error.block, error.thread) == ("read_before_write", (0, 0, 0), (7, 0, 0))
     assert error.buffer.startswith("'y'") and error.offset == 7 * 4 and error.access == "read"
     assert error.line == _line("y[i] = y[i] + 1.0f")
-    assert "read of uninitialised memory" in str(error) and "argument 'y'" in str(error)
+    assert "read of uninitialised device memory" in str(error) and "argument 'y'" in str(error)
 
 
 def test_a_write_then_read_is_clean_and_computes(checked):

@@ -761,7 +761,7 @@ void check_initialised(CheckedBuffer& buffer, uintptr_t a, size_t size, bool wri
         } else if (!flag) {
             long long offset = (long long)(a - buffer.data);
             check_failed(kInitcheck,
-                         "read of uninitialised memory (" + access_words(size, write) + " at byte offset " +
+                         "read of uninitialised device memory (" + access_words(size, write) + " at byte offset " +
                              std::to_string(offset) + " of an array argument; byte " +
                              std::to_string(byte - buffer.data) +
                              " was allocated uninitialised and no kernel has written it) in " + describe_block() +
