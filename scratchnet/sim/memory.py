@@ -29,7 +29,8 @@ import numpy as np
 
 POISON_BYTE = 0xFF
 
-_lock = threading.Lock()
+# Re-entrant: a garbage collection inside a locked section may run the finalizer of another allocation.
+_lock = threading.RLock()
 _starts: list[int] = []  # start addresses of the tracked allocations, sorted
 _allocations: dict[int, tuple[int, np.ndarray]] = {}  # start -> (end, written map: uint8, one per byte)
 
@@ -45,9 +46,10 @@ def empty(shape, dtype=np.float64) -> np.ndarray:
     array.reshape(-1).view(np.uint8).fill(POISON_BYTE)
     start = array.ctypes.data
     written = np.zeros(array.nbytes, np.uint8)
+    entry = (start + array.nbytes, written)
     with _lock:
+        _allocations[start] = entry
         bisect.insort(_starts, start)
-        _allocations[start] = (start + array.nbytes, written)
     weakref.finalize(array, _forget, start, written)
     return array
 
@@ -74,10 +76,10 @@ def written_map(start: int, nbytes: int) -> np.ndarray | None:
         if index < 0:
             return None
         allocation_start = _starts[index]
-        end, written = _allocations[allocation_start]
-    if nbytes <= 0 or start + nbytes > end:
+        entry = _allocations.get(allocation_start)
+    if entry is None or nbytes <= 0 or start + nbytes > entry[0]:
         return None
-    return written[start - allocation_start : start - allocation_start + nbytes]
+    return entry[1][start - allocation_start : start - allocation_start + nbytes]
 
 
 def is_tracked(array: np.ndarray) -> bool:
