@@ -43,7 +43,7 @@ class Device:
     name: str
     uses_kernels: bool  # True when layer math runs in the CUDA kernels (gpu and sim), False for NumPy (cpu)
 
-    def __new__(cls, name: str | None = None):
+    def __new__(cls, name: str | None = None, **options):
         if cls is Device:
             if name not in _DEVICE_CLASSES:
                 raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_NAMES)}")
@@ -172,21 +172,35 @@ class GpuDevice(Device):
 
 
 class SimDevice(Device):
-    """NumPy arrays; kernels compiled by the host C++ compiler and run by :mod:`scratchnet.sim`."""
+    """NumPy arrays; kernels compiled by the host C++ compiler and run by :mod:`scratchnet.sim`.
+
+    ``checks`` are the simulator's checks for every kernel of this device (``"memcheck,initcheck"``,
+    ``"all"``; see :mod:`scratchnet.sim.checks`), read from ``SCRATCHNET_SIM_CHECKS`` when ``None``. With
+    initcheck, :meth:`empty` returns arrays from ``sim.empty``: poisoned, and tracked so that a kernel
+    reading a byte of one that no kernel wrote is reported; without it, plain ``np.empty`` (no cost).
+    """
 
     name = "sim"
     uses_kernels = True
 
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, checks: str | None = None):
         super().__init__(name)
         from scratchnet import sim
 
         sim.check_supported()
+        self.checks = sim.parse_checks(checks)
+
+    def empty(self, shape, dtype):
+        if "initcheck" in self.checks:
+            from scratchnet import sim
+
+            return sim.empty(shape, dtype)
+        return np.empty(shape, dtype=dtype)
 
     def _load_module(self, source: str, name_expressions: list[str], filename: str):
         from scratchnet import sim
 
-        return sim.load_module(source, name_expressions, filename=filename)
+        return sim.load_module(source, name_expressions, filename=filename, checks=self.checks)
 
 
 _DEVICE_CLASSES: dict[str, type[Device]] = {cls.name: cls for cls in (CpuDevice, GpuDevice, SimDevice)}

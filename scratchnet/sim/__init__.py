@@ -46,7 +46,8 @@ How it works
    barrier divergence (a thread returned, or threads wait at two different ``__syncthreads()``), warp masks
    that cannot complete, ``assert``/``__trap()``, and crashes. With ``checks=`` (or
    ``SCRATCHNET_SIM_CHECKS``), a *checked build* adds compute-sanitizer's classes: ``memcheck`` (every
-   out-of-bounds read or write at any distance), ``racecheck``, ``initcheck``; see :mod:`.checks`. Each
+   out-of-bounds read or write at any distance), ``racecheck``, ``initcheck`` (shared memory, and device
+   memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. Each
    error is a :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte
    offset and source line (and the other thread of a race).
 5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g``; gdb can then stop in one
@@ -60,6 +61,7 @@ Usage::
     relu = module.get_function("relu_forward<float>")
     relu((blocks,), (256,), (x, y, np.int64(x.size)))        # NumPy arrays stand in for device arrays
     sim.load_module(source, ["relu_forward<float>"], checks="memcheck,racecheck")   # a checked build
+    y = sim.empty(x.shape, np.float32)   # like cupy.empty: poisoned; initcheck reports reads never written
 
 What it supports
 ----------------
@@ -85,9 +87,14 @@ What it still cannot do
   write of an array over 256 KiB and writes to such an array declared ``const`` go unseen. With
   one, an out-of-bounds access to one static ``__shared__`` array that lands inside another is not seen
   (the static shared memory is checked as a whole), racecheck compares accesses of different sizes only by
-  4-byte granule or byte, ``memcpy`` calls inside kernels are not checked, and initcheck covers shared
-  memory only (arrays come from NumPy, always initialised). A checked launch is much slower: every load
-  and store calls the runtime.
+  4-byte granule or byte, and ``memcpy`` calls inside kernels are not checked. A checked launch is much
+  slower: every load and store calls the runtime.
+* initcheck sees device memory only when it comes from :func:`empty` (as the ``sim`` device's ``empty()``
+  does with initcheck on): arrays made by NumPy are initialised by definition and never checked. Writes it
+  cannot observe byte by byte count as writing the whole array: a launch without initcheck marks each of
+  its non-``const`` array arguments written in full (even where its grid left bytes unwritten), and NumPy
+  code writing into a tracked array must call :func:`mark_written`. Reads on the host (``to_host``) are not
+  checked.
 * Two threads of one block never run at the same time, so a non-atomic read-modify-write between barriers
   is found by racecheck, not by a wrong result; racecheck compares threads of one block only (a checked
   build runs its blocks one after the other).
@@ -126,6 +133,7 @@ from scratchnet.sim.checks import (
 )
 from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler
 from scratchnet.sim.launcher import SimKernel, SimModule, set_seed
+from scratchnet.sim.memory import empty, mark_written
 
 __all__ = [
     "CompileError",
@@ -142,7 +150,9 @@ __all__ = [
     "SimKernel",
     "SimModule",
     "check_supported",
+    "empty",
     "load_module",
+    "mark_written",
     "set_seed",
 ]
 

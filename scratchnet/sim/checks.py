@@ -9,7 +9,8 @@ memcheck    every out-of-bounds read or write of an array argument, at any dista
             dynamic shared memory (past ``shared_mem``) and accesses past all static shared memory
 racecheck   two threads of a block touching the same byte of shared memory or of an array, one of them
             writing, with no ``__syncthreads()`` between them (nor ``__syncwarp()`` for one warp's lanes)
-initcheck   reads of shared memory that no thread of the block has written
+initcheck   reads of shared memory that no thread of the block has written, and reads of arrays from
+            ``sim.empty`` (tracked device memory, ``memory.py``) of bytes that no kernel has written
 synccheck   barrier divergence (a thread returned, or waits at another ``__syncthreads()``) and warp
             masks that are misused; always on, also without a checked build
 ==========  ===========================================================================================
@@ -129,7 +130,8 @@ class RacecheckError(SimCheckError):
 
 
 class InitcheckError(SimCheckError):
-    """A read of shared memory that no thread of the block had written (initcheck)."""
+    """A read of shared memory that no thread of the block had written, or of a byte of an array from
+    ``sim.empty`` that no kernel had written (initcheck)."""
 
 
 class SynccheckError(SimCheckError):

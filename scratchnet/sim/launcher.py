@@ -12,7 +12,11 @@
    (runtime.cpp): a write past either end of such an array is reported with the argument's name. Results
    are then copied back; such arrays passed as ``const T*`` must come back unchanged. Larger arrays run in
    place (copying them would cost as much as the kernel): only a checked build sees accesses out of them;
-4. runs the blocks on :func:`simulator_threads` OS threads (a checked build: one).
+4. runs the blocks on :func:`simulator_threads` OS threads (a checked or debug build: one);
+5. keeps the written maps of tracked allocations (:mod:`.memory`) up to date: a launch checked for
+   initcheck hands each array argument that lies in one to the runtime, which marks the bytes the kernel
+   stores and reports loads of bytes never written; any other launch cannot be observed byte by byte, so
+   afterwards every non-``const`` array argument counts as written in full.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 from scratchnet._cuda.limits import check_launch, dim3
 from scratchnet._cuda.signature import C_NAME_OF_KIND, Param
 from scratchnet.errors import KernelLaunchError
+from scratchnet.sim import memory
 from scratchnet.sim.checks import Report, check_bits, launch_error
 from scratchnet.sim.compiler import Build
 
@@ -137,6 +142,7 @@ class _HostBuffer(ctypes.Structure):
         ("bytes", ctypes.c_ulonglong),
         ("read_only", ctypes.c_int),
         ("names", ctypes.c_char_p),
+        ("written", ctypes.c_void_p),  # initcheck: the buffer's flags in a written map (memory.py), or NULL
     ]
 
 
@@ -155,10 +161,19 @@ def _group_overlapping(arrays: list[tuple[int, _Param, np.ndarray]]):
     for number, (start, end, members) in enumerate(groups):
         names = ", ".join(f"'{p.name}' ({p.c_type}, {a.size} elements)" for _, _, p, a in members)
         read_only = all(p.const for _, _, p, _ in members)
-        buffers.append(_HostBuffer(start, end - start, read_only, names.encode()))
+        buffers.append(_HostBuffer(start, end - start, read_only, names.encode(), None))
         for address, index, _, _ in members:
             placement[index] = (number, address - start)
     return buffers, placement
+
+
+def _point_at_written_maps(buffers: list[_HostBuffer]) -> None:
+    """Give each buffer that lies in a tracked allocation its flags in the allocation's written map (kept
+    alive by the registry as long as the arrays of the launch are)."""
+    for buffer in buffers:
+        flags = memory.written_map(buffer.data, buffer.bytes)
+        if flags is not None:
+            buffer.written = flags.ctypes.data
 
 
 # --- modules and kernels ------------------------------------------------------------------------------------
@@ -248,6 +263,10 @@ class SimKernel:
         arg_offset = (ctypes.c_ulonglong * count)(*[placement.get(i, (-1, 0))[1] for i in range(count)])
         error, report = ctypes.create_string_buffer(2048), Report()
         threads = 1 if self.module.serial else simulator_threads()
+        tracked = memory.any_tracked()  # nothing to do (and nothing to pay) when no allocation is tracked
+        initcheck = "initcheck" in self.module.checks
+        if tracked and initcheck:
+            _point_at_written_maps(buffers)
         with _launch_lock:
             status = self.module.library.sim_launch(
                 self.index,
@@ -267,6 +286,10 @@ class SimKernel:
                 error,
                 len(error),
             )
+        if tracked and not initcheck:
+            for _, param, array in arrays:
+                if not param.const:
+                    memory.mark_written(array)
         if status != 0:
             message = error.value.decode(errors="replace")
             names = [buffer.names.decode() for buffer in buffers]

@@ -545,6 +545,7 @@ struct HostBuffer {  // filled in by launcher.py: one run of host memory holding
     unsigned long long bytes;
     int read_only;      // every argument in it is a const T*: it must come back unchanged
     const char* names;  // the arguments, for messages: "'y' (float*, 100 elements)"
+    unsigned char* written;  // initcheck: one flag per byte, 0 = never written (sim.empty); NULL: not tracked
 };
 
 std::vector<std::vector<unsigned char>> guarded_copies;  // reused from launch to launch
@@ -803,7 +804,10 @@ bool run_blocks(int threads) {
 //              dynamic up to shared_mem bytes), the running thread's stack or the module's own globals;
 //   racecheck  two threads of a block touching the same byte of shared memory or of an array, at least one
 //              writing, with no __syncthreads() between them (nor a __syncwarp() for lanes of one warp);
-//   initcheck  a read of shared memory that no thread of the block has written.
+//   initcheck  a read of shared memory that no thread of the block has written, and a read of an array
+//              argument from sim.empty (a tracked allocation, launcher.py) of a byte that no kernel has
+//              written: such a buffer's flags are copied in at the start of the launch, set by every store
+//              and copied back with the results, so a failed launch leaves them as they were.
 // The atomics, shuffles and votes of cuda_sim.h are not instrumented (no_sanitize_address): they are
 // synchronised by definition.
 namespace sim_rt {
@@ -815,7 +819,8 @@ struct Range {
     uintptr_t start, end;
 };
 struct CheckedBuffer {
-    uintptr_t data, end;  // the array(s) the kernel may touch
+    uintptr_t data, end;                // the array(s) the kernel may touch
+    std::vector<unsigned char> written;  // initcheck: this launch's copy of the flags; empty: not tracked
 };
 
 struct Checks {
@@ -907,6 +912,27 @@ void check_races(uintptr_t a, size_t size, bool write, uintptr_t pc, int region,
     for (size_t k = 0; k < size; k += step) check_race(a + k, step, write, pc, region, offset + (long long)k);
 }
 
+// Initcheck for an array argument from sim.empty: a store sets the flags of its bytes, a load of a byte
+// whose flag is unset is reported. Bytes outside the array are memcheck's business.
+void check_initialised(CheckedBuffer& buffer, uintptr_t a, size_t size, bool write, uintptr_t pc, int b) {
+    uintptr_t first = std::max(a, buffer.data), last = std::min(a + size, buffer.end);
+    for (uintptr_t byte = first; byte < last; ++byte) {
+        unsigned char& flag = buffer.written[byte - buffer.data];
+        if (write) {
+            flag = 1;
+        } else if (!flag) {
+            long long offset = (long long)(a - buffer.data);
+            check_failed(kInitcheck,
+                         "read of uninitialised device memory (" + access_words(size, write) + " at byte offset " +
+                             std::to_string(offset) + " of an array argument; byte " +
+                             std::to_string(byte - buffer.data) +
+                             " was allocated uninitialised and no kernel has written it) in " + describe_block() +
+                             ", thread " + describe_thread(S->running),
+                         a, size, write, pc, b, offset);
+        }
+    }
+}
+
 void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
     if (S == nullptr || S->running < 0 || S->checks == 0) return;  // S: none before the first launch
     // Which memory: an array argument (or its guard zones), shared memory, or anything else.
@@ -920,6 +946,8 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                              " of an array argument (" + std::to_string(buffer.end - buffer.data) + " bytes) in " +
                              describe_block() + ", thread " + describe_thread(S->running),
                          a, size, write, pc, (int)b, offset);
+        if ((S->checks & kCheckInitcheck) && !buffer.written.empty())
+            check_initialised(C.buffers[b], a, size, write, pc, (int)b);
         if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, (int)b, offset);
         return;
     }
@@ -991,8 +1019,12 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     *static_cast<char volatile*>(&tls_anchor) = 0;
     dl_iterate_phdr(module_segments, nullptr);
     C.buffers.clear();
-    for (int b = 0; b < count; ++b)
-        C.buffers.push_back({reinterpret_cast<uintptr_t>(copies[b]), reinterpret_cast<uintptr_t>(copies[b]) + hosts[b].bytes});
+    for (int b = 0; b < count; ++b) {
+        uintptr_t data = reinterpret_cast<uintptr_t>(copies[b]);
+        C.buffers.push_back({data, data + hosts[b].bytes, {}});
+        if ((checks & kCheckInitcheck) && hosts[b].written != nullptr)
+            C.buffers.back().written.assign(hosts[b].written, hosts[b].written + hosts[b].bytes);
+    }
     C.dynamic_shared.clear(), C.dynamic_reserve.clear();
     for (int i = 0; i < dynamic_shared_count(); ++i) {
         uintptr_t start = reinterpret_cast<uintptr_t>(dynamic_shared_address(i));
@@ -1001,6 +1033,11 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     }
     C.shared_written.assign(C.tls.end - C.tls.start, 0);
     C.cells.clear();
+}
+
+// After buffer b's results were copied back: its flags too (a launch that failed leaves them unchanged).
+void copy_back_written(int checks, int b, const HostBuffer& host) {
+    if (checks && !C.buffers[b].written.empty()) memcpy(host.written, C.buffers[b].written.data(), host.bytes);
 }
 
 }  // namespace
@@ -1089,8 +1126,10 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
     bool ok = run_blocks(checks ? 1 : threads);
-    for (int b = 0; ok && b < buffer_count; ++b)
+    for (int b = 0; ok && b < buffer_count; ++b) {
         if (guarded[b]) ok = check_and_copy_back(b, buffers[b], copies[b]);
+        if (ok) copy_back_written(checks, b, buffers[b]);
+    }
     *report = S->report;
     fflush(stdout);  // so that printf output from the kernel appears before whatever Python prints next
     if (!ok) snprintf(error, (size_t)error_size, "%s", S->error.c_str());
