@@ -694,7 +694,8 @@ def table_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m scratchnet.bench",
         description="Time scratchnet's layers and training step next to PyTorch's. Other modes: "
-        "'python -m scratchnet.bench time-to-accuracy --help', 'python -m scratchnet.bench kernels --help'.",
+        "'python -m scratchnet.bench time-to-accuracy --help', 'python -m scratchnet.bench kernels --help', "
+        "'python -m scratchnet.bench sim --help'.",
     )
     p.add_argument("--model", choices=BENCH_MODELS, default="lenet5")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 128, 256], help="comma-separated")
@@ -747,6 +748,10 @@ def main(argv: list[str] | None = None) -> int:
         from scratchnet import kernel_bench
 
         return kernel_bench.main(argv[1:])
+    if argv and argv[0] == "sim":
+        from scratchnet.sim import bench as sim_bench
+
+        return sim_bench.main(argv[1:])
     if argv and argv[0] in ("parallel", "loader"):
         from scratchnet import parallel_bench
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 
 import numpy as np
@@ -259,3 +260,20 @@ def test_kernel_harness_refuses_unknown_ops(capsys):
     with pytest.raises(SystemExit):
         kernel_bench.main(["fft"])
     assert "unknown op(s) fft" in capsys.readouterr().err
+
+
+@pytest.mark.sim
+def test_sim_overhead_bench_prints_a_row_per_thread_count(capsys, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_SIM_THREADS", "3")
+    assert bench.main(["sim", "--blocks", "4", "--repeats", "1", "--threads", "2,1"]) == 0
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+) ns\s+([\d.]+) ns\s+(\d+) µs$", capsys.readouterr().out, re.M)
+    assert [int(row[0]) for row in rows] == [1, 2]
+    assert all(float(row[1]) > 0 and int(row[3]) > 0 for row in rows)
+    assert os.environ["SCRATCHNET_SIM_THREADS"] == "3"  # restored after the measurements
+
+
+@pytest.mark.parametrize("args", [["--threads", "two"], ["--threads", "0"], ["--blocks", "0"]])
+def test_sim_overhead_bench_refuses_bad_arguments(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["sim", *args])
+    assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err

@@ -117,7 +117,8 @@ def _compiler_specific_flags(compiler: str) -> list[str]:
     # __shared__ memory is thread-local, and a library's thread-local variables are found through a call
     # (to __tls_get_addr) each time a kernel needs their address: once per tile of a tiled kernel. On x86-64,
     # TLS descriptors (gnu2) make that call a few instructions instead of a full function call.
-    return ["-fno-extern-tls-init", *(["-mtls-dialect=gnu2"] if platform.machine() in ("x86_64", "AMD64") else [])]
+    descriptors = ["-mtls-dialect=gnu2"] if platform.machine() in ("x86_64", "AMD64") else []
+    return ["-fno-extern-tls-init", *descriptors]
 
 
 @functools.cache
