@@ -18,10 +18,16 @@ How it works
    that no macro of a kernel file (``#define T 16``) reaches it. Builds are cached by a hash of everything
    that goes into them, verified (size and SHA-256) before each load and rebuilt when damaged.
 2. **Run** (``runtime.cpp``). Independent blocks run at the same time on a small pool of OS threads
-   (``SCRATCHNET_SIM_THREADS``, default one per CPU core; a checked build uses one), each OS thread running
-   one block at a time. The threads of a block are *fibers* on that one OS thread: each has its own stack
-   (512 KiB, committed page by page as it is touched), runs until it returns or reaches a barrier, and then
-   hands control back to the scheduler. When all threads of the block wait at the same
+   (``SCRATCHNET_SIM_THREADS``, default one per CPU core; a checked or debug build uses one), each OS
+   thread running one block at a time. The threads of a block are *fibers* on that one OS thread: each
+   runs until it returns or reaches a barrier, and then hands over to the next thread of the round. A new
+   thread starts as a plain function call on a "runner" fiber, which goes on to the next new thread when it
+   returns, so a kernel without barriers pays no context switch per thread; a thread that waits at a
+   barrier keeps its runner's stack (at least 512 KiB, committed page by page as it is touched), and the
+   next new thread gets another. Each stack lies in a 1 MiB-aligned region whose header points to its OS
+   thread's scheduler, so ``threadIdx`` is found from the stack pointer, without a thread-local lookup
+   (``python -m scratchnet.bench sim`` measures what a thread and a barrier cost). When all threads of the
+   block wait at the same
    ``__syncthreads()``, they are released; when all lanes named in a warp mask wait at ``__syncwarp(mask)``
    (or a shuffle or vote with that mask), those lanes are. ``__shared__`` variables have one copy per OS
    thread (``thread_local``), which is one per running block; ``extern __shared__`` arrays get the size the
@@ -50,8 +56,8 @@ How it works
    memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. Each
    error is a :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte
    offset and source line (and the other thread of a race).
-5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g``; gdb can then stop in one
-   thread of one block: ``break relu.cu:12 if sim_rt::current_state().block_idx.x == 1 &&
+5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g`` and runs the blocks on
+   the calling OS thread only; gdb can then stop in one thread of one block: ``break relu.cu:12 if sim_rt::current_state().block_idx.x == 1 &&
    sim_rt::current_state().thread_idx.x == 5`` (README, "The simulator").
 
 Usage::
