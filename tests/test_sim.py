@@ -461,10 +461,11 @@ def test_unknown_kernel_name(module):
 
 
 # --- memory errors ------------------------------------------------------------------------------------------
-def test_write_one_past_the_end_is_reported(module):
-    y = np.zeros(100, np.float32)
+@pytest.mark.parametrize("n", [100, 300_000])  # every array is guarded, however large (1.2 MB here)
+def test_write_one_past_the_end_is_reported(module, n):
+    y = np.zeros(n, np.float32)
     with pytest.raises(KernelLaunchError, match=r"write_one_past wrote past the end of argument 'y'.*4 byte"):
-        module.get_function("write_one_past")((1,), (128,), (y, np.int32(100)))
+        module.get_function("write_one_past")((n // 128 + 1,), (128,), (y, np.int32(n)))
 
 
 def test_write_before_the_start_is_reported(module):

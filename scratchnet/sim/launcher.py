@@ -7,11 +7,10 @@
    when that does not match the kernel's compiled C signature: on a GPU the kernel would read garbage;
 2. enforces CUDA's limits: 1024 threads per block, block sizes (1024, 1024, 64), grid sizes
    (2^31 - 1, 65535, 65535), 48 KiB of shared memory (static plus dynamic) per block;
-3. has every array of up to 256 KiB (every array, in a checked build) copied into a buffer with guard zones
-   (4 KiB of canary bytes) on both sides, runs the kernel on the copies, and checks the guards
-   (runtime.cpp): a write past either end of such an array is reported with the argument's name. Results
-   are then copied back; such arrays passed as ``const T*`` must come back unchanged. Larger arrays run in
-   place (copying them would cost as much as the kernel): only a checked build sees accesses out of them;
+3. has every array copied into a buffer with guard zones (4 KiB of canary bytes) on both sides, runs the
+   kernel on the copies, and checks the guards (runtime.cpp): a write past either end of an array is
+   reported with the argument's name. Results are then copied back; arrays passed as ``const T*`` must
+   come back unchanged;
 4. runs the blocks on :func:`simulator_threads` OS threads (a checked or debug build: one);
 5. keeps the written maps of tracked allocations (:mod:`.memory`) up to date: a launch checked for
    initcheck hands each array argument that lies in one to the runtime, which marks the bytes the kernel

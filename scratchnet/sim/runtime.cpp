@@ -533,17 +533,14 @@ void trap(const char* what, const char* file, int line) {
 }  // namespace sim_rt
 
 // ---- guard zones around the arrays -----------------------------------------------------------------------
-// An array argument of up to kGuardedCopyBytes (every one in a checked build) runs on a copy placed between
-// two guard zones filled with canary bytes. After the launch, a changed canary is an out-of-bounds write.
-// Arguments that overlap in host memory (y = x for an in-place kernel) share one buffer, copied or not, so
-// the kernel sees the aliasing it would see on a GPU.
+// Every array argument runs on a copy placed between two guard zones filled with canary bytes. After the
+// launch, a changed canary is an out-of-bounds write. Arguments that overlap in host memory (y = x for an
+// in-place kernel) share one copy, so the kernel sees the aliasing it would see on a GPU. Copying costs
+// about 1% of a LeNet-5 training run on the simulator (measured: 12.8-12.9 s against 12.7 s in place).
 namespace sim_rt {
 namespace {
 
 const size_t kGuardBytes = 4096;
-// Arrays up to this size run on guarded copies in every build; larger ones run in place unless the build
-// is checked, since copying them in and out would cost as much as many kernels do.
-const unsigned long long kGuardedCopyBytes = 256 * 1024;
 const size_t kAlignment = 256;  // cudaMalloc's alignment, which vectorised loads may rely on
 
 struct HostBuffer {  // filled in by launcher.py: one run of host memory holding one or more array arguments
@@ -1104,13 +1101,8 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
                           int error_size) {
     using namespace sim_rt;
     use_this_threads_scheduler();
-    // Small arrays, and every array of a checked build, run on guarded copies; large ones in place.
     std::vector<unsigned char*> copies(buffer_count);
-    std::vector<bool> guarded(buffer_count);
-    for (int b = 0; b < buffer_count; ++b) {
-        guarded[b] = checks != 0 || buffers[b].bytes <= kGuardedCopyBytes;
-        copies[b] = guarded[b] ? make_guarded_copy(b, buffers[b]) : buffers[b].data;
-    }
+    for (int b = 0; b < buffer_count; ++b) copies[b] = make_guarded_copy(b, buffers[b]);
     std::vector<void*> pointers(arg_count);  // the device pointers handed to the kernel
     std::vector<void*> argv(args, args + arg_count);
     for (int i = 0; i < arg_count; ++i) {
@@ -1133,7 +1125,7 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
     bool ok = run_blocks(checks ? 1 : threads);
     for (int b = 0; ok && b < buffer_count; ++b) {
-        if (guarded[b]) ok = check_and_copy_back(b, buffers[b], copies[b]);
+        ok = check_and_copy_back(b, buffers[b], copies[b]);
         if (ok) copy_back_written(checks, b, buffers[b]);
     }
     *report = S->report;
