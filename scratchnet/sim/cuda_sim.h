@@ -47,11 +47,11 @@
 #define __constant__ static
 #define __managed__
 // __shared__ memory is one copy per block, shared by the block's threads. Each OS thread of the pool runs
-// one block at a time, so a variable with one copy per OS thread is exactly that. `thread_local` (rather than `static`) is
-// used because it also fits `extern __shared__ float smem[];`, the dynamic shared memory, which the
-// generated wrapper defines at file scope with the largest size a launch may ask for: written at file scope
-// or inside a kernel, the declaration names that one array (`extern` at block scope refers to the
-// namespace-scope variable). g++ needs -fno-extern-tls-init for the second placement (compiler.py says why).
+// one block at a time, so a variable with one copy per OS thread is exactly that. `thread_local` also fits
+// `extern __shared__ float smem[];`, the dynamic shared memory, which the generated wrapper defines at file
+// scope with the largest size a launch may ask for: written at file scope or inside a kernel, the
+// declaration names that one array (`extern` at block scope refers to the namespace-scope variable). g++
+// needs -fno-extern-tls-init for the second placement (compiler.py says why).
 #define __shared__ thread_local
 
 struct uint3 {

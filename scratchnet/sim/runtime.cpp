@@ -151,7 +151,7 @@ struct Scheduler {
     std::vector<int> queue;  // the threads to run in this round, in their shuffled order
     size_t next = 0;         // queue[next] runs next
     int runner_stack = -1;   // the stack a starting runner runs on (runner_main reads it)
-    bool failed = false;     // a round ended early: S.error says why
+    bool failed = false;     // a round ended early: error says why
     int running = -1;
     unsigned long long rng = 0;
     std::string error;
