@@ -494,7 +494,7 @@ void syncthreads(int line) {
 
 unsigned int warp_lanes() {
     Scheduler* const S = fiber_scheduler();
-    unsigned int in_warp = std::min(32u, (unsigned int)S->fibers.size() - ((unsigned int)S->running & ~31u));
+    unsigned int in_warp = std::min(32u, (unsigned int)S->fibers.size() - warp_base());
     return in_warp == 32 ? 0xffffffffu : (1u << in_warp) - 1u;
 }
 
