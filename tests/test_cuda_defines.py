@@ -26,11 +26,21 @@ def test_reader_refuses_what_it_cannot_read_exactly(text):
 
 
 def test_one_tile_for_both_gemm_kernels():
-    """Linear's gemm launches gemm_tiled (gemm.cu) and gemm_bias (gemm_bias.cu) with one block shape, read
-    from gemm.cu: the fused kernel's TILE must be the same number."""
+    """gemm launches gemm_tiled (gemm.cu) and gemm_bias (gemm_bias.cu) with one block shape, read from
+    gemm.cu: the fused kernel's TILE must be the same number."""
     from scratchnet.layers import linear
 
     assert cuda_defines("gemm_bias.cu")["TILE"] == cuda_defines("gemm.cu")["TILE"] == linear.GEMM_TILE
+
+
+def test_blocked_gemm_geometry_is_consistent():
+    """gemm_blocked's threads each compute THREAD_TILE² elements of a BLOCK_TILE² tile, and load_tile hands
+    every thread the same number of elements of a BLOCK_TILE x TILE_K tile."""
+    g = cuda_defines("gemm_blocked.cu")
+    assert g["BLOCK_SIDE"] * g["THREAD_TILE"] == g["BLOCK_TILE"]
+    assert g["BLOCK_THREADS"] == g["BLOCK_SIDE"] ** 2 <= limits.MAX_THREADS_PER_BLOCK
+    assert g["BLOCK_TILE"] * g["TILE_K"] % g["BLOCK_THREADS"] == 0
+    assert 2 * g["TILE_K"] * g["BLOCK_TILE"] * 8 <= limits.MAX_SHARED_BYTES  # both tiles, in double
 
 
 def test_simulator_limits_match_cudas():

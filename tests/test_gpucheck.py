@@ -89,7 +89,9 @@ def test_count_launches_lists_one_sgd_update_per_parameter(monkeypatch):
     assert counts["sgd_update<float>"] == len(gpucheck.LeNet5().params)  # one fused update per parameter
     # The bias rides in the forward GEMMs' epilogue (3 Linear + 2 Conv2D), whose conv output is stored as
     # NCHW: only the 2 convolutions' backward still transposes dy.
-    assert counts["gemm_bias<float>"] == 5 and counts["swap_axes01<float>"] == 2
+    assert counts["gemm_blocked_bias<float>"] == 5 and counts["swap_axes01<float>"] == 2
+    # conv1's and conv2's weight gradients are the two products small enough to split along K.
+    assert counts["sum_splits<float>"] == 2
     assert counts["softmax_xent_forward<float>"] == 1
 
 

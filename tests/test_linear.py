@@ -10,7 +10,8 @@ import pytest
 import scratchnet as sn
 from scratchnet.gradcheck import check_layer
 from scratchnet.layers import Linear
-from scratchnet.layers.linear import gemm
+from scratchnet.layers import linear
+from scratchnet.layers.linear import gemm, split_k
 from scratchnet.testing import (
     DEVICES,
     KERNEL_DEVICES,
@@ -96,7 +97,7 @@ def test_gradient_check_catches_a_wrong_backward(mutant, device):
 
 
 # --- the GEMM kernels on their own ------------------------------------------------------------------
-@pytest.mark.parametrize("impl", ["naive", "tiled"])
+@pytest.mark.parametrize("impl", ["naive", "tiled", "blocked"])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
@@ -113,7 +114,7 @@ def test_gemm_matches_numpy(device, impl, transpose_a, transpose_b, dtype, tol):
     np.testing.assert_allclose(dev.to_host(C), A @ B, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("impl", ["naive", "tiled"])
+@pytest.mark.parametrize("impl", ["naive", "tiled", "blocked"])
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
 def test_gemm_multiplies_stacks_pairwise(device, impl):
     dev = sn.get_device(device)
@@ -123,32 +124,63 @@ def test_gemm_multiplies_stacks_pairwise(device, impl):
     np.testing.assert_allclose(dev.to_host(C), A @ B, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("impl", ["tiled", "blocked"])
 @pytest.mark.parametrize("transpose_b", [False, True])
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
-def test_gemm_adds_the_bias_in_its_epilogue(device, transpose_b):
-    """gemm_bias, Linear's case: a stack of 2 matrices 17x18 (edge tiles, K over three tiles), bias per
-    column."""
+def test_gemm_adds_the_bias_in_its_epilogue(device, transpose_b, impl):
+    """gemm_bias and gemm_blocked_bias, Linear's case: a stack of 2 matrices 17x18 (edge tiles, K over
+    three 16-wide tiles and two 32-wide ones), bias per column."""
     dev = sn.get_device(device)
     rng = np.random.default_rng(1)
     A, B, bias = rng.standard_normal((2, 17, 33)), rng.standard_normal((2, 33, 18)), rng.standard_normal(18)
     B_stored = np.ascontiguousarray(B.transpose(0, 2, 1)) if transpose_b else B
-    C = gemm(dev, dev.array(A), dev.array(B_stored), transpose_b=transpose_b, bias=dev.array(bias))
+    C = gemm(dev, dev.array(A), dev.array(B_stored), transpose_b=transpose_b, bias=dev.array(bias), impl=impl)
     np.testing.assert_allclose(dev.to_host(C), A @ B + bias, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("impl", ["tiled", "blocked"])
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
-def test_gemm_stores_a_convolution_as_nchw(device):
-    """gemm_bias, the convolution's case: G = 2 groups of Fg = 17 filters over N = 3 images of P = 6
-    positions; the epilogue writes y[n, f, p] = (Wm cols)[f, n·P + p] + bias[f]."""
+def test_gemm_stores_a_convolution_as_nchw(device, impl):
+    """gemm_bias and gemm_blocked_bias, the convolution's case: G = 2 groups of Fg = 17 filters over N = 3
+    images of P = 6 positions; the epilogue writes y[n, f, p] = (Wm cols)[f, n·P + p] + bias[f]."""
     dev = sn.get_device(device)
     rng = np.random.default_rng(2)
     G, Fg, K, N, P = 2, 17, 33, 3, 6
     weight, cols = rng.standard_normal((G, Fg, K)), rng.standard_normal((G, K, N * P))
     bias = rng.standard_normal(G * Fg)
     y_t = (weight @ cols).reshape(G * Fg, N, P) + bias[:, None, None]  # (F, N, P): the GEMM's layout
-    y = gemm(dev, dev.array(weight), dev.array(cols), bias=dev.array(bias), positions=P)
+    y = gemm(dev, dev.array(weight), dev.array(cols), bias=dev.array(bias), positions=P, impl=impl)
     assert y.shape == (N, G * Fg, P)
     np.testing.assert_allclose(dev.to_host(y), y_t.transpose(1, 0, 2), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("transpose_a, transpose_b", [(False, True), (True, False)])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-4)])
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+def test_gemm_splits_a_long_k_and_adds_the_chunks(device, transpose_a, transpose_b, dtype, tol):
+    """A weight gradient's shape: C is one tile (5 x 7) and K = 3000, so gemm_blocked cuts K into chunks,
+    one block each, and sum_splits adds them; a stack of 2 checks that each matrix gets its own chunks."""
+    dev = sn.get_device(device)
+    rng = np.random.default_rng(3)
+    batch, M, K, N = 2, 5, 3000, 7
+    assert split_k(M, N, K, batch) == 3000 // linear.SPLIT_K_MIN_STEPS  # 11 chunks: the last one is short
+    A, B = rng.standard_normal((batch, M, K)).astype(dtype), rng.standard_normal((batch, K, N)).astype(dtype)
+    A_stored = np.ascontiguousarray(A.transpose(0, 2, 1)) if transpose_a else A
+    B_stored = np.ascontiguousarray(B.transpose(0, 2, 1)) if transpose_b else B
+    sums = "sum_splits<" + ("double>" if dtype == np.float64 else "float>")
+    before = dev.launches[sums]
+    C = gemm(dev, dev.array(A_stored), dev.array(B_stored), transpose_a, transpose_b)
+    assert dev.launches[sums] == before + 1
+    np.testing.assert_allclose(dev.to_host(C), A @ B, rtol=tol, atol=tol * np.sqrt(K))
+
+
+def test_split_k_only_splits_small_products_over_long_k():
+    assert split_k(64, 6400, 150) == 1  # conv2's forward: plenty of tiles
+    assert split_k(6, 25, 63) == 1  # short K: nothing to gain
+    # conv1's weight gradient: one tile over a long K, into about SPLIT_K_BLOCKS chunks of whole k-tiles
+    assert 0.9 * linear.SPLIT_K_BLOCKS < split_k(6, 25, 50176) <= linear.SPLIT_K_BLOCKS
+    assert split_k(16, 150, 6400, batch=1) == 25  # conv2's: 3 tiles, chunks of 256 steps
+    assert split_k(64, 64, 10**6, batch=200) == 1
 
 
 def test_gemm_rejects_a_bias_it_cannot_add():
@@ -156,7 +188,7 @@ def test_gemm_rejects_a_bias_it_cannot_add():
     A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((5, 3)))
     with pytest.raises(ValueError, match=r"bias has shape \(4,\), C \(4, 3\) needs \(3,\)"):
         gemm(dev, A, B, bias=dev.array(np.zeros(4)))
-    with pytest.raises(ValueError, match="a bias needs impl='tiled'"):
+    with pytest.raises(ValueError, match="a bias needs impl='blocked' or 'tiled'"):
         gemm(dev, A, B, impl="naive", bias=dev.array(np.zeros(3)))
     with pytest.raises(ValueError, match="3 columns are not a whole number of images of 2 positions"):
         gemm(dev, A, B, bias=dev.array(np.zeros(4)), positions=2)

@@ -31,9 +31,14 @@ from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.layers.base import Layer
 
-GEMM_TILE = cuda_defines("gemm.cu")["TILE"]  # blocks are GEMM_TILE x GEMM_TILE threads
+GEMM_TILE = cuda_defines("gemm.cu")["TILE"]  # gemm_naive and gemm_tiled: blocks of GEMM_TILE x GEMM_TILE
+_BLOCKED = cuda_defines("gemm_blocked.cu")  # gemm_blocked: blocks of BLOCK_SIDE² threads, BLOCK_TILE² tiles of C
 REDUCE_THREADS = cuda_defines("reduce.cu")["REDUCE_THREADS"]  # the block size bias_grad is written for
-GEMM_IMPLS = ("tiled", "naive")
+GEMM_IMPLS = ("blocked", "tiled", "naive")
+# Split K when the tiles of C alone make fewer than SPLIT_K_BLOCKS blocks (a GPU has 100+ multiprocessors
+# to fill), into at most SPLIT_K_BLOCKS blocks and chunks of at least SPLIT_K_MIN_STEPS k-steps each.
+SPLIT_K_BLOCKS = 128
+SPLIT_K_MIN_STEPS = 256
 
 
 def gemm(
@@ -42,26 +47,31 @@ def gemm(
     B,
     transpose_a: bool = False,
     transpose_b: bool = False,
-    impl: str = "tiled",
+    impl: str = "blocked",
     bias=None,
     positions: int = 0,
 ):
-    """C = op(A) @ op(B) with the kernel ``gemm_<impl>`` of ``kernels/gemm.cu`` (``impl``: "tiled" | "naive").
+    """C = op(A) @ op(B) with the kernel ``gemm_<impl>``: "blocked" (kernels/gemm_blocked.cu, what the layers
+    use), or the lessons' "tiled" and "naive" (kernels/gemm.cu).
 
     ``A`` is (M, K), or (K, M) with ``transpose_a``; ``B`` is (K, N), or (N, K) with ``transpose_b``;
     C is (M, N). Stacks (batch, ., .) of matrices multiply pairwise into (batch, M, N), one grid layer per
     matrix. Arrays live on ``device`` (gpu or sim), C-contiguous, both float32 or both float64.
 
-    With ``bias``, C = op(A) @ op(B) + bias in one launch of ``gemm_bias`` (kernels/gemm_bias.cu, tiled):
-    bias (N,) is added to every row of C (Linear). With ``positions`` = P > 0 it is a convolution's
-    forward: the stack of G weight matrices (G, Fg, K) times the columns (G, K, N_img · P) is stored
-    directly as y (N_img, F = G · Fg, P), NCHW, with bias (F,) one value per filter.
+    With ``bias``, C = op(A) @ op(B) + bias in one launch of ``gemm_blocked_bias`` (or, with impl "tiled",
+    ``gemm_bias`` of gemm_bias.cu): bias (N,) is added to every row of C (Linear). With ``positions`` = P > 0
+    it is a convolution's forward: the stack of G weight matrices (G, Fg, K) times the columns
+    (G, K, N_img · P) is stored directly as y (N_img, F = G · Fg, P), NCHW, with bias (F,) one value per
+    filter.
+
+    "blocked" without a bias splits a long K over several blocks when C is too small to fill the grid (see
+    :func:`split_k`), then adds the chunks with ``sum_splits``.
     """
     device = get_device(device)
     if impl not in GEMM_IMPLS:
         raise ValueError(f"gemm: impl must be one of {GEMM_IMPLS}, got {impl!r}")
-    if bias is not None and impl != "tiled":
-        raise ValueError(f"gemm: a bias needs impl='tiled' (the fused gemm_bias kernel), got {impl!r}")
+    if bias is not None and impl == "naive":
+        raise ValueError("gemm: a bias needs impl='blocked' or 'tiled' (the kernels with the bias epilogue)")
     if A.ndim not in (2, 3) or B.ndim != A.ndim:
         raise ValueError(
             f"gemm: A and B must both be matrices or both stacks of matrices, got {A.shape} and {B.shape}"
@@ -80,12 +90,26 @@ def gemm(
     if min(M, N, K) == 0:
         raise ValueError(f"gemm: empty matrices (A {A.shape}, B {B.shape})")
     batch = A.shape[0] if A.ndim == 3 else 1
-    grid = (cdiv(N, GEMM_TILE), cdiv(M, GEMM_TILE), batch)
-    flags = (int(transpose_a), int(transpose_b))
+    sizes = (M, N, K, int(transpose_a), int(transpose_b))
+    if impl == "blocked":
+        tile, block = _BLOCKED["BLOCK_TILE"], (_BLOCKED["BLOCK_SIDE"], _BLOCKED["BLOCK_SIDE"])
+    else:
+        tile, block = GEMM_TILE, (GEMM_TILE, GEMM_TILE)
+    grid = (cdiv(N, tile), cdiv(M, tile), batch)
     if bias is None:
         C = device.empty(A.shape[:-2] + (M, N), A.dtype)
-        kernel = device.kernel("gemm.cu", f"gemm_{impl}", A.dtype)
-        kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, C, M, N, K, *flags))
+        if impl != "blocked":
+            device.kernel("gemm.cu", f"gemm_{impl}", A.dtype)(grid, block, (A, B, C, *sizes))
+            return C
+        splits = split_k(M, N, K, batch)
+        kernel = device.kernel("gemm_blocked.cu", "gemm_blocked", A.dtype)
+        if splits == 1:
+            kernel(grid, block, (A, B, C, *sizes, 1))
+            return C
+        partial = device.empty((batch, splits, M, N), A.dtype)
+        kernel(grid[:2] + (batch * splits,), block, (A, B, partial, *sizes, splits))
+        sum_kernel = device.kernel("gemm_blocked.cu", "sum_splits", A.dtype)
+        sum_kernel.launch_1d(C.size, (partial, C, M * N, C.size, splits), block=_BLOCKED["SUM_THREADS"])
         return C
     if positions:  # a convolution: C is y (N_img, F, P)
         if N % positions:
@@ -100,9 +124,30 @@ def gemm(
             f"gemm: bias has shape {tuple(bias.shape)}, C {C.shape} needs {bias_shape} "
             f"(positions={positions})"
         )
-    kernel = device.kernel("gemm_bias.cu", "gemm_bias", A.dtype)
-    kernel(grid, (GEMM_TILE, GEMM_TILE), (A, B, bias, C, M, N, K, *flags, positions))
+    if impl == "blocked":
+        kernel = device.kernel("gemm_blocked.cu", "gemm_blocked_bias", A.dtype)
+    else:
+        kernel = device.kernel("gemm_bias.cu", "gemm_bias", A.dtype)
+    kernel(grid, block, (A, B, bias, C, *sizes, positions))
     return C
+
+
+def split_k(M: int, N: int, K: int, batch: int = 1) -> int:
+    """How many chunks gemm_blocked cuts K into: 1 unless C's tiles alone make fewer than SPLIT_K_BLOCKS
+    blocks; then enough chunks to reach about SPLIT_K_BLOCKS blocks, each at least SPLIT_K_MIN_STEPS long.
+
+    conv1's weight gradient in LeNet-5 at batch 64, 6 x 25 over K = 50176, is one tile: in 121 chunks of 416
+    steps (13 tiles of TILE_K = 32) it runs on 121 blocks instead of one.
+    """
+    tile = _BLOCKED["BLOCK_TILE"]
+    blocks = cdiv(M, tile) * cdiv(N, tile) * batch
+    if blocks >= SPLIT_K_BLOCKS:
+        return 1
+    splits = max(1, min(SPLIT_K_BLOCKS // blocks, K // SPLIT_K_MIN_STEPS))
+    # Chunks are whole TILE_K steps (as the kernel computes them): drop splits that would be left empty.
+    step = _BLOCKED["TILE_K"]
+    chunk = cdiv(K, splits * step) * step
+    return cdiv(K, chunk)
 
 
 def bias_grad(device: Device, dy, positions: int = 1):
