@@ -10,7 +10,7 @@
 //   * direct ("naive"): conv2d_forward_naive, conv2d_backward_input_naive, conv2d_backward_weight_naive,
 //     one thread per output value, the formula above written out;
 //   * im2col + GEMM ("fast"): im2col copies every receptive field into a column of a matrix, so the
-//     convolution becomes one matrix product (gemm_tiled in gemm.cu); col2im is its adjoint, used in the
+//     convolution becomes one matrix product (gemm_blocked.cu); col2im is its adjoint, used in the
 //     backward pass. swap_axes01 moves between the GEMM's (F, N, P) layout and NCHW.
 // The bias gradient is bias_grad in reduce.cu. Every kernel is a gather: each thread computes its own
 // output value and writes it once, so there are no atomics and results are deterministic.
@@ -135,26 +135,33 @@ __global__ void conv2d_backward_weight_naive(const T* dy, const T* x, T* dweight
 // row (c, kh, kw) is input channel c seen through kernel offset (kh, kw), column (n, oh, ow) is one
 // receptive field. Groups need nothing here: the rows of group g are the contiguous block c in
 // [g Cg, (g + 1) Cg), i.e. cols_batch_first is already the stack (G, Cg KH KW, N OH OW).
-// Thread mapping: one thread per element of cols_batch_first (1-D grid over C * KH * KW * N * OH * OW);
+// Thread mapping (Caffe's im2col_gpu): one thread per (c, n, oh, ow), a 1-D grid over C * N * OH * OW. The
+// thread works out its receptive field once (the divisions that decode an index cost more than the copy),
+// then copies its KH * KW values into rows (c, kh, kw) of column (n, oh, ow). For each (kh, kw),
 // consecutive threads take consecutive ow, so they read neighbouring inputs and write neighbouring outputs.
 template <typename T>
 __global__ void im2col(const T* x, T* cols_batch_first, int N, int C, int H, int W, int KH, int KW, int SH,
                        int SW, int PH, int PW, int OH, int OW) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long columns = (long long)N * OH * OW;
-    if (i >= (long long)C * KH * KW * columns) return;
-    const long long row = i / columns;     // (c, kh, kw)
+    if (i >= C * columns) return;
+    const int c = (int)(i / columns);
     const long long column = i % columns;  // (n, oh, ow)
-    const int kw = (int)(row % KW);
-    const int kh = (int)(row / KW % KH);
-    const int c = (int)(row / ((long long)KW * KH));
     const int ow = (int)(column % OW);
     const int oh = (int)(column / OW % OH);
     const int n = (int)(column / ((long long)OW * OH));
-    const int h = oh * SH - PH + kh;
-    const int w = ow * SW - PW + kw;
-    const bool inside = h >= 0 && h < H && w >= 0 && w < W;
-    cols_batch_first[i] = inside ? x[(((long long)n * C + c) * H + h) * W + w] : T(0);
+    const int h0 = oh * SH - PH, w0 = ow * SW - PW;  // the top-left corner of the receptive field
+    const T* image = x + ((long long)n * C + c) * H * W;
+    T* out = cols_batch_first + (long long)c * KH * KW * columns + column;  // row (c, 0, 0)
+    for (int kh = 0; kh < KH; ++kh) {
+        const int h = h0 + kh;
+        for (int kw = 0; kw < KW; ++kw) {
+            const int w = w0 + kw;
+            const bool inside = h >= 0 && h < H && w >= 0 && w < W;
+            *out = inside ? image[(long long)h * W + w] : T(0);
+            out += columns;  // the next row, (c, kh, kw + 1)
+        }
+    }
 }
 
 // The adjoint of im2col: dx[n, c, h, w] = sum of dcols_batch_first[(c, kh, kw), (n, oh, ow)] over every

@@ -159,11 +159,14 @@ def test_pattern_suite_is_clean_under_all_checks():
 
 @pytest.mark.slow
 def test_project_kernels_are_clean_under_all_checks(tmp_path):
-    """Every file of kernels/ (through a LeNet-5 and an AlexNet-CIFAR training step on sim) and of
-    kernels/dev/ (through the kernel harness) runs with all checks and reports nothing."""
+    """Every file of kernels/ (through a LeNet-5 and an AlexNet-CIFAR training step on sim, and the GEMM
+    tests for the lessons' gemm.cu and gemm_bias.cu, which the layers do not launch) and of kernels/dev/
+    (through the kernel harness) runs with all checks and reports nothing."""
     env = {**os.environ, "SCRATCHNET_SIM_CHECKS": "all", "PYTHONPATH": str(ROOT)}
+    gemm_tests = [str(ROOT / "tests" / "test_linear.py"), "-k", "gemm and sim", "-p", "no:cacheprovider"]
     commands = [
         [sys.executable, "-m", "scratchnet.kernel_bench", "--device", "sim"],
+        [sys.executable, "-m", "pytest", "-q", *gemm_tests],
         *[
             [
                 sys.executable,

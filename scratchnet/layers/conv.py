@@ -31,10 +31,11 @@ Three implementations, tested against each other and against PyTorch:
 * ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS), the cpu default.
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
-  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); ``gemm_bias``
-  (gemm_bias.cu) for the forward product, whose epilogue adds the bias and stores the GEMM's (F, N, OH·OW)
-  result directly as NCHW; ``gemm_tiled`` (gemm.cu) for the backward products, after ``swap_axes01``
-  (conv.cu) has turned dy into that (F, N, OH·OW) layout. Both use ``bias_grad`` (reduce.cu) for dbias.
+  ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); the register-blocked
+  GEMM of gemm_blocked.cu: ``gemm_blocked_bias`` for the forward product, whose epilogue adds the bias and
+  stores the GEMM's (F, N, OH·OW) result directly as NCHW, ``gemm_blocked`` for the backward products,
+  after ``swap_axes01`` (conv.cu) has turned dy into that (F, N, OH·OW) layout (the weight gradient, a
+  small product over a long K, split along K). Both use ``bias_grad`` (reduce.cu) for dbias.
 """
 
 from __future__ import annotations
@@ -334,7 +335,7 @@ class Conv2D(Layer):
             self.grads["b"] = dbias
         return dx if self.needs_input_grad else None
 
-    # --- gpu and sim: kernels/conv.cu, kernels/gemm.cu, kernels/reduce.cu ----------------------------
+    # --- gpu and sim: kernels/conv.cu, kernels/gemm_blocked.cu, kernels/reduce.cu --------------------
     def _sizes(self, x_shape) -> tuple[int, ...]:
         """The size arguments of im2col and col2im: N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW.
 
@@ -358,7 +359,8 @@ class Conv2D(Layer):
             return y
         # rows (c, kh, kw), columns (n, oh, ow): the stack (G, Cg·KH·KW, N·OH·OW)
         cols_batch_first = dev.empty((G, C // G * KH * KW, N * OH * OW), self.dtype)
-        self._conv_kernel("im2col").launch_1d(cols_batch_first.size, (x, cols_batch_first, *sizes))
+        # one thread per (c, n, oh, ow), each copying its KH·KW window
+        self._conv_kernel("im2col").launch_1d(C * N * OH * OW, (x, cols_batch_first, *sizes))
         # y = Wm cols + bias: the GEMM's (G, Fg, N·OH·OW) = (F, N, OH·OW) result, which its epilogue stores
         # straight into NCHW with the bias added (zeros without one): one launch
         y = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first, bias=bias, positions=OH * OW)

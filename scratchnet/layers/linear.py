@@ -14,12 +14,12 @@ Backward, given dy = dL/dy (N, M)::
 (each entry of the weight touches every row of the batch, hence the sum over n in dweight and dbias.)
 
 On ``cpu`` these are three NumPy matrix products. On ``gpu`` and ``sim`` the layer launches, from
-``kernels/``: ``gemm_bias`` (gemm_bias.cu) for the forward, the tiled GEMM that adds the bias just before
-it stores each element of y (one launch instead of a GEMM and a second pass over y); ``gemm_tiled``
-(gemm.cu) for the two backward products, using its transpose flags instead of copying a transposed
-matrix; and ``bias_grad`` (reduce.cu) for dbias. :func:`gemm` launches the GEMM kernels on their own (for
-benchmarks and experiments); it names its sizes as BLAS does, C (M, N) = A (M, K) · B (K, N), apart from
-the layers' notation.
+``kernels/``, the register-blocked GEMM of gemm_blocked.cu: ``gemm_blocked_bias`` for the forward, which
+adds the bias just before it stores each element of y (one launch instead of a GEMM and a second pass
+over y), and ``gemm_blocked`` for the two backward products, using its transpose flags instead of copying
+a transposed matrix; and ``bias_grad`` (reduce.cu) for dbias. :func:`gemm` launches the GEMM kernels on
+their own, the lessons' ``gemm_naive`` and ``gemm_tiled`` (gemm.cu) too; it names its sizes as BLAS does,
+C (M, N) = A (M, K) · B (K, N), apart from the layers' notation.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class Linear(Layer):
         self.grads["b"] = dy.sum(axis=0)  # dbias (M,)
         return dy @ weight.T  # dx (N, D)
 
-    # --- gpu and sim: kernels/gemm.cu, kernels/reduce.cu -----------------------------------------------
+    # --- gpu and sim: kernels/gemm_blocked.cu, kernels/reduce.cu ---------------------------------------
     def _forward_kernels(self, x, training):
         self._save_for_backward(x=x)
         weight, bias = self.params["W"], self.params["b"]
