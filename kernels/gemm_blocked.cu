@@ -1,12 +1,13 @@
 // The GEMM the layers launch: C = op(A) @ op(B), register-blocked, with split K and the bias epilogue.
 //
 // gemm_tiled (gemm.cu) gives each thread one element of C: per step along k it does 1 multiply-add and pays
-// for it with 2 shared-memory loads, and per tile of 16 steps with two barriers. Here a block of
-// BLOCK_THREADS = 16 x 16 threads computes a BLOCK_TILE x BLOCK_TILE = 64 x 64 tile of C, and each thread
-// keeps a 4 x 4 block of it in registers (THREAD_TILE = 4). Per step along k a thread loads 4 values of
-// op(A) and 4 of op(B) from shared memory and does 4 x 4 = 16 multiply-adds with them (an outer product):
-// 0.5 shared loads per multiply-add instead of 2, 16 independent sums to keep the arithmetic units busy, and
-// each global element is loaded once per 64-wide tile instead of once per 16-wide one. This is version 5 of
+// for it with 2 shared-memory loads, and per 16 steps with two barriers. Here a block of 8 x 8 = 64 threads
+// computes a 64 x 64 tile of C (BLOCK_TILE), and each thread keeps an 8 x 8 block of it in registers
+// (THREAD_TILE). Per step along k a thread loads 8 values of op(A) and 8 of op(B) from shared memory and does
+// 8 x 8 = 64 multiply-adds with them (an outer product): 0.25 shared loads per multiply-add instead of 2,
+// 64 independent sums to keep the arithmetic units busy, and each global element loaded once per 64-wide
+// tile instead of once per 16-wide one. The block walks along K 32 steps at a time (TILE_K), so its threads
+// meet at two barriers per 32 x 64 multiply-adds each, where gemm_tiled's meet per 16. This is version 5 of
 // kernels/dev/gemm.cu (the lesson on tiling times the steps from naive to there) made general: transposes,
 // batches, edges, split K, and gemm_bias.cu's epilogue.
 //
@@ -18,17 +19,17 @@
 // writing its partial product; sum_splits then adds the chunks up, always in the same order, so the
 // result is the same on every run (atomicAdd into C would make it depend on which block finished first).
 
-#define BLOCK_TILE 64                           // a block computes a BLOCK_TILE x BLOCK_TILE tile of C
-#define TILE_K 32                               // ... walking along K TILE_K steps at a time
-#define THREAD_TILE 8                           // each thread computes THREAD_TILE x THREAD_TILE of it
-#define BLOCK_SIDE (BLOCK_TILE / THREAD_TILE)   // 16: blocks are BLOCK_SIDE x BLOCK_SIDE threads
-#define BLOCK_THREADS (BLOCK_SIDE * BLOCK_SIDE) // 256
-#define SUM_THREADS 256                         // the block size sum_splits is launched with
+#define BLOCK_TILE 64                            // a block computes a BLOCK_TILE x BLOCK_TILE tile of C,
+#define TILE_K 32                                // walking along K TILE_K steps at a time;
+#define THREAD_TILE 8                            // each thread computes THREAD_TILE x THREAD_TILE of it
+#define BLOCK_SIDE (BLOCK_TILE / THREAD_TILE)    // 8: blocks are BLOCK_SIDE x BLOCK_SIDE threads
+#define BLOCK_THREADS (BLOCK_SIDE * BLOCK_SIDE)  // 64
+#define SUM_THREADS 256                          // the block size sum_splits is launched with
 
 // Copy the BLOCK_TILE x TILE_K tile at (row0, k0) of a matrix X (rows x K) into tile[k][row]: k-major, so
-// that a thread's 4 rows lie side by side for the product loop. X is stored row-major, either as it is
-// (element (r, k) at X[r * K + k]) or transposed (k_major: at X[k * rows + r]). Each of the 256 threads
-// copies 1024 / 256 = 4 elements; thread t takes elements t, t + 256, ... of the tile in the order in which
+// that a thread's 8 rows lie side by side for the product loop. X is stored row-major, either as it is
+// (element (r, k) at X[r * K + k]) or transposed (k_major: at X[k * rows + r]). Each of the 64 threads
+// copies 2048 / 64 = 32 elements; thread t takes elements t, t + 64, ... of the tile in the order in which
 // they lie in memory, so consecutive threads read consecutive addresses (coalesced) either way. Elements
 // past the matrix (or past this chunk of K, k_end) are zeros, so the product loop needs no bounds checks.
 template <typename T>
@@ -46,13 +47,12 @@ __device__ void load_tile(T (*tile)[BLOCK_TILE], const T* X, int rows, int K, in
     }
 }
 
-// The main loop, shared by both kernels: this thread's 4 x 4 sums of op(A) op(B) over k in [k_begin, k_end).
+// The main loop, shared by both kernels: this thread's 8 x 8 sums of op(A) op(B) over k in [k_begin, k_end).
 // Thread mapping: block (BLOCK_SIDE, BLOCK_SIDE) covers the 64 x 64 tile of C at (row0, col0) = (blockIdx.y,
-// blockIdx.x) x 64. Thread (tx, ty) owns rows row0 + 4 ty + i and columns col0 + tx + 16 j (i, j < 4): its
-// rows are adjacent, so a C of 6 rows (6 filters) keeps only the threads with ty < 2 busy; its columns are
-// 16 apart, so the 16 threads of a row read 16 consecutive shared words (no bank conflicts) and store 16
-// consecutive elements of C (coalesced).
-// op(B) is loaded as the rows of op(B)ᵀ (N x K), which is stored k-major exactly when B is not transposed.
+// blockIdx.x) x 64. Thread (tx, ty) owns the 8 x 8 block at rows row0 + 8 ty + i, columns col0 + 8 tx + j
+// (i, j < 8). A C of 6 rows (6 filters) keeps only the threads with ty = 0 busy; the others skip the
+// arithmetic. op(B) is loaded as the rows of op(B)ᵀ (N x K), which is stored k-major exactly when B is not
+// transposed.
 template <typename T>
 __device__ void block_tile_product(const T* A, const T* B, int M, int N, int K, int transpose_a,
                                    int transpose_b, int k_begin, int k_end, T (*tile_a)[BLOCK_TILE],
@@ -70,7 +70,7 @@ __device__ void block_tile_product(const T* A, const T* B, int M, int N, int K, 
         __syncthreads();  // the tiles are complete before anyone reads them
         if (busy) {
             for (int k = 0; k < TILE_K; ++k) {
-                T a[THREAD_TILE], b[THREAD_TILE];  // 8 shared loads for 16 multiply-adds
+                T a[THREAD_TILE], b[THREAD_TILE];  // 16 shared loads for 64 multiply-adds
                 for (int i = 0; i < THREAD_TILE; ++i) a[i] = tile_a[k][ty * THREAD_TILE + i];
                 for (int j = 0; j < THREAD_TILE; ++j) b[j] = tile_b[k][tx * THREAD_TILE + j];
                 for (int i = 0; i < THREAD_TILE; ++i)
@@ -97,8 +97,8 @@ __global__ __launch_bounds__(BLOCK_THREADS) void gemm_blocked(const T* A, const 
     const int k_begin = (int)(blockIdx.z % splits) * chunk;
     const int k_end = min(K, k_begin + chunk);
     T sum[THREAD_TILE][THREAD_TILE];
-    block_tile_product(A + z * M * K, B + z * K * N, M, N, K, transpose_a, transpose_b, k_begin, k_end, tile_a,
-                       tile_b, sum);
+    block_tile_product(A + z * M * K, B + z * K * N, M, N, K, transpose_a, transpose_b, k_begin, k_end,
+                       tile_a, tile_b, sum);
 
     C += (long long)blockIdx.z * M * N;
     for (int i = 0; i < THREAD_TILE; ++i) {
@@ -130,8 +130,8 @@ __global__ void sum_splits(const T* partial, T* C, long long matrix_size, long l
 //   positions == P > 0, a convolution: y[n, f, p] = ... + bias[f], stored NCHW.
 // Launch: block (BLOCK_SIDE, BLOCK_SIDE), grid (ceil(N / 64), ceil(M / 64), batch).
 template <typename T>
-__global__ __launch_bounds__(BLOCK_THREADS) void gemm_blocked_bias(const T* A, const T* B, const T* bias, T* C,
-                                                                   int M, int N, int K, int transpose_a,
+__global__ __launch_bounds__(BLOCK_THREADS) void gemm_blocked_bias(const T* A, const T* B, const T* bias,
+                                                                   T* C, int M, int N, int K, int transpose_a,
                                                                    int transpose_b, int positions) {
     __shared__ T tile_a[TILE_K][BLOCK_TILE];
     __shared__ T tile_b[TILE_K][BLOCK_TILE];
@@ -144,7 +144,8 @@ __global__ __launch_bounds__(BLOCK_THREADS) void gemm_blocked_bias(const T* A, c
     for (int j = 0; j < THREAD_TILE; ++j) {
         const int col = blockIdx.x * BLOCK_TILE + threadIdx.x * THREAD_TILE + j;
         if (col >= N) break;
-        const long long n = positions ? col / positions : 0, p = positions ? col % positions : 0;  // once per column
+        const long long n = positions ? col / positions : 0,
+                        p = positions ? col % positions : 0;  // once per column
         for (int i = 0; i < THREAD_TILE; ++i) {
             const int row = blockIdx.y * BLOCK_TILE + threadIdx.y * THREAD_TILE + i;
             if (row >= M) break;

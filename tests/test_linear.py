@@ -9,8 +9,7 @@ import pytest
 
 import scratchnet as sn
 from scratchnet.gradcheck import check_layer
-from scratchnet.layers import Linear
-from scratchnet.layers import linear
+from scratchnet.layers import Linear, linear
 from scratchnet.layers.linear import gemm, split_k
 from scratchnet.testing import (
     DEVICES,

@@ -15,6 +15,7 @@ import pytest
 from scratchnet import sim
 from scratchnet._cuda import nvrtc
 from scratchnet.errors import KernelLaunchError
+from scratchnet.sim import compiler
 from tests.nvrtc_headers import cuda_include_options
 
 pytestmark = pytest.mark.sim
@@ -59,6 +60,62 @@ def test_memcheck_finds_a_dynamic_shared_overflow(checked):
             (1,), (32,), (np.zeros(32, np.float32),), shared_mem=128
         )
     assert caught.value.thread == (31, 0, 0) and caught.value.access == "write"
+
+
+def _shared_neighbours_source() -> str:
+    source = BUGS.read_text()
+    start = source.index("// Two static shared arrays side by side")
+    return (
+        "\n" * source.count("\n", 0, start) + source[start : source.index("\n}\n", start) + 3]
+    )  # same lines
+
+
+@pytest.mark.parametrize("index, offset", [(16, 64), (-1, -4)])
+@pytest.mark.parametrize("module", ["bugs.cu", "alone"])
+def test_memcheck_finds_a_static_shared_array_running_into_its_neighbour(index, offset, module, checked):
+    """first[16] and first[-1] are addresses inside the block's shared memory (in `second`, or between the
+    arrays): memcheck names the array they ran off. "alone": the kernel in a module of its own, whose
+    128 bytes of shared memory glibc places in static TLS (bugs.cu's extern __shared__ array makes its
+    block large)."""
+    if module == "alone":
+        checked = sim.load_module(_shared_neighbours_source(), [], filename="bugs.cu", checks="memcheck")
+    kernel = checked.get_function("shared_neighbours")
+    y = np.zeros(16, np.float32)
+    kernel((1,), (16,), (y, np.int32(5)))  # inside: no report
+    np.testing.assert_array_equal(y, 3 * np.arange(16) + 2 * (np.arange(16) == 5))  # first[5] = 7, not 5
+    with pytest.raises(sim.MemcheckError) as caught:
+        kernel((1,), (16,), (y, np.int32(index)))
+    error = caught.value
+    assert f"at byte offset {offset} of __shared__ 'first' in shared_neighbours (64 bytes)" in str(error)
+    assert (error.thread, error.access, error.buffer, error.offset) == (
+        (3, 0, 0),
+        "write",
+        "static shared memory",
+        offset,
+    )
+    assert error.line == f"bugs.cu:{_line('if (t == 3) first[index] = 7;')}"
+
+
+def test_redzones_surround_each_static_shared_declaration_on_its_own_lines():
+    source = (
+        "#define DECLARE __shared__ float m[3];\n"
+        "__global__ void k(float* y) {\n"
+        "    __shared__ float a[4]; // __shared__ in a comment\n"
+        "    static __shared__ __align__(16) float b[2],\n"
+        "        c[2];\n"
+        "    extern __shared__ float dynamic[];\n"
+        "}\n"
+    )
+    marked = compiler.with_shared_redzones(source)
+    assert marked.splitlines() == [
+        "#define DECLARE __shared__ float m[3];",
+        "__global__ void k(float* y) {",
+        "    SIM_SHARED_REDZONE(2) __shared__ float a[4]; SIM_SHARED_REDZONE(3) // __shared__ in a comment",
+        "    SIM_SHARED_REDZONE(4) static __shared__ __align__(16) float b[2],",
+        "        c[2]; SIM_SHARED_REDZONE(5)",
+        "    extern __shared__ float dynamic[];",
+        "}",
+    ]
 
 
 def test_racecheck_finds_the_missing_barrier_of_a_transpose():

@@ -90,10 +90,11 @@ What it still cannot do
   ``__syncwarp`` (implicit warp synchronisation) is not; racecheck reports such code as racy, as
   compute-sanitizer does on Volta and later.
 * Without a checked build, out-of-bounds *reads* and writes further than 4 KiB from an array go unseen. With
-  one, an out-of-bounds access to one static ``__shared__`` array that lands inside another is not seen
-  (the static shared memory is checked as a whole), racecheck compares accesses of different sizes only by
-  4-byte granule or byte, and ``memcpy`` calls inside kernels are not checked. A checked launch is much
-  slower: every load and store calls the runtime.
+  one, an access to a static ``__shared__`` array that lands more than 64 bytes past its end, inside another
+  array, is not seen (64-byte redzones surround each declaration; the arrays of one declaration share
+  them), nor are declarations written inside macros given redzones; racecheck compares accesses of
+  different sizes only by 4-byte granule or byte, and ``memcpy`` calls inside kernels are not checked. A
+  checked launch is much slower: every load and store calls the runtime.
 * initcheck sees device memory only when it comes from :func:`empty` (as the ``sim`` device's ``empty()``
   does with initcheck on): arrays made by NumPy are initialised by definition and never checked. Writes it
   cannot observe byte by byte count as writing the whole array: a launch without initcheck marks each of

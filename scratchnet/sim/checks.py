@@ -6,7 +6,8 @@ environment variable (comma-separated ``memcheck``, ``racecheck``, ``initcheck``
 
 ==========  ===========================================================================================
 memcheck    every out-of-bounds read or write of an array argument, at any distance; out-of-bounds
-            dynamic shared memory (past ``shared_mem``) and accesses past all static shared memory
+            dynamic shared memory (past ``shared_mem``); a static ``__shared__`` array overrun into the
+            64-byte redzones that a checked build puts around each declaration, named (runtime.cpp)
 racecheck   two threads of a block touching the same byte of shared memory or of an array, one of them
             writing, with no ``__syncthreads()`` between them (nor ``__syncwarp()`` for one warp's lanes)
 initcheck   reads of shared memory that no thread of the block has written, and reads of arrays from

@@ -229,6 +229,42 @@ def dynamic_shared_arrays(source: str) -> list[tuple[str, str]]:
     return [(element, name) for name, element in arrays.items()]
 
 
+# A static __shared__ declaration: `__shared__` and everything up to the `;` that ends it (no braces between).
+_SHARED_DECLARATION = re.compile(r"\b__shared__\b[^;{}]*;")
+# What may stand on the line before `__shared__`: `static`, alignment, `volatile`.
+_SHARED_PREFIX = re.compile(rf"\s*(?:(?:static|volatile)\s+|{_ALIGNMENT})*")
+SHARED_REDZONE_PREFIX = "sim_shared_redzone_"  # cuda_sim.h's SIM_SHARED_REDZONE names its arrays so
+
+
+def with_shared_redzones(source: str) -> str:
+    """``source`` with ``SIM_SHARED_REDZONE(n)`` (cuda_sim.h) before and after each static ``__shared__``
+    declaration, on the same lines, for a checked build.
+
+    The compiler lays the arrays out next to each other, so a thread running off the end of one would land
+    in its neighbour, a valid address. Between redzones, whichever order the arrays get, it lands in a
+    redzone, which memcheck reports with the array's name. Declarations in macros, and dynamic shared
+    memory (``extern __shared__``, guarded by its reservation), are left as they are.
+    """
+    code = re.sub(r"//[^\n]*|/\*.*?\*/", lambda c: re.sub(r"[^\n]", " ", c[0]), source, flags=re.S)
+    insertions: list[tuple[int, str]] = []
+    for number, m in enumerate(_SHARED_DECLARATION.finditer(code)):
+        line_start = code.rfind("\n", 0, m.start()) + 1
+        before = code[line_start : m.start()]
+        if before.lstrip().startswith("#") or re.search(r"\bextern\s*$", before):
+            continue
+        prefix = _SHARED_PREFIX.match(before)
+        if prefix is None or prefix.end() != len(before):
+            continue  # something else on the line before the declaration: leave it alone
+        start = line_start + len(before) - len(before.lstrip())
+        insertions += [
+            (start, f"SIM_SHARED_REDZONE({2 * number}) "),
+            (m.end(), f" SIM_SHARED_REDZONE({2 * number + 1})"),
+        ]
+    for position, text in sorted(insertions, reverse=True):
+        source = source[:position] + text + source[position:]
+    return source
+
+
 _WRAPPER = string.Template(
     """\
 // The dynamic shared memory (extern __shared__ arrays), sized for the largest launch.
@@ -307,6 +343,8 @@ def build(
         raise DeviceError(f"{filename or 'the source'}: {error}") from None
     flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-I", str(INCLUDE), "-include", str(HEADER)]
     module_flags = [*(["-O0", "-g"] if debug else []), *(CHECK_FLAGS if checks & INSTRUMENTED else [])]
+    if checks & INSTRUMENTED:
+        source = with_shared_redzones(source)
     key = _hash(
         CACHE_FORMAT,
         source,
@@ -506,7 +544,7 @@ def static_shared_bytes(library: Path, names: list[str], dynamic: set[str]) -> d
             continue
         size, symbol = int(parts[1], 16), parts[3]
         owner, _, variable = symbol.rpartition("::")
-        if variable in dynamic:
+        if variable in dynamic or variable.startswith(SHARED_REDZONE_PREFIX):
             continue
         for name in names:
             # "void gemm<float>(float const*, ...)" for templates, "gemm" for extern "C" kernels.

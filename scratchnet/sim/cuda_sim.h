@@ -53,6 +53,11 @@
 // declaration names that one array (`extern` at block scope refers to the namespace-scope variable). g++
 // needs -fno-extern-tls-init for the second placement (compiler.py says why).
 #define __shared__ thread_local
+// A checked build puts one of these before and after each static __shared__ declaration (compiler.py's
+// with_shared_redzones): 64 bytes that no kernel may touch, so that a thread running off either end of a
+// shared array lands in a redzone rather than in the neighbouring array. `used`: kept though never read.
+#define SIM_SHARED_REDZONE(n) \
+    [[maybe_unused]] static thread_local __attribute__((used)) unsigned char sim_shared_redzone_##n[64];
 
 struct uint3 {
     unsigned int x, y, z;

@@ -30,7 +30,7 @@ from scratchnet._cuda.limits import check_launch, dim3
 from scratchnet._cuda.signature import C_NAME_OF_KIND, Param
 from scratchnet.errors import KernelLaunchError
 from scratchnet.sim import memory
-from scratchnet.sim.checks import Report, check_bits, launch_error
+from scratchnet.sim.checks import INSTRUMENTED, Report, check_bits, launch_error
 from scratchnet.sim.compiler import Build
 
 MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
@@ -186,6 +186,8 @@ class SimModule:
         # fails an internal assertion on conditional breakpoints while other threads run).
         self.serial = serial
         self.library = ctypes.CDLL(str(build.library))
+        if checks & INSTRUMENTED:  # memcheck names static shared arrays from the symbol table
+            self.library.sim_read_shared_arrays(str(build.library).encode())
         self.library.sim_launch.restype = ctypes.c_int
         self.library.sim_launch.argtypes = [
             ctypes.c_int,  # kernel

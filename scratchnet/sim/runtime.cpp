@@ -12,11 +12,15 @@
 // index, never on which OS thread runs it. New threads start as plain function calls on a "runner" (see
 // runner_main), so a kernel without barriers costs no context switch per thread; a thread waiting at a
 // barrier hands over to the next one with one switch (a handful of register saves, see sim_switch below).
+#include <cxxabi.h>
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
 #include <link.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 // libstdc++'s threading headers spell __attribute__((__noinline__)), which cuda_sim.h's CUDA qualifier of
@@ -32,6 +36,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_map>
+#include <algorithm>
 #include <utility>
 #include <memory>
 #include <vector>
@@ -847,20 +852,81 @@ struct Checks {
 Checks C;
 thread_local char tls_anchor;  // taking its address makes this OS thread allocate the module's TLS block
 
+// ---- static shared arrays by name (memcheck) ----
+// Each static __shared__ array is a thread_local variable, whose symbol (STT_TLS) in the module's symbol
+// table holds its offset in the thread-local block and its size. A checked build has a redzone before and
+// after each declaration (compiler.py, with_shared_redzones), so a thread that runs off either end of an
+// array lands in a redzone (or in the padding between variables) instead of in the neighbouring array.
+struct SharedArray {
+    uintptr_t start, end;  // offsets in the thread-local block
+    std::string name;      // "'tile_a' in gemm_tiled<float>"
+    bool redzone;          // no kernel may touch it
+    bool nameable;         // a kernel's __shared__ array, not a redzone or one of this runtime's variables
+};
+std::vector<SharedArray> shared_arrays;  // sorted by start; empty when the symbol table cannot be read
+long long tls_anchor_offset = -1;        // where tls_anchor (below) lies in the block, from the same table
+
+// "'tile_a' in gemm_tiled<float>" for the symbol of `__shared__ T tile_a[..]` in gemm_tiled<float>.
+std::string shared_array_name(const char* symbol) {
+    int status = 0;
+    char* demangled = abi::__cxa_demangle(symbol, nullptr, nullptr, &status);
+    std::string name = status == 0 && demangled ? demangled : symbol;
+    free(demangled);
+    size_t params = name.rfind(')'), scope = name.rfind("::");
+    if (scope == std::string::npos || (params != std::string::npos && scope < params)) return name;
+    std::string function = name.substr(0, std::min(name.find('('), scope));
+    if (function.rfind("void ", 0) == 0) function = function.substr(5);
+    return "'" + name.substr(scope + 2) + "' in " + function;
+}
+
+void read_shared_arrays(const char* library) {
+    shared_arrays.clear(), tls_anchor_offset = -1;
+    int fd = open(library, O_RDONLY);
+    if (fd < 0) return;
+    struct stat info {};
+    void* mapped = fstat(fd, &info) == 0 ? mmap(nullptr, info.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    close(fd);
+    if (mapped == MAP_FAILED) return;
+    const unsigned char* file = static_cast<const unsigned char*>(mapped);
+    const ElfW(Ehdr)* header = reinterpret_cast<const ElfW(Ehdr)*>(file);
+    const ElfW(Shdr)* sections = reinterpret_cast<const ElfW(Shdr)*>(file + header->e_shoff);
+    for (int i = 0; memcmp(header->e_ident, ELFMAG, SELFMAG) == 0 && i < header->e_shnum; ++i) {
+        if (sections[i].sh_type != SHT_SYMTAB) continue;
+        const ElfW(Sym)* symbols = reinterpret_cast<const ElfW(Sym)*>(file + sections[i].sh_offset);
+        const char* names = reinterpret_cast<const char*>(file + sections[sections[i].sh_link].sh_offset);
+        for (size_t k = 0; k < sections[i].sh_size / sizeof(ElfW(Sym)); ++k) {
+            const ElfW(Sym)& symbol = symbols[k];
+            if (ELF64_ST_TYPE(symbol.st_info) != STT_TLS || symbol.st_size == 0 || symbol.st_shndx == SHN_UNDEF) continue;
+            const char* raw = names + symbol.st_name;
+            if (strstr(raw, "tls_anchor")) tls_anchor_offset = (long long)symbol.st_value;
+            bool redzone = strstr(raw, "sim_shared_redzone_") != nullptr, runtime = strstr(raw, "sim_rt") != nullptr;
+            shared_arrays.push_back({symbol.st_value, symbol.st_value + symbol.st_size, shared_array_name(raw),
+                                     redzone, !redzone && !runtime});
+        }
+    }
+    munmap(mapped, info.st_size);
+    std::sort(shared_arrays.begin(), shared_arrays.end(),
+              [](const SharedArray& x, const SharedArray& y) { return x.start < y.start; });
+}
+
 int module_segments(dl_phdr_info* info, size_t, void*) {
     if (info->dlpi_addr != C.library_base) return 0;
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const ElfW(Phdr)& h = info->dlpi_phdr[i];
         if (h.p_type == PT_LOAD) C.module.push_back({info->dlpi_addr + h.p_vaddr, info->dlpi_addr + h.p_vaddr + h.p_memsz});
-        if (h.p_type == PT_TLS && info->dlpi_tls_data != nullptr) {
-            uintptr_t tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
-            C.tls = {tls, tls + h.p_memsz};
-        }
+        if (h.p_type != PT_TLS) continue;
+        // dlpi_tls_data is null for a small block that glibc placed in static TLS, when this thread's
+        // table of TLS blocks was never updated (the TLS descriptors of -mtls-dialect=gnu2 do not need it):
+        // then the block starts where tls_anchor lies, minus tls_anchor's offset in it.
+        uintptr_t tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
+        if (tls == 0 && tls_anchor_offset >= 0) tls = reinterpret_cast<uintptr_t>(&tls_anchor) - tls_anchor_offset;
+        if (tls != 0) C.tls = {tls, tls + h.p_memsz};
     }
     return 1;
 }
 
 bool inside(const Range& r, uintptr_t a, size_t size) { return a >= r.start && a + size <= r.end; }
+
 
 [[noreturn]] void check_failed(int kind, const std::string& message, uintptr_t address, size_t size, bool write,
                                uintptr_t pc, int buffer, long long offset, int other_thread = -1,
@@ -875,6 +941,31 @@ bool inside(const Range& r, uintptr_t a, size_t size) { return a >= r.start && a
 
 std::string access_words(size_t size, bool write) {
     return std::string(write ? "write" : "read") + " of " + std::to_string(size) + " byte(s)";
+}
+
+// Memcheck inside the thread-local block: the access must lie within one variable that is not a redzone.
+// Otherwise it is reported against the nearest static shared array (offset past its end, or negative).
+void check_shared_array(uintptr_t a, size_t size, bool write, uintptr_t pc) {
+    if (shared_arrays.empty()) return;
+    const uintptr_t first = a - C.tls.start, last = first + size;
+    auto after = std::upper_bound(shared_arrays.begin(), shared_arrays.end(), first,
+                                  [](uintptr_t offset, const SharedArray& x) { return offset < x.start; });
+    if (after != shared_arrays.begin() && !std::prev(after)->redzone && last <= std::prev(after)->end) return;
+    const SharedArray *below = nullptr, *above = nullptr;  // the nearest arrays on either side
+    for (auto it = after; it != shared_arrays.begin() && !below;)
+        if ((--it)->nameable) below = &*it;
+    for (auto it = after; it != shared_arrays.end() && !above; ++it)
+        if (it->nameable) above = &*it;
+    auto gap = [](uintptr_t from, uintptr_t to) { return to > from ? to - from : 0; };
+    const SharedArray* array = below;
+    if (above && (!below || gap(last, above->start) < gap(below->end, first))) array = above;
+    if (array == nullptr) return;
+    long long offset = (long long)first - (long long)array->start;
+    check_failed(kMemcheck,
+                 "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
+                     " of __shared__ " + array->name + " (" + std::to_string(array->end - array->start) +
+                     " bytes) in " + describe_block() + ", thread " + describe_thread(S->running),
+                 a, size, write, pc, -3, offset);
 }
 
 // Racecheck for one byte: compares this access with the ones earlier in the same barrier interval.
@@ -975,6 +1066,7 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                          "out-of-bounds " + access_words(size, write) + " past the end of the static shared memory in " +
                              describe_block() + ", thread " + describe_thread(S->running),
                          a, size, write, pc, -3, (long long)(a - C.tls.start));
+        if (S->checks & kCheckMemcheck) check_shared_array(a, size, write, pc);
         size_t first = a - C.tls.start;
         if (S->checks & kCheckInitcheck) {
             for (size_t k = 0; k < size; ++k) {
@@ -1090,6 +1182,10 @@ SIM_EXPORT int sim_kernel_signature(int kernel, char* out, int out_size) {
 }
 
 SIM_EXPORT int sim_uses_dynamic_shared() { return sim_rt::dynamic_shared_count(); }
+
+// A checked build: read the static __shared__ arrays from this library's symbol table, at `path` (the name
+// the library was loaded under may be gone: it is built under a temporary name, then renamed).
+SIM_EXPORT void sim_read_shared_arrays(const char* path) { sim_rt::read_shared_arrays(path); }
 
 // Runs a whole launch. args[i] points at the value of scalar argument i; for an array argument it is
 // ignored, and the argument is byte arg_offset[i] of host buffer arg_buffer[i]. Returns 0, or 1 with a

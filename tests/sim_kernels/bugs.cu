@@ -33,6 +33,20 @@ extern "C" __global__ void transpose(const float* x, float* y, int n, int with_b
     y[out_row * n + out_col] = tile[threadIdx.x][threadIdx.y];
 }
 
+// Two static shared arrays side by side; thread 3 writes first[index]: 16 is one past its end, -1 one before
+// its start, both usually inside the neighbouring array.
+extern "C" __global__ void shared_neighbours(float* y, int index) {
+    __shared__ float first[16];
+    __shared__ float second[16];
+    const int t = threadIdx.x;
+    first[t] = t;
+    second[t] = 2 * t;
+    __syncthreads();
+    if (t == 3) first[index] = 7;
+    __syncthreads();
+    y[t] = first[t] + second[t];
+}
+
 // Only the first half of the block fills the shared array; everyone reads it.
 extern "C" __global__ void uninitialised_shared(float* y) {
     __shared__ float s[64];
