@@ -177,7 +177,8 @@ class SimDevice(Device):
     ``checks`` are the simulator's checks for every kernel of this device (``"memcheck,initcheck"``,
     ``"all"``; see :mod:`scratchnet.sim.checks`), read from ``SCRATCHNET_SIM_CHECKS`` when ``None``. With
     initcheck, :meth:`empty` returns arrays from ``sim.empty``: poisoned, and tracked so that a kernel
-    reading a byte of one that no kernel wrote is reported; without it, plain ``np.empty`` (no cost).
+    reading a byte of one that no kernel wrote is reported, and so is :meth:`to_host` copying such a byte
+    back (the poison would reach the host as NaN); without it, plain ``np.empty`` (no cost).
     """
 
     name = "sim"
@@ -196,6 +197,23 @@ class SimDevice(Device):
 
             return sim.empty(shape, dtype)
         return np.empty(shape, dtype=dtype)
+
+    def _to_host(self, x) -> np.ndarray:
+        if "initcheck" in self.checks:
+            from scratchnet import sim
+            from scratchnet.sim.memory import first_unwritten
+
+            offset = first_unwritten(x)
+            if offset is not None:
+                raise sim.InitcheckError(
+                    f"to_host: the {x.dtype} array of shape {x.shape} holds uninitialised memory: byte "
+                    f"{offset} (element {offset // x.itemsize}) was allocated by empty() and nothing has "
+                    "written it",
+                    buffer="to_host",
+                    offset=offset,
+                    access="read",
+                )
+        return super()._to_host(x)
 
     def _load_module(self, source: str, name_expressions: list[str], filename: str):
         from scratchnet import sim

@@ -139,6 +139,22 @@ def test_sim_device_tracks_only_with_initcheck():
     assert is_tracked(SimDevice(checks="all").empty((4,), np.float32))
 
 
+def test_copying_unwritten_device_memory_to_the_host_is_reported():
+    device = SimDevice(checks="initcheck")
+    y = device.empty((2, 3), np.float32)
+    y[0] = 1.0  # the host writes the first row, and says so
+    sim.mark_written(y[0])
+    with pytest.raises(
+        sim.InitcheckError, match=r"byte 12 \(element 3\) was allocated by empty\(\)"
+    ) as caught:
+        device.to_host(y)
+    assert (caught.value.offset, caught.value.access) == (12, "read")
+    np.testing.assert_array_equal(device.to_host(y[0]), 1.0)  # the written part copies
+    sim.mark_written(y)
+    assert device.to_host(y).shape == (2, 3)
+    assert SimDevice(checks="memcheck").to_host(sim.empty(3, np.float32)).shape == (3,)  # initcheck off
+
+
 def test_lenet5_training_step_is_clean_under_initcheck():
     """Forward, backward and two momentum steps of LeNet-5 on ``sim`` with initcheck: every intermediate
     buffer from ``device.empty`` is tracked, and every kernel writes what the next one reads."""

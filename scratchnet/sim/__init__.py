@@ -99,8 +99,8 @@ What it still cannot do
   does with initcheck on): arrays made by NumPy are initialised by definition and never checked. Writes it
   cannot observe byte by byte count as writing the whole array: a launch without initcheck marks each of
   its non-``const`` array arguments written in full (even where its grid left bytes unwritten), and NumPy
-  code writing into a tracked array must call :func:`mark_written`. Reads on the host (``to_host``) are not
-  checked.
+  code writing into a tracked array must call :func:`mark_written`. On the host only the ``sim`` device's
+  ``to_host`` is checked; NumPy code reading a tracked array directly is not.
 * Two threads of one block never run at the same time, so a non-atomic read-modify-write between barriers
   is found by racecheck, not by a wrong result; racecheck compares threads of one block only (a checked
   build runs its blocks one after the other).

@@ -93,3 +93,15 @@ def mark_written(array: np.ndarray) -> None:
     flags = written_map(array.ctypes.data, array.nbytes)
     if flags is not None:
         flags.fill(1)
+
+
+def first_unwritten(array: np.ndarray) -> int | None:
+    """The byte offset in ``array`` of its first byte that nothing has written, or ``None``: all written, or
+    not tracked (arrays made by NumPy, and views that are not C-contiguous)."""
+    if not array.flags.c_contiguous:
+        return None
+    flags = written_map(array.ctypes.data, array.nbytes)
+    if flags is None:
+        return None
+    unwritten = np.flatnonzero(flags == 0)
+    return int(unwritten[0]) if unwritten.size else None
