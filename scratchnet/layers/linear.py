@@ -32,9 +32,8 @@ from scratchnet.device import Device, get_device
 from scratchnet.layers.base import Layer
 
 GEMM_TILE = cuda_defines("gemm.cu")["TILE"]  # gemm_naive and gemm_tiled: blocks of GEMM_TILE x GEMM_TILE
-_BLOCKED = cuda_defines(
-    "gemm_blocked.cu"
-)  # gemm_blocked: blocks of BLOCK_SIDE² threads, BLOCK_TILE² tiles of C
+# gemm_blocked: blocks of BLOCK_SIDE x BLOCK_SIDE threads, each computing a BLOCK_TILE x BLOCK_TILE tile of C
+_BLOCKED = cuda_defines("gemm_blocked.cu")
 REDUCE_THREADS = cuda_defines("reduce.cu")["REDUCE_THREADS"]  # the block size bias_grad is written for
 GEMM_IMPLS = ("blocked", "tiled", "naive")
 # Split K when the tiles of C alone make fewer than SPLIT_K_BLOCKS blocks (a GPU has 100+ multiprocessors

@@ -242,10 +242,11 @@ def with_shared_redzones(source: str) -> str:
 
     The compiler lays the arrays out next to each other, so a thread running off the end of one would land
     in its neighbour, a valid address. Between redzones, whichever order the arrays get, it lands in a
-    redzone, which memcheck reports with the array's name. Declarations in macros, and dynamic shared
-    memory (``extern __shared__``, guarded by its reservation), are left as they are.
+    redzone, which memcheck reports with the array's name. Declarations in macros or after other code on
+    their line, and dynamic shared memory (``extern __shared__``, guarded by its reservation), are left as
+    they are.
     """
-    code = re.sub(r"//[^\n]*|/\*.*?\*/", lambda c: re.sub(r"[^\n]", " ", c[0]), source, flags=re.S)
+    code = _COMMENTS.sub(lambda c: re.sub(r"[^\n]", " ", c[0]), source)  # blanked: positions stay
     insertions: list[tuple[int, str]] = []
     for number, m in enumerate(_SHARED_DECLARATION.finditer(code)):
         line_start = code.rfind("\n", 0, m.start()) + 1

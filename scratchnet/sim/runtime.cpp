@@ -864,7 +864,7 @@ struct SharedArray {
     bool nameable;         // a kernel's __shared__ array, not a redzone or one of this runtime's variables
 };
 std::vector<SharedArray> shared_arrays;  // sorted by start; empty when the symbol table cannot be read
-long long tls_anchor_offset = -1;        // where tls_anchor (below) lies in the block, from the same table
+long long tls_anchor_offset = -1;        // where tls_anchor (above) lies in the block, from the same table
 
 // "'tile_a' in gemm_tiled<float>" for the symbol of `__shared__ T tile_a[..]` in gemm_tiled<float>.
 std::string shared_array_name(const char* symbol) {
@@ -926,7 +926,6 @@ int module_segments(dl_phdr_info* info, size_t, void*) {
 }
 
 bool inside(const Range& r, uintptr_t a, size_t size) { return a >= r.start && a + size <= r.end; }
-
 
 [[noreturn]] void check_failed(int kind, const std::string& message, uintptr_t address, size_t size, bool write,
                                uintptr_t pc, int buffer, long long offset, int other_thread = -1,
