@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,6 +123,9 @@ class MpiWorld(World):
         """Stop every rank at once (an unexpected error on one rank, which the others cannot know about)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        # mpiexec passes each rank's output on through a pipe, and Abort kills every rank and may cut that
+        # short: without a pause the other ranks' users could see the first line of a traceback and no more.
+        time.sleep(0.5)
         self.comm.Abort(code)
 
 

@@ -954,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
         code = _main(args)
     except Exception:
         if world.size > 1:  # an error on this rank alone: the others would wait for it forever
-            traceback.print_exc()
+            sys.stderr.write(traceback.format_exc())  # in one write, so it reaches mpiexec whole
             world.abort(1)
         raise
     if code != 0 and world.size > 1:
