@@ -231,7 +231,7 @@ def dynamic_shared_arrays(source: str) -> list[tuple[str, str]]:
 
 # A static __shared__ declaration: `__shared__` and everything up to the `;` that ends it (no braces between).
 _SHARED_DECLARATION = re.compile(r"\b__shared__\b[^;{}]*;")
-# What may stand on the line before `__shared__`: `static`, alignment, `volatile`.
+# What may stand on the line before a static `__shared__` declaration: `static`, alignment, `volatile`.
 _SHARED_PREFIX = re.compile(rf"\s*(?:(?:static|volatile)\s+|{_ALIGNMENT})*")
 SHARED_REDZONE_PREFIX = "sim_shared_redzone_"  # cuda_sim.h's SIM_SHARED_REDZONE names its arrays so
 
@@ -251,11 +251,8 @@ def with_shared_redzones(source: str) -> str:
     for number, m in enumerate(_SHARED_DECLARATION.finditer(code)):
         line_start = code.rfind("\n", 0, m.start()) + 1
         before = code[line_start : m.start()]
-        if before.lstrip().startswith("#") or re.search(r"\bextern\s*$", before):
-            continue
-        prefix = _SHARED_PREFIX.match(before)
-        if prefix is None or prefix.end() != len(before):
-            continue  # something else on the line before the declaration: leave it alone
+        if _SHARED_PREFIX.fullmatch(before) is None:
+            continue  # `extern`, a `#define`, or other code before it on its line: leave it alone
         start = line_start + len(before) - len(before.lstrip())
         insertions += [
             (start, f"SIM_SHARED_REDZONE({2 * number}) "),
