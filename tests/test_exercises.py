@@ -375,6 +375,10 @@ MUTANTS = {
         ),
         "one-sided difference",
     ),
+    "lenet5 check with h = 1e-10": (
+        _plant(LENET5, ("entries, h = 5, 1e-5", "entries, h = 5, 1e-10")),
+        "your step h is about 1e-10",
+    ),
     "lenet5 check without restoring": (
         _plant(LENET5, ("            param[i] = old  # restore exactly\n", "")),
         "restore each entry after perturbing it",

@@ -8,9 +8,11 @@ is scored by the relative error ‖a − n‖ / (‖a‖ + ‖n‖) (it passes b
 
 1. a known mistake of this exercise (:class:`Mistake`): its wrong result is computed from the case's inputs
    and compared with the learner's (or, when the learner's code raised, its exception with the learner's);
-2. a generic one: the sign, a constant factor (with the batch size, or N·OH·OW, named), a transpose, a flipped
-   kernel, NaN or infinity, an input modified in place, a wrong dtype or shape;
-3. otherwise where it is wrong: how many elements, and the worst one with both values.
+2. by evidence (:mod:`scratchnet.exercises.diagnosis`): a relation between yours and the right answer (the
+   sign, a constant factor with the batch size or N·OH·OW named, an offset, a transpose, a flipped kernel),
+   NaN or infinity, or where it is wrong: the named region of the probe (:attr:`Case.regions`) that holds
+   every wrong element; an input modified in place, a wrong dtype or shape, a number where an array belongs;
+3. otherwise how many elements are wrong, and the worst one with both values.
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scratchnet.exercises import diagnosis
+from scratchnet.exercises.diagnosis import MATCH
 from scratchnet.gradcheck import TOLERANCE, max_elementwise_error, relative_error
-
-# A rewritten result (scaled, negated, transposed, a known mistake) "matches" when its error is below this:
-# looser than TOLERANCE, so that a diagnosis still fires when the learner's wrong answer is only nearly so.
-MATCH = 1e-6
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Case:
     correct: dict[str, np.ndarray]  # output name -> the right answer
     # Sizes a wrong result may be off by, named: {"N": 5} when the loss is a batch mean.
     factors: dict[str, int] = field(default_factory=dict)
+    # The parts of this probe where one cause shows, named for the learner: {"where x = 0, ...": mask}.
+    regions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,15 +61,6 @@ class ArraySpec:
 
 def _copy(value):
     return value.copy() if isinstance(value, np.ndarray) else value
-
-
-def _matches(candidate, correct: np.ndarray) -> bool:
-    return (
-        isinstance(candidate, np.ndarray)
-        and candidate.shape == correct.shape
-        and bool(np.all(np.isfinite(candidate)))
-        and relative_error(candidate, correct) < MATCH
-    )
 
 
 def _same(yours: np.ndarray, wrong: np.ndarray) -> bool:
@@ -114,47 +107,40 @@ def _raised_mistake(spec: ArraySpec, case: Case, error: Exception) -> str | None
 
 def _generic_diagnosis(yours: np.ndarray, correct: np.ndarray, case: Case) -> str | None:
     if not np.all(np.isfinite(yours)):
-        return "contains NaN or infinity: something overflowed or divided by zero"
+        return diagnosis.nonfinite(yours, case.regions)
     if not np.any(yours):
-        return "all zeros: the result array was never filled in"
-    denominator = float(np.sum(correct * correct))
-    c = (
-        float(np.sum(yours * correct)) / denominator if denominator else 0.0
-    )  # least squares: yours ≈ c·correct
-    if c and _matches(yours, c * correct):
-        if np.isclose(c, -1.0):
-            return "the SIGN is flipped: yours = −(correct); check the order of a subtraction"
-        for what, size in case.factors.items():
-            if np.isclose(c, size, rtol=1e-4):
-                return f"yours = {size} × correct, and {size} = {what}: a 1/{what} is missing"
-            if np.isclose(c, 1 / size, rtol=1e-4):
-                return f"yours = correct / {size}, and {size} = {what}: a mean where a sum is needed"
-        return f"off by a constant factor: yours = {c:.6g} × correct"
-    if yours.ndim == 2 and yours.shape[0] == yours.shape[1] and _matches(yours.T, correct):
-        return "TRANSPOSED: yours.T is the right answer"
-    if yours.ndim == 4 and _matches(yours[..., ::-1, ::-1], correct):
-        return "FLIPPED (rotated 180°) in its last two axes: scratchnet's convolution is a cross-correlation"
-    return None
+        return "all zeros: nothing was written into the result, or every value computed was 0"
+    return (
+        diagnosis.scale_relation(yours, correct, case.factors)
+        or diagnosis.layout_relation(yours, correct)
+        or diagnosis.offset_relation(yours, correct)
+        or diagnosis.localise(diagnosis.wrong_elements(yours, correct), case.regions)
+    )
 
 
-def _shape_diagnosis(yours: np.ndarray, correct: np.ndarray) -> str:
+def _shape_diagnosis(name: str, yours: np.ndarray, correct: np.ndarray) -> str:
     got, want = yours.shape, correct.shape
-    if yours.ndim == 2 and got == want[::-1] and _matches(yours.T, correct):
+    if yours.ndim == 2 and got == want[::-1] and diagnosis.matches(yours.T, correct):
         return "your values are right but TRANSPOSED: swap the operands of the product, or transpose"
-    if yours.size == correct.size and _matches(yours.reshape(want), correct):
+    if yours.size == correct.size and diagnosis.matches(yours.reshape(want), correct):
         return f"your values are right, only the shape is wrong: it must be {want}"
-    if yours.ndim == correct.ndim + 1 and got[1:] == want and _matches(yours.sum(axis=0), correct):
+    if yours.ndim == correct.ndim + 1 and got[1:] == want and diagnosis.matches(yours.sum(axis=0), correct):
         return "you did not sum over the batch: each example's share is right; add them up over axis 0"
-    return f"a gradient has the shape of what it is the gradient of: {want}"
+    if name == "grad" or (name.startswith("d") and len(name) > 1):
+        return f"a gradient has the shape of what it is the gradient of: {want}"
+    return f"{name} is a result of the forward computation, of shape {want}: check the size of each axis"
 
 
 def _check_output(spec: ArraySpec, case: Case, name: str, yours, report) -> None:
     correct = case.correct[name]
+    if np.ndim(yours) == 0 and correct.ndim > 0 and isinstance(yours, int | float | np.number | np.ndarray):
+        report.fail(f"{name} {diagnosis.scalar_for_array(yours, correct, case.args)}", spec.hints[name])
+        return
     if not isinstance(yours, np.ndarray):
         report.fail(f"{name} must be a NumPy array, got {type(yours).__name__}", spec.hints[name])
         return
     if yours.shape != correct.shape:
-        reason = _known_mistake(spec, case, name, yours) or _shape_diagnosis(yours, correct)
+        reason = _known_mistake(spec, case, name, yours) or _shape_diagnosis(name, yours, correct)
         report.fail(f"{name} has shape {yours.shape}, expected {correct.shape}: {reason}", spec.hints[name])
         return
     if yours.dtype != correct.dtype:
@@ -170,16 +156,18 @@ def _check_output(spec: ArraySpec, case: Case, name: str, yours, report) -> None
     if error < TOLERANCE:
         report.ok(f"{name} ({figures})")
         return
-    diagnosis = _known_mistake(spec, case, name, values) or _generic_diagnosis(values, correct, case)
-    if diagnosis is None:
-        wrong = ~np.isclose(values, correct, rtol=1e-6, atol=1e-9)
+    found = _known_mistake(spec, case, name, values) or _generic_diagnosis(values, correct, case)
+    if found is None and correct.size == 1:
+        found = f"yours {values.item():.6g}, right {correct.item():.6g}"
+    if found is None:
+        wrong = diagnosis.wrong_elements(values, correct)
         worst = np.unravel_index(int(np.argmax(np.abs(values - correct))), correct.shape)
         index = ", ".join(str(int(i)) for i in worst)
-        diagnosis = (
+        found = (
             f"{int(wrong.sum())} of {wrong.size} elements differ; the worst, {name}[{index}]: yours "
             f"{values[worst]:.6g}, right {correct[worst]:.6g}"
         )
-    report.fail(f"{name}: {diagnosis} ({figures})", spec.hints[name])
+    report.fail(f"{name}: {found} ({figures})", spec.hints[name])
 
 
 def check_arrays(report, spec: ArraySpec, function: Callable, seed: int = 0) -> None:
@@ -201,7 +189,16 @@ def check_arrays(report, spec: ArraySpec, function: Callable, seed: int = 0) -> 
             report.fail(mistake, next(iter(spec.hints.values())))
             return
         for arg_name, value in args.items():
-            if isinstance(value, np.ndarray) and not np.array_equal(value, case.args[arg_name]):
+            original = case.args[arg_name]
+            if not isinstance(value, np.ndarray) or np.array_equal(value, original):
+                continue
+            if diagnosis.changed_by_rounding(value, original):
+                report.fail(
+                    f"`{arg_name}` does not come back bit-exact: your function changed it and changed it "
+                    "back by arithmetic, and floating point rounds (x + h − h is not always x); save the old "
+                    f"value and restore it by assignment, {arg_name}[i] = old"
+                )
+            else:
                 report.fail(f"your function modified its input `{arg_name}` in place; work on a copy")
         if len(spec.outputs) == 1 and not isinstance(result, tuple | list):
             result = (result,)

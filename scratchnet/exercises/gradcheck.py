@@ -12,17 +12,24 @@ from scratchnet.exercises._gradients import ArraySpec, Case, Mistake, check_arra
 def _sin_cases(rng):
     """f(x) = Σ sin(x) ⊙ G, whose gradient is cos(x) ⊙ G exactly."""
     x, G = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
-    f = _sin_objective(G)
+    f = _SinObjective(G, x)
     return [
         Case("f(x) = Σ sin(x) ⊙ G, x (3, 4), h = 1e-5", {"f": f, "x": x, "h": 1e-5}, {"grad": np.cos(x) * G})
     ]
 
 
-def _sin_objective(G):
-    def f(x):
-        return float(np.sum(np.sin(x) * G))
+class _SinObjective:
+    """f(x) = Σ sin(x) ⊙ G, which also counts the calls that saw x perturbed (differ from ``x0``): evidence
+    of what the learner's code passes to f."""
 
-    return f
+    def __init__(self, G: np.ndarray, x0: np.ndarray):
+        self.G, self.x0 = G, x0.copy()
+        self.calls = self.perturbed_calls = 0
+
+    def __call__(self, x) -> float:
+        self.calls += 1
+        self.perturbed_calls += int(not np.array_equal(x, self.x0))
+        return float(np.sum(np.sin(x) * self.G))
 
 
 def _differences(f, x, h, kind):
@@ -45,6 +52,11 @@ NUMERICAL_GRADIENT = ArraySpec(
     {"grad": "grad[i] = (f(x + h e_i) − f(x − h e_i)) / (2h), perturbing x[i] in place and restoring it"},
     _sin_cases,
     (
+        Mistake(  # first: the other mistakes call f themselves
+            "f never saw a perturbed x: every call f(x) got x unchanged, so each difference was 0. The entry "
+            "you change must be in the array you pass to f (a changed copy of x does not reach f(x))",
+            test=lambda a, name, yours, correct: a["f"].calls > 0 and a["f"].perturbed_calls == 0,
+        ),
         Mistake(
             "a ONE-SIDED difference (f(x + h) − f(x)) / h: its error is of order h (about 1e-5 here), the "
             "centered one's of order h² (about 1e-10)",
@@ -130,8 +142,43 @@ def _double_one_gradient(model, name: str) -> None:
     layer.backward = broken_backward
 
 
-def _run_on(report, function, model, x, labels) -> dict | None:
+def _record_steps(model, before: dict[str, np.ndarray], steps: list[float]) -> None:
+    """Make ``model.forward`` append to ``steps``, at each call, how far each parameter entry is from
+    ``before``: the steps the learner's check takes (their size is its h, their signs whether it is
+    centered)."""
+    forward = model.forward
+
+    def recording_forward(*args, **kwargs):
+        for name, param in model.params.items():
+            steps.extend((param - before[name])[param != before[name]].tolist())
+        return forward(*args, **kwargs)
+
+    model.forward = recording_forward
+
+
+def _step_diagnosis(steps: list[float]) -> str | None:
+    """What the recorded steps say about a check whose errors are too large on a correct model."""
+    if not steps:
+        return None
+    h = float(np.median(np.abs(steps)))
+    if h < 1e-7:
+        return (
+            f"your step h is about {h:.0e}: L(p + h) and L(p − h) then agree in nearly all of float64's 16 "
+            "digits, and their difference is mostly rounding; a step near 1e-5 balances rounding against "
+            "the formula's own error"
+        )
+    if min(steps) > 0 or max(steps) < 0:
+        return (
+            "your check moves each entry one way only (a one-sided difference): its error is of order h, "
+            "about 1e-5 to 1e-6 here; the centered difference's is of order h²"
+        )
+    return None
+
+
+def _run_on(report, function, model, x, labels, steps: list | None = None) -> dict | None:
     before = {k: v.copy() for k, v in model.params.items()}
+    if steps is not None:
+        _record_steps(model, before, steps)
     errors = function(model, x, labels)
     if not isinstance(errors, dict) or set(errors) != set(model.params):
         got = sorted(errors) if isinstance(errors, dict) else type(errors).__name__
@@ -152,19 +199,15 @@ def _run_on(report, function, model, x, labels) -> dict | None:
 def check_lenet5_gradient_check(report, lenet5_gradient_check):
     rng = np.random.default_rng(0)
     x, labels = rng.standard_normal((2, 1, 28, 28)), np.array([3, 7])
-    errors = _run_on(report, lenet5_gradient_check, _lenet5(), x, labels)
+    steps: list[float] = []
+    errors = _run_on(report, lenet5_gradient_check, _lenet5(), x, labels, steps)
     if errors is None:
         return
     worst = max(errors, key=errors.get)
     if errors[worst] > 1e-7:
-        size = (
-            "about 1e-5 to 1e-6, the size of a one-sided difference's error"
-            if errors[worst] < 1e-3
-            else "large"
-        )
+        reason = _step_diagnosis(steps) or "in float64 a centered difference with h = 1e-5 gives about 1e-9"
         report.fail(
-            f"on a CORRECT LeNet-5 your check reports {errors[worst]:.1e} for {worst} ({size}); in float64 "
-            "a centered difference with h = 1e-5 gives about 1e-9 or less",
+            f"on a CORRECT LeNet-5 your check reports {errors[worst]:.1e} for {worst}: {reason}",
             "perturb one entry p at a time by ±h, rerun forward and the loss, (L(p + h) − L(p − h)) / 2h, "
             "compare with model.grads from one forward and backward",
         )

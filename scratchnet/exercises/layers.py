@@ -47,7 +47,19 @@ def _relu_cases(rng):
     x = rng.uniform(0.1, 1.0, size=(4, 6)) * rng.choice([-1.0, 1.0], size=(4, 6))
     dy = rng.standard_normal(x.shape)
     correct = _layer_gradients(ReLU(dtype=np.float64), x, dy)
-    return [Case("x (4, 6), |x| >= 0.1", {"dy": dy, "x": x}, correct)]
+    # The kink probe: some x exactly 0, judged by the lesson's convention (no gradient at 0), which the
+    # library's backward follows; finite differences would straddle the two slopes there.
+    at_kink = x.copy()
+    at_kink[:, ::3] = 0.0
+    relu = ReLU(dtype=np.float64)
+    relu.forward(at_kink, training=True)
+    kink = Case(
+        "x (4, 6) with every third column exactly 0",
+        {"dy": dy, "x": at_kink},
+        {"dx": relu.backward(dy)},
+        regions={"where x = 0, ReLU's kink (the lesson's convention: no gradient there)": at_kink == 0},
+    )
+    return [Case("x (4, 6), |x| >= 0.1", {"dy": dy, "x": x}, correct), kink]
 
 
 RELU = ArraySpec(
@@ -142,13 +154,24 @@ def _softmax_cases(rng):
             {"N": N},
         ),
     ]
-    loss.forward(large, labels)
+
+    def by_backward(description, logits, regions=None):  # the right answer from the library's backward
+        loss.forward(logits, labels)
+        dlogits = np.asarray(loss.backward(), dtype=np.float64)
+        return Case(
+            description, {"logits": logits, "labels": labels}, {"dlogits": dlogits}, {"N": N}, regions or {}
+        )
+
+    cases.append(by_backward(f"LARGE logits ({N}, {K}) ~ 1000 + 3 N(0, 1)", large))
+    # Row maxima 1000 apart: exp underflows to 0 below about −745, so a softmax shifted by the batch's
+    # largest logit instead of each row's gives 0/0 in the rows that lie far below it.
+    apart = small + 1000.0 * (np.arange(N) % 2 == 0)[:, None]
+    low_rows = np.broadcast_to(apart.max(axis=1, keepdims=True) < 500, apart.shape)
     cases.append(
-        Case(
-            f"LARGE logits ({N}, {K}) ~ 1000 + 3 N(0, 1)",
-            {"logits": large, "labels": labels},
-            {"dlogits": np.asarray(loss.backward(), dtype=np.float64)},
-            {"N": N},
+        by_backward(
+            f"logits ({N}, {K}) whose rows lie near 1000 (rows 0, 2, 4) and near 0 (rows 1, 3)",
+            apart,
+            {"in the rows whose largest logit lies far below the batch's largest (rows 1, 3)": low_rows},
         )
     )
     return cases

@@ -24,11 +24,38 @@ def _topk_share(logits, labels, k, ties_win=False, smallest=False) -> float:
 
 
 def _topk_cases():
+    """(logits, labels, k, what): without ties first, so that the tie rule is judged only where it matters."""
     rng = np.random.default_rng(0)
     N, K = 60, 10
-    logits = rng.integers(-3, 4, size=(N, K)).astype(np.float64)  # small integers: many ties
+    distinct = rng.standard_normal((N, K))
+    tied = rng.integers(-3, 4, size=(N, K)).astype(np.float64)  # small integers: many ties
     labels = rng.integers(0, K, size=N)
-    return [(logits, labels, k) for k in (1, 3, 5)]
+    return [(distinct, labels, 3, "logits (60, 10) without ties, k = 3")] + [
+        (tied, labels, k, f"logits (60, 10) with ties, k = {k}") for k in (1, 3, 5)
+    ]
+
+
+def _tie_evidence(topk_accuracy, logits, labels, k) -> str | None:
+    """Run the learner's function row by row: when only rows where the true class ties with another class
+    are wrong, the tie rule is the cause."""
+    rows = np.arange(len(labels))
+    wrong = [
+        n
+        for n in rows
+        if not np.isclose(
+            float(topk_accuracy(logits[n : n + 1].copy(), labels[n : n + 1].copy(), k)),
+            _topk_share(logits[n : n + 1], labels[n : n + 1], k),
+        )
+    ]
+    tied = (logits == logits[rows, labels][:, None]).sum(axis=1) > 1  # (N,): another class has its score
+    if not wrong or not tied[wrong].all():
+        return None
+    return (
+        f"wrong only in rows where the true class ties with another class ({len(wrong)} of {tied.sum()} such "
+        "rows): on a tie the lower class index ranks first, as np.argmax; np.argsort's default sort is not "
+        "stable (equal values come out in any order): np.argsort(-logits, axis=1, kind='stable') keeps them "
+        "in index order"
+    )
 
 
 @register("topk-accuracy", names=("topk_accuracy",), title="top-1 and top-5 accuracy")
@@ -37,8 +64,7 @@ def check_topk_accuracy(report, topk_accuracy):
         "rank of the true class t in row n = #{j : z_j > z_t} + #{j < t : z_j = z_t}; the row counts when "
         "rank < k; return the mean over rows"
     )
-    for logits, labels, k in _topk_cases():
-        what = f"logits (60, 10) with ties, k = {k}"
+    for logits, labels, k, what in _topk_cases():
         yours = topk_accuracy(logits.copy(), labels.copy(), k)
         right = _topk_share(logits, labels, k)
         if isinstance(yours, np.ndarray) and yours.shape == (len(labels),):
@@ -59,7 +85,9 @@ def check_topk_accuracy(report, topk_accuracy):
             (_topk_share(logits, labels, k, ties_win=True), "ties count in the true class's favour; a tie "
              "goes to the lower class index, as argmax does"),
         ]  # fmt: skip
-        reason = next((text for value, text in known if np.isclose(yours, value)), None)
+        reason = next((text for value, text in known if np.isclose(yours, value)), None) or _tie_evidence(
+            topk_accuracy, logits, labels, k
+        )
         report.fail(f"{what}: yours {yours:.4f}, right {right:.4f}" + (f": {reason}" if reason else ""), hint)
         return
 
@@ -293,6 +321,31 @@ def check_remap_labels(report, remap_labels):
 
 
 # --- log-uniform sampling (lesson 16) ----------------------------------------------------------------
+def _range_relation(samples: np.ndarray, low: float, high: float) -> str:
+    """Which transform of the bounds the samples' range matches: a relation, not a list of mistakes."""
+    ranges = {
+        "10 ** (a number between low and high): the exponents must be the base-10 logarithms of low and "
+        "high, not low and high themselves": (10.0**low, 10.0**high),
+        "np.exp of base-10 exponents: 10 ** undoes np.log10, np.exp undoes np.log": (
+            np.exp(np.log10(low)),
+            np.exp(np.log10(high)),
+        ),
+        "10 ** of natural-log exponents: 10 ** undoes np.log10, np.exp undoes np.log": (
+            10.0 ** np.log(low),
+            10.0 ** np.log(high),
+        ),
+    }
+    span = f"from {samples.min():.3g} to {samples.max():.3g}"
+    for cause, (bottom, top) in ranges.items():
+        ends = np.log([bottom, top])
+        reach = 0.05 * (ends[1] - ends[0])  # the samples come within 5% (in log) of both ends
+        logs = np.log(samples)
+        if logs.min() >= ends[0] - 1e-9 and logs.max() <= ends[1] + 1e-9 and logs.min() < ends[0] + reach:
+            if logs.max() > ends[1] - reach:
+                return f"{span}, the range of {cause}"
+    return span
+
+
 @register("log-uniform", names=("log_uniform",), title="log-uniform samples for a random search")
 def check_log_uniform(report, log_uniform):
     hint = "10 ** rng.uniform(np.log10(low), np.log10(high), size)"
@@ -303,9 +356,15 @@ def check_log_uniform(report, log_uniform):
         report.fail(f"log_uniform(1e-4, 1, {size}, rng) must return shape ({size},), got {got}", hint)
         return
     if samples.min() < low or samples.max() > high:
+        report.fail(f"samples fall outside [1e-4, 1]: {_range_relation(samples, low, high)}", hint)
+        return
+    other_seed = log_uniform(low, high, size, np.random.default_rng(1))
+    if np.array_equal(samples, other_seed) or np.all(np.diff(samples) >= 0):
         report.fail(
-            f"samples fall outside [1e-4, 1]: from {samples.min():.3g} to {samples.max():.3g} "
-            "(a natural logarithm where a base-10 one belongs, or the other way round?)",
+            "not random: the samples are "
+            + ("the same for two different rng seeds" if np.array_equal(samples, other_seed) else "sorted")
+            + ", a fixed grid (np.logspace gives evenly spaced exponents, not random draws); draw the "
+            "exponents from the rng you are given",
             hint,
         )
         return

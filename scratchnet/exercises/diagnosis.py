@@ -1,0 +1,136 @@
+"""Diagnosis by evidence, shared by the array exercises and the kernel exercises.
+
+A checker knows the right answer for each probe input; when the learner's answer differs, these functions
+say *how* (a relation between yours and the right one: a scale factor, a sign, a transpose, an offset, a
+missing term) and *where* (the named regions of a probe: the rows of a batch, the positions two windows
+share, the elements at a kink or a tie). A probe input is built so that one cause shows in one region: a
+checker names its regions (``{"where x = 0, ReLU's kink": mask}``) and :func:`localise` finds the one that
+holds every wrong element. None of this knows any exercise's planted mistakes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchnet.gradcheck import relative_error
+
+# A rewritten result (scaled, negated, transposed...) "matches" when its relative error is below this.
+MATCH = 1e-6
+
+
+def matches(candidate, correct: np.ndarray) -> bool:
+    return (
+        isinstance(candidate, np.ndarray)
+        and candidate.shape == correct.shape
+        and bool(np.all(np.isfinite(candidate)))
+        and relative_error(candidate, correct) < MATCH
+    )
+
+
+def wrong_elements(
+    yours: np.ndarray, correct: np.ndarray, rtol: float = 1e-6, atol: float = 1e-9
+) -> np.ndarray:
+    """A mask of the elements that differ (NaN against a number differs; NaN against NaN does not)."""
+    return ~np.isclose(yours, correct, rtol=rtol, atol=atol, equal_nan=True)
+
+
+# --- where: the named regions of a probe -------------------------------------------------------------------
+def localise(wrong: np.ndarray, regions: dict[str, np.ndarray]) -> str | None:
+    """The smallest named region that holds every wrong element (and is not the whole array), e.g.
+    "the positions that two windows share": ``"only <region> are wrong (k of n)"``, or None."""
+    holding = [
+        (int(mask.sum()), name)
+        for name, mask in regions.items()
+        if mask.shape == wrong.shape and mask.any() and not mask.all() and not np.any(wrong & ~mask)
+    ]
+    if not holding or not wrong.any():
+        return None
+    _, name = min(holding)
+    return f"wrong only {name} ({int(wrong.sum())} of {wrong.size} elements; everywhere else yours is right)"
+
+
+def nonfinite(yours: np.ndarray, regions: dict[str, np.ndarray]) -> str:
+    """NaN or infinity, and where."""
+    where = localise(~np.isfinite(yours), regions)
+    text = "NaN or infinity: something overflowed or divided by zero"
+    return f"{text}; {where.replace('wrong only', 'it appears only')}" if where else text
+
+
+# --- how: relations between yours and the right answer -----------------------------------------------------
+def scale_relation(yours: np.ndarray, correct: np.ndarray, factors: dict[str, float]) -> str | None:
+    """yours = c × correct for one constant c, named when it is −1 or one of ``factors`` (``{"N": 5}``).
+    On one number any c fits, so there only a named factor or −1 counts."""
+    denominator = float(np.sum(correct * correct))
+    if not denominator:
+        return None
+    c = float(np.sum(yours * correct)) / denominator  # least squares: yours ≈ c · correct
+    if not c or not matches(yours, c * correct):
+        return None
+    if np.isclose(c, -1.0):
+        return "the SIGN is flipped: yours = −(correct); check the order of a subtraction"
+    for what, size in factors.items():
+        if np.isclose(c, size, rtol=1e-4):
+            return f"yours = {size} × correct, and {size} = {what}: a 1/{what} is missing"
+        if np.isclose(c, 1 / size, rtol=1e-4):
+            return f"yours = correct / {size}, and {size} = {what}: a mean where a sum is needed"
+    if yours.size < 2:
+        return None
+    return f"off by a constant factor: yours = {c:.6g} × correct"
+
+
+def offset_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:
+    """yours = correct + one constant, the same for every element."""
+    difference = yours - correct
+    if yours.size < 2 or not np.allclose(difference, difference.flat[0], rtol=1e-6, atol=1e-9):
+        return None
+    return f"off by a constant: yours = correct + {float(difference.flat[0]):.6g} in every element"
+
+
+def layout_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:
+    """The right values in another arrangement: transposed, or flipped in the last two axes."""
+    if yours.ndim == 2 and yours.shape[0] == yours.shape[1] and matches(yours.T, correct):
+        return "TRANSPOSED: yours.T is the right answer"
+    if yours.ndim == 4 and matches(yours[..., ::-1, ::-1], correct):
+        return "FLIPPED (rotated 180°) in its last two axes: scratchnet's convolution is a cross-correlation"
+    return None
+
+
+def scalar_for_array(value, correct: np.ndarray, inputs: dict[str, object]) -> str:
+    """The learner returned one number where an array belongs: say so, and which axes to keep."""
+    text = f"is a single number ({float(value):.6g}), not an array of shape {correct.shape}"
+    if not np.isclose(float(value), float(correct.sum()), rtol=1e-6, atol=1e-9):
+        return text
+    for name, array in inputs.items():
+        kept = _kept_axes(getattr(array, "shape", ()), correct.shape)
+        if kept is not None:
+            summed = tuple(axis for axis in range(np.ndim(array)) if axis not in kept)
+            return (
+                f"{text}: it is the sum of ALL of {name}'s elements; sum over axis "
+                f"{summed[0] if len(summed) == 1 else summed} only, keeping axis "
+                f"{kept[0] if len(kept) == 1 else kept}"
+            )
+    return f"{text}: it is the sum of all the right answer's elements: reduce over fewer axes"
+
+
+def _kept_axes(shape: tuple[int, ...], kept_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The axes of ``shape`` whose sizes, in order, are ``kept_shape`` (the last such), or None."""
+    if len(shape) <= len(kept_shape) or not kept_shape:
+        return None
+    kept, position = [], len(shape) - 1
+    for size in reversed(kept_shape):
+        while position >= 0 and shape[position] != size:
+            position -= 1
+        if position < 0:
+            return None
+        kept.insert(0, position)
+        position -= 1
+    return tuple(kept)
+
+
+def changed_by_rounding(after: np.ndarray, before: np.ndarray) -> bool:
+    """Changed, but only in the last digits: what `x[i] += h; ...; x[i] -= h` leaves behind."""
+    return (
+        after.shape == before.shape
+        and not np.array_equal(after, before)
+        and bool(np.allclose(after, before, rtol=1e-12, atol=1e-15))
+    )

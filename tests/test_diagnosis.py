@@ -1,0 +1,193 @@
+"""Diagnosis by evidence: learners' mistakes that no checker lists (each found by a probe, a relation or a
+localisation) are named by their real cause, and correct-but-unusual code is not blamed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchnet.exercises import diagnosis, run
+
+
+def _numerical_gradient_on_a_copy(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        shifted = x.copy()
+        shifted[i] += h
+        f_plus = f(x)  # the copy is perturbed, f sees x
+        shifted[i] -= 2 * h
+        grad[i] = (f_plus - f(x)) / (2 * h)
+    return grad
+
+
+def _numerical_gradient_restored_by_arithmetic(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        x[i] += h
+        f_plus = f(x)
+        x[i] -= 2 * h
+        f_minus = f(x)
+        x[i] += h
+        grad[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def _softmax_global_max(logits, labels):
+    N = len(labels)
+    p = np.exp(logits - logits.max())  # the batch's maximum, not each row's
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(N), labels] -= 1
+    return p / N
+
+
+def _relu_at_or_above_zero(dy, x):
+    return dy * (x >= 0)
+
+
+def _linear_with_scalar_dbias(dy, x, weight):
+    return dy @ weight.T, x.T @ dy, dy.sum()
+
+
+def _loss_without_the_log(logits, labels):
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return -p[np.arange(len(labels)), labels].mean()
+
+
+def _loss_of_the_wrong_entries(logits, labels):
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -log_p[labels, np.arange(len(labels)) % logits.shape[1]].mean()
+
+
+def _log_uniform_exponents_not_logged(low, high, size, rng):
+    return 10 ** rng.uniform(low, high, size)
+
+
+def _log_uniform_grid(low, high, size, rng):
+    return np.logspace(np.log10(low), np.log10(high), size)
+
+
+def _topk_by_unstable_argsort(logits, labels, k):
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float(np.mean((top == labels[:, None]).any(axis=1)))
+
+
+def _crop_too_small(image, padding, top, left):
+    padded = np.pad(image, ((0, 0), (padding, padding), (padding, padding)))
+    return padded[:, top : top + image.shape[1] - 1, left : left + image.shape[2]]
+
+
+# exercise id, the learner's function, what the report must say, what it must not say
+CASES = {
+    "numerical gradient perturbing a copy": (
+        "numerical-gradient",
+        _numerical_gradient_on_a_copy,
+        "f never saw a perturbed x",
+        "never filled in",
+    ),
+    "numerical gradient restored by += h; -= 2h; += h": (
+        "numerical-gradient",
+        _numerical_gradient_restored_by_arithmetic,
+        "does not come back bit-exact",
+        "modified its input",
+    ),
+    "softmax shifted by the batch's maximum": (
+        "softmax-cross-entropy-backward",
+        _softmax_global_max,
+        "only in the rows whose largest logit lies far below the batch's largest",
+        "overflows",
+    ),
+    "relu mask x >= 0": (
+        "relu-backward",
+        _relu_at_or_above_zero,
+        "wrong only where x = 0, ReLU's kink",
+        "elements differ",
+    ),
+    "linear dbias = dy.sum()": (
+        "linear-backward",
+        _linear_with_scalar_dbias,
+        "dbias is a single number",
+        "must be a NumPy array",
+    ),
+    "loss without the log": (
+        "softmax-cross-entropy-forward",
+        _loss_without_the_log,
+        "loss: yours",
+        "constant factor",
+    ),
+    "loss of the wrong entries": (
+        "softmax-cross-entropy-forward",
+        _loss_of_the_wrong_entries,
+        "loss: yours",
+        "constant factor",
+    ),
+    "log-uniform exponents not logged": (
+        "log-uniform",
+        _log_uniform_exponents_not_logged,
+        "the exponents must be the base-10 logarithms of low and high",
+        "natural logarithm",
+    ),
+    "log-uniform as a grid": ("log-uniform", _log_uniform_grid, "not random", "passed"),
+    "top-k by np.argsort on ties": (
+        "topk-accuracy",
+        _topk_by_unstable_argsort,
+        "kind='stable'",
+        "passed",
+    ),
+    "a crop one row short": (
+        "pad-and-crop",
+        _crop_too_small,
+        "crop is a result of the forward computation, of shape (2, 6, 7)",
+        "gradient",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_real_cause_is_named(case):
+    exercise_id, function, says, not_says = CASES[case]
+    text = run(exercise_id, function).render()
+    assert text.startswith(f"{exercise_id}: wrong"), text
+    assert says in text and not_says not in text, text
+
+
+def test_the_scalar_message_says_which_axes_to_keep():
+    text = run("linear-backward", _linear_with_scalar_dbias).render()
+    assert "sum over axis 0 only, keeping axis 1" in text, text
+
+
+def test_a_gradient_shape_error_still_speaks_of_gradients():
+    text = run("relu-backward", lambda dy, x: (dy * (x > 0))[:, :-1]).render()
+    assert "a gradient has the shape of what it is the gradient of" in text, text
+
+
+def test_correct_argsort_with_a_stable_sort_passes():
+    def topk_accuracy(logits, labels, k):
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        return float(np.mean((top == labels[:, None]).any(axis=1)))
+
+    assert run("topk-accuracy", topk_accuracy).passed
+
+
+# --- the engine on its own --------------------------------------------------------------------------------
+def test_localise_picks_the_smallest_region_holding_every_wrong_element():
+    wrong = np.zeros((4, 5), dtype=bool)
+    wrong[1, 2] = wrong[3, 0] = True
+    rows = np.zeros((4, 5), dtype=bool)
+    rows[[1, 3]] = True
+    regions = {"in rows 1 and 3": rows, "in the odd rows and column 0": rows | (np.arange(5) == 0)}
+    assert diagnosis.localise(wrong, regions).startswith("wrong only in rows 1 and 3 (2 of 20")
+    wrong[0, 4] = True  # now outside both regions
+    assert diagnosis.localise(wrong, regions) is None
+
+
+def test_relations():
+    right = np.arange(1.0, 7.0).reshape(2, 3)
+    assert "= 5 × correct, and 5 = N" in diagnosis.scale_relation(5 * right, right, {"N": 5})
+    assert "SIGN" in diagnosis.scale_relation(-right, right, {})
+    assert diagnosis.scale_relation(right + 1, right, {}) is None
+    assert "correct + 0.5" in diagnosis.offset_relation(right + 0.5, right)
+    # One number fits any factor: only a named one (or −1) is a finding.
+    assert diagnosis.scale_relation(np.array(0.3), np.array(2.0), {"N": 5}) is None
+    assert "5 = N" in diagnosis.scale_relation(np.array(10.0), np.array(2.0), {"N": 5})
