@@ -50,7 +50,7 @@ from scratchnet._cuda.launch import load_kernels
 from scratchnet._cuda.nvrtc import NvrtcError, compile_source
 from scratchnet.device import get_device
 from scratchnet.errors import DeviceError, KernelLaunchError
-from scratchnet.exercises import Report
+from scratchnet.exercises import Report, diagnosis, kernel_evidence
 from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
 
 EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises" / "kernels"
@@ -97,6 +97,11 @@ class KernelTask:
     output_shapes: Callable[[dict], dict[str, tuple[int, ...]]]
     wrong_answers: Callable[[dict, dict], list[tuple[str, dict[str, np.ndarray]]]] = lambda inputs, sizes: []
     edge_mistake: str = "the threads at the edges need a bounds guard"
+    # Evidence beyond the output, per output name: ``terms(inputs, sizes) -> {output: (terms, axis name)}``,
+    # the contributions an output sums over (output shape + (K,)); ``regions(inputs, sizes) -> {output:
+    # {name for the learner: mask}}``, the parts of a probe where one cause shows.
+    terms: Callable[[dict, dict], dict[str, tuple[np.ndarray, str]]] = lambda inputs, sizes: {}
+    regions: Callable[[dict, dict], dict[str, dict[str, np.ndarray]]] = lambda inputs, sizes: {}
 
 
 @dataclass(frozen=True)
@@ -220,9 +225,13 @@ def _pool_backward(dy: np.ndarray, argmax: np.ndarray, s: dict, accumulate: bool
 
 
 def _pool_inputs(s: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Distinct values (no ties), and for the backward the argmax the forward would give."""
+    """Distinct values (or, the tie probe, three values only), and for the backward the argmax the forward
+    would give."""
     N, C, H, W = s["N"], s["C"], s["H"], s["W"]
-    x = rng.permutation(N * C * H * W).reshape(N, C, H, W).astype(np.float32) / (N * C * H * W)
+    if s.get("ties"):
+        x = rng.integers(0, 3, size=(N, C, H, W)).astype(np.float32) / 3
+    else:
+        x = rng.permutation(N * C * H * W).reshape(N, C, H, W).astype(np.float32) / (N * C * H * W)
     _, argmax = _pool_forward(x, s)
     dy = _signed_away_from_zero(rng, argmax.shape)
     return {"x": x, "dy": dy, "argmax": argmax}
@@ -231,9 +240,32 @@ def _pool_inputs(s: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
 _POOL_SIZES = ("N", "C", "H", "W", "KH", "KW", "S", "OH", "OW")
 
 
-def _pool_shape(N, C, H, W, KH, KW, S, regular=False) -> Shape:
+def _pool_shape(N, C, H, W, KH, KW, S, regular=False, ties=False) -> Shape:
     OH, OW = (H - KH) // S + 1, (W - KW) // S + 1
-    return Shape(dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, OH=OH, OW=OW), regular)
+    return Shape(
+        dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, OH=OH, OW=OW) | ({"ties": 1} if ties else {}), regular
+    )
+
+
+def _pool_regions(a: dict, s: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Where pooling mistakes show: the windows whose maximum is tied, the inputs that windows share."""
+    if "x" in a:
+        windows = _pool_windows(a["x"], s)
+        tied = (windows == windows.max(axis=-1, keepdims=True)).sum(axis=-1) > 1  # (N, C, OH, OW)
+        name = (
+            "at the windows whose largest value is tied (it occurs twice or more): the library takes the "
+            "FIRST maximum of the window, scanning kh then kw, as np.argmax"
+        )
+        return {"y": {name: tied}, "argmax": {name: tied}}
+    shared = np.zeros((s["H"], s["W"]), dtype=int)
+    for oh in range(s["OH"]):
+        for ow in range(s["OW"]):
+            shared[oh * s["S"] : oh * s["S"] + s["KH"], ow * s["S"] : ow * s["S"] + s["KW"]] += 1
+    name = (
+        "at the inputs that two or more windows share (overlapping windows): every window that contains "
+        "(h, w) and has its maximum there adds its dy"
+    )
+    return {"dx": {name: np.broadcast_to(shared >= 2, (s["N"], s["C"], s["H"], s["W"]))}}
 
 
 def _pool_forward_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
@@ -265,6 +297,7 @@ MAXPOOL = KernelExercise(
                 {"y": (s["N"], s["C"], s["OH"], s["OW"])} | {"argmax": (s["N"], s["C"], s["OH"], s["OW"])}
             ),
             wrong_answers=_pool_forward_wrong,
+            regions=_pool_regions,
         ),
         KernelTask(
             kernel="maxpool_backward",
@@ -284,12 +317,14 @@ MAXPOOL = KernelExercise(
                     {"dx": _pool_backward(a["dy"], a["argmax"], s, accumulate=False)},
                 ),
             ],
+            regions=_pool_regions,
         ),
     ),
     shapes=(
         _pool_shape(2, 4, 8, 8, 2, 2, 2, regular=True),  # 128 outputs, 512 inputs: whole blocks
         _pool_shape(2, 3, 9, 11, 3, 3, 2),  # overlapping windows
         _pool_shape(1, 2, 7, 6, 2, 3, 1),
+        _pool_shape(2, 2, 9, 7, 3, 3, 2, ties=True),  # the tie probe: three values only
     ),
 )
 
@@ -335,6 +370,8 @@ def _gemm_task(kernel: str, formula: str, mapping: str, edge_mistake: str) -> Ke
         output_shapes=lambda s: {"C": (s["M"], s["N"])},
         wrong_answers=_gemm_wrong,
         edge_mistake=edge_mistake,
+        # C[m, n] sums A[m, k] B[k, n] over k: (M, N, K)
+        terms=lambda a, s: {"C": (a["A"].astype(np.float64)[:, None, :] * a["B"].T[None, :, :], "k")},
     )
 
 
@@ -448,6 +485,14 @@ def _im2col_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
     ]  # fmt: skip
 
 
+def _im2col_regions(a: dict, s: dict) -> dict[str, dict[str, np.ndarray]]:
+    """The elements of cols_batch_first that come from the padding."""
+    inside = np.ones((s["N"], s["C"], s["H"], s["W"]), dtype=np.float32)
+    padding = _im2col(inside, s) == 0
+    name = "at one of the positions in the padding (h or w outside the image): those give 0, reading no x"
+    return {"cols_batch_first": {name: padding}}
+
+
 _IM2COL_SIZES = ("N", "C", "H", "W", "KH", "KW", "S", "P", "OH", "OW")
 
 IM2COL = KernelExercise(
@@ -470,6 +515,7 @@ IM2COL = KernelExercise(
                 "cols_batch_first": (s["N"], s["C"] * s["KH"] * s["KW"], s["OH"] * s["OW"])
             },
             wrong_answers=_im2col_wrong,
+            regions=_im2col_regions,
             edge_mistake="positions in the padding (h or w outside the image) must give 0, without reading x",
         ),
     ),
@@ -535,13 +581,26 @@ def _never_written(array: np.ndarray) -> np.ndarray:
 
 
 def _run(
-    device, kernel, task: KernelTask, inputs: dict, sizes: dict, seed: int | None
+    device,
+    kernel,
+    task: KernelTask,
+    inputs: dict,
+    sizes: dict,
+    seed: int | None,
+    prefill: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Launch ``kernel`` once with the task's grid and block; the outputs as host arrays."""
+    """Launch ``kernel`` once with the task's grid and block; the outputs (filled with the sentinel, or
+    ``prefill``, before the launch) as host arrays."""
     dtypes = {p.name: p.dtype for p in kernel.signature.params}
     shapes = task.output_shapes(sizes)
+
+    def initial(name):
+        if prefill is None:
+            return _sentinel_like(shapes[name], dtypes[name])
+        return np.full(shapes[name], prefill, dtype=dtypes[name])
+
     arrays = {name: device.array(value) for name, value in inputs.items()}
-    arrays |= {name: device.array(_sentinel_like(shapes[name], dtypes[name])) for name in task.outputs}
+    arrays |= {name: device.array(initial(name)) for name in task.outputs}
     args = tuple(arrays[name] if name in arrays else sizes[name] for name in task.args)
     if seed is not None:
         from scratchnet import sim
@@ -567,11 +626,28 @@ def _fmt_index(name: str, index: tuple) -> str:
     return f"{name}[{', '.join(str(int(i)) for i in index)}]"
 
 
-def _launch_diagnosis(error: KernelLaunchError, task: KernelTask) -> str:
+def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, sizes: dict) -> str:
     """Name the mistake behind a failed launch, from the simulator's checks (memcheck, racecheck, initcheck,
     synccheck: the thread, block and source line of the access) or the launch error's message."""
     where = f"thread {error.thread} of block {error.block}" if isinstance(error, SimCheckError) else ""
-    if isinstance(error, RacecheckError):
+    # A thread that has an output element to compute went outside an array: its index is wrong, not its
+    # guard; the probe's regions may say which kind of element it computes.
+    output = task.outputs[0]
+    element = None
+    if isinstance(error, MemcheckError) and error.block is not None:
+        element = kernel_evidence.thread_element(
+            task.output_shapes(sizes)[output], task.launch(sizes)[1], error.block, error.thread
+        )
+    regions = task.regions(inputs, sizes).get(output, {}) if element is not None else {}
+    region = next((name for name, mask in regions.items() if mask.flat[element]), None)
+    if isinstance(error, RacecheckError) and "shared" not in str(error.buffer):
+        mistake = (
+            f"two threads touch the same element of {error.buffer}: thread {error.thread} ({error.access} at "
+            f"{error.line}) and thread {error.other_thread} ({error.other_access} at {error.other_line}) of "
+            f"block {error.block}. Each output element belongs to one thread: the index expression maps two "
+            "threads to one element (a barrier cannot fix this)"
+        )
+    elif isinstance(error, RacecheckError):
         mistake = (
             f"a race on {error.buffer}: thread {error.thread} ({error.access} at {error.line}) and thread "
             f"{error.other_thread} ({error.other_access} at {error.other_line}) of block {error.block} touch "
@@ -582,6 +658,17 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask) -> str:
             f"reads memory never written: {where} read {error.buffer} at {error.line} before any thread of "
             "the block had written it: a __syncthreads() is missing or misplaced between the stores and this "
             "read, or some threads skip their store"
+        )
+    elif region:
+        mistake = (
+            f"{where} went outside {error.buffer} at {error.line}, computing the '{output}' element {region}"
+        )
+    elif element is not None:
+        mistake = (
+            f"an index past the end of {error.buffer}: {where}, which has an output element to compute, "
+            f"{'read' if error.access == 'read' else 'wrote'} outside it at {error.line}. Its guard is not "
+            "the cause: an index or a loop bound at that line runs too far (check each against the sizes "
+            "of that array)"
         )
     elif isinstance(error, MemcheckError) and error.access == "read":
         mistake = (
@@ -648,9 +735,15 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         try:
             results.append(_run(device, kernel, task, inputs, sizes, seed))
         except KernelLaunchError as error:
-            return _launch_diagnosis(error, task), False
+            return _launch_diagnosis(error, task, inputs, sizes), False
     unwritten = _unwritten(task, results, sizes)
     if unwritten:
+        # Run again with a finite start value: `+=` onto an unset output shows as start + right answer.
+        prefilled = _run(device, kernel, task, inputs, sizes, seeds[0], prefill=kernel_evidence.PREFILL)
+        for name in task.outputs:
+            relation = kernel_evidence.prefilled_relation(prefilled[name], expected[name], name)
+            if relation and prefilled[name].dtype.kind == "f":
+                return relation, False
         return unwritten, False
     right = [all(_close(result[n], expected[n]) for n in task.outputs) for result in results]
     changes = any(
@@ -673,10 +766,31 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
     for mistake, answer in task.wrong_answers(inputs, sizes):
         if all(_close(results[0][n], answer[n]) for n in answer):
             return f"wrong index mapping or math: {mistake}", False
+    evidence = _evidence(task, inputs, sizes, results[0], expected)
+    if evidence:
+        return evidence, False
     return _worst_element(task, results[0], expected), True
 
 
-def _check_task(report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise) -> None:
+def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected: dict) -> str | None:
+    """A relation (the terms of a sum) or a region of the probe that explains every wrong element."""
+    terms, regions = task.terms(inputs, sizes), task.regions(inputs, sizes)
+    for name in task.outputs:
+        if _close(yours[name], expected[name]):
+            continue
+        found = None
+        if name in terms:
+            found = kernel_evidence.partial_sum_relation(yours[name].astype(np.float64), *terms[name])
+        wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
+        found = found or diagnosis.localise(wrong, regions.get(name, {}))
+        if found:
+            return f"'{name}': {found}"
+    return None
+
+
+def _check_task(
+    report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise, body: str
+) -> None:
     rng = np.random.default_rng(0)
     regular_passed = False
     for shape in exercise.shapes:
@@ -697,6 +811,12 @@ def _check_task(report: KernelReport, devices: list, kernels: dict, task: Kernel
             )
             return
         regular_passed = regular_passed or shape.regular
+    early = kernel_evidence.access_before_guard(body)
+    if early:
+        report.fail(
+            f"{task.kernel}: {early}", hint=f"{task.kernel}: {task.formula}; thread mapping: {task.mapping}"
+        )
+        return
     runs = f"{len(SEEDS)} thread orders on sim" + (", and on gpu" if len(devices) > 1 else "")
     report.ok(f"{task.kernel} ({len(exercise.shapes)} shapes, {runs})")
 
@@ -750,7 +870,7 @@ def check_source(
         return report
     for task in exercise.tasks:
         if task not in todo and task.kernel in bodies:
-            _check_task(report, devices, kernels, task, exercise)
+            _check_task(report, devices, kernels, task, exercise, bodies[task.kernel])
     return report
 
 

@@ -252,6 +252,89 @@ MUTANTS = {
     ),
 }
 
+# Learners' mistakes the checker used to misname or miss: each is named by evidence (a second run with the
+# output pre-filled, the thread that went out of bounds having an element to compute, the terms of a sum, the
+# regions of a probe: shared windows, ties; the source order of an access and its guard).
+MUTANTS |= {
+    "gemm-accumulates-into-C": (
+        "gemm_naive",
+        lambda: _mutant(
+            "gemm_naive",
+            ("float sum = 0.0f;\n", ""),
+            ("sum += A", "C[row * N + col] += A"),
+            ("    C[row * N + col] = sum;\n", ""),
+        ),
+        "adds to 'C' without setting it first",
+    ),
+    "gemm-k-loop-to-N": (
+        "gemm_naive",
+        lambda: _mutant("gemm_naive", ("k < K;", "k < N;")),
+        "which has an output element to compute, read outside it",
+    ),
+    "tiled-sum-reset-per-tile": (
+        "gemm_tiled",
+        lambda: _mutant(
+            "gemm_tiled", ("        A_tile[ty][tx] =", "        sum = 0.0f;\n        A_tile[ty][tx] =")
+        ),
+        "yours is the sum over k = 16..22 only",
+    ),
+    "maxpool-backward-one-window": (
+        "maxpool",
+        lambda: _mutant(
+            "maxpool",
+            (
+                "const int oh_first = h < KH ? 0 : (h - KH) / S + 1;",
+                "const int oh_first = min(h / S, OH - 1);",
+            ),
+            (
+                "const int ow_first = w < KW ? 0 : (w - KW) / S + 1;",
+                "const int ow_first = min(w / S, OW - 1);",
+            ),
+        ),
+        "wrong only at the inputs that two or more windows share",
+    ),
+    "im2col-plane-without-KH": (
+        "im2col",
+        lambda: _mutant("im2col", ("i / ((long long)OW * OH * KW * KH)", "i / ((long long)OW * OH * KW)")),
+        "an index past the end of 'x'",
+    ),
+    "maxpool-last-maximum-on-ties": (
+        "maxpool",
+        lambda: _mutant("maxpool", ("if (x_plane[at] > x_plane[best])", "if (x_plane[at] >= x_plane[best])")),
+        "wrong only at the windows whose largest value is tied",
+    ),
+    "relu-reads-before-its-guard": (
+        "relu",
+        lambda: _mutant(
+            "relu",
+            (
+                "if (i < count) y[i] = x[i] > 0.0f ? x[i] : 0.0f;",
+                "const float v = x[i];\n    if (i < count) y[i] = v > 0.0f ? v : 0.0f;",
+            ),
+        ),
+        "touches x[i] BEFORE its bounds guard on i",
+    ),
+    "gemm-two-threads-one-element": (  # found by the mutant benchmark: told "a __syncthreads() is missing"
+        "gemm_naive",
+        lambda: _mutant("gemm_naive", ("C[row * N + col] = sum;", "C[row + N + col] = sum;")),
+        "the index expression maps two threads to one element",
+    ),
+}
+WRONG_CAUSES = {  # what each of these was told before, a cause that is not theirs
+    "gemm-accumulates-into-C": "outputs never written",
+    "gemm-k-loop-to-N": "missing bounds guard",
+    "tiled-sum-reset-per-tile": "edge tiles need guards",
+    "maxpool-backward-one-window": "bounds guard",
+    "im2col-plane-without-KH": "positions in the padding",
+    "gemm-two-threads-one-element": "__syncthreads() is missing",
+}
+
+
+@pytest.mark.parametrize("mutant", WRONG_CAUSES, ids=str)
+def test_a_misnamed_mistake_is_no_longer_misnamed(mutant):
+    exercise, make_source, _ = MUTANTS[mutant]
+    assert WRONG_CAUSES[mutant] not in str(check_source(exercise, make_source()))
+
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=str)
 def test_planted_mistake_is_named(mutant):

@@ -1,0 +1,77 @@
+"""Evidence for the kernel exercises that the output arrays alone do not give: which thread of the launch
+has an element to compute, what an output that started as a known value ends as, which terms of a sum an
+output holds. The array relations and regions themselves are :mod:`scratchnet.exercises.diagnosis`."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+# The second run's starting value of every output: finite, so that `C += ...` keeps it visible (a NaN
+# marker survives `+=` unchanged and reads as "never written"), and exact in float32.
+PREFILL = 1024.0
+
+
+def thread_element(output_shape: tuple[int, ...], block_dim: tuple[int, ...], block, thread) -> int | None:
+    """The flat index of the output element that thread ``thread`` of block ``block`` computes, by the 1-D
+    mapping i = blockIdx.x · blockDim.x + threadIdx.x, or the 2-D one (row, col); None outside the output."""
+    x = block[0] * block_dim[0] + thread[0]
+    if len(block_dim) == 1:
+        return x if x < int(np.prod(output_shape)) else None
+    y = block[1] * block_dim[1] + thread[1]
+    height, width = output_shape[-2], output_shape[-1]
+    return y * width + x if x < width and y < height else None
+
+
+def prefilled_relation(yours: np.ndarray, expected: np.ndarray, name: str) -> str | None:
+    """The output started as PREFILL in every element: what yours is says whether the kernel adds to it
+    (yours = PREFILL + right) or leaves it (yours = PREFILL: never written)."""
+    if np.allclose(yours - PREFILL, expected, rtol=1e-4, atol=1e-2 * max(1.0, float(np.abs(expected).max()))):
+        return (
+            f"the kernel adds to '{name}' without setting it first: started at {PREFILL:g} in every element, "
+            f"'{name}' ends as {PREFILL:g} + the right answer. Output memory holds whatever was there before "
+            "the launch: accumulate in a variable that starts at 0, and write the output once"
+        )
+    return None
+
+
+def partial_sum_relation(yours: np.ndarray, terms: np.ndarray, axis: str) -> str | None:
+    """yours = the sum of ``terms`` (output shape + (K,)) over k in one contiguous range that is not all of
+    0..K−1: the terms before (or after) it are lost."""
+    K = terms.shape[-1]
+    totals = np.concatenate([np.zeros((*terms.shape[:-1], 1)), np.cumsum(terms, axis=-1)], axis=-1)
+    scale = max(1.0, float(np.abs(totals).max()))
+    for first in range(K):
+        for end in range(first + 1, K + 1):
+            if (first, end) == (0, K):
+                continue
+            partial = totals[..., end] - totals[..., first]
+            if np.allclose(yours, partial, rtol=1e-4, atol=1e-4 * scale):
+                lost = f"before {axis} = {first}" if first > 0 else f"from {axis} = {end} on"
+                return (
+                    f"yours is the sum over {axis} = {first}..{end - 1} only, of {axis} = 0..{K - 1}: the "
+                    f"terms {lost} are lost (a sum reset inside the loop, or a loop that starts late or "
+                    "stops early)"
+                )
+    return None
+
+
+def access_before_guard(body: str) -> str | None:
+    """A kernel body (comments removed) that touches ``array[i]`` before its bounds guard on ``i``, a
+    global index (``i = blockIdx.x * ...``; the guard ``if (i < ...)`` or ``if (i >= ...) return``).
+    Threads past the end then read outside the array; the simulator's compiler may move such a read behind
+    the guard, a GPU's need not: so the source is the evidence here."""
+    global_indices = set(re.findall(r"(\w+)\s*=[^;=]*\bblockIdx\b", body))  # i = blockIdx.x * ... + ...
+    guard = re.search(r"\bif\s*\(\s*(\w+)\s*(?:<|>=)", body)
+    if guard is None or guard.group(1) not in global_indices:
+        return None
+    index = guard.group(1)
+    early = re.search(rf"\b(\w+)\s*\[\s*{index}\s*\]", body[: guard.start()])
+    if early is None:
+        return None
+    return (
+        f"the kernel touches {early.group(1)}[{index}] BEFORE its bounds guard on {index}: the threads past "
+        f"the end (the last block's extra threads) touch memory outside {early.group(1)}; a GPU may fault or "
+        "read garbage there (the simulator happened not to). Move every access behind the guard"
+    )
