@@ -83,6 +83,6 @@ def test_a_message_naming_an_impossible_cause_is_misdiagnosed():
 @pytest.mark.slow
 def test_a_kernel_sample():
     pytest.importorskip("scratchnet.kernel_exercises")
-    results = measure(seed=0, per_exercise=1, only={"relu"})
+    results = measure(seed=0, per_exercise=1, only={"relu"}, kind="cuda")
     ((tally, _),) = results.values()
     _counts_add_up(tally.counts)
