@@ -78,6 +78,16 @@ def _crop_too_small(image, padding, top, left):
     return padded[:, top : top + image.shape[1] - 1, left : left + image.shape[2]]
 
 
+def _sgd_minus_grad(param, grad, velocity, lr, momentum, weight_decay):
+    velocity = momentum * velocity - grad + weight_decay * param
+    return param - lr * velocity, velocity
+
+
+def _sgd_momentum_twice(param, grad, velocity, lr, momentum, weight_decay):
+    velocity = 2 * momentum * velocity + grad + weight_decay * param
+    return param - lr * velocity, velocity
+
+
 # exercise id, the learner's function, what the report must say, what it must not say
 CASES = {
     "numerical gradient perturbing a copy": (
@@ -135,6 +145,18 @@ CASES = {
         "kind='stable'",
         "passed",
     ),
+    "sgd subtracting the gradient": (
+        "sgd-step",
+        _sgd_minus_grad,
+        "the gradient (in the step) has the wrong sign",
+        "elements differ",
+    ),
+    "sgd counting the momentum twice": (
+        "sgd-step",
+        _sgd_momentum_twice,
+        "the momentum term μ · velocity (in the step) is counted twice",
+        "elements differ",
+    ),
     "a crop one row short": (
         "pad-and-crop",
         _crop_too_small,
@@ -191,3 +213,12 @@ def test_relations():
     # One number fits any factor: only a named one (or −1) is a finding.
     assert diagnosis.scale_relation(np.array(0.3), np.array(2.0), {"N": 5}) is None
     assert "5 = N" in diagnosis.scale_relation(np.array(10.0), np.array(2.0), {"N": 5})
+
+
+def test_term_relation():
+    right, bias = np.arange(6.0).reshape(2, 3), np.array([1.0, -2.0, 0.5])
+    assert diagnosis.term_relation(right - bias, right, {"the bias": bias}) == (
+        "the bias is missing: yours = right − the bias"
+    )
+    assert "has the wrong sign" in diagnosis.term_relation(right - 2 * bias, right, {"the bias": bias})
+    assert diagnosis.term_relation(right + 3 * bias, right, {"the bias": bias}) is None

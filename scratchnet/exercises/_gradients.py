@@ -48,6 +48,8 @@ class Case:
     factors: dict[str, int] = field(default_factory=dict)
     # The parts of this probe where one cause shows, named for the learner: {"where x = 0, ...": mask}.
     regions: dict[str, np.ndarray] = field(default_factory=dict)
+    # The terms of the formula, per output, named for the learner: {"velocity": {"the momentum term": μv}}.
+    terms: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,13 +107,14 @@ def _raised_mistake(spec: ArraySpec, case: Case, error: Exception) -> str | None
     return None
 
 
-def _generic_diagnosis(yours: np.ndarray, correct: np.ndarray, case: Case) -> str | None:
+def _generic_diagnosis(name: str, yours: np.ndarray, correct: np.ndarray, case: Case) -> str | None:
     if not np.all(np.isfinite(yours)):
         return diagnosis.nonfinite(yours, case.regions)
     if not np.any(yours):
         return "all zeros: nothing was written into the result, or every value computed was 0"
     return (
         diagnosis.scale_relation(yours, correct, case.factors)
+        or diagnosis.term_relation(yours, correct, case.terms.get(name, {}))
         or diagnosis.layout_relation(yours, correct)
         or diagnosis.offset_relation(yours, correct)
         or diagnosis.localise(diagnosis.wrong_elements(yours, correct), case.regions)
@@ -156,7 +159,7 @@ def _check_output(spec: ArraySpec, case: Case, name: str, yours, report) -> None
     if error < TOLERANCE:
         report.ok(f"{name} ({figures})")
         return
-    found = _known_mistake(spec, case, name, values) or _generic_diagnosis(values, correct, case)
+    found = _known_mistake(spec, case, name, values) or _generic_diagnosis(name, values, correct, case)
     if found is None and correct.size == 1:
         found = f"yours {values.item():.6g}, right {correct.item():.6g}"
     if found is None:

@@ -86,6 +86,20 @@ def offset_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:
     return f"off by a constant: yours = correct + {float(difference.flat[0]):.6g} in every element"
 
 
+def term_relation(yours: np.ndarray, correct: np.ndarray, terms: dict[str, np.ndarray]) -> str | None:
+    """yours = correct − T, + T or − 2T for one named term T of the formula (``{"the bias": bias}``): a
+    term missing, counted twice, or with its sign flipped."""
+    for name, term in terms.items():
+        term = np.broadcast_to(term, correct.shape)
+        if not np.any(term):
+            continue
+        for multiple, what in ((-1, "is missing"), (1, "is counted twice"), (-2, "has the wrong sign")):
+            if matches(yours, correct + multiple * term):
+                relation = {-1: "−", 1: "+", -2: "− 2 ×"}[multiple]
+                return f"{name} {what}: yours = right {relation} {name}"
+    return None
+
+
 def layout_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:
     """The right values in another arrangement: transposed, or flipped in the last two axes."""
     if yours.ndim == 2 and yours.shape[0] == yours.shape[1] and matches(yours.T, correct):

@@ -146,21 +146,22 @@ def _softmax_cases(rng):
     # maximum survives. The right answer is the library's backward (finite differences agree with it
     # on the small case; at z ≈ 1000 they would lose digits to rounding).
     large = 1000.0 + 3.0 * rng.standard_normal((N, K))
+    terms = {"dlogits": {"the −1 at each row's label (÷ N)": -np.eye(K)[labels] / N}}
     cases = [
         Case(
             f"logits ({N}, {K}) ~ N(0, 1), labels {labels.tolist()}",
             {"logits": small, "labels": labels},
             {"dlogits": numerical_gradient(lambda z: loss.forward(z, labels), small.copy())},
             {"N": N},
+            terms=terms,
         ),
     ]
 
     def by_backward(description, logits, regions=None):  # the right answer from the library's backward
         loss.forward(logits, labels)
         dlogits = np.asarray(loss.backward(), dtype=np.float64)
-        return Case(
-            description, {"logits": logits, "labels": labels}, {"dlogits": dlogits}, {"N": N}, regions or {}
-        )
+        args = {"logits": logits, "labels": labels}
+        return Case(description, args, {"dlogits": dlogits}, {"N": N}, regions or {}, terms)
 
     cases.append(by_backward(f"LARGE logits ({N}, {K}) ~ 1000 + 3 N(0, 1)", large))
     # Row maxima 1000 apart: exp underflows to 0 below about −745, so a softmax shifted by the batch's
@@ -413,7 +414,8 @@ def _linear_forward_cases(rng):
     N, D, M = 4, 5, 3
     x, weight, bias = rng.standard_normal((N, D)), rng.standard_normal((D, M)), rng.standard_normal(M)
     args = {"x": x, "weight": weight, "bias": bias}
-    return [Case(f"x ({N}, {D}), weight ({D}, {M}), bias ({M},)", args, {"y": x @ weight + bias})]
+    description = f"x ({N}, {D}), weight ({D}, {M}), bias ({M},)"
+    return [Case(description, args, {"y": x @ weight + bias}, terms={"y": {"the bias": bias}})]
 
 
 LINEAR_FORWARD = ArraySpec(
