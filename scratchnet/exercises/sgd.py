@@ -11,6 +11,20 @@ def _step(param, grad, velocity, lr, momentum):
     return param - lr * velocity, velocity
 
 
+def sgd_terms(args: dict, new_velocity) -> dict[str, dict]:
+    """The named terms of an SGD step, for the missing-term relation: those of the new velocity, and each of
+    them again as it enters the new param (times −η), with the whole step."""
+    terms = {
+        "the momentum term μ · velocity": args["momentum"] * args["velocity"],
+        "the gradient": args["grad"],
+    }
+    if args.get("weight_decay"):
+        terms["the weight decay λ · param"] = args["weight_decay"] * args["param"]
+    lr = args["lr"]
+    in_step = {f"{name} (in the step)": -lr * term for name, term in terms.items()}
+    return {"velocity": terms, "param": in_step | {"the step η · velocity": -lr * new_velocity}}
+
+
 def _cases(rng):
     param, grad, velocity = (rng.standard_normal(5) for _ in range(3))
     args = {"param": param, "grad": grad, "velocity": velocity, "lr": 0.1, "momentum": 0.9}
@@ -20,6 +34,7 @@ def _cases(rng):
             "param, grad, velocity (5,), lr 0.1, momentum 0.9",
             args,
             {"param": new_param, "velocity": new_velocity},
+            terms=sgd_terms(args, new_velocity),
         )
     ]
 

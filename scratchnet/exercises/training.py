@@ -8,6 +8,7 @@ import numpy as np
 from scratchnet.device import get_device
 from scratchnet.exercises import register
 from scratchnet.exercises._gradients import ArraySpec, Case, Mistake, check_arrays
+from scratchnet.exercises.sgd import sgd_terms
 from scratchnet.optim import SGD
 
 
@@ -121,22 +122,12 @@ def _sgd_cases(rng):
         new_param, new_velocity = _library_sgd_steps(p0, [g0, grad], lr, momentum, weight_decay)
         args = {"param": param, "grad": grad, "velocity": velocity, "lr": lr, "momentum": momentum,
                 "weight_decay": weight_decay}  # fmt: skip
-        # The terms of the new velocity; each enters the new param times −η.
-        terms = {
-            "the momentum term μ · velocity": momentum * velocity,
-            "the gradient": grad,
-            "the weight decay λ · param": weight_decay * param,
-        }
         cases.append(
             Case(
                 f"param, grad, velocity (3, 4), lr {lr}, momentum {momentum}, weight_decay {weight_decay}",
                 args,
                 {"param": new_param, "velocity": new_velocity},
-                terms={
-                    "velocity": terms,
-                    "param": {f"{name} (in the step)": -lr * term for name, term in terms.items()}
-                    | {"the step η · velocity": -lr * new_velocity},
-                },
+                terms=sgd_terms(args, new_velocity),
             )
         )
     return cases
