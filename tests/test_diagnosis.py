@@ -221,4 +221,7 @@ def test_term_relation():
         "the bias is missing: yours = right − the bias"
     )
     assert "has the wrong sign" in diagnosis.term_relation(right - 2 * bias, right, {"the bias": bias})
-    assert diagnosis.term_relation(right + 3 * bias, right, {"the bias": bias}) is None
+    assert diagnosis.term_relation(right + 3 * bias, right, {"the bias": bias}).startswith(
+        "the bias is scaled by 4"
+    )
+    assert diagnosis.term_relation(right + 3 * bias + 1, right, {"the bias": bias}) is None

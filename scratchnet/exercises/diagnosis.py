@@ -87,16 +87,21 @@ def offset_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:
 
 
 def term_relation(yours: np.ndarray, correct: np.ndarray, terms: dict[str, np.ndarray]) -> str | None:
-    """yours = correct − T, + T or − 2T for one named term T of the formula (``{"the bias": bias}``): a
-    term missing, counted twice, or with its sign flipped."""
+    """yours = correct + a·T for one named term T of the formula (``{"the bias": bias}``): the term missing
+    (a = −1), counted twice (a = 1), with its sign flipped (a = −2), or scaled by 1 + a."""
     for name, term in terms.items():
         term = np.broadcast_to(term, correct.shape)
-        if not np.any(term):
+        norm = float(np.sum(term * term))
+        if not norm:
+            continue
+        a = float(np.sum((yours - correct) * term)) / norm  # least squares: yours − correct ≈ a·T
+        if not matches(yours, correct + a * term):
             continue
         for multiple, what in ((-1, "is missing"), (1, "is counted twice"), (-2, "has the wrong sign")):
-            if matches(yours, correct + multiple * term):
+            if np.isclose(a, multiple, rtol=1e-4):
                 relation = {-1: "−", 1: "+", -2: "− 2 ×"}[multiple]
                 return f"{name} {what}: yours = right {relation} {name}"
+        return f"{name} is scaled by {1 + a:.4g}: yours holds {1 + a:.4g} × {name} where the formula has 1 ×"
     return None
 
 

@@ -796,11 +796,14 @@ def _lrn_cases(rng):
         dy = rng.standard_normal(x.shape)
         layer = LocalResponseNorm(size, alpha=0.5, beta=0.75, k=2.0, dtype=np.float64)
         args = {"dy": dy, "x": x, "size": size, "alpha": 0.5, "beta": 0.75, "k": 2.0}
+        direct = _lrn_dx(args, cross=False)
+        terms = {"the direct term dy · s^(−β)": direct, "the cross-channel term": _lrn_dx(args) - direct}
         cases.append(
             Case(
                 f"x (2, 7, 3, 3), size {size}, alpha 0.5, beta 0.75, k 2",
                 args,
                 {"dx": _layer_gradients(layer, x, dy)["dx"]},
+                terms={"dx": terms},
             )
         )
     return cases
