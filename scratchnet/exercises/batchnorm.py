@@ -66,7 +66,16 @@ def _cases(rng):
         "dbeta": numerical_gradient(f, layer.params["beta"]),
     }
     args = {"dy": dy, "x": x, "gamma": gamma, "eps": 1e-5}
-    return [Case(f"x ({N}, {D}) with a nearly constant feature, eps 1e-5", args, correct, factors={"N": N})]
+    x_hat, s, _, dbeta, dgamma = _parts(args)
+    terms = {  # dx's three terms, each times γ / s
+        "dx": {
+            "the term dy · γ/s": gamma / s * dy,
+            "the mean term (Σ_n dy / N) · γ/s": -gamma / s * dbeta / N,
+            "the variance term (x̂ Σ_n dy x̂ / N) · γ/s": -gamma / s * x_hat * dgamma / N,
+        }
+    }
+    description = f"x ({N}, {D}) with a nearly constant feature, eps 1e-5"
+    return [Case(description, args, correct, factors={"N": N}, terms=terms)]
 
 
 BATCHNORM = ArraySpec(
