@@ -15,7 +15,9 @@ RELU = (ROOT / "lessons/exercises/solutions/06_relu_pooling_dropout/relu-backwar
 
 
 def _counts_add_up(counts: dict) -> None:
-    verdicts = sum(counts.get(k, 0) for k in ("dropped", "equivalent", "missed", "crashed", "caught"))
+    verdicts = sum(
+        counts.get(k, 0) for k in ("dropped", "timeout", "equivalent", "missed", "crashed", "caught")
+    )
     assert verdicts == counts["mutants"] > 0, counts
     assert counts.get("misdiagnosed", 0) <= counts.get("named", 0) <= counts.get("caught", 0), counts
 

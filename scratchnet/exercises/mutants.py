@@ -14,6 +14,8 @@ of each exercise is checked, and each is counted as
   inputs the checker does not use (Python: 20 inputs of the shapes the checker calls with, fresh values;
   CUDA: every shape of the exercise with fresh values);
 * **missed**: the checker passes it, and it is not equivalent;
+* **timeout**: a kernel mutant whose check took longer than :data:`KERNEL_TIME_LIMIT` (a loop that
+  never ends);
 * **crashed**: the checker's report is only "your code raised ..." (or the check itself failed);
 * **caught**: the checker says wrong; **named** when the message says more than "k of n elements differ"
   (or "wrong values", or the bare values of a number);
@@ -29,6 +31,7 @@ import ast
 import contextlib
 import copy
 import io
+import multiprocessing
 import random
 import re
 import sys
@@ -44,6 +47,7 @@ from scratchnet.exercises import REGISTRY, run
 
 LESSONS = Path(__file__).resolve().parent.parent.parent / "lessons" / "exercises"
 ORACLE_INPUTS = 20
+KERNEL_TIME_LIMIT = 180  # seconds for one kernel mutant's check (about 10 s on a loaded 2-core machine)
 
 
 @dataclass
@@ -396,16 +400,33 @@ def _kernel_equivalent(exercise: str, reference: str, mutated: str, seed: int) -
     return True
 
 
-def _check_kernel(exercise: str, source: str, seed: int, mutants: list[Mutant]) -> list[Outcome]:
+def _kernel_report(exercise: str, source: str, answer) -> None:
+    """In a child process: check one kernel source, send back (passed, report text)."""
     from scratchnet.kernel_exercises import check_source
 
+    try:
+        report = check_source(exercise, source)
+        answer.send((report.passed, str(report)))
+    except Exception:  # noqa: BLE001
+        answer.send((False, "  wrong: the check itself failed: " + traceback.format_exc(limit=1)))
+
+
+def _check_kernel(exercise: str, source: str, seed: int, mutants: list[Mutant]) -> list[Outcome]:
     outcomes = []
     for mutant in mutants:
-        try:
-            report = check_source(exercise, mutant.source)
-            passed, text = report.passed, str(report)
-        except Exception:  # noqa: BLE001
-            passed, text = False, "  wrong: the check itself failed: " + traceback.format_exc(limit=1)
+        # A child process per mutant: a mutated loop may never end, as it would hang a GPU.
+        receive, send = multiprocessing.Pipe(duplex=False)
+        child = multiprocessing.get_context("fork").Process(
+            target=_kernel_report, args=(exercise, mutant.source, send)
+        )
+        child.start()
+        if not receive.poll(KERNEL_TIME_LIMIT):
+            child.kill()
+            child.join()
+            outcomes.append(Outcome(mutant, "timeout", message=f"no result in {KERNEL_TIME_LIMIT} s"))
+            continue
+        passed, text = receive.recv()
+        child.join()
         outcomes.append(
             _judge(
                 mutant, passed, text, lambda m=mutant: _kernel_equivalent(exercise, source, m.source, seed)
@@ -456,7 +477,17 @@ def measure(
     return results
 
 
-COLUMNS = ("mutants", "dropped", "equivalent", "missed", "crashed", "caught", "named", "misdiagnosed")
+COLUMNS = (
+    "mutants",
+    "dropped",
+    "timeout",
+    "equivalent",
+    "missed",
+    "crashed",
+    "caught",
+    "named",
+    "misdiagnosed",
+)
 
 
 def render(results: dict) -> str:
