@@ -424,6 +424,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def _softmax_inputs(s: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
     x = rng.standard_normal((s["N"], s["K"])) * 3
     x[0] += 100.0  # large logits: exp(x) overflows a float unless the row max is subtracted first
+    # A spike of +100 at one column of each other row: a max that misses that column overflows exp there.
+    x[np.arange(1, s["N"]), rng.integers(0, s["K"], s["N"] - 1)] += 100.0
     return {"x": x.astype(np.float32)}
 
 
