@@ -88,3 +88,11 @@ def test_a_kernel_sample():
     results = measure(seed=0, per_exercise=1, only={"relu"}, kind="cuda")
     ((tally, _),) = results.values()
     _counts_add_up(tally.counts)
+
+
+def test_the_committed_figures_say_how_they_were_made():
+    text = (ROOT / "docs/benchmarks/checker-mutants.txt").read_text(encoding="utf-8")
+    assert "python -m scratchnet.exercises.mutants --seed 0" in text and "Date: " in text
+    for part in ("before, Python", "after, Python", "before, CUDA", "after, CUDA"):
+        assert f"=== {part}" in text, part
+    assert text.count("    total ") == 4
