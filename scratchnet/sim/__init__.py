@@ -73,9 +73,18 @@ What it supports
 ----------------
 The index variables, ``dim3``, ``__syncthreads()`` and its ``_count/_and/_or`` forms, ``__syncwarp(mask)``;
 ``__shfl_sync``/``_up``/``_down``/``_xor`` with partial masks and widths, ``__ballot_sync``, ``__any_sync``,
-``__all_sync``, ``__activemask``; cooperative groups (``this_thread_block``, ``sync``, ``thread_rank``,
-``tiled_partition<32>`` and smaller tiles with ``shfl*``, ``any``, ``all``, ``ballot``, ``cg::reduce`` with
-``plus``/``greater``/``less``); vector types (``float2/3/4``, ``int2/3/4``, ``uint2/4``, ``double2``, ...
+``__all_sync``, the sm_80 ``__reduce_{add,min,max,and,or,xor}_sync``, ``__match_any_sync``,
+``__match_all_sync``; ``__activemask()``: the lanes of the warp that reach that call together (each waits
+there until every lane of its warp has arrived or stopped elsewhere); cooperative groups
+(``this_thread_block``, ``sync``, ``thread_rank``, ``tiled_partition<32>`` and smaller tiles with ``shfl*``,
+``any``, ``all``, ``ballot``, ``cg::reduce`` with ``plus``/``greater``/``less``; ``thread_group`` and
+``tiled_partition(group, n)``; ``coalesced_threads()``, ``labeled_partition``, ``binary_partition``;
+``this_grid()``'s ranks and sizes); ``clock()``/``clock64()`` (host time), ``memcpy``/``memset`` in device
+code; ``extern __shared__`` arrays of any type but a template parameter, the type written before or after
+``__shared__``; ``cuda_fp16.h``/``cuda_bf16.h`` as storage types with their conversions (a ``__half*``
+parameter takes a float16 array, a ``__nv_bfloat16*`` one the uint16 bits); ``__constant__`` and
+``__device__`` variables, read and written from Python with :meth:`SimModule.get_global` (CuPy's
+``RawModule.get_global``); vector types (``float2/3/4``, ``int2/3/4``, ``uint2/4``, ``double2``, ...
 with ``make_*``); CUDA's atomic overloads for int, unsigned, long long, unsigned long long, float, double
 (``atomicAdd/Sub/Exch/Min/Max/Inc/Dec/And/Or/Xor/CAS`` and their ``_block``/``_system`` forms); bit and
 rounding intrinsics (``__popc``, ``__clz``, ``__ffs``, ``__brev``, ``__fmaf_rn``, ``__float2int_rn``,
@@ -105,8 +114,8 @@ What it still cannot do
   is found by racecheck, not by a wrong result; racecheck compares threads of one block only (a checked
   build runs its blocks one after the other).
 * Floating-point results may differ from a GPU in the last bits (FMA contraction, the fast-math functions
-  are computed accurately); half-precision types, tensor cores, ``__constant__`` memory set from Python,
-  dynamic parallelism and grid-wide cooperative groups are missing.
+  are computed accurately, half-precision arithmetic is computed in float and rounded when stored); tensor
+  cores, dynamic parallelism and ``grid.sync()`` (a cooperative launch) are missing.
 * Timing means nothing: a simulated launch is orders of magnitude slower than a GPU, and its cost has
   nothing to do with coalescing, occupancy or bank conflicts.
 * Shared memory is not reset between blocks (nor is it on a GPU; initcheck reports reads of it).

@@ -42,7 +42,6 @@ from pathlib import Path
 
 from scratchnet._cuda.limits import MAX_SHARED_BYTES
 from scratchnet._cuda.signature import (
-    C_TYPES,
     KernelSignature,
     ScannedKernel,
     scan_kernels,
@@ -56,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_sim.h"
 INCLUDE = HERE / "include"  # cooperative_groups.h and the CUDA headers a kernel file may include
 RUNTIME = HERE / "runtime.cpp"
-CACHE_FORMAT = 4  # bump when what build() stores in the cache changes
+CACHE_FORMAT = 5  # bump when what build() stores in the cache changes
 
 # -O2 because the layer tests (float64 finite differences included) run every kernel many times.
 # Warnings that correct CUDA code triggers on a host compiler (comparing threadIdx.x, an unsigned int, with
@@ -66,13 +65,13 @@ CXX_FLAGS = [
     *("-Wall", "-Wno-sign-compare"),
 ]
 
-# extern __shared__ float smem[];   (also with __align__(16), __align__(sizeof(T)) or alignas(16) before or
-# after the type), at file scope or inside a kernel: both placements name the one array the wrapper defines.
-_ALIGNMENT = r"(?:(?:__align__|alignas)\s*\((?:[^()]|\([^()]*\))*\)\s*)?"
-_EXTERN_SHARED = re.compile(
-    rf"extern\s+__shared__\s+{_ALIGNMENT}(?P<type>[\w\s]+?)\s+{_ALIGNMENT}(?P<name>\w+)\s*\[\s*\]"
-)
-_EXTERN_SHARED_START = re.compile(r"\bextern\s+__shared__\b")
+# extern __shared__ float smem[];   (also `extern float __shared__ smem[];`, any element type, and with
+# __align__(16), __align__(sizeof(T)) or alignas(16) among the words), at file scope or inside a kernel: both
+# placements name the one array the wrapper defines.
+_ALIGN_ATTRIBUTE = r"(?:__align__|alignas)\s*\((?:[^()]|\([^()]*\))*\)"
+_ALIGNMENT = rf"(?:{_ALIGN_ATTRIBUTE}\s*)?"
+_EXTERN_SHARED = re.compile(r"extern\s+(?P<words>(?:[\w\s:<>,]|\((?:[^()]|\([^()]*\))*\))*?)\[\s*\]")
+_EXTERN_SHARED_START = re.compile(r'\bextern\b(?=[^;{}"]*?\b__shared__\b)')
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 
 
@@ -207,19 +206,23 @@ def dynamic_shared_arrays(source: str) -> list[tuple[str, str]]:
     arrays: dict[str, str] = {}
     for start in _EXTERN_SHARED_START.finditer(code):
         m = _EXTERN_SHARED.match(code, start.start())
-        if m is None:
+        words = re.sub(_ALIGN_ATTRIBUTE, " ", m["words"]).split() if m else []
+        if "__shared__" in words:
+            words.remove("__shared__")
+        if len(words) < 2 or not words[-1].isidentifier():
             line = code.count("\n", 0, start.start()) + 1
             text = code[start.start() :].split(";", 1)[0].strip()
             raise DeviceError(
                 f"line {line}: cannot read the dynamic shared memory declaration '{text}'; the simulator "
                 "reads `extern __shared__ [__align__(N)] <type> <name>[];`"
             )
-        element, name = " ".join(m["type"].split()), m["name"]
-        if element.replace("volatile", "").strip() not in C_TYPES:
+        element, name = " ".join(words[:-1]), words[-1]
+        plain = " ".join(w for w in words[:-1] if w not in ("const", "volatile"))
+        if re.search(rf"\btemplate\s*<[^>]*\b(?:class|typename)\s+{re.escape(plain)}\b", code):
             raise DeviceError(
-                f"extern __shared__ array '{name}' has element type '{element}'; the simulator (like "
-                "nvcc for templates) needs a plain type: declare `extern __shared__ unsigned char "
-                f"{name}[];` and cast the pointer"
+                f"extern __shared__ array '{name}' has the template parameter '{plain}' as its element type; "
+                "the simulator (like nvcc, for more than one instance) needs one type: declare `extern "
+                f"__shared__ unsigned char {name}[];` and cast the pointer"
             )
         if arrays.setdefault(name, element) != element:
             raise DeviceError(
@@ -265,10 +268,11 @@ def with_shared_redzones(source: str) -> str:
 
 _WRAPPER = string.Template(
     """\
-// The dynamic shared memory (extern __shared__ arrays), sized for the largest launch.
-$shared_definitions
-
 #include "$source_file"
+
+// The dynamic shared memory (extern __shared__ arrays), sized for the largest launch; after the kernel
+// file, which defines the element types.
+$shared_definitions
 
 // After the kernel file, only names that its macros are unlikely to touch (sim_rt::..., sim_thread_*).
 namespace sim_rt {

@@ -207,7 +207,39 @@ class SimModule:
             ctypes.c_char_p,  # error
             ctypes.c_int,  # error_size
         ]
+        self.library.sim_global_variable.restype = ctypes.c_void_p
+        self.library.sim_global_variable.argtypes = [
+            ctypes.c_char_p,  # path
+            ctypes.c_char_p,  # name
+            ctypes.POINTER(ctypes.c_ulonglong),  # size
+            ctypes.POINTER(ctypes.c_int),  # writable
+        ]
         self._kernels: dict[str, SimKernel] = {}
+
+    def get_global(self, name: str) -> np.ndarray:
+        """The bytes of the module's ``__constant__`` or ``__device__`` variable ``name``, as a ``uint8``
+        array that reads and writes the variable itself: the simulator's version of CuPy's
+        ``RawModule.get_global``. As with CuPy (``cupy.ndarray(shape, dtype, module.get_global(name))``),
+        view it with a shape and type::
+
+            coef = np.ndarray((4,), np.float32, module.get_global("coef"))
+            coef[:] = [1, 2, 3, 4]          # the kernels of this module now read these
+
+        ``name`` is spelled as in C++ (``"ns::coef"`` inside a namespace).
+        """
+        size, writable = ctypes.c_ulonglong(), ctypes.c_int()
+        path = str(self.build.library).encode()
+        address = self.library.sim_global_variable(
+            path, name.encode(), ctypes.byref(size), ctypes.byref(writable)
+        )
+        if not address:
+            raise KernelLaunchError(
+                f"no __constant__ or __device__ variable {name!r} in this module (a variable that no kernel "
+                "uses may have been left out by the compiler)"
+            )
+        variable = np.frombuffer((ctypes.c_ubyte * size.value).from_address(address), np.uint8)
+        variable.flags.writeable = bool(writable)  # a `const` variable lies in read-only memory
+        return variable
 
     def get_function(self, name: str) -> SimKernel:
         if name not in self.build.kernel_names:

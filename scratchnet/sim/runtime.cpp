@@ -129,6 +129,8 @@ struct Fiber {
     int state = kNew;
     int stack = -1;  // index into Scheduler::stacks while the thread is alive
     unsigned int warp_mask = 0;  // the lanes named by the __syncwarp() or shuffle it waits in
+    const char* converge_file = nullptr;  // the __activemask() call site it waits at; nullptr: none
+    int converge_line = 0;
     int barrier_line = 0;        // the source line of the __syncthreads() it waits at
 };
 
@@ -353,11 +355,15 @@ std::string hex(unsigned int mask) {
 // Releases the warp barriers (__syncwarp(mask) and the shuffles and votes built on it) that can complete:
 // every lane named in a waiting thread's mask waits too, with the same mask. A named lane that returned or
 // waits at __syncthreads(), or a different mask, can never complete: CUDA leaves that undefined (a hang or
-// garbage), the simulator reports it.
+// garbage), the simulator reports it. A named lane waiting at an __activemask() may still come: then the
+// lanes of a warp where nothing else moved that wait at one __activemask() call site are released together,
+// each learning that group as its active mask.
 bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
+    auto converging = [](const Fiber& f) { return f.state == kAtWarpBarrier && f.converge_file != nullptr; };
+    unsigned int moved_warps = 0;  // bit w: a barrier of warp w was released in this pass (kMaxThreads / 32 warps)
     for (int t = 0; t < n; ++t) {
         Fiber& f = S->fibers[t];
-        if (f.state != kAtWarpBarrier) continue;
+        if (f.state != kAtWarpBarrier || converging(f)) continue;
         int base = t - t % 32;
         unsigned int lane = (unsigned int)(t % 32), mask = f.warp_mask;
         if (!(mask >> lane & 1u)) {
@@ -368,10 +374,14 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
                  t);
             return false;
         }
-        for (unsigned int other = 0; other < 32; ++other) {
+        bool complete = true;
+        for (unsigned int other = 0; other < 32 && complete; ++other) {
             if (!(mask >> other & 1u) || base + (int)other >= n) continue;
             const Fiber& g = S->fibers[base + other];
-            if (g.state == kAtWarpBarrier && g.warp_mask == mask) continue;
+            if (g.state == kAtWarpBarrier && g.warp_mask == mask && !converging(g)) continue;
+            complete = false;
+            // Released in this pass, or waiting for its __activemask() to be answered: it may still come.
+            if (g.state == kReady || converging(g)) continue;
             std::string where = g.state == kDone            ? "has returned"
                                 : g.state == kAtBarrier     ? "waits at __syncthreads()"
                                                             : "waits with mask " + hex(g.warp_mask);
@@ -383,11 +393,30 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
                  t, base + (int)other);
             return false;
         }
+        if (!complete) continue;
         ++S->warp_epoch[t / 32];
+        moved_warps |= 1u << (t / 32);
         for (unsigned int other = 0; other < 32; ++other) {
             if (!(mask >> other & 1u) || base + (int)other >= n) continue;
             S->fibers[base + other].state = kReady;
             runnable.push_back(base + (int)other);
+        }
+    }
+    for (int t = 0; t < n; ++t) {
+        const Fiber& f = S->fibers[t];
+        if (!converging(f) || (moved_warps >> (t / 32) & 1u)) continue;
+        int base = t - t % 32;
+        unsigned int group = 0;
+        for (int other = base; other < base + 32 && other < n; ++other) {
+            const Fiber& g = S->fibers[other];
+            if (converging(g) && g.converge_line == f.converge_line && strcmp(g.converge_file, f.converge_file) == 0)
+                group |= 1u << (other - base);
+        }
+        for (int other = base; other < base + 32; ++other) {
+            if (!(group >> (other - base) & 1u)) continue;
+            Fiber& g = S->fibers[other];
+            g.warp_mask = group, g.converge_file = nullptr, g.state = kReady;
+            runnable.push_back(other);
         }
     }
     return true;
@@ -516,12 +545,13 @@ unsigned int lane_id() { return (unsigned int)fiber_scheduler()->running % 32u; 
 unsigned int warp_base() { return (unsigned int)fiber_scheduler()->running - lane_id(); }
 unsigned int thread_rank() { return (unsigned int)fiber_scheduler()->running; }
 
-unsigned int active_lanes() {
+unsigned int converged_lanes(const char* file, int line) {
     Scheduler* const S = fiber_scheduler();
-    unsigned int lanes = 0, base = warp_base();
-    for (unsigned int lane = 0; lane < 32 && base + lane < S->fibers.size(); ++lane)
-        if (S->fibers[base + lane].state != kDone) lanes |= 1u << lane;
-    return lanes;
+    Fiber& me = S->fibers[S->running];
+    me.state = kAtWarpBarrier;
+    me.converge_file = file, me.converge_line = line;
+    yield_to_next(S, &me.sp);
+    return me.warp_mask;
 }
 
 // __trap() and a failed assert(): the launch ends with an error naming the thread and the source line.
@@ -879,9 +909,12 @@ std::string shared_array_name(const char* symbol) {
     return "'" + name.substr(scope + 2) + "' in " + function;
 }
 
-void read_shared_arrays(const char* library) {
-    shared_arrays.clear(), tls_anchor_offset = -1;
-    int fd = open(library, O_RDONLY);
+// Calls visit(symbol, raw name, whether its section is writable) for each defined symbol in the symbol table
+// of the library file at `path` (the name the library was loaded under may be gone: it is built under a
+// temporary name, then renamed).
+template <class Visit>
+void for_each_symbol(const char* path, Visit visit) {
+    int fd = open(path, O_RDONLY);
     if (fd < 0) return;
     struct stat info {};
     void* mapped = fstat(fd, &info) == 0 ? mmap(nullptr, info.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
@@ -896,17 +929,43 @@ void read_shared_arrays(const char* library) {
         const char* names = reinterpret_cast<const char*>(file + sections[sections[i].sh_link].sh_offset);
         for (size_t k = 0; k < sections[i].sh_size / sizeof(ElfW(Sym)); ++k) {
             const ElfW(Sym)& symbol = symbols[k];
-            if (ELF64_ST_TYPE(symbol.st_info) != STT_TLS || symbol.st_size == 0 || symbol.st_shndx == SHN_UNDEF) continue;
-            const char* raw = names + symbol.st_name;
-            if (strstr(raw, "tls_anchor")) tls_anchor_offset = (long long)symbol.st_value;
-            bool redzone = strstr(raw, "sim_shared_redzone_") != nullptr, runtime = strstr(raw, "sim_rt") != nullptr;
-            shared_arrays.push_back({symbol.st_value, symbol.st_value + symbol.st_size, shared_array_name(raw),
-                                     redzone, !redzone && !runtime});
+            if (symbol.st_size == 0 || symbol.st_shndx == SHN_UNDEF || symbol.st_shndx >= header->e_shnum) continue;
+            visit(symbol, names + symbol.st_name, (sections[symbol.st_shndx].sh_flags & SHF_WRITE) != 0);
         }
     }
     munmap(mapped, info.st_size);
+}
+
+void read_shared_arrays(const char* library) {
+    shared_arrays.clear(), tls_anchor_offset = -1;
+    for_each_symbol(library, [](const ElfW(Sym)& symbol, const char* raw, bool) {
+        if (ELF64_ST_TYPE(symbol.st_info) != STT_TLS) return;
+        if (strstr(raw, "tls_anchor")) tls_anchor_offset = (long long)symbol.st_value;
+        bool redzone = strstr(raw, "sim_shared_redzone_") != nullptr, runtime = strstr(raw, "sim_rt") != nullptr;
+        shared_arrays.push_back({symbol.st_value, symbol.st_value + symbol.st_size, shared_array_name(raw),
+                                 redzone, !redzone && !runtime});
+    });
     std::sort(shared_arrays.begin(), shared_arrays.end(),
               [](const SharedArray& x, const SharedArray& y) { return x.start < y.start; });
+}
+
+// The address of the global variable `name` (as C++ spells it: "coef", "params::scale") of the library at
+// `path`, its size and whether it may be written; nullptr when the library has none of that name.
+void* global_variable(const char* path, const char* name, unsigned long long* size, int* writable) {
+    Dl_info info{};
+    dladdr(reinterpret_cast<void*>(&read_shared_arrays), &info);
+    void* found = nullptr;
+    for_each_symbol(path, [&](const ElfW(Sym)& symbol, const char* raw, bool in_writable_section) {
+        if (ELF64_ST_TYPE(symbol.st_info) != STT_OBJECT || found) return;
+        int status = 0;
+        char* demangled = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
+        bool same = strcmp(status == 0 && demangled ? demangled : raw, name) == 0;
+        free(demangled);
+        if (!same) return;
+        found = static_cast<char*>(info.dli_fbase) + symbol.st_value;
+        *size = symbol.st_size, *writable = in_writable_section;
+    });
+    return found;
 }
 
 int module_segments(dl_phdr_info* info, size_t, void*) {
@@ -1162,6 +1221,10 @@ extern "C" __attribute__((visibility("hidden"))) void __asan_storeN_noabort(uint
     sim_rt::check_access(a, size, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
 }
 extern "C" __attribute__((visibility("hidden"))) void __asan_handle_no_return() {}
+// Around the dynamic initialisers of a file's globals (<iostream>'s, say): ASan's initialisation-order
+// check, which the simulator does not make.
+extern "C" __attribute__((visibility("hidden"))) void __asan_before_dynamic_init(const char*) {}
+extern "C" __attribute__((visibility("hidden"))) void __asan_after_dynamic_init() {}
 
 // assert() in a kernel: glibc's assert macro calls __assert_fail, which would abort the whole process. This
 // module's own definition (hidden, so it binds only the module's calls) ends the launch with an error.
@@ -1182,9 +1245,13 @@ SIM_EXPORT int sim_kernel_signature(int kernel, char* out, int out_size) {
 
 SIM_EXPORT int sim_uses_dynamic_shared() { return sim_rt::dynamic_shared_count(); }
 
-// A checked build: read the static __shared__ arrays from this library's symbol table, at `path` (the name
-// the library was loaded under may be gone: it is built under a temporary name, then renamed).
+// A checked build: read the static __shared__ arrays from this library's symbol table, at `path`.
 SIM_EXPORT void sim_read_shared_arrays(const char* path) { sim_rt::read_shared_arrays(path); }
+
+// A __constant__ or __device__ variable of this library (SimModule.get_global).
+SIM_EXPORT void* sim_global_variable(const char* path, const char* name, unsigned long long* size, int* writable) {
+    return sim_rt::global_variable(path, name, size, writable);
+}
 
 // Runs a whole launch. args[i] points at the value of scalar argument i; for an array argument it is
 // ignored, and the argument is byte arg_offset[i] of host buffer arg_buffer[i]. Returns 0, or 1 with a
