@@ -51,10 +51,12 @@ How it works
    barrier divergence (a thread returned, or threads wait at two different ``__syncthreads()``), warp masks
    that cannot complete, ``assert``/``__trap()``, and crashes. With ``checks=`` (or
    ``SCRATCHNET_SIM_CHECKS``), a *checked build* adds compute-sanitizer's classes: ``memcheck`` (every
-   out-of-bounds read or write at any distance), ``racecheck``, ``initcheck`` (shared memory, and device
-   memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. Each
-   error is a :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte
-   offset and source line (and the other thread of a race).
+   out-of-bounds read, write or atomic at any distance, and misaligned accesses), ``racecheck`` (atomics
+   included: an atomic and a plain access race, two atomics do not), ``initcheck`` (shared memory, and
+   device memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. A checked build sees every
+   load and store, constant offsets and both halves of ``x += ...`` included. Each error is a
+   :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte offset and
+   source line (and the other thread of a race).
 5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g`` and runs the blocks on
    the calling OS thread only; gdb can then stop in one thread of one block: ``break relu.cu:12 if
    sim_rt::current_state().block_idx.x == 1 && sim_rt::current_state().thread_idx.x == 5`` (README, "The
@@ -96,14 +98,17 @@ name expression), typedefs, struct and vector parameters. ``__CUDACC__`` is defi
 What it still cannot do
 -----------------------
 * Warp lockstep is not modelled: code relying on the 32 threads of a warp executing together without
-  ``__syncwarp`` (implicit warp synchronisation) is not; racecheck reports such code as racy, as
-  compute-sanitizer does on Volta and later.
+  ``__syncwarp`` (implicit warp synchronisation, the ``volatile`` warp tail of old reductions) gives wrong
+  results without a checked build; racecheck reports it (the lanes, the lines), as compute-sanitizer does
+  on Volta and later.
 * Without a checked build, out-of-bounds *reads* and writes further than 4 KiB from an array go unseen. With
   one, an access to a static ``__shared__`` array that lands more than 64 bytes past its end, inside another
   array, is not seen (64-byte redzones surround each declaration; the arrays of one declaration share
   them), nor are declarations written inside macros given redzones; racecheck compares accesses of
-  different sizes only by 4-byte granule or byte, and ``memcpy`` calls inside kernels are not checked. A
-  checked launch is much slower: every load and store calls the runtime.
+  different sizes only by 4-byte granule or byte, ``memcpy``/``memset`` calls inside kernels are not
+  checked, and a ``float4`` loaded into registers and used part by part is checked as four ``float`` loads
+  (g++ splits it), so its misalignment goes unseen. A checked launch is much slower: every load and store
+  calls the runtime.
 * initcheck sees device memory only when it comes from :func:`empty` (as the ``sim`` device's ``empty()``
   does with initcheck on): arrays made by NumPy are initialised by definition and never checked. Writes it
   cannot observe byte by byte count as writing the whole array: a launch without initcheck marks each of

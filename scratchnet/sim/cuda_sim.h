@@ -29,7 +29,7 @@
 
 // Code that synchronises by definition (atomics, shuffles, votes) stays out of a checked build's
 // instrumentation (runtime.cpp, "the checks"), so that it is never reported as a race.
-#define SIM_UNCHECKED __attribute__((no_sanitize_address))
+#define SIM_UNCHECKED __attribute__((no_sanitize_thread))
 
 // ---- qualifiers ------------------------------------------------------------------------------------------
 // Kernels and device functions are ordinary host functions. The signature scan (compiler.py) preprocesses
@@ -323,6 +323,30 @@ SIM_ATOMIC_SCOPES(atomicAnd)
 SIM_ATOMIC_SCOPES(atomicOr)
 SIM_ATOMIC_SCOPES(atomicXor)
 #undef SIM_ATOMIC_SCOPES
+#ifdef SIM_CHECKED
+// A checked build reports each atomic to the runtime (memcheck, initcheck, and racecheck: an atomic and a
+// plain access of two threads race, two atomics do not), from the kernel's own code so that the report
+// names the kernel's line.
+namespace sim_rt {
+void atomic_access(void* address, size_t size);
+template <class T>
+__attribute__((always_inline)) inline T* atomic_checked(T* address) {
+    atomic_access((void*)address, sizeof(T));
+    return address;
+}
+}  // namespace sim_rt
+#define atomicAdd(address, ...) atomicAdd(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicSub(address, ...) atomicSub(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicExch(address, ...) atomicExch(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicMin(address, ...) atomicMin(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicMax(address, ...) atomicMax(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicInc(address, ...) atomicInc(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicDec(address, ...) atomicDec(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicCAS(address, ...) atomicCAS(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicAnd(address, ...) atomicAnd(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicOr(address, ...) atomicOr(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicXor(address, ...) atomicXor(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#endif
 
 // ---- warp shuffles, votes, reductions and matches -------------------------------------------------------
 // Each lane named in `mask` publishes 8 bytes in its slot, those lanes meet at a warp barrier, each reads

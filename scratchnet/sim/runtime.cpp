@@ -835,19 +835,22 @@ bool run_blocks(int threads) {
 }  // namespace sim_rt
 
 // ---- the checks (the checked build) -----------------------------------------------------------------------
-// A checked build compiles the kernel file with -fsanitize=kernel-address and
-// --param asan-instrumentation-with-call-threshold=0: g++ then calls __asan_load<N>_noabort(address) before
-// every load of N bytes and __asan_store<N>_noabort(address) before every store, and this runtime answers:
+// A checked build compiles the kernel file with -fsanitize=thread: g++ then calls __tsan_read<N>(address)
+// before every load of N bytes and __tsan_write<N>(address) before every store (the _unaligned_ forms where
+// the type's alignment is less than N), and the atomics of cuda_sim.h call atomic_access; this runtime
+// answers:
 //   memcheck   the address must lie inside an array argument, the shared memory the launch has (static, or
-//              dynamic up to shared_mem bytes), the running thread's stack or the module's own globals;
+//              dynamic up to shared_mem bytes), the running thread's stack or the module's own globals; an
+//              access to an array argument or shared memory must be aligned to its size, as on a GPU;
 //   racecheck  two threads of a block touching the same byte of shared memory or of an array, at least one
-//              writing, with no __syncthreads() between them (nor a __syncwarp() for lanes of one warp);
+//              writing (an atomic counts as a write, but two atomics never race), with no __syncthreads()
+//              between them (nor a __syncwarp() for lanes of one warp);
 //   initcheck  a read of shared memory that no thread of the block has written, and a read of an array
 //              argument from sim.empty (a tracked allocation, launcher.py) of a byte that no kernel has
 //              written: such a buffer's flags are copied in at the start of the launch, set by every store
 //              and copied back with the results, so a failed launch leaves them as they were.
-// The atomics, shuffles and votes of cuda_sim.h are not instrumented (no_sanitize_address): they are
-// synchronised by definition.
+// The shuffles and votes of cuda_sim.h are not instrumented (SIM_UNCHECKED): they are synchronised by
+// definition, and their slots are the scheduler's memory.
 namespace sim_rt {
 namespace {
 
@@ -872,6 +875,7 @@ struct Checks {
         unsigned long long epoch = 0, warp_epoch = 0;
         int thread = -1;
         uintptr_t pc = 0;
+        bool atomic = false;
     };
     struct Cell {  // racecheck: the last write and up to two reads of one byte in this barrier interval
         Access write, reads[2];
@@ -1027,12 +1031,12 @@ void check_shared_array(uintptr_t a, size_t size, bool write, uintptr_t pc) {
 }
 
 // Racecheck for one byte: compares this access with the ones earlier in the same barrier interval.
-void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, long long offset) {
+void check_race(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc, int region, long long offset) {
     Checks::Cell& cell = C.cells[a];
     int me = S->running;
     unsigned long long warp_epoch = S->warp_epoch[me / 32];
     auto conflicts = [&](const Checks::Access& other) {
-        if (other.thread < 0 || other.thread == me || other.epoch != S->epoch) return false;
+        if (other.thread < 0 || other.thread == me || other.epoch != S->epoch || (atomic && other.atomic)) return false;
         bool same_warp_synchronised = other.thread / 32 == me / 32 && other.warp_epoch != warp_epoch;
         return !same_warp_synchronised;
     };
@@ -1040,12 +1044,13 @@ void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, 
         std::string hazard = other_write ? (write ? "write after write" : "read after write") : "write after read";
         check_failed(kRacecheck,
                      "race (" + hazard + ") in " + describe_block() + ": thread " + describe_thread(me) + " " +
-                         access_words(size, write) + " and thread " + describe_thread(other.thread) + " " +
-                         (other_write ? "wrote" : "read") + " the same address with no __syncthreads() between them",
+                         (atomic ? "made an atomic update of " + std::to_string(size) + " byte(s)" : access_words(size, write)) +
+                         " and thread " + describe_thread(other.thread) + " " +
+                         (other.atomic ? "updated atomically" : other_write ? "wrote" : "read") + " the same address with no __syncthreads() between them",
                      a, size, write, pc, region, offset, other.thread, other.pc, other_write);
     };
     if (conflicts(cell.write)) report(cell.write, true);
-    Checks::Access now{S->epoch, warp_epoch, me, pc};
+    Checks::Access now{S->epoch, warp_epoch, me, pc, atomic};
     if (write) {
         for (const Checks::Access& read : cell.reads)
             if (conflicts(read)) report(read, false);
@@ -1059,9 +1064,9 @@ void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, 
 
 // Racecheck by 4-byte granule for aligned accesses of 4 bytes or more, else byte by byte (so that threads
 // writing neighbouring chars do not race); a char access overlapping a float one is not compared.
-void check_races(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, long long offset) {
+void check_races(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc, int region, long long offset) {
     size_t step = size >= 4 && a % 4 == 0 ? 4 : 1;
-    for (size_t k = 0; k < size; k += step) check_race(a + k, step, write, pc, region, offset + (long long)k);
+    for (size_t k = 0; k < size; k += step) check_race(a + k, step, write, atomic, pc, region, offset + (long long)k);
 }
 
 // Initcheck for an array argument from sim.empty: a store sets the flags of its bytes, a load of a byte
@@ -1085,7 +1090,19 @@ void check_initialised(CheckedBuffer& buffer, uintptr_t a, size_t size, bool wri
     }
 }
 
-void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
+// A misaligned access (a float4 at a byte offset that is not a multiple of 16) faults on a GPU.
+void check_alignment(uintptr_t a, size_t size, size_t alignment, bool write, uintptr_t pc, int region,
+                     long long offset, const std::string& where) {
+    if (a % alignment == 0) return;
+    check_failed(kMemcheck,
+                 "misaligned " + access_words(size, write) + " at byte offset " + std::to_string(offset) + " of " +
+                     where + " (this access must lie at a multiple of " + std::to_string(alignment) + " bytes) in " +
+                     describe_block() + ", thread " + describe_thread(S->running),
+                 a, size, write, pc, region, offset);
+}
+
+// `alignment`: what a GPU requires of the address (1: nothing). An atomic reads and writes.
+void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t alignment, bool atomic = false) {
     if (S == nullptr || S->running < 0 || S->checks == 0) return;  // S: none before the first launch
     // Which memory: an array argument (or its guard zones), shared memory, or anything else.
     for (size_t b = 0; b < C.buffers.size(); ++b) {
@@ -1098,9 +1115,12 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                              " of an array argument (" + std::to_string(buffer.end - buffer.data) + " bytes) in " +
                              describe_block() + ", thread " + describe_thread(S->running),
                          a, size, write, pc, (int)b, offset);
-        if ((S->checks & kCheckInitcheck) && !buffer.written.empty())
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset, "an array argument");
+        if ((S->checks & kCheckInitcheck) && !buffer.written.empty()) {
+            if (atomic) check_initialised(C.buffers[b], a, size, false, pc, (int)b);
             check_initialised(C.buffers[b], a, size, write, pc, (int)b);
-        if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, (int)b, offset);
+        }
+        if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, (int)b, offset);
         return;
     }
     const ThreadState* state = &S->current;  // what threadIdx and its kin read
@@ -1126,9 +1146,10 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                          a, size, write, pc, -3, (long long)(a - C.tls.start));
         if (S->checks & kCheckMemcheck) check_shared_array(a, size, write, pc);
         size_t first = a - C.tls.start;
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, -3, (long long)first, "shared memory");
         if (S->checks & kCheckInitcheck) {
             for (size_t k = 0; k < size; ++k) {
-                if (write) {
+                if (write && !atomic) {
                     C.shared_written[first + k] = 1;
                 } else if (!C.shared_written[first + k]) {
                     check_failed(kInitcheck,
@@ -1138,9 +1159,10 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                                      describe_thread(S->running),
                                  a, size, write, pc, -3, (long long)first);
                 }
+                if (atomic) C.shared_written[first + k] = 1;
             }
         }
-        if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, -3, (long long)first);
+        if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, -3, (long long)first);
         return;
     }
     if (!(S->checks & kCheckMemcheck)) return;
@@ -1202,29 +1224,46 @@ void start_block_checks() {  // racecheck's cells need no reset: the new epoch m
 }  // namespace
 }  // namespace sim_rt
 
-#define SIM_ASAN_CALLBACKS(size)                                                                                  \
-    extern "C" __attribute__((visibility("hidden"))) void __asan_load##size##_noabort(uintptr_t a) {           \
-        sim_rt::check_access(a, size, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));       \
+namespace sim_rt {
+void atomic_access(void* address, size_t size) {  // cuda_sim.h's atomics, in a checked build
+    check_access(reinterpret_cast<uintptr_t>(address), size, true,
+                 reinterpret_cast<uintptr_t>(__builtin_return_address(0)), size, true);
+}
+}  // namespace sim_rt
+
+// What -fsanitize=thread calls. Only this module's calls bind to these (hidden): no ThreadSanitizer library
+// is linked. g++ calls the _unaligned_ forms where it cannot prove the address aligned to the size: for a
+// struct whose alignment is less than its size (float pairs, 8 bytes aligned to 4), and for a pointer made by
+// arithmetic on a narrower one (`*(int*)(bytes + 1)`). A GPU needs 4-byte alignment for either when it moves
+// 4 bytes or more, so that much is checked; a struct of chars at an odd address is reported too (a GPU would
+// move it byte by byte).
+#define SIM_TSAN_CALLBACKS(size)                                                                                \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_read##size(void* a) {                         \
+        sim_rt::check_access((uintptr_t)a, size, false, (uintptr_t)__builtin_return_address(0), size);         \
     }                                                                                                          \
-    extern "C" __attribute__((visibility("hidden"))) void __asan_store##size##_noabort(uintptr_t a) {          \
-        sim_rt::check_access(a, size, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));        \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_write##size(void* a) {                        \
+        sim_rt::check_access((uintptr_t)a, size, true, (uintptr_t)__builtin_return_address(0), size);          \
+    }                                                                                                          \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_unaligned_read##size(void* a) {               \
+        sim_rt::check_access((uintptr_t)a, size, false, (uintptr_t)__builtin_return_address(0), size >= 4 ? 4 : 1); \
+    }                                                                                                          \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_unaligned_write##size(void* a) {              \
+        sim_rt::check_access((uintptr_t)a, size, true, (uintptr_t)__builtin_return_address(0), size >= 4 ? 4 : 1); \
     }
-SIM_ASAN_CALLBACKS(1)
-SIM_ASAN_CALLBACKS(2)
-SIM_ASAN_CALLBACKS(4)
-SIM_ASAN_CALLBACKS(8)
-SIM_ASAN_CALLBACKS(16)
-extern "C" __attribute__((visibility("hidden"))) void __asan_loadN_noabort(uintptr_t a, size_t size) {
-    sim_rt::check_access(a, size, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+SIM_TSAN_CALLBACKS(1)
+SIM_TSAN_CALLBACKS(2)
+SIM_TSAN_CALLBACKS(4)
+SIM_TSAN_CALLBACKS(8)
+SIM_TSAN_CALLBACKS(16)
+extern "C" __attribute__((visibility("hidden"))) void __tsan_read_range(void* a, size_t size) {
+    sim_rt::check_access((uintptr_t)a, size, false, (uintptr_t)__builtin_return_address(0), 1);
 }
-extern "C" __attribute__((visibility("hidden"))) void __asan_storeN_noabort(uintptr_t a, size_t size) {
-    sim_rt::check_access(a, size, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+extern "C" __attribute__((visibility("hidden"))) void __tsan_write_range(void* a, size_t size) {
+    sim_rt::check_access((uintptr_t)a, size, true, (uintptr_t)__builtin_return_address(0), 1);
 }
-extern "C" __attribute__((visibility("hidden"))) void __asan_handle_no_return() {}
-// Around the dynamic initialisers of a file's globals (<iostream>'s, say): ASan's initialisation-order
-// check, which the simulator does not make.
-extern "C" __attribute__((visibility("hidden"))) void __asan_before_dynamic_init(const char*) {}
-extern "C" __attribute__((visibility("hidden"))) void __asan_after_dynamic_init() {}
+extern "C" __attribute__((visibility("hidden"))) void __tsan_init() {}
+extern "C" __attribute__((visibility("hidden"))) void __tsan_vptr_update(void*, void*) {}
+extern "C" __attribute__((visibility("hidden"))) void __tsan_vptr_read(void*) {}
 
 // assert() in a kernel: glibc's assert macro calls __assert_fail, which would abort the whole process. This
 // module's own definition (hidden, so it binds only the module's calls) ends the launch with an error.
