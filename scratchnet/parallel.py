@@ -26,8 +26,11 @@ Rank 0 alone logs, draws pictures and writes checkpoints; evaluation is sharded 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -72,9 +75,9 @@ class World:
     def allreduce_(self, flat) -> None:
         """Sum ``flat`` (a 1-D array on the model's device) over the ranks, in place."""
 
-    def on_root(self, action: Callable[[], object]) -> None:
-        """Run ``action`` (file writing) on rank 0 only; an error there is raised on every rank."""
-        action()
+    def on_root(self, action: Callable[[], object]):
+        """Run ``action`` (file writing) on rank 0 only; every rank gets its result, or raises its error."""
+        return action()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
@@ -107,17 +110,18 @@ class MpiWorld(World):
             self._nccl = _nccl_communicator(self)
         self._nccl(flat)
 
-    def on_root(self, action: Callable[[], object]) -> None:
+    def on_root(self, action: Callable[[], object]):
         # Every rank learns whether rank 0 failed, and fails alike: none waits forever in a later collective.
-        error = None
+        error = result = None
         if self.is_root:
             try:
-                action()
+                result = action()
             except Exception as e:
                 error = e
-        error = self.comm.bcast(error, root=0)
+        error, result = self.comm.bcast((error, result), root=0)
         if error is not None:
             raise error
+        return result
 
     def abort(self, code: int) -> None:
         """Stop every rank at once (an unexpected error on one rank, which the others cannot know about)."""
@@ -237,9 +241,29 @@ def mpiexec() -> str:
 
 
 def launch(processes: int, module: str, argv: list[str]) -> int:
-    """Run ``python -m module argv`` as ``processes`` MPI ranks on this machine; return its exit status."""
+    """Run ``python -m module argv`` as ``processes`` MPI ranks on this machine; return its exit status.
+
+    ``mpiexec`` dies with this process (see :func:`die_with_parent`): a launcher stopped by SIGTERM or
+    kill -9 takes its ranks with it instead of leaving them to write the run folder unseen.
+    """
     command = [mpiexec(), "-n", str(processes), sys.executable, "-m", module, *argv]
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, preexec_fn=functools.partial(die_with_parent, os.getpid()))
     except KeyboardInterrupt:
         return 130
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent dies
+
+
+def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send ``signum`` to this process when ``parent`` dies (Linux; elsewhere nothing).
+
+    For child processes (``preexec_fn``, or first thing in a worker): kill -9 of the parent cannot be
+    caught, so only the kernel can pass it on. SIGTERM lets mpiexec stop its ranks in turn.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum))
+    if os.getppid() != parent:  # the parent died before the request was made: nothing will come
+        os.kill(os.getpid(), signum)

@@ -52,8 +52,8 @@ from tqdm import tqdm
 import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
-from scratchnet import parallel, plots
-from scratchnet._paths import atomic_write_text, remove_orphans, temp_path
+from scratchnet import parallel, plots, run_folder
+from scratchnet._paths import atomic_write_text
 from scratchnet.checkpoint import (
     BEST,
     LAST,
@@ -70,6 +70,7 @@ from scratchnet.evaluate import Evaluation, evaluate
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
+from scratchnet.run_folder import RunFolderError
 from scratchnet.transfer import is_checkpoint
 from scratchnet.transfer import load_pretrained as load_pretrained_checkpoint
 
@@ -88,10 +89,6 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss or a parameter became NaN or infinite; the message says where and what to try."""
-
-
-class RunFolderError(RuntimeError):
-    """The run folder cannot be used: a file, read-only, full, or holding another run (no --overwrite)."""
 
 
 @dataclass
@@ -174,6 +171,10 @@ class TrainConfig:
             (
                 isinstance(self.workers, int) and self.workers >= 0,
                 f"workers must be an integer >= 0, got {self.workers!r}",
+            ),
+            (
+                self.out is None or bool(str(self.out).strip()),
+                "out (--out) must name a run folder, not an empty string (None: write nothing)",
             ),
             (
                 self.early_stopping is None or self.val_fraction > 0,
@@ -478,7 +479,10 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     dtype = np.dtype(config.dtype)
     resumed = load_checkpoint(config.resume) if config.resume else None
     if config.out:
-        world.on_root(lambda: _claim_run_dir(Path(config.out), config, resumed))
+        claim = functools.partial(
+            run_folder.claim, config.out, overwrite=config.overwrite, resumed_from=resumed and resumed.path
+        )
+        world.on_root(claim)  # locks the folder for this run; train() releases it at the end
     data = load_data(config)
     model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None)
     optimizer, scheduler = make_optimizer(config, model)
@@ -638,8 +642,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     """
     if not parallel.world().is_root:
         log = _silent  # rank 0 alone speaks for a data-parallel run
-    run = prepare(config, log)
-    fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
+    try:
+        run = prepare(config, log)
+        fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
+        return _finish_or_say_where(run, log)
+    finally:
+        run_folder.release(config.out)  # the lock prepare() took: another run may use the folder now
+
+
+def _finish_or_say_where(run: Run, log: Callable[[str], None]) -> TrainResult:
     try:
         return finish(run, log)
     except KeyboardInterrupt:
@@ -749,33 +760,6 @@ def _saved_text(run: Run) -> str:
         f"The last good checkpoint (end of epoch {run.saved_epoch}) is {run.saved_path}; continue with: "
         f"python -m scratchnet.train --resume {run.saved_path}{out}"
     )
-
-
-def _claim_run_dir(run_dir: Path, config: TrainConfig, resumed: Checkpoint | None) -> None:
-    """Create the run folder, or check that this run may write into the existing one.
-
-    A new run refuses a non-empty folder unless ``config.overwrite``; a resumed run writes into its own
-    checkpoint's folder. Leftover temporary files of crashed writers are removed first.
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunFolderError(f"run folder {run_dir} is a file; give --out a folder path")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_orphans(run_dir)
-        probe = temp_path(run_dir / "write-test")
-        probe.touch()
-        probe.unlink()
-    except (FileExistsError, NotADirectoryError):
-        raise RunFolderError(f"cannot create run folder {run_dir}: a part of that path is a file") from None
-    except OSError as e:
-        hint = "give a writable --out for the continued run" if resumed else "give --out a writable folder"
-        raise RunFolderError(f"cannot write into run folder {run_dir} ({e.strerror}); {hint}") from None
-    own_folder = resumed is not None and resumed.path.parent.resolve() == run_dir.resolve()
-    if any(run_dir.iterdir()) and not own_folder and not config.overwrite:
-        raise RunFolderError(
-            f"run folder {run_dir} is not empty (it holds another run); choose a new --out, continue that "
-            f"run with --resume {run_dir}, or replace it with --overwrite"
-        )
 
 
 def _restore_best(run_dir: Path, resumed: Checkpoint, log: Callable[[str], None]) -> None:
@@ -918,10 +902,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.pretrained and "model" not in given and not is_checkpoint(args.pretrained):
         given["model"] = PRETRAINED_MODEL
     config = TrainConfig(**given)
-    if config.out is None:
-        config.out = str(
-            new_run_dir(Path("runs"), f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}")
-        )
+    if config.out is None:  # one default name for all ranks of a data-parallel run, made by rank 0
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{config.dataset}"
+        config.out = str(parallel.world().on_root(lambda: new_run_dir(Path("runs"), name)))
     return config
 
 
@@ -933,6 +916,7 @@ def new_run_dir(parent: Path, name: str) -> Path:
         path = parent / (name if attempt == 1 else f"{name}-{attempt}")
         try:
             path.mkdir()
+            run_folder.created(path)  # a run that fails to start removes it again
             return path
         except FileExistsError:
             continue

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import parallel
+from scratchnet import parallel, run_folder
 from scratchnet.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,3 +277,37 @@ def test_a_file_error_on_rank_0_is_every_rank_s_error(tmp_path):
     done, _ = _train(tmp_path, "file/run", args, processes=2)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_launcher_that_dies_takes_its_ranks_with_it(tmp_path, signum):
+    """kill -9 cannot be caught: mpiexec must learn from the kernel that its launcher is gone."""
+    command = [sys.executable, "-m", "scratchnet.train", "--processes", "2", "--limit-train", "2000"]
+    command += ["--epochs", "100", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    for _ in range(600):  # until epoch 1 is written
+        if metrics.exists() or launcher.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert launcher.poll() is None and metrics.exists()
+    launcher.send_signal(signum)
+    launcher.wait(timeout=60)
+    lock = os.open(tmp_path / "run" / run_folder.LOCK, os.O_RDWR)
+    try:
+        for _ in range(100):  # rank 0 holds the run folder's lock for as long as it lives
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"the ranks still run {signum!r} to their launcher")
+    finally:
+        os.close(lock)
+    epochs = len(metrics.read_text().splitlines())
+    time.sleep(1)
+    assert len(metrics.read_text().splitlines()) == epochs < 100

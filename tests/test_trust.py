@@ -3,13 +3,15 @@ failure or Ctrl-C name a checkpoint that exists. (Attacks on the files themselve
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 
 import numpy as np
 import pytest
 
 import scratchnet.train as T
-from scratchnet import evaluate, get_device
+from scratchnet import evaluate, get_device, run_folder
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
 from scratchnet.layers.loss import topk_correct
 
@@ -133,6 +135,64 @@ def test_default_run_names_are_unique_within_one_second(tmp_path):
         "20260101-000000-lenet5-x-3",
     ]
     assert all(p.is_dir() for p in names)
+
+
+def hold_lock(run_dir):
+    """Lock ``run_dir`` as another running run would (a lock of its own open file: flock conflicts)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / run_folder.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    return fd
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_folder_in_use_is_refused_to_a_new_run_and_to_a_resume(tmp_path, capsys, resume):
+    status, _, _ = train_cli([*TINY, "--out", tmp_path / "run"], capsys)
+    assert status == 0 and not (tmp_path / "run" / run_folder.LOCK).exists()  # released at the end
+    before = (tmp_path / "run" / LAST).read_bytes()
+    fd = hold_lock(tmp_path / "run")
+    try:
+        argv = ["--resume", tmp_path / "run", "--epochs", "2"] if resume else [*TINY, "--overwrite"]
+        status, out, err = train_cli([*argv, "--out", tmp_path / "run", "--no-progress"], capsys)
+    finally:
+        os.close(fd)
+    line = one_error_line(err)
+    assert status == 2 and "in use by another run (process 4242)" in line and "final" not in out
+    assert (tmp_path / "run" / LAST).read_bytes() == before
+
+
+@pytest.mark.parametrize("name", [BEST, "epoch1.npz"])
+def test_resuming_from_an_older_checkpoint_of_its_folder_needs_a_new_out(tmp_path, capsys, name):
+    run = tmp_path / "run"
+    status, _, _ = train_cli([*TINY, "--epochs", "2", "--out", run], capsys)
+    assert status == 0
+    if name != BEST:
+        save_checkpoint(run / name, load_checkpoint(run))
+    last, metrics = (run / LAST).read_bytes(), (run / "metrics.jsonl").read_text()
+    status, out, err = train_cli(["--resume", run / name, "--epochs", "3", "--no-progress"], capsys)
+    assert status == 2 and "--out NEW" in one_error_line(err) and "final" not in out
+    assert (run / LAST).read_bytes() == last and (run / "metrics.jsonl").read_text() == metrics
+    status, out, _ = train_cli(["--resume", run / name, "--epochs", "3", "--out", tmp_path / "new"], capsys)
+    assert status == 0 and load_checkpoint(tmp_path / "new").meta["epoch"] == 3
+    assert (run / LAST).read_bytes() == last
+
+
+def test_an_empty_out_is_refused(capsys):
+    status, out, err = train_cli([*TINY, "--out", ""], capsys)
+    assert status == 2 and "empty" in one_error_line(err) and "final" not in out
+
+
+@pytest.mark.parametrize("out", [["--out", "run"], []])  # named, and the default runs/<time>-...
+def test_a_run_that_fails_to_start_leaves_no_empty_folder(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "no-data").mkdir()
+    argv = [*TINY, "--dataset", "mnist", "--data-dir", "no-data", "--no-download", *out]
+    status, _, err = train_cli(argv, capsys)
+    assert status == 2 and "error:" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-data", "runs"]
+    assert not any((tmp_path / "runs").iterdir())
 
 
 # --- 5. what the messages after Ctrl-C say -----------------------------------------------------------------
