@@ -79,6 +79,10 @@ class World:
         """Run ``action`` (file writing) on rank 0 only; every rank gets its result, or raises its error."""
         return action()
 
+    def allgather(self, value) -> list:
+        """Every rank's ``value`` (a small Python object), in rank order; every rank gets the list."""
+        return [value]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
 
@@ -123,6 +127,9 @@ class MpiWorld(World):
             raise error
         return result
 
+    def allgather(self, value) -> list:
+        return self.comm.allgather(value)
+
     def abort(self, code: int) -> None:
         """Stop every rank at once (an unexpected error on one rank, which the others cannot know about)."""
         sys.stdout.flush()
@@ -131,6 +138,27 @@ class MpiWorld(World):
         # short: without a pause the other ranks' users could see the first line of a traceback and no more.
         time.sleep(0.5)
         self.comm.Abort(code)
+
+
+def check_started_alike(world: World, settings: dict) -> None:
+    """Raise :class:`ParallelError` unless every rank was started with the same ``settings`` (its parsed
+    command line). Called before any other collective: ranks that train different models, or the same
+    model on different data, would otherwise mix them silently or fail in MPI with a message about
+    buffers."""
+    everyone = world.allgather(settings)
+    differing = sorted(
+        {k for other in everyone for k in set(other) | set(settings) if other.get(k) != settings.get(k)}
+    )
+    if not differing:
+        return
+    described = "; ".join(
+        f"{name}: " + ", ".join(f"{other.get(name)!r} on rank {rank}" for rank, other in enumerate(everyone))
+        for name in differing
+    )
+    raise ParallelError(
+        f"the {world.size} processes were started with different settings ({described}); "
+        "start every rank with the same command"
+    )
 
 
 def _nccl_communicator(world: MpiWorld):

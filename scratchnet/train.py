@@ -963,6 +963,7 @@ def _launch_processes(processes: int, argv: list[str]) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     try:
+        parallel.check_started_alike(parallel.world(), vars(args))  # before any other collective
         config = config_from_args(args)
         result = train(config)
     except TrainingDiverged as e:

@@ -311,3 +311,40 @@ def test_a_launcher_that_dies_takes_its_ranks_with_it(tmp_path, signum):
     epochs = len(metrics.read_text().splitlines())
     time.sleep(1)
     assert len(metrics.read_text().splitlines()) == epochs < 100
+
+
+class TwoRanksStartedWith(parallel.World):
+    """Rank 0 of two, whose allgather returns what the ranks were started with."""
+
+    size = 2
+
+    def __init__(self, *settings: dict):
+        self.settings = list(settings)
+
+    def allgather(self, value) -> list:
+        assert value == self.settings[0]
+        return self.settings
+
+
+def test_ranks_started_with_different_settings_are_refused_before_any_step():
+    alike = TwoRanksStartedWith({"lr": 0.02, "model": None}, {"lr": 0.02, "model": None})
+    parallel.check_started_alike(alike, alike.settings[0])
+    unlike = TwoRanksStartedWith({"lr": 0.02, "model": None}, {"lr": 0.2, "model": None})
+    with pytest.raises(parallel.ParallelError, match=r"\(lr: 0.02 on rank 0, 0.2 on rank 1\);") as refused:
+        parallel.check_started_alike(unlike, unlike.settings[0])
+    assert "model" not in str(refused.value)
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, values", [("--lr", ("0.02", "0.2")), ("--limit-train", ("128", "192"))])
+def test_mpiexec_ranks_given_different_flags_exit_2_with_one_error(tmp_path, flag, values):
+    rank = [sys.executable, "-m", "scratchnet.train", "--limit-train", "128", "--limit-test", "64"]
+    rank += ["--epochs", "1", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]
+    command = [parallel.mpiexec(), "-n", "1", *rank, flag, values[0], ":", "-n", "1", *rank, flag, values[1]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "final" not in done.stdout, done.stderr
+    assert len(errors) == 1 and f"{values[0]} on rank 0, {values[1]} on rank 1" in errors[0]
+    assert not (tmp_path / "run").exists()
