@@ -124,9 +124,25 @@ def load_model(path: str | Path, device: str = "cpu", dtype=None):
         dtype = dtype or checkpoint.meta["config"]["dtype"]
         model = models.build(**checkpoint.meta["model_config"], device=device, dtype=dtype)
         model.load_state_dict(checkpoint.params)
+        _check_normalization(checkpoint.meta["normalization"], channels=model.input_shape[0])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{checkpoint.path} does not hold a usable model: {e}") from None
     return model, checkpoint
+
+
+def _check_normalization(normalization: dict, channels: int) -> None:
+    """The input normalization: a finite mean and a finite std > 0 per channel (else every prediction is
+    NaN, or a division by zero)."""
+    for name in ("mean", "std"):
+        values = normalization[name]
+        if not isinstance(values, list) or len(values) != channels:
+            raise ValueError(
+                f"the normalization {name} must be {channels} numbers, one per channel: {values!r}"
+            )
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+            raise ValueError(f"the normalization {name} must be finite numbers, got {values!r}")
+    if min(normalization["std"]) <= 0:
+        raise ValueError(f"the normalization std must be > 0, got {normalization['std']!r}")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -145,9 +145,11 @@ def check_started_alike(world: World, settings: dict) -> None:
     command line). Called before any other collective: ranks that train different models, or the same
     model on different data, would otherwise mix them silently or fail in MPI with a message about
     buffers."""
+    if world.size == 1:
+        return
     everyone = world.allgather(settings)
-    differing = sorted(
-        {k for other in everyone for k in set(other) | set(settings) if other.get(k) != settings.get(k)}
+    differing = sorted(  # compared as text: NaN equals NaN there
+        {k for other in everyone for k in {*other, *settings} if repr(other.get(k)) != repr(settings.get(k))}
     )
     if not differing:
         return

@@ -230,6 +230,55 @@ def test_damaged_checkpoints_are_refused_by_every_command(damage, small_run, tmp
     assert "pickled" not in err
 
 
+def set_in(part: str, key: str, value):
+    def change(arrays, skeleton):
+        skeleton[part][key] = value
+
+    return change
+
+
+def nan_velocity(arrays, skeleton):
+    arrays["optimizer/velocity.conv1.W"] = np.full_like(arrays["optimizer/velocity.conv1.W"], np.nan)
+
+
+# What only a resumed run reads (its SGD and schedule state), and what only evaluate and predict read.
+BAD_OPTIMIZER_STATE = {
+    "momentum 1.5": (set_in("optimizer", "momentum", 1.5), "momentum must be in [0, 1)"),
+    "weight decay -3": (set_in("optimizer", "weight_decay", -3.0), "weight_decay must be"),
+    "lr nan": (set_in("optimizer", "lr", float("nan")), "lr must be"),
+    "nan velocity": (nan_velocity, "velocity.conv1.W holds NaN/inf"),
+    "base_lr nan": (set_in("scheduler", "base_lr", float("nan")), "base_lr must be"),
+    "epoch -1": (set_in("scheduler", "epoch", -1), "epoch must be an integer >= 0"),
+}
+BAD_NORMALIZATION = {
+    "nan mean": ({"mean": [float("nan")], "std": [0.35]}, "finite"),
+    "zero std": ({"mean": [0.28], "std": [0.0]}, "std must be > 0"),
+    "three channels": ({"mean": [0.1, 0.2, 0.3], "std": [1, 1, 1]}, "one per channel"),
+    "a string": ({"mean": "0.28", "std": [0.35]}, "one per channel"),
+}
+
+
+@pytest.mark.parametrize("damage", list(BAD_OPTIMIZER_STATE))
+def test_a_resume_refuses_optimizer_state_out_of_range(damage, small_run, tmp_path, capsys):
+    change, needle = BAD_OPTIMIZER_STATE[damage]
+    (tmp_path / "run").mkdir()
+    rewrite(small_run / LAST, tmp_path / "run" / LAST, change)
+    status, err = call(train, ["--resume", tmp_path / "run", "--epochs", "2", "--no-progress"], capsys)
+    assert_bad_input(status, err, needle, str(tmp_path / "run" / LAST))
+    assert "diverged" not in err
+
+
+@pytest.mark.parametrize("damage", list(BAD_NORMALIZATION))
+def test_evaluate_and_predict_refuse_a_normalization_that_is_not_usable(damage, small_run, tmp_path, capsys):
+    normalization, needle = BAD_NORMALIZATION[damage]
+    bad = rewrite(small_run / LAST, tmp_path / "bad.npz", set_in("meta", "normalization", normalization))
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(image)
+    for module, argv in ((evaluate, ["--checkpoint", bad]), (predict, [image, "--checkpoint", bad])):
+        status, err = call(module, argv, capsys)
+        assert_bad_input(status, err, needle, str(bad))
+
+
 # --- evaluate -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "argv, needle",

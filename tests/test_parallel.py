@@ -329,6 +329,8 @@ class TwoRanksStartedWith(parallel.World):
 def test_ranks_started_with_different_settings_are_refused_before_any_step():
     alike = TwoRanksStartedWith({"lr": 0.02, "model": None}, {"lr": 0.02, "model": None})
     parallel.check_started_alike(alike, alike.settings[0])
+    nan = TwoRanksStartedWith({"lr": float("nan")}, {"lr": float("nan")})  # NaN != NaN, yet alike
+    parallel.check_started_alike(nan, nan.settings[0])
     unlike = TwoRanksStartedWith({"lr": 0.02, "model": None}, {"lr": 0.2, "model": None})
     with pytest.raises(parallel.ParallelError, match=r"\(lr: 0.02 on rank 0, 0.2 on rank 1\);") as refused:
         parallel.check_started_alike(unlike, unlike.settings[0])
