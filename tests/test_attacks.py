@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from scratchnet import _paths
+from scratchnet import _paths, predict
 from scratchnet import train as T
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from scratchnet.data import cifar, download, idx
@@ -435,3 +435,28 @@ def test_a_256_megapixel_image_in_a_folder_dataset_is_refused(tmp_path):
     folder = ImageFolder(tmp_path, split="train", image_size=8)
     with pytest.raises(DatasetError, match="decompression bomb"):
         folder.decode(0)
+
+
+# --- only pixel formats are decoded ----------------------------------------------------------------------
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n0 0 moveto 8 8 lineto stroke\n%%EOF\n"
+
+
+def test_an_eps_file_named_png_is_refused_without_running_ghostscript(tmp_path, monkeypatch, capsys):
+    from PIL import EpsImagePlugin
+
+    ran = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: ran.append(args))
+    (tmp_path / "photo.png").write_bytes(EPS)
+    with pytest.raises(ValueError, match="photo.png is not a PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM"):
+        read_image(tmp_path / "photo.png", "L")
+    run = run_tiny(tmp_path / "run").run_dir
+    status = predict.main([str(tmp_path / "photo.png"), "--checkpoint", str(run)])
+    err = capsys.readouterr().err
+    assert status == 2 and "photo.png is not a PNG" in err and "Traceback" not in err
+    assert ran == []
+
+
+@pytest.mark.parametrize("format_", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM"])
+def test_every_pixel_format_is_still_decoded(tmp_path, format_):
+    Image.new("L", (5, 3), 200).save(tmp_path / "x", format=format_)
+    assert read_image(tmp_path / "x", "L").size == (5, 3)

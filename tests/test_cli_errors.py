@@ -332,7 +332,7 @@ PREDICT_BAD = {
     "fifo": (fifo, "not a regular file"),
     "bomb": (bomb, "pixels"),
     "missing": (lambda p: p, "no image file"),
-    "text": (lambda p: p.write_text("hello") and p, "not an image"),
+    "text": (lambda p: p.write_text("hello") and p, "not a PNG, JPEG"),
 }
 
 

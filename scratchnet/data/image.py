@@ -7,9 +7,14 @@ never by the image's own minimum and maximum (that would make a dark photo and a
     16-bit grey (I;16, or I)       v / 257      (65535 -> 255; a 16-bit value outside 0..65535 is refused)
     32-bit float grey (F)          v * 255      (values must lie in [0, 1]: anything else is refused)
 
+Only the formats in ``FORMATS`` are decoded, whatever the file's name says. Pillow picks its decoder by
+the file's content, and some of its decoders run other programs: an EPS file named ``photo.png`` would
+make it run Ghostscript on the file's PostScript. Anything else is refused as not an image.
+
 Refused with a ValueError that names the file: something that is not a regular file (a folder, a FIFO,
-which would block forever), a file Pillow cannot identify or fully decode (a truncated JPEG), and an image
-of more than ``MAX_PIXELS`` pixels (a decompression bomb: a small file that decodes to gigabytes).
+which would block forever), a file in none of ``FORMATS`` or one Pillow cannot fully decode (a truncated
+JPEG), and an image of more than ``MAX_PIXELS`` pixels (a decompression bomb: a small file that decodes
+to gigabytes).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = 89_478_485  # Pillow's own warning threshold (Image.MAX_IMAGE_PIXELS), 1/4 GiB of RGBA
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# Pillow's names of the decoders used, all of them pure pixel formats (PPM: .ppm and .pgm files).
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 def read_image(path: str | Path, mode: str) -> Image.Image:
@@ -34,7 +41,7 @@ def read_image(path: str | Path, mode: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=FORMATS) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ValueError(
@@ -46,7 +53,10 @@ def read_image(path: str | Path, mode: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ValueError(f"{path} is too large to decode safely (a decompression bomb?): {err}") from None
     except UnidentifiedImageError:
-        raise ValueError(f"{path} is not an image Pillow can read") from None
+        raise ValueError(
+            f"{path} is not a PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM image (the formats scratchnet "
+            "decodes, whatever the file name says)"
+        ) from None
     except OSError as err:  # truncated or corrupt data
         raise ValueError(f"cannot decode image {path}: {err}") from None
 
