@@ -489,3 +489,33 @@ def test_one_changed_byte_in_a_trained_checkpoint_is_loaded_or_refused_clearly(t
         except CheckpointError:
             outcomes["refused"] += 1
     print(f"{MUTATIONS} one-byte mutations of a {len(raw):,}-byte checkpoint: {outcomes}, no other error")
+
+
+# --- damaged files found by fuzzing, kept as regression cases -------------------------------------------
+def png_with_two_idat_chunks() -> bytes:
+    """A noisy 200x200 RGB PNG: Pillow splits its pixel data into more than one IDAT chunk."""
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_png_whose_second_idat_chunk_is_broken_is_refused(tmp_path, capsys):
+    raw = bytearray(png_with_two_idat_chunks())
+    second = raw.index(b"IDAT", raw.index(b"IDAT") + 4)
+    raw[second] = 0  # Pillow: SyntaxError("broken PNG file")
+    (tmp_path / "broken.png").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="cannot decode image .*broken.png"):
+        read_image(tmp_path / "broken.png", "RGB")
+    run = run_tiny(tmp_path / "run").run_dir
+    status = predict.main([str(tmp_path / "broken.png"), "--checkpoint", str(run)])
+    err = capsys.readouterr().err
+    assert status == 2 and "broken.png" in err and "Traceback" not in err
+
+
+def test_a_cifar_batch_with_an_unknown_text_codec_is_refused(tmp_path):
+    raw = valid_cifar_batch()
+    assert b"latin1" in raw  # NumPy pickles an array's bytes as text in this codec
+    (tmp_path / "data_batch_1").write_bytes(raw.replace(b"latin1", b"Xatin1"))  # LookupError
+    with pytest.raises(DatasetError, match="data_batch_1 cannot be read"):
+        cifar.read_batch(tmp_path / "data_batch_1")
