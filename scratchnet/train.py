@@ -76,6 +76,7 @@ from scratchnet.transfer import load_pretrained as load_pretrained_checkpoint
 
 SCHEDULES = ("none", "step", "cosine")
 DTYPES = ("float32", "float64")
+MAX_IMAGE_SIZE = 1024  # pixels a side: 1024 x 1024 x 3 float32 is 12 MB an image, already a lot for NumPy
 PRETRAINED_MODEL = "alexnet-torchvision"  # the architecture torchvision's AlexNet weights fit
 # What a resumed run may change; everything else comes from the checkpoint, so the run stays the same run.
 RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "workers", "overwrite")
@@ -171,6 +172,10 @@ class TrainConfig:
             (
                 isinstance(self.workers, int) and self.workers >= 0,
                 f"workers must be an integer >= 0, got {self.workers!r}",
+            ),
+            (
+                self.image_size is None or self.image_size <= MAX_IMAGE_SIZE,
+                f"image_size must be at most {MAX_IMAGE_SIZE}, got {self.image_size!r}",
             ),
             (
                 self.out is None or bool(str(self.out).strip()),
@@ -971,6 +976,8 @@ def _main(args: argparse.Namespace) -> int:
     except (ValueError, RunFolderError, DeviceError, DatasetError, OSError, parallel.ParallelError) as e:
         # ValueError: ConfigError and CheckpointError; OSError: a file or folder the system refused
         return _fail(e)
+    except MemoryError as e:  # sizes no check foresaw (a huge dataset, a batch too large for this machine)
+        return _fail(f"not enough memory: {e or 'an allocation failed'}; try smaller images or batches")
     except KeyboardInterrupt:
         return 130
     if parallel.world().is_root:

@@ -81,6 +81,8 @@ TRAIN_BAD_FLAGS = [
     (["--no-such-flag"], "unrecognized arguments"),
     (["--limit-train", "1"], "empty train or validation part"),  # too small to split
     (["--dataset", "folder"], "--data-dir"),
+    (["--classes", "0-99999999999999"], "99999999999999 is not in 0..9"),  # refused before listing the range
+    (["--model", "resnet20-cifar", "--image-size", "1000000"], "image_size must be at most 1024"),
 ]
 
 
@@ -91,6 +93,21 @@ def test_train_refuses_bad_flag_values(argv, needle, tmp_path, capsys):
     status, err = call(train, [*TINY, "--out", tmp_path / "run", *argv], capsys)
     assert_bad_input(status, err, needle)
     assert not (tmp_path / "run" / LAST).exists()
+
+
+def test_a_long_class_range_gives_a_short_error_line(tmp_path, capsys):
+    status, err = call(train, [*TINY, "--out", tmp_path / "run", "--classes", "0-9999999"], capsys)
+    assert_bad_input(status, err, "9999999 is not in 0..9")
+    assert len(err) < 200
+
+
+def test_running_out_of_memory_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def too_large(config):
+        raise MemoryError("Unable to allocate 3.64 TiB for an array with shape (1000000, 1000000)")
+
+    monkeypatch.setattr(train, "load_data", too_large)
+    status, err = call(train, [*TINY, "--out", tmp_path / "run"], capsys)
+    assert_bad_input(status, err, "not enough memory: Unable to allocate 3.64 TiB")
 
 
 def test_resume_of_a_missing_checkpoint(tmp_path, capsys):
