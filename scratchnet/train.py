@@ -605,6 +605,8 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
         ) from None
     except OSError as e:  # writing the run folder failed: full disk, folder made read-only, ...
         raise RunFolderError(f"cannot write the run folder {run.run_dir}: {e}. " + _saved_text(run)) from None
+    except DatasetError as e:  # a file that went bad during the run, a loader worker that was killed
+        raise DatasetError(f"{e}. " + _saved_text(run)) from None
     except KeyboardInterrupt:
         log(f"\ninterrupted during epoch {epoch}. " + _saved_text(run))
         raise

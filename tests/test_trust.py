@@ -83,6 +83,21 @@ def test_a_run_that_diverges_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, c
         assert all(np.isfinite(p).all() for p in saved.params.values())
 
 
+def test_a_dataset_failure_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, capsys, monkeypatch):
+    real_train_epoch = T.train_epoch
+
+    def train_epoch(*args, epoch, **kwargs):
+        if epoch == 2:
+            raise T.DatasetError("a data loader worker process died while preparing batches")
+        return real_train_epoch(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(T, "train_epoch", train_epoch)
+    status, _, err = train_cli([*TINY, "--epochs", "2", "--out", tmp_path / "run"], capsys)
+    line = one_error_line(err)
+    assert status == 2 and line.count("worker process died") == 1
+    assert "end of epoch 1" in line and f"--resume {tmp_path / 'run' / LAST}" in line
+
+
 def test_evaluate_refuses_a_diverged_checkpoint(tmp_path, capsys):
     T.train(
         T.TrainConfig(out=str(tmp_path), limit_train=70, limit_test=32, progress=False, plots=False), log=str
