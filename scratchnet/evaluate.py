@@ -203,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({args.checkpoint})")
     print(report(result, classes))
     if args.confusion:
-        plots.plot_confusion(result.confusion, classes, args.confusion)
-        print(f"confusion matrix saved to {args.confusion}")
+        try:
+            saved = plots.plot_confusion(result.confusion, classes, args.confusion)
+        except (ValueError, OSError) as e:
+            return fail(f"the evaluation above is complete, but the confusion matrix was not saved: {e}")
+        print(f"confusion matrix saved to {saved}")
     return 0
 
 

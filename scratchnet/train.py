@@ -637,7 +637,10 @@ def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
         stopped_early=run.stop_reason is not None,
     )
     if run.run_dir is not None and config.plots:
-        run.world.on_root(lambda: _write_plots(run.run_dir, result, data.classes))
+        try:
+            run.world.on_root(lambda: _write_plots(run.run_dir, result, data.classes))
+        except (OSError, ValueError) as e:  # a full disk, a name Matplotlib refuses: the run itself is kept
+            log(f"warning: the pictures of {run.run_dir} were not all drawn ({e}); its checkpoints are saved")
     return result
 
 

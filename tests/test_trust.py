@@ -3,12 +3,14 @@ failure or Ctrl-C name a checkpoint that exists. (Attacks on the files themselve
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import scratchnet.train as T
 from scratchnet import evaluate, get_device, run_folder
@@ -208,6 +210,51 @@ def test_a_run_that_fails_to_start_leaves_no_empty_folder(tmp_path, capsys, monk
     assert status == 2 and "error:" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no-data", "runs"]
     assert not any((tmp_path / "runs").iterdir())
+
+
+# --- a finished run is kept when its pictures fail ------------------------------------------------------
+def test_class_folders_named_like_matplotlib_math_are_drawn_as_text(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("$x^$", "plain"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(6):
+                pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / name / f"{i}.png")
+    argv = ["--dataset", "folder", "--data-dir", tmp_path / "data", "--image-size", "28", "--epochs", "1"]
+    status, out, err = train_cli([*argv, "--no-progress", "--out", tmp_path / "run"], capsys)
+    assert status == 0 and "final test_accuracy" in out and "warning" not in out, err
+    assert (tmp_path / "run" / "confusion.png").stat().st_size > 0
+
+
+def test_a_full_disk_at_the_pictures_keeps_the_result(tmp_path, capsys, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(T.plots, "plot_curves", full)
+    status, out, _ = train_cli([*TINY[:-1], "--out", tmp_path / "run"], capsys)  # (TINY without --no-plots)
+    assert status == 0 and out.splitlines()[-1].startswith("final test_accuracy=")
+    assert "warning: the pictures of" in out and "No space left on device" in out
+    assert load_checkpoint(tmp_path / "run").meta["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "target, needle", [("missing/c.png", "does not exist"), ("c.xyz", "cannot save a picture as c.xyz")]
+)
+def test_evaluate_confusion_to_an_unusable_path_is_one_error(tmp_path, capsys, monkeypatch, target, needle):
+    T.train(T.TrainConfig(out=str(tmp_path / "run"), **SMALL), log=str)
+    monkeypatch.chdir(tmp_path)
+    status = evaluate.main(["--checkpoint", "run", "--limit-test", "32", "--confusion", target])
+    out, err = capsys.readouterr()
+    assert status == 2 and needle in one_error_line(err) and "top-1 accuracy" in out
+
+
+def test_evaluate_confusion_without_a_suffix_names_the_png_it_wrote(tmp_path, capsys, monkeypatch):
+    T.train(T.TrainConfig(out=str(tmp_path / "run"), **SMALL), log=str)
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main(["--checkpoint", "run", "--limit-test", "32", "--confusion", "r1"]) == 0
+    assert "confusion matrix saved to r1.png" in capsys.readouterr().out
+    assert (tmp_path / "r1.png").is_file() and not (tmp_path / "r1").exists()
 
 
 # --- 5. what the messages after Ctrl-C say -----------------------------------------------------------------
