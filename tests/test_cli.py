@@ -139,7 +139,8 @@ def test_predict_reads_image_files(trained_run, tmp_path, capsys):
     )
     assert status == 0, err
     lines = out.splitlines()
-    assert lines[0] == str(paths[0]) and lines[4] == str(paths[1])
+    assert lines[0] == str(paths[0])  # already the model's size: nothing to say
+    assert lines[4] == f"{paths[1]}  (resized from 56x56 to the model's 28x28 grey)"
     probabilities = [float(line.split()[0]) for line in lines[1:4]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
     status, _, err = call(predict, tmp_path / "missing.png", "--checkpoint", trained_run, capsys=capsys)

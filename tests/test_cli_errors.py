@@ -434,6 +434,23 @@ def test_predict_top_must_be_between_1_and_the_number_of_classes(top, small_run,
     assert_bad_input(status, err, "--top")
 
 
+def test_predict_lists_every_class_of_a_model_with_fewer_than_5(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main(["--out", str(run), "--epochs", "1", "--classes", "0-2", *TINY]) == 0
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(image)
+    capsys.readouterr()
+    assert predict.main([str(image), "--checkpoint", str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(image) and len(out) == 4  # the path, then its 3 classes
+
+
+def test_pretrained_help_is_help(capsys):
+    assert pretrained.main(["--help"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: python -m scratchnet.pretrained") and not err
+
+
 # --- pretrained weights -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "content", [b"", b"\x80\x04 not a pickle at all" * 50, b"PK\x03\x04 broken zip" * 20]
