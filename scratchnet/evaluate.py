@@ -18,6 +18,7 @@ from tqdm import tqdm
 import scratchnet.data as D
 from scratchnet import plots
 from scratchnet.checkpoint import load_model
+from scratchnet.data.classes import parse_classes, select_classes
 from scratchnet.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
@@ -125,8 +126,12 @@ def evaluate_checkpoint(
     model, checkpoint = load_model(path, device=device)
     meta, config = checkpoint.meta, checkpoint.meta["config"]
     name = dataset or config["dataset"]
+    selection = config.get("classes")  # a run trained on some classes (--classes) is tested on those
     if name in KNOWN_CLASSES:  # refused before any file is looked for (or downloaded)
-        _check_classes(name, KNOWN_CLASSES[name], meta["classes"], config["dataset"])
+        known = KNOWN_CLASSES[name]
+        if selection:
+            known = [known[i] for i in parse_classes(selection, len(known))]
+        _check_classes(name, known, meta["classes"], config["dataset"])
     if dataset is None:  # the run's own dataset: also its folder, unless another is given
         data_dir = data_dir or config["data_dir"]
     data = D.load_dataset(
@@ -136,6 +141,7 @@ def evaluate_checkpoint(
         download=config["download"],
         image_size=meta["input_shape"][-1],
     )
+    data = select_classes(data, selection)
     _check_classes(name, data.classes, meta["classes"], config["dataset"])
     if tuple(data.shape) != tuple(meta["input_shape"]):
         raise DatasetError(
@@ -158,9 +164,9 @@ def _check_classes(name: str, classes: list[str], trained: list[str], trained_on
 def report(result: Evaluation, classes: list[str]) -> str:
     """The metrics and the per-class table as text."""
     width = max(len("class"), *(len(c) for c in classes))
+    top5 = f"top-5 accuracy {result.top5:.4f}  " if len(classes) > 5 else ""  # (always 1 with 5 or fewer)
     lines = [
-        f"images {result.images}  top-1 accuracy {result.accuracy:.4f}  top-5 accuracy {result.top5:.4f}  "
-        f"loss {result.loss:.4f}",
+        f"images {result.images}  top-1 accuracy {result.accuracy:.4f}  {top5}loss {result.loss:.4f}",
         "",
         f"{'class':<{width}}  accuracy  images",
     ]

@@ -213,8 +213,10 @@ class TrainResult:
         """The run's summary as key=value pairs; the command line prints it last."""
         line = (
             f"final test_accuracy={self.test_accuracy:.4f} test_loss={self.test_loss:.4f} "
-            f"epochs={self.epochs} seconds={self.seconds:.1f} top5={self.test_top5:.4f}"
+            f"epochs={self.epochs} seconds={self.seconds:.1f}"
         )
+        if len(self.test.confusion) > 5:  # with 5 classes or fewer top-5 is always right: not worth a word
+            line += f" top5={self.test_top5:.4f}"
         return line + (f" run_dir={self.run_dir}" if self.run_dir else "")
 
 

@@ -434,13 +434,32 @@ def test_predict_top_must_be_between_1_and_the_number_of_classes(top, small_run,
     assert_bad_input(status, err, "--top")
 
 
-def test_predict_lists_every_class_of_a_model_with_fewer_than_5(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert train.main(["--out", str(run), "--epochs", "1", "--classes", "0-2", *TINY]) == 0
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("three") / "run"
+    assert train.main(["--out", str(out), "--epochs", "1", "--classes", "7,0-1", *TINY]) == 0
+    return out
+
+
+def test_a_three_class_run_prints_no_top5(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "run"), "--epochs", "1", "--classes", "0-2", *TINY]
+    assert train.main(argv) == 0
+    final = capsys.readouterr().out.splitlines()[-1]
+    assert final.startswith("final test_accuracy=") and "top5" not in final
+
+
+def test_evaluate_tests_a_class_selection_on_its_classes(three_class_run, capsys):
+    status = evaluate.main(["--checkpoint", str(three_class_run), "--limit-test", "64"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    rows = [line.split()[0] for line in out.splitlines()[4:]]  # after the title, metrics, blank, header
+    assert rows == ["Sneaker", "T-shirt/top", "Trouser"] and "top-5" not in out
+
+
+def test_predict_lists_every_class_of_a_model_with_fewer_than_5(three_class_run, tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.new("L", (28, 28)).save(image)
-    capsys.readouterr()
-    assert predict.main([str(image), "--checkpoint", str(run)]) == 0
+    assert predict.main([str(image), "--checkpoint", str(three_class_run)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == str(image) and len(out) == 4  # the path, then its 3 classes
 
