@@ -79,7 +79,7 @@ DTYPES = ("float32", "float64")
 MAX_IMAGE_SIZE = 1024  # pixels a side: 1024 x 1024 x 3 float32 is 12 MB an image, already a lot for NumPy
 PRETRAINED_MODEL = "alexnet-torchvision"  # the architecture torchvision's AlexNet weights fit
 # What a resumed run may change; everything else comes from the checkpoint, so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "workers", "overwrite")
+RESUME_OVERRIDES = ("epochs", "device", "progress", "plots", "out", "workers", "overwrite", "data_dir")
 # What a checkpoint's meta must hold to continue a run from it.
 RESUME_META = ("epoch", "config", "model_config", "dropout_rng_calls", "history", "best", "bad_epochs")
 
@@ -897,6 +897,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if value is not None and name in TrainConfig.__dataclass_fields__
     }
     given.pop("resume", None)
+    for name in ("data_dir", "pretrained"):  # stored absolute: a resume from another folder finds them
+        if given.get(name):
+            given[name] = str(Path(given[name]).resolve())
     given["progress"] = not args.no_progress
     given["plots"] = not args.no_plots
     if args.no_download:

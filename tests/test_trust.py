@@ -212,15 +212,37 @@ def test_a_run_that_fails_to_start_leaves_no_empty_folder(tmp_path, capsys, monk
     assert not any((tmp_path / "runs").iterdir())
 
 
+def test_a_run_resumes_from_another_folder_and_its_data_may_move(tmp_path, capsys, monkeypatch):
+    image_folder(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--dataset", "folder", "--data-dir", "data", "--image-size", "28", "--out", "run"]
+    status, _, err = train_cli([*argv, "--epochs", "1", "--no-progress", "--no-plots"], capsys)
+    assert status == 0, err
+    monkeypatch.chdir(tmp_path / "run")  # "data" means nothing here
+    status, _, err = train_cli(["--resume", ".", "--epochs", "2", "--no-progress", "--no-plots"], capsys)
+    assert status == 0, err
+    (tmp_path / "data").rename(tmp_path / "moved")
+    again = ["--resume", ".", "--epochs", "3", "--data-dir", tmp_path / "moved", "--no-progress"]
+    status, _, err = train_cli(again, capsys)
+    assert status == 0, err
+    assert load_checkpoint(tmp_path / "run").meta["config"]["data_dir"] == str(tmp_path / "moved")
+
+
 # --- a finished run is kept when its pictures fail ------------------------------------------------------
-def test_class_folders_named_like_matplotlib_math_are_drawn_as_text(tmp_path, capsys):
+def image_folder(root, class_names=("a", "b")):
+    """train/ and test/ with 6 random 28x28 grey PNGs per class."""
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
-        for name in ("$x^$", "plain"):
-            (tmp_path / "data" / split / name).mkdir(parents=True)
+        for name in class_names:
+            (root / split / name).mkdir(parents=True)
             for i in range(6):
                 pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-                Image.fromarray(pixels).save(tmp_path / "data" / split / name / f"{i}.png")
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_class_folders_named_like_matplotlib_math_are_drawn_as_text(tmp_path, capsys):
+    image_folder(tmp_path / "data", ("$x^$", "plain"))
     argv = ["--dataset", "folder", "--data-dir", tmp_path / "data", "--image-size", "28", "--epochs", "1"]
     status, out, err = train_cli([*argv, "--no-progress", "--out", tmp_path / "run"], capsys)
     assert status == 0 and "final test_accuracy" in out and "warning" not in out, err
