@@ -138,7 +138,7 @@ def test_resume_can_extend_a_finished_run(tmp_path):
 
 
 def test_resume_refuses_to_change_the_run():
-    with pytest.raises(ValueError, match="only epochs, .*, overwrite can change, not lr"):
+    with pytest.raises(ValueError, match="only epochs, .*, data_dir can change, not lr"):
         T.resume_config("anything.npz", lr=0.1)
 
 
