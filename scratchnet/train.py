@@ -71,7 +71,7 @@ from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.layers.loss import topk_correct
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
 from scratchnet.run_folder import RunFolderError
-from scratchnet.transfer import is_checkpoint
+from scratchnet.transfer import check_pretrained_path, is_checkpoint, pretrained_checkpoint_path
 from scratchnet.transfer import load_pretrained as load_pretrained_checkpoint
 
 SCHEDULES = ("none", "step", "cosine")
@@ -287,9 +287,16 @@ def load_data(config: TrainConfig) -> Data:
 
 
 # --- model and optimizer -----------------------------------------------------------------------------
-def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: int, load_pretrained=True):
+def build_model(
+    config: TrainConfig,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    load_pretrained=True,
+    log: Callable[[str], None] = lambda line: None,
+):
     """The model of ``config`` for images of ``shape`` (C, H, W); with ``pretrained``, torchvision's
-    ImageNet weights and a new, randomly initialised classifier for ``num_classes``."""
+    ImageNet weights and a new, randomly initialised classifier for ``num_classes``, or a checkpoint's
+    weights (``log`` says which file, and which layers start fresh)."""
     channels, height, _ = shape
     options = dict(in_channels=channels, device=config.device, dtype=config.dtype)
     if "input_size" in inspect.signature(M.MODELS[config.model]).parameters:
@@ -300,6 +307,7 @@ def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: i
         except (OSError, KeyError, ValueError, ImportError) as e:
             raise ConfigError(f"cannot use the pretrained weights {config.pretrained}: {e}") from None
         model.replace_classifier(num_classes, seed=config.seed)
+        log(f"pretrained: torchvision's AlexNet weights from {config.pretrained}; a new classifier")
     else:
         try:
             model = M.build(config.model, num_classes=num_classes, seed=config.seed, **options)
@@ -309,7 +317,9 @@ def build_model(config: TrainConfig, shape: tuple[int, int, int], num_classes: i
                 "resize them with --image-size 28 (image_size in TrainConfig) or choose another model"
             ) from None
     if config.pretrained and load_pretrained and is_checkpoint(config.pretrained):
-        load_pretrained_checkpoint(model, config.pretrained)  # same architecture; a new class count: fresh fc
+        fresh = load_pretrained_checkpoint(model, config.pretrained)  # a new class count: a fresh last layer
+        kept = f"every layer but {', '.join(fresh)} (new classes)" if fresh else "every layer"
+        log(f"pretrained: {kept} from {pretrained_checkpoint_path(config.pretrained)}")
     if tuple(model.input_shape) != tuple(shape):
         raise ConfigError(
             f"model {config.model} takes images of shape {tuple(model.input_shape)}, but {config.dataset} "
@@ -491,7 +501,7 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
         )
         world.on_root(claim)  # locks the folder for this run; train() releases it at the end
     data = load_data(config)
-    model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None)
+    model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None, log=log)
     optimizer, scheduler = make_optimizer(config, model)
     loader = D.DataLoader(
         data.train,
@@ -537,6 +547,8 @@ def prepare(config: TrainConfig, log: Callable[[str], None] = print) -> Run:
     )
     if world.size > 1:
         log(f"data parallel: {world.size} processes, {parallel.blas_threads(world)} BLAS thread(s) each")
+    if config.freeze:
+        log(f"frozen: only the classifier is trained ({', '.join(optimizer.keys)})")
     if run.run_dir is not None:
         world.on_root(lambda: _write_json(run.run_dir / "config.json", dataclasses.asdict(config)))
         log(f"run folder: {run.run_dir}")
@@ -914,6 +926,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             flags = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
             raise ValueError(f"a resumed run keeps its configuration; {flags} cannot be changed")
         return resume_config(path, **overrides)
+    if args.pretrained:
+        check_pretrained_path(args.pretrained)  # a missing or broken file is not "torchvision's weights"
     if args.pretrained and "model" not in given and not is_checkpoint(args.pretrained):
         given["model"] = PRETRAINED_MODEL
     config = TrainConfig(**given)
