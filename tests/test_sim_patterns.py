@@ -148,3 +148,35 @@ def test_kernels_are_real_cuda_for_nvrtc(source):
         source, ["gemm_float4<8>"] if "gemm" in source else [], "sm_80", ["-std=c++17", *options]
     )
     assert result.log == ""
+
+
+CALLS_THAT_END_THE_PROCESS = r"""
+#include <csignal>
+#include <cstdlib>
+#include <unistd.h>
+extern "C" __global__ void calls(int* result, int which, const char* marker) {
+    if (threadIdx.x != 3) return;
+    switch (which) {
+        case 0: abort();
+        case 1: std::exit(3);
+        case 2: _exit(4);
+        case 3: result[0] = raise(SIGTERM); break;
+        case 4: result[0] = kill(getpid(), SIGKILL); break;
+        case 5: result[0] = std::system(marker); break;
+    }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "which, call", list(enumerate(["abort", "exit", "_exit", "raise", "kill", "system"]))
+)
+def test_a_kernel_cannot_end_signal_or_command_the_process(tmp_path, which, call):
+    module = sim.load_module(CALLS_THAT_END_THE_PROCESS, [], filename="calls.cu")
+    marker = np.frombuffer(f"touch {tmp_path / 'ran'}".encode() + b"\0", np.int8)
+    arguments = (np.zeros(1, np.int32), np.int32(which), marker)
+    message = rf"{call}\(\) was called in block \(0,0,0\), thread \(3,0,0\): a simulated kernel may not end"
+    with pytest.raises(KernelLaunchError, match=message):
+        module.get_function("calls")((1,), (8,), arguments)
+    assert not (tmp_path / "ran").exists()
+    module.get_function("calls")((1,), (8,), (np.zeros(1, np.int32), np.int32(99), marker))  # still alive

@@ -1171,6 +1171,37 @@ extern "C" __attribute__((visibility("hidden"), noreturn)) void __assert_fail(co
     sim_rt::trap((std::string("assertion `") + assertion + "` failed").c_str(), file, (int)line);
 }
 
+// abort(), exit(), system(), raise() and kin in a kernel would end, signal or command the whole Python
+// process. This module's own definitions (hidden, like __assert_fail's) end the launch with an error instead.
+// What cannot be intercepted this way: a raw system call (syscall(), inline assembly) and a library the
+// kernel loads itself.
+namespace sim_rt {
+[[noreturn]] void refuse_call(const char* call) {
+    fail(kTrap,
+         std::string(call) + " was called in " + describe_block() + ", thread " + describe_thread(S->running) +
+             ": a simulated kernel may not end, signal or command the process",
+         S->running);
+    siglongjmp(S->crash_jump, kTrapped);
+}
+}  // namespace sim_rt
+
+// (.hidden as well as the attribute: libstdc++ declares abort and exit with default visibility first, which
+// the attribute alone cannot undo, and the kernel's calls would then reach libc's.)
+#define SIM_REFUSED(result, name, parameters)                                                    \
+    __asm__(".hidden " #name);                                                                   \
+    extern "C" __attribute__((visibility("hidden"), noreturn)) result name parameters noexcept { \
+        sim_rt::refuse_call(#name "()");                                                         \
+    }
+SIM_REFUSED(void, abort, ())
+SIM_REFUSED(void, exit, (int))
+SIM_REFUSED(void, _exit, (int))
+SIM_REFUSED(void, _Exit, (int))
+SIM_REFUSED(void, quick_exit, (int))
+SIM_REFUSED(int, system, (const char*))
+SIM_REFUSED(int, raise, (int))
+SIM_REFUSED(int, kill, (pid_t, int))
+#undef SIM_REFUSED
+
 // ---- the C interface that launcher.py calls through ctypes -----------------------------------------------
 SIM_EXPORT int sim_kernel_count() { return sim_rt::kernel_count(); }
 
