@@ -228,6 +228,20 @@ def test_a_run_resumes_from_another_folder_and_its_data_may_move(tmp_path, capsy
     assert load_checkpoint(tmp_path / "run").meta["config"]["data_dir"] == str(tmp_path / "moved")
 
 
+def test_an_image_folder_with_an_empty_test_split_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    image_folder(tmp_path / "data")
+    (tmp_path / "data" / "test").rename(tmp_path / "old-test")
+    (tmp_path / "data" / "val").mkdir()  # the test split falls back to val/, which is empty
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(T, "train_epoch", no_training)
+    argv = ["--dataset", "folder", "--data-dir", tmp_path / "data", "--image-size", "28", "--no-progress"]
+    status, _, err = train_cli([*argv, "--out", tmp_path / "run"], capsys)
+    assert status == 2 and "holds no images" in one_error_line(err)
+
+
 # --- a finished run is kept when its pictures fail ------------------------------------------------------
 def image_folder(root, class_names=("a", "b")):
     """train/ and test/ with 6 random 28x28 grey PNGs per class."""
