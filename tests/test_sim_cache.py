@@ -105,3 +105,17 @@ def test_orphan_build_folders_are_removed_but_live_ones_spared(cache):
     assert not orphan.exists() and live.exists()
     compiler.remove_orphan_builds(cache)
     assert live.exists()
+
+
+def test_an_unwritable_cache_is_named_not_blamed_on_the_run_folder(tmp_path, monkeypatch, capsys):
+    from scratchnet import train
+
+    (tmp_path / "file").write_text("a regular file: nothing can be created under it")
+    monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "file" / "cache"))
+    argv = ["--device", "sim", "--limit-train", "70", "--limit-test", "32", "--epochs", "1", "--no-progress"]
+    status = train.main([*argv, "--no-plots", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and "Traceback" not in err
+    assert f"the simulator cannot write its build cache {tmp_path / 'file' / 'cache'}" in errors[0]
+    assert "SCRATCHNET_CACHE" in errors[0] and "run folder" not in errors[0]

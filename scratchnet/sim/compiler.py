@@ -24,6 +24,7 @@ rename, so processes building the same module at once never see half-written fil
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -185,10 +186,26 @@ def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix="tmp-", delete=False) as file:
-        file.write(text)
-    os.replace(file.name, path)
+    with _writing_cache():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix="tmp-", delete=False) as file:
+            file.write(text)
+        os.replace(file.name, path)
+
+
+@contextlib.contextmanager
+def _writing_cache():
+    """A cache folder that cannot be written becomes a DeviceError that names it and the way out (rather
+    than an OSError that a training run would take for its own run folder's)."""
+    try:
+        yield
+    except OSError as error:
+        if not str(error.filename or "").startswith(str(cache_dir())):
+            raise
+        raise DeviceError(
+            f"the simulator cannot write its build cache {cache_dir()} ({error.strerror or error}); "
+            "set SCRATCHNET_CACHE to a writable folder"
+        ) from None
 
 
 def kernel_names(scanned: list[ScannedKernel], name_expressions: list[str]) -> list[str]:
@@ -360,11 +377,12 @@ def build(
     library, info_file = directory / f"{key}.so", directory / f"{key}.json"
     info = _verified_entry(library, info_file, names)
     if info is None:  # not built yet, or a damaged entry (truncated, emptied, replaced): build it again
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_orphan_builds(directory)
-        _compile(
-            compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
-        )
+        with _writing_cache():
+            directory.mkdir(parents=True, exist_ok=True)
+            remove_orphan_builds(directory)
+            _compile(
+                compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
+            )
         info = _verified_entry(library, info_file, names)
         if info is None:
             raise DeviceError(f"the simulator's build cache {directory} does not keep what was written to it")
