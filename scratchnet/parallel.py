@@ -29,10 +29,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +102,8 @@ class MpiWorld(World):
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._nccl = None  # NCCL's allreduce, started by the first allreduce of GPU arrays
         self._blas_limit = limit_blas_threads(self)  # for the life of the process
+        if os.environ.get(RANK_PIDS_VARIABLE):  # started by launch(): say which process is which rank
+            (Path(os.environ[RANK_PIDS_VARIABLE]) / str(self.rank)).write_text(str(os.getpid()))
 
     def sum(self, values) -> np.ndarray:
         buffer = np.array(values, dtype=np.float64)
@@ -270,17 +274,74 @@ def mpiexec() -> str:
     return found
 
 
+# Where each rank started by launch() writes its process id (a file named by its rank), so that a rank killed
+# by a signal can be named: mpiexec reports only the process id.
+RANK_PIDS_VARIABLE = "SCRATCHNET_RANK_PIDS"
+# The banner mpiexec (MPICH's Hydra) prints on stdout when a rank dies: its lines, the dead rank's process
+# id, and the signal that killed it.
+_BANNER_LINE = re.compile(
+    r"^(=+|=   .*|YOUR APPLICATION TERMINATED .*|This typically refers .*|Please see the FAQ.*)$"
+)
+_BANNER_PID = re.compile(r"^=\s+PID (\d+) RUNNING AT", re.MULTILINE)
+_BANNER_SIGNAL = re.compile(r"EXIT STRING: .*\(signal (\d+)\)")
+
+
 def launch(processes: int, module: str, argv: list[str]) -> int:
     """Run ``python -m module argv`` as ``processes`` MPI ranks on this machine; return its exit status.
 
     ``mpiexec`` dies with this process (see :func:`die_with_parent`): a launcher stopped by SIGTERM or
-    kill -9 takes its ranks with it instead of leaving them to write the run folder unseen.
+    kill -9 takes its ranks with it instead of leaving them to write the run folder unseen. The ranks'
+    output is passed on line by line; a rank killed by signal N gives exit status 128 + N and one
+    ``error:`` line naming the rank and the signal, in place of mpiexec's banner.
     """
     command = [mpiexec(), "-n", str(processes), sys.executable, "-m", module, *argv]
+    with tempfile.TemporaryDirectory(prefix="scratchnet-ranks-") as pids:
+        job = subprocess.Popen(
+            command,
+            env={**os.environ, RANK_PIDS_VARIABLE: pids},
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
+        )
+        banner, interrupted = [], False
+        while True:  # Ctrl-C reaches the ranks too: keep passing on what they say until they have ended
+            try:
+                for line in job.stdout:
+                    if _BANNER_LINE.match(line.rstrip("\n")):
+                        banner.append(line)
+                    else:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+        code = job.wait()
+        return 130 if interrupted else _rank_killed(code, banner, Path(pids))
+
+
+def _rank_killed(code: int, banner: list[str], pids: Path) -> int:
+    """``code``, or 128 + N after one ``error:`` line when the banner says a rank was killed by signal N."""
+    text = "".join(banner)
+    killed = _BANNER_SIGNAL.search(text)
+    if code == 0 or killed is None:
+        sys.stdout.write(text)  # some other failure: mpiexec's own words
+        return code
+    signum = int(killed.group(1))
+    dead = _BANNER_PID.search(text)
+    pid = dead.group(1) if dead else "?"
+    ranks = [f.name for f in pids.iterdir() if f.read_text().strip() == pid]
     try:
-        return subprocess.call(command, preexec_fn=functools.partial(die_with_parent, os.getpid()))
-    except KeyboardInterrupt:
-        return 130
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "an unknown signal"
+    hint = ", perhaps by the system for lack of memory" if signum == signal.SIGKILL else ""
+    rank = ranks[0] if ranks else "?"
+    print(
+        f"error: rank {rank} (process {pid}) was killed by signal {signum} ({name}{hint}); "
+        "the other ranks were stopped",
+        file=sys.stderr,
+    )
+    return 128 + signum
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent dies

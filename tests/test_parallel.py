@@ -350,3 +350,27 @@ def test_mpiexec_ranks_given_different_flags_exit_2_with_one_error(tmp_path, fla
     assert done.returncode == 2 and "final" not in done.stdout, done.stderr
     assert len(errors) == 1 and f"{values[0]} on rank 0, {values[1]} on rank 1" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_rank_killed_by_a_signal_is_named_with_exit_128_plus_the_signal(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    command = [sys.executable, "-m", "scratchnet.train", "--processes", "2", "--limit-train", "2000"]
+    command += ["--epochs", "100", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rank_1 = None
+    for _ in range(600):  # until rank 1 has started training
+        if (tmp_path / "run" / "metrics.jsonl").exists():
+            ranks = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "-m" in p.cmdline()]
+            rank_1 = next((p for p in ranks if p.environ().get("PMI_RANK") == "1"), None)
+            break
+        time.sleep(0.1)
+    assert rank_1 is not None
+    rank_1.kill()
+    out, err = launcher.communicate(timeout=60)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert launcher.returncode == 128 + 9, err
+    assert len(errors) == 1 and f"rank 1 (process {rank_1.pid}) was killed by signal 9 (SIGKILL" in errors[0]
+    assert "BAD TERMINATION" not in out and "epoch   1/100" in out
