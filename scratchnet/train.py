@@ -1010,8 +1010,14 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def _fail(error: Exception, code: int = 2) -> int:
-    """:func:`fail` from rank 0 alone: with several processes, every rank has the same error."""
-    return fail(error, code) if parallel.world().is_root else code
+    """:func:`fail` from rank 0; another rank waits a second first and names itself. Most errors strike
+    every rank alike, and then rank 0's abort (half a second) ends the others before they speak; an error
+    of one rank alone (its data missing) is still told."""
+    world = parallel.world()
+    if world.is_root:
+        return fail(error, code)
+    time.sleep(1.0)
+    return fail(f"rank {world.rank}: {error}", code)
 
 
 if __name__ == "__main__":

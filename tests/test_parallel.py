@@ -374,3 +374,23 @@ def test_a_rank_killed_by_a_signal_is_named_with_exit_128_plus_the_signal(tmp_pa
     assert launcher.returncode == 128 + 9, err
     assert len(errors) == 1 and f"rank 1 (process {rank_1.pid}) was killed by signal 9 (SIGKILL" in errors[0]
     assert "BAD TERMINATION" not in out and "epoch   1/100" in out
+
+
+@needs_mpi
+def test_an_error_on_rank_1_alone_is_told(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('PMI_RANK') == '1':\n"
+        "    import scratchnet.data as D\n"
+        "    from scratchnet.errors import DatasetError\n"
+        "    def missing(*args, **kwargs):\n"
+        "        raise DatasetError('the dataset files of rank 1 are missing')\n"
+        "    D.load_dataset = missing\n"
+    )
+    args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
+    done, final = _train(tmp_path, "run", args, processes=2, env={"PYTHONPATH": f"{hook}:{ROOT}"})
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and not final
+    assert errors == ["error: rank 1: the dataset files of rank 1 are missing"], done.stderr
