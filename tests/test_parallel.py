@@ -250,21 +250,27 @@ def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     assert load_checkpoint(tmp_path / "run").meta["epoch"] == 2
 
 
-@needs_mpi
-def test_an_error_on_one_rank_stops_every_rank(tmp_path):
-    # A sitecustomize that breaks rank 1's training only: the other rank must not wait for it forever.
+def _on_rank_1(tmp_path, *lines: str) -> dict:
+    """The environment of ranks whose sitecustomize runs ``lines`` in rank 1 only (to break it there)."""
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('PMI_RANK') == '1':\n"
-        "    import scratchnet.parallel as p\n"
-        "    def broken(*args, **kwargs):\n"
-        "        raise RuntimeError('rank 1 broke')\n"
-        "    p.GradientAllreduce.__call__ = broken\n"
+    body = "".join(f"    {line}\n" for line in lines)
+    (hook / "sitecustomize.py").write_text(f"import os\nif os.environ.get('PMI_RANK') == '1':\n{body}")
+    return {"PYTHONPATH": f"{hook}:{ROOT}"}
+
+
+@needs_mpi
+def test_an_error_on_one_rank_stops_every_rank(tmp_path):
+    # Rank 1's training breaks: the other rank must not wait for it forever.
+    env = _on_rank_1(
+        tmp_path,
+        "import scratchnet.parallel as p",
+        "def broken(*args, **kwargs):",
+        "    raise RuntimeError('rank 1 broke')",
+        "p.GradientAllreduce.__call__ = broken",
     )
     args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
-    done, final = _train(tmp_path, "run", args, processes=2, env={"PYTHONPATH": f"{hook}:{ROOT}"})
+    done, final = _train(tmp_path, "run", args, processes=2, env=env)
     assert done.returncode != 0
     assert "rank 1 broke" in done.stderr
     assert not final
@@ -378,19 +384,16 @@ def test_a_rank_killed_by_a_signal_is_named_with_exit_128_plus_the_signal(tmp_pa
 
 @needs_mpi
 def test_an_error_on_rank_1_alone_is_told(tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('PMI_RANK') == '1':\n"
-        "    import scratchnet.data as D\n"
-        "    from scratchnet.errors import DatasetError\n"
-        "    def missing(*args, **kwargs):\n"
-        "        raise DatasetError('the dataset files of rank 1 are missing')\n"
-        "    D.load_dataset = missing\n"
+    env = _on_rank_1(
+        tmp_path,
+        "import scratchnet.data as D",
+        "from scratchnet.errors import DatasetError",
+        "def missing(*args, **kwargs):",
+        "    raise DatasetError('the dataset files of rank 1 are missing')",
+        "D.load_dataset = missing",
     )
     args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
-    done, final = _train(tmp_path, "run", args, processes=2, env={"PYTHONPATH": f"{hook}:{ROOT}"})
+    done, final = _train(tmp_path, "run", args, processes=2, env=env)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode != 0 and not final
     assert errors == ["error: rank 1: the dataset files of rank 1 are missing"], done.stderr
