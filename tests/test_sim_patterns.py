@@ -4,6 +4,9 @@ kernel file also compiled by NVRTC for sm_80 with a clean log (so the test kerne
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +183,27 @@ def test_a_kernel_cannot_end_signal_or_command_the_process(tmp_path, which, call
         module.get_function("calls")((1,), (8,), arguments)
     assert not (tmp_path / "ran").exists()
     module.get_function("calls")((1,), (8,), (np.zeros(1, np.int32), np.int32(99), marker))  # still alive
+
+
+SPIN_THEN_CTRL_C = """
+import os, signal, sys, threading
+import numpy as np
+from scratchnet import sim
+spin = sim.load_module(
+    'extern "C" __global__ void spin(int* x) { volatile int forever = 1; while (forever) x[0] += 1; }', []
+).get_function("spin")
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    spin((int(sys.argv[1]),), (32,), (np.zeros(1, np.int32),))
+except KeyboardInterrupt as e:
+    print("KeyboardInterrupt:", e)
+"""
+
+
+@pytest.mark.parametrize("blocks", [1, 64])  # the caller's thread alone, and the pool's threads too
+def test_ctrl_c_stops_a_kernel_that_loops_forever(blocks):
+    command = [sys.executable, "-c", SPIN_THEN_CTRL_C, str(blocks)]
+    env = {**os.environ, "PYTHONPATH": str(Path(sim.__file__).parents[2])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt: spin was interrupted (Ctrl-C) in block" in done.stdout
