@@ -107,15 +107,23 @@ def test_orphan_build_folders_are_removed_but_live_ones_spared(cache):
     assert live.exists()
 
 
-def test_an_unwritable_cache_is_named_not_blamed_on_the_run_folder(tmp_path, monkeypatch, capsys):
-    from scratchnet import train
-
+def test_an_unwritable_cache_is_named_not_blamed_on_the_run_folder(tmp_path):
     (tmp_path / "file").write_text("a regular file: nothing can be created under it")
-    monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path / "file" / "cache"))
-    argv = ["--device", "sim", "--limit-train", "70", "--limit-test", "32", "--epochs", "1", "--no-progress"]
-    status = train.main([*argv, "--no-plots", "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert status == 2 and len(errors) == 1 and "Traceback" not in err
-    assert f"the simulator cannot write its build cache {tmp_path / 'file' / 'cache'}" in errors[0]
+    cache = tmp_path / "file" / "cache"
+    command = [sys.executable, "-m", "scratchnet.train", "--device", "sim", "--limit-train", "70"]
+    command += [
+        "--limit-test",
+        "32",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    env = {**os.environ, "SCRATCHNET_CACHE": str(cache), "PYTHONPATH": str(Path(sim.__file__).parents[2])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)  # (no built kernels)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"the simulator cannot write its build cache {cache}" in errors[0]
     assert "SCRATCHNET_CACHE" in errors[0] and "run folder" not in errors[0]
