@@ -734,7 +734,7 @@ def _load_torch(wanted: bool):
     try:
         import torch
     except ImportError:
-        return None, "not installed (pip install 'scratchnet[reference]' for the comparison columns)"
+        return None, "not installed (pip install 'scratchnet-cnn[reference]' for the comparison columns)"
     # FP32 against FP32: on an Ampere or newer GPU PyTorch would otherwise use TF32 for convolutions.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -40,8 +40,8 @@ from scratchnet.errors import DeviceError
 _cupy = None
 _HINT = "Use --device cpu (NumPy) or --device sim (the same CUDA kernels, simulated on the CPU) instead."
 _EXTRAS = (
-    "`nvidia-smi` shows the driver's CUDA version (top right): for 13.x, pip install 'scratchnet[gpu]' "
-    "(CuPy with its CUDA 13 libraries); for 12.x, pip install 'scratchnet[gpu12]'."
+    "`nvidia-smi` shows the driver's CUDA version (top right): for 13.x, pip install 'scratchnet-cnn[gpu]' "
+    "(CuPy with its CUDA 13 libraries); for 12.x, pip install 'scratchnet-cnn[gpu12]'."
 )
 
 
