@@ -136,6 +136,13 @@ def test_the_layout_matches_the_tree():
     assert not unlisted, f"docs/contributing.md's layout does not list {unlisted}"
 
 
+@pytest.mark.parametrize("doc", COMMAND_DOCS, ids=_doc_id)
+def test_every_path_the_docs_name_exists(doc):
+    spans = re.findall(r"`((?:scratchnet|kernels|tests|tools|lessons|docs)/[\w./-]*)`", doc.read_text())
+    missing = sorted({span for span in spans if not (ROOT / span).exists()})
+    assert not missing, f"{_doc_id(doc)} names paths that do not exist: {missing}"
+
+
 # --- figures and outputs -----------------------------------------------------------------------------------
 FIGURE = re.compile(r"([\w.,]*\w)(?:\*\*)?<!-- fig: (\S+) /(.+?)/ -->")
 HEADER = ("$ ", "date: ", "machine: ", "BLAS: ", "load average before")
