@@ -6,6 +6,8 @@ The API, for lesson authors:
   ``check("linear-backward", linear_backward);``. It prints ``<id>: not done yet`` while the learner's code
   raises NotImplementedError, ``<id>: passed`` when every test passes, else ``<id>: wrong`` and one line
   ``wrong: <the mistake, named>`` per failure. Formulas are printed only with ``hint=True``.
+* ``claim(claim_id, condition, detail)``: what a hidden cell tagged ``claim`` calls after a demo, to print
+  whether the demo's own output shows what the prose beside it says (the lesson tests fail on ``FAILS``).
 * ``@register(exercise_id, names=("linear_backward",), title="...")``: registers a checker, in a topic module
   of this package (``layers.py``, ``gradcheck.py``, ``training.py``, ``kernels.py``, ``batchnorm.py``...).
   Every module of the package is imported, so a new topic needs no edit here. The id is the notebook cell id
@@ -142,6 +144,13 @@ def check(exercise_id: str, *learner_objects, hint: bool = False) -> bool:
     return report.passed
 
 
+def claim(claim_id: str, condition, detail: str) -> None:
+    """What a lesson's hidden ``claim`` cell calls: the prose beside a demo says something its output shows,
+    and this prints one line, ``claim <id>: holds (<detail>)`` or ``claim <id>: FAILS (<detail>)``, that the
+    lesson tests read. It never raises: a learner who changed the demo sees the line and reads on."""
+    print(f"claim {claim_id}: {'holds' if condition else 'FAILS'} ({detail})")
+
+
 def _import_topics() -> None:
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_"):
@@ -152,4 +161,4 @@ _import_topics()
 
 from scratchnet.exercises._files import check_file, main  # noqa: E402  (needs the registry filled)
 
-__all__ = ["REGISTRY", "Report", "check", "check_file", "main", "register", "run"]
+__all__ = ["REGISTRY", "Report", "check", "claim", "check_file", "main", "register", "run"]
