@@ -8,6 +8,7 @@ The API, for lesson authors:
   ``wrong: <the mistake, named>`` per failure. Formulas are printed only with ``hint=True``.
 * ``claim(claim_id, condition, detail)``: what a hidden cell tagged ``claim`` calls after a demo, to print
   whether the demo's own output shows what the prose beside it says (the lesson tests fail on ``FAILS``).
+* ``pin_blas_threads()``: what the first cell of every lesson calls (``SCRATCHNET_BLAS_THREADS``).
 * ``@register(exercise_id, names=("linear_backward",), title="...")``: registers a checker, in a topic module
   of this package (``layers.py``, ``gradcheck.py``, ``training.py``, ``kernels.py``, ``batchnorm.py``...).
   Every module of the package is imported, so a new topic needs no edit here. The id is the notebook cell id
@@ -28,6 +29,7 @@ The API, for lesson authors:
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import traceback
 import warnings
@@ -151,6 +153,34 @@ def claim(claim_id: str, condition, detail: str) -> None:
     print(f"claim {claim_id}: {'holds' if condition else 'FAILS'} ({detail})")
 
 
+def pin_blas_threads() -> None:
+    """What the first cell of every lesson calls: limit NumPy's BLAS to ``SCRATCHNET_BLAS_THREADS`` threads
+    (unset: 1; ``default``: leave them as the BLAS library chose) and print the setting and why. The lessons'
+    matrices are small: one thread computes them about as fast as several, while several threads on a busy
+    machine wait for cores and for each other, which makes a lesson many times slower."""
+    setting = os.environ.get("SCRATCHNET_BLAS_THREADS", "1").strip()
+    if setting == "default":
+        print("BLAS threads: the BLAS library's default (SCRATCHNET_BLAS_THREADS=default)")
+        return
+    if not setting.isdigit() or int(setting) < 1:
+        raise ValueError(
+            f"SCRATCHNET_BLAS_THREADS is {setting!r}: set it to a number of threads (1, 2...) or 'default'"
+        )
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("BLAS threads: not pinned, threadpoolctl is missing (pip install threadpoolctl)")
+        return
+    threadpool_limits(int(setting), user_api="blas")  # lasts until changed again: no need to keep the object
+    if "SCRATCHNET_BLAS_THREADS" in os.environ:
+        print(f"BLAS threads: {setting} (SCRATCHNET_BLAS_THREADS)")
+    else:
+        print(
+            "BLAS threads: 1. The lessons' small matrices gain nothing from more, and on a busy machine more "
+            "threads\nwait for each other (SCRATCHNET_BLAS_THREADS sets another number, or 'default')."
+        )
+
+
 def _import_topics() -> None:
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_"):
@@ -161,4 +191,14 @@ _import_topics()
 
 from scratchnet.exercises._files import check_file, main  # noqa: E402  (needs the registry filled)
 
-__all__ = ["REGISTRY", "Report", "check", "claim", "check_file", "main", "register", "run"]
+__all__ = [
+    "REGISTRY",
+    "Report",
+    "check",
+    "claim",
+    "pin_blas_threads",
+    "check_file",
+    "main",
+    "register",
+    "run",
+]
