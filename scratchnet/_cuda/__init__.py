@@ -7,7 +7,7 @@ One launch, followed from the layer to the hardware (or the simulator)::
 
 1. ``Device.kernel`` finds ``kernels/relu.cu`` (:mod:`.sources`, which also reads the ``#define``
    constants Python shares with the kernels) and compiles the whole file once per device: on ``gpu``
-   through :mod:`.cupy_backend` (``cupy.RawModule``, which calls NVRTC; every CuPy or CUDA failure
+   through :mod:`scratchnet.cupy_backend` (``cupy.RawModule``, which calls NVRTC; every CuPy or CUDA failure
    becomes a ``DeviceError`` with a hint), on ``sim`` through :func:`scratchnet.sim.load_module` (the host
    C++ compiler).
 2. :mod:`.signature` reads the C signature of every ``__global__`` kernel as the host C++ compiler

@@ -46,9 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnet._cuda.launch import load_kernels
 from scratchnet._cuda.nvrtc import NvrtcError, compile_source
-from scratchnet.device import get_device
+from scratchnet.device import get_device, load_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.exercises import Report
 from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
@@ -516,7 +515,7 @@ def _devices() -> list:
 
 def _load(device, source: str, filename: str) -> dict:
     if device.name == "gpu":
-        from scratchnet._cuda import cupy_backend
+        from scratchnet import cupy_backend
 
         return load_kernels(device, source, cupy_backend.load_module)
     from scratchnet import sim
