@@ -16,9 +16,7 @@ from pathlib import Path
 import scratchnet.data as D
 import scratchnet.models as M
 from scratchnet import parallel
-from scratchnet.checkpoint import (
-    CheckpointError,
-)
+from scratchnet.checkpoint import CheckpointError
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
 from scratchnet.train.config import (

@@ -10,11 +10,7 @@ from pathlib import Path
 import scratchnet.data as D
 import scratchnet.models as M
 import scratchnet.optim as O
-from scratchnet.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    require_meta,
-)
+from scratchnet.checkpoint import CheckpointError, load_checkpoint, require_meta
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.evaluate import Evaluation
 from scratchnet.transfer import is_checkpoint

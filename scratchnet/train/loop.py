@@ -48,20 +48,10 @@ from tqdm import tqdm
 
 from scratchnet import plots
 from scratchnet._paths import atomic_write_text
-from scratchnet.checkpoint import (
-    BEST,
-    LAST,
-    Checkpoint,
-    save_checkpoint,
-)
+from scratchnet.checkpoint import BEST, LAST, Checkpoint, save_checkpoint
 from scratchnet.device import Device
 from scratchnet.layers.loss import topk_correct
-from scratchnet.train.config import (
-    RunFolderError,
-    TrainConfig,
-    TrainingDiverged,
-    TrainResult,
-)
+from scratchnet.train.config import RunFolderError, TrainConfig, TrainingDiverged, TrainResult
 from scratchnet.train.data_parallel import DataParallel, this_process
 from scratchnet.train.preparation import Run, dropout_layers, parameters_finite, prepare
 

@@ -31,12 +31,7 @@ from scratchnet.data.classes import select_classes
 from scratchnet.device import Device, get_device
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
-from scratchnet.train.config import (
-    RESUME_META,
-    ConfigError,
-    RunFolderError,
-    TrainConfig,
-)
+from scratchnet.train.config import RESUME_META, ConfigError, RunFolderError, TrainConfig
 from scratchnet.train.data_parallel import DataParallel, this_process
 from scratchnet.transfer import is_checkpoint
 from scratchnet.transfer import load_pretrained as load_pretrained_checkpoint
