@@ -1,4 +1,4 @@
-"""The kernel harness (scratchnet/kernel_bench.py): its report, and the GPU-only timing code driven by a fake
+"""The kernel harness (scratchnet/benchmarks/kernels.py): its report, and the GPU-only timing code driven by a fake
 CuPy (no GPU needed)."""
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.exercises import Report
 from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
 
-EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises" / "kernels"
+EXERCISE_DIR = Path(__file__).resolve().parents[2] / "lessons" / "exercises" / "kernels"
 SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
 SIM_CHECKS = "all"  # the simulator's memcheck, racecheck, initcheck and synccheck
 # Outputs start as this NaN (a payload no arithmetic produces): "never written" differs from a computed NaN.
