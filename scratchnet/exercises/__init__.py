@@ -23,7 +23,7 @@ The API, for lesson authors:
   :class:`~scratchnet.exercises._gradients.ArraySpec`.
 * ``check_file(path, hint=False) -> Report`` and ``main(argv)``: the file exercises and the command line
   ``python -m scratchnet.gradcheck FILE [--hint]`` and ``--list`` (``.cu`` files go to
-  ``scratchnet.kernel_exercises.main``).
+  ``scratchnet.exercises.kernel_checker.main``).
 """
 
 from __future__ import annotations
