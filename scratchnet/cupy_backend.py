@@ -1,9 +1,9 @@
 """Every CuPy-specific line of scratchnet lives here.
 
 Array creation, host<->device copies, ``cupy.RawModule`` loading, kernel launches, cuBLAS and the
-synchronize call. Everything else (the layers, the launch helper in ``launch.py``) is written against
-:class:`scratchnet.device.Device`, so it runs, and is tested, under the ``sim`` device on machines without a
-GPU.
+synchronize call. Everything else (the layers, the launch helper :mod:`scratchnet._cuda.launch`) is written
+against :class:`scratchnet.device.Device`, so it runs, and is tested, under the ``sim`` device on machines
+without a GPU.
 
 Every way a GPU setup can fail becomes a :class:`~scratchnet.errors.DeviceError` whose message says what
 failed and what to do, instead of a traceback from deep inside CuPy or the driver:

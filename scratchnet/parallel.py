@@ -131,7 +131,7 @@ class MpiWorld(World):
 
 def _nccl_communicator(world: MpiWorld):
     """An allreduce over NCCL, one GPU per rank (rank r uses GPU r modulo the GPUs of its machine)."""
-    from scratchnet._cuda import cupy_backend
+    from scratchnet import cupy_backend
 
     cp = cupy_backend.cupy()
     try:

@@ -17,6 +17,7 @@ import pytest
 
 from scratchnet import bench, kernel_bench
 from scratchnet import models as M
+from scratchnet.benchmarks import torch_twins
 from scratchnet.device import get_device
 
 LENET_LAYERS = [
@@ -142,7 +143,7 @@ def test_torch_twin_computes_the_same_model(name):
     b = bench.Bench(model, batch=3, torch=torch, torch_device="cpu")
     assert b.torch_max_difference() < 1e-4
     # A twin with one weight changed must differ: the comparison is not vacuous.
-    net = bench.torch_model(model, torch)
+    net = torch_twins.torch_model(model, torch)
     with torch.no_grad():
         next(net.parameters())[0] += 0.5
     assert b.torch_max_difference(net) > 1e-3

@@ -17,7 +17,7 @@ from fake_cupy import (
     OutOfMemoryError,
 )
 
-from scratchnet._cuda import cupy_backend
+from scratchnet import cupy_backend
 from scratchnet.device import Device
 from scratchnet.errors import DeviceError
 

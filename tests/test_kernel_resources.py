@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from scratchnet._cuda import nvrtc
-from scratchnet._cuda.signature import parse_kernels
 from scratchnet._cuda.sources import kernel_dir, kernel_source, launch_bounds
+from scratchnet.sim import parse_kernels
 
 REGISTERS_PER_BLOCK = 64 * 1024  # sm_75 ... sm_120
 ARCHS = ["sm_75", "sm_80", "sm_90", "sm_120"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scratchnet._cuda import nvrtc
-from scratchnet._cuda.signature import parse_kernels
+from scratchnet.sim import parse_kernels
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 SOURCES = sorted(KERNELS.rglob("*.cu"))

@@ -85,7 +85,7 @@ def measure_scratchnet(batch: int, steps: int, warmup: int) -> dict | None:
 def measure_torch(batch: int, steps: int, warmup: int) -> dict:
     import torch
 
-    from scratchnet.bench import torch_model
+    from scratchnet.benchmarks.torch_twins import torch_model
 
     model, x_host, labels_host = _lenet_and_batch(batch)
     net = torch_model(model, torch).train()
@@ -109,7 +109,15 @@ def _run(library: str, processes: int, batch: int, steps: int, warmup: int) -> d
     """One measurement in fresh processes; returns rank 0's figures."""
     from scratchnet import parallel
 
-    command = [sys.executable, "-m", "scratchnet.parallel_bench", "_measure", library, str(batch), str(steps)]
+    command = [
+        sys.executable,
+        "-m",
+        "scratchnet.benchmarks.parallel",
+        "_measure",
+        library,
+        str(batch),
+        str(steps),
+    ]
     command += [str(warmup)]
     if processes > 1:
         command = [parallel.mpiexec(), "-n", str(processes), *command]

@@ -137,7 +137,7 @@ from scratchnet.sim.checks import (
     SynccheckError,
     parse_checks,
 )
-from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler
+from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler, parse_kernels
 from scratchnet.sim.launcher import SimKernel, SimModule, set_seed
 from scratchnet.sim.memory import empty, mark_written
 
@@ -158,6 +158,7 @@ __all__ = [
     "check_supported",
     "empty",
     "load_module",
+    "parse_kernels",
     "mark_written",
     "set_seed",
 ]
