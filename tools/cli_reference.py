@@ -4,15 +4,18 @@
     python tools/cli_reference.py --write   # rewrite docs/command-line.md
 
 tests/test_docs.py fails when the file differs from what this prints. A parser is found through its
-command's module name alone: the module's ``main`` is called and stopped at its first parse, so a module may
-build its parser however it likes and move inside the package as long as ``python -m`` still finds it.
+command's module name alone, so a module may
+build its parser however it likes and move inside the package as long as ``python -m`` still finds it: the
+module is run as ``python -m`` runs it (:func:`runpy.run_module` as ``__main__``) and stopped at its first
+parse.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import runpy
 import sys
+import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -65,10 +68,17 @@ def parser_of(module: str, subcommand: tuple[str, ...] = ()) -> argparse.Argumen
     def hand_back(parser, args=None, namespace=None):
         raise _Parsed(parser)
 
-    main = importlib.import_module(module).main
-    with mock.patch.object(argparse.ArgumentParser, "parse_known_args", hand_back):
+    argv = [module, *subcommand]
+    with (
+        mock.patch.object(argparse.ArgumentParser, "parse_known_args", hand_back),
+        mock.patch.object(sys, "argv", argv),
+        warnings.catch_warnings(),
+    ):
+        # runpy warns when the module was imported before (by the package, or an earlier call); running
+        # it again as __main__ is what is wanted here.
+        warnings.filterwarnings("ignore", "'scratchnet", RuntimeWarning)
         try:
-            main(list(subcommand))
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
         except _Parsed as parsed:
             return parsed.parser
         except SystemExit:
