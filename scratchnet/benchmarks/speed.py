@@ -601,6 +601,7 @@ def table_parser() -> argparse.ArgumentParser:
         prog="python -m scratchnet.bench",
         description="Time scratchnet's layers and training step next to PyTorch's. Other modes: "
         "'python -m scratchnet.bench time-to-accuracy --help', 'python -m scratchnet.bench kernels --help', "
+        "'python -m scratchnet.bench parallel --help', 'python -m scratchnet.bench loader --help', "
         "'python -m scratchnet.bench sim --help'.",
     )
     p.add_argument("--model", choices=BENCH_MODELS, default="lenet5")
