@@ -278,3 +278,13 @@ def test_sim_overhead_bench_refuses_bad_arguments(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["sim", *args])
     assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_parallel_measure_gives_its_processes_the_blas_threads_asked_for():
+    """Lesson 17 compares 1 and 2 processes at the same BLAS threads per process: the setting must reach
+    the measuring process (without it, a lone process takes every core)."""
+    from scratchnet.benchmarks import parallel as parallel_bench
+
+    figures = parallel_bench.measure("scratchnet", 1, batch=8, steps=1, warmup=0, blas_threads=1)
+    assert figures["images_per_second"] > 0
+    assert figures["blas_threads"] == figures["blas_threads_seen"] == 1
