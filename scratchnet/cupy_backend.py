@@ -1,9 +1,9 @@
 """Every CuPy-specific line of scratchnet lives here.
 
 Array creation, host<->device copies, ``cupy.RawModule`` loading, kernel launches, cuBLAS and the
-synchronize call. Everything else (the layers, the launch helper in ``launch.py``) is written against
-:class:`scratchnet.device.Device`, so it runs, and is tested, under the ``sim`` device on machines without a
-GPU.
+synchronize call. Everything else (the layers, the launch helper :mod:`scratchnet._cuda.launch`) is written
+against :class:`scratchnet.device.Device`, so it runs, and is tested, under the ``sim`` device on machines
+without a GPU.
 
 Every way a GPU setup can fail becomes a :class:`~scratchnet.errors.DeviceError` whose message says what
 failed and what to do, instead of a traceback from deep inside CuPy or the driver:
@@ -40,8 +40,8 @@ from scratchnet.errors import DeviceError
 _cupy = None
 _HINT = "Use --device cpu (NumPy) or --device sim (the same CUDA kernels, simulated on the CPU) instead."
 _EXTRAS = (
-    "`nvidia-smi` shows the driver's CUDA version (top right): for 13.x, pip install 'scratchnet[gpu]' "
-    "(CuPy with its CUDA 13 libraries); for 12.x, pip install 'scratchnet[gpu12]'."
+    "`nvidia-smi` shows the driver's CUDA version (top right): for 13.x, pip install 'scratchnet-cnn[gpu]' "
+    "(CuPy with its CUDA 13 libraries); for 12.x, pip install 'scratchnet-cnn[gpu12]'."
 )
 
 

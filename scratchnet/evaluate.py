@@ -126,11 +126,11 @@ def evaluate_checkpoint(
     model, checkpoint = load_model(path, device=device)
     meta, config = checkpoint.meta, checkpoint.meta["config"]
     name = dataset or config["dataset"]
-    selection = config.get("classes")  # a run trained on some classes (--classes) is tested on those
+    selection = config.get("classes")  # a run trained on some classes (--classes) is tested on those alone
     if name in KNOWN_CLASSES:  # refused before any file is looked for (or downloaded)
         known = KNOWN_CLASSES[name]
-        if selection:
-            known = [known[i] for i in parse_classes(selection, len(known))]
+        if selection is not None:
+            known = [known[c] for c in _parse_selection(selection, len(known), name)]
         _check_classes(name, known, meta["classes"], config["dataset"])
     if dataset is None:  # the run's own dataset: also its folder, unless another is given
         data_dir = data_dir or config["data_dir"]
@@ -141,7 +141,8 @@ def evaluate_checkpoint(
         download=config["download"],
         image_size=meta["input_shape"][-1],
     )
-    data = select_classes(data, selection)
+    if selection is not None:  # the same classes, renumbered in the same order as in training
+        data = select_classes(data, _parse_selection(selection, data.num_classes, name))
     _check_classes(name, data.classes, meta["classes"], config["dataset"])
     if tuple(data.shape) != tuple(meta["input_shape"]):
         raise DatasetError(
@@ -151,6 +152,15 @@ def evaluate_checkpoint(
     normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
     result = evaluate(model, data, transform=normalize, batch_size=batch_size, confusion=True)
     return result, meta["classes"], meta
+
+
+def _parse_selection(selection: str, num_classes: int, name: str) -> list[int]:
+    try:
+        return parse_classes(selection, num_classes)
+    except ValueError as e:
+        raise DatasetError(
+            f"the run was trained on classes {selection!r}, which {name} does not have: {e}"
+        ) from None
 
 
 def _check_classes(name: str, classes: list[str], trained: list[str], trained_on: str) -> None:

@@ -134,13 +134,10 @@ def check_loss(loss, logits, labels, h: float = 1e-5) -> dict[str, float]:
     return {"logits": relative_error(analytic, numeric)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m scratchnet.gradcheck lessons/exercises/linear_backward.py``: check a learner's backward
-    pass against finite differences and say what is wrong (see :mod:`scratchnet.exercises`)."""
-    from scratchnet.exercises import main as check_exercises
-
-    return check_exercises(argv)
-
-
 if __name__ == "__main__":
+    # ``python -m scratchnet.gradcheck lessons/exercises/linear_backward.py``: check a learner's backward pass
+    # against finite differences and say what is wrong. The command line lives with the exercises, which build
+    # on this module; only running it as the program reaches back to them.
+    from scratchnet.exercises import main
+
     raise SystemExit(main())

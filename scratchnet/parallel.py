@@ -13,7 +13,7 @@ the example's position in the whole batch (each layer is told its shard's first 
 builds the whole batch's augmentation before taking its shard, so the random stream is the one a single
 process draws.
 
-How the processes talk: MPI (``mpi4py``; ``pip install "scratchnet[mpi]"`` brings the ``mpich`` wheel and its
+How processes talk: MPI (``mpi4py``; ``pip install "scratchnet-cnn[mpi]"`` brings the ``mpich`` wheel and its
 ``mpiexec``) between processes on one or many machines, and NCCL (``cupy.cuda.nccl``) between GPUs, one GPU
 per rank, the ranks being started by MPI as llm.c does. The gradients travel as one flat buffer: a single
 allreduce per step.
@@ -43,7 +43,7 @@ import numpy as np
 
 # Environment variables an MPI launcher sets in every rank (MPICH/Hydra, Open MPI, Slurm's PMI).
 _MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
-MPI_HINT = 'pip install "scratchnet[mpi]" (mpi4py and the mpich wheel, which brings mpiexec)'
+MPI_HINT = 'pip install "scratchnet-cnn[mpi]" (mpi4py and the mpich wheel, which brings mpiexec)'
 
 
 class ParallelError(RuntimeError):
@@ -169,7 +169,7 @@ def check_started_alike(world: World, settings: dict) -> None:
 
 def _nccl_communicator(world: MpiWorld):
     """An allreduce over NCCL, one GPU per rank (rank r uses GPU r modulo the GPUs of its machine)."""
-    from scratchnet._cuda import cupy_backend
+    from scratchnet import cupy_backend
 
     cp = cupy_backend.cupy()
     try:

@@ -59,7 +59,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         import torch
     except ImportError:
         raise ImportError(
-            f"reading {path} needs PyTorch: pip install 'scratchnet[reference]' (or torch), or convert "
+            f"reading {path} needs PyTorch: pip install 'scratchnet-cnn[reference]' (or torch), or convert "
             f"the file to .npz on a machine that has PyTorch: python -m scratchnet.pretrained "
             f"{path.name} {path.stem}.npz"
         ) from None

@@ -49,10 +49,10 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from scratchnet._cuda import cupy_backend
-from scratchnet._cuda.launch import Kernel, load_kernels
+from scratchnet import cupy_backend
+from scratchnet._cuda.launch import Kernel
 from scratchnet._cuda.signature import C_NAME_OF_DTYPE
-from scratchnet.device import Device, get_device
+from scratchnet.device import Device, get_device, load_kernels
 from scratchnet.errors import DeviceError
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers.base import Layer

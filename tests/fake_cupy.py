@@ -133,8 +133,7 @@ def install(monkeypatch, fail: dict | None = None, devices: int = 1) -> FakeCupy
     """Make ``import cupy`` give a new FakeCupy for the rest of the test, and forget any CuPy loaded (and any
     ``gpu`` device built on it: ``get_device`` keeps devices for the process, and a later test must not find
     this fake GPU there)."""
-    from scratchnet import device
-    from scratchnet._cuda import cupy_backend
+    from scratchnet import cupy_backend, device
 
     fake = FakeCupy(fail, devices)
     monkeypatch.setitem(sys.modules, "cupy", fake)

@@ -1,4 +1,4 @@
-"""A new layer from scratch, as README's "How to add a layer" walks through it: LeakyReLU."""
+"""A new layer from scratch, as "How to add a layer" in docs/contributing.md walks through it: LeakyReLU."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from scratchnet import _paths, evaluate, predict, pretrained, train
 from scratchnet.checkpoint import LAST
+from scratchnet.train import preparation
 
 TINY = ["--limit-train", "70", "--limit-test", "32", "--batch-size", "32", "--no-progress", "--no-plots"]
 
@@ -105,7 +106,7 @@ def test_running_out_of_memory_is_one_error_line(tmp_path, capsys, monkeypatch):
     def too_large(config):
         raise MemoryError("Unable to allocate 3.64 TiB for an array with shape (1000000, 1000000)")
 
-    monkeypatch.setattr(train, "load_data", too_large)
+    monkeypatch.setattr(preparation, "load_data", too_large)
     status, err = call(train, [*TINY, "--out", tmp_path / "run"], capsys)
     assert_bad_input(status, err, "not enough memory: Unable to allocate 3.64 TiB")
 

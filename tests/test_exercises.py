@@ -465,7 +465,9 @@ def test_command_line_list_shows_files_and_notebook_cells():
 def test_a_cuda_file_without_the_kernel_checker_is_a_clear_error(tmp_path, monkeypatch):
     from scratchnet.exercises import main
 
-    monkeypatch.setitem(sys.modules, "scratchnet.kernel_exercises", None)  # as if the module were absent
+    monkeypatch.setitem(
+        sys.modules, "scratchnet.exercises.kernel_checker", None
+    )  # as if the module were absent
     path = tmp_path / "relu.cu"
     path.write_text("__global__ void relu() {}\n")
     assert main([str(path)]) == 2
@@ -530,7 +532,7 @@ def test_a_cuda_file_goes_to_the_kernel_checker_with_the_hint_flag(tmp_path, mon
 
     calls = []
     fake = types.SimpleNamespace(main=lambda argv: calls.append(argv) or 1)
-    monkeypatch.setitem(sys.modules, "scratchnet.kernel_exercises", fake)
+    monkeypatch.setitem(sys.modules, "scratchnet.exercises.kernel_checker", fake)
     path = tmp_path / "relu.cu"
     path.write_text("__global__ void relu() {}\n")
     assert main([str(path), "--hint"]) == 1

@@ -17,7 +17,7 @@ from fake_cupy import (
     OutOfMemoryError,
 )
 
-from scratchnet._cuda import cupy_backend
+from scratchnet import cupy_backend
 from scratchnet.device import Device
 from scratchnet.errors import DeviceError
 
@@ -43,7 +43,7 @@ def test_no_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     monkeypatch.setattr(cupy_backend, "_cupy", None)
     with pytest.raises(
-        DeviceError, match=r"needs CuPy, which is not installed.*scratchnet\[gpu\].*--device sim"
+        DeviceError, match=r"needs CuPy, which is not installed.*scratchnet-cnn\[gpu\].*--device sim"
     ):
         Device("gpu")
 
@@ -60,7 +60,7 @@ def test_no_cupy(monkeypatch):
             CUDARuntimeError(
                 "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime"
             ),
-            r"driver is older than the CUDA version.*nvidia-smi.*scratchnet\[gpu12\]",
+            r"driver is older than the CUDA version.*nvidia-smi.*scratchnet-cnn\[gpu12\]",
         ),
     ],
     ids=["no-gpu", "no-driver", "old-driver"],

@@ -97,13 +97,14 @@ def test_kernel_checks_fail_on_sim():
     contract_for(ReLU).test_kernels_copy_nothing("sim")
 
 
-def test_readme_walkthrough_is_the_tested_file():
-    """Each Python block of README's "How to add a layer" is a verbatim piece of tests/test_add_a_layer.py."""
+def test_the_guides_walkthrough_is_the_tested_file():
+    """Each Python block of "How to add a layer" (docs/contributing.md) is a verbatim piece of
+    tests/test_add_a_layer.py: the imports, the kernels, the layer, the spec."""
     root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## How to add a layer", 1)[1].split("\n## ", 1)[0]
+    guide = (root / "docs" / "contributing.md").read_text(encoding="utf-8")
+    section = guide.split("## How to add a layer", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     tested = (root / "tests" / "test_add_a_layer.py").read_text(encoding="utf-8")
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         assert block in tested, block[:80]

@@ -135,7 +135,7 @@ def test_processes_without_mpi4py_say_what_to_install(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_mpi)
-    with pytest.raises(parallel.ParallelError, match=r"scratchnet\[mpi\]"):
+    with pytest.raises(parallel.ParallelError, match=r"scratchnet-cnn\[mpi\]"):
         parallel.mpiexec()
     with pytest.raises(parallel.ParallelError, match=r"mpi4py"):
         parallel.MpiWorld()

@@ -12,7 +12,7 @@ from test_batchnorm import BatchNormContract
 import scratchnet as sn
 import scratchnet.train as T
 from scratchnet import evaluate, predict
-from scratchnet.bench import torch_layer, torch_model
+from scratchnet.benchmarks.torch_twins import torch_layer, torch_model
 from scratchnet.checkpoint import load_checkpoint, load_model
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.testing import DEVICES, LayerContract, LayerSpec

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from scratchnet import sim
-from scratchnet._cuda.signature import parse_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
-from scratchnet.sim import compiler
+from scratchnet.sim import compiler, parse_kernels
 
 pytestmark = pytest.mark.sim
 

@@ -143,10 +143,10 @@ def test_assert_and_trap_are_errors_naming_the_thread(kernel, message):
 @pytest.mark.parametrize("source", [PATTERNS.read_text(), TRAPS], ids=["patterns", "traps"])
 def test_kernels_are_real_cuda_for_nvrtc(source):
     if nvrtc.find_library() is None:
-        pytest.skip("NVRTC is not installed (pip install nvidia-cuda-nvrtc)")
+        pytest.skip('NVRTC is not installed (pip install -e ".[dev]")')
     options = cuda_include_options()
     if not options:
-        pytest.skip("the CUDA headers are not installed (pip install nvidia-cuda-runtime nvidia-cuda-cccl)")
+        pytest.skip('the CUDA headers are not installed (pip install -e ".[dev]")')
     result = nvrtc.compile_source(
         source, ["gemm_float4<8>"] if "gemm" in source else [], "sm_80", ["-std=c++17", *options]
     )

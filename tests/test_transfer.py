@@ -10,6 +10,7 @@ import scratchnet.data as D
 import scratchnet.models as M
 from scratchnet.checkpoint import CheckpointError, load_checkpoint
 from scratchnet.data.classes import parse_classes, select_classes
+from scratchnet.evaluate import evaluate_checkpoint
 from scratchnet.train import ConfigError, TrainConfig, build_model, main, train
 from scratchnet.transfer import is_checkpoint, load_pretrained
 
@@ -75,6 +76,18 @@ def test_a_run_on_some_classes_stores_their_names(first_five):
     assert checkpoint.meta["classes"] == names
     assert checkpoint.meta["model_config"]["num_classes"] == 5
     assert is_checkpoint(first_five) and is_checkpoint(first_five / "last.npz")
+
+
+def test_a_run_on_some_classes_is_evaluated_on_those_classes_labelled_as_in_training(tmp_path):
+    """Classes 7 then 2 (reversed, not contiguous): evaluate tests the run's own selection, renumbered as in
+    training, so it reproduces the trainer's final test figures on the same 200 test images."""
+    out = tmp_path / "sneaker-pullover"
+    trained = train(TrainConfig(classes="7,2", out=str(out), **{**QUICK, "limit_test": None}), log=print)
+    result, classes, _ = evaluate_checkpoint(out)
+    assert classes == ["Sneaker", "Pullover"]
+    assert result.images == trained.test.images == 200
+    assert result.accuracy == pytest.approx(trained.test_accuracy)
+    assert result.loss == pytest.approx(trained.test_loss, rel=1e-5)
 
 
 def test_pretrained_with_other_classes_copies_all_but_the_last_layer(first_five):

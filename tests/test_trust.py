@@ -13,9 +13,11 @@ import pytest
 from PIL import Image
 
 import scratchnet.train as T
-from scratchnet import evaluate, get_device, run_folder
+from scratchnet import evaluate, get_device, plots, run_folder
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
+from scratchnet.errors import DatasetError
 from scratchnet.layers.loss import topk_correct
+from scratchnet.train import data_parallel, loop
 
 SMALL = dict(limit_train=70, limit_test=32, epochs=1, progress=False, plots=False)
 TINY = [
@@ -73,7 +75,7 @@ def test_a_run_that_diverges_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, c
         optimizer.lr = 0.01 if epoch == 1 else 1e300
         return real_train_epoch(model, loader, loss_fn, optimizer, *args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(T, "train_epoch", train_epoch)
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
     argv = [*TINY, "--lr", "1e300", "--epochs", "2", "--schedule", "none", "--out", tmp_path / "run"]
     status, _, err = train_cli(argv, capsys)
     line = one_error_line(err)
@@ -86,14 +88,14 @@ def test_a_run_that_diverges_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, c
 
 
 def test_a_dataset_failure_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, capsys, monkeypatch):
-    real_train_epoch = T.train_epoch
+    real_train_epoch = loop.train_epoch
 
     def train_epoch(*args, epoch, **kwargs):
         if epoch == 2:
-            raise T.DatasetError("a data loader worker process died while preparing batches")
+            raise DatasetError("a data loader worker process died while preparing batches")
         return real_train_epoch(*args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(T, "train_epoch", train_epoch)
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
     status, _, err = train_cli([*TINY, "--epochs", "2", "--out", tmp_path / "run"], capsys)
     line = one_error_line(err)
     assert status == 2 and line.count("worker process died") == 1
@@ -123,7 +125,9 @@ def test_evaluate_never_reports_nan_logits_as_accurate():
 
 
 def test_metrics_never_hold_the_bare_nan_token(tmp_path):
-    T._write_metrics(tmp_path / "metrics.jsonl", [{"epoch": 1, "val_loss": float("nan"), "lr": float("inf")}])
+    loop._write_metrics(
+        tmp_path / "metrics.jsonl", [{"epoch": 1, "val_loss": float("nan"), "lr": float("inf")}]
+    )
     text = (tmp_path / "metrics.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"epoch": 1, "val_loss": None, "lr": None}
@@ -267,7 +271,7 @@ def test_a_full_disk_at_the_pictures_keeps_the_result(tmp_path, capsys, monkeypa
     def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(T.plots, "plot_curves", full)
+    monkeypatch.setattr(plots, "plot_curves", full)
     status, out, _ = train_cli([*TINY[:-1], "--out", tmp_path / "run"], capsys)  # (TINY without --no-plots)
     assert status == 0 and out.splitlines()[-1].startswith("final test_accuracy=")
     assert "warning: the pictures of" in out and "No space left on device" in out
@@ -298,7 +302,7 @@ def test_ctrl_c_after_the_last_epoch_says_training_finished(tmp_path, monkeypatc
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(T, "evaluate", interrupted)  # the test pass after the epochs
+    monkeypatch.setattr(data_parallel, "evaluate", interrupted)  # the test pass after the epochs
     status, out, _ = train_cli([*TINY, "--val-fraction", "0", "--out", tmp_path / "run"], capsys)
     assert status == 130
     assert (

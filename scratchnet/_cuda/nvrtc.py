@@ -1,8 +1,9 @@
 """Compile CUDA sources with NVRTC, the runtime compiler CuPy uses, without a GPU or a CUDA toolkit.
 
-NVRTC ships on PyPI (``pip install nvidia-cuda-nvrtc``) as a shared library, which this module finds under
-``site-packages/nvidia/`` and calls through ctypes. Compiling needs no GPU, so tests check on any machine
-that every kernel file compiles for real GPU architectures (``sm_75`` ... ``sm_120``) without warnings::
+NVRTC ships on PyPI (``pip install "nvidia-cuda-nvrtc==13.*"``, CUDA 13) as a shared library, which this
+module finds under ``site-packages/nvidia/`` and calls through ctypes. Compiling needs no GPU, so tests check
+on any machine that every kernel file compiles for real GPU architectures (``sm_75`` ... ``sm_120``)
+without warnings::
 
     from scratchnet._cuda import nvrtc
     result = nvrtc.compile_source(source, ["relu_forward<float>"], arch="sm_80")
@@ -68,7 +69,7 @@ def find_library() -> str | None:
 def _library() -> ctypes.CDLL:
     path = find_library()
     if path is None:
-        raise NvrtcError("NVRTC is not installed: pip install nvidia-cuda-nvrtc")
+        raise NvrtcError('NVRTC is not installed: pip install "nvidia-cuda-nvrtc==13.*"')
     lib = ctypes.CDLL(path)
     lib.nvrtcGetErrorString.restype = ctypes.c_char_p
     return lib

@@ -22,7 +22,7 @@ For each version it
    library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately.
 
 Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
-sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet._cuda.cupy_backend``.
+sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet.cupy_backend``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scratchnet._cuda import cupy_backend as _cupy
+from scratchnet import cupy_backend as _cupy
 from scratchnet._cuda.limits import MAX_GRID, cdiv
 from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device

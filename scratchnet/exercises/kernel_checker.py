@@ -46,14 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnet._cuda.launch import load_kernels
 from scratchnet._cuda.nvrtc import NvrtcError, compile_source
-from scratchnet.device import get_device
+from scratchnet.device import get_device, load_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.exercises import Report
 from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
 
-EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises" / "kernels"
+EXERCISE_DIR = Path(__file__).resolve().parents[2] / "lessons" / "exercises" / "kernels"
 SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
 SIM_CHECKS = "all"  # the simulator's memcheck, racecheck, initcheck and synccheck
 # Outputs start as this NaN (a payload no arithmetic produces): "never written" differs from a computed NaN.
@@ -516,7 +515,7 @@ def _devices() -> list:
 
 def _load(device, source: str, filename: str) -> dict:
     if device.name == "gpu":
-        from scratchnet._cuda import cupy_backend
+        from scratchnet import cupy_backend
 
         return load_kernels(device, source, cupy_backend.load_module)
     from scratchnet import sim

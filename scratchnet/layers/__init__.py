@@ -1,7 +1,8 @@
 """The layers. Each file holds one family: its math in the docstring, the NumPy code, the kernel launches.
 
 Every layer follows :class:`~scratchnet.layers.base.Layer`'s protocol (forward, backward, the backward
-cache) and passes the contract in :mod:`scratchnet.testing`. README's "How to add a layer" walks through one.
+cache) and passes the contract in :mod:`scratchnet.testing`. "How to add a layer" in
+docs/contributing.md walks through one.
 
 Notation, the same in every layer, kernel and lesson::
 

@@ -38,6 +38,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -445,9 +446,14 @@ def remove_orphan_builds(directory: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def compiled_signatures(source: str, name_expressions: list[str]) -> dict[str, KernelSignature]:
-    """Every kernel of ``source``: each template with one type parameter as ``<float>`` and ``<double>``,
-    plus ``name_expressions``; the types as compiled (see :mod:`scratchnet._cuda.signature`)."""
+def parse_kernels(source: str, name_expressions: Sequence[str] = ()) -> dict[str, KernelSignature]:
+    """All kernels in ``source`` (plus ``name_expressions``), keyed by the name to look them up by.
+
+    A template kernel with one type parameter appears once per floating type: ``"name<float>"`` and
+    ``"name<double>"``; the types as compiled (see :mod:`scratchnet._cuda.signature`). Compiles ``source``
+    with the host C++ compiler (cached); a source that does not compile raises :class:`CompileError`, a
+    parameter that cannot be passed ``ValueError``.
+    """
     scanned = scan(source)
     instances = [name for k in scanned if k.template_params is not None for name in k.instances]
     with warnings.catch_warnings():  # host compiler warnings belong to sim's load_module, not to this pass
