@@ -7,8 +7,6 @@ The device list and the layer-test contract live in :mod:`scratchnet.testing` (i
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import threadpoolctl  # the dev extra brings it (through mpi)
 
@@ -19,11 +17,9 @@ __all__ = ["DEVICES"]  # still importable from here by test files written before
 
 @pytest.fixture(autouse=True, scope="session")
 def one_blas_thread():
-    """The tests compare numbers and time nothing: one BLAS thread gives the same speed on a laptop and a
-    busy CI machine, and leaves the other cores to parallel test processes. The processes a test starts
-    inherit it through the environment (unless it is set already)."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
+    """The tests compare numbers and time nothing: one BLAS thread in the test process gives the same speed
+    on a laptop and a busy CI machine, and leaves the other cores to the processes some tests start (which
+    choose their own: data parallelism shares the cores between its ranks)."""
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         yield
 

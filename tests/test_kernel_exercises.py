@@ -284,6 +284,7 @@ def test_command_line(tmp_path, capsys):
     assert "error: no kernel exercise named 'nothing'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_module_runs_as_a_script():
     done = subprocess.run(
         [

@@ -230,6 +230,7 @@ def test_n_processes_train_the_weights_of_one(tmp_path, case):
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
     first, _ = _train(tmp_path, "run", [*args, "--processes", "2"])
@@ -248,6 +249,7 @@ def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_an_error_on_one_rank_stops_every_rank(tmp_path):
     # A sitecustomize that breaks rank 1's training only: the other rank must not wait for it forever.
     hook = tmp_path / "hook"
@@ -268,6 +270,7 @@ def test_an_error_on_one_rank_stops_every_rank(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_a_file_error_on_rank_0_is_every_rank_s_error(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
