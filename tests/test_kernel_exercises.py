@@ -15,6 +15,7 @@ from scratchnet.kernel_exercises import EXERCISE_DIR, EXERCISES, check_kernel_fi
 
 pytestmark = [
     pytest.mark.sim,
+    pytest.mark.slow,  # the lessons' exercises: each test compiles with NVRTC and the simulator
     pytest.mark.skipif(nvrtc.find_library() is None, reason="NVRTC missing: pip install nvidia-cuda-nvrtc"),
 ]
 
@@ -284,7 +285,6 @@ def test_command_line(tmp_path, capsys):
     assert "error: no kernel exercise named 'nothing'" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a fresh interpreter
 def test_module_runs_as_a_script():
     done = subprocess.run(
         [
