@@ -5,6 +5,7 @@ test_sim_checks.py's process-level test)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -248,16 +249,16 @@ def window_mean_by_definition(layer, x):
 
 def window_mean_spec(layer_class=WindowMean) -> LayerSpec:
     return LayerSpec(
-        make=lambda **kwargs: layer_class(2, 2, **kwargs),
+        make=functools.partial(layer_class, 2, 2),
         input_shape=(2, 3, 4, 6),  # every input in exactly one window
         reference=window_mean_by_definition,
         geometries={
             "stride 3 > kernel 2": {
-                "make": lambda **kwargs: layer_class(2, 3, **kwargs),
+                "make": functools.partial(layer_class, 2, 3),
                 "input_shape": (2, 2, 7, 8),
             },
             "odd, overlapping": {
-                "make": lambda **kwargs: layer_class(3, 2, **kwargs),
+                "make": functools.partial(layer_class, 3, 2),
                 "input_shape": (1, 3, 7, 5),
             },
         },
