@@ -145,6 +145,7 @@ def run_tiny(out: Path, **changes) -> T.TrainResult:
     return T.train(T.TrainConfig(out=str(out), **TINY_RUN | changes), log=str)
 
 
+@pytest.mark.slow  # a child process per write step of a training run
 def test_a_kill_at_every_checkpoint_write_step_of_a_run_never_loses_a_good_checkpoint(tmp_path):
     """Kill a 2-epoch run at each of its write steps, then resume: the result equals an unkilled run."""
     reference_dir = tmp_path / "reference"

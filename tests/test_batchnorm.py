@@ -39,11 +39,27 @@ class BatchNormContract(LayerContract):
         np.testing.assert_allclose(first.dx, whole.dx[:1], rtol=1e-12, atol=1e-12)
 
 
+def batch_norm_by_definition(layer, x):
+    """Training: each channel of x (axis 1) normalised by the mean and the biased variance of its values."""
+    y = np.empty_like(x)
+    for c in range(x.shape[1]):
+        values = x[:, c]
+        mean = values.sum() / values.size
+        variance = ((values - mean) ** 2).sum() / values.size
+        y[:, c] = (
+            layer.params["gamma"][c] * (values - mean) / np.sqrt(variance + layer.eps)
+            + layer.params["beta"][c]
+        )
+    return y
+
+
 class TestBatchNorm2DContract(BatchNormContract):
     spec = LayerSpec(
         make=functools.partial(sn.layers.BatchNorm2D, 3),
         input_shape=SHAPES["BatchNorm2D"],
         bad_shapes=((2, 4, 3, 2), (2, 3, 3)),
+        reference=batch_norm_by_definition,
+        geometries={"odd sizes": {"input_shape": (3, 3, 5, 1)}},
     )
 
 
@@ -52,6 +68,8 @@ class TestBatchNorm1DContract(BatchNormContract):
         make=functools.partial(sn.layers.BatchNorm1D, 5),
         input_shape=SHAPES["BatchNorm1D"],
         bad_shapes=((6, 4), (6, 5, 2)),
+        reference=batch_norm_by_definition,
+        geometries={"batch of 3": {"input_shape": (3, 5)}},
     )
 
 

@@ -71,6 +71,7 @@ def test_unknown_model_and_dataset_list_the_choices(capsys):
     assert status == 2 and "fashion-mnist-mini" in err
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_gpu_without_a_gpu_is_a_message_not_a_traceback(tmp_path):
     try:
         get_device("gpu")
@@ -148,6 +149,7 @@ def test_predict_reads_image_files(trained_run, tmp_path, capsys):
 
 
 @pytest.mark.sim
+@pytest.mark.slow  # a fresh interpreter
 def test_train_on_the_simulator(tmp_path):
     try:
         get_device("sim")

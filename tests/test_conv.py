@@ -38,21 +38,50 @@ CONFIGS = {
 }
 
 
+def conv_by_definition(layer, x):
+    """y[n, f, oh, ow] = b[f] + Σ over the window of f's group of x (zero-padded) · W[f], output by output."""
+    weight = layer.params["W"]  # (F, C / G, KH, KW)
+    (KH, KW), (SH, SW), (PH, PW) = layer.kernel_size, layer.stride, layer.padding
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    N, (F, Cg) = len(x), weight.shape[:2]
+    OH, OW = (padded.shape[2] - KH) // SH + 1, (padded.shape[3] - KW) // SW + 1
+    y = np.empty((N, F, OH, OW))
+    for n, f, oh, ow in np.ndindex(y.shape):
+        c = f // (F // layer.groups) * Cg  # the first input channel of f's group
+        window = padded[n, c : c + Cg, oh * SH : oh * SH + KH, ow * SW : ow * SW + KW]
+        y[n, f, oh, ow] = (window * weight[f]).sum() + (layer.params["b"][f] if layer.bias else 0.0)
+    return y
+
+
 def config_spec(config: str, impl: str = "fast", cls=Conv2D) -> LayerSpec:
     """The spec of one geometry: a seeded layer (random bias too) and a Gaussian input."""
     N, C, H, W, F, kernel, stride, padding, groups = CONFIGS[config]
     make = functools.partial(cls, C, F, kernel, stride, padding, groups, impl, seed=0)
-    return LayerSpec(make=make, input_shape=(N, C, H, W), tolerance=FLOAT32_ERROR)
+    return LayerSpec(
+        make=make, input_shape=(N, C, H, W), tolerance=FLOAT32_ERROR, reference=conv_by_definition
+    )
+
+
+def geometries(impl: str) -> dict:
+    """Stride 3 > kernel 2 (inputs no window covers), C != F with padding 2, the kernel covering the input."""
+    return {
+        config: {"make": config_spec(config, impl).make, "input_shape": config_spec(config).input_shape}
+        for config in ("stride3-kernel2", "pad2-batch1", "kernel-covers-input")
+    }
 
 
 class TestConv2DContract(LayerContract):
     """Groups, a non-square kernel, stride 2 and padding at once (the geometry sweep is below)."""
 
-    spec = dataclasses.replace(config_spec("depthwise"), bad_shapes=((2, 4, 6, 5), (2, 3, 6)))
+    spec = dataclasses.replace(
+        config_spec("depthwise"), bad_shapes=((2, 4, 6, 5), (2, 3, 6)), geometries=geometries("fast")
+    )
 
 
 class TestConv2DNaiveContract(LayerContract):
-    spec = dataclasses.replace(TestConv2DContract.spec, make=config_spec("depthwise", "naive").make)
+    spec = dataclasses.replace(
+        TestConv2DContract.spec, make=config_spec("depthwise", "naive").make, geometries=geometries("naive")
+    )
 
 
 # --- gradients --------------------------------------------------------------------------------------

@@ -24,7 +24,14 @@ class TestDropoutContract(LayerContract):
         make=functools.partial(Dropout, 0.3, seed=1234),
         input_shape=(3, 4, 2, 2),
         tolerance={np.dtype(np.float32): 0.0, np.dtype(np.float64): 0.0},
+        reference=lambda layer, x: x * keep_by_definition(layer, x.shape) / (1 - layer.p),
+        geometries={"odd sizes, 2-d": {"input_shape": (5, 7)}},
     )
+
+
+def keep_by_definition(layer, shape) -> np.ndarray:
+    """Which elements the first training forward of a fresh ``layer`` keeps, from the documented hash."""
+    return reference_keep(layer.seed, 0, int(np.prod(shape)), layer.p).reshape(shape)
 
 
 def reference_keep(seed: int, calls: int, n: int, p: float) -> np.ndarray:

@@ -440,6 +440,7 @@ def _command(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_command_line_exit_status():
     solved = _command(str(_solutions("linear_backward")[0]))
     assert solved.returncode == 0 and "linear-backward: passed" in solved.stdout, (
@@ -453,6 +454,7 @@ def test_command_line_exit_status():
     )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_command_line_list_shows_files_and_notebook_cells():
     listing = _command("--list")
     assert listing.returncode == 0, listing.stderr
@@ -517,6 +519,7 @@ def test_bad_calls_are_clear_errors():
         check("dropout", lambda x, keep, p: x)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_command_line_without_a_file_is_an_error():
     result = _command()
     assert (

@@ -15,6 +15,7 @@ from scratchnet.kernel_exercises import EXERCISE_DIR, EXERCISES, check_kernel_fi
 
 pytestmark = [
     pytest.mark.sim,
+    pytest.mark.slow,  # the lessons' exercises: each test compiles with NVRTC and the simulator
     pytest.mark.skipif(nvrtc.find_library() is None, reason='NVRTC missing: pip install -e ".[dev]"'),
 ]
 

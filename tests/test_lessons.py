@@ -22,7 +22,7 @@ TASK_TAGS = {"exercise", "predict", "try"}
 CLAIM_LINE = re.compile(r"^claim (\S+): (holds|FAILS) ", flags=re.M)  # what scratchnet.exercises.claim prints
 TIME_LIMIT_S = 180.0
 
-pytestmark = pytest.mark.lessons
+pytestmark = [pytest.mark.lessons, pytest.mark.slow]  # a kernel per notebook, minutes in all
 
 
 def lesson_order() -> list[str]:
@@ -128,7 +128,6 @@ def _pngs(notebook) -> int:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ORDER)
 def test_runs_as_committed(name, monkeypatch):
     notebook = _read(name)
@@ -142,7 +141,6 @@ def test_runs_as_committed(name, monkeypatch):
     assert _pngs(notebook) >= 1, f"{name}: no figure (PNG output)"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ORDER)
 def test_runs_solved(name, monkeypatch):
     notebook = _read(name)

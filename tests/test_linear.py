@@ -25,7 +25,13 @@ class TestLinearContract(LayerContract):
     """Sizes that are not multiples of the GEMM's 16 x 16 tile (the GEMM tests below cover the tiling)."""
 
     spec = LayerSpec(
-        make=functools.partial(Linear, 7, 5, seed=0), input_shape=(4, 7), bad_shapes=((4, 6), (4, 7, 1))
+        make=functools.partial(Linear, 7, 5, seed=0),
+        input_shape=(4, 7),
+        bad_shapes=((4, 6), (4, 7, 1)),
+        reference=lambda layer, x: np.einsum("nd,dm->nm", x, layer.params["W"]) + layer.params["b"],
+        geometries={
+            "one feature in, 3 out": {"make": functools.partial(Linear, 1, 3, seed=0), "input_shape": (3, 1)}
+        },
     )
 
 

@@ -33,6 +33,27 @@ class TestLocalResponseNormContract(LayerContract):
         input_shape=(2, 5, 2, 3),
         make_input=lambda shape, rng: 2 * rng.standard_normal(shape),
         bad_shapes=((2, 5, 6),),
+        reference=lambda layer, x: x * local_energy(layer, x) ** -layer.beta,
+        geometries={
+            "size 3, 1 channel": {
+                "make": functools.partial(LocalResponseNorm, size=3, alpha=0.1),
+                "input_shape": (1, 1, 3, 1),
+            }
+        },
+    )
+
+
+def local_energy(layer, x):
+    """k + α Σ x[c']² over the channels c' from c - size//2 to c + (size-1)//2 that exist, for each c."""
+    C = x.shape[1]
+    return np.stack(
+        [
+            layer.k
+            + layer.alpha
+            * (x[:, max(0, c - layer.size // 2) : c + (layer.size - 1) // 2 + 1] ** 2).sum(axis=1)
+            for c in range(C)
+        ],
+        axis=1,
     )
 
 

@@ -233,6 +233,7 @@ def test_n_processes_train_the_weights_of_one(tmp_path, case):
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
     first, _ = _train(tmp_path, "run", [*args, "--processes", "2"])
@@ -260,6 +261,7 @@ def _on_rank_1(tmp_path, *lines: str) -> dict:
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_an_error_on_one_rank_stops_every_rank(tmp_path):
     # Rank 1's training breaks: the other rank must not wait for it forever.
     env = _on_rank_1(
@@ -277,6 +279,7 @@ def test_an_error_on_one_rank_stops_every_rank(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_a_file_error_on_rank_0_is_every_rank_s_error(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
@@ -383,6 +386,7 @@ def test_a_rank_killed_by_a_signal_is_named_with_exit_128_plus_the_signal(tmp_pa
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_an_error_on_rank_1_alone_is_told(tmp_path):
     env = _on_rank_1(
         tmp_path,

@@ -30,6 +30,31 @@ def distinct(shape, seed=0):
     return np.random.default_rng(seed).permutation(int(np.prod(shape))).reshape(shape) * 0.01
 
 
+def max_pool_by_definition(layer, x):
+    """y[n, c, oh, ow] = the largest x of the window from (oh*SH - PH, ow*SW - PW), padding as -inf."""
+    (KH, KW), (SH, SW), (PH, PW) = layer.kernel_size, layer.stride, layer.padding
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), constant_values=-np.inf)
+    OH, OW = (padded.shape[2] - KH) // SH + 1, (padded.shape[3] - KW) // SW + 1
+    y = np.empty((*x.shape[:2], OH, OW))
+    for n, c, oh, ow in np.ndindex(y.shape):
+        y[n, c, oh, ow] = padded[n, c, oh * SH : oh * SH + KH, ow * SW : ow * SW + KW].max()
+    return y
+
+
+def geometries(impl: str) -> dict:
+    """Windows with gaps between them, and non-overlapping ones reaching into the padding."""
+    return {
+        "stride 3 > kernel 2": {
+            "make": functools.partial(MaxPool2D, 2, 3, 0, impl),
+            "input_shape": (2, 3, 7, 8),
+        },
+        "2x2s2p1, odd sizes": {
+            "make": functools.partial(MaxPool2D, 2, 2, 1, impl),
+            "input_shape": (1, 3, 5, 3),
+        },
+    }
+
+
 class TestMaxPool2DContract(LayerContract):
     """Overlapping windows reaching into the padding (more geometries below)."""
 
@@ -39,12 +64,16 @@ class TestMaxPool2DContract(LayerContract):
         make_input=lambda shape, rng: distinct(shape, seed=int(rng.integers(100))),
         tolerance={np.dtype(np.float32): 0.0, np.dtype(np.float64): 0.0},  # a maximum is exact
         bad_shapes=((2, 2, 5),),
+        reference=max_pool_by_definition,
+        geometries=geometries("fast"),
     )
 
 
 class TestMaxPool2DNaiveContract(LayerContract):
     spec = dataclasses.replace(
-        TestMaxPool2DContract.spec, make=functools.partial(MaxPool2D, 3, 2, 1, "naive")
+        TestMaxPool2DContract.spec,
+        make=functools.partial(MaxPool2D, 3, 2, 1, "naive"),
+        geometries=geometries("naive"),
     )
 
 

@@ -7,7 +7,8 @@ import functools
 
 import numpy as np
 import pytest
-from test_batchnorm import BatchNormContract
+from test_batchnorm import BatchNormContract, batch_norm_by_definition
+from test_conv import conv_by_definition
 
 import scratchnet as sn
 import scratchnet.train as T
@@ -27,7 +28,26 @@ def relative(a, b) -> float:
 
 # --- the layer contract ------------------------------------------------------------------------------------
 class TestGlobalAvgPool2DContract(LayerContract):
-    spec = LayerSpec(make=sn.layers.GlobalAvgPool2D, input_shape=(2, 3, 4, 5), bad_shapes=((2, 3, 4),))
+    spec = LayerSpec(
+        make=sn.layers.GlobalAvgPool2D,
+        input_shape=(2, 3, 4, 5),
+        bad_shapes=((2, 3, 4),),
+        reference=lambda layer, x: x.sum(axis=(2, 3), keepdims=True) / (x.shape[2] * x.shape[3]),
+        geometries={"one pixel": {"input_shape": (3, 2, 1, 1)}, "odd sizes": {"input_shape": (1, 5, 3, 7)}},
+    )
+
+
+def block_by_definition(block, x):
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), the shortcut as the block's docstring has it."""
+    conv1, bn1, conv2, bn2 = (block.layers[name] for name in ("conv1", "bn1", "conv2", "bn2"))
+    h = batch_norm_by_definition(
+        bn2,
+        conv_by_definition(conv2, np.maximum(batch_norm_by_definition(bn1, conv_by_definition(conv1, x)), 0)),
+    )
+    C, F, S = block.in_channels, block.out_channels, block.stride
+    shortcut = np.zeros_like(h)
+    shortcut[:, (F - C) // 2 : (F - C) // 2 + C] = x[:, :, ::S, ::S]
+    return np.maximum(h + block.shortcut * shortcut, 0)
 
 
 class TestIdentityBlockContract(BatchNormContract):
@@ -35,6 +55,8 @@ class TestIdentityBlockContract(BatchNormContract):
         make=functools.partial(sn.layers.ResidualBlock, 2, 2, seed=0),
         input_shape=(2, 2, 4, 4),
         bad_shapes=((2, 3, 4, 4),),
+        reference=block_by_definition,
+        geometries={"odd sizes": {"input_shape": (3, 2, 3, 5)}},
     )
 
 
@@ -43,6 +65,13 @@ class TestDownsamplingBlockContract(BatchNormContract):
         make=functools.partial(sn.layers.ResidualBlock, 2, 4, 2, seed=0),
         input_shape=(2, 2, 5, 5),
         bad_shapes=((2, 4, 5, 5),),
+        reference=block_by_definition,
+        geometries={
+            "even sizes, C 1 -> F 3": {
+                "make": functools.partial(sn.layers.ResidualBlock, 1, 3, 2, seed=0),
+                "input_shape": (2, 1, 4, 6),
+            }
+        },
     )
 
 

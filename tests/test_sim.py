@@ -512,6 +512,7 @@ def test_kernel_file_builds_without_warnings(path, recwarn):
     assert not compiler_warnings, "\n".join(compiler_warnings)
 
 
+@pytest.mark.slow  # compiles in a fresh cache
 def test_build_cache_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path))
     source = 'extern "C" __global__ void fill(float* y, float v) { y[threadIdx.x] = v; }\n'

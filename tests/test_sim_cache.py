@@ -16,7 +16,7 @@ import pytest
 from scratchnet import sim
 from scratchnet.sim import compiler, launcher
 
-pytestmark = pytest.mark.sim
+pytestmark = [pytest.mark.sim, pytest.mark.slow]  # each test compiles in a fresh cache: 10-17 s
 
 SOURCE = 'extern "C" __global__ void fill(float* y, float v) { y[threadIdx.x] = v; }\n'
 OTHER = 'extern "C" __global__ void twice(float* y) { y[threadIdx.x] *= 2; }\n'
