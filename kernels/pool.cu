@@ -6,11 +6,7 @@
 // maximum was, as the row-major window offset kh*KW + kw: the first maximum in that order wins ties, exactly
 // as in the NumPy code and in PyTorch, so every device routes the gradient to the same element.
 
-// -infinity without <cmath> (NVRTC has no standard headers): -1/0 is exact in IEEE arithmetic.
-template <typename T>
-__device__ T minus_infinity() {
-    return -T(1) / T(0);
-}
+#include "common.cuh"  // minus_infinity, cdiv
 
 // Thread mapping: one thread per OUTPUT element: i < n_out = N*C*OH*OW, decoded as
 // i = ((n*C + c)*OH + oh)*OW + ow. The thread scans its window in row-major order and keeps the first
@@ -62,12 +58,10 @@ __global__ void maxpool_backward(const T* dy, const int* argmax, T* dx, long lon
     const T* dy_plane = dy + plane * OH * OW;
     const int* argmax_plane = argmax + plane * OH * OW;
 
-    // (a + b - 1) / b is ceil(a / b) for a >= 0; max(.., 0) first keeps the numerator non-negative.
-    int oh_first = max(h + PH - KH + 1, 0);
-    oh_first = (oh_first + SH - 1) / SH;
+    // cdiv(a, b) is ceil(a / b) for a >= 0; max(.., 0) first keeps the numerator non-negative.
+    int oh_first = cdiv(max(h + PH - KH + 1, 0), SH);
     int oh_last = min((h + PH) / SH, OH - 1);
-    int ow_first = max(w + PW - KW + 1, 0);
-    ow_first = (ow_first + SW - 1) / SW;
+    int ow_first = cdiv(max(w + PW - KW + 1, 0), SW);
     int ow_last = min((w + PW) / SW, OW - 1);
 
     T sum = T(0);

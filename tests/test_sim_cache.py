@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from scratchnet import sim
+from scratchnet._cuda import sources
 from scratchnet.sim import compiler, launcher
 
 pytestmark = pytest.mark.sim
@@ -105,3 +106,17 @@ def test_orphan_build_folders_are_removed_but_live_ones_spared(cache):
     assert not orphan.exists() and live.exists()
     compiler.remove_orphan_builds(cache)
     assert live.exists()
+
+
+def test_an_edited_shared_header_rebuilds_what_includes_it(cache, tmp_path, monkeypatch):
+    """The build is keyed by kernels/*.cuh too: a kernel file that did not change but includes a header
+    that did is rebuilt, not served from the cache."""
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    monkeypatch.setattr(sources, "kernel_dir", lambda: kernels)
+    source = '#include "common.cuh"\nextern "C" __global__ void fill(float* y) { y[threadIdx.x] = FILL; }\n'
+    for value in (1.5, 2.5):
+        (kernels / "common.cuh").write_text(f"#define FILL {value}f\n")
+        y = np.zeros(4, np.float32)
+        sim.load_module(source, []).get_function("fill")((1,), (4,), (y,))
+        np.testing.assert_array_equal(y, value)

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scratchnet._cuda.limits import cdiv
 from scratchnet._cuda.nvrtc import NvrtcError, compile_source
 from scratchnet.device import get_device, load_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
@@ -57,10 +58,6 @@ SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
 SIM_CHECKS = "all"  # the simulator's memcheck, racecheck, initcheck and synccheck
 # Outputs start as this NaN (a payload no arithmetic produces): "never written" differs from a computed NaN.
 SENTINEL_BITS = np.uint32(0x7FC0DEAD)
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # --- what an exercise is ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.layers.base import Layer
 
-GEMM_TILE = cuda_defines("gemm.cu")["TILE"]  # gemm_naive and gemm_tiled: blocks of GEMM_TILE x GEMM_TILE
+GEMM_TILE = cuda_defines("common.cuh")["TILE"]  # gemm_naive and gemm_tiled: blocks of GEMM_TILE x GEMM_TILE
 # gemm_blocked: blocks of BLOCK_SIDE x BLOCK_SIDE threads, each computing a BLOCK_TILE x BLOCK_TILE tile of C
 _BLOCKED = cuda_defines("gemm_blocked.cu")
 REDUCE_THREADS = cuda_defines("reduce.cu")["REDUCE_THREADS"]  # the block size bias_grad is written for
