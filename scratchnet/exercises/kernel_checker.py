@@ -51,6 +51,7 @@ from scratchnet._cuda.nvrtc import NvrtcError, compile_source
 from scratchnet.device import get_device, load_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.exercises import Report
+from scratchnet.layers.base import window_output_hw
 from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
 
 EXERCISE_DIR = Path(__file__).resolve().parents[2] / "lessons" / "exercises" / "kernels"
@@ -228,7 +229,7 @@ _POOL_SIZES = ("N", "C", "H", "W", "KH", "KW", "S", "OH", "OW")
 
 
 def _pool_shape(N, C, H, W, KH, KW, S, regular=False) -> Shape:
-    OH, OW = (H - KH) // S + 1, (W - KW) // S + 1
+    OH, OW = window_output_hw((H, W), (KH, KW), S)
     return Shape(dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, OH=OH, OW=OW), regular)
 
 
@@ -430,7 +431,7 @@ def _im2col(x: np.ndarray, s: dict, swap_kernel_axes: bool = False) -> np.ndarra
 
 
 def _im2col_shape(N, C, H, W, KH, KW, S, P, regular=False) -> Shape:
-    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    OH, OW = window_output_hw((H, W), (KH, KW), S, P)
     return Shape(dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, P=P, OH=OH, OW=OW), regular)
 
 

@@ -51,6 +51,29 @@ def int_pair(value, name: str, minimum: int, who: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+def window_output_hw(input_hw, kernel_size, stride=1, padding=0, who: str = "") -> tuple[int, int]:
+    """(OH, OW): the positions of a KH x KW window sliding by (SH, SW) over an H x W input with PH, PW zeros
+    added on each side (convolution, pooling)::
+
+        OH = (H + 2 PH - KH) // SH + 1        OW = (W + 2 PW - KW) // SW + 1
+
+    ``kernel_size``, ``stride`` and ``padding`` are ints or (h, w) pairs. ValueError when the window does not
+    fit in the padded input even once (the output would be empty); ``who`` starts its message."""
+    (H, W), (KH, KW) = input_hw, _as_pair(kernel_size)
+    (SH, SW), (PH, PW) = _as_pair(stride), _as_pair(padding)
+    if H + 2 * PH < KH or W + 2 * PW < KW:
+        prefix = f"{who}: " if who else ""
+        raise ValueError(
+            f"{prefix}a {KH}x{KW} window does not fit in a {H}x{W} input with padding ({PH}, {PW}): the "
+            f"output would be empty (H and W must be at least {KH - 2 * PH} and {KW - 2 * PW})"
+        )
+    return (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+
+
+def _as_pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, tuple | list) else (value, value)
+
+
 class BackwardCache:
     """The backward-cache protocol, shared by :class:`Layer` and the loss (cf. CS231n's ``return out, cache``
     and Chainer's ``retain_inputs``): a forward *saves* what its backward needs, the backward *reads* it.

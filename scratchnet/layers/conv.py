@@ -44,15 +44,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
-from scratchnet.layers.base import Layer, int_pair
+from scratchnet.layers.base import Layer, int_pair, window_output_hw
 from scratchnet.layers.linear import bias_grad, gemm
 
 IMPLS = ("fast", "naive")
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length along one axis: (size + 2 padding - kernel) // stride + 1 (OH from H, KH, SH, PH)."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 # --- the definition: explicit loops ------------------------------------------------------------------------
@@ -63,7 +58,7 @@ def conv2d_forward_naive(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=
     F, Cg, KH, KW = weight.shape
     (SH, SW), (PH, PW) = stride, padding
     Fg = F // groups
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    OH, OW = window_output_hw((H, W), (KH, KW), stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))  # (N, C, H + 2 PH, W + 2 PW)
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
     for n in range(N):
@@ -171,7 +166,7 @@ def _col2im(dcols_batch_last, x_shape, kernel_size, stride, padding):
     onto dxp[n, c, oh·SH + kh, ow·SW + kw], the pixel :func:`_im2col` copied it from (its adjoint)."""
     N, C, H, W = x_shape
     (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    OH, OW = window_output_hw((H, W), kernel_size, stride, padding)
     dcols = dcols_batch_last.reshape(C, KH, KW, OH, OW, N)
     dxp_last = np.zeros((C, H + 2 * PH, W + 2 * PW, N), dtype=dcols.dtype)  # dxp, batch last
     for kh in range(KH):
@@ -187,7 +182,7 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
     """Forward by im2col + matmul. Returns y (N, F, OH, OW) and the cache that the backward needs."""
     N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
-    OH, OW = conv_output_size(H, KH, stride[0], padding[0]), conv_output_size(W, KW, stride[1], padding[1])
+    OH, OW = window_output_hw((H, W), (KH, KW), stride, padding)
     cols_batch_last = _im2col(x, (KH, KW), stride, padding).reshape(groups, Cg * KH * KW, OH * OW * N)
     y_last = weight.reshape(groups, F // groups, Cg * KH * KW) @ cols_batch_last  # (G, Fg, OH·OW·N)
     y_last = y_last.reshape(F, OH, OW, N)
@@ -278,19 +273,13 @@ class Conv2D(Layer):
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4 or shape[1] != self.in_channels:
             self._fail_shape(f"(N, {self.in_channels}, H, W)", shape)
-        (KH, KW), (PH, PW) = self.kernel_size, self.padding
-        if shape[2] + 2 * PH < KH or shape[3] + 2 * PW < KW:
-            raise ValueError(
-                f"Conv2D: input of shape {shape} is smaller than the {KH}x{KW} kernel "
-                f"(with padding {self.padding}, H and W must be at least {KH - 2 * PH} and {KW - 2 * PW})"
-            )
+        window_output_hw(shape[2:], self.kernel_size, self.stride, self.padding, f"Conv2D: input {shape}")
 
     def output_shape(self, input_shape: tuple) -> tuple:
         input_shape = tuple(input_shape)
         self.check_input_shape(input_shape)
         N, _, H, W = input_shape
-        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
-        return (N, self.out_channels, conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW))
+        return (N, self.out_channels, *window_output_hw((H, W), self.kernel_size, self.stride, self.padding))
 
     def extra_repr(self) -> str:
         text = (

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratchnet.layers.base import Layer, int_pair
+from scratchnet.layers.base import Layer, int_pair, window_output_hw
 
 IMPLS = ("fast", "naive")
 
@@ -71,13 +71,11 @@ class MaxPool2D(Layer):
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4:
             self._fail_shape("(N, C, H, W)", shape)
-        (KH, KW), (PH, PW) = self.kernel_size, self.padding
-        if shape[2] + 2 * PH < KH or shape[3] + 2 * PW < KW:
-            self._fail_shape(f"(N, C, H, W) with H + 2*{PH} >= {KH} and W + 2*{PW} >= {KW}", shape)
+        window_output_hw(shape[2:], self.kernel_size, self.stride, self.padding, f"MaxPool2D: input {shape}")
 
     def output_shape(self, input_shape: tuple) -> tuple:
         N, C, H, W = input_shape
-        return (N, C, *_output_hw(H, W, self.kernel_size, self.stride, self.padding))
+        return (N, C, *window_output_hw((H, W), self.kernel_size, self.stride, self.padding))
 
     def extra_repr(self) -> str:
         impl = "" if self.impl == "fast" else f", impl={self.impl!r}"
@@ -99,7 +97,7 @@ class MaxPool2D(Layer):
     # --- gpu and sim: kernels/pool.cu ------------------------------------------------------------
     def _geometry(self, H: int, W: int) -> tuple:
         """The sizes every pool kernel takes after its arrays and element count."""
-        OH, OW = _output_hw(H, W, self.kernel_size, self.stride, self.padding)
+        OH, OW = window_output_hw((H, W), self.kernel_size, self.stride, self.padding)
         return (H, W, OH, OW, *self.kernel_size, *self.stride, *self.padding)
 
     def _forward_kernels(self, x, training):
@@ -121,17 +119,12 @@ class MaxPool2D(Layer):
         return dx
 
 
-def _output_hw(H: int, W: int, kernel, stride, padding) -> tuple[int, int]:
-    (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
-    return (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
-
-
 # --- naive: the definition, one output element at a time -------------------------------------------
 def _max_pool_naive(x, kernel, stride, padding):
     """-> y (N, C, OH, OW) and argmax (N, C, OH, OW): window offset kh*KW + kw of the first maximum."""
     N, C, H, W = x.shape
     (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
-    OH, OW = _output_hw(H, W, kernel, stride, padding)
+    OH, OW = window_output_hw((H, W), kernel, stride, padding)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW), dtype=np.int32)
     for n, c, oh, ow in np.ndindex(N, C, OH, OW):
@@ -182,7 +175,7 @@ def _pad(a, padding, value):
 
 def _max_pool_fast(x, kernel, stride, padding):
     """Same results as :func:`_max_pool_naive`, ties included."""
-    out_hw = _output_hw(*x.shape[2:], kernel, stride, padding)
+    out_hw = window_output_hw(x.shape[2:], kernel, stride, padding)
     views = _window_views(_pad(x, padding, -np.inf), kernel, stride, out_hw)  # KH*KW views (N, C, OH, OW)
     y = views[0].copy()
     for view in views[1:]:
