@@ -8,6 +8,7 @@ import functools
 import numpy as np
 import pytest
 
+from scratchnet.benchmarks.torch_twins import twin_forward_backward
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import Conv2D
 from scratchnet.layers.base import window_output_hw
@@ -165,17 +166,10 @@ def test_matches_pytorch(device, impl, config):
     dy = spec.output_gradient(layer, x)
     ours = forward_backward(layer, x, dy).arrays()
 
-    dev = layer.device
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(dev.to_host(layer.params["W"]), requires_grad=True)
-    bt = torch.tensor(dev.to_host(layer.params["b"]), requires_grad=True)
-    yt = torch.nn.functional.conv2d(
-        xt, wt, bt, stride=layer.stride, padding=layer.padding, groups=layer.groups
-    )
-    yt.backward(torch.tensor(dy))
-    theirs = {"y": yt, "dx": xt.grad, "dW": wt.grad, "db": bt.grad}
+    theirs = twin_forward_backward(layer, x, dy, torch)  # the layer's own twin, as the benchmarks use it
+    theirs["dW"], theirs["db"] = theirs.pop("dweight"), theirs.pop("dbias")
     for name, value in ours.items():
-        np.testing.assert_allclose(value, theirs[name].detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(value, theirs[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_matches_pytorch_in_float32_on_lenet_shapes():

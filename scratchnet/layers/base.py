@@ -139,6 +139,10 @@ class Layer(BackwardCache):
     empty grid): the output is empty, and ``backward`` gives an empty dL/dx and zero parameter gradients.
     """
 
+    # What the rest of scratchnet needs to know about a layer, the layer declares (no list elsewhere names
+    # layers): its kernel file here, its PyTorch twin in torch_equivalent.
+    kernel_file: str | None = None  # the file of kernels/ with this layer's kernels, e.g. "pool.cu"
+
     def __init__(self, *, device: str | Device = "cpu", dtype=np.float32):
         self.device = get_device(device)
         self.dtype = float_dtype(dtype)
@@ -188,6 +192,13 @@ class Layer(BackwardCache):
         """The output shape for one input shape (with the batch axis), computed without running."""
         raise NotImplementedError
 
+    def torch_equivalent(self, torch):
+        """The ``torch.nn.Module`` computing what this layer computes, holding a copy of its parameters and
+        buffers in the layer's dtype (float64 weights are not rounded to float32 on the way). ``torch`` is
+        the PyTorch module, passed in: scratchnet runs without PyTorch. The benchmarks time and train these
+        twins; the parity tests compare outputs with them."""
+        raise NotImplementedError(f"{type(self).__name__} declares no PyTorch equivalent (torch_equivalent)")
+
     def check_input_shape(self, shape: tuple) -> None:
         """Raise ``ValueError`` naming the expected shape if ``shape`` is wrong for this layer."""
 
@@ -217,6 +228,26 @@ class Layer(BackwardCache):
         """Store a parameter (given on the host) on this layer's device, and a zero gradient beside it."""
         self.params[name] = self.device.array(host_value, dtype=self.dtype)
         self.grads[name] = self.device.zeros(host_value.shape, self.dtype)
+
+    def _kernel(self, name: str):
+        """Kernel ``name`` of ``kernels/<kernel_file>``, instantiated for this layer's dtype."""
+        return self.device.kernel(self.kernel_file, name, self.dtype)
+
+    def _torch_dtype(self, torch):
+        return torch.float64 if self.dtype == np.float64 else torch.float32
+
+    def _host(self, name: str) -> np.ndarray:
+        """A host copy of parameter or buffer ``name``."""
+        store = self.params if name in self.params else self.buffers
+        return np.asarray(self.device.to_host(store[name]))
+
+    def _to_torch(self, torch, module, **host_arrays):
+        """``module`` with each named tensor overwritten by a host array:
+        ``self._to_torch(torch, module, weight=self._host("W").T, bias=self._host("b"))``."""
+        with torch.no_grad():
+            for name, value in host_arrays.items():
+                getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+        return module
 
     def _set_buffer(self, name: str, host_value: np.ndarray) -> None:
         """Store a buffer (given on the host) on this layer's device; see ``buffers`` in ``__init__``."""

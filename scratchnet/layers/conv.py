@@ -228,6 +228,8 @@ class Conv2D(Layer):
     ``needs_input_grad = False`` (for a network's first layer) makes ``backward`` skip dL/dx and return None.
     """
 
+    kernel_file = "conv.cu"  # and the GEMM and bias-gradient kernels of linear.py
+
     def __init__(
         self,
         in_channels: int,
@@ -280,6 +282,20 @@ class Conv2D(Layer):
         self.check_input_shape(input_shape)
         N, _, H, W = input_shape
         return (N, self.out_channels, *window_output_hw((H, W), self.kernel_size, self.stride, self.padding))
+
+    def torch_equivalent(self, torch):
+        module = torch.nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            groups=self.groups,
+            bias=self.bias,
+            dtype=self._torch_dtype(torch),
+        )
+        bias = {"bias": self._host("b")} if self.bias else {}
+        return self._to_torch(torch, module, weight=self._host("W"), **bias)  # (F, C / G, KH, KW) in both
 
     def extra_repr(self) -> str:
         text = (
@@ -334,22 +350,19 @@ class Conv2D(Layer):
         _, _, OH, OW = self.output_shape(x_shape)
         return (N, C, H, W, *self.kernel_size, *self.stride, *self.padding, OH, OW)
 
-    def _conv_kernel(self, name: str):
-        return self.device.kernel("conv.cu", name, self.dtype)
-
     def _forward_kernels(self, x, training):
         dev, weight, bias = self.device, self.params["W"], self._bias()
         N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = sizes = self._sizes(x.shape)
         F, G = self.out_channels, self.groups
         if self.impl == "naive":
             y = dev.empty((N, F, OH, OW), self.dtype)
-            self._conv_kernel("conv2d_forward_naive").launch_1d(y.size, (x, weight, bias, y, *sizes, F, G))
+            self._kernel("conv2d_forward_naive").launch_1d(y.size, (x, weight, bias, y, *sizes, F, G))
             self._save_for_backward(x=x)
             return y
         # rows (c, kh, kw), columns (n, oh, ow): the stack (G, Cg·KH·KW, N·OH·OW)
         cols_batch_first = dev.empty((G, C // G * KH * KW, N * OH * OW), self.dtype)
         # one thread per (c, n, oh, ow), each copying its KH·KW window
-        self._conv_kernel("im2col").launch_1d(C * N * OH * OW, (x, cols_batch_first, *sizes))
+        self._kernel("im2col").launch_1d(C * N * OH * OW, (x, cols_batch_first, *sizes))
         # y = Wm cols + bias: the GEMM's (G, Fg, N·OH·OW) = (F, N, OH·OW) result, which its epilogue stores
         # straight into NCHW with the bias added (zeros without one): one launch
         y = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first, bias=bias, positions=OH * OW)
@@ -368,18 +381,16 @@ class Conv2D(Layer):
             x = saved.x
             sizes = (*self._sizes(x.shape), F, G)
             dweight = dev.empty(weight.shape, self.dtype)
-            self._conv_kernel("conv2d_backward_weight_naive").launch_1d(
-                dweight.size, (dy, x, dweight, *sizes)
-            )
+            self._kernel("conv2d_backward_weight_naive").launch_1d(dweight.size, (dy, x, dweight, *sizes))
             self.grads["W"] = dweight
             if not self.needs_input_grad:
                 return None
             dx = dev.empty(x.shape, self.dtype)
-            self._conv_kernel("conv2d_backward_input_naive").launch_1d(dx.size, (dy, weight, dx, *sizes))
+            self._kernel("conv2d_backward_input_naive").launch_1d(dx.size, (dy, weight, dx, *sizes))
             return dx
         cols_batch_first, x_shape = saved.cols_batch_first, saved.x_shape
         dy_t = dev.empty((G, F // G, N * OH * OW), self.dtype)  # dy as (F, N, OH·OW), the GEMM's layout
-        self._conv_kernel("swap_axes01").launch_1d(dy_t.size, (dy, dy_t, N, F, OH * OW))
+        self._kernel("swap_axes01").launch_1d(dy_t.size, (dy, dy_t, N, F, OH * OW))
         dweight = gemm(dev, dy_t, cols_batch_first, transpose_b=True)  # dY colsᵀ
         self.grads["W"] = dweight.reshape(weight.shape)
         if not self.needs_input_grad:
@@ -387,5 +398,5 @@ class Conv2D(Layer):
         # Wmᵀ dY: (G, Cg·KH·KW, N·OH·OW)
         dcols_batch_first = gemm(dev, weight.reshape(G, F // G, -1), dy_t, transpose_a=True)
         dx = dev.empty(x_shape, self.dtype)
-        self._conv_kernel("col2im").launch_1d(dx.size, (dcols_batch_first, dx, *self._sizes(x_shape)))
+        self._kernel("col2im").launch_1d(dx.size, (dcols_batch_first, dx, *self._sizes(x_shape)))
         return dx

@@ -70,6 +70,8 @@ def _threshold(p: float) -> int:
 class Dropout(Layer):
     """Inverted dropout with drop probability ``p``; masks reproducible from ``(seed, rng_calls)``."""
 
+    kernel_file = "dropout.cu"
+
     def __init__(self, p: float = 0.5, seed: int | None = None, *, device="cpu", dtype=np.float32):
         super().__init__(device=device, dtype=dtype)
         if not (isinstance(p, numbers.Real) and 0 <= p < 1):
@@ -88,6 +90,9 @@ class Dropout(Layer):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+    def torch_equivalent(self, torch):
+        return torch.nn.Dropout(self.p)  # the same expectation; PyTorch draws its own masks
 
     def _first_element(self, x) -> int:
         """Index in the whole batch of x's first element: first_example times the elements per example."""
@@ -122,7 +127,7 @@ class Dropout(Layer):
         mask = self.device.empty(x.shape, self.dtype)
         first = self._first_element(x)
         args = (x, y, mask, self.seed, self.rng_calls, first, _threshold(self.p), self.scale, x.size)
-        self.device.kernel("dropout.cu", "dropout_forward", self.dtype).launch_1d(x.size, args)
+        self._kernel("dropout_forward").launch_1d(x.size, args)
         self.rng_calls += 1
         self._save_for_backward(mask=mask)
         return y
@@ -132,7 +137,5 @@ class Dropout(Layer):
         if mask is None:
             return dy
         dx = self.device.empty(dy.shape, self.dtype)
-        self.device.kernel("dropout.cu", "dropout_backward", self.dtype).launch_1d(
-            dy.size, (dy, mask, dx, dy.size)
-        )
+        self._kernel("dropout_backward").launch_1d(dy.size, (dy, mask, dx, dy.size))
         return dx

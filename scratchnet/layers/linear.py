@@ -168,6 +168,8 @@ class Linear(Layer):
     bias (key "b", (M,)) at zero; ``seed`` seeds that initialisation.
     """
 
+    kernel_file = "gemm_blocked.cu"  # through gemm(), which also picks gemm.cu or gemm_bias.cu; and reduce.cu
+
     def __init__(
         self, in_features: int, out_features: int, device: str | Device = "cpu", dtype=np.float32, seed=None
     ):
@@ -191,6 +193,11 @@ class Linear(Layer):
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}"
+
+    def torch_equivalent(self, torch):
+        module = torch.nn.Linear(self.in_features, self.out_features, dtype=self._torch_dtype(torch))
+        # weight (D, M) here, (M, D) in PyTorch
+        return self._to_torch(torch, module, weight=self._host("W").T, bias=self._host("b"))
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):

@@ -44,6 +44,8 @@ IMPLS = ("fast", "naive")
 class MaxPool2D(Layer):
     """Max-pooling over KH x KW windows; see the module docstring for the formulas."""
 
+    kernel_file = "pool.cu"
+
     def __init__(
         self,
         kernel_size: int | tuple[int, int],
@@ -77,6 +79,9 @@ class MaxPool2D(Layer):
         N, C, H, W = input_shape
         return (N, C, *window_output_hw((H, W), self.kernel_size, self.stride, self.padding))
 
+    def torch_equivalent(self, torch):
+        return torch.nn.MaxPool2d(self.kernel_size, self.stride, self.padding)
+
     def extra_repr(self) -> str:
         impl = "" if self.impl == "fast" else f", impl={self.impl!r}"
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{impl}"
@@ -105,7 +110,7 @@ class MaxPool2D(Layer):
         out_shape = self.output_shape(x.shape)
         y = self.device.empty(out_shape, self.dtype)
         argmax = self.device.empty(out_shape, np.int32)
-        kernel = self.device.kernel("pool.cu", "maxpool_forward", self.dtype)
+        kernel = self._kernel("maxpool_forward")
         kernel.launch_1d(y.size, (x, y, argmax, y.size, *self._geometry(H, W)))
         self._save_for_backward(argmax=argmax, input_shape=tuple(x.shape))
         return y
@@ -114,7 +119,7 @@ class MaxPool2D(Layer):
         saved = self._saved()
         _, _, H, W = saved.input_shape
         dx = self.device.empty(saved.input_shape, self.dtype)
-        kernel = self.device.kernel("pool.cu", "maxpool_backward", self.dtype)
+        kernel = self._kernel("maxpool_backward")
         kernel.launch_1d(dx.size, (dy, saved.argmax, dx, dx.size, *self._geometry(H, W)))
         return dx
 
