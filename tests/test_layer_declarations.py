@@ -10,7 +10,7 @@ from scratchnet import layers
 from scratchnet._cuda.sources import kernel_dir
 from scratchnet.layers import Layer
 
-# One instance of every exported layer (the loss is not a Layer of a model: the benchmarks need no twin).
+# One instance of every exported layer but the loss (its twin takes labels too: tested on its own below).
 EXAMPLES = {
     "BatchNorm1D": lambda: layers.BatchNorm1D(3),
     "BatchNorm2D": lambda: layers.BatchNorm2D(3),
@@ -33,12 +33,12 @@ def test_every_exported_layer_has_an_example():
         for name in layers.__all__
         if isinstance(getattr(layers, name), type) and issubclass(getattr(layers, name), Layer)
     }
-    assert exported - {"Layer"} == set(EXAMPLES)
+    assert exported - {"Layer", "SoftmaxCrossEntropy"} == set(EXAMPLES)
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", sorted([*EXAMPLES, "SoftmaxCrossEntropy"]))
 def test_the_kernel_file_exists(name):
-    layer = EXAMPLES[name]()
+    layer = EXAMPLES.get(name, layers.SoftmaxCrossEntropy)()
     if layer.kernel_file is None:  # no kernel: Flatten only reshapes
         assert name == "Flatten"
     else:
@@ -58,6 +58,15 @@ def test_the_torch_twin_computes_what_the_layer_computes(name, dtype):
     assert theirs.dtype == dtype  # the weights kept the layer's precision
     tolerance = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(layer.forward(x, training=False), theirs, rtol=tolerance, atol=tolerance)
+
+
+def test_the_loss_twin_computes_the_same_loss():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    logits, labels = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
+    loss = layers.SoftmaxCrossEntropy(dtype=np.float64)
+    theirs = loss.torch_equivalent(torch)(torch.from_numpy(logits), torch.from_numpy(labels))
+    assert loss.forward(logits, labels) == pytest.approx(theirs.item(), rel=1e-12)
 
 
 def test_a_layer_without_a_twin_says_so():
