@@ -8,15 +8,15 @@
 
 #include "common.cuh"  // minus_infinity, cdiv
 
-// Thread mapping: one thread per OUTPUT element: i < n_out = N*C*OH*OW, decoded as
+// Thread mapping: one thread per OUTPUT element: i < count = N*C*OH*OW, decoded as
 // i = ((n*C + c)*OH + oh)*OW + ow. The thread scans its window in row-major order and keeps the first
 // maximum. A NaN replaces the running maximum (PyTorch's rule), so a NaN in the input shows up in the
 // output instead of being skipped.
 template <typename T>
-__global__ void maxpool_forward(const T* x, T* y, int* argmax, long long n_out, int H, int W, int OH, int OW,
+__global__ void maxpool_forward(const T* x, T* y, int* argmax, long long count, int H, int W, int OH, int OW,
                                 int KH, int KW, int SH, int SW, int PH, int PW) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_out) return;
+    if (i >= count) return;
     int ow = (int)(i % OW);
     int oh = (int)((i / OW) % OH);
     long long plane = i / ((long long)OW * OH);  // n*C + c: which (H, W) image of the input
@@ -41,17 +41,17 @@ __global__ void maxpool_forward(const T* x, T* y, int* argmax, long long n_out, 
     argmax[i] = best_offset;
 }
 
-// Thread mapping: one thread per INPUT element: i < n_in = N*C*H*W, decoded as i = ((n*C + c)*H + h)*W + w.
+// Thread mapping: one thread per INPUT element: i < count = N*C*H*W, decoded as i = ((n*C + c)*H + h)*W + w.
 // A gather (no atomics, deterministic): the thread visits every window that contains (h, w) and adds dy
 // of each window whose argmax is this element. With overlapping windows (stride < kernel) one input can
 // receive gradient from several outputs; they accumulate.
 // Window (oh, ow) contains row h when oh*SH - PH <= h <= oh*SH - PH + KH - 1, i.e.
 // ceil((h + PH - KH + 1) / SH) <= oh <= floor((h + PH) / SH), clipped to [0, OH - 1] (likewise for w).
 template <typename T>
-__global__ void maxpool_backward(const T* dy, const int* argmax, T* dx, long long n_in, int H, int W, int OH,
+__global__ void maxpool_backward(const T* dy, const int* argmax, T* dx, long long count, int H, int W, int OH,
                                  int OW, int KH, int KW, int SH, int SW, int PH, int PW) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_in) return;
+    if (i >= count) return;
     int w = (int)(i % W);
     int h = (int)((i / W) % H);
     long long plane = i / ((long long)W * H);

@@ -82,10 +82,10 @@ __global__ void softmax_xent_mean(const T* row_loss, T* mean, long long N) {
 
 // Thread mapping: one thread per element i < N*K of dlogits, i = n*K + k: (probs - onehot(t)) / N.
 template <typename T>
-__global__ void softmax_xent_backward(const T* probs, const long long* labels, T* dlogits,
-                                      long long n_elements, int K, long long N) {
+__global__ void softmax_xent_backward(const T* probs, const long long* labels, T* dlogits, long long count,
+                                      int K, long long N) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_elements) return;
+    if (i >= count) return;
     long long n = i / K;
     int k = (int)(i % K);
     T onehot = labels[n] == k ? T(1) : T(0);

@@ -69,3 +69,10 @@ def test_one_dtype_to_c_name_table():
 
     for dtype, c_name in C_NAME_OF_DTYPE.items():
         assert launcher._c_name(dtype) == c_name
+
+
+def test_one_reduction_block_size():
+    """BatchNorm's per-channel sums and the bias gradient launch reductions of one block size, reduce.cu's."""
+    from scratchnet.layers import batchnorm, linear
+
+    assert batchnorm.REDUCE_THREADS == linear.REDUCE_THREADS == cuda_defines("reduce.cu")["REDUCE_THREADS"]

@@ -182,7 +182,7 @@ RELU = KernelExercise(
 
 # Max-pooling, no padding: x (N, C, H, W) -> y, argmax (N, C, OH, OW).
 def _pool_out(s: dict) -> tuple[int, int]:
-    return (s["H"] - s["KH"]) // s["S"] + 1, (s["W"] - s["KW"]) // s["S"] + 1
+    return window_output_hw((s["H"], s["W"]), (s["KH"], s["KW"]), s["S"])
 
 
 def _pool_windows(x: np.ndarray, s: dict) -> np.ndarray:

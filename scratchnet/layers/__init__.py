@@ -19,6 +19,9 @@ Notation, the same in every layer, kernel and lesson::
     cols_batch_last   im2col columns on the CPU, (C·KH·KW, OH, OW, N)-style; cols_batch_first in the kernels
 
 ``W`` is always a width, never the weight: the weight is the local ``weight`` (the parameter key stays "W").
+A kernel's number of elements, the bound of ``i``, is ``count`` (``if (i >= count) return;``).
+
+This legend is the one; the contributor guide quotes the block above verbatim (``tests/test_notation.py``).
 """
 
 from scratchnet.layers.activation import ReLU

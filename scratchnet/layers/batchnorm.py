@@ -60,7 +60,9 @@ import numpy as np
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer
 
-REDUCE_THREADS = 256  # threads per block of the per-channel sums (the kernels work with any blockDim.x)
+# The per-channel sums run one block per channel with the block size of the bias gradient's reduction
+# (#define REDUCE_THREADS in kernels/reduce.cu); batchnorm.cu's kernels work with any blockDim.x.
+from scratchnet.layers.linear import REDUCE_THREADS
 
 
 # --- NumPy: x viewed as (N, C, P), P = H·W (2-D) or 1 (1-D) ------------------------------------------------
