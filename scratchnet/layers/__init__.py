@@ -33,11 +33,12 @@ from scratchnet.layers.global_pool import GlobalAvgPool2D
 from scratchnet.layers.linear import Linear
 from scratchnet.layers.loss import SoftmaxCrossEntropy
 from scratchnet.layers.lrn import LocalResponseNorm
-from scratchnet.layers.pool import MaxPool2D
+from scratchnet.layers.pool import AvgPool2D, MaxPool2D
 from scratchnet.layers.residual import ResidualBlock
 from scratchnet.layers.shape import Flatten
 
 __all__ = [
+    "AvgPool2D",
     "BatchNorm1D",
     "BatchNorm2D",
     "GlobalAvgPool2D",
