@@ -7,6 +7,10 @@ A layer subclass writes four methods, side by side in its own file (as Chainer d
 * ``_forward_kernels(x, training)`` / ``_backward_kernels(dy)``: launches of the CUDA kernels in
   ``kernels/*.cu``, used on ``gpu`` and ``sim`` (arrays from ``self.device``; no NumPy math on them).
 
+and declares what the rest of scratchnet needs to know about it: ``kernel_file`` (its file of ``kernels/``,
+which ``self._kernel(name)`` loads from) and ``torch_equivalent(torch)`` (its PyTorch twin, for the
+benchmarks and the parity tests). Convolutions and pools size their output with :func:`window_output_hw`.
+
 :meth:`Layer.forward` checks the input first, so a wrong shape or dtype is a clear ``ValueError`` naming
 what was expected, never a traceback from deep inside the math. ``backward`` returns dL/dx and
 *overwrites* ``self.grads``; it needs a forward that kept what it needs (see :class:`Layer`).

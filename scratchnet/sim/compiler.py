@@ -18,8 +18,9 @@ and asking it (``sim_kernel_signature``), stored next to it.
 
 Builds are cached under ``$SCRATCHNET_CACHE/sim`` (else ``$XDG_CACHE_HOME/scratchnet/sim``, else
 ``~/.cache/scratchnet/sim``), keyed by a hash of everything that affects the result: the source, the kernel
-names, the simulator's sources, the compiler command and its version. Files appear in the cache by an atomic
-rename, so processes building the same module at once never see half-written files.
+names, the headers it may include (the simulator's, and ``kernels/*.cuh``), the simulator's sources, the
+compiler command and its version. Files appear in the cache by an atomic rename, so processes building the
+same module at once never see half-written files.
 """
 
 from __future__ import annotations
