@@ -2,7 +2,7 @@
 
 For a layer y = layer(x), pick a fixed random G of y's shape and check the scalar function
 
-    f(x) = Σ layer(x) ⊙ G,        so that  ∂f/∂x = backward(dy = G)   and  ∂f/∂W = layer.grads["W"].
+    f(x) = Σ layer(x) ⊙ G,        so that  ∂f/∂x = backward(dy = G)   and  ∂f/∂weight = layer.grads["W"].
 
 Each partial derivative is estimated with a centered difference, whose error is O(h²):
 

@@ -19,7 +19,7 @@ def torch_model(model, torch):
 def twin_forward_backward(layer, x, dy, torch) -> dict[str, np.ndarray]:
     """Forward and backward through ``layer``'s twin on host arrays ``x`` and ``dy``: ``{"y": ..., "dx": ...,
     "dweight": ..., "dbias": ...}``, one ``d<name>`` per parameter of the twin, as PyTorch names and
-    lays them out (a Linear's ``dweight`` is our ``dW`` transposed)."""
+    lays them out (a Linear's ``dweight`` is ours, ``grads["W"]``, transposed)."""
     twin = layer.torch_equivalent(torch)
     xt = torch.tensor(x, requires_grad=True)
     yt = twin(xt)
