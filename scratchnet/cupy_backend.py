@@ -35,6 +35,7 @@ import os
 
 import numpy as np
 
+from scratchnet._cuda import sources
 from scratchnet.errors import DeviceError
 
 _cupy = None
@@ -209,11 +210,15 @@ class GpuKernel:
 
 
 def load_module(source: str, name_expressions: list[str], filename: str = "<source>") -> GpuModule:
-    """Compile ``source`` with NVRTC (through CuPy) and return it as a :class:`GpuModule`."""
+    """Compile ``source`` with NVRTC (through CuPy) and return it as a :class:`GpuModule`.
+
+    ``kernels/`` is on the include path (``#include "common.cuh"``). CuPy caches compiled modules on disk
+    keyed by the source and the options, not by the headers they include: the headers' digest, passed as
+    a macro, makes an edited header a new key."""
+    headers = f"-DSCRATCHNET_HEADERS_SHA256={sources.header_digest()}"
+    options = ("-std=c++17", f"-I{sources.kernel_dir()}", headers)
     with gpu_errors(f"compiling {filename}"):
-        raw = cupy().RawModule(
-            code=source, options=("-std=c++17",), name_expressions=name_expressions or None
-        )
+        raw = cupy().RawModule(code=source, options=options, name_expressions=name_expressions or None)
     return GpuModule(raw, filename)
 
 

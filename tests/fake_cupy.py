@@ -44,6 +44,7 @@ class FakeCupy(types.ModuleType):
         self.launches: list[tuple] = []
         self.log: list[str] = []  # launches and event records, in order
         self.elapsed_ms: list[float] = []  # what get_elapsed_time returns, one value per call (then 1.0)
+        self.module_options: list[tuple] = []  # the compiler options of each RawModule, in order
         self.__version__ = "14.2.0"
         runtime = types.SimpleNamespace(
             getDeviceCount=lambda: self._call("getDeviceCount", lambda: devices),
@@ -97,6 +98,7 @@ class FakeCupy(types.ModuleType):
         return self._call("matmul", lambda: np.matmul(a, b, out=out))
 
     def RawModule(self, code, options=(), name_expressions=None):  # noqa: N802 - CuPy's name
+        self.module_options.append(tuple(options))
         return self._call("RawModule", lambda: _FakeModule(self))
 
 

@@ -126,16 +126,6 @@ def relative(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-def torch_twin(layer, torch):
-    module_type = torch.nn.BatchNorm2d if isinstance(layer, sn.layers.BatchNorm2D) else torch.nn.BatchNorm1d
-    module = module_type(layer.num_features, eps=layer.eps, momentum=layer.momentum)
-    module = module.to(torch.float64 if layer.dtype == np.float64 else torch.float32)
-    with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(layer.device.to_host(layer.params["gamma"])))
-        module.bias.copy_(torch.from_numpy(layer.device.to_host(layer.params["beta"])))
-    return module
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["BatchNorm2D", "BatchNorm1D"])
@@ -144,7 +134,7 @@ def test_matches_pytorch_in_training_and_evaluation(device, dtype, kind):
     torch = pytest.importorskip("torch")
     tolerance = 1e-10 if dtype == np.float64 else 1e-5
     layer = make(kind, device, dtype, momentum=0.3)
-    module = torch_twin(layer, torch)
+    module = layer.torch_equivalent(torch)  # the layer's own declaration, as the benchmarks use it
     dev = layer.device
     rng = np.random.default_rng(5)
     for step in range(4):

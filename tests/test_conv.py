@@ -8,8 +8,10 @@ import functools
 import numpy as np
 import pytest
 
+from scratchnet.benchmarks.torch_twins import twin_forward_backward
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import Conv2D
+from scratchnet.layers.base import window_output_hw
 from scratchnet.layers.conv import (
     _batch_first,
     _batch_last,
@@ -193,17 +195,10 @@ def test_matches_pytorch(device, impl, config):
     dy = spec.output_gradient(layer, x)
     ours = forward_backward(layer, x, dy).arrays()
 
-    dev = layer.device
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(dev.to_host(layer.params["W"]), requires_grad=True)
-    bt = torch.tensor(dev.to_host(layer.params["b"]), requires_grad=True)
-    yt = torch.nn.functional.conv2d(
-        xt, wt, bt, stride=layer.stride, padding=layer.padding, groups=layer.groups
-    )
-    yt.backward(torch.tensor(dy))
-    theirs = {"y": yt, "dx": xt.grad, "dW": wt.grad, "db": bt.grad}
+    theirs = twin_forward_backward(layer, x, dy, torch)  # the layer's own twin, as the benchmarks use it
+    theirs["dW"], theirs["db"] = theirs.pop("dweight"), theirs.pop("dbias")
     for name, value in ours.items():
-        np.testing.assert_allclose(value, theirs[name].detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(value, theirs[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_matches_pytorch_in_float32_on_lenet_shapes():
@@ -354,7 +349,19 @@ def test_inputs_smaller_than_the_kernel_are_refused(device):
     dev = layer.device
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\), got \(8, 1, 28, 28\)"):
         layer.forward(dev.array(np.zeros((8, 1, 28, 28), np.float32)))
-    with pytest.raises(ValueError, match=r"smaller than the 5x5 kernel .*at least 5 and 5"):
+    with pytest.raises(ValueError, match=r"\(1, 3, 4, 8\): a 5x5 window does not fit .*at least 5 and 5"):
         layer.forward(dev.array(np.zeros((1, 3, 4, 8), np.float32)))
     padded = Conv2D(3, 4, 5, padding=1, device=device)
     assert padded.forward(dev.array(np.zeros((1, 3, 3, 3), np.float32))).shape == (1, 4, 1, 1)
+
+
+def test_one_output_size_for_every_window():
+    """window_output_hw, which convolutions, pools, the figures and the checkers all use: worked examples of
+    (H + 2P - K) // S + 1, and an empty output refused with the sizes that would make one."""
+    assert window_output_hw((28, 28), 5) == (24, 24)  # LeNet-5's conv1
+    assert window_output_hw((7, 7), 3, 2, 1) == (4, 4)
+    assert window_output_hw((32, 30), (5, 3), (2, 1), (0, 1)) == (14, 30)
+    assert window_output_hw((5, 5), 2, 3) == (2, 2)  # stride > kernel: windows on rows 0-1 and 3-4
+    with pytest.raises(ValueError, match=r"^Conv2D: a 3x3 window does not fit in a 2x5 .*least 3 and 3"):
+        window_output_hw((2, 5), 3, who="Conv2D")
+    assert window_output_hw((1, 5), 3, padding=1) == (1, 5)  # padding makes it fit

@@ -107,7 +107,7 @@ def test_masks_differ_across_calls_and_repeat_from_the_counter(device):
     x = np.ones((8, 16))
     first, second = training_output(layer, x), training_output(layer, x)
     assert not np.array_equal(first, second)
-    layer.rng_calls = 0  # what a checkpoint restores for an exact resume
+    layer.rewind(0)  # what a checkpoint restores for an exact resume
     np.testing.assert_array_equal(training_output(layer, x), first)
     other_seed = training_output(sn.layers.Dropout(0.5, seed=4, device=device, dtype=np.float64), x)
     assert not np.array_equal(other_seed, first)
@@ -151,3 +151,14 @@ def test_seed_from_os_entropy():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sn.layers.Dropout(**kwargs)
+
+
+def test_the_random_stream_is_moved_only_through_its_methods():
+    layer = sn.layers.Dropout(0.5, seed=0)
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match="Dropout: rng_calls must be a non-negative integer"):
+            layer.rewind(bad)
+        with pytest.raises(ValueError, match="Dropout: first_example must be a non-negative integer"):
+            layer.shard_from(bad)
+    with pytest.raises(AttributeError):
+        layer.rng_calls = 2  # read-only: rewind() says what it is for

@@ -18,6 +18,7 @@ from fake_cupy import (
 )
 
 from scratchnet import cupy_backend
+from scratchnet._cuda import sources
 from scratchnet.device import Device
 from scratchnet.errors import DeviceError
 
@@ -37,6 +38,21 @@ def test_a_working_fake_gpu_runs_a_kernel_through_the_launch_helper(install):
     gpu.synchronize()
     assert fake.launches == [("relu_forward<float>", (1, 1, 1), (256, 1, 1))]
     assert gpu.launches == {"relu_forward<float>": 1} and gpu.transfers == {"host_to_device": 1}
+
+
+def test_kernels_compile_with_the_shared_header_on_the_include_path(install, tmp_path, monkeypatch):
+    """CuPy's disk cache keys on the source and the options only: the headers' digest is an option, so an
+    edited kernels/common.cuh compiles anew instead of loading a stale module."""
+    fake = install()
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    monkeypatch.setattr(sources, "kernel_dir", lambda: kernels)
+    for version in ("1", "2"):
+        (kernels / "common.cuh").write_text(f"#define VERSION {version}\n")
+        cupy_backend.load_module('#include "common.cuh"\n', [])
+    first, second = fake.module_options
+    assert f"-I{kernels}" in first and f"-I{kernels}" in second
+    assert first != second
 
 
 def test_no_cupy(monkeypatch):

@@ -107,7 +107,6 @@ def test_forward_copies_one_number_to_the_host(device):
     value = loss.forward(logits, labels)
     assert isinstance(value, float) and dev.transfers["device_to_host"] == before + 1
     assert dev.is_array(loss.backward()) and dev.transfers["device_to_host"] == before + 1
-    assert loss.logits is logits and loss.labels is labels  # kept for topk_correct, no copy
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -174,6 +173,16 @@ def test_interface():
         loss.backward()
     loss.forward(logits, labels)
     assert loss.backward().shape == (3, 4)
+
+
+def test_the_loss_is_a_layer():
+    """Layer's constructor and to(); what a forward kept belongs to the old device and dtype."""
+    loss = sn.layers.SoftmaxCrossEntropy(dtype=np.float64)
+    assert isinstance(loss, sn.layers.Layer) and repr(loss) == "SoftmaxCrossEntropy()"
+    loss.forward(*batch((3, 4)))
+    assert loss.to("cpu", np.float32) is loss and loss.dtype == np.float32
+    with pytest.raises(RuntimeError, match="SoftmaxCrossEntropy.backward needs a forward"):
+        loss.backward()
 
 
 def reference_topk(logits, labels, k):

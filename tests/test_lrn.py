@@ -78,11 +78,11 @@ def test_gradcheck_catches_a_backward_without_the_cross_channel_term():
 def test_matches_pytorch_with_alpha_times_size(settings):
     torch = pytest.importorskip("torch")
     x, dy = inputs(), inputs(seed=1)
-    size, alpha, beta, k = settings["size"], settings["alpha"], settings["beta"], settings["k"]
     xt = torch.tensor(x, requires_grad=True)
-    yt = torch.nn.LocalResponseNorm(size, alpha * size, beta, k)(xt)  # PyTorch divides alpha by size
+    layer = LocalResponseNorm(**settings, dtype=np.float64)
+    yt = layer.torch_equivalent(torch)(xt)  # the layer's own twin: PyTorch divides alpha by size
     yt.backward(torch.tensor(dy))
-    y, dx, _ = forward_backward(LocalResponseNorm(**settings, dtype=np.float64), x, dy)
+    y, dx, _ = forward_backward(layer, x, dy)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
 

@@ -157,7 +157,7 @@ def test_dropout_masks_of_shards_are_slices_of_the_whole_batch_mask(device):
     expected = dev.to_host(whole.forward(dev.array(x_host)))
     for start, stop in [(0, 3), (3, 5), (5, 7), (7, 7)]:
         part = sn.layers.Dropout(0.5, seed=11, device=device, dtype=np.float64)
-        part.first_example = start
+        part.shard_from(start)
         y = dev.to_host(part.forward(dev.array(x_host[start:stop])))
         np.testing.assert_array_equal(y, expected[start:stop])
 

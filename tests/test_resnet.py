@@ -13,7 +13,7 @@ from test_conv import conv_by_definition
 import scratchnet as sn
 import scratchnet.train as T
 from scratchnet import evaluate, predict
-from scratchnet.benchmarks.torch_twins import torch_layer, torch_model
+from scratchnet.benchmarks.torch_twins import torch_model
 from scratchnet.checkpoint import load_checkpoint, load_model
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.testing import DEVICES, LayerContract, LayerSpec
@@ -128,7 +128,7 @@ def test_residual_block_matches_pytorch(device, kind):
     torch = pytest.importorskip("torch")
     C, F, S = BLOCKS[kind]
     block = sn.layers.ResidualBlock(C, F, S, device=device, dtype=np.float64, seed=4)
-    module = torch_layer(block, torch).double()
+    module = block.torch_equivalent(torch).double()
     x = block_input(C)
     dy = np.random.default_rng(2).standard_normal(block.output_shape(x.shape))
     dev = block.device

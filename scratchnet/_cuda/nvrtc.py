@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scratchnet._cuda import sources
 from scratchnet.errors import DeviceError
 
 # The wheels' layouts: nvidia-cuda-nvrtc 13 (nvidia/cu13/lib) and 12 (nvidia/cuda_nvrtc/lib).
@@ -104,7 +105,8 @@ def compile_source(
     options: Sequence[str] = ("-std=c++17",),
     filename: str = "kernel.cu",
 ) -> CompileResult:
-    """Compile ``source`` for ``arch`` (e.g. ``"sm_75"``); raise :class:`NvrtcError` with the log on error."""
+    """Compile ``source`` for ``arch`` (e.g. ``"sm_75"``), with ``kernels/`` on the include path (the
+    shared ``common.cuh``); raise :class:`NvrtcError` with the log on error."""
     lib = _library()
     program = ctypes.c_void_p()
     _check(
@@ -114,7 +116,7 @@ def compile_source(
     try:
         for expression in name_expressions:
             _check(lib.nvrtcAddNameExpression(program, expression.encode()), "nvrtcAddNameExpression")
-        flags = [f"--gpu-architecture={arch}", *options]
+        flags = [f"--gpu-architecture={arch}", f"--include-path={sources.kernel_dir()}", *options]
         argv = (ctypes.c_char_p * len(flags))(*[f.encode() for f in flags])
         status = lib.nvrtcCompileProgram(program, len(flags), argv)
         log = _program_log(lib, program)

@@ -41,6 +41,7 @@ from scratchnet._cuda.limits import MAX_GRID, cdiv
 from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DeviceError, cli_errors
+from scratchnet.layers.base import window_output_hw
 
 
 # --- the operations -----------------------------------------------------------------------------------
@@ -155,9 +156,7 @@ GEMM = Op(
 
 def _window_out(size) -> tuple[int, int]:
     """(OH, OW) of a K x K window sliding with stride S over an H x W image padded by P (conv and pool)."""
-    OH = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    OW = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    return OH, OW
+    return window_output_hw((size["H"], size["W"]), size["K"], size["S"], size["P"])
 
 
 # Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), weight (F, C, K, K)) + bias, stride S,

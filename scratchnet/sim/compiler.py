@@ -18,8 +18,9 @@ and asking it (``sim_kernel_signature``), stored next to it.
 
 Builds are cached under ``$SCRATCHNET_CACHE/sim`` (else ``$XDG_CACHE_HOME/scratchnet/sim``, else
 ``~/.cache/scratchnet/sim``), keyed by a hash of everything that affects the result: the source, the kernel
-names, the simulator's sources, the compiler command and its version. Files appear in the cache by an atomic
-rename, so processes building the same module at once never see half-written files.
+names, the headers it may include (the simulator's, and ``kernels/*.cuh``), the simulator's sources, the
+compiler command and its version. Files appear in the cache by an atomic rename, so processes building the
+same module at once never see half-written files.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchnet._cuda import sources
 from scratchnet._cuda.limits import MAX_SHARED_BYTES
 from scratchnet._cuda.signature import (
     C_TYPES,
@@ -149,13 +151,26 @@ def _hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
+def _include_flags() -> list[str]:
+    """The simulator's CUDA headers, then kernels/ (the kernel files' shared ``common.cuh``)."""
+    return ["-I", str(INCLUDE), "-I", str(sources.kernel_dir())]
+
+
 def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
     """The ``__global__`` kernels of ``source`` (cached): preprocessed by the host compiler, so macros and
     comments cannot hide or fake one."""
     compiler = find_compiler()
-    command = [compiler, "-E", "-P", "-std=c++17", "-DSCRATCHNET_SIM_SCAN", "-I", str(INCLUDE)]
+    command = [compiler, "-E", "-P", "-std=c++17", "-DSCRATCHNET_SIM_SCAN", *_include_flags()]
     command += ["-include", str(HEADER), "-x", "c++", "-"]
-    key = _hash(CACHE_FORMAT, "scan", source, HEADER.read_text(), command, compiler_version(compiler))
+    key = _hash(
+        CACHE_FORMAT,
+        "scan",
+        source,
+        HEADER.read_text(),
+        sources.header_digest(),
+        command,
+        compiler_version(compiler),
+    )
     cached = cache_dir() / f"scan-{key}.json"
     try:
         return [
@@ -357,7 +372,7 @@ def build(
         shared = dynamic_shared_arrays(source)
     except DeviceError as error:
         raise DeviceError(f"{filename or 'the source'}: {error}") from None
-    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-I", str(INCLUDE), "-include", str(HEADER)]
+    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), *_include_flags(), "-include", str(HEADER)]
     module_flags = [*(["-O0", "-g"] if debug else []), *(CHECK_FLAGS if checks & INSTRUMENTED else [])]
     if checks & INSTRUMENTED:
         source = with_shared_redzones(source)
@@ -367,6 +382,7 @@ def build(
         filename,  # compiled into messages and line information
         names,
         HEADER.read_text(),
+        sources.header_digest(),  # kernels/common.cuh, which the kernel files include
         RUNTIME.read_text(),
         *[path.read_text() for path in sorted(INCLUDE.rglob("*.h"))],
         compiler,

@@ -91,7 +91,7 @@ def train_epoch(
         for batch, (images, labels) in enumerate(loader, start=1):
             shard = sharing.shard(len(labels))  # this process's examples of the batch (all of them alone)
             for layer in stochastic:
-                layer.first_example = shard.start  # dropout masks follow the example, not the process
+                layer.shard_from(shard.start)  # dropout masks follow the example, not the process
             x = device.array(images[shard], dtype=dtype)  # (B / N, C, H, W)
             y = device.array(labels[shard])  # (B / N,) int64
             logits = model.forward(x, training=True)  # (B / N, classes)

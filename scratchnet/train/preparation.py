@@ -30,7 +30,7 @@ from scratchnet.checkpoint import (
 )
 from scratchnet.data.classes import select_classes
 from scratchnet.device import Device, get_device
-from scratchnet.layers import SoftmaxCrossEntropy
+from scratchnet.layers import Dropout, SoftmaxCrossEntropy
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
 from scratchnet.train.config import RESUME_META, ConfigError, TrainConfig
 from scratchnet.train.data_parallel import DataParallel, this_process
@@ -171,8 +171,8 @@ def make_optimizer(config: TrainConfig, model):
 
 
 def dropout_layers(model) -> dict:
-    """The stochastic layers (they count their random draws in ``rng_calls``), by name."""
-    return {name: layer for name, layer in model.layers.items() if hasattr(layer, "rng_calls")}
+    """The Dropout layers (each counts its random draws in ``rng_calls``), by name."""
+    return {name: layer for name, layer in model.layers.items() if isinstance(layer, Dropout)}
 
 
 def parameters_finite(model) -> bool:
@@ -298,7 +298,7 @@ def _restore(checkpoint: Checkpoint, model, optimizer, scheduler) -> None:
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint.scheduler)
         for name, layer in dropout_layers(model).items():
-            layer.rng_calls = int(checkpoint.meta["dropout_rng_calls"][name])
+            layer.rewind(int(checkpoint.meta["dropout_rng_calls"][name]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{checkpoint.path} is a damaged checkpoint: {e}") from None
     if not parameters_finite(model):
