@@ -227,18 +227,6 @@ AVG_CONFIGS = [
 AVG_IDS = ["2x2s3", "3x3s2p1", "2x3s2x1p1x0"]
 
 
-class TestAvgPool2DContract(LayerContract):
-    """Stride > kernel: some inputs are in no window, and their dL/dx must be written as 0."""
-
-    spec = LayerSpec(
-        make=functools.partial(AvgPool2D, 2, 3), input_shape=(2, 2, 8, 7), bad_shapes=((2, 8, 7),)
-    )
-
-
-class TestAvgPool2DPaddedContract(LayerContract):
-    spec = LayerSpec(make=functools.partial(AvgPool2D, 3, 2, 1), input_shape=(2, 3, 5, 6))
-
-
 def avg_pool_definition(x, dy, kernel, stride, padding):
     """y and dL/dx from the definition, apart from the layer: every window's inputs (padding: zeros) by
     loops, and each dy[oh, ow] shared out over its window's inputs."""
@@ -254,6 +242,33 @@ def avg_pool_definition(x, dy, kernel, stride, padding):
                 y[n, c, oh, ow] += x[n, c, h, w] / (KH * KW)
                 dx[n, c, h, w] += dy[n, c, oh, ow] / (KH * KW)
     return y, dx
+
+
+def avg_pool_reference(layer, x):
+    """The forward of the definition below, for the contract."""
+    dy = np.zeros(layer.output_shape(x.shape))
+    return avg_pool_definition(x, dy, layer.kernel_size, layer.stride, layer.padding)[0]
+
+
+class TestAvgPool2DContract(LayerContract):
+    """Stride > kernel: some inputs are in no window, and their dL/dx must be written as 0."""
+
+    spec = LayerSpec(
+        make=functools.partial(AvgPool2D, 2, 3),
+        input_shape=(2, 2, 8, 7),
+        bad_shapes=((2, 8, 7),),
+        reference=avg_pool_reference,
+        geometries={
+            "3x3s2p1: overlapping windows reaching into the padding": {
+                "make": functools.partial(AvgPool2D, 3, 2, 1),
+                "input_shape": (2, 3, 5, 6),
+            },
+            "2x3s2x1p1x0: odd sizes, batch 1": {
+                "make": functools.partial(AvgPool2D, (2, 3), (2, 1), (1, 0)),
+                "input_shape": (1, 2, 6, 5),
+            },
+        },
+    )
 
 
 def assert_matches_the_definition(layer, config):
