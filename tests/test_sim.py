@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from scratchnet import sim
-from scratchnet._cuda.signature import parse_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
-from scratchnet.sim import compiler
+from scratchnet.sim import compiler, parse_kernels
 
 pytestmark = pytest.mark.sim
 
@@ -515,6 +514,7 @@ def test_kernel_file_builds_without_warnings(path, recwarn):
     assert not compiler_warnings, "\n".join(compiler_warnings)
 
 
+@pytest.mark.slow  # compiles in a fresh cache
 def test_build_cache_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHNET_CACHE", str(tmp_path))
     source = 'extern "C" __global__ void fill(float* y, float v) { y[threadIdx.x] = v; }\n'

@@ -59,8 +59,8 @@ How it works
    source line (and the other thread of a race).
 5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g`` and runs the blocks on
    the calling OS thread only; gdb can then stop in one thread of one block: ``break relu.cu:12 if
-   sim_rt::current_state().block_idx.x == 1 && sim_rt::current_state().thread_idx.x == 5`` (README, "The
-   simulator").
+   sim_rt::current_state().block_idx.x == 1 && sim_rt::current_state().thread_idx.x == 5`` (docs/simulator.md,
+   "Debugging with gdb").
 
 Usage::
 
@@ -130,8 +130,8 @@ Speed
 -----
 Blocks run on every core; within a block, a new thread is a plain function call on a runner fiber, a
 barrier costs one context switch, and ``threadIdx`` is read through the fiber's stack header. ``python -m
-scratchnet.bench sim`` prints the cost per thread and per barrier; the README's simulator section gives the
-training speed before and after, measured, and why the tiled GEMMs keep it far below a GPU.
+scratchnet.bench sim`` prints the cost per thread and per barrier; docs/simulator.md gives the training
+speed, measured, and why the register-blocked GEMMs keep the thread count, and so the cost, down.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ from scratchnet.sim.checks import (
     SynccheckError,
     parse_checks,
 )
-from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler
+from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler, parse_kernels
 from scratchnet.sim.launcher import SimKernel, SimModule, set_seed
 from scratchnet.sim.memory import empty, mark_written
 
@@ -172,6 +172,7 @@ __all__ = [
     "check_supported",
     "empty",
     "load_module",
+    "parse_kernels",
     "mark_written",
     "set_seed",
 ]

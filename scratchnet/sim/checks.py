@@ -184,8 +184,14 @@ def _point(values) -> tuple[int, int, int] | None:
     return None if point[0] < 0 else point
 
 
+INTERRUPTED = 7  # the report kind of a launch stopped by Ctrl-C
+
+
 def launch_error(kernel: str, message: str, report: Report, library: Path, buffer_names: list[str]):
-    """The exception for a failed launch: one :class:`SimCheckError` subclass per kind of report."""
+    """The exception for a failed launch: one :class:`SimCheckError` subclass per kind of report, and
+    ``KeyboardInterrupt`` for a launch that Ctrl-C stopped (a kernel that loops forever)."""
+    if report.kind == INTERRUPTED:
+        return KeyboardInterrupt(f"{kernel} {message}")
     cls = _CLASSES.get(report.kind)
     if cls is None:
         return KernelLaunchError(f"{kernel} {message}")

@@ -18,12 +18,14 @@ and asking it (``sim_kernel_signature``), stored next to it.
 
 Builds are cached under ``$SCRATCHNET_CACHE/sim`` (else ``$XDG_CACHE_HOME/scratchnet/sim``, else
 ``~/.cache/scratchnet/sim``), keyed by a hash of everything that affects the result: the source, the kernel
-names, the simulator's sources, the compiler command and its version. Files appear in the cache by an atomic
-rename, so processes building the same module at once never see half-written files.
+names, the headers it may include (the simulator's, and ``kernels/*.cuh``), the simulator's sources, the
+compiler command and its version. Files appear in the cache by an atomic rename, so processes building the
+same module at once never see half-written files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -37,9 +39,11 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchnet._cuda import sources
 from scratchnet._cuda.limits import MAX_SHARED_BYTES
 from scratchnet._cuda.signature import (
     KernelSignature,
@@ -146,13 +150,26 @@ def _hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
+def _include_flags() -> list[str]:
+    """The simulator's CUDA headers, then kernels/ (the kernel files' shared ``common.cuh``)."""
+    return ["-I", str(INCLUDE), "-I", str(sources.kernel_dir())]
+
+
 def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
     """The ``__global__`` kernels of ``source`` (cached): preprocessed by the host compiler, so macros and
     comments cannot hide or fake one."""
     compiler = find_compiler()
-    command = [compiler, "-E", "-P", "-std=c++17", "-DSCRATCHNET_SIM_SCAN", "-I", str(INCLUDE)]
+    command = [compiler, "-E", "-P", "-std=c++17", "-DSCRATCHNET_SIM_SCAN", *_include_flags()]
     command += ["-include", str(HEADER), "-x", "c++", "-"]
-    key = _hash(CACHE_FORMAT, "scan", source, HEADER.read_text(), command, compiler_version(compiler))
+    key = _hash(
+        CACHE_FORMAT,
+        "scan",
+        source,
+        HEADER.read_text(),
+        sources.header_digest(),
+        command,
+        compiler_version(compiler),
+    )
     cached = cache_dir() / f"scan-{key}.json"
     try:
         return [
@@ -184,10 +201,26 @@ def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix="tmp-", delete=False) as file:
-        file.write(text)
-    os.replace(file.name, path)
+    with _writing_cache():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix="tmp-", delete=False) as file:
+            file.write(text)
+        os.replace(file.name, path)
+
+
+@contextlib.contextmanager
+def _writing_cache():
+    """A cache folder that cannot be written becomes a DeviceError that names it and the way out (rather
+    than an OSError that a training run would take for its own run folder's)."""
+    try:
+        yield
+    except OSError as error:
+        if not str(error.filename or "").startswith(str(cache_dir())):
+            raise
+        raise DeviceError(
+            f"the simulator cannot write its build cache {cache_dir()} ({error.strerror or error}); "
+            "set SCRATCHNET_CACHE to a writable folder"
+        ) from None
 
 
 def kernel_names(scanned: list[ScannedKernel], name_expressions: list[str]) -> list[str]:
@@ -343,7 +376,7 @@ def build(
         shared = dynamic_shared_arrays(source)
     except DeviceError as error:
         raise DeviceError(f"{filename or 'the source'}: {error}") from None
-    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-I", str(INCLUDE), "-include", str(HEADER)]
+    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), *_include_flags(), "-include", str(HEADER)]
     module_flags = [*(["-O0", "-g"] if debug else []), *(CHECK_FLAGS if checks & INSTRUMENTED else [])]
     if checks & INSTRUMENTED:
         source = with_shared_redzones(source)
@@ -353,6 +386,7 @@ def build(
         filename,  # compiled into messages and line information
         names,
         HEADER.read_text(),
+        sources.header_digest(),  # kernels/common.cuh, which the kernel files include
         RUNTIME.read_text(),
         *[path.read_text() for path in sorted(INCLUDE.rglob("*.h"))],
         compiler,
@@ -364,11 +398,12 @@ def build(
     library, info_file = directory / f"{key}.so", directory / f"{key}.json"
     info = _verified_entry(library, info_file, names)
     if info is None:  # not built yet, or a damaged entry (truncated, emptied, replaced): build it again
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_orphan_builds(directory)
-        _compile(
-            compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
-        )
+        with _writing_cache():
+            directory.mkdir(parents=True, exist_ok=True)
+            remove_orphan_builds(directory)
+            _compile(
+                compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
+            )
         info = _verified_entry(library, info_file, names)
         if info is None:
             raise DeviceError(f"the simulator's build cache {directory} does not keep what was written to it")
@@ -431,9 +466,14 @@ def remove_orphan_builds(directory: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def compiled_signatures(source: str, name_expressions: list[str]) -> dict[str, KernelSignature]:
-    """Every kernel of ``source``: each template with one type parameter as ``<float>`` and ``<double>``,
-    plus ``name_expressions``; the types as compiled (see :mod:`scratchnet._cuda.signature`)."""
+def parse_kernels(source: str, name_expressions: Sequence[str] = ()) -> dict[str, KernelSignature]:
+    """All kernels in ``source`` (plus ``name_expressions``), keyed by the name to look them up by.
+
+    A template kernel with one type parameter appears once per floating type: ``"name<float>"`` and
+    ``"name<double>"``; the types as compiled (see :mod:`scratchnet._cuda.signature`). Compiles ``source``
+    with the host C++ compiler (cached); a source that does not compile raises :class:`CompileError`, a
+    parameter that cannot be passed ``ValueError``.
+    """
     scanned = scan(source)
     instances = [name for k in scanned if k.template_params is not None for name in k.instances]
     with warnings.catch_warnings():  # host compiler warnings belong to sim's load_module, not to this pass

@@ -106,7 +106,8 @@ const char* dynamic_shared_name(int index);
 // at a time with its own Scheduler (fibers, stacks, error, and the ThreadState that threadIdx reads).
 
 // What went wrong, field by field, for launcher.py to turn into one exception class per kind (checks.py).
-enum ReportKind { kOther = 0, kMemcheck = 1, kRacecheck = 2, kInitcheck = 3, kSynccheck = 4, kTrap = 5, kCrash = 6 };
+enum ReportKind { kOther = 0, kMemcheck = 1, kRacecheck = 2, kInitcheck = 3, kSynccheck = 4, kTrap = 5, kCrash = 6,
+                  kInterrupted = 7 };
 struct Report {
     int kind;
     unsigned int block[3];
@@ -690,6 +691,24 @@ void record_failure(unsigned long long position) {
 
 void on_crash(int signal_number) { siglongjmp(S->crash_jump, signal_number); }
 
+// Ctrl-C during a launch. A kernel that loops forever never returns to Python, which only looks at its
+// signals between bytecodes: so the handler ends the share of the thread it lands on (as a crash does), and
+// passes SIGINT on to every other thread running blocks. Python is told afterwards (run_blocks).
+const int kMaxShareThreads = 1024;
+pthread_t share_threads[kMaxShareThreads];  // the threads running a share of this launch ...
+std::atomic<int> share_count{0};            // ... their number
+std::atomic<bool> interrupted{false};
+thread_local volatile sig_atomic_t in_share = 0;  // this thread runs blocks: its crash_jump is valid
+
+void on_interrupt(int signal_number) {
+    if (!interrupted.exchange(true)) {
+        int n = std::min(share_count.load(), kMaxShareThreads);
+        for (int i = 0; i < n; ++i)
+            if (!pthread_equal(share_threads[i], pthread_self())) pthread_kill(share_threads[i], signal_number);
+    }
+    if (in_share) siglongjmp(S->crash_jump, signal_number);
+}
+
 uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
     const dim3& g = L.grid_dim;
     return uint3{(unsigned)(b % g.x), (unsigned)(b / g.x % g.y), (unsigned)(b / ((unsigned long long)g.x * g.y))};
@@ -722,6 +741,10 @@ void run_share() {
     volatile unsigned long long position = blocks;  // read after a siglongjmp, so kept in memory
     int crash = sigsetjmp(S->crash_jump, 1);
     if (crash == 0) {
+        int slot = share_count.fetch_add(1);
+        if (slot < kMaxShareThreads) share_threads[slot] = pthread_self();
+        in_share = 1;
+        if (interrupted.load()) siglongjmp(S->crash_jump, SIGINT);  // Ctrl-C came before this thread joined
         for (;;) {
             position = L.next_position.fetch_add(1);
             if (position >= blocks || position > L.failed_position.load()) break;
@@ -735,6 +758,9 @@ void run_share() {
         }
         // A write past the dynamic shared memory, found after the blocks: after every block in the order.
         if (!check_dynamic_shared(L.dynamic_shared_bytes)) record_failure(blocks);
+    } else if (crash == SIGINT) {
+        fail(kInterrupted, "was interrupted (Ctrl-C) in " + describe_block(), S->running);
+        record_failure(position);
     } else {
         if (crash != kTrapped) {  // else S->error says what
             const uint3& t = S->current.thread_idx;
@@ -747,6 +773,7 @@ void run_share() {
         }
         record_failure(position);
     }
+    in_share = 0;
     sigaltstack(&old_alt, nullptr);
     S->checks = 0, S->running = -1;
 }
@@ -801,13 +828,18 @@ bool run_blocks(int threads) {
     L.failed_position.store(~0ull);
     if ((unsigned long long)threads > blocks) threads = (int)blocks;
 
-    struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{};
+    struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{}, interrupt{}, old_int{};
     action.sa_handler = on_crash;
     action.sa_flags = SA_ONSTACK | SA_NODEFER;
     sigemptyset(&action.sa_mask);
     sigaction(SIGSEGV, &action, &old_segv);
     sigaction(SIGBUS, &action, &old_bus);
     sigaction(SIGFPE, &action, &old_fpe);
+    share_count.store(0);
+    interrupted.store(false);
+    interrupt = action;
+    interrupt.sa_handler = on_interrupt;
+    sigaction(SIGINT, &interrupt, &old_int);
     Pool& p = pool();
     if (threads > 1) {
         std::lock_guard<std::mutex> hold(p.lock);
@@ -826,7 +858,12 @@ bool run_blocks(int threads) {
     sigaction(SIGSEGV, &old_segv, nullptr);
     sigaction(SIGBUS, &old_bus, nullptr);
     sigaction(SIGFPE, &old_fpe, nullptr);
-    if (L.failed_position.load() == ~0ull) return true;
+    sigaction(SIGINT, &old_int, nullptr);
+    if (L.failed_position.load() == ~0ull) {
+        // Ctrl-C after every block had run: Python's own handler is told, as if it had come a moment later.
+        if (interrupted.load()) pthread_kill(pthread_self(), SIGINT);
+        return true;
+    }
     S->error = L.error, S->report = L.report;
     return false;
 }
@@ -1272,6 +1309,37 @@ extern "C" __attribute__((visibility("hidden"), noreturn)) void __assert_fail(co
                                                                               const char*) noexcept {
     sim_rt::trap((std::string("assertion `") + assertion + "` failed").c_str(), file, (int)line);
 }
+
+// abort(), exit(), system(), raise() and kin in a kernel would end, signal or command the whole Python
+// process. This module's own definitions (hidden, like __assert_fail's) end the launch with an error instead.
+// What cannot be intercepted this way: a raw system call (syscall(), inline assembly) and a library the
+// kernel loads itself.
+namespace sim_rt {
+[[noreturn]] void refuse_call(const char* call) {
+    fail(kTrap,
+         std::string(call) + " was called in " + describe_block() + ", thread " + describe_thread(S->running) +
+             ": a simulated kernel may not end, signal or command the process",
+         S->running);
+    siglongjmp(S->crash_jump, kTrapped);
+}
+}  // namespace sim_rt
+
+// (.hidden as well as the attribute: libstdc++ declares abort and exit with default visibility first, which
+// the attribute alone cannot undo, and the kernel's calls would then reach libc's.)
+#define SIM_REFUSED(result, name, parameters)                                                    \
+    __asm__(".hidden " #name);                                                                   \
+    extern "C" __attribute__((visibility("hidden"), noreturn)) result name parameters noexcept { \
+        sim_rt::refuse_call(#name "()");                                                         \
+    }
+SIM_REFUSED(void, abort, ())
+SIM_REFUSED(void, exit, (int))
+SIM_REFUSED(void, _exit, (int))
+SIM_REFUSED(void, _Exit, (int))
+SIM_REFUSED(void, quick_exit, (int))
+SIM_REFUSED(int, system, (const char*))
+SIM_REFUSED(int, raise, (int))
+SIM_REFUSED(int, kill, (pid_t, int))
+#undef SIM_REFUSED
 
 // ---- the C interface that launcher.py calls through ctypes -----------------------------------------------
 SIM_EXPORT int sim_kernel_count() { return sim_rt::kernel_count(); }
