@@ -77,12 +77,19 @@ def parser_of(module: str, subcommand: tuple[str, ...] = ()) -> argparse.Argumen
         # runpy warns when the module was imported before (by the package, or an earlier call); running
         # it again as __main__ is what is wanted here.
         warnings.filterwarnings("ignore", "'scratchnet", RuntimeWarning)
+        # An old module name aliases itself to its new module once imported: found in sys.modules, runpy
+        # would run the new module under the old name; without the entry, it finds the old file, as
+        # `python -m` does.
+        imported = sys.modules.pop(module, None)
         try:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         except _Parsed as parsed:
             return parsed.parser
         except SystemExit:
             pass
+        finally:
+            if imported is not None:
+                sys.modules[module] = imported
     return None
 
 
