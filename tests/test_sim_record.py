@@ -13,8 +13,9 @@ pytestmark = pytest.mark.sim
 
 SOURCE = """
 // Each thread stores x[i] into shared memory at t * stride, waits, reads it back into y[i] and counts itself.
+// s holds 64 threads at a stride of up to 33.
 extern "C" __global__ void strided(const float* x, float* y, int* count, int stride) {
-    __shared__ float s[32 * 33];
+    __shared__ float s[64 * 33];
     unsigned int t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
     s[t * stride] = x[i];
     __syncthreads();
