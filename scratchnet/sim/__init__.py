@@ -56,7 +56,10 @@ How it works
    device memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. A checked build sees every
    load and store, constant offsets and both halves of ``x += ...`` included. Each error is a
    :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte offset and
-   source line (and the other thread of a race).
+   source line (and the other thread of a race). ``checks="record"`` (alone or with checks) keeps every
+   launch's access record instead, or as well: ``module.last_record``, an :class:`AccessRecord` that counts
+   loads, stores, atomics and barriers and the bank conflicts of the warps' shared-memory accesses
+   (:mod:`.record`).
 5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g`` and runs the blocks on
    the calling OS thread only; gdb can then stop in one thread of one block: ``break relu.cu:12 if
    sim_rt::current_state().block_idx.x == 1 && sim_rt::current_state().thread_idx.x == 5`` (docs/simulator.md,
@@ -154,8 +157,10 @@ from scratchnet.sim.checks import (
 from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler, parse_kernels
 from scratchnet.sim.launcher import SimKernel, SimModule, set_seed
 from scratchnet.sim.memory import empty, mark_written
+from scratchnet.sim.record import AccessRecord
 
 __all__ = [
+    "AccessRecord",
     "CompileError",
     "InitcheckError",
     "KernelCrashError",

@@ -18,6 +18,8 @@ synccheck   barrier divergence (a thread returned, or waits at another ``__synct
             masks that are misused; always on, also without a checked build
 ==========  ===========================================================================================
 
+``record`` (not a check, and not part of ``all``) keeps the access record of each launch (``record.py``).
+
 memcheck, racecheck and initcheck need a *checked build* (its own cache entry, Linux x86-64 only): the
 kernel file compiled with ``-fsanitize=thread``, so that g++ calls the runtime before every load and store
 (``runtime.cpp``, "the checks"), and with ``-g``, so that a report names the source line. memcheck also
@@ -43,8 +45,9 @@ from pathlib import Path
 from scratchnet.errors import DeviceError, KernelLaunchError
 
 CHECKS = ("memcheck", "racecheck", "initcheck", "synccheck")
-INSTRUMENTED = frozenset({"memcheck", "racecheck", "initcheck"})  # the checks that need a checked build
-_BITS = {"memcheck": 1, "racecheck": 2, "initcheck": 4}  # kCheck* in runtime.cpp
+# "record" is no check: it keeps the access record of each launch (record.py). "all" leaves it out.
+INSTRUMENTED = frozenset({"memcheck", "racecheck", "initcheck", "record"})  # what needs a checked build
+_BITS = {"memcheck": 1, "racecheck": 2, "initcheck": 4, "record": 8}  # kCheck* in runtime.cpp
 
 # -fsanitize=thread makes g++ call __tsan_{read,write}{1,2,4,8,16}(address) before every load and store,
 # with no exception: constant offsets into a declared array (`tile[0]`, a __shared__ scalar), both halves of
@@ -69,12 +72,12 @@ def parse_checks(checks: str | Iterable[str] | None) -> frozenset[str]:
     names = [c.strip().lower() for c in (checks.split(",") if isinstance(checks, str) else checks)]
     names = [n for n in names if n]
     if "all" in names:
-        return frozenset(CHECKS)
-    unknown = sorted(set(names) - set(CHECKS))
+        names = [*CHECKS, *(["record"] if "record" in names else [])]
+    unknown = sorted(set(names) - {*CHECKS, "record"})
     if unknown:
         raise ValueError(
             f"unknown simulator check(s) {', '.join(map(repr, unknown))} (from checks= or "
-            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all"
+            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all (and record)"
         )
     selected = frozenset(names)
     if selected & INSTRUMENTED and (platform.system(), platform.machine()) != ("Linux", "x86_64"):

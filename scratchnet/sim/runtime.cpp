@@ -166,6 +166,7 @@ struct Scheduler {
     Report report;
     int checks = 0;                         // kCheck* bits of this launch (the checked build only)
     unsigned long long epoch = 0;           // +1 at every block start and __syncthreads() release
+    unsigned long long barriers = 0;        // __syncthreads() releases in this launch (the access record)
     std::vector<unsigned long long> warp_epoch = std::vector<unsigned long long>(kMaxThreads / 32);
     sigjmp_buf crash_jump;
 };
@@ -436,7 +437,7 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     }
     if (done_count == n) return true;
     if (same_barrier == n) {
-        ++S->epoch;
+        ++S->epoch, ++S->barriers;
         for (int t = 0; t < n; ++t) {
             S->fibers[t].state = kReady;
             runnable.push_back(t);
@@ -481,7 +482,7 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
         S->report.line = line, S->report.other_line = S->fibers[elsewhere[0]].barrier_line;
         return false;
     }
-    ++S->epoch;
+    ++S->epoch, ++S->barriers;
     for (int t : at_barrier) {
         S->fibers[t].state = kReady;
         runnable.push_back(t);
@@ -891,10 +892,19 @@ bool run_blocks(int threads) {
 namespace sim_rt {
 namespace {
 
-enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4 };
+enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4, kCheckRecord = 8 };
 
 struct Range {
     uintptr_t start, end;
+};
+struct AccessEvent {  // one load, store or atomic (record.py reads these fields)
+    unsigned long long block;  // linear block index (x + y * gridDim.x + ...)
+    unsigned long long pc;     // code address (offset in the library)
+    long long offset;          // byte offset in the array argument, or in the block's shared memory
+    int thread;                // linear thread index in the block
+    int buffer;                // index of the host buffer, or -3: shared memory
+    int size;                  // bytes
+    int kind;                  // 0 load, 1 store, 2 atomic
 };
 struct CheckedBuffer {
     uintptr_t data, end;                // the array(s) the kernel may touch
@@ -918,6 +928,7 @@ struct Checks {
         Access write, reads[2];
     };
     std::unordered_map<uintptr_t, Cell> cells;
+    std::vector<AccessEvent> record;  // the access record: every access to an array argument or shared memory
     uintptr_t library_base = 0;
 };
 Checks C;
@@ -1127,6 +1138,13 @@ void check_initialised(CheckedBuffer& buffer, uintptr_t a, size_t size, bool wri
     }
 }
 
+void record_access(uintptr_t pc, long long offset, int buffer, size_t size, bool write, bool atomic) {
+    const uint3& b = S->current.block_idx;
+    const dim3& grid = S->current.grid_dim;
+    unsigned long long block = b.x + (unsigned long long)grid.x * (b.y + (unsigned long long)grid.y * b.z);
+    C.record.push_back({block, pc - C.library_base, offset, S->running, buffer, (int)size, atomic ? 2 : write ? 1 : 0});
+}
+
 // A misaligned access (a float4 at a byte offset that is not a multiple of 16) faults on a GPU.
 void check_alignment(uintptr_t a, size_t size, size_t alignment, bool write, uintptr_t pc, int region,
                      long long offset, const std::string& where) {
@@ -1158,6 +1176,7 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
             check_initialised(C.buffers[b], a, size, write, pc, (int)b);
         }
         if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, (int)b, offset);
+        if (S->checks & kCheckRecord) record_access(pc, offset, (int)b, size, write, atomic);
         return;
     }
     const ThreadState* state = &S->current;  // what threadIdx and its kin read
@@ -1200,6 +1219,7 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
             }
         }
         if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, -3, (long long)first);
+        if (S->checks & kCheckRecord) record_access(pc, (long long)first, -3, size, write, atomic);
         return;
     }
     if (!(S->checks & kCheckMemcheck)) return;
@@ -1245,6 +1265,7 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     }
     C.shared_written.assign(C.tls.end - C.tls.start, 0);
     C.cells.clear();
+    C.record.clear();
 }
 
 // After buffer b's results were copied back: its flags too (a launch that failed leaves them unchanged).
@@ -1352,6 +1373,13 @@ SIM_EXPORT int sim_kernel_signature(int kernel, char* out, int out_size) {
 
 SIM_EXPORT int sim_uses_dynamic_shared() { return sim_rt::dynamic_shared_count(); }
 
+// The access record of the last launch (record.py): how many events, a copy of them, the barriers.
+SIM_EXPORT unsigned long long sim_record_size() { return sim_rt::C.record.size(); }
+SIM_EXPORT void sim_record_copy(void* out) {
+    memcpy(out, sim_rt::C.record.data(), sim_rt::C.record.size() * sizeof(sim_rt::AccessEvent));
+}
+SIM_EXPORT unsigned long long sim_record_barriers() { return sim_rt::S->barriers; }
+
 // A checked build: read the static __shared__ arrays from this library's symbol table, at `path`.
 SIM_EXPORT void sim_read_shared_arrays(const char* path) { sim_rt::read_shared_arrays(path); }
 
@@ -1390,6 +1418,7 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     L.checks = checks;
     S->error.clear();
     S->report = Report{};
+    S->barriers = 0;
     // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
     bool ok = run_blocks(checks ? 1 : threads);
