@@ -11,6 +11,8 @@
 //   training (batch statistics):   dx = gamma[c] / sqrt(var[c] + eps) · (dy - dbeta[c] / n - x̂ dgamma[c] / n)
 //   evaluation (fixed statistics): dx = gamma[c] / sqrt(var[c] + eps) · dy
 
+#include "common.cuh"  // sqrt_of
+
 // The per-channel sums use one block per channel (grid (C,)) of any number of threads (blockDim.x); the
 // launcher gives blockDim.x values of shared memory per sum (shared_mem). Thread t adds the values
 // e = t, t + blockDim.x, ... of its channel, then the block adds its partial sums pairwise in a fixed order
@@ -66,7 +68,7 @@ __global__ void batchnorm_forward(const T* x, const T* mean, const T* var, const
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * HW) return;
     const int c = (int)(i / HW % C);
-    const T inv_std = T(1) / sqrt(var[c] + eps);
+    const T inv_std = T(1) / sqrt_of(var[c] + eps);
     y[i] = gamma[c] * ((x[i] - mean[c]) * inv_std) + beta[c];
 }
 
@@ -90,7 +92,7 @@ __global__ void batchnorm_backward_reduce(const T* x, const T* dy, const T* mean
     T* partial = reinterpret_cast<T*>(shared_bytes);
     const int c = blockIdx.x;
     const long long n = (long long)N * HW;
-    const T inv_std = T(1) / sqrt(var[c] + eps);
+    const T inv_std = T(1) / sqrt_of(var[c] + eps);
 
     T dy_sum = 0, dy_xhat_sum = 0;
     for (long long e = threadIdx.x; e < n; e += blockDim.x) {
@@ -115,7 +117,7 @@ __global__ void batchnorm_backward_input(const T* x, const T* dy, const T* mean,
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)N * C * HW) return;
     const int c = (int)(i / HW % C);
-    const T inv_std = T(1) / sqrt(var[c] + eps);
+    const T inv_std = T(1) / sqrt_of(var[c] + eps);
     T g = dy[i];
     if (batch_stats) {
         const T n = T((long long)N * HW);

@@ -12,18 +12,7 @@
 // M = N (batch), K = D, N = M.
 // The layers' forwards use gemm_bias.cu instead: gemm_tiled with + bias fused into its store.
 
-#define TILE 16
-
-// op(A)[row, k] and op(B)[k, col], reading the stored matrix the right way round.
-template <typename T>
-__device__ T load_op_a(const T* A, int row, int k, int M, int K, int transpose_a) {
-    return transpose_a ? A[(long long)k * M + row] : A[(long long)row * K + k];
-}
-
-template <typename T>
-__device__ T load_op_b(const T* B, int k, int col, int K, int N, int transpose_b) {
-    return transpose_b ? B[(long long)col * K + k] : B[(long long)k * N + col];
-}
+#include "common.cuh"  // TILE, load_op
 
 // Thread mapping: one thread per element of C. Block (TILE, TILE) covers a TILE x TILE tile of C:
 // threadIdx.x walks the columns (so neighbouring threads write neighbouring addresses), threadIdx.y the
@@ -40,7 +29,7 @@ __global__ void gemm_naive(const T* A, const T* B, T* C, int M, int N, int K, in
     B += z * K * N;
     T sum = 0;
     for (int k = 0; k < K; ++k) {
-        sum += load_op_a(A, row, k, M, K, transpose_a) * load_op_b(B, k, col, K, N, transpose_b);
+        sum += load_op(A, row, k, M, K, transpose_a) * load_op(B, k, col, K, N, transpose_b);
     }
     C[z * M * N + (long long)row * N + col] = sum;
 }
@@ -68,8 +57,8 @@ __global__ void gemm_tiled(const T* A, const T* B, T* C, int M, int N, int K, in
     T sum = 0;
     for (int k0 = 0; k0 < K; k0 += TILE) {
         // Each thread loads one element of each tile; zeros pad the tiles past the matrix edges.
-        tile_a[ty][tx] = (row < M && k0 + tx < K) ? load_op_a(A, row, k0 + tx, M, K, transpose_a) : T(0);
-        tile_b[ty][tx] = (k0 + ty < K && col < N) ? load_op_b(B, k0 + ty, col, K, N, transpose_b) : T(0);
+        tile_a[ty][tx] = (row < M && k0 + tx < K) ? load_op(A, row, k0 + tx, M, K, transpose_a) : T(0);
+        tile_b[ty][tx] = (k0 + ty < K && col < N) ? load_op(B, k0 + ty, col, K, N, transpose_b) : T(0);
         // Barrier 1: the tiles must be complete before anyone reads them (a thread reads elements that
         // other threads loaded).
         __syncthreads();

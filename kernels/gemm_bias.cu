@@ -16,13 +16,7 @@
 // The main loop is gemm_tiled's (gemm.cu keeps that one as the lessons' reference kernel, with its
 // two barriers explained there); only the store differs.
 
-#define TILE 16
-
-// op(A)[row, k] and op(B)[k, col], reading the stored matrix the right way round (as in gemm.cu).
-template <typename T>
-__device__ T load_op(const T* X, int r, int c, int rows, int cols, int transpose) {
-    return transpose ? X[(long long)c * rows + r] : X[(long long)r * cols + c];
-}
+#include "common.cuh"  // TILE, load_op
 
 // Thread mapping: one thread per element of C, block (TILE, TILE), grid (ceil(N / TILE), ceil(M / TILE),
 // batch), exactly as gemm_tiled.

@@ -19,6 +19,8 @@
 // writing its partial product; sum_splits then adds the chunks up, always in the same order, so the
 // result is the same on every run (atomicAdd into C would make it depend on which block finished first).
 
+#include "common.cuh"  // cdiv
+
 #define BLOCK_TILE 64                            // a block computes a BLOCK_TILE x BLOCK_TILE tile of C,
 #define TILE_K 32                                // walking along K TILE_K steps at a time;
 #define THREAD_TILE 8                            // each thread computes THREAD_TILE x THREAD_TILE of it
@@ -93,7 +95,7 @@ __global__ __launch_bounds__(BLOCK_THREADS) void gemm_blocked(const T* A, const 
     __shared__ T tile_a[TILE_K][BLOCK_TILE];
     __shared__ T tile_b[TILE_K][BLOCK_TILE];
     const long long z = blockIdx.z / splits;
-    const int chunk = (K + splits * TILE_K - 1) / (splits * TILE_K) * TILE_K;
+    const int chunk = cdiv(K, splits * TILE_K) * TILE_K;
     const int k_begin = (int)(blockIdx.z % splits) * chunk;
     const int k_end = min(K, k_begin + chunk);
     T sum[THREAD_TILE][THREAD_TILE];

@@ -8,8 +8,7 @@
 //   dx_j    = dy_j * scale_j^(-beta) - 2 alpha beta x_j * sum_{i : j in W(i)} dy_i * y_i / scale_i
 // where j in W(i) <=> i in [j - after, j + before].
 
-__device__ inline float power_of(float base, float exponent) { return powf(base, exponent); }
-__device__ inline double power_of(double base, double exponent) { return pow(base, exponent); }
+#include "common.cuh"  // pow_of
 
 // Thread mapping: one thread per element i < count = N*C*H*W; it reads the (at most size) elements of its
 // channel window, which lie HW apart in memory. Writes y and, for the backward pass, scale.
@@ -28,7 +27,7 @@ __global__ void lrn_forward(const T* x, T* y, T* scale, long long count, int C, 
     }
     T s = k + alpha * sum_sq;
     scale[i] = s;
-    y[i] = x[i] * power_of(s, -beta);
+    y[i] = x[i] * pow_of(s, -beta);
 }
 
 // Thread mapping: one thread per element i < count, the j of dx_j above (a gather over the channels whose
@@ -46,5 +45,5 @@ __global__ void lrn_backward(const T* x, const T* y, const T* scale, const T* dy
         long long at = channel0 + cc * HW;  // the same (n, h, w) in channel cc
         cross += dy[at] * y[at] / scale[at];
     }
-    dx[i] = dy[i] * power_of(scale[i], -beta) - T(2) * alpha * beta * x[i] * cross;
+    dx[i] = dy[i] * pow_of(scale[i], -beta) - T(2) * alpha * beta * x[i] * cross;
 }

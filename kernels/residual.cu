@@ -6,11 +6,11 @@
 //     backward: dx[n, c, h, w]  = dy[n, c + P, h / S, w / S] when S divides h and w, else 0
 //   with stride S (OH = ceil(H / S), OW = ceil(W / S)) and P = (F - C) / 2 zero channels before the copy.
 
-// One thread per element i < n.
+// One thread per element i < count.
 template <typename T>
-__global__ void residual_add(const T* a, const T* b, T* y, long long n) {
+__global__ void residual_add(const T* a, const T* b, T* y, long long count) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = a[i] + b[i];
+    if (i < count) y[i] = a[i] + b[i];
 }
 
 // One thread per output element i < N * F * OH * OW.

@@ -6,16 +6,7 @@
 //   loss         = (1/N) sum_n row_loss[n]
 //   dloss/dz     = (probs - onehot(t)) / N
 
-// -infinity, where a max-reduction starts, without <cmath> (NVRTC has no standard headers).
-template <typename T>
-__device__ T minus_infinity() {
-    return -T(1) / T(0);
-}
-
-__device__ inline float exp_of(float v) { return expf(v); }
-__device__ inline double exp_of(double v) { return exp(v); }
-__device__ inline float log_of(float v) { return logf(v); }
-__device__ inline double log_of(double v) { return log(v); }
+#include "common.cuh"  // minus_infinity, exp_of, log_of
 
 // Tree reduction over the threads of a block; every thread calls it with its own value and gets the block's
 // max (take_max) or sum back. partial[] is shared memory of blockDim.x entries; blockDim.x a power of two.
@@ -91,10 +82,10 @@ __global__ void softmax_xent_mean(const T* row_loss, T* mean, long long N) {
 
 // Thread mapping: one thread per element i < N*K of dlogits, i = n*K + k: (probs - onehot(t)) / N.
 template <typename T>
-__global__ void softmax_xent_backward(const T* probs, const long long* labels, T* dlogits,
-                                      long long n_elements, int K, long long N) {
+__global__ void softmax_xent_backward(const T* probs, const long long* labels, T* dlogits, long long count,
+                                      int K, long long N) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_elements) return;
+    if (i >= count) return;
     long long n = i / K;
     int k = (int)(i % K);
     T onehot = labels[n] == k ? T(1) : T(0);

@@ -82,7 +82,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{path} is an .npz file but not a scratchnet checkpoint (no skeleton.json)"
         ) from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # JSONDecodeError is a ValueError
+    except Exception as e:  # any failure to parse a damaged file: a zip "version needed", zlib, NumPy's
+        # header tokenizer, JSON nested 100,000 deep, a size that cannot be allocated
         raise CheckpointError(f"{path} is a damaged checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(skeleton, dict) or skeleton.get("format") != FORMAT_VERSION:
         found = skeleton.get("format") if isinstance(skeleton, dict) else type(skeleton).__name__
@@ -94,18 +95,86 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     try:
         parts = {k: _join(skeleton[k], arrays) for k in ("params", "optimizer", "scheduler")}
-    except KeyError as e:
+    except (KeyError, TypeError) as e:  # TypeError: an entry name that is not a string
         raise CheckpointError(f"{path} is a damaged checkpoint: the array {e} is missing") from None
+    not_numbers = [k for k, v in parts["params"].items() if not _numeric_array(v)]
+    if not_numbers:
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: parameters {not_numbers} are not number arrays"
+        )
     return Checkpoint(**parts, meta=skeleton["meta"], path=path)
 
 
+def _numeric_array(value) -> bool:
+    return isinstance(value, np.ndarray) and (value.dtype.kind in "fiu")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# What each entry of a checkpoint's meta must be (JSON types, as save_checkpoint writes them).
+META_RULES = {
+    "epoch": ("an integer >= 0", _count),
+    "bad_epochs": ("an integer >= 0", _count),
+    "config": (
+        "a dict with the model, dataset and dtype names",
+        lambda v: (
+            isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("model", "dataset", "dtype"))
+        ),
+    ),
+    "model_config": ("a dict", lambda v: isinstance(v, dict)),
+    "classes": ("a non-empty list of names", lambda v: _strings(v) and len(v) > 0),
+    "input_shape": (
+        "[channels, height, width]",
+        lambda v: isinstance(v, list) and len(v) == 3 and all(_count(n) and n > 0 for n in v),
+    ),
+    "normalization": ("a dict of mean and std", lambda v: isinstance(v, dict) and {"mean", "std"} <= set(v)),
+    "dropout_rng_calls": (
+        "a dict of counts",
+        lambda v: isinstance(v, dict) and all(_count(n) for n in v.values()),
+    ),
+    "history": ("a list of dicts", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v)),
+    "best": (
+        "a dict of metric, value and epoch",
+        lambda v: (
+            isinstance(v, dict)
+            and isinstance(v.get("metric"), str)
+            and _number(v.get("value"))
+            and _count(v.get("epoch"))
+        ),
+    ),
+}
+
+
 def require_meta(checkpoint: Checkpoint, *keys: str) -> None:
-    """Raise :class:`CheckpointError` unless the checkpoint's meta has every key in ``keys``."""
+    """Raise :class:`CheckpointError` unless the checkpoint's meta has every key in ``keys``, each of the
+    type :data:`META_RULES` gives (so no consumer meets a list where it expects a dict)."""
     missing = [k for k in keys if k not in checkpoint.meta]
     if missing:
         raise CheckpointError(
             f"{checkpoint.path} is a damaged checkpoint: its meta lacks {', '.join(missing)}"
         )
+    for key in keys:
+        rule, ok = META_RULES.get(key, ("anything", lambda v: True))
+        if not ok(checkpoint.meta[key]):
+            raise CheckpointError(
+                f"{checkpoint.path} is a damaged checkpoint: its meta {key} must be {rule}, "
+                f"got {_shorten(checkpoint.meta[key])}"
+            )
+
+
+def _shorten(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype=None):
@@ -120,13 +189,35 @@ def load_model(path: str | Path, device: str = "cpu", dtype=None):
         raise CheckpointError(
             f"{checkpoint.path} holds NaN/inf parameters (a diverged run); it cannot be used"
         )
+    classes = len(checkpoint.meta["classes"])
+    if checkpoint.meta["model_config"].get("num_classes", classes) != classes:  # before any allocation
+        stored = _shorten(checkpoint.meta["model_config"].get("num_classes"))
+        raise CheckpointError(
+            f"{checkpoint.path} is a damaged checkpoint: a model for {stored} classes, {classes} class names"
+        )
     try:
         dtype = dtype or checkpoint.meta["config"]["dtype"]
         model = models.build(**checkpoint.meta["model_config"], device=device, dtype=dtype)
         model.load_state_dict(checkpoint.params)
-    except (KeyError, TypeError, ValueError) as e:
+        _check_normalization(checkpoint.meta["normalization"], channels=model.input_shape[0])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError, OverflowError) as e:
         raise CheckpointError(f"{checkpoint.path} does not hold a usable model: {e}") from None
     return model, checkpoint
+
+
+def _check_normalization(normalization: dict, channels: int) -> None:
+    """The input normalization: a finite mean and a finite std > 0 per channel (else every prediction is
+    NaN, or a division by zero)."""
+    for name in ("mean", "std"):
+        values = normalization[name]
+        if not isinstance(values, list) or len(values) != channels:
+            raise ValueError(
+                f"the normalization {name} must be {channels} numbers, one per channel: {values!r}"
+            )
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+            raise ValueError(f"the normalization {name} must be finite numbers, got {values!r}")
+    if min(normalization["std"]) <= 0:
+        raise ValueError(f"the normalization std must be > 0, got {normalization['std']!r}")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -1,9 +1,9 @@
 """Every CuPy-specific line of scratchnet lives here.
 
 Array creation, host<->device copies, ``cupy.RawModule`` loading, kernel launches, cuBLAS and the
-synchronize call. Everything else (the layers, the launch helper in ``launch.py``) is written against
-:class:`scratchnet.device.Device`, so it runs, and is tested, under the ``sim`` device on machines without a
-GPU.
+synchronize call. Everything else (the layers, the launch helper :mod:`scratchnet._cuda.launch`) is written
+against :class:`scratchnet.device.Device`, so it runs, and is tested, under the ``sim`` device on machines
+without a GPU.
 
 Every way a GPU setup can fail becomes a :class:`~scratchnet.errors.DeviceError` whose message says what
 failed and what to do, instead of a traceback from deep inside CuPy or the driver:
@@ -35,13 +35,14 @@ import os
 
 import numpy as np
 
+from scratchnet._cuda import sources
 from scratchnet.errors import DeviceError
 
 _cupy = None
 _HINT = "Use --device cpu (NumPy) or --device sim (the same CUDA kernels, simulated on the CPU) instead."
 _EXTRAS = (
-    "`nvidia-smi` shows the driver's CUDA version (top right): for 13.x, pip install 'scratchnet[gpu]' "
-    "(CuPy with its CUDA 13 libraries); for 12.x, pip install 'scratchnet[gpu12]'."
+    "`nvidia-smi` shows the driver's CUDA version (top right): for 13.x, pip install 'scratchnet-cnn[gpu]' "
+    "(CuPy with its CUDA 13 libraries); for 12.x, pip install 'scratchnet-cnn[gpu12]'."
 )
 
 
@@ -209,11 +210,15 @@ class GpuKernel:
 
 
 def load_module(source: str, name_expressions: list[str], filename: str = "<source>") -> GpuModule:
-    """Compile ``source`` with NVRTC (through CuPy) and return it as a :class:`GpuModule`."""
+    """Compile ``source`` with NVRTC (through CuPy) and return it as a :class:`GpuModule`.
+
+    ``kernels/`` is on the include path (``#include "common.cuh"``). CuPy caches compiled modules on disk
+    keyed by the source and the options, not by the headers they include: the headers' digest, passed as
+    a macro, makes an edited header a new key."""
+    headers = f"-DSCRATCHNET_HEADERS_SHA256={sources.header_digest()}"
+    options = ("-std=c++17", f"-I{sources.kernel_dir()}", headers)
     with gpu_errors(f"compiling {filename}"):
-        raw = cupy().RawModule(
-            code=source, options=("-std=c++17",), name_expressions=name_expressions or None
-        )
+        raw = cupy().RawModule(code=source, options=options, name_expressions=name_expressions or None)
     return GpuModule(raw, filename)
 
 

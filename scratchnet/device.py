@@ -24,8 +24,8 @@ from collections import Counter
 
 import numpy as np
 
-from scratchnet._cuda import cupy_backend as _cupy
-from scratchnet._cuda.launch import Kernel, load_kernels
+from scratchnet import cupy_backend as _cupy
+from scratchnet._cuda.launch import Kernel
 from scratchnet._cuda.signature import C_NAME_OF_DTYPE
 from scratchnet._cuda.sources import kernel_dir
 from scratchnet.errors import DeviceError
@@ -140,7 +140,7 @@ class CpuDevice(Device):
 
 
 class GpuDevice(Device):
-    """CuPy arrays on a CUDA GPU; kernels compiled by NVRTC through :mod:`scratchnet._cuda.cupy_backend`."""
+    """CuPy arrays on a CUDA GPU; kernels compiled by NVRTC through :mod:`scratchnet.cupy_backend`."""
 
     name = "gpu"
     uses_kernels = True
@@ -229,6 +229,20 @@ def _c_name(dtype) -> str:
         return C_NAME_OF_DTYPE[np.dtype(dtype)]
     except KeyError:
         raise DeviceError(f"kernels are compiled for float32 and float64, not {np.dtype(dtype)}") from None
+
+
+def load_kernels(device: Device, source: str, loader) -> dict[str, Kernel]:
+    """Compile ``source`` once with ``loader(source, name_expressions)`` and wrap each kernel.
+
+    The signatures come from the host C++ compiler through the simulator's build, for ``gpu`` too (see
+    :mod:`scratchnet._cuda.signature`); imported here, not in the toolchain, which builds on no simulator.
+    """
+    from scratchnet.sim import parse_kernels
+
+    signatures = parse_kernels(source)
+    name_expressions = [s.name for s in signatures.values() if not s.extern_c]
+    module = loader(source, name_expressions)
+    return {name: Kernel(device, module.get_function(name), sig) for name, sig in signatures.items()}
 
 
 _devices: dict[str, Device] = {}

@@ -1,10 +1,12 @@
 """The exceptions scratchnet raises on purpose, each with a message that names the problem and a way out,
 and how the command lines report them: one ``error: ...`` line on stderr and an exit code,
 
-    0    success
-    1    training failed (diverged: a NaN/inf loss or parameter)
-    2    bad input (a flag, a file, a dataset, a run folder, a full disk)
-    130  interrupted (Ctrl-C)
+    0      success
+    1      training failed (diverged: a NaN/inf loss or parameter)
+    2      bad input (a flag, a file, a dataset, a run folder, a full disk, ranks started unalike)
+    130    interrupted (Ctrl-C)
+    128+N  with --processes: a rank was killed by signal N (137: SIGKILL, often the system out of memory;
+           143: SIGTERM); the error line names the rank
 """
 
 import argparse

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 import scratchnet.data as D
 from scratchnet import plots
-from scratchnet.checkpoint import load_model
+from scratchnet.checkpoint import load_model, resolve_checkpoint
+from scratchnet.data.classes import parse_classes, select_classes
 from scratchnet.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
@@ -125,8 +126,12 @@ def evaluate_checkpoint(
     model, checkpoint = load_model(path, device=device)
     meta, config = checkpoint.meta, checkpoint.meta["config"]
     name = dataset or config["dataset"]
+    selection = config.get("classes")  # a run trained on some classes (--classes) is tested on those alone
     if name in KNOWN_CLASSES:  # refused before any file is looked for (or downloaded)
-        _check_classes(name, KNOWN_CLASSES[name], meta["classes"], config["dataset"])
+        known = KNOWN_CLASSES[name]
+        if selection is not None:
+            known = [known[c] for c in _parse_selection(selection, len(known), name)]
+        _check_classes(name, known, meta["classes"], config["dataset"])
     if dataset is None:  # the run's own dataset: also its folder, unless another is given
         data_dir = data_dir or config["data_dir"]
     data = D.load_dataset(
@@ -136,6 +141,8 @@ def evaluate_checkpoint(
         download=config["download"],
         image_size=meta["input_shape"][-1],
     )
+    if selection is not None:  # the same classes, renumbered in the same order as in training
+        data = select_classes(data, _parse_selection(selection, data.num_classes, name))
     _check_classes(name, data.classes, meta["classes"], config["dataset"])
     if tuple(data.shape) != tuple(meta["input_shape"]):
         raise DatasetError(
@@ -145,6 +152,15 @@ def evaluate_checkpoint(
     normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
     result = evaluate(model, data, transform=normalize, batch_size=batch_size, confusion=True)
     return result, meta["classes"], meta
+
+
+def _parse_selection(selection: str, num_classes: int, name: str) -> list[int]:
+    try:
+        return parse_classes(selection, num_classes)
+    except ValueError as e:
+        raise DatasetError(
+            f"the run was trained on classes {selection!r}, which {name} does not have: {e}"
+        ) from None
 
 
 def _check_classes(name: str, classes: list[str], trained: list[str], trained_on: str) -> None:
@@ -158,9 +174,9 @@ def _check_classes(name: str, classes: list[str], trained: list[str], trained_on
 def report(result: Evaluation, classes: list[str]) -> str:
     """The metrics and the per-class table as text."""
     width = max(len("class"), *(len(c) for c in classes))
+    top5 = f"top-5 accuracy {result.top5:.4f}  " if len(classes) > 5 else ""  # (always 1 with 5 or fewer)
     lines = [
-        f"images {result.images}  top-1 accuracy {result.accuracy:.4f}  top-5 accuracy {result.top5:.4f}  "
-        f"loss {result.loss:.4f}",
+        f"images {result.images}  top-1 accuracy {result.accuracy:.4f}  {top5}loss {result.loss:.4f}",
         "",
         f"{'class':<{width}}  accuracy  images",
     ]
@@ -200,11 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DatasetError, DeviceError, OSError) as e:  # CheckpointError is a ValueError
         return fail(e)
     config = meta["config"]
-    print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({args.checkpoint})")
+    used = resolve_checkpoint(args.checkpoint)  # a run folder: its last.npz
+    print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({used})")
     print(report(result, classes))
     if args.confusion:
-        plots.plot_confusion(result.confusion, classes, args.confusion)
-        print(f"confusion matrix saved to {args.confusion}")
+        try:
+            saved = plots.plot_confusion(result.confusion, classes, args.confusion)
+        except (ValueError, OSError) as e:
+            return fail(f"the evaluation above is complete, but the confusion matrix was not saved: {e}")
+        print(f"confusion matrix saved to {saved}")
     return 0
 
 

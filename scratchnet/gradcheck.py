@@ -2,7 +2,7 @@
 
 For a layer y = layer(x), pick a fixed random G of y's shape and check the scalar function
 
-    f(x) = Σ layer(x) ⊙ G,        so that  ∂f/∂x = backward(dy = G)   and  ∂f/∂W = layer.grads["W"].
+    f(x) = Σ layer(x) ⊙ G,        so that  ∂f/∂x = backward(dy = G)   and  ∂f/∂weight = layer.grads["W"].
 
 Each partial derivative is estimated with a centered difference, whose error is O(h²):
 
@@ -23,6 +23,8 @@ max |a − n| / max(1e-8, |a| + |n|).
 from __future__ import annotations
 
 import numpy as np
+
+from scratchnet.layers import Dropout
 
 TOLERANCE = 1e-7  # what the test-suite requires of every gradient in float64
 
@@ -57,13 +59,13 @@ def max_elementwise_error(a, n) -> float:
 
 
 def _replay(layer):
-    """Stochastic layers (Dropout) keep their position in the random stream in ``rng_calls``; resetting
-    it before each forward makes every evaluation of f use the same mask."""
-    saved = getattr(layer, "rng_calls", None)
+    """A Dropout layer draws a new mask at each training forward; rewinding it to where it stands now
+    before each forward makes every evaluation of f use the same mask."""
+    start = layer.rng_calls if isinstance(layer, Dropout) else None
 
     def reset():
-        if saved is not None:
-            layer.rng_calls = saved
+        if start is not None:
+            layer.rewind(start)
 
     return reset
 
@@ -134,13 +136,10 @@ def check_loss(loss, logits, labels, h: float = 1e-5) -> dict[str, float]:
     return {"logits": relative_error(analytic, numeric)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m scratchnet.gradcheck lessons/exercises/linear_backward.py``: check a learner's backward
-    pass against finite differences and say what is wrong (see :mod:`scratchnet.exercises`)."""
-    from scratchnet.exercises import main as check_exercises
-
-    return check_exercises(argv)
-
-
 if __name__ == "__main__":
+    # ``python -m scratchnet.gradcheck lessons/exercises/linear_backward.py``: check a learner's backward pass
+    # against finite differences and say what is wrong. The command line lives with the exercises, which build
+    # on this module; only running it as the program reaches back to them.
+    from scratchnet.exercises import main
+
     raise SystemExit(main())

@@ -237,7 +237,7 @@ class Sequential:
         if not linear_names:
             raise ValueError("replace_classifier: the model has no Linear layer")
         name = linear_names[-1]
-        in_features = self.layers[name].params["W"].shape[0]  # W: (in_features, out_features)
+        in_features = self.layers[name].params["W"].shape[0]  # the weight (in_features, out_features)
         self.layers[name] = Linear(in_features, num_classes, device=self.device, dtype=self.dtype, seed=seed)
         self._checked_shape = None
         if self.config is not None and "num_classes" in self.config:

@@ -169,6 +169,11 @@ class SGD:
             raise KeyError(
                 f"SGD.load_state_dict: velocity for parameters this optimizer does not update: {unknown}"
             )
+        for name in ("momentum", "weight_decay"):  # a stored state obeys the ranges a new one does
+            check_range(name, np.asarray(state[name]).item(), "SGD.load_state_dict: ")
+        lr = np.asarray(state["lr"]).item()
+        if not _is_number(lr) or not (math.isfinite(lr) and lr >= 0):  # a schedule may have ended at 0
+            raise ValueError(f"SGD.load_state_dict: lr must be a finite number >= 0, got {lr!r}")
         params, device = self.model.params, self.model.device
         for k, v in velocity.items():
             if tuple(np.shape(v)) != tuple(params[k].shape):
@@ -176,6 +181,8 @@ class SGD:
                     f"SGD.load_state_dict: velocity.{k} has shape {tuple(np.shape(v))}, "
                     f"the parameter has {tuple(params[k].shape)}"
                 )
+            if not np.isfinite(v).all():  # it would make the first step NaN: no learning rate is to blame
+                raise ValueError(f"SGD.load_state_dict: velocity.{k} holds NaN/inf values")
         self.lr = float(state["lr"])
         self.momentum = float(state["momentum"])
         self.nesterov = bool(state["nesterov"])
@@ -210,7 +217,11 @@ class _Schedule:
         return {"epoch": self.epoch, "base_lr": self.base_lr}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
+        epoch, who = state["epoch"], f"{type(self).__name__}.load_state_dict: "
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise ValueError(f"{who}epoch must be an integer >= 0, got {epoch!r}")
+        check_range("lr", np.asarray(state["base_lr"]).item(), who + "base_")
+        self.epoch = int(epoch)
         self.base_lr = float(state["base_lr"])
         self.optimizer.lr = self.lr_at(self.epoch)
 

@@ -13,7 +13,7 @@ the example's position in the whole batch (each layer is told its shard's first 
 builds the whole batch's augmentation before taking its shard, so the random stream is the one a single
 process draws.
 
-How the processes talk: MPI (``mpi4py``; ``pip install "scratchnet[mpi]"`` brings the ``mpich`` wheel and its
+How processes talk: MPI (``mpi4py``; ``pip install "scratchnet-cnn[mpi]"`` brings the ``mpich`` wheel and its
 ``mpiexec``) between processes on one or many machines, and NCCL (``cupy.cuda.nccl``) between GPUs, one GPU
 per rank, the ranks being started by MPI as llm.c does. The gradients travel as one flat buffer: a single
 allreduce per step.
@@ -26,10 +26,15 @@ Rank 0 alone logs, draws pictures and writes checkpoints; evaluation is sharded 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +43,7 @@ import numpy as np
 
 # Environment variables an MPI launcher sets in every rank (MPICH/Hydra, Open MPI, Slurm's PMI).
 _MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
-MPI_HINT = 'pip install "scratchnet[mpi]" (mpi4py and the mpich wheel, which brings mpiexec)'
+MPI_HINT = 'pip install "scratchnet-cnn[mpi]" (mpi4py and the mpich wheel, which brings mpiexec)'
 
 
 class ParallelError(RuntimeError):
@@ -72,9 +77,13 @@ class World:
     def allreduce_(self, flat) -> None:
         """Sum ``flat`` (a 1-D array on the model's device) over the ranks, in place."""
 
-    def on_root(self, action: Callable[[], object]) -> None:
-        """Run ``action`` (file writing) on rank 0 only; an error there is raised on every rank."""
-        action()
+    def on_root(self, action: Callable[[], object]):
+        """Run ``action`` (file writing) on rank 0 only; every rank gets its result, or raises its error."""
+        return action()
+
+    def allgather(self, value) -> list:
+        """Every rank's ``value`` (a small Python object), in rank order; every rank gets the list."""
+        return [value]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
@@ -93,6 +102,8 @@ class MpiWorld(World):
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._nccl = None  # NCCL's allreduce, started by the first allreduce of GPU arrays
         self._blas_limit = limit_blas_threads(self)  # for the life of the process
+        if os.environ.get(RANK_PIDS_VARIABLE):  # started by launch(): say which process is which rank
+            (Path(os.environ[RANK_PIDS_VARIABLE]) / str(self.rank)).write_text(str(os.getpid()))
 
     def sum(self, values) -> np.ndarray:
         buffer = np.array(values, dtype=np.float64)
@@ -107,17 +118,21 @@ class MpiWorld(World):
             self._nccl = _nccl_communicator(self)
         self._nccl(flat)
 
-    def on_root(self, action: Callable[[], object]) -> None:
+    def on_root(self, action: Callable[[], object]):
         # Every rank learns whether rank 0 failed, and fails alike: none waits forever in a later collective.
-        error = None
+        error = result = None
         if self.is_root:
             try:
-                action()
+                result = action()
             except Exception as e:
                 error = e
-        error = self.comm.bcast(error, root=0)
+        error, result = self.comm.bcast((error, result), root=0)
         if error is not None:
             raise error
+        return result
+
+    def allgather(self, value) -> list:
+        return self.comm.allgather(value)
 
     def abort(self, code: int) -> None:
         """Stop every rank at once (an unexpected error on one rank, which the others cannot know about)."""
@@ -129,9 +144,32 @@ class MpiWorld(World):
         self.comm.Abort(code)
 
 
+def check_started_alike(world: World, settings: dict) -> None:
+    """Raise :class:`ParallelError` unless every rank was started with the same ``settings`` (its parsed
+    command line). Called before any other collective: ranks that train different models, or the same
+    model on different data, would otherwise mix them silently or fail in MPI with a message about
+    buffers."""
+    if world.size == 1:
+        return
+    everyone = world.allgather(settings)
+    differing = sorted(  # compared as text: NaN equals NaN there
+        {k for other in everyone for k in {*other, *settings} if repr(other.get(k)) != repr(settings.get(k))}
+    )
+    if not differing:
+        return
+    described = "; ".join(
+        f"{name}: " + ", ".join(f"{other.get(name)!r} on rank {rank}" for rank, other in enumerate(everyone))
+        for name in differing
+    )
+    raise ParallelError(
+        f"the {world.size} processes were started with different settings ({described}); "
+        "start every rank with the same command"
+    )
+
+
 def _nccl_communicator(world: MpiWorld):
     """An allreduce over NCCL, one GPU per rank (rank r uses GPU r modulo the GPUs of its machine)."""
-    from scratchnet._cuda import cupy_backend
+    from scratchnet import cupy_backend
 
     cp = cupy_backend.cupy()
     try:
@@ -236,10 +274,87 @@ def mpiexec() -> str:
     return found
 
 
+# Where each rank started by launch() writes its process id (a file named by its rank), so that a rank killed
+# by a signal can be named: mpiexec reports only the process id.
+RANK_PIDS_VARIABLE = "SCRATCHNET_RANK_PIDS"
+# The banner mpiexec (MPICH's Hydra) prints on stdout when a rank dies: its lines, the dead rank's process
+# id, and the signal that killed it.
+_BANNER_LINE = re.compile(
+    r"^(=+|=   .*|YOUR APPLICATION TERMINATED .*|This typically refers .*|Please see the FAQ.*)$"
+)
+_BANNER_PID = re.compile(r"^=\s+PID (\d+) RUNNING AT", re.MULTILINE)
+_BANNER_SIGNAL = re.compile(r"EXIT STRING: .*\(signal (\d+)\)")
+
+
 def launch(processes: int, module: str, argv: list[str]) -> int:
-    """Run ``python -m module argv`` as ``processes`` MPI ranks on this machine; return its exit status."""
+    """Run ``python -m module argv`` as ``processes`` MPI ranks on this machine; return its exit status.
+
+    ``mpiexec`` dies with this process (see :func:`die_with_parent`): a launcher stopped by SIGTERM or
+    kill -9 takes its ranks with it instead of leaving them to write the run folder unseen. The ranks'
+    output is passed on line by line; a rank killed by signal N gives exit status 128 + N and one
+    ``error:`` line naming the rank and the signal, in place of mpiexec's banner.
+    """
     command = [mpiexec(), "-n", str(processes), sys.executable, "-m", module, *argv]
+    with tempfile.TemporaryDirectory(prefix="scratchnet-ranks-") as pids:
+        job = subprocess.Popen(
+            command,
+            env={**os.environ, RANK_PIDS_VARIABLE: pids},
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
+        )
+        banner, interrupted = [], False
+        while True:  # Ctrl-C reaches the ranks too: keep passing on what they say until they have ended
+            try:
+                for line in job.stdout:
+                    if _BANNER_LINE.match(line.rstrip("\n")):
+                        banner.append(line)
+                    else:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+        code = job.wait()
+        return 130 if interrupted else _rank_killed(code, banner, Path(pids))
+
+
+def _rank_killed(code: int, banner: list[str], pids: Path) -> int:
+    """``code``, or 128 + N after one ``error:`` line when the banner says a rank was killed by signal N."""
+    text = "".join(banner)
+    killed = _BANNER_SIGNAL.search(text)
+    if code == 0 or killed is None:
+        sys.stdout.write(text)  # some other failure: mpiexec's own words
+        return code
+    signum = int(killed.group(1))
+    dead = _BANNER_PID.search(text)
+    pid = dead.group(1) if dead else "?"
+    ranks = [f.name for f in pids.iterdir() if f.read_text().strip() == pid]
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 130
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "an unknown signal"
+    hint = ", perhaps by the system for lack of memory" if signum == signal.SIGKILL else ""
+    rank = ranks[0] if ranks else "?"
+    print(
+        f"error: rank {rank} (process {pid}) was killed by signal {signum} ({name}{hint}); "
+        "the other ranks were stopped",
+        file=sys.stderr,
+    )
+    return 128 + signum
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent dies
+
+
+def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send ``signum`` to this process when ``parent`` dies (Linux; elsewhere nothing).
+
+    For child processes (``preexec_fn``, or first thing in a worker): kill -9 of the parent cannot be
+    caught, so only the kernel can pass it on. SIGTERM lets mpiexec stop its ranks in turn.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum))
+    if os.getppid() != parent:  # the parent died before the request was made: nothing will come
+        os.kill(os.getpid(), signum)

@@ -3,6 +3,10 @@
 Drawn with Matplotlib's object-oriented API (``matplotlib.figure.Figure``) straight into PNG files, so no
 window and no GUI backend are ever involved (it works on servers and in CI), and the global ``pyplot``
 state of a notebook is left alone.
+
+Every picture is saved by :func:`save`: a path without a suffix gets ``.png``, and a suffix Matplotlib
+cannot write, or a folder that does not exist, is a ValueError or OSError naming the path before any
+drawing. Class names are drawn as plain text (a ``$`` in a folder name is not Matplotlib math).
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save(fig, path)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -48,8 +51,9 @@ def plot_confusion(counts: np.ndarray, class_names: list[str], path: str | Path)
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="share of the true class")
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
+    names = [name.replace("$", r"\$") for name in class_names]  # "$x^$" would be parsed as math
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     if n <= 20:  # write the counts in the cells while they stay readable
@@ -59,8 +63,7 @@ def plot_confusion(counts: np.ndarray, class_names: list[str], path: str | Path)
                 ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8, color=color)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"test confusion matrix (accuracy {accuracy:.4f})")
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save(fig, path)
 
 
 def filter_grid(weights: np.ndarray, pad: int = 1) -> np.ndarray:
@@ -94,5 +97,18 @@ def plot_filters(weights: np.ndarray, path: str | Path, title: str = "first-laye
     ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{title} {tuple(weights.shape)}")
+    return save(fig, path)
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (``.png`` added when it has no suffix); returns the path written."""
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    formats = fig.canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise ValueError(f"cannot save a picture as {path}: use one of .{', .'.join(sorted(formats))}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot save {path}: the folder {path.parent} does not exist")
     fig.savefig(path, dpi=100)
-    return Path(path)
+    return path

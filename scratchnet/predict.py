@@ -29,18 +29,23 @@ from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DeviceError, fail, parse_args
 
 
-def load_images(paths: list[str | Path], input_shape: tuple[int, int, int]) -> np.ndarray:
-    """Decode, convert and resize image files into one float32 batch (N, C, H, W) in [0, 1]."""
+def load_images(
+    paths: list[str | Path], input_shape: tuple[int, int, int]
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Decode, convert and resize image files into one float32 batch (N, C, H, W) in [0, 1]; also the
+    (width, height) of each file's picture before resizing."""
     channels, height, width = input_shape
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:
         raise ValueError(f"images can be read for 1 or 3 input channels, the model has {channels}")
     batch = np.empty((len(paths), channels, height, width), dtype=np.float32)  # (N, C, H, W)
+    sizes = []
     for i, path in enumerate(paths):
         image = read_image(path, mode)  # 8-bit, scaled by the pixel type's range (see data/image.py)
+        sizes.append(image.size)
         pixels = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
         batch[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1) / np.float32(255.0)
-    return batch
+    return batch, sizes
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -52,15 +57,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def predict(
     paths: list[str | Path], checkpoint: str | Path, device: str = "cpu"
-) -> tuple[np.ndarray, list[str]]:
-    """Class probabilities (N, K) for the image files, and the class names."""
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Class probabilities (N, K) for the image files, the class names, and for each file what was done
+    to fit it to the model ("" when nothing: it already had the model's size)."""
     model, ckpt = load_model(checkpoint, device=device)
     meta = ckpt.meta
-    images = load_images(paths, tuple(meta["input_shape"]))
+    channels, height, width = meta["input_shape"]
+    images, sizes = load_images(paths, (channels, height, width))
     normalize = D.Normalize(meta["normalization"]["mean"], meta["normalization"]["std"])
     x = model.device.array(normalize(images), dtype=model.dtype)  # (N, C, H, W)
     logits = model.device.to_host(model.forward(x, training=False))  # (N, K)
-    return softmax(logits), meta["classes"]
+    colour = "grey" if channels == 1 else "RGB"
+    notes = [
+        f"resized from {w}x{h} to the model's {width}x{height} {colour}" if (w, h) != (width, height) else ""
+        for w, h in sizes
+    ]
+    return softmax(logits), meta["classes"], notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,21 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--checkpoint", required=True, help="checkpoint .npz or run folder (uses its last.npz)")
     p.add_argument("--device", choices=DEVICE_NAMES, default="cpu")
-    p.add_argument("--top", type=int, default=5, help="how many classes to list per image (default 5)")
+    p.add_argument("--top", type=int, help="how many classes to list per image (default 5, or all if fewer)")
     args = parse_args(p, argv)
     if isinstance(args, int):
         return args
-    if args.top < 1:
+    if args.top is not None and args.top < 1:
         return fail(f"--top must be >= 1, got {args.top}")
     try:
-        probabilities, classes = predict(args.images, args.checkpoint, device=args.device)
+        probabilities, classes, notes = predict(args.images, args.checkpoint, device=args.device)
     except (DeviceError, OSError, ValueError) as e:  # CheckpointError and bad images are ValueErrors
         return fail(e)
-    if args.top > len(classes):
-        return fail(f"--top must be at most the number of classes, {len(classes)}, got {args.top}")
-    for path, p_image in zip(args.images, probabilities, strict=True):
-        print(path)
-        for k in np.argsort(-p_image, kind="stable")[: args.top]:
+    top = min(5, len(classes)) if args.top is None else args.top
+    if top > len(classes):
+        return fail(f"--top must be at most the number of classes, {len(classes)}, got {top}")
+    for path, p_image, note in zip(args.images, probabilities, notes, strict=True):
+        print(f"{path}  ({note})" if note else path)
+        for k in np.argsort(-p_image, kind="stable")[:top]:
             print(f"  {p_image[k]:.4f}  {classes[k]}")
     return 0
 

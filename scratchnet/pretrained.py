@@ -28,7 +28,7 @@ import numpy as np
 
 from scratchnet._paths import atomic_write
 from scratchnet.device import Device
-from scratchnet.errors import fail
+from scratchnet.errors import ArgumentParser, fail, parse_args
 from scratchnet.models import TORCHVISION_NAMES, AlexNet, Sequential
 
 TORCHVISION_ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
@@ -59,7 +59,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         import torch
     except ImportError:
         raise ImportError(
-            f"reading {path} needs PyTorch: pip install 'scratchnet[reference]' (or torch), or convert "
+            f"reading {path} needs PyTorch: pip install 'scratchnet-cnn[reference]' (or torch), or convert "
             f"the file to .npz on a machine that has PyTorch: python -m scratchnet.pretrained "
             f"{path.name} {path.stem}.npz"
         ) from None
@@ -180,14 +180,21 @@ def convert_to_npz(src: str | Path, dst: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m scratchnet.pretrained WEIGHTS.pth OUT.npz``: convert once, then read without PyTorch."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        return fail("usage: python -m scratchnet.pretrained WEIGHTS.pth OUT.npz")
+    parser = ArgumentParser(
+        prog="python -m scratchnet.pretrained",
+        description="Convert torchvision's AlexNet weights (.pth, read by torch.load with weights_only) "
+        "into an .npz file that --pretrained reads without PyTorch.",
+    )
+    parser.add_argument("weights", metavar="WEIGHTS.pth", help="the torchvision state_dict file")
+    parser.add_argument("out", metavar="OUT.npz", help="the .npz file to write")
+    args = parse_args(parser, argv)
+    if isinstance(args, int):
+        return args
     try:
-        convert_to_npz(argv[0], argv[1])
+        convert_to_npz(args.weights, args.out)
     except (OSError, ValueError, ImportError) as e:
         return fail(e)
-    print(f"wrote {argv[1]}")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -31,7 +31,23 @@ contract test                            the promise
 ``test_batch_of_one``                    x[:1] gives y[:1] and dx[:1] of the whole batch
 ``test_batch_of_zero``                   an empty batch: empty y and dx, zero parameter gradients
 ``test_non_contiguous_input``            strided x and dy give exactly what contiguous ones give
+``test_forward_matches_the_reference``   every device, every geometry: float64 y equals ``spec.reference``,
+                                         a forward written apart from the layer (a loop, a NumPy expression)
+``test_under_every_simulator_check``     every geometry: one float32 forward and backward on a sim device
+                                         with all its checks (memcheck, racecheck, initcheck, synccheck)
+                                         reports nothing and gives NumPy's y, dx and gradients
 =======================================  ====================================================================
+
+Geometries: ``spec.geometries`` names more layers and inputs (``{"stride 3 > kernel 2": {"make": ...,
+"input_shape": ...}}``, changes to the spec) for the two checks above: windows that leave inputs
+uncovered, padding, C != F, odd sizes. The gradient checks run on the spec's own geometry (finite
+differences are slow on sim, and much slower under every check).
+
+Losses (``forward(logits, labels)``, ``backward()``) have :class:`LossContract`, whose ``reference`` is
+``reference(loss, logits, labels) -> mean loss``.
+
+Every kernel file a contract loads under every check is recorded in :data:`KERNEL_FILES_UNDER_ALL_CHECKS`,
+so that a test at the end of the run can show that each file of ``kernels/`` ran so.
 
 Devices: :data:`DEVICES` parametrises a test over ``cpu``, ``sim`` and ``gpu`` (marked ``sim``/``gpu``); a
 device that is not available here is skipped with the reason. :func:`forward_backward` runs one forward
@@ -44,17 +60,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-from scratchnet._cuda import cupy_backend
-from scratchnet._cuda.launch import Kernel, load_kernels
+from scratchnet._cuda.launch import Kernel
 from scratchnet._cuda.signature import C_NAME_OF_DTYPE
-from scratchnet.device import Device, get_device
+from scratchnet.device import Device, SimDevice, get_device, load_kernels
 from scratchnet.errors import DeviceError
-from scratchnet.gradcheck import TOLERANCE, check_layer
+from scratchnet.gradcheck import TOLERANCE, check_layer, check_loss
 from scratchnet.layers.base import Layer
 
 # Every device a layer runs on: ``@pytest.mark.parametrize("device", DEVICES)``.
@@ -65,6 +81,10 @@ DEVICES = [
 ]
 KERNEL_DEVICES = DEVICES[1:]  # the devices that run kernels, compared with cpu's NumPy
 FLOAT_DTYPES = [np.float32, np.float64]
+# How far, relatively and absolutely, a float64 forward may be from its reference (rounding only)
+REFERENCE_TOLERANCE = 1e-10
+# The kernel files (paths) compiled by this process under every simulator check: see checked_sim_device().
+KERNEL_FILES_UNDER_ALL_CHECKS: set[Path] = set()
 
 
 @functools.cache
@@ -95,32 +115,44 @@ def device_or_skip(name: str) -> Device:
     return get_device(name)
 
 
+class _CheckedSimDevice(SimDevice):
+    """A sim device with every check on, recording each kernel file it compiles."""
+
+    def _load_module(self, source: str, name_expressions: list[str], filename: str):
+        KERNEL_FILES_UNDER_ALL_CHECKS.add(Path(filename))
+        return super()._load_module(source, name_expressions, filename)
+
+
+@functools.cache
+def checked_sim_device() -> Device:
+    """The sim device that runs kernels under every check (its own, apart from ``get_device("sim")``); skips
+    the calling test when the simulator is not available here."""
+    device_or_skip("sim")
+    return _CheckedSimDevice(checks="all")
+
+
 class KernelSource:
     """CUDA C source kept outside ``kernels/`` (a new layer's first kernels, or a test's), compiled on first
     use, once per device, and launched through the same checked launch code as :meth:`Device.kernel`.
 
     ``KernelSource(code).kernel(device, "leaky_relu_forward", np.float64)`` is
-    ``leaky_relu_forward<double>``. Once the layer is done, its kernels move to ``kernels/<family>.cu`` and
-    the layer asks ``self.device.kernel("<family>.cu", ...)`` instead.
+    ``leaky_relu_forward<double>``, compiled as ``device`` compiles ``kernels/`` (on sim, with its checks).
+    Once the layer is done, its kernels move to ``kernels/<family>.cu`` and the layer asks
+    ``self.device.kernel("<family>.cu", ...)`` instead.
     """
 
     def __init__(self, source: str, filename: str = "<source>"):
         self.source, self.filename = source, filename
-        self._compiled: dict[str, dict[str, Kernel]] = {}  # device name -> {kernel name: kernel}
+        self._compiled: dict[Device, dict[str, Kernel]] = {}  # device -> {kernel name: kernel}
 
     def kernel(self, device: str | Device, base_name: str, dtype=None) -> Kernel:
         device = get_device(device)
-        if device.name not in self._compiled:
-            if device.name == "sim":
-                from scratchnet import sim
-
-                loader = functools.partial(sim.load_module, filename=self.filename)
-            elif device.name == "gpu":
-                loader = cupy_backend.load_module
-            else:
+        if device not in self._compiled:
+            if not device.uses_kernels:
                 raise DeviceError("the cpu device runs NumPy code, not kernels; use device 'gpu' or 'sim'")
-            self._compiled[device.name] = load_kernels(device, self.source, loader)
-        kernels = self._compiled[device.name]
+            loader = functools.partial(device._load_module, filename=self.filename)
+            self._compiled[device] = load_kernels(device, self.source, loader)
+        kernels = self._compiled[device]
         name = base_name if dtype is None else f"{base_name}<{C_NAME_OF_DTYPE[np.dtype(dtype)]}>"
         if name not in kernels:
             raise DeviceError(f"{self.filename} has no kernel {name!r}; it has: {', '.join(sorted(kernels))}")
@@ -171,6 +203,11 @@ class LayerSpec:
     ``bad_shapes``: input shapes the layer must refuse with a ValueError naming them.
     ``random_params``: replace the initial parameters by random ones (e.g. a nonzero bias, so that the
     checks see it).
+    ``reference(layer, x)``: the training forward's y, float64, written apart from the layer's code (a
+    loop over the definition, a NumPy expression); it reads the layer's settings and its ``params``
+    (NumPy arrays: the contract passes a cpu float64 layer). A loss's takes ``(loss, logits, labels)``.
+    ``geometries``: more layers and inputs for the reference and all-checks tests, by name: each a dict of
+    fields to change (``{"make": ..., "input_shape": ...}``).
     """
 
     make: Callable[..., Layer]
@@ -181,6 +218,13 @@ class LayerSpec:
     )
     bad_shapes: tuple = ()
     random_params: bool = True
+    reference: Callable[..., np.ndarray] | None = None
+    geometries: dict = dataclasses.field(default_factory=dict)
+
+    def variants(self) -> dict[str, LayerSpec]:
+        """This spec (named "spec") and one per geometry, by name."""
+        changed = {name: dataclasses.replace(self, geometries={}, **c) for name, c in self.geometries.items()}
+        return {"spec": self, **changed}
 
     def layer(self, device, dtype=np.float64) -> Layer:
         """A fresh layer (the same one every time for the same arguments)."""
@@ -200,11 +244,64 @@ class LayerSpec:
         return np.random.default_rng(seed).standard_normal(layer.output_shape(tuple(x.shape)))
 
 
-class LayerContract:
+class _GeometryChecks:
+    """The checks that run on every geometry of the spec, for layers and losses alike."""
+
+    spec: LayerSpec
+
+    def pytest_generate_tests(self, metafunc):
+        """pytest calls it for each test of the class: ``geometry`` takes the names of ``spec.variants()``."""
+        if "geometry" in metafunc.fixturenames:
+            metafunc.parametrize("geometry", list(self.spec.variants()))
+
+    def _run(self, spec: LayerSpec, device, dtype) -> Run:
+        """One forward and backward of ``spec``'s layer and input on ``device``."""
+        raise NotImplementedError
+
+    def _reference(self, spec: LayerSpec) -> np.ndarray:
+        """``spec.reference`` for the spec's input."""
+        raise NotImplementedError
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_forward_matches_the_reference(self, device, geometry):
+        spec = self.spec.variants()[geometry]
+        if spec.reference is None:
+            pytest.skip("the spec has no reference forward")
+        y = self._run(spec, device_or_skip(device), np.float64).y
+        expected = self._reference(spec)
+        np.testing.assert_allclose(y, expected, rtol=REFERENCE_TOLERANCE, atol=REFERENCE_TOLERANCE)
+
+    @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+    @pytest.mark.parametrize("device", KERNEL_DEVICES)
+    def test_kernels_match_numpy(self, device, dtype):
+        self._assert_kernels_match_numpy(self.spec, device_or_skip(device), dtype)
+
+    @pytest.mark.sim
+    def test_under_every_simulator_check(self, geometry):
+        """Memcheck, racecheck, initcheck, synccheck: a report is an error; an array that a kernel left
+        partly unwritten is one too, when it is copied to the host (initcheck)."""
+        spec = self.spec.variants()[geometry]
+        self._assert_kernels_match_numpy(spec, checked_sim_device(), np.float32)
+
+    def _assert_kernels_match_numpy(self, spec: LayerSpec, device, dtype) -> None:
+        expected, got = self._run(spec, "cpu", dtype).arrays(), self._run(spec, device, dtype).arrays()
+        tol = spec.tolerance[np.dtype(dtype)]
+        for name, value in expected.items():
+            assert got[name].dtype == dtype, name
+            np.testing.assert_allclose(got[name], value, rtol=tol, atol=tol, err_msg=name)
+
+
+class LayerContract(_GeometryChecks):
     """Subclass it as ``Test<Layer>`` with a class attribute ``spec = LayerSpec(...)``: pytest collects the
     checks below (see the module docstring) for that layer."""
 
-    spec: LayerSpec
+    def _run(self, spec, device, dtype):
+        layer = spec.layer(device, dtype)
+        x = spec.input()
+        return forward_backward(layer, x, spec.output_gradient(layer, x))
+
+    def _reference(self, spec):
+        return spec.reference(spec.layer("cpu", np.float64), spec.input())
 
     # --- gradients ------------------------------------------------------------------------------------
     @pytest.mark.parametrize("device", DEVICES)
@@ -221,19 +318,6 @@ class LayerContract:
         assert max(errors.values()) < TOLERANCE, errors
 
     # --- kernels ----------------------------------------------------------------------------------------
-    @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-    @pytest.mark.parametrize("device", KERNEL_DEVICES)
-    def test_kernels_match_numpy(self, device, dtype):
-        dev = device_or_skip(device)
-        x = self.spec.input().astype(dtype)
-        reference, layer = self.spec.layer("cpu", dtype), self.spec.layer(dev, dtype)
-        dy = self.spec.output_gradient(layer, x)
-        expected, got = forward_backward(reference, x, dy).arrays(), forward_backward(layer, x, dy).arrays()
-        tol = self.spec.tolerance[np.dtype(dtype)]
-        for name, value in expected.items():
-            assert got[name].dtype == dtype, name
-            np.testing.assert_allclose(got[name], value, rtol=tol, atol=tol, err_msg=name)
-
     @pytest.mark.parametrize("device", KERNEL_DEVICES)
     def test_kernels_copy_nothing(self, device):
         layer = self.spec.layer(device_or_skip(device))
@@ -315,3 +399,32 @@ class LayerContract:
         got = forward_backward(self.spec.layer(dev), x_view, dy_view).arrays()
         for name, value in expected.arrays().items():
             np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def labels_for(logits_shape: tuple, seed: int = 3) -> np.ndarray:
+    """Random class ids (int64), one per row of logits (N, K)."""
+    N, K = logits_shape
+    return np.random.default_rng(seed).integers(0, K, size=N)
+
+
+class LossContract(_GeometryChecks):
+    """The contract of a loss (``loss.forward(logits, labels)`` -> the mean loss, ``loss.backward()`` ->
+    dL/dlogits): the gradient check, the reference and the all-checks run on every geometry, the kernels
+    against NumPy. ``spec.input_shape`` is the logits' (N, K); the labels come from :func:`labels_for`."""
+
+    def _run(self, spec, device, dtype):
+        loss = spec.make(device=device, dtype=dtype)
+        dev, logits = loss.device, spec.input()
+        value = loss.forward(dev.array(logits, dtype=dtype), dev.array(labels_for(logits.shape)))
+        return Run(np.array(value, dtype=dtype), dev.to_host(loss.backward()), {})
+
+    def _reference(self, spec):
+        logits = spec.input()
+        return spec.reference(spec.make(dtype=np.float64), logits, labels_for(logits.shape))
+
+    @pytest.mark.parametrize("device", DEVICES)
+    def test_gradients(self, device):
+        loss = self.spec.make(device=device_or_skip(device), dtype=np.float64)
+        logits = self.spec.input()
+        errors = check_loss(loss, logits, labels_for(logits.shape))
+        assert max(errors.values()) < TOLERANCE, errors

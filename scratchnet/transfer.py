@@ -36,6 +36,31 @@ def is_checkpoint(path: str | Path) -> bool:
         return False
 
 
+def check_pretrained_path(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` can hold pretrained weights: a run folder with a
+    checkpoint, or a file that is neither missing, empty nor a damaged ``.npz`` archive."""
+    path = Path(path)
+    if path.is_dir():
+        if not is_checkpoint(path):
+            raise CheckpointError(f"--pretrained {path}: the folder holds no {BEST} or {LAST}")
+        return
+    if not path.is_file():
+        raise CheckpointError(f"--pretrained {path}: no such file or run folder")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"--pretrained {path}: the file is empty (0 bytes)")
+    if path.suffix == ".npz" and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"--pretrained {path}: a damaged .npz file (not a whole zip archive)")
+
+
+def pretrained_checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint file ``--pretrained path`` means: a run folder's ``best.npz`` (the weights worth
+    keeping), else its ``last.npz``; a file is itself."""
+    path = Path(path)
+    if path.is_dir() and (path / BEST).is_file():
+        return path / BEST
+    return path
+
+
 def last_layer(model) -> str:
     """The name of the model's last Linear layer: the classifier whose outputs are the classes."""
     names = [name for name, layer in model.layers.items() if isinstance(layer, Linear)]
@@ -52,10 +77,7 @@ def load_pretrained(model, path: str | Path) -> list[str]:
     :class:`CheckpointError` when the checkpoint holds another architecture (other layers, channels or
     input size), naming both.
     """
-    path = Path(path)
-    if path.is_dir() and (path / BEST).is_file():
-        path = path / BEST
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(pretrained_checkpoint_path(path))
     stored = checkpoint.meta.get("model_config")
     ours = model.config or {}
     if not stored:

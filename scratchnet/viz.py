@@ -10,11 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
+from scratchnet.layers.base import window_output_hw
+
 _WINDOW_COLOURS = plt.get_cmap("tab10").colors
-
-
-def _output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def _grid(ax, values: np.ndarray, title: str, fmt: str = "{}") -> None:
@@ -33,7 +31,7 @@ def plot_im2col(H: int = 4, W: int = 4, KH: int = 2, KW: int = 2, S: int = 1, P:
     """Left: one input channel (H, W), its pixels numbered, padded by P (padding shows as "·"), with the
     first ``windows`` positions of the KH×KW window as it slides by S. Right: the column matrix
     (KH·KW, OH·OW) of im2col: column (oh, ow) holds the pixels of window (oh, ow), top to bottom."""
-    OH, OW = _output_size(H, KH, S, P), _output_size(W, KW, S, P)
+    OH, OW = window_output_hw((H, W), (KH, KW), S, P)
     numbers = np.full((H + 2 * P, W + 2 * P), -1)
     numbers[P : P + H, P : P + W] = np.arange(H * W).reshape(H, W)
     labels = np.where(numbers >= 0, numbers.astype(str), "·")
@@ -69,7 +67,7 @@ def plot_im2col(H: int = 4, W: int = 4, KH: int = 2, KW: int = 2, S: int = 1, P:
 def plot_overlap_counts(H: int = 7, W: int = 7, KH: int = 3, KW: int = 3, S: int = 2, P: int = 0):
     """How many windows read each input pixel: the number of terms that col2im (and conv's dx, and
     max-pooling's dx) must ADD at that pixel. Overlap appears when S < KH or S < KW."""
-    OH, OW = _output_size(H, KH, S, P), _output_size(W, KW, S, P)
+    OH, OW = window_output_hw((H, W), (KH, KW), S, P)
     counts = np.zeros((H + 2 * P, W + 2 * P), dtype=int)
     for oh in range(OH):
         for ow in range(OW):

@@ -44,6 +44,7 @@ class FakeCupy(types.ModuleType):
         self.launches: list[tuple] = []
         self.log: list[str] = []  # launches and event records, in order
         self.elapsed_ms: list[float] = []  # what get_elapsed_time returns, one value per call (then 1.0)
+        self.module_options: list[tuple] = []  # the compiler options of each RawModule, in order
         self.__version__ = "14.2.0"
         runtime = types.SimpleNamespace(
             getDeviceCount=lambda: self._call("getDeviceCount", lambda: devices),
@@ -97,6 +98,7 @@ class FakeCupy(types.ModuleType):
         return self._call("matmul", lambda: np.matmul(a, b, out=out))
 
     def RawModule(self, code, options=(), name_expressions=None):  # noqa: N802 - CuPy's name
+        self.module_options.append(tuple(options))
         return self._call("RawModule", lambda: _FakeModule(self))
 
 
@@ -133,8 +135,7 @@ def install(monkeypatch, fail: dict | None = None, devices: int = 1) -> FakeCupy
     """Make ``import cupy`` give a new FakeCupy for the rest of the test, and forget any CuPy loaded (and any
     ``gpu`` device built on it: ``get_device`` keeps devices for the process, and a later test must not find
     this fake GPU there)."""
-    from scratchnet import device
-    from scratchnet._cuda import cupy_backend
+    from scratchnet import cupy_backend, device
 
     fake = FakeCupy(fail, devices)
     monkeypatch.setitem(sys.modules, "cupy", fake)

@@ -19,11 +19,25 @@ def away_from_zero(shape, rng=None):
 
 
 class TestReLUContract(LayerContract):
-    spec = LayerSpec(make=ReLU, input_shape=(2, 3, 4, 4), make_input=away_from_zero, tolerance=EXACT)
+    spec = LayerSpec(
+        make=ReLU,
+        input_shape=(2, 3, 4, 4),
+        make_input=away_from_zero,
+        tolerance=EXACT,
+        reference=lambda layer, x: np.where(x > 0, x, 0.0),
+        geometries={"odd sizes, 2-d": {"input_shape": (3, 7)}},
+    )
 
 
 class TestFlattenContract(LayerContract):
-    spec = LayerSpec(make=Flatten, input_shape=(2, 3, 2, 2), tolerance=EXACT, bad_shapes=((5,),))
+    spec = LayerSpec(
+        make=Flatten,
+        input_shape=(2, 3, 2, 2),
+        tolerance=EXACT,
+        bad_shapes=((5,),),
+        reference=lambda layer, x: np.stack([example.ravel() for example in x]),
+        geometries={"odd sizes, 3-d": {"input_shape": (3, 5, 3)}},
+    )
 
 
 def test_relu_gradcheck_catches_a_wrong_backward():

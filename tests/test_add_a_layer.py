@@ -1,4 +1,4 @@
-"""A new layer from scratch, as README's "How to add a layer" walks through it: LeakyReLU."""
+"""A new layer from scratch, as "How to add a layer" in docs/contributing.md walks through it: LeakyReLU."""
 
 from __future__ import annotations
 
@@ -7,21 +7,21 @@ import numpy as np
 from scratchnet.layers import Layer
 from scratchnet.testing import KernelSource, LayerContract, LayerSpec
 
-# 1. The kernels: one thread per element i < n. (A finished layer keeps them in kernels/<family>.cu.)
+# 1. The kernels: one thread per element i < count. (A finished layer keeps them in kernels/<family>.cu.)
 LEAKY_RELU_CU = KernelSource(
     """
 template <typename T>
-__global__ void leaky_relu_forward(const T* x, T* y, T slope, long long n) {
+__global__ void leaky_relu_forward(const T* x, T* y, T slope, long long count) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) {
+    if (i < count) {
         y[i] = x[i] > T(0) ? x[i] : slope * x[i];
     }
 }
 
 template <typename T>
-__global__ void leaky_relu_backward(const T* x, const T* dy, T* dx, T slope, long long n) {
+__global__ void leaky_relu_backward(const T* x, const T* dy, T* dx, T slope, long long count) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) {
+    if (i < count) {
         dx[i] = x[i] > T(0) ? dy[i] : slope * dy[i];
     }
 }
@@ -43,6 +43,9 @@ class LeakyReLU(Layer):
 
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
+
+    def torch_equivalent(self, torch):  # the parity tests and the bench ask the layer; torch is passed in
+        return torch.nn.LeakyReLU(self.slope)
 
     def _forward_numpy(self, x, training):
         self._save_for_backward(x=x)  # kept only when backward will need it
@@ -81,4 +84,5 @@ class TestLeakyReLU(LayerContract):
         make=lambda device, dtype: LeakyReLU(0.1, device=device, dtype=dtype),
         input_shape=(2, 3, 4),
         make_input=away_from_the_kink,
+        reference=lambda layer, x: np.maximum(x, 0) + layer.slope * np.minimum(x, 0),  # apart from the layer
     )

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from scratchnet import _paths
+from scratchnet import _paths, predict
 from scratchnet import train as T
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from scratchnet.data import cifar, download, idx
@@ -145,6 +145,7 @@ def run_tiny(out: Path, **changes) -> T.TrainResult:
     return T.train(T.TrainConfig(out=str(out), **TINY_RUN | changes), log=str)
 
 
+@pytest.mark.slow  # a child process per write step of a training run
 def test_a_kill_at_every_checkpoint_write_step_of_a_run_never_loses_a_good_checkpoint(tmp_path):
     """Kill a 2-epoch run at each of its write steps, then resume: the result equals an unkilled run."""
     reference_dir = tmp_path / "reference"
@@ -435,3 +436,87 @@ def test_a_256_megapixel_image_in_a_folder_dataset_is_refused(tmp_path):
     folder = ImageFolder(tmp_path, split="train", image_size=8)
     with pytest.raises(DatasetError, match="decompression bomb"):
         folder.decode(0)
+
+
+# --- only pixel formats are decoded ----------------------------------------------------------------------
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n0 0 moveto 8 8 lineto stroke\n%%EOF\n"
+
+
+def test_an_eps_file_named_png_is_refused_without_running_ghostscript(tmp_path, monkeypatch, capsys):
+    from PIL import EpsImagePlugin
+
+    ran = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: ran.append(args))
+    (tmp_path / "photo.png").write_bytes(EPS)
+    with pytest.raises(ValueError, match="photo.png is not a PNG, JPEG, BMP, GIF, TIFF, WebP or PPM/PGM"):
+        read_image(tmp_path / "photo.png", "L")
+    run = run_tiny(tmp_path / "run").run_dir
+    status = predict.main([str(tmp_path / "photo.png"), "--checkpoint", str(run)])
+    err = capsys.readouterr().err
+    assert status == 2 and "photo.png is not a PNG" in err and "Traceback" not in err
+    assert ran == []
+
+
+@pytest.mark.parametrize("format_", ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM"])
+def test_every_pixel_format_is_still_decoded(tmp_path, format_):
+    Image.new("L", (5, 3), 200).save(tmp_path / "x", format=format_)
+    assert read_image(tmp_path / "x", "L").size == (5, 3)
+
+
+# --- byte mutations of a real checkpoint, through everything that reads one -------------------------------
+MUTATIONS = 300  # per archive layout; seeded, so every run tries the same files
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_one_changed_byte_in_a_trained_checkpoint_is_loaded_or_refused_clearly(tmp_path, compressed):
+    from scratchnet.checkpoint import load_model
+
+    run = run_tiny(tmp_path / "run").run_dir
+    original = run / LAST
+    if compressed:  # np.savez_compressed: deflated entries (zlib errors)
+        with np.load(original) as npz:
+            np.savez_compressed(tmp_path / "compressed.npz", **{k: npz[k] for k in npz.files})
+        original = tmp_path / "compressed.npz"
+    raw, mutant = original.read_bytes(), tmp_path / "mutant.npz"
+    outcomes = {"loaded": 0, "refused": 0}
+    for seed in range(MUTATIONS):
+        rng = np.random.default_rng(seed)
+        changed = bytearray(raw)
+        changed[int(rng.integers(len(raw)))] = int(rng.integers(256))
+        mutant.write_bytes(bytes(changed))
+        try:
+            load_model(mutant)
+            outcomes["loaded"] += 1  # a change inside the weights' bytes: a valid (other) model
+        except CheckpointError:
+            outcomes["refused"] += 1
+    print(f"{MUTATIONS} one-byte mutations of a {len(raw):,}-byte checkpoint: {outcomes}, no other error")
+
+
+# --- damaged files found by fuzzing, kept as regression cases -------------------------------------------
+def png_with_two_idat_chunks() -> bytes:
+    """A noisy 200x200 RGB PNG: Pillow splits its pixel data into more than one IDAT chunk."""
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_png_whose_second_idat_chunk_is_broken_is_refused(tmp_path, capsys):
+    raw = bytearray(png_with_two_idat_chunks())
+    second = raw.index(b"IDAT", raw.index(b"IDAT") + 4)
+    raw[second] = 0  # Pillow: SyntaxError("broken PNG file")
+    (tmp_path / "broken.png").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="cannot decode image .*broken.png"):
+        read_image(tmp_path / "broken.png", "RGB")
+    run = run_tiny(tmp_path / "run").run_dir
+    status = predict.main([str(tmp_path / "broken.png"), "--checkpoint", str(run)])
+    err = capsys.readouterr().err
+    assert status == 2 and "broken.png" in err and "Traceback" not in err
+
+
+def test_a_cifar_batch_with_an_unknown_text_codec_is_refused(tmp_path):
+    raw = valid_cifar_batch()
+    assert b"latin1" in raw  # NumPy pickles an array's bytes as text in this codec
+    (tmp_path / "data_batch_1").write_bytes(raw.replace(b"latin1", b"Xatin1"))  # LookupError
+    with pytest.raises(DatasetError, match="data_batch_1 cannot be read"):
+        cifar.read_batch(tmp_path / "data_batch_1")

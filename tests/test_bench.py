@@ -17,6 +17,7 @@ import pytest
 
 from scratchnet import bench, kernel_bench
 from scratchnet import models as M
+from scratchnet.benchmarks import torch_twins
 from scratchnet.device import get_device
 
 LENET_LAYERS = [
@@ -142,7 +143,7 @@ def test_torch_twin_computes_the_same_model(name):
     b = bench.Bench(model, batch=3, torch=torch, torch_device="cpu")
     assert b.torch_max_difference() < 1e-4
     # A twin with one weight changed must differ: the comparison is not vacuous.
-    net = bench.torch_model(model, torch)
+    net = torch_twins.torch_model(model, torch)
     with torch.no_grad():
         next(net.parameters())[0] += 0.5
     assert b.torch_max_difference(net) > 1e-3
@@ -277,3 +278,13 @@ def test_sim_overhead_bench_refuses_bad_arguments(args, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["sim", *args])
     assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_parallel_measure_gives_its_processes_the_blas_threads_asked_for():
+    """Lesson 17 compares 1 and 2 processes at the same BLAS threads per process: the setting must reach
+    the measuring process (without it, a lone process takes every core)."""
+    from scratchnet.benchmarks import parallel as parallel_bench
+
+    figures = parallel_bench.measure("scratchnet", 1, batch=8, steps=1, warmup=0, blas_threads=1)
+    assert figures["images_per_second"] > 0
+    assert figures["blas_threads"] == figures["blas_threads_seen"] == 1

@@ -71,6 +71,7 @@ def test_unknown_model_and_dataset_list_the_choices(capsys):
     assert status == 2 and "fashion-mnist-mini" in err
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_gpu_without_a_gpu_is_a_message_not_a_traceback(tmp_path):
     try:
         get_device("gpu")
@@ -139,7 +140,8 @@ def test_predict_reads_image_files(trained_run, tmp_path, capsys):
     )
     assert status == 0, err
     lines = out.splitlines()
-    assert lines[0] == str(paths[0]) and lines[4] == str(paths[1])
+    assert lines[0] == str(paths[0])  # already the model's size: nothing to say
+    assert lines[4] == f"{paths[1]}  (resized from 56x56 to the model's 28x28 grey)"
     probabilities = [float(line.split()[0]) for line in lines[1:4]]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
     status, _, err = call(predict, tmp_path / "missing.png", "--checkpoint", trained_run, capsys=capsys)
@@ -147,6 +149,7 @@ def test_predict_reads_image_files(trained_run, tmp_path, capsys):
 
 
 @pytest.mark.sim
+@pytest.mark.slow  # a fresh interpreter
 def test_train_on_the_simulator(tmp_path):
     try:
         get_device("sim")

@@ -20,6 +20,7 @@ from PIL import Image
 
 from scratchnet import _paths, evaluate, predict, pretrained, train
 from scratchnet.checkpoint import LAST
+from scratchnet.train import preparation
 
 TINY = ["--limit-train", "70", "--limit-test", "32", "--batch-size", "32", "--no-progress", "--no-plots"]
 
@@ -81,6 +82,8 @@ TRAIN_BAD_FLAGS = [
     (["--no-such-flag"], "unrecognized arguments"),
     (["--limit-train", "1"], "empty train or validation part"),  # too small to split
     (["--dataset", "folder"], "--data-dir"),
+    (["--classes", "0-99999999999999"], "99999999999999 is not in 0..9"),  # refused before listing the range
+    (["--model", "resnet20-cifar", "--image-size", "1000000"], "image_size must be at most 1024"),
 ]
 
 
@@ -91,6 +94,21 @@ def test_train_refuses_bad_flag_values(argv, needle, tmp_path, capsys):
     status, err = call(train, [*TINY, "--out", tmp_path / "run", *argv], capsys)
     assert_bad_input(status, err, needle)
     assert not (tmp_path / "run" / LAST).exists()
+
+
+def test_a_long_class_range_gives_a_short_error_line(tmp_path, capsys):
+    status, err = call(train, [*TINY, "--out", tmp_path / "run", "--classes", "0-9999999"], capsys)
+    assert_bad_input(status, err, "9999999 is not in 0..9")
+    assert len(err) < 200
+
+
+def test_running_out_of_memory_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def too_large(config):
+        raise MemoryError("Unable to allocate 3.64 TiB for an array with shape (1000000, 1000000)")
+
+    monkeypatch.setattr(preparation, "load_data", too_large)
+    status, err = call(train, [*TINY, "--out", tmp_path / "run"], capsys)
+    assert_bad_input(status, err, "not enough memory: Unable to allocate 3.64 TiB")
 
 
 def test_resume_of_a_missing_checkpoint(tmp_path, capsys):
@@ -192,7 +210,69 @@ def nan_weights(arrays, skeleton):
     arrays["params/conv1.W"] = np.full_like(arrays["params/conv1.W"], np.nan)
 
 
+def set_in(part: str, key: str, value):
+    def change(arrays, skeleton):
+        skeleton[part][key] = value
+
+    return change
+
+
+def set_meta(key, value):
+    def change(arrays, skeleton):
+        skeleton["meta"][key] = value
+
+    return change
+
+
+def array_named_by_a_list(arrays, skeleton):
+    skeleton["params"]["conv1.W"] = {"__array__": [1]}
+
+
+def bytes_changed(change):
+    def damage(src: Path, dst: Path) -> Path:
+        dst.write_bytes(change(bytearray(src.read_bytes())))
+        return dst
+
+    return damage
+
+
+def broken_npy_header(raw: bytearray) -> bytes:  # NumPy's header parser: a tokenize error
+    at = raw.index(b"(120, 84), }")  # (a large entry: its header is parsed before the CRC is checked)
+    raw[at + 11] = 0xCC
+    return bytes(raw)
+
+
+def unknown_compression(raw: bytearray) -> bytes:  # zipfile: NotImplementedError, not BadZipFile
+    at = raw.rindex(b"PK\x01\x02") + 10  # the compression method of the last central directory entry
+    raw[at : at + 2] = (0xB800).to_bytes(2, "little")
+    return bytes(raw)
+
+
+def compressed_and_flipped(src: Path, dst: Path) -> Path:  # a deflated entry that no longer inflates
+    with np.load(src) as npz:
+        np.savez_compressed(dst, **{k: npz[k] for k in npz.files})
+    raw = bytearray(dst.read_bytes())
+    at = raw.index(b"params/conv1.W.npy") + 50
+    raw[at : at + 8] = b"\xff" * 8
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
 DAMAGED = {
+    "npy header": bytes_changed(broken_npy_header),
+    "zip compression method": bytes_changed(unknown_compression),
+    "deflate data": compressed_and_flipped,
+    "json 100,000 deep": lambda src, dst: rewrite(src, dst, lambda a, s: "[" * 100_000),
+    "num_classes 1e12": lambda src, dst: rewrite(
+        src, dst, set_in("meta", "model_config", {"name": "lenet5", "num_classes": 10**12})
+    ),
+    "classes a string": lambda src, dst: rewrite(src, dst, set_meta("classes", "abc")),
+    "input_shape short": lambda src, dst: rewrite(src, dst, set_meta("input_shape", [1, 28])),
+    "config a list": lambda src, dst: rewrite(src, dst, set_meta("config", [])),
+    "history a number": lambda src, dst: rewrite(src, dst, set_meta("history", 5)),
+    "best a list": lambda src, dst: rewrite(src, dst, set_meta("best", [])),
+    "dropout counts": lambda src, dst: rewrite(src, dst, set_meta("dropout_rng_calls", {"drop": "x"})),
+    "array named by a list": lambda src, dst: rewrite(src, dst, array_named_by_a_list),
     "empty": lambda src, dst: dst.write_bytes(b"") and dst,
     "random": lambda src, dst: dst.write_bytes(np.random.default_rng(0).bytes(4096)) and dst,
     "truncated": lambda src, dst: dst.write_bytes(src.read_bytes()[:1000]) and dst,
@@ -203,6 +283,10 @@ DAMAGED = {
     "missing array": lambda src, dst: rewrite(src, dst, missing_array),
     "nan weights": lambda src, dst: rewrite(src, dst, nan_weights),
 }
+
+
+RESUME_ONLY = ("no history", "history a number", "best a list", "dropout counts")  # what evaluate never reads
+EVALUATE_ONLY = ("classes a string", "input_shape short")  # what a resumed run never reads
 
 
 @pytest.fixture(scope="module")
@@ -220,14 +304,58 @@ def test_damaged_checkpoints_are_refused_by_every_command(damage, small_run, tmp
     DAMAGED[damage](small_run / LAST, bad)
     image = tmp_path / "x.png"
     Image.new("L", (28, 28)).save(image)
-    if damage != "no history":  # the history matters to a resumed run only
+    if damage not in RESUME_ONLY:
         status, err = call(evaluate, ["--checkpoint", bad], capsys)
         assert_bad_input(status, err, str(bad))
         status, err = call(predict, [image, "--checkpoint", bad], capsys)
         assert_bad_input(status, err, str(bad))
+    if damage in EVALUATE_ONLY:
+        return
     status, err = call(train, ["--resume", folder, "--epochs", "2", "--no-progress", "--no-plots"], capsys)
     assert_bad_input(status, err)
     assert "pickled" not in err
+
+
+def nan_velocity(arrays, skeleton):
+    arrays["optimizer/velocity.conv1.W"] = np.full_like(arrays["optimizer/velocity.conv1.W"], np.nan)
+
+
+# What only a resumed run reads (its SGD and schedule state), and what only evaluate and predict read.
+BAD_OPTIMIZER_STATE = {
+    "momentum 1.5": (set_in("optimizer", "momentum", 1.5), "momentum must be in [0, 1)"),
+    "weight decay -3": (set_in("optimizer", "weight_decay", -3.0), "weight_decay must be"),
+    "lr nan": (set_in("optimizer", "lr", float("nan")), "lr must be"),
+    "nan velocity": (nan_velocity, "velocity.conv1.W holds NaN/inf"),
+    "base_lr nan": (set_in("scheduler", "base_lr", float("nan")), "base_lr must be"),
+    "epoch -1": (set_in("scheduler", "epoch", -1), "epoch must be an integer >= 0"),
+}
+BAD_NORMALIZATION = {
+    "nan mean": ({"mean": [float("nan")], "std": [0.35]}, "finite"),
+    "zero std": ({"mean": [0.28], "std": [0.0]}, "std must be > 0"),
+    "three channels": ({"mean": [0.1, 0.2, 0.3], "std": [1, 1, 1]}, "one per channel"),
+    "a string": ({"mean": "0.28", "std": [0.35]}, "one per channel"),
+}
+
+
+@pytest.mark.parametrize("damage", list(BAD_OPTIMIZER_STATE))
+def test_a_resume_refuses_optimizer_state_out_of_range(damage, small_run, tmp_path, capsys):
+    change, needle = BAD_OPTIMIZER_STATE[damage]
+    (tmp_path / "run").mkdir()
+    rewrite(small_run / LAST, tmp_path / "run" / LAST, change)
+    status, err = call(train, ["--resume", tmp_path / "run", "--epochs", "2", "--no-progress"], capsys)
+    assert_bad_input(status, err, needle, str(tmp_path / "run" / LAST))
+    assert "diverged" not in err
+
+
+@pytest.mark.parametrize("damage", list(BAD_NORMALIZATION))
+def test_evaluate_and_predict_refuse_a_normalization_that_is_not_usable(damage, small_run, tmp_path, capsys):
+    normalization, needle = BAD_NORMALIZATION[damage]
+    bad = rewrite(small_run / LAST, tmp_path / "bad.npz", set_in("meta", "normalization", normalization))
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(image)
+    for module, argv in ((evaluate, ["--checkpoint", bad]), (predict, [image, "--checkpoint", bad])):
+        status, err = call(module, argv, capsys)
+        assert_bad_input(status, err, needle, str(bad))
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------
@@ -283,7 +411,7 @@ PREDICT_BAD = {
     "fifo": (fifo, "not a regular file"),
     "bomb": (bomb, "pixels"),
     "missing": (lambda p: p, "no image file"),
-    "text": (lambda p: p.write_text("hello") and p, "not an image"),
+    "text": (lambda p: p.write_text("hello") and p, "not a PNG, JPEG"),
 }
 
 
@@ -305,6 +433,42 @@ def test_predict_top_must_be_between_1_and_the_number_of_classes(top, small_run,
     Image.new("L", (28, 28)).save(image)
     status, err = call(predict, [image, "--checkpoint", small_run, "--top", top], capsys)
     assert_bad_input(status, err, "--top")
+
+
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("three") / "run"
+    assert train.main(["--out", str(out), "--epochs", "1", "--classes", "7,0-1", *TINY]) == 0
+    return out
+
+
+def test_a_three_class_run_prints_no_top5(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "run"), "--epochs", "1", "--classes", "0-2", *TINY]
+    assert train.main(argv) == 0
+    final = capsys.readouterr().out.splitlines()[-1]
+    assert final.startswith("final test_accuracy=") and "top5" not in final
+
+
+def test_evaluate_tests_a_class_selection_on_its_classes(three_class_run, capsys):
+    status = evaluate.main(["--checkpoint", str(three_class_run), "--limit-test", "64"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    rows = [line.split()[0] for line in out.splitlines()[4:]]  # after the title, metrics, blank, header
+    assert rows == ["Sneaker", "T-shirt/top", "Trouser"] and "top-5" not in out
+
+
+def test_predict_lists_every_class_of_a_model_with_fewer_than_5(three_class_run, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.new("L", (28, 28)).save(image)
+    assert predict.main([str(image), "--checkpoint", str(three_class_run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(image) and len(out) == 4  # the path, then its 3 classes
+
+
+def test_pretrained_help_is_help(capsys):
+    assert pretrained.main(["--help"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: python -m scratchnet.pretrained") and not err
 
 
 # --- pretrained weights -------------------------------------------------------------------------------------

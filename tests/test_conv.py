@@ -8,8 +8,10 @@ import functools
 import numpy as np
 import pytest
 
+from scratchnet.benchmarks.torch_twins import twin_forward_backward
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import Conv2D
+from scratchnet.layers.base import window_output_hw
 from scratchnet.layers.conv import (
     _batch_first,
     _batch_last,
@@ -38,21 +40,50 @@ CONFIGS = {
 }
 
 
+def conv_by_definition(layer, x):
+    """y[n, f, oh, ow] = b[f] + Σ over the window of f's group of x (zero-padded) · W[f], output by output."""
+    weight = layer.params["W"]  # (F, C / G, KH, KW)
+    (KH, KW), (SH, SW), (PH, PW) = layer.kernel_size, layer.stride, layer.padding
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    N, (F, Cg) = len(x), weight.shape[:2]
+    OH, OW = (padded.shape[2] - KH) // SH + 1, (padded.shape[3] - KW) // SW + 1
+    y = np.empty((N, F, OH, OW))
+    for n, f, oh, ow in np.ndindex(y.shape):
+        c = f // (F // layer.groups) * Cg  # the first input channel of f's group
+        window = padded[n, c : c + Cg, oh * SH : oh * SH + KH, ow * SW : ow * SW + KW]
+        y[n, f, oh, ow] = (window * weight[f]).sum() + (layer.params["b"][f] if layer.bias else 0.0)
+    return y
+
+
 def config_spec(config: str, impl: str = "fast", cls=Conv2D) -> LayerSpec:
     """The spec of one geometry: a seeded layer (random bias too) and a Gaussian input."""
     N, C, H, W, F, kernel, stride, padding, groups = CONFIGS[config]
     make = functools.partial(cls, C, F, kernel, stride, padding, groups, impl, seed=0)
-    return LayerSpec(make=make, input_shape=(N, C, H, W), tolerance=FLOAT32_ERROR)
+    return LayerSpec(
+        make=make, input_shape=(N, C, H, W), tolerance=FLOAT32_ERROR, reference=conv_by_definition
+    )
+
+
+def geometries(impl: str) -> dict:
+    """Stride 3 > kernel 2 (inputs no window covers), C != F with padding 2, the kernel covering the input."""
+    return {
+        config: {"make": config_spec(config, impl).make, "input_shape": config_spec(config).input_shape}
+        for config in ("stride3-kernel2", "pad2-batch1", "kernel-covers-input")
+    }
 
 
 class TestConv2DContract(LayerContract):
     """Groups, a non-square kernel, stride 2 and padding at once (the geometry sweep is below)."""
 
-    spec = dataclasses.replace(config_spec("depthwise"), bad_shapes=((2, 4, 6, 5), (2, 3, 6)))
+    spec = dataclasses.replace(
+        config_spec("depthwise"), bad_shapes=((2, 4, 6, 5), (2, 3, 6)), geometries=geometries("fast")
+    )
 
 
 class TestConv2DNaiveContract(LayerContract):
-    spec = dataclasses.replace(TestConv2DContract.spec, make=config_spec("depthwise", "naive").make)
+    spec = dataclasses.replace(
+        TestConv2DContract.spec, make=config_spec("depthwise", "naive").make, geometries=geometries("naive")
+    )
 
 
 # --- gradients --------------------------------------------------------------------------------------
@@ -164,17 +195,10 @@ def test_matches_pytorch(device, impl, config):
     dy = spec.output_gradient(layer, x)
     ours = forward_backward(layer, x, dy).arrays()
 
-    dev = layer.device
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(dev.to_host(layer.params["W"]), requires_grad=True)
-    bt = torch.tensor(dev.to_host(layer.params["b"]), requires_grad=True)
-    yt = torch.nn.functional.conv2d(
-        xt, wt, bt, stride=layer.stride, padding=layer.padding, groups=layer.groups
-    )
-    yt.backward(torch.tensor(dy))
-    theirs = {"y": yt, "dx": xt.grad, "dW": wt.grad, "db": bt.grad}
+    theirs = twin_forward_backward(layer, x, dy, torch)  # the layer's own twin, as the benchmarks use it
+    theirs["dW"], theirs["db"] = theirs.pop("dweight"), theirs.pop("dbias")
     for name, value in ours.items():
-        np.testing.assert_allclose(value, theirs[name].detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(value, theirs[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_matches_pytorch_in_float32_on_lenet_shapes():
@@ -325,7 +349,19 @@ def test_inputs_smaller_than_the_kernel_are_refused(device):
     dev = layer.device
     with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, H, W\), got \(8, 1, 28, 28\)"):
         layer.forward(dev.array(np.zeros((8, 1, 28, 28), np.float32)))
-    with pytest.raises(ValueError, match=r"smaller than the 5x5 kernel .*at least 5 and 5"):
+    with pytest.raises(ValueError, match=r"\(1, 3, 4, 8\): a 5x5 window does not fit .*at least 5 and 5"):
         layer.forward(dev.array(np.zeros((1, 3, 4, 8), np.float32)))
     padded = Conv2D(3, 4, 5, padding=1, device=device)
     assert padded.forward(dev.array(np.zeros((1, 3, 3, 3), np.float32))).shape == (1, 4, 1, 1)
+
+
+def test_one_output_size_for_every_window():
+    """window_output_hw, which convolutions, pools, the figures and the checkers all use: worked examples of
+    (H + 2P - K) // S + 1, and an empty output refused with the sizes that would make one."""
+    assert window_output_hw((28, 28), 5) == (24, 24)  # LeNet-5's conv1
+    assert window_output_hw((7, 7), 3, 2, 1) == (4, 4)
+    assert window_output_hw((32, 30), (5, 3), (2, 1), (0, 1)) == (14, 30)
+    assert window_output_hw((5, 5), 2, 3) == (2, 2)  # stride > kernel: windows on rows 0-1 and 3-4
+    with pytest.raises(ValueError, match=r"^Conv2D: a 3x3 window does not fit in a 2x5 .*least 3 and 3"):
+        window_output_hw((2, 5), 3, who="Conv2D")
+    assert window_output_hw((1, 5), 3, padding=1) == (1, 5)  # padding makes it fit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scratchnet._cuda import limits
-from scratchnet._cuda.sources import cuda_defines, parse_defines
+from scratchnet._cuda.sources import cuda_defines, kernel_source, parse_defines
 
 
 def test_reader_evaluates_literals_suffixes_and_earlier_constants():
@@ -26,11 +26,14 @@ def test_reader_refuses_what_it_cannot_read_exactly(text):
 
 
 def test_one_tile_for_both_gemm_kernels():
-    """gemm launches gemm_tiled (gemm.cu) and gemm_bias (gemm_bias.cu) with one block shape, read from
-    gemm.cu: the fused kernel's TILE must be the same number."""
+    """gemm launches gemm_tiled (gemm.cu) and gemm_bias (gemm_bias.cu) with one block shape: both take TILE
+    from the header they share, and the launcher reads it from there; neither file defines its own."""
     from scratchnet.layers import linear
 
-    assert cuda_defines("gemm_bias.cu")["TILE"] == cuda_defines("gemm.cu")["TILE"] == linear.GEMM_TILE
+    assert linear.GEMM_TILE == cuda_defines("common.cuh")["TILE"]
+    for kernel_file in ("gemm.cu", "gemm_bias.cu"):
+        assert "TILE" not in cuda_defines(kernel_file), f"{kernel_file} defines a TILE of its own"
+        assert '#include "common.cuh"' in kernel_source(kernel_file)
 
 
 def test_blocked_gemm_geometry_is_consistent():
@@ -66,3 +69,10 @@ def test_one_dtype_to_c_name_table():
 
     for dtype, c_name in C_NAME_OF_DTYPE.items():
         assert launcher._c_name(dtype) == c_name
+
+
+def test_one_reduction_block_size():
+    """BatchNorm's per-channel sums and the bias gradient launch reductions of one block size, reduce.cu's."""
+    from scratchnet.layers import batchnorm, linear
+
+    assert batchnorm.REDUCE_THREADS == linear.REDUCE_THREADS == cuda_defines("reduce.cu")["REDUCE_THREADS"]

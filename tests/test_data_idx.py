@@ -180,3 +180,11 @@ def test_mini_dataset_is_the_documented_subset_of_the_full_one(split, tmp_path, 
     mini_images, mini_labels = mini.get_batch(np.arange(len(mini)))
     np.testing.assert_array_equal(mini_images, full_images)
     np.testing.assert_array_equal(mini_labels, full_labels)
+
+
+def test_a_100_gb_sparse_idx_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    with open(path, "wb") as f:
+        f.truncate(100 * 10**9)  # sparse: no disk space used, but reading it would need 100 GB of memory
+    with pytest.raises(DatasetError, match="100,000,000,000 bytes, more than"):
+        read_idx(path)

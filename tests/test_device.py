@@ -9,9 +9,9 @@ import pytest
 
 import scratchnet as sn
 from scratchnet._cuda.launch import Kernel
-from scratchnet._cuda.signature import parse_kernels
 from scratchnet.device import Device, kernel_dir
 from scratchnet.errors import DeviceError, KernelLaunchError
+from scratchnet.sim import parse_kernels
 
 SOURCE = """
 // one thread per element

@@ -24,7 +24,14 @@ class TestDropoutContract(LayerContract):
         make=functools.partial(Dropout, 0.3, seed=1234),
         input_shape=(3, 4, 2, 2),
         tolerance={np.dtype(np.float32): 0.0, np.dtype(np.float64): 0.0},
+        reference=lambda layer, x: x * keep_by_definition(layer, x.shape) / (1 - layer.p),
+        geometries={"odd sizes, 2-d": {"input_shape": (5, 7)}},
     )
+
+
+def keep_by_definition(layer, shape) -> np.ndarray:
+    """Which elements the first training forward of a fresh ``layer`` keeps, from the documented hash."""
+    return reference_keep(layer.seed, 0, int(np.prod(shape)), layer.p).reshape(shape)
 
 
 def reference_keep(seed: int, calls: int, n: int, p: float) -> np.ndarray:
@@ -100,7 +107,7 @@ def test_masks_differ_across_calls_and_repeat_from_the_counter(device):
     x = np.ones((8, 16))
     first, second = training_output(layer, x), training_output(layer, x)
     assert not np.array_equal(first, second)
-    layer.rng_calls = 0  # what a checkpoint restores for an exact resume
+    layer.rewind(0)  # what a checkpoint restores for an exact resume
     np.testing.assert_array_equal(training_output(layer, x), first)
     other_seed = training_output(sn.layers.Dropout(0.5, seed=4, device=device, dtype=np.float64), x)
     assert not np.array_equal(other_seed, first)
@@ -144,3 +151,14 @@ def test_seed_from_os_entropy():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sn.layers.Dropout(**kwargs)
+
+
+def test_the_random_stream_is_moved_only_through_its_methods():
+    layer = sn.layers.Dropout(0.5, seed=0)
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match="Dropout: rng_calls must be a non-negative integer"):
+            layer.rewind(bad)
+        with pytest.raises(ValueError, match="Dropout: first_example must be a non-negative integer"):
+            layer.shard_from(bad)
+    with pytest.raises(AttributeError):
+        layer.rng_calls = 2  # read-only: rewind() says what it is for

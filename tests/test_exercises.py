@@ -444,6 +444,7 @@ def _command(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_command_line_exit_status():
     solved = _command(str(_solutions("linear_backward")[0]))
     assert solved.returncode == 0 and "linear-backward: passed" in solved.stdout, (
@@ -457,6 +458,7 @@ def test_command_line_exit_status():
     )
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_command_line_list_shows_files_and_notebook_cells():
     listing = _command("--list")
     assert listing.returncode == 0, listing.stderr
@@ -469,7 +471,9 @@ def test_command_line_list_shows_files_and_notebook_cells():
 def test_a_cuda_file_without_the_kernel_checker_is_a_clear_error(tmp_path, monkeypatch):
     from scratchnet.exercises import main
 
-    monkeypatch.setitem(sys.modules, "scratchnet.kernel_exercises", None)  # as if the module were absent
+    monkeypatch.setitem(
+        sys.modules, "scratchnet.exercises.kernel_checker", None
+    )  # as if the module were absent
     path = tmp_path / "relu.cu"
     path.write_text("__global__ void relu() {}\n")
     assert main([str(path)]) == 2
@@ -519,6 +523,7 @@ def test_bad_calls_are_clear_errors():
         check("dropout", lambda x, keep, p: x)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_command_line_without_a_file_is_an_error():
     result = _command()
     assert (
@@ -534,7 +539,7 @@ def test_a_cuda_file_goes_to_the_kernel_checker_with_the_hint_flag(tmp_path, mon
 
     calls = []
     fake = types.SimpleNamespace(main=lambda argv: calls.append(argv) or 1)
-    monkeypatch.setitem(sys.modules, "scratchnet.kernel_exercises", fake)
+    monkeypatch.setitem(sys.modules, "scratchnet.exercises.kernel_checker", fake)
     path = tmp_path / "relu.cu"
     path.write_text("__global__ void relu() {}\n")
     assert main([str(path), "--hint"]) == 1

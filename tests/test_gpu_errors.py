@@ -17,7 +17,8 @@ from fake_cupy import (
     OutOfMemoryError,
 )
 
-from scratchnet._cuda import cupy_backend
+from scratchnet import cupy_backend
+from scratchnet._cuda import sources
 from scratchnet.device import Device
 from scratchnet.errors import DeviceError
 
@@ -39,11 +40,26 @@ def test_a_working_fake_gpu_runs_a_kernel_through_the_launch_helper(install):
     assert gpu.launches == {"relu_forward<float>": 1} and gpu.transfers == {"host_to_device": 1}
 
 
+def test_kernels_compile_with_the_shared_header_on_the_include_path(install, tmp_path, monkeypatch):
+    """CuPy's disk cache keys on the source and the options only: the headers' digest is an option, so an
+    edited kernels/common.cuh compiles anew instead of loading a stale module."""
+    fake = install()
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    monkeypatch.setattr(sources, "kernel_dir", lambda: kernels)
+    for version in ("1", "2"):
+        (kernels / "common.cuh").write_text(f"#define VERSION {version}\n")
+        cupy_backend.load_module('#include "common.cuh"\n', [])
+    first, second = fake.module_options
+    assert f"-I{kernels}" in first and f"-I{kernels}" in second
+    assert first != second
+
+
 def test_no_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy raises ImportError
     monkeypatch.setattr(cupy_backend, "_cupy", None)
     with pytest.raises(
-        DeviceError, match=r"needs CuPy, which is not installed.*scratchnet\[gpu\].*--device sim"
+        DeviceError, match=r"needs CuPy, which is not installed.*scratchnet-cnn\[gpu\].*--device sim"
     ):
         Device("gpu")
 
@@ -60,7 +76,7 @@ def test_no_cupy(monkeypatch):
             CUDARuntimeError(
                 "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime"
             ),
-            r"driver is older than the CUDA version.*nvidia-smi.*scratchnet\[gpu12\]",
+            r"driver is older than the CUDA version.*nvidia-smi.*scratchnet-cnn\[gpu12\]",
         ),
     ],
     ids=["no-gpu", "no-driver", "old-driver"],

@@ -1,5 +1,5 @@
-"""The kernel harness (scratchnet/kernel_bench.py): its report, and the GPU-only timing code driven by a fake
-CuPy (no GPU needed)."""
+"""The kernel harness (scratchnet/benchmarks/kernels.py): its report, and the GPU-only timing code driven by
+a fake CuPy (no GPU needed)."""
 
 from __future__ import annotations
 

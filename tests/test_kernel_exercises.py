@@ -15,7 +15,8 @@ from scratchnet.kernel_exercises import EXERCISE_DIR, EXERCISES, check_kernel_fi
 
 pytestmark = [
     pytest.mark.sim,
-    pytest.mark.skipif(nvrtc.find_library() is None, reason="NVRTC missing: pip install nvidia-cuda-nvrtc"),
+    pytest.mark.slow,  # the lessons' exercises: each test compiles with NVRTC and the simulator
+    pytest.mark.skipif(nvrtc.find_library() is None, reason='NVRTC missing: pip install -e ".[dev]"'),
 ]
 
 STUBS = sorted(EXERCISE_DIR.glob("*.cu"))

@@ -7,16 +7,14 @@ from __future__ import annotations
 import pytest
 
 from scratchnet._cuda import nvrtc
-from scratchnet._cuda.signature import parse_kernels
 from scratchnet._cuda.sources import kernel_dir, kernel_source, launch_bounds
+from scratchnet.sim import parse_kernels
 
 REGISTERS_PER_BLOCK = 64 * 1024  # sm_75 ... sm_120
 ARCHS = ["sm_75", "sm_80", "sm_90", "sm_120"]
 FILES = sorted(str(p.relative_to(kernel_dir())) for p in kernel_dir().rglob("*.cu"))
 
-pytestmark = pytest.mark.skipif(
-    nvrtc.find_library() is None, reason="NVRTC missing: pip install nvidia-cuda-nvrtc"
-)
+pytestmark = pytest.mark.skipif(nvrtc.find_library() is None, reason='NVRTC missing: pip install -e ".[dev]"')
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ROOT / "lessons"
 SOLUTIONS = LESSONS / "exercises" / "solutions"
 TASK_TAGS = {"exercise", "predict", "try"}
+CLAIM_LINE = re.compile(r"^claim (\S+): (holds|FAILS) ", flags=re.M)  # what scratchnet.exercises.claim prints
 TIME_LIMIT_S = 180.0
 
-pytestmark = pytest.mark.lessons
+pytestmark = [pytest.mark.lessons, pytest.mark.slow]  # a kernel per notebook, minutes in all
 
 
 def lesson_order() -> list[str]:
@@ -87,6 +88,11 @@ def test_tasks_exercises_answers_and_checks(name):
             assert answer.metadata.get("jupyter", {}).get("source_hidden"), (
                 f"{name}: hide the answer to {cell.id}"
             )
+    for cell in cells:
+        if "claim" in _tags(cell):
+            hidden = cell.metadata.get("jupyter", {}).get("source_hidden")
+            assert hidden, f"{name}: hide the claim cell {cell.id}"
+            assert "claim(" in cell.source, f"{name}: claim cell {cell.id} calls no claim(...)"
 
 
 def _execute(notebook, monkeypatch) -> float:
@@ -106,13 +112,22 @@ def _text(cell) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
+def _assert_claims_hold(name: str, notebook) -> None:
+    """Every `claim` cell printed at least one claim line, and none of them FAILS."""
+    for cell in notebook.cells:
+        if "claim" in _tags(cell):
+            print(_text(cell).strip())
+            verdicts = CLAIM_LINE.findall(_text(cell))
+            assert verdicts, f"{name}: claim cell {cell.id} printed no claim line: {_text(cell)!r}"
+            assert all(verdict == "holds" for _, verdict in verdicts), f"{name}: {_text(cell)}"
+
+
 def _pngs(notebook) -> int:
     return sum(
         "image/png" in o.get("data", {}) for c in notebook.cells if c.cell_type == "code" for o in c.outputs
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ORDER)
 def test_runs_as_committed(name, monkeypatch):
     notebook = _read(name)
@@ -122,10 +137,10 @@ def test_runs_as_committed(name, monkeypatch):
     for cell in notebook.cells:
         if "check" in _tags(cell):
             assert "not done yet" in _text(cell), f"{name}: check {cell.id} printed {_text(cell)!r}"
+    _assert_claims_hold(name, notebook)
     assert _pngs(notebook) >= 1, f"{name}: no figure (PNG output)"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ORDER)
 def test_runs_solved(name, monkeypatch):
     notebook = _read(name)
@@ -140,3 +155,17 @@ def test_runs_solved(name, monkeypatch):
             output = _text(cell)
             assert ": passed" in output, f"{name}: check {cell.id} printed {output!r}"
             assert "not done yet" not in output and "wrong" not in output, f"{name}: {output!r}"
+    _assert_claims_hold(name, notebook)
+
+
+@pytest.mark.slow
+def test_a_broken_demo_fails_its_claim(monkeypatch):
+    """Lesson 02's claim catches a demo that no longer shows its point: every learning rate, the same step."""
+    name = "02_linear_softmax.ipynb"
+    notebook = _read(name)
+    demo = next(cell for cell in notebook.cells if cell.id == "train")
+    assert "-= lr * fc.grads[name]" in demo.source
+    demo.source = demo.source.replace("-= lr * fc.grads[name]", "-= 0.1 * fc.grads[name]")
+    _execute(notebook, monkeypatch)
+    with pytest.raises(AssertionError, match="claim train-try: FAILS"):
+        _assert_claims_hold(name, notebook)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
+from scratchnet.benchmarks.torch_twins import twin_forward_backward
 from scratchnet.gradcheck import check_layer
 from scratchnet.layers import Linear, linear
 from scratchnet.layers.linear import gemm, split_k
@@ -25,7 +26,13 @@ class TestLinearContract(LayerContract):
     """Sizes that are not multiples of the GEMM's 16 x 16 tile (the GEMM tests below cover the tiling)."""
 
     spec = LayerSpec(
-        make=functools.partial(Linear, 7, 5, seed=0), input_shape=(4, 7), bad_shapes=((4, 6), (4, 7, 1))
+        make=functools.partial(Linear, 7, 5, seed=0),
+        input_shape=(4, 7),
+        bad_shapes=((4, 6), (4, 7, 1)),
+        reference=lambda layer, x: np.einsum("nd,dm->nm", x, layer.params["W"]) + layer.params["b"],
+        geometries={
+            "one feature in, 3 out": {"make": functools.partial(Linear, 1, 3, seed=0), "input_shape": (3, 1)}
+        },
     )
 
 
@@ -36,15 +43,11 @@ def test_matches_pytorch(device):
     layer, x = spec.layer(device), spec.input()
     dy = spec.output_gradient(layer, x)
     ours = forward_backward(layer, x, dy).arrays()
-    xt = torch.tensor(x, requires_grad=True)
+    theirs = twin_forward_backward(layer, x, dy, torch)  # the layer's own twin, as the benchmarks use it
     # PyTorch stores the weight as (out_features, in_features): ours transposed.
-    weight_t = torch.tensor(layer.device.to_host(layer.params["W"]).T.copy(), requires_grad=True)
-    bias_t = torch.tensor(layer.device.to_host(layer.params["b"]), requires_grad=True)
-    yt = torch.nn.functional.linear(xt, weight_t, bias_t)
-    yt.backward(torch.tensor(dy))
-    theirs = {"y": yt, "dx": xt.grad, "dW": weight_t.grad.T, "db": bias_t.grad}
+    theirs["dW"], theirs["db"] = theirs.pop("dweight").T, theirs.pop("dbias")
     for name, value in ours.items():
-        np.testing.assert_allclose(value, theirs[name].detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(value, theirs[name], rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 # --- mutants: a wrong backward must fail the gradient check -----------------------------------------

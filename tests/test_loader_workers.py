@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -87,3 +94,57 @@ def test_training_with_workers_gives_the_same_run():
     assert results[0].test_loss == results[1].test_loss
     for k, v in results[0].model.params.items():
         np.testing.assert_array_equal(v, results[1].model.params[k])
+
+
+def test_a_worker_killed_mid_epoch_is_a_dataset_error(monkeypatch):
+    decode = D.DataLoader._decode
+
+    def killed_at_batch_3(self, b, order):
+        if b == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+        return decode(self, b, order)
+
+    monkeypatch.setattr(D.DataLoader, "_decode", killed_at_batch_3)  # (the forked workers inherit it)
+    loader = D.DataLoader(D.load_dataset("fashion-mnist-mini", split="test"), 8, workers=2, prefetch=1)
+    with pytest.raises(D.DatasetError, match="a data loader worker process died"):
+        list(loader)
+
+
+WORKERS_THEN_WAIT = """
+import sys, time
+import scratchnet.data as D
+from scratchnet.data.loader import DataLoader
+decode = DataLoader._decode
+DataLoader._decode = lambda self, b, order: (time.sleep(0.5), decode(self, b, order))[1]
+loader = D.DataLoader(D.load_dataset("fashion-mnist-mini", split="test"), 8, workers=2, prefetch=1)
+batches = iter(loader)
+next(batches)
+import multiprocessing
+print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_trainer_takes_its_workers_with_it():
+    env = {**os.environ, "PYTHONPATH": str(Path(D.__file__).parents[2])}
+    owner = subprocess.Popen([sys.executable, "-c", WORKERS_THEN_WAIT], env=env, stdout=subprocess.PIPE)
+    workers = [int(pid) for pid in owner.stdout.readline().split()]
+    assert len(workers) == 2
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    alive = [pid for pid in workers if _alive(pid)]
+    for pid in alive:  # (before the fix: do not leave them running)
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has ended

@@ -8,13 +8,31 @@ import pytest
 import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_loss
 from scratchnet.layers.loss import topk_correct
-from scratchnet.testing import DEVICES
+from scratchnet.testing import DEVICES, LayerSpec, LossContract
 
 KERNEL_DEVICES = DEVICES[1:]  # sim and gpu: compared with cpu
 # (N, K): a LeNet-like batch, one row, K above the 256-thread block (strided columns), N above the
 # 256-thread mean reduction (strided rows).
 SHAPES = [(4, 10), (1, 3), (2, 300), (300, 3)]
 GRADCHECK_SHAPES = SHAPES[:3]  # (300, 3) would take 1800 simulated launches; the agreement tests cover it
+
+
+def cross_entropy_by_definition(loss, logits, labels):
+    """The mean over rows of -log(softmax(row)[label]), one row at a time."""
+    return np.mean(
+        [-np.log(np.exp(row[label]) / np.exp(row).sum()) for row, label in zip(logits, labels, strict=True)]
+    )
+
+
+class TestSoftmaxCrossEntropyContract(LossContract):
+    spec = LayerSpec(
+        make=sn.layers.SoftmaxCrossEntropy,
+        input_shape=(4, 10),
+        make_input=lambda shape, rng: 3 * rng.standard_normal(shape),
+        tolerance={np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-13},
+        reference=cross_entropy_by_definition,
+        geometries={"one row, 3 classes": {"input_shape": (1, 3)}, "300 classes": {"input_shape": (3, 300)}},
+    )
 
 
 def batch(shape, seed=0):
@@ -89,7 +107,6 @@ def test_forward_copies_one_number_to_the_host(device):
     value = loss.forward(logits, labels)
     assert isinstance(value, float) and dev.transfers["device_to_host"] == before + 1
     assert dev.is_array(loss.backward()) and dev.transfers["device_to_host"] == before + 1
-    assert loss.logits is logits and loss.labels is labels  # kept for topk_correct, no copy
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -156,6 +173,16 @@ def test_interface():
         loss.backward()
     loss.forward(logits, labels)
     assert loss.backward().shape == (3, 4)
+
+
+def test_the_loss_is_a_layer():
+    """Layer's constructor and to(); what a forward kept belongs to the old device and dtype."""
+    loss = sn.layers.SoftmaxCrossEntropy(dtype=np.float64)
+    assert isinstance(loss, sn.layers.Layer) and repr(loss) == "SoftmaxCrossEntropy()"
+    loss.forward(*batch((3, 4)))
+    assert loss.to("cpu", np.float32) is loss and loss.dtype == np.float32
+    with pytest.raises(RuntimeError, match="SoftmaxCrossEntropy.backward needs a forward"):
+        loss.backward()
 
 
 def reference_topk(logits, labels, k):

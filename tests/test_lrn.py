@@ -33,6 +33,27 @@ class TestLocalResponseNormContract(LayerContract):
         input_shape=(2, 5, 2, 3),
         make_input=lambda shape, rng: 2 * rng.standard_normal(shape),
         bad_shapes=((2, 5, 6),),
+        reference=lambda layer, x: x * local_energy(layer, x) ** -layer.beta,
+        geometries={
+            "size 3, 1 channel": {
+                "make": functools.partial(LocalResponseNorm, size=3, alpha=0.1),
+                "input_shape": (1, 1, 3, 1),
+            }
+        },
+    )
+
+
+def local_energy(layer, x):
+    """k + α Σ x[c']² over the channels c' from c - size//2 to c + (size-1)//2 that exist, for each c."""
+    C = x.shape[1]
+    return np.stack(
+        [
+            layer.k
+            + layer.alpha
+            * (x[:, max(0, c - layer.size // 2) : c + (layer.size - 1) // 2 + 1] ** 2).sum(axis=1)
+            for c in range(C)
+        ],
+        axis=1,
     )
 
 
@@ -57,11 +78,11 @@ def test_gradcheck_catches_a_backward_without_the_cross_channel_term():
 def test_matches_pytorch_with_alpha_times_size(settings):
     torch = pytest.importorskip("torch")
     x, dy = inputs(), inputs(seed=1)
-    size, alpha, beta, k = settings["size"], settings["alpha"], settings["beta"], settings["k"]
     xt = torch.tensor(x, requires_grad=True)
-    yt = torch.nn.LocalResponseNorm(size, alpha * size, beta, k)(xt)  # PyTorch divides alpha by size
+    layer = LocalResponseNorm(**settings, dtype=np.float64)
+    yt = layer.torch_equivalent(torch)(xt)  # the layer's own twin: PyTorch divides alpha by size
     yt.backward(torch.tensor(dy))
-    y, dx, _ = forward_backward(LocalResponseNorm(**settings, dtype=np.float64), x, dy)
+    y, dx, _ = forward_backward(layer, x, dy)
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
 

@@ -84,7 +84,7 @@ def test_a_message_naming_an_impossible_cause_is_misdiagnosed():
 @pytest.mark.sim
 @pytest.mark.slow
 def test_a_kernel_sample():
-    pytest.importorskip("scratchnet.kernel_exercises")
+    pytest.importorskip("scratchnet.exercises.kernel_checker")
     results = measure(seed=0, per_exercise=1, only={"relu"}, kind="cuda")
     ((tally, _),) = results.values()
     _counts_add_up(tally.counts)

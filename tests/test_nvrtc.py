@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 
 from scratchnet._cuda import nvrtc
-from scratchnet._cuda.signature import parse_kernels
+from scratchnet.sim import parse_kernels
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 SOURCES = sorted(KERNELS.rglob("*.cu"))
 ARCHS = ["sm_75", "sm_80", "sm_90", "sm_120"]
 
-pytestmark = pytest.mark.skipif(
-    nvrtc.find_library() is None, reason="NVRTC missing: pip install nvidia-cuda-nvrtc"
-)
+pytestmark = pytest.mark.skipif(nvrtc.find_library() is None, reason='NVRTC missing: pip install -e ".[dev]"')
 
 
 def _skip_unsupported(arch: str) -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import scratchnet as sn
-from scratchnet import parallel
+from scratchnet import parallel, run_folder
 from scratchnet.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +135,7 @@ def test_processes_without_mpi4py_say_what_to_install(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_mpi)
-    with pytest.raises(parallel.ParallelError, match=r"scratchnet\[mpi\]"):
+    with pytest.raises(parallel.ParallelError, match=r"scratchnet-cnn\[mpi\]"):
         parallel.mpiexec()
     with pytest.raises(parallel.ParallelError, match=r"mpi4py"):
         parallel.MpiWorld()
@@ -154,7 +157,7 @@ def test_dropout_masks_of_shards_are_slices_of_the_whole_batch_mask(device):
     expected = dev.to_host(whole.forward(dev.array(x_host)))
     for start, stop in [(0, 3), (3, 5), (5, 7), (7, 7)]:
         part = sn.layers.Dropout(0.5, seed=11, device=device, dtype=np.float64)
-        part.first_example = start
+        part.shard_from(start)
         y = dev.to_host(part.forward(dev.array(x_host[start:stop])))
         np.testing.assert_array_equal(y, expected[start:stop])
 
@@ -230,6 +233,7 @@ def test_n_processes_train_the_weights_of_one(tmp_path, case):
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
     first, _ = _train(tmp_path, "run", [*args, "--processes", "2"])
@@ -247,30 +251,153 @@ def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     assert load_checkpoint(tmp_path / "run").meta["epoch"] == 2
 
 
-@needs_mpi
-def test_an_error_on_one_rank_stops_every_rank(tmp_path):
-    # A sitecustomize that breaks rank 1's training only: the other rank must not wait for it forever.
+def _on_rank_1(tmp_path, *lines: str) -> dict:
+    """The environment of ranks whose sitecustomize runs ``lines`` in rank 1 only (to break it there)."""
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('PMI_RANK') == '1':\n"
-        "    import scratchnet.parallel as p\n"
-        "    def broken(*args, **kwargs):\n"
-        "        raise RuntimeError('rank 1 broke')\n"
-        "    p.GradientAllreduce.__call__ = broken\n"
+    body = "".join(f"    {line}\n" for line in lines)
+    (hook / "sitecustomize.py").write_text(f"import os\nif os.environ.get('PMI_RANK') == '1':\n{body}")
+    return {"PYTHONPATH": f"{hook}:{ROOT}"}
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
+def test_an_error_on_one_rank_stops_every_rank(tmp_path):
+    # Rank 1's training breaks: the other rank must not wait for it forever.
+    env = _on_rank_1(
+        tmp_path,
+        "import scratchnet.parallel as p",
+        "def broken(*args, **kwargs):",
+        "    raise RuntimeError('rank 1 broke')",
+        "p.GradientAllreduce.__call__ = broken",
     )
     args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
-    done, final = _train(tmp_path, "run", args, processes=2, env={"PYTHONPATH": f"{hook}:{ROOT}"})
+    done, final = _train(tmp_path, "run", args, processes=2, env=env)
     assert done.returncode != 0
     assert "rank 1 broke" in done.stderr
     assert not final
 
 
 @needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_a_file_error_on_rank_0_is_every_rank_s_error(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
     done, _ = _train(tmp_path, "file/run", args, processes=2)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_launcher_that_dies_takes_its_ranks_with_it(tmp_path, signum):
+    """kill -9 cannot be caught: mpiexec must learn from the kernel that its launcher is gone."""
+    command = [sys.executable, "-m", "scratchnet.train", "--processes", "2", "--limit-train", "2000"]
+    command += ["--epochs", "100", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    for _ in range(600):  # until epoch 1 is written
+        if metrics.exists() or launcher.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert launcher.poll() is None and metrics.exists()
+    launcher.send_signal(signum)
+    launcher.wait(timeout=60)
+    lock = os.open(tmp_path / "run" / run_folder.LOCK, os.O_RDWR)
+    try:
+        for _ in range(100):  # rank 0 holds the run folder's lock for as long as it lives
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"the ranks still run {signum!r} to their launcher")
+    finally:
+        os.close(lock)
+    epochs = len(metrics.read_text().splitlines())
+    time.sleep(1)
+    assert len(metrics.read_text().splitlines()) == epochs < 100
+
+
+class TwoRanksStartedWith(parallel.World):
+    """Rank 0 of two, whose allgather returns what the ranks were started with."""
+
+    size = 2
+
+    def __init__(self, *settings: dict):
+        self.settings = list(settings)
+
+    def allgather(self, value) -> list:
+        assert value == self.settings[0]
+        return self.settings
+
+
+def test_ranks_started_with_different_settings_are_refused_before_any_step():
+    alike = TwoRanksStartedWith({"lr": 0.02, "model": None}, {"lr": 0.02, "model": None})
+    parallel.check_started_alike(alike, alike.settings[0])
+    nan = TwoRanksStartedWith({"lr": float("nan")}, {"lr": float("nan")})  # NaN != NaN, yet alike
+    parallel.check_started_alike(nan, nan.settings[0])
+    unlike = TwoRanksStartedWith({"lr": 0.02, "model": None}, {"lr": 0.2, "model": None})
+    with pytest.raises(parallel.ParallelError, match=r"\(lr: 0.02 on rank 0, 0.2 on rank 1\);") as refused:
+        parallel.check_started_alike(unlike, unlike.settings[0])
+    assert "model" not in str(refused.value)
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, values", [("--lr", ("0.02", "0.2")), ("--limit-train", ("128", "192"))])
+def test_mpiexec_ranks_given_different_flags_exit_2_with_one_error(tmp_path, flag, values):
+    rank = [sys.executable, "-m", "scratchnet.train", "--limit-train", "128", "--limit-test", "64"]
+    rank += ["--epochs", "1", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]
+    command = [parallel.mpiexec(), "-n", "1", *rank, flag, values[0], ":", "-n", "1", *rank, flag, values[1]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "final" not in done.stdout, done.stderr
+    assert len(errors) == 1 and f"{values[0]} on rank 0, {values[1]} on rank 1" in errors[0]
+    assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_rank_killed_by_a_signal_is_named_with_exit_128_plus_the_signal(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    command = [sys.executable, "-m", "scratchnet.train", "--processes", "2", "--limit-train", "2000"]
+    command += ["--epochs", "100", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rank_1 = None
+    for _ in range(600):  # until rank 1 has started training
+        if (tmp_path / "run" / "metrics.jsonl").exists():
+            ranks = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "-m" in p.cmdline()]
+            rank_1 = next((p for p in ranks if p.environ().get("PMI_RANK") == "1"), None)
+            break
+        time.sleep(0.1)
+    assert rank_1 is not None
+    rank_1.kill()
+    out, err = launcher.communicate(timeout=60)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert launcher.returncode == 128 + 9, err
+    assert len(errors) == 1 and f"rank 1 (process {rank_1.pid}) was killed by signal 9 (SIGKILL" in errors[0]
+    assert "BAD TERMINATION" not in out and "epoch   1/100" in out
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
+def test_an_error_on_rank_1_alone_is_told(tmp_path):
+    env = _on_rank_1(
+        tmp_path,
+        "import scratchnet.data as D",
+        "from scratchnet.errors import DatasetError",
+        "def missing(*args, **kwargs):",
+        "    raise DatasetError('the dataset files of rank 1 are missing')",
+        "D.load_dataset = missing",
+    )
+    args = ["--limit-train", "128", "--limit-test", "64", "--epochs", "1"]
+    done, final = _train(tmp_path, "run", args, processes=2, env=env)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and not final
+    assert errors == ["error: rank 1: the dataset files of rank 1 are missing"], done.stderr

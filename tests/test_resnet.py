@@ -7,12 +7,13 @@ import functools
 
 import numpy as np
 import pytest
-from test_batchnorm import BatchNormContract
+from test_batchnorm import BatchNormContract, batch_norm_by_definition
+from test_conv import conv_by_definition
 
 import scratchnet as sn
 import scratchnet.train as T
 from scratchnet import evaluate, predict
-from scratchnet.bench import torch_layer, torch_model
+from scratchnet.benchmarks.torch_twins import torch_model
 from scratchnet.checkpoint import load_checkpoint, load_model
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.testing import DEVICES, LayerContract, LayerSpec
@@ -27,7 +28,26 @@ def relative(a, b) -> float:
 
 # --- the layer contract ------------------------------------------------------------------------------------
 class TestGlobalAvgPool2DContract(LayerContract):
-    spec = LayerSpec(make=sn.layers.GlobalAvgPool2D, input_shape=(2, 3, 4, 5), bad_shapes=((2, 3, 4),))
+    spec = LayerSpec(
+        make=sn.layers.GlobalAvgPool2D,
+        input_shape=(2, 3, 4, 5),
+        bad_shapes=((2, 3, 4),),
+        reference=lambda layer, x: x.sum(axis=(2, 3), keepdims=True) / (x.shape[2] * x.shape[3]),
+        geometries={"one pixel": {"input_shape": (3, 2, 1, 1)}, "odd sizes": {"input_shape": (1, 5, 3, 7)}},
+    )
+
+
+def block_by_definition(block, x):
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), the shortcut as the block's docstring has it."""
+    conv1, bn1, conv2, bn2 = (block.layers[name] for name in ("conv1", "bn1", "conv2", "bn2"))
+    h = batch_norm_by_definition(
+        bn2,
+        conv_by_definition(conv2, np.maximum(batch_norm_by_definition(bn1, conv_by_definition(conv1, x)), 0)),
+    )
+    C, F, S = block.in_channels, block.out_channels, block.stride
+    shortcut = np.zeros_like(h)
+    shortcut[:, (F - C) // 2 : (F - C) // 2 + C] = x[:, :, ::S, ::S]
+    return np.maximum(h + block.shortcut * shortcut, 0)
 
 
 class TestIdentityBlockContract(BatchNormContract):
@@ -35,6 +55,8 @@ class TestIdentityBlockContract(BatchNormContract):
         make=functools.partial(sn.layers.ResidualBlock, 2, 2, seed=0),
         input_shape=(2, 2, 4, 4),
         bad_shapes=((2, 3, 4, 4),),
+        reference=block_by_definition,
+        geometries={"odd sizes": {"input_shape": (3, 2, 3, 5)}},
     )
 
 
@@ -43,6 +65,13 @@ class TestDownsamplingBlockContract(BatchNormContract):
         make=functools.partial(sn.layers.ResidualBlock, 2, 4, 2, seed=0),
         input_shape=(2, 2, 5, 5),
         bad_shapes=((2, 4, 5, 5),),
+        reference=block_by_definition,
+        geometries={
+            "even sizes, C 1 -> F 3": {
+                "make": functools.partial(sn.layers.ResidualBlock, 1, 3, 2, seed=0),
+                "input_shape": (2, 1, 4, 6),
+            }
+        },
     )
 
 
@@ -99,7 +128,7 @@ def test_residual_block_matches_pytorch(device, kind):
     torch = pytest.importorskip("torch")
     C, F, S = BLOCKS[kind]
     block = sn.layers.ResidualBlock(C, F, S, device=device, dtype=np.float64, seed=4)
-    module = torch_layer(block, torch).double()
+    module = block.torch_equivalent(torch).double()
     x = block_input(C)
     dy = np.random.default_rng(2).standard_normal(block.output_shape(x.shape))
     dev = block.device

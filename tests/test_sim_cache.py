@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from scratchnet import sim
+from scratchnet._cuda import sources
 from scratchnet.sim import compiler, launcher
 
-pytestmark = pytest.mark.sim
+pytestmark = [pytest.mark.sim, pytest.mark.slow]  # each test compiles in a fresh cache: 10-17 s
 
 SOURCE = 'extern "C" __global__ void fill(float* y, float v) { y[threadIdx.x] = v; }\n'
 OTHER = 'extern "C" __global__ void twice(float* y) { y[threadIdx.x] *= 2; }\n'
@@ -105,3 +106,39 @@ def test_orphan_build_folders_are_removed_but_live_ones_spared(cache):
     assert not orphan.exists() and live.exists()
     compiler.remove_orphan_builds(cache)
     assert live.exists()
+
+
+def test_an_unwritable_cache_is_named_not_blamed_on_the_run_folder(tmp_path):
+    (tmp_path / "file").write_text("a regular file: nothing can be created under it")
+    cache = tmp_path / "file" / "cache"
+    command = [sys.executable, "-m", "scratchnet.train", "--device", "sim", "--limit-train", "70"]
+    command += [
+        "--limit-test",
+        "32",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    env = {**os.environ, "SCRATCHNET_CACHE": str(cache), "PYTHONPATH": str(Path(sim.__file__).parents[2])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)  # (no built kernels)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"the simulator cannot write its build cache {cache}" in errors[0]
+    assert "SCRATCHNET_CACHE" in errors[0] and "run folder" not in errors[0]
+
+
+def test_an_edited_shared_header_rebuilds_what_includes_it(cache, tmp_path, monkeypatch):
+    """The build is keyed by kernels/*.cuh too: a kernel file that did not change but includes a header
+    that did is rebuilt, not served from the cache."""
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    monkeypatch.setattr(sources, "kernel_dir", lambda: kernels)
+    source = '#include "common.cuh"\nextern "C" __global__ void fill(float* y) { y[threadIdx.x] = FILL; }\n'
+    for value in (1.5, 2.5):
+        (kernels / "common.cuh").write_text(f"#define FILL {value}f\n")
+        y = np.zeros(4, np.float32)
+        sim.load_module(source, []).get_function("fill")((1,), (4,), (y,))
+        np.testing.assert_array_equal(y, value)

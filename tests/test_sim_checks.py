@@ -216,9 +216,9 @@ def test_pattern_suite_is_clean_under_all_checks():
 
 @pytest.mark.slow
 def test_project_kernels_are_clean_under_all_checks(tmp_path):
-    """Every file of kernels/ (through a LeNet-5 and an AlexNet-CIFAR training step on sim, and the GEMM
-    tests for the lessons' gemm.cu and gemm_bias.cu, which the layers do not launch) and of kernels/dev/
-    (through the kernel harness) runs with all checks and reports nothing."""
+    """Whole programs under all checks report nothing: the kernel harness (every file of kernels/dev/), the
+    GEMM tests, and a LeNet-5 and an AlexNet-CIFAR training step on sim. (Each file of kernels/ runs so in
+    the layer contracts, and test_layer_contract.py checks that none is left out.)"""
     env = {**os.environ, "SCRATCHNET_SIM_CHECKS": "all", "PYTHONPATH": str(ROOT)}
     gemm_tests = [str(ROOT / "tests" / "test_linear.py"), "-k", "gemm and sim", "-p", "no:cacheprovider"]
     commands = [

@@ -49,8 +49,9 @@ def test_debug_build_is_its_own_cache_entry_and_runs(monkeypatch):
         sim.load_module(KERNEL, [])
 
 
+@pytest.mark.slow  # gdb runs a fresh interpreter
 def test_gdb_stops_in_one_thread_of_one_block(tmp_path):
-    """The recipe of the README: a conditional breakpoint on a line of the .cu file."""
+    """The recipe of docs/simulator.md: a conditional breakpoint on a line of the .cu file."""
     gdb = shutil.which("gdb")
     if gdb is None:
         pytest.skip("gdb is not installed")

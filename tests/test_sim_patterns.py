@@ -4,6 +4,9 @@ kernel file also compiled by NVRTC for sm_80 with a clean log (so the test kerne
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,11 +143,67 @@ def test_assert_and_trap_are_errors_naming_the_thread(kernel, message):
 @pytest.mark.parametrize("source", [PATTERNS.read_text(), TRAPS], ids=["patterns", "traps"])
 def test_kernels_are_real_cuda_for_nvrtc(source):
     if nvrtc.find_library() is None:
-        pytest.skip("NVRTC is not installed (pip install nvidia-cuda-nvrtc)")
+        pytest.skip('NVRTC is not installed (pip install -e ".[dev]")')
     options = cuda_include_options()
     if not options:
-        pytest.skip("the CUDA headers are not installed (pip install nvidia-cuda-runtime nvidia-cuda-cccl)")
+        pytest.skip('the CUDA headers are not installed (pip install -e ".[dev]")')
     result = nvrtc.compile_source(
         source, ["gemm_float4<8>"] if "gemm" in source else [], "sm_80", ["-std=c++17", *options]
     )
     assert result.log == ""
+
+
+CALLS_THAT_END_THE_PROCESS = r"""
+#include <csignal>
+#include <cstdlib>
+#include <unistd.h>
+extern "C" __global__ void calls(int* result, int which, const char* marker) {
+    if (threadIdx.x != 3) return;
+    switch (which) {
+        case 0: abort();
+        case 1: std::exit(3);
+        case 2: _exit(4);
+        case 3: result[0] = raise(SIGTERM); break;
+        case 4: result[0] = kill(getpid(), SIGKILL); break;
+        case 5: result[0] = std::system(marker); break;
+    }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "which, call", list(enumerate(["abort", "exit", "_exit", "raise", "kill", "system"]))
+)
+def test_a_kernel_cannot_end_signal_or_command_the_process(tmp_path, which, call):
+    module = sim.load_module(CALLS_THAT_END_THE_PROCESS, [], filename="calls.cu")
+    marker = np.frombuffer(f"touch {tmp_path / 'ran'}".encode() + b"\0", np.int8)
+    arguments = (np.zeros(1, np.int32), np.int32(which), marker)
+    message = rf"{call}\(\) was called in block \(0,0,0\), thread \(3,0,0\): a simulated kernel may not end"
+    with pytest.raises(KernelLaunchError, match=message):
+        module.get_function("calls")((1,), (8,), arguments)
+    assert not (tmp_path / "ran").exists()
+    module.get_function("calls")((1,), (8,), (np.zeros(1, np.int32), np.int32(99), marker))  # still alive
+
+
+SPIN_THEN_CTRL_C = """
+import os, signal, sys, threading
+import numpy as np
+from scratchnet import sim
+spin = sim.load_module(
+    'extern "C" __global__ void spin(int* x) { volatile int forever = 1; while (forever) x[0] += 1; }', []
+).get_function("spin")
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    spin((int(sys.argv[1]),), (32,), (np.zeros(1, np.int32),))
+except KeyboardInterrupt as e:
+    print("KeyboardInterrupt:", e)
+"""
+
+
+@pytest.mark.parametrize("blocks", [1, 64])  # the caller's thread alone, and the pool's threads too
+def test_ctrl_c_stops_a_kernel_that_loops_forever(blocks):
+    command = [sys.executable, "-c", SPIN_THEN_CTRL_C, str(blocks)]
+    env = {**os.environ, "PYTHONPATH": str(Path(sim.__file__).parents[2])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt: spin was interrupted (Ctrl-C) in block" in done.stdout

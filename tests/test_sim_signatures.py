@@ -10,7 +10,7 @@ import pytest
 
 from scratchnet import sim
 from scratchnet._cuda import nvrtc
-from scratchnet._cuda.signature import parse_kernels
+from scratchnet.sim import parse_kernels
 from tests.nvrtc_headers import cuda_include_options
 
 pytestmark = pytest.mark.sim

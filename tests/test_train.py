@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import scratchnet.data as D
 import scratchnet.train as T
 from scratchnet import get_device
 from scratchnet.checkpoint import load_checkpoint
 from scratchnet.errors import DeviceError
 from scratchnet.evaluate import evaluate
+from scratchnet.layers import SoftmaxCrossEntropy
+from scratchnet.train import loop, preparation
 
 
 def tiny(tmp_path=None, **overrides) -> T.TrainConfig:
@@ -88,7 +91,7 @@ def run_interrupted(config, stop_in_epoch: int, monkeypatch):
             raise KeyboardInterrupt
         return real_train_epoch(*args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(T, "train_epoch", train_epoch)
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
     lines = []
     with pytest.raises(KeyboardInterrupt):
         T.train(config, log=lines.append)
@@ -138,7 +141,7 @@ def test_resume_can_extend_a_finished_run(tmp_path):
 
 
 def test_resume_refuses_to_change_the_run():
-    with pytest.raises(ValueError, match="only epochs, .*, overwrite can change, not lr"):
+    with pytest.raises(ValueError, match="only epochs, .*, data_dir can change, not lr"):
         T.resume_config("anything.npz", lr=0.1)
 
 
@@ -169,7 +172,7 @@ def test_resume_restores_dropout_call_counters(tmp_path, monkeypatch):
     assert_same_params(straight.model.state_dict(), resumed.model.state_dict())
 
 
-class NaNLoss(T.SoftmaxCrossEntropy):
+class NaNLoss(SoftmaxCrossEntropy):
     """The real loss, but NaN at the 8th call (batch 2 of epoch 2 with 5 batches per epoch, after the
     recheck of epoch 1's last update), as a diverging run would give."""
 
@@ -183,7 +186,7 @@ class NaNLoss(T.SoftmaxCrossEntropy):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(NaNLoss, "calls", 0)
-    monkeypatch.setattr(T, "SoftmaxCrossEntropy", NaNLoss)
+    monkeypatch.setattr(preparation, "SoftmaxCrossEntropy", NaNLoss)
     with pytest.raises(T.TrainingDiverged) as error:
         quiet(tiny(tmp_path, epochs=3, val_fraction=0.0))
     message = str(error.value)
@@ -263,8 +266,8 @@ def test_a_training_step_copies_only_the_batch_in_and_scalars_out():
     data = T.load_data(config)
     model = T.build_model(config, data.shape, 10)
     optimizer, _ = T.make_optimizer(config, model)
-    loss = T.SoftmaxCrossEntropy(device=device)
-    loader = T.D.DataLoader(data.train, 8, seed=0, transform=data.train_transform)
+    loss = SoftmaxCrossEntropy(device=device)
+    loader = D.DataLoader(data.train, 8, seed=0, transform=data.train_transform)
 
     copied_back = []
     real_to_host = device.to_host

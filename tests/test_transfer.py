@@ -10,6 +10,7 @@ import scratchnet.data as D
 import scratchnet.models as M
 from scratchnet.checkpoint import CheckpointError, load_checkpoint
 from scratchnet.data.classes import parse_classes, select_classes
+from scratchnet.evaluate import evaluate_checkpoint
 from scratchnet.train import ConfigError, TrainConfig, build_model, main, train
 from scratchnet.transfer import is_checkpoint, load_pretrained
 
@@ -44,7 +45,7 @@ def test_parse_classes(spec, expected):
         ("", "not a class id"),
         ("a-b", "not a class id"),
         ("4-1", "runs backwards"),
-        ("8-11", "[10, 11] not in 0..9"),
+        ("8-11", "11 is not in 0..9"),
         ("1,1", "more than once"),
         ([], "at least one"),
         ([True], "ints"),
@@ -75,6 +76,18 @@ def test_a_run_on_some_classes_stores_their_names(first_five):
     assert checkpoint.meta["classes"] == names
     assert checkpoint.meta["model_config"]["num_classes"] == 5
     assert is_checkpoint(first_five) and is_checkpoint(first_five / "last.npz")
+
+
+def test_a_run_on_some_classes_is_evaluated_on_those_classes_labelled_as_in_training(tmp_path):
+    """Classes 7 then 2 (reversed, not contiguous): evaluate tests the run's own selection, renumbered as in
+    training, so it reproduces the trainer's final test figures on the same 200 test images."""
+    out = tmp_path / "sneaker-pullover"
+    trained = train(TrainConfig(classes="7,2", out=str(out), **{**QUICK, "limit_test": None}), log=print)
+    result, classes, _ = evaluate_checkpoint(out)
+    assert classes == ["Sneaker", "Pullover"]
+    assert result.images == trained.test.images == 200
+    assert result.accuracy == pytest.approx(trained.test_accuracy)
+    assert result.loss == pytest.approx(trained.test_loss, rel=1e-5)
 
 
 def test_pretrained_with_other_classes_copies_all_but_the_last_layer(first_five):
@@ -132,3 +145,27 @@ def test_command_line(first_five, tmp_path, capsys):
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "another architecture" in error[0]
+
+
+def test_the_trainer_says_what_it_loaded_from_which_file_and_what_it_froze(first_five):
+    lines = []
+    train(TrainConfig(classes="5-7", pretrained=str(first_five), freeze=True, **QUICK), log=lines.append)
+    assert f"pretrained: every layer but fc3.W, fc3.b (new classes) from {first_five / 'best.npz'}" in lines
+    assert "frozen: only the classifier is trained (fc1.W, fc1.b, fc2.W, fc2.b, fc3.W, fc3.b)" in lines
+
+
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda path: path, "no such file or run folder"),
+        (lambda path: (path.write_bytes(b""), path)[1], "the file is empty"),
+        (lambda path: (path.write_bytes(b"PK\x03\x04 cut short"), path)[1], "a damaged .npz file"),
+        (lambda path: path.mkdir() or path, "holds no best.npz or last.npz"),
+    ],
+)
+def test_pretrained_weights_that_are_missing_or_broken_are_named_so(tmp_path, capsys, make, needle):
+    weights = make(tmp_path / "weights.npz")
+    args = ["--epochs", "1", "--limit-train", "120", "--no-progress", "--no-plots"]
+    assert main([*args, "--out", str(tmp_path / "r"), "--pretrained", str(weights)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and needle in error[0] and "RGB" not in error[0]

@@ -3,15 +3,21 @@ failure or Ctrl-C name a checkpoint that exists. (Attacks on the files themselve
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import scratchnet.train as T
-from scratchnet import evaluate, get_device
+from scratchnet import evaluate, get_device, plots, run_folder
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
+from scratchnet.errors import DatasetError
 from scratchnet.layers.loss import topk_correct
+from scratchnet.train import data_parallel, loop
 
 SMALL = dict(limit_train=70, limit_test=32, epochs=1, progress=False, plots=False)
 TINY = [
@@ -69,7 +75,7 @@ def test_a_run_that_diverges_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, c
         optimizer.lr = 0.01 if epoch == 1 else 1e300
         return real_train_epoch(model, loader, loss_fn, optimizer, *args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(T, "train_epoch", train_epoch)
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
     argv = [*TINY, "--lr", "1e300", "--epochs", "2", "--schedule", "none", "--out", tmp_path / "run"]
     status, _, err = train_cli(argv, capsys)
     line = one_error_line(err)
@@ -79,6 +85,21 @@ def test_a_run_that_diverges_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, c
         saved = load_checkpoint(tmp_path / "run" / name)
         assert saved.meta["epoch"] == 1
         assert all(np.isfinite(p).all() for p in saved.params.values())
+
+
+def test_a_dataset_failure_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, capsys, monkeypatch):
+    real_train_epoch = loop.train_epoch
+
+    def train_epoch(*args, epoch, **kwargs):
+        if epoch == 2:
+            raise DatasetError("a data loader worker process died while preparing batches")
+        return real_train_epoch(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
+    status, _, err = train_cli([*TINY, "--epochs", "2", "--out", tmp_path / "run"], capsys)
+    line = one_error_line(err)
+    assert status == 2 and line.count("worker process died") == 1
+    assert "end of epoch 1" in line and f"--resume {tmp_path / 'run' / LAST}" in line
 
 
 def test_evaluate_refuses_a_diverged_checkpoint(tmp_path, capsys):
@@ -104,7 +125,9 @@ def test_evaluate_never_reports_nan_logits_as_accurate():
 
 
 def test_metrics_never_hold_the_bare_nan_token(tmp_path):
-    T._write_metrics(tmp_path / "metrics.jsonl", [{"epoch": 1, "val_loss": float("nan"), "lr": float("inf")}])
+    loop._write_metrics(
+        tmp_path / "metrics.jsonl", [{"epoch": 1, "val_loss": float("nan"), "lr": float("inf")}]
+    )
     text = (tmp_path / "metrics.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"epoch": 1, "val_loss": None, "lr": None}
@@ -135,12 +158,151 @@ def test_default_run_names_are_unique_within_one_second(tmp_path):
     assert all(p.is_dir() for p in names)
 
 
+def hold_lock(run_dir):
+    """Lock ``run_dir`` as another running run would (a lock of its own open file: flock conflicts)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / run_folder.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    return fd
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_folder_in_use_is_refused_to_a_new_run_and_to_a_resume(tmp_path, capsys, resume):
+    status, _, _ = train_cli([*TINY, "--out", tmp_path / "run"], capsys)
+    assert status == 0 and not (tmp_path / "run" / run_folder.LOCK).exists()  # released at the end
+    before = (tmp_path / "run" / LAST).read_bytes()
+    fd = hold_lock(tmp_path / "run")
+    try:
+        argv = ["--resume", tmp_path / "run", "--epochs", "2"] if resume else [*TINY, "--overwrite"]
+        status, out, err = train_cli([*argv, "--out", tmp_path / "run", "--no-progress"], capsys)
+    finally:
+        os.close(fd)
+    line = one_error_line(err)
+    assert status == 2 and "in use by another run (process 4242)" in line and "final" not in out
+    assert (tmp_path / "run" / LAST).read_bytes() == before
+
+
+@pytest.mark.parametrize("name", [BEST, "epoch1.npz"])
+def test_resuming_from_an_older_checkpoint_of_its_folder_needs_a_new_out(tmp_path, capsys, name):
+    run = tmp_path / "run"
+    status, _, _ = train_cli([*TINY, "--epochs", "2", "--out", run], capsys)
+    assert status == 0
+    if name != BEST:
+        save_checkpoint(run / name, load_checkpoint(run))
+    last, metrics = (run / LAST).read_bytes(), (run / "metrics.jsonl").read_text()
+    status, out, err = train_cli(["--resume", run / name, "--epochs", "3", "--no-progress"], capsys)
+    assert status == 2 and "--out NEW" in one_error_line(err) and "final" not in out
+    assert (run / LAST).read_bytes() == last and (run / "metrics.jsonl").read_text() == metrics
+    status, out, _ = train_cli(["--resume", run / name, "--epochs", "3", "--out", tmp_path / "new"], capsys)
+    assert status == 0 and load_checkpoint(tmp_path / "new").meta["epoch"] == 3
+    assert (run / LAST).read_bytes() == last
+
+
+def test_an_empty_out_is_refused(capsys):
+    status, out, err = train_cli([*TINY, "--out", ""], capsys)
+    assert status == 2 and "empty" in one_error_line(err) and "final" not in out
+
+
+@pytest.mark.parametrize("out", [["--out", "run"], []])  # named, and the default runs/<time>-...
+def test_a_run_that_fails_to_start_leaves_no_empty_folder(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "no-data").mkdir()
+    argv = [*TINY, "--dataset", "mnist", "--data-dir", "no-data", "--no-download", *out]
+    status, _, err = train_cli(argv, capsys)
+    assert status == 2 and "error:" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-data", "runs"]
+    assert not any((tmp_path / "runs").iterdir())
+
+
+def test_a_run_resumes_from_another_folder_and_its_data_may_move(tmp_path, capsys, monkeypatch):
+    image_folder(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--dataset", "folder", "--data-dir", "data", "--image-size", "28", "--out", "run"]
+    status, _, err = train_cli([*argv, "--epochs", "1", "--no-progress", "--no-plots"], capsys)
+    assert status == 0, err
+    monkeypatch.chdir(tmp_path / "run")  # "data" means nothing here
+    status, _, err = train_cli(["--resume", ".", "--epochs", "2", "--no-progress", "--no-plots"], capsys)
+    assert status == 0, err
+    (tmp_path / "data").rename(tmp_path / "moved")
+    again = ["--resume", ".", "--epochs", "3", "--data-dir", tmp_path / "moved", "--no-progress"]
+    status, _, err = train_cli(again, capsys)
+    assert status == 0, err
+    assert load_checkpoint(tmp_path / "run").meta["config"]["data_dir"] == str(tmp_path / "moved")
+
+
+def test_an_image_folder_with_an_empty_test_split_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    image_folder(tmp_path / "data")
+    (tmp_path / "data" / "test").rename(tmp_path / "old-test")
+    (tmp_path / "data" / "val").mkdir()  # the test split falls back to val/, which is empty
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(T, "train_epoch", no_training)
+    argv = ["--dataset", "folder", "--data-dir", tmp_path / "data", "--image-size", "28", "--no-progress"]
+    status, _, err = train_cli([*argv, "--out", tmp_path / "run"], capsys)
+    assert status == 2 and "holds no images" in one_error_line(err)
+
+
+# --- a finished run is kept when its pictures fail ------------------------------------------------------
+def image_folder(root, class_names=("a", "b")):
+    """train/ and test/ with 6 random 28x28 grey PNGs per class."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in class_names:
+            (root / split / name).mkdir(parents=True)
+            for i in range(6):
+                pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_class_folders_named_like_matplotlib_math_are_drawn_as_text(tmp_path, capsys):
+    image_folder(tmp_path / "data", ("$x^$", "plain"))
+    argv = ["--dataset", "folder", "--data-dir", tmp_path / "data", "--image-size", "28", "--epochs", "1"]
+    status, out, err = train_cli([*argv, "--no-progress", "--out", tmp_path / "run"], capsys)
+    assert status == 0 and "final test_accuracy" in out and "warning" not in out, err
+    assert (tmp_path / "run" / "confusion.png").stat().st_size > 0
+
+
+def test_a_full_disk_at_the_pictures_keeps_the_result(tmp_path, capsys, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_curves", full)
+    status, out, _ = train_cli([*TINY[:-1], "--out", tmp_path / "run"], capsys)  # (TINY without --no-plots)
+    assert status == 0 and out.splitlines()[-1].startswith("final test_accuracy=")
+    assert "warning: the pictures of" in out and "No space left on device" in out
+    assert load_checkpoint(tmp_path / "run").meta["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "target, needle", [("missing/c.png", "does not exist"), ("c.xyz", "cannot save a picture as c.xyz")]
+)
+def test_evaluate_confusion_to_an_unusable_path_is_one_error(tmp_path, capsys, monkeypatch, target, needle):
+    T.train(T.TrainConfig(out=str(tmp_path / "run"), **SMALL), log=str)
+    monkeypatch.chdir(tmp_path)
+    status = evaluate.main(["--checkpoint", "run", "--limit-test", "32", "--confusion", target])
+    out, err = capsys.readouterr()
+    assert status == 2 and needle in one_error_line(err) and "top-1 accuracy" in out
+
+
+def test_evaluate_confusion_without_a_suffix_names_the_png_it_wrote(tmp_path, capsys, monkeypatch):
+    T.train(T.TrainConfig(out=str(tmp_path / "run"), **SMALL), log=str)
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main(["--checkpoint", "run", "--limit-test", "32", "--confusion", "r1"]) == 0
+    assert "confusion matrix saved to r1.png" in capsys.readouterr().out
+    assert (tmp_path / "r1.png").is_file() and not (tmp_path / "r1").exists()
+
+
 # --- 5. what the messages after Ctrl-C say -----------------------------------------------------------------
 def test_ctrl_c_after_the_last_epoch_says_training_finished(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(T, "evaluate", interrupted)  # the test pass after the epochs
+    monkeypatch.setattr(data_parallel, "evaluate", interrupted)  # the test pass after the epochs
     status, out, _ = train_cli([*TINY, "--val-fraction", "0", "--out", tmp_path / "run"], capsys)
     assert status == 130
     assert (

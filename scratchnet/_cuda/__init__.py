@@ -7,11 +7,12 @@ One launch, followed from the layer to the hardware (or the simulator)::
 
 1. ``Device.kernel`` finds ``kernels/relu.cu`` (:mod:`.sources`, which also reads the ``#define``
    constants Python shares with the kernels) and compiles the whole file once per device: on ``gpu``
-   through :mod:`.cupy_backend` (``cupy.RawModule``, which calls NVRTC; every CuPy or CUDA failure
+   through :mod:`scratchnet.cupy_backend` (``cupy.RawModule``, which calls NVRTC; every CuPy or CUDA failure
    becomes a ``DeviceError`` with a hint), on ``sim`` through :func:`scratchnet.sim.load_module` (the host
    C++ compiler).
-2. :mod:`.signature` reads the C signature of every ``__global__`` kernel as the host C++ compiler
-   compiled it (the simulator's build, cached), so the launch knows that
+2. :mod:`.signature` models the C signature of every ``__global__`` kernel as the host C++ compiler
+   compiled it; the compiler pass is the simulator's build (:func:`scratchnet.sim.parse_kernels`, cached),
+   which :func:`scratchnet.device.load_kernels` calls, so the launch knows that
    ``relu_forward<float>`` takes ``(const float*, float*, long long)``.
 3. :class:`.launch.Kernel` checks each launch against that signature (argument count; arrays on the right
    device, C-contiguous, of the pointer's element type; each scalar cast to exactly its C type, refusing
@@ -21,4 +22,7 @@ One launch, followed from the layer to the hardware (or the simulator)::
 
 :mod:`.nvrtc` compiles sources with NVRTC directly (no GPU needed), so CI proves that every kernel compiles
 for real GPU architectures, and reads how many registers each kernel needs there.
+
+This package is the base that the simulator (:mod:`scratchnet.sim`) and the CuPy backend
+(:mod:`scratchnet.cupy_backend`) build on: it imports neither (``tests/test_architecture.py``).
 """

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratchnet._cuda.limits import cdiv, check_launch, dim3
-from scratchnet._cuda.signature import KernelSignature, parse_kernels
+from scratchnet._cuda.signature import KernelSignature
 from scratchnet.errors import KernelLaunchError
 
 
@@ -75,11 +75,3 @@ class Kernel:
                 raise KernelLaunchError(f"{where}: {value} does not fit in {param.dtype}")
             return param.dtype.type(int(value))
         return param.dtype.type(value)
-
-
-def load_kernels(device, source: str, loader) -> dict[str, Kernel]:
-    """Compile ``source`` once with ``loader(source, name_expressions)`` and wrap each kernel."""
-    signatures = parse_kernels(source)
-    name_expressions = [s.name for s in signatures.values() if not s.extern_c]
-    module = loader(source, name_expressions)
-    return {name: Kernel(device, module.get_function(name), sig) for name, sig in signatures.items()}

@@ -1,8 +1,9 @@
 """Compile CUDA sources with NVRTC, the runtime compiler CuPy uses, without a GPU or a CUDA toolkit.
 
-NVRTC ships on PyPI (``pip install nvidia-cuda-nvrtc``) as a shared library, which this module finds under
-``site-packages/nvidia/`` and calls through ctypes. Compiling needs no GPU, so tests check on any machine
-that every kernel file compiles for real GPU architectures (``sm_75`` ... ``sm_120``) without warnings::
+NVRTC ships on PyPI (``pip install "nvidia-cuda-nvrtc==13.*"``, CUDA 13) as a shared library, which this
+module finds under ``site-packages/nvidia/`` and calls through ctypes. Compiling needs no GPU, so tests check
+on any machine that every kernel file compiles for real GPU architectures (``sm_75`` ... ``sm_120``)
+without warnings::
 
     from scratchnet._cuda import nvrtc
     result = nvrtc.compile_source(source, ["relu_forward<float>"], arch="sm_80")
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scratchnet._cuda import sources
 from scratchnet.errors import DeviceError
 
 # The wheels' layouts: nvidia-cuda-nvrtc 13 (nvidia/cu13/lib) and 12 (nvidia/cuda_nvrtc/lib).
@@ -68,7 +70,7 @@ def find_library() -> str | None:
 def _library() -> ctypes.CDLL:
     path = find_library()
     if path is None:
-        raise NvrtcError("NVRTC is not installed: pip install nvidia-cuda-nvrtc")
+        raise NvrtcError('NVRTC is not installed: pip install "nvidia-cuda-nvrtc==13.*"')
     lib = ctypes.CDLL(path)
     lib.nvrtcGetErrorString.restype = ctypes.c_char_p
     return lib
@@ -103,7 +105,8 @@ def compile_source(
     options: Sequence[str] = ("-std=c++17",),
     filename: str = "kernel.cu",
 ) -> CompileResult:
-    """Compile ``source`` for ``arch`` (e.g. ``"sm_75"``); raise :class:`NvrtcError` with the log on error."""
+    """Compile ``source`` for ``arch`` (e.g. ``"sm_75"``), with ``kernels/`` on the include path (the
+    shared ``common.cuh``); raise :class:`NvrtcError` with the log on error."""
     lib = _library()
     program = ctypes.c_void_p()
     _check(
@@ -113,7 +116,7 @@ def compile_source(
     try:
         for expression in name_expressions:
             _check(lib.nvrtcAddNameExpression(program, expression.encode()), "nvrtcAddNameExpression")
-        flags = [f"--gpu-architecture={arch}", *options]
+        flags = [f"--gpu-architecture={arch}", f"--include-path={sources.kernel_dir()}", *options]
         argv = (ctypes.c_char_p * len(flags))(*[f.encode() for f in flags])
         status = lib.nvrtcCompileProgram(program, len(flags), argv)
         log = _program_log(lib, program)

@@ -23,12 +23,15 @@ simulator would still need its own reading; one compiler for both keeps ``sim`` 
 A template with exactly one type parameter (``template <typename T>``) is listed as ``name<float>`` and
 ``name<double>``; other templates (several or non-type parameters) only as the name expressions a caller
 passes, e.g. ``parse_kernels(source, ["sgemm<64, 8>"])``.
+
+This module is the model (the C types, a kernel's parameters, reading the compiled description); the
+compiler pass itself is the simulator's build, :func:`scratchnet.sim.parse_kernels`, and
+:func:`scratchnet.device.load_kernels` joins the two, so that this toolchain imports no simulator.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,15 +232,3 @@ def signature_from_description(name: str, description: str, scanned: ScannedKern
     params = tuple(param_from_description(d, n) for d, n in zip(items, names, strict=True))
     base_name = name.split("<", 1)[0].strip()
     return KernelSignature(name, base_name, params, extern_c=bool(scanned and scanned.extern_c))
-
-
-def parse_kernels(source: str, name_expressions: Sequence[str] = ()) -> dict[str, KernelSignature]:
-    """All kernels in ``source`` (plus ``name_expressions``), keyed by the name to look them up by.
-
-    A template kernel with one type parameter appears once per floating type: ``"name<float>"`` and
-    ``"name<double>"``. Compiles ``source`` with the host C++ compiler (cached); a source that does not
-    compile raises :class:`scratchnet.sim.CompileError`, a parameter that cannot be passed ``ValueError``.
-    """
-    from scratchnet.sim.compiler import compiled_signatures  # the simulator's build is the compiler pass
-
-    return compiled_signatures(source, list(name_expressions))

@@ -1,4 +1,8 @@
-"""Where the ``.cu`` sources live, and the ``#define`` constants that Python shares with them.
+"""Where the ``.cu`` sources live, the header they share, and the ``#define`` constants Python reads.
+
+Kernel files include ``kernels/common.cuh`` (``#include "common.cuh"``): every compiler gets
+:func:`kernel_dir` as an include directory, and every cache of compiled kernels keys on
+:func:`header_digest` as well as on the source, so that editing the header rebuilds what includes it.
 
 A kernel written for a fixed block size (``#define REDUCE_THREADS 256``) and the Python code that launches
 it must agree on that number. Rather than copy it, Python reads it from the source::
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import operator
 import re
 from pathlib import Path
@@ -38,6 +43,14 @@ def kernel_source(filename: str) -> str:
     if not path.is_file():
         raise DeviceError(f"no CUDA source {path}")
     return path.read_text()
+
+
+def header_digest() -> str:
+    """A SHA-256 of the shared headers (``kernels/*.cuh``): names and contents."""
+    digest = hashlib.sha256()
+    for path in sorted(kernel_dir().glob("*.cuh")):
+        digest.update(f"{path.name}\0{path.read_text()}\0".encode())
+    return digest.hexdigest()
 
 
 # `#define NAME value  // comment`: a constant, not a function-like macro `#define F(x) ...`.

@@ -32,15 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scratchnet import kernel_bench
-from scratchnet._cuda import cupy_backend as _cupy
-from scratchnet._cuda.signature import parse_kernels
+from scratchnet import cupy_backend as _cupy
 from scratchnet._cuda.sources import kernel_dir, kernel_source, launch_bounds
+from scratchnet.benchmarks import kernels as kernel_bench
 from scratchnet.device import Device, get_device
 from scratchnet.errors import cli_errors
 from scratchnet.layers import SoftmaxCrossEntropy
 from scratchnet.models import AlexNet, LeNet5
 from scratchnet.optim import SGD
+from scratchnet.sim import parse_kernels
 
 LARGE_COUNT = 2**31 + 2**20  # elements of the large-index launch: past what a 32-bit index can reach
 

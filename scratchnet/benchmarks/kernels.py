@@ -22,7 +22,7 @@ For each version it
    library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately.
 
 Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
-sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet._cuda.cupy_backend``.
+sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet.cupy_backend``.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scratchnet._cuda import cupy_backend as _cupy
+from scratchnet import cupy_backend as _cupy
 from scratchnet._cuda.limits import MAX_GRID, cdiv
 from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.errors import DeviceError, cli_errors
+from scratchnet.layers.base import window_output_hw
 
 
 # --- the operations -----------------------------------------------------------------------------------
@@ -155,9 +156,7 @@ GEMM = Op(
 
 def _window_out(size) -> tuple[int, int]:
     """(OH, OW) of a K x K window sliding with stride S over an H x W image padded by P (conv and pool)."""
-    OH = (size["H"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    OW = (size["W"] + 2 * size["P"] - size["K"]) // size["S"] + 1
-    return OH, OW
+    return window_output_hw((size["H"], size["W"]), size["K"], size["S"], size["P"])
 
 
 # Convolution forward: y (N, F, OH, OW) = conv(x (N, C, H, W), weight (F, C, K, K)) + bias, stride S,

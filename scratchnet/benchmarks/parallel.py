@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,9 @@ import numpy as np
 
 SCRATCHNET, TORCH = "scratchnet", "torch"
 LR, MOMENTUM = 0.01, 0.9
+
+# The variables that set NumPy's BLAS threads (OpenBLAS, OpenMP, MKL), read when a process starts.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _lenet_and_batch(batch: int, seed: int = 0):
@@ -75,17 +79,20 @@ def measure_scratchnet(batch: int, steps: int, warmup: int) -> dict | None:
     seconds = float(world.sum([time.perf_counter() - start])[0]) / world.size
     if not world.is_root:
         return None
+    from threadpoolctl import threadpool_info
+
     return {
         "images_per_second": batch * steps / seconds,
         "communication_share": communication / seconds,
         "processes": world.size,
+        "blas_threads_seen": max((pool["num_threads"] for pool in threadpool_info()), default=None),
     }
 
 
 def measure_torch(batch: int, steps: int, warmup: int) -> dict:
     import torch
 
-    from scratchnet.bench import torch_model
+    from scratchnet.benchmarks.torch_twins import torch_model
 
     model, x_host, labels_host = _lenet_and_batch(batch)
     net = torch_model(model, torch).train()
@@ -105,18 +112,31 @@ def measure_torch(batch: int, steps: int, warmup: int) -> dict:
     return {"images_per_second": batch * steps / (time.perf_counter() - start), "processes": 1}
 
 
-def _run(library: str, processes: int, batch: int, steps: int, warmup: int) -> dict:
-    """One measurement in fresh processes; returns rank 0's figures."""
+def measure(
+    library: str,
+    processes: int,
+    batch: int,
+    steps: int = 10,
+    warmup: int = 2,
+    blas_threads: int | None = None,
+) -> dict:
+    """Images per second of ``steps`` training steps of LeNet-5 at global ``batch``, measured in fresh
+    processes (``processes`` > 1: under mpiexec); returns rank 0's figures. ``blas_threads`` gives every
+    process that many BLAS threads, a lone one included, so that 1 and N processes compare like with like
+    (None: the environment's setting)."""
     from scratchnet import parallel
 
-    command = [sys.executable, "-m", "scratchnet.parallel_bench", "_measure", library, str(batch), str(steps)]
-    command += [str(warmup)]
+    command = [sys.executable, "-m", "scratchnet.benchmarks.parallel", "_measure", library]
+    command += [str(batch), str(steps), str(warmup)]
     if processes > 1:
         command = [parallel.mpiexec(), "-n", str(processes), *command]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    env = dict(os.environ)
+    if blas_threads is not None:
+        env.update({name: str(blas_threads) for name in BLAS_THREAD_VARIABLES})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "blas_threads": blas_threads}
 
 
 def run_table(batches: list[int], processes: int, rounds: int, steps: int, warmup: int) -> list[dict]:
@@ -125,7 +145,7 @@ def run_table(batches: list[int], processes: int, rounds: int, steps: int, warmu
     for _ in range(rounds):
         for batch in batches:
             for library, n in configs:
-                figures.setdefault((batch, library, n), []).append(_run(library, n, batch, steps, warmup))
+                figures.setdefault((batch, library, n), []).append(measure(library, n, batch, steps, warmup))
     rows = []
     for batch in batches:
         torch_rate = statistics.median(f["images_per_second"] for f in figures[(batch, TORCH, 1)])

@@ -50,22 +50,10 @@ import numpy as np
 from scratchnet import models as M
 from scratchnet import optim as O
 from scratchnet._cuda.limits import cdiv
+from scratchnet.benchmarks.torch_twins import torch_model
 from scratchnet.device import DEVICE_NAMES, Device, get_device
 from scratchnet.errors import cli_errors
-from scratchnet.layers import (
-    BatchNorm2D,
-    Conv2D,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2D,
-    Linear,
-    LocalResponseNorm,
-    MaxPool2D,
-    ReLU,
-    ResidualBlock,
-    SoftmaxCrossEntropy,
-)
-from scratchnet.layers.residual import MAIN_BRANCH
+from scratchnet.layers import Conv2D, MaxPool2D, ResidualBlock, SoftmaxCrossEntropy
 
 BENCH_MODELS = ("lenet5", "alexnet-cifar", "alexnet", "alexnet-torchvision", "resnet20-cifar")
 LR, MOMENTUM = 0.01, 0.9  # the SGD of the timed training step (both libraries)
@@ -219,88 +207,6 @@ class Row:
         d["torch_images_per_second"] = None if self.torch_seconds is None else self.batch / self.torch_seconds
         d["speed_vs_torch"] = self.speed_vs_torch
         return d
-
-
-# --- the same model in PyTorch ------------------------------------------------------------------------
-def torch_layer(layer, torch):
-    """The ``torch.nn`` module computing what ``layer`` computes, with a copy of its parameters (in the
-    layer's dtype, so that float64 weights are not rounded to float32 on the way)."""
-    nn = torch.nn
-    dtype = torch.float64 if layer.dtype == np.float64 else torch.float32
-    if isinstance(layer, Conv2D):
-        W = np.asarray(layer.device.to_host(layer.params["W"]))  # (F, C/groups, kh, kw)
-        groups = getattr(layer, "groups", 1)
-        module = nn.Conv2d(
-            W.shape[1] * groups,
-            W.shape[0],
-            W.shape[2:],
-            layer.stride,
-            layer.padding,
-            groups=groups,
-            bias=layer.bias,
-            dtype=dtype,
-        )
-        return _with_params(module, torch, W, layer.device.to_host(layer.params["b"]) if layer.bias else None)
-    if isinstance(layer, Linear):
-        W = np.asarray(layer.device.to_host(layer.params["W"]))  # (in, out); torch keeps (out, in)
-        module = nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
-        return _with_params(module, torch, W.T, layer.device.to_host(layer.params["b"]))
-    if isinstance(layer, MaxPool2D):
-        return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
-    if isinstance(layer, ReLU):
-        return nn.ReLU()
-    if isinstance(layer, Flatten):
-        return nn.Flatten()
-    if isinstance(layer, Dropout):
-        return nn.Dropout(layer.p)
-    if isinstance(layer, BatchNorm2D):
-        module = nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, dtype=dtype)
-        with torch.no_grad():
-            for theirs, ours in ((module.running_mean, "running_mean"), (module.running_var, "running_var")):
-                theirs.copy_(torch.from_numpy(np.asarray(layer.device.to_host(layer.buffers[ours]))))
-        return _with_params(
-            module, torch, *(layer.device.to_host(layer.params[k]) for k in ("gamma", "beta"))
-        )
-    if isinstance(layer, GlobalAvgPool2D):
-        return nn.AdaptiveAvgPool2d(1)
-    if isinstance(layer, ResidualBlock):
-        return _torch_residual_block(layer, torch)
-    if isinstance(layer, LocalResponseNorm):  # PyTorch divides alpha by size; the paper does not
-        return nn.LocalResponseNorm(layer.size, layer.alpha * layer.size, layer.beta, layer.k)
-    raise TypeError(f"no PyTorch equivalent known for {type(layer).__name__}")
-
-
-def _with_params(module, torch, W, b):
-    with torch.no_grad():
-        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(W)))
-        if b is not None:
-            module.bias.copy_(torch.from_numpy(np.asarray(b)))
-    return module
-
-
-def _torch_residual_block(block, torch):
-    """A ``torch.nn.Module`` computing what the :class:`ResidualBlock` ``block`` computes (same weights)."""
-    C, F, S = block.in_channels, block.out_channels, block.stride
-
-    class TorchResidualBlock(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.main = torch.nn.Sequential(*(torch_layer(block.layers[name], torch) for name in MAIN_BRANCH))
-
-        def forward(self, x):
-            h = self.main(x)
-            if block.shortcut:
-                pad = (F - C) // 2  # option A: every S-th pixel, zero channels on both sides
-                h = h + torch.nn.functional.pad(x[:, :, ::S, ::S], (0, 0, 0, 0, pad, pad))
-            return torch.relu(h)
-
-    return TorchResidualBlock()
-
-
-def torch_model(model, torch):
-    """``model`` as a ``torch.nn.Sequential`` with the same layers and weights (float32 or float64)."""
-    net = torch.nn.Sequential(*(torch_layer(layer, torch) for layer in model.layers.values()))
-    return net.to(torch.float64 if model.dtype == np.float64 else torch.float32)
 
 
 # --- the benchmark ------------------------------------------------------------------------------------
@@ -695,6 +601,7 @@ def table_parser() -> argparse.ArgumentParser:
         prog="python -m scratchnet.bench",
         description="Time scratchnet's layers and training step next to PyTorch's. Other modes: "
         "'python -m scratchnet.bench time-to-accuracy --help', 'python -m scratchnet.bench kernels --help', "
+        "'python -m scratchnet.bench parallel --help', 'python -m scratchnet.bench loader --help', "
         "'python -m scratchnet.bench sim --help'.",
     )
     p.add_argument("--model", choices=BENCH_MODELS, default="lenet5")
@@ -734,7 +641,7 @@ def _load_torch(wanted: bool):
     try:
         import torch
     except ImportError:
-        return None, "not installed (pip install 'scratchnet[reference]' for the comparison columns)"
+        return None, "not installed (pip install 'scratchnet-cnn[reference]' for the comparison columns)"
     # FP32 against FP32: on an Ampere or newer GPU PyTorch would otherwise use TF32 for convolutions.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -745,17 +652,17 @@ def _load_torch(wanted: bool):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "kernels":
-        from scratchnet import kernel_bench
+        from scratchnet.benchmarks import kernels
 
-        return kernel_bench.main(argv[1:])
+        return kernels.main(argv[1:])
     if argv and argv[0] == "sim":
-        from scratchnet.sim import bench as sim_bench
+        from scratchnet.benchmarks import sim_cost
 
-        return sim_bench.main(argv[1:])
+        return sim_cost.main(argv[1:])
     if argv and argv[0] in ("parallel", "loader"):
-        from scratchnet import parallel_bench
+        from scratchnet.benchmarks import parallel
 
-        return parallel_bench.main(argv if argv[0] == "loader" else argv[1:])
+        return parallel.main(argv if argv[0] == "loader" else argv[1:])
     if argv and argv[0] == "time-to-accuracy":
         parser = tta_parser()
         args = parser.parse_args(argv[1:])

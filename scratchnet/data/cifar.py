@@ -62,8 +62,8 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             content = _ArrayOnlyUnpickler(f, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
-        raise DatasetError(f"CIFAR file {path} cannot be read: {err}") from err
+    except Exception as err:  # a damaged pickle fails in many ways: an unknown codec, a size too large, ...
+        raise DatasetError(f"CIFAR file {path} cannot be read ({type(err).__name__}: {err})") from None
     if not isinstance(content, dict):
         raise DatasetError(f"CIFAR file {path} holds a {type(content).__name__}, expected a dict")
     return content
@@ -74,7 +74,9 @@ def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     batch = _unpickle(path)
     if b"data" not in batch or b"labels" not in batch:
-        raise DatasetError(f"CIFAR batch {path} lacks b'data' or b'labels' (keys: {sorted(batch)})")
+        raise DatasetError(
+            f"CIFAR batch {path} lacks b'data' or b'labels' (keys: {sorted(map(repr, batch))})"
+        )
     data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(f"CIFAR batch {path}: data is {data.dtype} {data.shape}, expected uint8 (N, 3072)")

@@ -33,6 +33,8 @@ def parse_classes(classes: str | Sequence[int], num_classes: int) -> list[int]:
             low, high = int(first), int(last) if dash else int(first)
             if high < low:
                 raise ValueError(f"classes {classes!r}: the range {part!r} runs backwards")
+            if high >= num_classes:  # before listing the range: 0-99999999999999 would fill the memory
+                raise ValueError(f"classes {part!r}: {high} is not in 0..{num_classes - 1}, the ids")
             ids += range(low, high + 1)
     else:
         ids = list(classes)

@@ -97,6 +97,10 @@ class ImageFolder(Dataset):
                 )
             self.files += files
             labels += [self.classes.index(folder.name)] * len(files)
+        if not self.files:  # refused now, not after a whole training run that has nothing to be tested on
+            raise DatasetError(
+                f"the {split} split {split_dir} holds no images: expected {split_dir}/<class>/*.png"
+            )
         self.labels = np.asarray(labels, dtype=np.int64)
 
     def _split_dir(self, split: str) -> Path:

@@ -50,6 +50,9 @@ MAX_BYTES = 1 << 31  # 2 GiB: 40 times the largest MNIST-style file
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped when the file starts with the gzip magic."""
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:  # (a sparse file can claim 100 GB on an empty disk)
+            raise DatasetError(f"IDX file {path} is {size:,} bytes, more than the {MAX_BYTES:,} accepted")
         raw = path.read_bytes()
     except OSError as err:
         raise DatasetError(f"cannot read IDX file {path}: {err}") from err

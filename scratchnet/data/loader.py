@@ -22,12 +22,16 @@ depends only on (seed, epoch, b), the batches are the same, in the same order, w
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from scratchnet.data.dataset import Dataset
+from scratchnet.errors import DatasetError
+from scratchnet.parallel import die_with_parent
 
 # Stream tags keep the order generator and the per-batch generators of an epoch independent.
 _ORDER_STREAM, _BATCH_STREAM = 0, 1
@@ -114,7 +118,10 @@ class DataLoader:
         # Fork: the workers inherit this loader and the epoch's order instead of receiving pickled copies.
         context = multiprocessing.get_context("fork")
         pool = ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_set_worker_state, initargs=(self, order)
+            self.workers,
+            mp_context=context,
+            initializer=_set_worker_state,
+            initargs=(self, order, os.getpid()),
         )
         try:
             ahead = self.workers * self.prefetch
@@ -124,6 +131,11 @@ class DataLoader:
                     pending[b + ahead] = pool.submit(_worker_batch, b + ahead)
                 # The workers send uint8 images (a quarter of the float32 bytes) and the generator's state.
                 yield self._transform(*pending.pop(b).result())
+        except BrokenProcessPool:
+            raise DatasetError(
+                "a data loader worker process died while preparing batches (killed, perhaps by the system "
+                "for lack of memory); try fewer workers"
+            ) from None
         finally:  # also when the consumer stops early: drop the batches not yet started
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -139,9 +151,10 @@ class DataLoader:
 _worker_state: tuple[DataLoader, np.ndarray] | None = None
 
 
-def _set_worker_state(loader: DataLoader, order: np.ndarray) -> None:
+def _set_worker_state(loader: DataLoader, order: np.ndarray, parent: int) -> None:
     global _worker_state
     _worker_state = (loader, order)
+    die_with_parent(parent)  # a trainer killed by kill -9 cannot stop its workers itself
 
 
 def _worker_batch(b: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:

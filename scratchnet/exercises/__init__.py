@@ -6,6 +6,9 @@ The API, for lesson authors:
   ``check("linear-backward", linear_backward);``. It prints ``<id>: not done yet`` while the learner's code
   raises NotImplementedError, ``<id>: passed`` when every test passes, else ``<id>: wrong`` and one line
   ``wrong: <the mistake, named>`` per failure. Formulas are printed only with ``hint=True``.
+* ``claim(claim_id, condition, detail)``: what a hidden cell tagged ``claim`` calls after a demo, to print
+  whether the demo's own output shows what the prose beside it says (the lesson tests fail on ``FAILS``).
+* ``pin_blas_threads()``: what the first cell of every lesson calls (``SCRATCHNET_BLAS_THREADS``).
 * ``@register(exercise_id, names=("linear_backward",), title="...")``: registers a checker, in a topic module
   of this package (``layers.py``, ``gradcheck.py``, ``training.py``, ``kernels.py``, ``batchnorm.py``...).
   Every module of the package is imported, so a new topic needs no edit here. The id is the notebook cell id
@@ -20,12 +23,13 @@ The API, for lesson authors:
   :class:`~scratchnet.exercises._gradients.ArraySpec`.
 * ``check_file(path, hint=False) -> Report`` and ``main(argv)``: the file exercises and the command line
   ``python -m scratchnet.gradcheck FILE [--hint]`` and ``--list`` (``.cu`` files go to
-  ``scratchnet.kernel_exercises.main``).
+  ``scratchnet.exercises.kernel_checker.main``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import traceback
 import warnings
@@ -145,6 +149,41 @@ def check(exercise_id: str, *learner_objects, hint: bool = False) -> bool:
 _NOT_TOPICS = ("diagnosis", "kernel_evidence", "mutants")  # the shared diagnosis, and the measuring tool
 
 
+def claim(claim_id: str, condition, detail: str) -> None:
+    """What a lesson's hidden ``claim`` cell calls: the prose beside a demo says something its output shows,
+    and this prints one line, ``claim <id>: holds (<detail>)`` or ``claim <id>: FAILS (<detail>)``, that the
+    lesson tests read. It never raises: a learner who changed the demo sees the line and reads on."""
+    print(f"claim {claim_id}: {'holds' if condition else 'FAILS'} ({detail})")
+
+
+def pin_blas_threads() -> None:
+    """What the first cell of every lesson calls: limit NumPy's BLAS to ``SCRATCHNET_BLAS_THREADS`` threads
+    (unset: 1; ``default``: leave them as the BLAS library chose) and print the setting and why. The lessons'
+    matrices are small: one thread computes them about as fast as several, while several threads on a busy
+    machine wait for cores and for each other, which makes a lesson many times slower."""
+    setting = os.environ.get("SCRATCHNET_BLAS_THREADS", "1").strip()
+    if setting == "default":
+        print("BLAS threads: the BLAS library's default (SCRATCHNET_BLAS_THREADS=default)")
+        return
+    if not setting.isdigit() or int(setting) < 1:
+        raise ValueError(
+            f"SCRATCHNET_BLAS_THREADS is {setting!r}: set it to a number of threads (1, 2...) or 'default'"
+        )
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("BLAS threads: not pinned, threadpoolctl is missing (pip install threadpoolctl)")
+        return
+    threadpool_limits(int(setting), user_api="blas")  # lasts until changed again: no need to keep the object
+    if "SCRATCHNET_BLAS_THREADS" in os.environ:
+        print(f"BLAS threads: {setting} (SCRATCHNET_BLAS_THREADS)")
+    else:
+        print(
+            "BLAS threads: 1. The lessons' small matrices gain nothing from more, and on a busy machine more "
+            "threads\nwait for each other (SCRATCHNET_BLAS_THREADS sets another number, or 'default')."
+        )
+
+
 def _import_topics() -> None:
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_") and module.name not in _NOT_TOPICS:
@@ -155,4 +194,14 @@ _import_topics()
 
 from scratchnet.exercises._files import check_file, main  # noqa: E402  (needs the registry filled)
 
-__all__ = ["REGISTRY", "Report", "check", "check_file", "main", "register", "run"]
+__all__ = [
+    "REGISTRY",
+    "Report",
+    "check",
+    "claim",
+    "pin_blas_threads",
+    "check_file",
+    "main",
+    "register",
+    "run",
+]

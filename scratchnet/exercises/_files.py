@@ -114,11 +114,11 @@ def list_exercises(lessons: Path) -> str:
 
 def _check_kernel_file(path: Path, hint: bool) -> int:
     try:
-        kernel_exercises = importlib.import_module("scratchnet.kernel_exercises")
+        kernel_exercises = importlib.import_module("scratchnet.exercises.kernel_checker")
     except ModuleNotFoundError:
         print(
             f"error: {path} is a CUDA exercise, and this scratchnet has no kernel checker "
-            "(scratchnet.kernel_exercises)",
+            "(scratchnet.exercises.kernel_checker)",
             file=sys.stderr,
         )
         return 2

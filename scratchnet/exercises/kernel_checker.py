@@ -46,22 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchnet._cuda.launch import load_kernels
+from scratchnet._cuda.limits import cdiv
 from scratchnet._cuda.nvrtc import NvrtcError, compile_source
-from scratchnet.device import get_device
+from scratchnet.device import get_device, load_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.exercises import Report, diagnosis, kernel_evidence
+from scratchnet.layers.base import window_output_hw
 from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
 
-EXERCISE_DIR = Path(__file__).resolve().parent.parent / "lessons" / "exercises" / "kernels"
+EXERCISE_DIR = Path(__file__).resolve().parents[2] / "lessons" / "exercises" / "kernels"
 SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
 SIM_CHECKS = "all"  # the simulator's memcheck, racecheck, initcheck and synccheck
 # Outputs start as this NaN (a payload no arithmetic produces): "never written" differs from a computed NaN.
 SENTINEL_BITS = np.uint32(0x7FC0DEAD)
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # --- what an exercise is ------------------------------------------------------------------------------------
@@ -190,7 +187,7 @@ RELU = KernelExercise(
 
 # Max-pooling, no padding: x (N, C, H, W) -> y, argmax (N, C, OH, OW).
 def _pool_out(s: dict) -> tuple[int, int]:
-    return (s["H"] - s["KH"]) // s["S"] + 1, (s["W"] - s["KW"]) // s["S"] + 1
+    return window_output_hw((s["H"], s["W"]), (s["KH"], s["KW"]), s["S"])
 
 
 def _pool_windows(x: np.ndarray, s: dict) -> np.ndarray:
@@ -241,7 +238,7 @@ _POOL_SIZES = ("N", "C", "H", "W", "KH", "KW", "S", "OH", "OW")
 
 
 def _pool_shape(N, C, H, W, KH, KW, S, regular=False, ties=False) -> Shape:
-    OH, OW = (H - KH) // S + 1, (W - KW) // S + 1
+    OH, OW = window_output_hw((H, W), (KH, KW), S)
     return Shape(
         dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, OH=OH, OW=OW) | ({"ties": 1} if ties else {}), regular
     )
@@ -473,7 +470,7 @@ def _im2col(x: np.ndarray, s: dict, swap_kernel_axes: bool = False) -> np.ndarra
 
 
 def _im2col_shape(N, C, H, W, KH, KW, S, P, regular=False) -> Shape:
-    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    OH, OW = window_output_hw((H, W), (KH, KW), S, P)
     return Shape(dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=S, P=P, OH=OH, OW=OW), regular)
 
 
@@ -564,7 +561,7 @@ def _devices() -> list:
 
 def _load(device, source: str, filename: str) -> dict:
     if device.name == "gpu":
-        from scratchnet._cuda import cupy_backend
+        from scratchnet import cupy_backend
 
         return load_kernels(device, source, cupy_backend.load_module)
     from scratchnet import sim

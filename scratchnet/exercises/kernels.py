@@ -1,5 +1,5 @@
 """Checkers of the CUDA kernel exercises in the lessons: the learner completes a kernel source string in a
-notebook cell, and ``check("relu-kernel", relu_source)`` runs it through :mod:`scratchnet.kernel_exercises`
+notebook cell, and ``check("relu-kernel", relu_source)`` runs it through :mod:`.kernel_checker`
 (compiled with NVRTC, run on the simulator for several shapes and thread orders, the mistake named)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from scratchnet.exercises import Report, register
 def _register_kernel_exercise(exercise_id: str, exercise: str, title: str) -> None:
     @register(exercise_id, names=(f"{exercise}_source",), title=title)
     def checker(report: Report, source) -> None:
-        # Imported here: scratchnet.kernel_exercises imports this package for its Report.
-        from scratchnet.kernel_exercises import check_source
+        # Imported here: the kernel checker imports this package for its Report.
+        from scratchnet.exercises.kernel_checker import check_source
 
         if not isinstance(source, str):
             report.fail(

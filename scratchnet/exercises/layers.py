@@ -8,6 +8,7 @@ import numpy as np
 from scratchnet.exercises import register
 from scratchnet.exercises._gradients import ArraySpec, Case, Mistake, check_arrays
 from scratchnet.gradcheck import numerical_gradient
+from scratchnet.layers.base import window_output_hw
 
 
 # --- the right answers: finite differences of the library's forward ----------------------------------------
@@ -524,7 +525,7 @@ def _im2col_reference(x, KH, KW, S, P, batch_first=True):
     """cols_batch_first[(c, kh, kw), (n, oh, ow)] = x_pad[n, c, oh*S + kh, ow*S + kw]: (C·KH·KW, N·OH·OW)."""
     N, C, H, W = x.shape
     x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
-    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    OH, OW = window_output_hw((H, W), (KH, KW), S, P)
     cols = np.empty((C, KH, KW, N, OH, OW), dtype=x.dtype)
     for kh in range(KH):
         for kw in range(KW):
@@ -596,7 +597,7 @@ def _conv_forward_reference(x, weight, bias, S, P):
     F, C, KH, KW = weight.shape
     N = x.shape[0]
     cols = _im2col_reference(x, KH, KW, S, P)  # (C·KH·KW, N·OH·OW)
-    OH, OW = (x.shape[2] + 2 * P - KH) // S + 1, (x.shape[3] + 2 * P - KW) // S + 1
+    OH, OW = window_output_hw(x.shape[2:], (KH, KW), S, P)
     y = (weight.reshape(F, -1) @ cols).reshape(F, N, OH, OW) + bias[:, None, None, None]
     return y.transpose(1, 0, 2, 3)
 
@@ -651,7 +652,7 @@ def check_conv2d_forward(report, conv2d_forward):
 def _col2im_reference(cols, x_shape, KH, KW, S, P, crop=True):
     """The adjoint of im2col: every column entry ADDED back onto the pixel it was copied from."""
     N, C, H, W = x_shape
-    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+    OH, OW = window_output_hw((H, W), (KH, KW), S, P)
     cols = cols.reshape(C, KH, KW, N, OH, OW)
     dx_pad = np.zeros((N, C, H + 2 * P, W + 2 * P), dtype=cols.dtype)
     for kh in range(KH):

@@ -379,8 +379,8 @@ def _check_python(exercise: str, source: str, seed: int, mutants: list[Mutant]) 
 
 def _kernel_equivalent(exercise: str, reference: str, mutated: str, seed: int) -> bool:
     """Outputs of every kernel of the exercise on each of its shapes, fresh inputs, bit for bit."""
-    from scratchnet import kernel_exercises as checker
     from scratchnet.device import get_device
+    from scratchnet.exercises import kernel_checker as checker
 
     device = get_device("sim")
     task_set = checker.exercise_for(exercise)
@@ -402,7 +402,7 @@ def _kernel_equivalent(exercise: str, reference: str, mutated: str, seed: int) -
 
 def _kernel_report(exercise: str, source: str, answer) -> None:
     """In a child process: check one kernel source, send back (passed, report text)."""
-    from scratchnet.kernel_exercises import check_source
+    from scratchnet.exercises.kernel_checker import check_source
 
     try:
         report = check_source(exercise, source)

@@ -1,7 +1,8 @@
 """The layers. Each file holds one family: its math in the docstring, the NumPy code, the kernel launches.
 
 Every layer follows :class:`~scratchnet.layers.base.Layer`'s protocol (forward, backward, the backward
-cache) and passes the contract in :mod:`scratchnet.testing`. README's "How to add a layer" walks through one.
+cache) and passes the contract in :mod:`scratchnet.testing`. "How to add a layer" in
+docs/contributing.md walks through one.
 
 Notation, the same in every layer, kernel and lesson::
 
@@ -19,6 +20,9 @@ Notation, the same in every layer, kernel and lesson::
     cols_batch_last   im2col columns on the CPU, (C·KH·KW, OH, OW, N)-style; cols_batch_first in the kernels
 
 ``W`` is always a width, never the weight: the weight is the local ``weight`` (the parameter key stays "W").
+A kernel's number of elements, the bound of ``i``, is ``count`` (``if (i >= count) return;``).
+
+This legend is the one; the contributor guide quotes the block above verbatim (``tests/test_notation.py``).
 """
 
 from scratchnet.layers.activation import ReLU
@@ -30,11 +34,12 @@ from scratchnet.layers.global_pool import GlobalAvgPool2D
 from scratchnet.layers.linear import Linear
 from scratchnet.layers.loss import SoftmaxCrossEntropy
 from scratchnet.layers.lrn import LocalResponseNorm
-from scratchnet.layers.pool import MaxPool2D
+from scratchnet.layers.pool import AvgPool2D, MaxPool2D
 from scratchnet.layers.residual import ResidualBlock
 from scratchnet.layers.shape import Flatten
 
 __all__ = [
+    "AvgPool2D",
     "BatchNorm1D",
     "BatchNorm2D",
     "GlobalAvgPool2D",

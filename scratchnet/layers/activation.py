@@ -23,8 +23,13 @@ from scratchnet.layers.base import Layer
 class ReLU(Layer):
     """``y = max(x, 0)`` element-wise; input and output of any shape."""
 
+    kernel_file = "relu.cu"
+
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
+
+    def torch_equivalent(self, torch):
+        return torch.nn.ReLU()
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
@@ -38,13 +43,11 @@ class ReLU(Layer):
     # --- gpu and sim: kernels/relu.cu ------------------------------------------------------------
     def _forward_kernels(self, x, training):
         y = self.device.empty(x.shape, self.dtype)
-        self.device.kernel("relu.cu", "relu_forward", self.dtype).launch_1d(x.size, (x, y, x.size))
+        self._kernel("relu_forward").launch_1d(x.size, (x, y, x.size))
         self._save_for_backward(y=y)
         return y
 
     def _backward_kernels(self, dy):
         dx = self.device.empty(dy.shape, self.dtype)
-        self.device.kernel("relu.cu", "relu_backward", self.dtype).launch_1d(
-            dy.size, (self._saved().y, dy, dx, dy.size)
-        )
+        self._kernel("relu_backward").launch_1d(dy.size, (self._saved().y, dy, dx, dy.size))
         return dx

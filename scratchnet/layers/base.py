@@ -7,6 +7,10 @@ A layer subclass writes four methods, side by side in its own file (as Chainer d
 * ``_forward_kernels(x, training)`` / ``_backward_kernels(dy)``: launches of the CUDA kernels in
   ``kernels/*.cu``, used on ``gpu`` and ``sim`` (arrays from ``self.device``; no NumPy math on them).
 
+and declares what the rest of scratchnet needs to know about it: ``kernel_file`` (its file of ``kernels/``,
+which ``self._kernel(name)`` loads from) and ``torch_equivalent(torch)`` (its PyTorch twin, for the
+benchmarks and the parity tests). Convolutions and pools size their output with :func:`window_output_hw`.
+
 :meth:`Layer.forward` checks the input first, so a wrong shape or dtype is a clear ``ValueError`` naming
 what was expected, never a traceback from deep inside the math. ``backward`` returns dL/dx and
 *overwrites* ``self.grads``; it needs a forward that kept what it needs (see :class:`Layer`).
@@ -49,6 +53,29 @@ def int_pair(value, name: str, minimum: int, who: str) -> tuple[int, int]:
     if min(pair) < minimum:
         raise ValueError(f"{who}: {name} must be >= {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+def window_output_hw(input_hw, kernel_size, stride=1, padding=0, who: str = "") -> tuple[int, int]:
+    """(OH, OW): the positions of a KH x KW window sliding by (SH, SW) over an H x W input with PH, PW zeros
+    added on each side (convolution, pooling)::
+
+        OH = (H + 2 PH - KH) // SH + 1        OW = (W + 2 PW - KW) // SW + 1
+
+    ``kernel_size``, ``stride`` and ``padding`` are ints or (h, w) pairs. ValueError when the window does not
+    fit in the padded input even once (the output would be empty); ``who`` starts its message."""
+    (H, W), (KH, KW) = input_hw, _as_pair(kernel_size)
+    (SH, SW), (PH, PW) = _as_pair(stride), _as_pair(padding)
+    if H + 2 * PH < KH or W + 2 * PW < KW:
+        prefix = f"{who}: " if who else ""
+        raise ValueError(
+            f"{prefix}a {KH}x{KW} window does not fit in a {H}x{W} input with padding ({PH}, {PW}): the "
+            f"output would be empty (H and W must be at least {KH - 2 * PH} and {KW - 2 * PW})"
+        )
+    return (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+
+
+def _as_pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, tuple | list) else (value, value)
 
 
 class BackwardCache:
@@ -116,6 +143,10 @@ class Layer(BackwardCache):
     empty grid): the output is empty, and ``backward`` gives an empty dL/dx and zero parameter gradients.
     """
 
+    # What the rest of scratchnet needs to know about a layer, the layer declares (no list elsewhere names
+    # layers): its kernel file here, its PyTorch twin in torch_equivalent.
+    kernel_file: str | None = None  # the file of kernels/ with this layer's kernels, e.g. "pool.cu"
+
     def __init__(self, *, device: str | Device = "cpu", dtype=np.float32):
         self.device = get_device(device)
         self.dtype = float_dtype(dtype)
@@ -165,6 +196,13 @@ class Layer(BackwardCache):
         """The output shape for one input shape (with the batch axis), computed without running."""
         raise NotImplementedError
 
+    def torch_equivalent(self, torch):
+        """The ``torch.nn.Module`` computing what this layer computes, holding a copy of its parameters and
+        buffers in the layer's dtype (float64 weights are not rounded to float32 on the way). ``torch`` is
+        the PyTorch module, passed in: scratchnet runs without PyTorch. The benchmarks time and train these
+        twins; the parity tests compare outputs with them."""
+        raise NotImplementedError(f"{type(self).__name__} declares no PyTorch equivalent (torch_equivalent)")
+
     def check_input_shape(self, shape: tuple) -> None:
         """Raise ``ValueError`` naming the expected shape if ``shape`` is wrong for this layer."""
 
@@ -194,6 +232,26 @@ class Layer(BackwardCache):
         """Store a parameter (given on the host) on this layer's device, and a zero gradient beside it."""
         self.params[name] = self.device.array(host_value, dtype=self.dtype)
         self.grads[name] = self.device.zeros(host_value.shape, self.dtype)
+
+    def _kernel(self, name: str):
+        """Kernel ``name`` of ``kernels/<kernel_file>``, instantiated for this layer's dtype."""
+        return self.device.kernel(self.kernel_file, name, self.dtype)
+
+    def _torch_dtype(self, torch):
+        return torch.float64 if self.dtype == np.float64 else torch.float32
+
+    def _host(self, name: str) -> np.ndarray:
+        """A host copy of parameter or buffer ``name``."""
+        store = self.params if name in self.params else self.buffers
+        return np.asarray(self.device.to_host(store[name]))
+
+    def _to_torch(self, torch, module, **host_arrays):
+        """``module`` with each named tensor overwritten by a host array:
+        ``self._to_torch(torch, module, weight=self._host("W").T, bias=self._host("b"))``."""
+        with torch.no_grad():
+            for name, value in host_arrays.items():
+                getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+        return module
 
     def _set_buffer(self, name: str, host_value: np.ndarray) -> None:
         """Store a buffer (given on the host) on this layer's device; see ``buffers`` in ``__init__``."""

@@ -60,7 +60,9 @@ import numpy as np
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer
 
-REDUCE_THREADS = 256  # threads per block of the per-channel sums (the kernels work with any blockDim.x)
+# The per-channel sums run one block per channel with the block size of the bias gradient's reduction
+# (#define REDUCE_THREADS in kernels/reduce.cu); batchnorm.cu's kernels work with any blockDim.x.
+from scratchnet.layers.linear import REDUCE_THREADS
 
 
 # --- NumPy: x viewed as (N, C, P), P = H·W (2-D) or 1 (1-D) ------------------------------------------------
@@ -95,8 +97,10 @@ def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True):
 class _BatchNorm(Layer):
     """What BatchNorm1D and BatchNorm2D share; they differ only in the input's shape."""
 
+    kernel_file = "batchnorm.cu"
     _input_rank = 0  # 2 for (N, C), 4 for (N, C, H, W)
     _shape_text = ""
+    _torch_name = ""  # "BatchNorm1d" or "BatchNorm2d"
 
     def __init__(
         self,
@@ -133,6 +137,12 @@ class _BatchNorm(Layer):
     def output_shape(self, input_shape: tuple) -> tuple:
         self.check_input_shape(tuple(input_shape))
         return tuple(input_shape)
+
+    def torch_equivalent(self, torch):
+        module_class = getattr(torch.nn, self._torch_name)
+        module = module_class(self.num_features, self.eps, self.momentum, dtype=self._torch_dtype(torch))
+        host = {name: self._host(name) for name in ("running_mean", "running_var")}
+        return self._to_torch(torch, module, weight=self._host("gamma"), bias=self._host("beta"), **host)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}"
@@ -181,9 +191,6 @@ class _BatchNorm(Layer):
         return dx3.reshape(dy.shape)
 
     # --- gpu and sim: kernels/batchnorm.cu -----------------------------------------------------------
-    def _kernel(self, name: str):
-        return self.device.kernel("batchnorm.cu", name, self.dtype)
-
     def _per_channel_sums(self, name: str, args: tuple) -> None:
         """Launch one of the per-channel reductions: one block of ``REDUCE_THREADS`` threads per channel."""
         threads = REDUCE_THREADS
@@ -234,6 +241,7 @@ class BatchNorm2D(_BatchNorm):
 
     _input_rank = 4
     _shape_text = "(N, {C}, H, W)"
+    _torch_name = "BatchNorm2d"
 
 
 class BatchNorm1D(_BatchNorm):
@@ -242,3 +250,4 @@ class BatchNorm1D(_BatchNorm):
 
     _input_rank = 2
     _shape_text = "(N, {C})"
+    _torch_name = "BatchNorm1d"

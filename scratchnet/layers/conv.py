@@ -44,15 +44,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
-from scratchnet.layers.base import Layer, int_pair
+from scratchnet.layers.base import Layer, int_pair, window_output_hw
 from scratchnet.layers.linear import bias_grad, gemm
 
 IMPLS = ("fast", "naive")
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length along one axis: (size + 2 padding - kernel) // stride + 1 (OH from H, KH, SH, PH)."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 # --- the definition: explicit loops ------------------------------------------------------------------------
@@ -63,7 +58,7 @@ def conv2d_forward_naive(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=
     F, Cg, KH, KW = weight.shape
     (SH, SW), (PH, PW) = stride, padding
     Fg = F // groups
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    OH, OW = window_output_hw((H, W), (KH, KW), stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))  # (N, C, H + 2 PH, W + 2 PW)
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
     for n in range(N):
@@ -171,7 +166,7 @@ def _col2im(dcols_batch_last, x_shape, kernel_size, stride, padding):
     onto dxp[n, c, oh·SH + kh, ow·SW + kw], the pixel :func:`_im2col` copied it from (its adjoint)."""
     N, C, H, W = x_shape
     (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
-    OH, OW = conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW)
+    OH, OW = window_output_hw((H, W), kernel_size, stride, padding)
     dcols = dcols_batch_last.reshape(C, KH, KW, OH, OW, N)
     dxp_last = np.zeros((C, H + 2 * PH, W + 2 * PW, N), dtype=dcols.dtype)  # dxp, batch last
     for kh in range(KH):
@@ -187,7 +182,7 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
     """Forward by im2col + matmul. Returns y (N, F, OH, OW) and the cache that the backward needs."""
     N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
-    OH, OW = conv_output_size(H, KH, stride[0], padding[0]), conv_output_size(W, KW, stride[1], padding[1])
+    OH, OW = window_output_hw((H, W), (KH, KW), stride, padding)
     cols_batch_last = _im2col(x, (KH, KW), stride, padding).reshape(groups, Cg * KH * KW, OH * OW * N)
     y_last = weight.reshape(groups, F // groups, Cg * KH * KW) @ cols_batch_last  # (G, Fg, OH·OW·N)
     y_last = y_last.reshape(F, OH, OW, N)
@@ -232,6 +227,8 @@ class Conv2D(Layer):
     does its job (ResNet).
     ``needs_input_grad = False`` (for a network's first layer) makes ``backward`` skip dL/dx and return None.
     """
+
+    kernel_file = "conv.cu"  # and the GEMM and bias-gradient kernels of linear.py
 
     def __init__(
         self,
@@ -278,19 +275,27 @@ class Conv2D(Layer):
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4 or shape[1] != self.in_channels:
             self._fail_shape(f"(N, {self.in_channels}, H, W)", shape)
-        (KH, KW), (PH, PW) = self.kernel_size, self.padding
-        if shape[2] + 2 * PH < KH or shape[3] + 2 * PW < KW:
-            raise ValueError(
-                f"Conv2D: input of shape {shape} is smaller than the {KH}x{KW} kernel "
-                f"(with padding {self.padding}, H and W must be at least {KH - 2 * PH} and {KW - 2 * PW})"
-            )
+        window_output_hw(shape[2:], self.kernel_size, self.stride, self.padding, f"Conv2D: input {shape}")
 
     def output_shape(self, input_shape: tuple) -> tuple:
         input_shape = tuple(input_shape)
         self.check_input_shape(input_shape)
         N, _, H, W = input_shape
-        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
-        return (N, self.out_channels, conv_output_size(H, KH, SH, PH), conv_output_size(W, KW, SW, PW))
+        return (N, self.out_channels, *window_output_hw((H, W), self.kernel_size, self.stride, self.padding))
+
+    def torch_equivalent(self, torch):
+        module = torch.nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            groups=self.groups,
+            bias=self.bias,
+            dtype=self._torch_dtype(torch),
+        )
+        bias = {"bias": self._host("b")} if self.bias else {}
+        return self._to_torch(torch, module, weight=self._host("W"), **bias)  # (F, C / G, KH, KW) in both
 
     def extra_repr(self) -> str:
         text = (
@@ -345,22 +350,19 @@ class Conv2D(Layer):
         _, _, OH, OW = self.output_shape(x_shape)
         return (N, C, H, W, *self.kernel_size, *self.stride, *self.padding, OH, OW)
 
-    def _conv_kernel(self, name: str):
-        return self.device.kernel("conv.cu", name, self.dtype)
-
     def _forward_kernels(self, x, training):
         dev, weight, bias = self.device, self.params["W"], self._bias()
         N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW = sizes = self._sizes(x.shape)
         F, G = self.out_channels, self.groups
         if self.impl == "naive":
             y = dev.empty((N, F, OH, OW), self.dtype)
-            self._conv_kernel("conv2d_forward_naive").launch_1d(y.size, (x, weight, bias, y, *sizes, F, G))
+            self._kernel("conv2d_forward_naive").launch_1d(y.size, (x, weight, bias, y, *sizes, F, G))
             self._save_for_backward(x=x)
             return y
         # rows (c, kh, kw), columns (n, oh, ow): the stack (G, Cg·KH·KW, N·OH·OW)
         cols_batch_first = dev.empty((G, C // G * KH * KW, N * OH * OW), self.dtype)
         # one thread per (c, n, oh, ow), each copying its KH·KW window
-        self._conv_kernel("im2col").launch_1d(C * N * OH * OW, (x, cols_batch_first, *sizes))
+        self._kernel("im2col").launch_1d(C * N * OH * OW, (x, cols_batch_first, *sizes))
         # y = Wm cols + bias: the GEMM's (G, Fg, N·OH·OW) = (F, N, OH·OW) result, which its epilogue stores
         # straight into NCHW with the bias added (zeros without one): one launch
         y = gemm(dev, weight.reshape(G, F // G, -1), cols_batch_first, bias=bias, positions=OH * OW)
@@ -379,18 +381,16 @@ class Conv2D(Layer):
             x = saved.x
             sizes = (*self._sizes(x.shape), F, G)
             dweight = dev.empty(weight.shape, self.dtype)
-            self._conv_kernel("conv2d_backward_weight_naive").launch_1d(
-                dweight.size, (dy, x, dweight, *sizes)
-            )
+            self._kernel("conv2d_backward_weight_naive").launch_1d(dweight.size, (dy, x, dweight, *sizes))
             self.grads["W"] = dweight
             if not self.needs_input_grad:
                 return None
             dx = dev.empty(x.shape, self.dtype)
-            self._conv_kernel("conv2d_backward_input_naive").launch_1d(dx.size, (dy, weight, dx, *sizes))
+            self._kernel("conv2d_backward_input_naive").launch_1d(dx.size, (dy, weight, dx, *sizes))
             return dx
         cols_batch_first, x_shape = saved.cols_batch_first, saved.x_shape
         dy_t = dev.empty((G, F // G, N * OH * OW), self.dtype)  # dy as (F, N, OH·OW), the GEMM's layout
-        self._conv_kernel("swap_axes01").launch_1d(dy_t.size, (dy, dy_t, N, F, OH * OW))
+        self._kernel("swap_axes01").launch_1d(dy_t.size, (dy, dy_t, N, F, OH * OW))
         dweight = gemm(dev, dy_t, cols_batch_first, transpose_b=True)  # dY colsᵀ
         self.grads["W"] = dweight.reshape(weight.shape)
         if not self.needs_input_grad:
@@ -398,5 +398,5 @@ class Conv2D(Layer):
         # Wmᵀ dY: (G, Cg·KH·KW, N·OH·OW)
         dcols_batch_first = gemm(dev, weight.reshape(G, F // G, -1), dy_t, transpose_a=True)
         dx = dev.empty(x_shape, self.dtype)
-        self._conv_kernel("col2im").launch_1d(dx.size, (dcols_batch_first, dx, *self._sizes(x_shape)))
+        self._kernel("col2im").launch_1d(dx.size, (dcols_batch_first, dx, *self._sizes(x_shape)))
         return dx

@@ -21,12 +21,14 @@ code here and the kernel in ``kernels/dropout.cu`` draw the same mask bit for bi
     keep i  <=>  u_i >= p  <=>  (h_i >> 40) >= ceil(p * 2^24)
 
 ``calls`` is :attr:`Dropout.rng_calls`, the number of training forwards so far: every call draws a fresh
-mask, and saving ``seed`` and ``rng_calls`` in a checkpoint is enough to resume with the very same masks.
+mask, and saving ``seed`` and ``rng_calls`` in a checkpoint is enough to resume with the very same masks
+(:meth:`Dropout.rewind` sets it back; the gradient check rewinds before every evaluation of f, so that all
+of them see one mask).
 
 ``i`` counts from the first element of the *whole* batch: under data parallelism (``scratchnet.parallel``)
-a process holding the examples from :attr:`Dropout.first_example` on numbers them as one process would,
-``i = first_example * (x.size / N) + local index``, so every example gets its mask whatever the number of
-processes.
+a process told by :meth:`Dropout.shard_from` that its examples start at ``first_example`` numbers them as
+one process would, ``i = first_example * (x.size / N) + local index``, so every example gets its mask
+whatever the number of processes.
 
 Kernels (gpu and sim): ``dropout_forward`` and ``dropout_backward``, one thread per element.
 """
@@ -62,6 +64,12 @@ def keep_mask(seed: int, calls: int, n: int, p: float, first: int = 0) -> np.nda
     return (h >> np.uint64(64 - UNIFORM_BITS)) >= np.uint64(_threshold(p))
 
 
+def _count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"Dropout: {name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def _threshold(p: float) -> int:
     """u >= p  <=>  (h >> 40) >= ceil(p * 2^24): compared as integers, identically on every device."""
     return math.ceil(p * 2**UNIFORM_BITS)
@@ -69,6 +77,8 @@ def _threshold(p: float) -> int:
 
 class Dropout(Layer):
     """Inverted dropout with drop probability ``p``; masks reproducible from ``(seed, rng_calls)``."""
+
+    kernel_file = "dropout.cu"
 
     def __init__(self, p: float = 0.5, seed: int | None = None, *, device="cpu", dtype=np.float32):
         super().__init__(device=device, dtype=dtype)
@@ -80,8 +90,8 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: seed must be an integer in [0, 2^64), got {seed!r}")
         self.p = float(p)
         self.seed = int(seed)
-        self.rng_calls = 0  # training forwards so far: the "calls" of the hash
-        self.first_example = 0  # index in the whole batch of the input's first example (data parallelism)
+        self._rng_calls = 0  # training forwards so far: the "calls" of the hash
+        self._first_example = 0  # index in the whole batch of the input's first example (data parallelism)
 
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
@@ -89,9 +99,29 @@ class Dropout(Layer):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
+    def torch_equivalent(self, torch):
+        return torch.nn.Dropout(self.p)  # the same expectation; PyTorch draws its own masks
+
+    # --- the random stream: what checkpoints, the gradient check and data parallelism use ------------
+    @property
+    def rng_calls(self) -> int:
+        """The masks drawn so far (one per training forward): the position in the random stream, which a
+        checkpoint saves beside ``seed``."""
+        return self._rng_calls
+
+    def rewind(self, rng_calls: int) -> None:
+        """Make the next training forward draw mask number ``rng_calls`` again: a resumed run continues
+        the stream where its checkpoint stopped; the gradient check replays one mask for every f(x)."""
+        self._rng_calls = _count(rng_calls, "rng_calls")
+
+    def shard_from(self, first_example: int) -> None:
+        """Data parallelism: the next inputs start at example ``first_example`` of the whole batch, so that
+        each example gets the mask that one process training on the whole batch would give it."""
+        self._first_example = _count(first_example, "first_example")
+
     def _first_element(self, x) -> int:
         """Index in the whole batch of x's first element: first_example times the elements per example."""
-        return self.first_example * (int(np.prod(x.shape[1:])) if x.ndim > 1 else 1)
+        return self._first_example * (int(np.prod(x.shape[1:])) if x.ndim > 1 else 1)
 
     @property
     def scale(self) -> float:
@@ -103,8 +133,8 @@ class Dropout(Layer):
         if not training:
             self._save_for_backward(mask=None)
             return x
-        keep = keep_mask(self.seed, self.rng_calls, x.size, self.p, self._first_element(x)).reshape(x.shape)
-        self.rng_calls += 1
+        keep = keep_mask(self.seed, self._rng_calls, x.size, self.p, self._first_element(x)).reshape(x.shape)
+        self._rng_calls += 1
         mask = keep.astype(self.dtype) * self.dtype.type(self.scale)
         self._save_for_backward(mask=mask)
         return x * mask
@@ -121,9 +151,9 @@ class Dropout(Layer):
         y = self.device.empty(x.shape, self.dtype)
         mask = self.device.empty(x.shape, self.dtype)
         first = self._first_element(x)
-        args = (x, y, mask, self.seed, self.rng_calls, first, _threshold(self.p), self.scale, x.size)
-        self.device.kernel("dropout.cu", "dropout_forward", self.dtype).launch_1d(x.size, args)
-        self.rng_calls += 1
+        args = (x, y, mask, self.seed, self._rng_calls, first, _threshold(self.p), self.scale, x.size)
+        self._kernel("dropout_forward").launch_1d(x.size, args)
+        self._rng_calls += 1
         self._save_for_backward(mask=mask)
         return y
 
@@ -132,7 +162,5 @@ class Dropout(Layer):
         if mask is None:
             return dy
         dx = self.device.empty(dy.shape, self.dtype)
-        self.device.kernel("dropout.cu", "dropout_backward", self.dtype).launch_1d(
-            dy.size, (dy, mask, dx, dy.size)
-        )
+        self._kernel("dropout_backward").launch_1d(dy.size, (dy, mask, dx, dy.size))
         return dx

@@ -23,6 +23,8 @@ from scratchnet.layers.base import Layer
 class GlobalAvgPool2D(Layer):
     """Average of each channel over all its positions: (N, C, H, W) -> (N, C, 1, 1). No parameters."""
 
+    kernel_file = "global_pool.cu"
+
     def __init__(self, *, device: str | Device = "cpu", dtype=np.float32):
         super().__init__(device=device, dtype=dtype)
 
@@ -33,6 +35,9 @@ class GlobalAvgPool2D(Layer):
     def output_shape(self, input_shape: tuple) -> tuple:
         self.check_input_shape(tuple(input_shape))
         return (input_shape[0], input_shape[1], 1, 1)
+
+    def torch_equivalent(self, torch):
+        return torch.nn.AdaptiveAvgPool2d(1)
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
@@ -47,7 +52,7 @@ class GlobalAvgPool2D(Layer):
     def _forward_kernels(self, x, training):
         N, C, H, W = x.shape
         y = self.device.empty((N, C, 1, 1), self.dtype)
-        kernel = self.device.kernel("global_pool.cu", "global_avg_pool_forward", self.dtype)
+        kernel = self._kernel("global_avg_pool_forward")
         kernel.launch_1d(y.size, (x, y, N, C, H, W))
         self._save_for_backward(x_shape=x.shape)
         return y
@@ -55,6 +60,6 @@ class GlobalAvgPool2D(Layer):
     def _backward_kernels(self, dy):
         N, C, H, W = self._saved().x_shape
         dx = self.device.empty((N, C, H, W), self.dtype)
-        kernel = self.device.kernel("global_pool.cu", "global_avg_pool_backward", self.dtype)
+        kernel = self._kernel("global_avg_pool_backward")
         kernel.launch_1d(dx.size, (dy, dx, N, C, H, W))
         return dx

@@ -31,7 +31,7 @@ from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.layers.base import Layer
 
-GEMM_TILE = cuda_defines("gemm.cu")["TILE"]  # gemm_naive and gemm_tiled: blocks of GEMM_TILE x GEMM_TILE
+GEMM_TILE = cuda_defines("common.cuh")["TILE"]  # gemm_naive and gemm_tiled: blocks of GEMM_TILE x GEMM_TILE
 # gemm_blocked: blocks of BLOCK_SIDE x BLOCK_SIDE threads, each computing a BLOCK_TILE x BLOCK_TILE tile of C
 _BLOCKED = cuda_defines("gemm_blocked.cu")
 REDUCE_THREADS = cuda_defines("reduce.cu")["REDUCE_THREADS"]  # the block size bias_grad is written for
@@ -168,6 +168,8 @@ class Linear(Layer):
     bias (key "b", (M,)) at zero; ``seed`` seeds that initialisation.
     """
 
+    kernel_file = "gemm_blocked.cu"  # through gemm(), which also picks gemm.cu or gemm_bias.cu; and reduce.cu
+
     def __init__(
         self, in_features: int, out_features: int, device: str | Device = "cpu", dtype=np.float32, seed=None
     ):
@@ -191,6 +193,11 @@ class Linear(Layer):
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}"
+
+    def torch_equivalent(self, torch):
+        module = torch.nn.Linear(self.in_features, self.out_features, dtype=self._torch_dtype(torch))
+        # weight (D, M) here, (M, D) in PyTorch
+        return self._to_torch(torch, module, weight=self._host("W").T, bias=self._host("b"))
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):

@@ -28,7 +28,7 @@ import numpy as np
 
 from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
-from scratchnet.layers.base import BackwardCache, check_on_device, float_dtype
+from scratchnet.layers.base import Layer, check_on_device
 
 MAX_BLOCK = cuda_defines("softmax_xent.cu")["SOFTMAX_MAX_THREADS"]  # the most threads a row gets
 
@@ -65,31 +65,21 @@ def _block_size(n_classes: int) -> int:
     return min(MAX_BLOCK, max(32, 1 << math.ceil(math.log2(n_classes))))
 
 
-class SoftmaxCrossEntropy(BackwardCache):
+class SoftmaxCrossEntropy(Layer):
     """Softmax followed by the cross-entropy with integer labels; see the module docstring.
 
-    After ``forward``, ``self.logits`` and ``self.labels`` are the last batch (no copies), so a trainer can
-    count correct predictions with :func:`topk_correct` without another transfer. The forward keeps the
-    softmax p for ``backward`` (the layers' backward cache, :class:`~scratchnet.layers.base.BackwardCache`)
-    unless ``keep_for_backward=False``.
+    A layer without parameters (``Layer``'s constructor, ``to()`` and backward cache) at the end of the
+    network: ``forward(logits, labels)`` returns the mean loss as a float and keeps the softmax p and the
+    labels for ``backward()`` (which takes no dL/dy: dL/dL = 1), unless ``keep_for_backward=False``.
     """
 
-    def __init__(self, *, device="cpu", dtype=np.float32):
-        self.device = get_device(device)
-        self.dtype = float_dtype(dtype)
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.logits = None
-        self.labels = None
+    kernel_file = "softmax_xent.cu"
 
-    def __repr__(self) -> str:
-        return "SoftmaxCrossEntropy()"
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return ()  # one number
 
-    def to(self, device, dtype=None) -> SoftmaxCrossEntropy:
-        self.device = get_device(device)
-        self.dtype = self.dtype if dtype is None else float_dtype(dtype)
-        self.logits = self.labels = self._saved_arrays = None
-        return self
+    def torch_equivalent(self, torch):
+        return torch.nn.CrossEntropyLoss()  # called as twin(logits, labels), like forward
 
     def forward(self, logits, labels, keep_for_backward: bool = True) -> float:
         """Mean loss over the batch, as a Python float (on gpu/sim: one device->host copy of one number)."""
@@ -100,7 +90,6 @@ class SoftmaxCrossEntropy(BackwardCache):
         if logits.shape[0] == 0:
             raise ValueError(f"{who}: a batch of 0 rows has no mean loss (logits {tuple(logits.shape)})")
         self._start_forward(keep_for_backward)
-        self.logits, self.labels = logits, labels
         if self.device.uses_kernels:
             loss = self._forward_kernels(logits, labels)
             if math.isnan(loss):  # a bad label (marked NaN by the kernel), or NaN logits
@@ -138,19 +127,15 @@ class SoftmaxCrossEntropy(BackwardCache):
         probs = dev.empty((N, K), self.dtype)
         row_loss = dev.empty((N,), self.dtype)
         mean = dev.empty((1,), self.dtype)
-        dev.kernel("softmax_xent.cu", "softmax_xent_forward", self.dtype)(
-            (N,), (_block_size(K),), (logits, labels, probs, row_loss, K)
-        )
+        self._kernel("softmax_xent_forward")((N,), (_block_size(K),), (logits, labels, probs, row_loss, K))
         self._save_for_backward(probs=probs, labels=labels)
-        dev.kernel("softmax_xent.cu", "softmax_xent_mean", self.dtype)(
-            (1,), (MAX_BLOCK,), (row_loss, mean, N)
-        )
+        self._kernel("softmax_xent_mean")((1,), (MAX_BLOCK,), (row_loss, mean, N))
         return dev.scalar(mean)
 
     def _backward_kernels(self, probs, labels):
         N, K = probs.shape
         dlogits = self.device.empty((N, K), self.dtype)
-        kernel = self.device.kernel("softmax_xent.cu", "softmax_xent_backward", self.dtype)
+        kernel = self._kernel("softmax_xent_backward")
         kernel.launch_1d(N * K, (probs, labels, dlogits, N * K, K, N))
         return dlogits
 

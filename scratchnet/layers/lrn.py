@@ -44,6 +44,8 @@ def _channel_window_sum(v: np.ndarray, before: int, after: int) -> np.ndarray:
 class LocalResponseNorm(Layer):
     """y = x / (k + α Σ_window x²)^β across ``size`` neighbouring channels; see the module docstring."""
 
+    kernel_file = "lrn.cu"
+
     def __init__(
         self,
         size: int = 5,
@@ -74,6 +76,10 @@ class LocalResponseNorm(Layer):
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
+    def torch_equivalent(self, torch):
+        # PyTorch divides alpha by size; the paper, and this layer, do not.
+        return torch.nn.LocalResponseNorm(self.size, self.alpha * self.size, self.beta, self.k)
+
     # --- cpu: NumPy ------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
         scale = self.k + self.alpha * _channel_window_sum(x * x, self.before, self.after)  # (N, C, H, W)
@@ -97,7 +103,7 @@ class LocalResponseNorm(Layer):
     def _forward_kernels(self, x, training):
         y = self.device.empty(x.shape, self.dtype)
         scale = self.device.empty(x.shape, self.dtype)
-        kernel = self.device.kernel("lrn.cu", "lrn_forward", self.dtype)
+        kernel = self._kernel("lrn_forward")
         kernel.launch_1d(x.size, (x, y, scale, *self._layout(x), self.k))
         self._save_for_backward(x=x, y=y, scale=scale)
         return y
@@ -105,6 +111,6 @@ class LocalResponseNorm(Layer):
     def _backward_kernels(self, dy):
         saved = self._saved()
         dx = self.device.empty(dy.shape, self.dtype)
-        kernel = self.device.kernel("lrn.cu", "lrn_backward", self.dtype)
+        kernel = self._kernel("lrn_backward")
         kernel.launch_1d(dx.size, (saved.x, saved.y, saved.scale, dy, dx, *self._layout(dx)))
         return dx

@@ -1,4 +1,5 @@
-"""MaxPool2D: the largest value of each window (LeNet-5 used average pooling; AlexNet made max-pooling usual).
+"""MaxPool2D: the largest value of each window (LeNet-5 used average pooling; AlexNet made max-pooling usual),
+and AvgPool2D: the mean of each window.
 
 Shapes: x (N, C, H, W) -> y (N, C, OH, OW) with OH = floor((H + 2*PH - KH) / SH) + 1 (likewise OW).
 
@@ -30,58 +31,88 @@ Implementations:
 
 NaN: a NaN input makes its window's output NaN on every device; which element then gets the gradient is
 not specified.
+
+AvgPool2D. The mean of each window, padding counted as zeros (PyTorch's ``count_include_pad=True``)::
+
+    y[n, c, oh, ow]   = 1/(KH*KW) Σ over kh < KH, kw < KW of  x[n, c, oh*SH - PH + kh, ow*SW - PW + kw]
+    dL/dx[n, c, h, w] = 1/(KH*KW) Σ over the windows (oh, ow) that contain (h, w) of  dL/dy[n, c, oh, ow]
+
+so an input that no window covers (stride > kernel) gets dL/dx = 0. On cpu it sums the KH*KW strided views
+(as the fast max-pool); on gpu and sim ``avgpool_forward`` (one thread per output) and ``avgpool_backward``
+(one thread per input, a gather) from ``kernels/pool.cu``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from scratchnet.layers.base import Layer, int_pair
+from scratchnet.layers.base import Layer, int_pair, window_output_hw
 
 IMPLS = ("fast", "naive")
 
 
-class MaxPool2D(Layer):
-    """Max-pooling over KH x KW windows; see the module docstring for the formulas."""
+class _Pool2D(Layer):
+    """What the pools share: a KH x KW window sliding by (SH, SW) over the input padded by (PH, PW)."""
+
+    kernel_file = "pool.cu"
 
     def __init__(
         self,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] | None = None,
         padding: int | tuple[int, int] = 0,
-        impl: str = "fast",
         *,
         device="cpu",
         dtype=np.float32,
     ):
         super().__init__(device=device, dtype=dtype)
-        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, "MaxPool2D")
-        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1, "MaxPool2D")
-        self.padding = int_pair(padding, "padding", 0, "MaxPool2D")
+        name = type(self).__name__
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1, name)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1, name)
+        self.padding = int_pair(padding, "padding", 0, name)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
             # So that every window holds at least one real input (PyTorch has the same rule).
             raise ValueError(
-                f"MaxPool2D: padding must be at most half the kernel size, got padding={self.padding} "
+                f"{name}: padding must be at most half the kernel size, got padding={self.padding} "
                 f"for kernel_size={self.kernel_size}"
             )
-        if impl not in IMPLS:
-            raise ValueError(f"MaxPool2D: impl must be one of {IMPLS}, got {impl!r}")
-        self.impl = impl
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4:
             self._fail_shape("(N, C, H, W)", shape)
-        (KH, KW), (PH, PW) = self.kernel_size, self.padding
-        if shape[2] + 2 * PH < KH or shape[3] + 2 * PW < KW:
-            self._fail_shape(f"(N, C, H, W) with H + 2*{PH} >= {KH} and W + 2*{PW} >= {KW}", shape)
+        who = f"{type(self).__name__}: input {shape}"
+        window_output_hw(shape[2:], self.kernel_size, self.stride, self.padding, who)
 
     def output_shape(self, input_shape: tuple) -> tuple:
         N, C, H, W = input_shape
-        return (N, C, *_output_hw(H, W, self.kernel_size, self.stride, self.padding))
+        return (N, C, *window_output_hw((H, W), self.kernel_size, self.stride, self.padding))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def _geometry(self, H: int, W: int) -> tuple:
+        """The sizes every pool kernel takes after its arrays and element count."""
+        OH, OW = window_output_hw((H, W), self.kernel_size, self.stride, self.padding)
+        return (H, W, OH, OW, *self.kernel_size, *self.stride, *self.padding)
+
+
+class MaxPool2D(_Pool2D):
+    """Max-pooling over KH x KW windows; see the module docstring for the formulas."""
+
+    def __init__(
+        self, kernel_size, stride=None, padding=0, impl: str = "fast", *, device="cpu", dtype=np.float32
+    ):
+        super().__init__(kernel_size, stride, padding, device=device, dtype=dtype)
+        if impl not in IMPLS:
+            raise ValueError(f"MaxPool2D: impl must be one of {IMPLS}, got {impl!r}")
+        self.impl = impl
+
+    def torch_equivalent(self, torch):
+        return torch.nn.MaxPool2d(self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         impl = "" if self.impl == "fast" else f", impl={self.impl!r}"
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{impl}"
+        return super().extra_repr() + impl
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
     # Saved for backward: ``argmax`` (N, C, OH, OW), the window offset of each maximum, and the input shape.
@@ -97,17 +128,12 @@ class MaxPool2D(Layer):
         return unpool(dy, saved.argmax, saved.input_shape, self.kernel_size, self.stride, self.padding)
 
     # --- gpu and sim: kernels/pool.cu ------------------------------------------------------------
-    def _geometry(self, H: int, W: int) -> tuple:
-        """The sizes every pool kernel takes after its arrays and element count."""
-        OH, OW = _output_hw(H, W, self.kernel_size, self.stride, self.padding)
-        return (H, W, OH, OW, *self.kernel_size, *self.stride, *self.padding)
-
     def _forward_kernels(self, x, training):
         _, _, H, W = x.shape
         out_shape = self.output_shape(x.shape)
         y = self.device.empty(out_shape, self.dtype)
         argmax = self.device.empty(out_shape, np.int32)
-        kernel = self.device.kernel("pool.cu", "maxpool_forward", self.dtype)
+        kernel = self._kernel("maxpool_forward")
         kernel.launch_1d(y.size, (x, y, argmax, y.size, *self._geometry(H, W)))
         self._save_for_backward(argmax=argmax, input_shape=tuple(x.shape))
         return y
@@ -116,14 +142,9 @@ class MaxPool2D(Layer):
         saved = self._saved()
         _, _, H, W = saved.input_shape
         dx = self.device.empty(saved.input_shape, self.dtype)
-        kernel = self.device.kernel("pool.cu", "maxpool_backward", self.dtype)
+        kernel = self._kernel("maxpool_backward")
         kernel.launch_1d(dx.size, (dy, saved.argmax, dx, dx.size, *self._geometry(H, W)))
         return dx
-
-
-def _output_hw(H: int, W: int, kernel, stride, padding) -> tuple[int, int]:
-    (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
-    return (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
 
 
 # --- naive: the definition, one output element at a time -------------------------------------------
@@ -131,7 +152,7 @@ def _max_pool_naive(x, kernel, stride, padding):
     """-> y (N, C, OH, OW) and argmax (N, C, OH, OW): window offset kh*KW + kw of the first maximum."""
     N, C, H, W = x.shape
     (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
-    OH, OW = _output_hw(H, W, kernel, stride, padding)
+    OH, OW = window_output_hw((H, W), kernel, stride, padding)
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW), dtype=np.int32)
     for n, c, oh, ow in np.ndindex(N, C, OH, OW):
@@ -182,7 +203,7 @@ def _pad(a, padding, value):
 
 def _max_pool_fast(x, kernel, stride, padding):
     """Same results as :func:`_max_pool_naive`, ties included."""
-    out_hw = _output_hw(*x.shape[2:], kernel, stride, padding)
+    out_hw = window_output_hw(x.shape[2:], kernel, stride, padding)
     views = _window_views(_pad(x, padding, -np.inf), kernel, stride, out_hw)  # KH*KW views (N, C, OH, OW)
     y = views[0].copy()
     for view in views[1:]:
@@ -214,3 +235,46 @@ def _max_unpool_fast(dy, argmax, input_shape, kernel, stride, padding):
         for offset in range(len(views) - 1, -1, -1):
             views[offset] += dy * (argmax == offset)
     return np.ascontiguousarray(dx_padded[:, :, PH : PH + H, PW : PW + W])
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling over KH x KW windows, padding counted as zeros; see the module docstring."""
+
+    def torch_equivalent(self, torch):
+        return torch.nn.AvgPool2d(self.kernel_size, self.stride, self.padding)
+
+    # --- cpu: NumPy ------------------------------------------------------------------------------
+    def _forward_numpy(self, x, training):
+        out_hw = window_output_hw(x.shape[2:], self.kernel_size, self.stride, self.padding)
+        views = _window_views(_pad(x, self.padding, 0), self.kernel_size, self.stride, out_hw)
+        y = views[0].copy()  # (N, C, OH, OW)
+        for view in views[1:]:
+            y += view
+        self._save_for_backward(input_shape=tuple(x.shape))
+        return y / self.dtype.type(len(views))
+
+    def _backward_numpy(self, dy):
+        N, C, H, W = self._saved().input_shape
+        (PH, PW) = self.padding
+        dx_padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dy.dtype)
+        views = _window_views(dx_padded, self.kernel_size, self.stride, dy.shape[2:])
+        share = dy / self.dtype.type(len(views))  # each input of a window gets 1/(KH*KW) of its dy
+        for view in views:
+            view += share  # +=: overlapping windows add up; inputs of no window stay 0
+        return np.ascontiguousarray(dx_padded[:, :, PH : PH + H, PW : PW + W])
+
+    # --- gpu and sim: kernels/pool.cu ------------------------------------------------------------
+    def _forward_kernels(self, x, training):
+        _, _, H, W = x.shape
+        y = self.device.empty(self.output_shape(x.shape), self.dtype)
+        self._kernel("avgpool_forward").launch_1d(y.size, (x, y, y.size, *self._geometry(H, W)))
+        self._save_for_backward(input_shape=tuple(x.shape))
+        return y
+
+    def _backward_kernels(self, dy):
+        input_shape = self._saved().input_shape
+        dx = self.device.empty(input_shape, self.dtype)
+        self._kernel("avgpool_backward").launch_1d(
+            dx.size, (dy, dx, dx.size, *self._geometry(*input_shape[2:]))
+        )
+        return dx

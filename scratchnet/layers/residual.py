@@ -81,6 +81,8 @@ class ResidualBlock(Layer):
     seeds the two convolutions (He-normal weights).
     """
 
+    kernel_file = "residual.cu"  # the sum and the shortcut; the sub-layers launch their own
+
     def __init__(
         self,
         in_channels: int,
@@ -135,6 +137,24 @@ class ResidualBlock(Layer):
         S = self.stride
         return (N, self.out_channels, -(-H // S), -(-W // S))
 
+    def torch_equivalent(self, torch):
+        block, C, F, S = self, self.in_channels, self.out_channels, self.stride
+
+        class TorchResidualBlock(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                main = (block.layers[name].torch_equivalent(torch) for name in MAIN_BRANCH)
+                self.main = torch.nn.Sequential(*main)
+
+            def forward(self, x):
+                h = self.main(x)
+                if block.shortcut:
+                    pad = (F - C) // 2  # option A: every S-th pixel, zero channels on both sides
+                    h = h + torch.nn.functional.pad(x[:, :, ::S, ::S], (0, 0, 0, 0, pad, pad))
+                return torch.relu(h)
+
+        return TorchResidualBlock()
+
     def extra_repr(self) -> str:
         shortcut = "none" if not self.shortcut else "identity" if self.identity_shortcut else "zero-pad"
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, shortcut={shortcut}"
@@ -171,9 +191,6 @@ class ResidualBlock(Layer):
     _backward_kernels = _backward_numpy
 
     # --- the sum and the shortcut: NumPy on cpu, kernels/residual.cu on gpu and sim -----------------------
-    def _kernel(self, name: str):
-        return self.device.kernel("residual.cu", name, self.dtype)
-
     def _add(self, a, b):
         """a + b (same shapes)."""
         if not self.device.uses_kernels:

@@ -27,6 +27,9 @@ class Flatten(Layer):
     def output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], math.prod(input_shape[1:]))
 
+    def torch_equivalent(self, torch):
+        return torch.nn.Flatten()
+
     def _forward_numpy(self, x, training):
         self._save_for_backward(input_shape=tuple(x.shape))
         return x.reshape(self.output_shape(x.shape))

@@ -51,14 +51,19 @@ How it works
    barrier divergence (a thread returned, or threads wait at two different ``__syncthreads()``), warp masks
    that cannot complete, ``assert``/``__trap()``, and crashes. With ``checks=`` (or
    ``SCRATCHNET_SIM_CHECKS``), a *checked build* adds compute-sanitizer's classes: ``memcheck`` (every
-   out-of-bounds read or write at any distance), ``racecheck``, ``initcheck`` (shared memory, and device
-   memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. Each
-   error is a :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte
-   offset and source line (and the other thread of a race).
+   out-of-bounds read, write or atomic at any distance, and misaligned accesses), ``racecheck`` (atomics
+   included: an atomic and a plain access race, two atomics do not), ``initcheck`` (shared memory, and
+   device memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. A checked build sees every
+   load and store, constant offsets and both halves of ``x += ...`` included. Each error is a
+   :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte offset and
+   source line (and the other thread of a race). ``checks="record"`` (alone or with checks) keeps every
+   launch's access record instead, or as well: ``module.last_record``, an :class:`AccessRecord` that counts
+   loads, stores, atomics and barriers and the bank conflicts of the warps' shared-memory accesses
+   (:mod:`.record`).
 5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g`` and runs the blocks on
    the calling OS thread only; gdb can then stop in one thread of one block: ``break relu.cu:12 if
-   sim_rt::current_state().block_idx.x == 1 && sim_rt::current_state().thread_idx.x == 5`` (README, "The
-   simulator").
+   sim_rt::current_state().block_idx.x == 1 && sim_rt::current_state().thread_idx.x == 5`` (docs/simulator.md,
+   "Debugging with gdb").
 
 Usage::
 
@@ -73,9 +78,18 @@ What it supports
 ----------------
 The index variables, ``dim3``, ``__syncthreads()`` and its ``_count/_and/_or`` forms, ``__syncwarp(mask)``;
 ``__shfl_sync``/``_up``/``_down``/``_xor`` with partial masks and widths, ``__ballot_sync``, ``__any_sync``,
-``__all_sync``, ``__activemask``; cooperative groups (``this_thread_block``, ``sync``, ``thread_rank``,
-``tiled_partition<32>`` and smaller tiles with ``shfl*``, ``any``, ``all``, ``ballot``, ``cg::reduce`` with
-``plus``/``greater``/``less``); vector types (``float2/3/4``, ``int2/3/4``, ``uint2/4``, ``double2``, ...
+``__all_sync``, the sm_80 ``__reduce_{add,min,max,and,or,xor}_sync``, ``__match_any_sync``,
+``__match_all_sync``; ``__activemask()``: the lanes of the warp that reach that call together (each waits
+there until every lane of its warp has arrived or stopped elsewhere); cooperative groups
+(``this_thread_block``, ``sync``, ``thread_rank``, ``tiled_partition<32>`` and smaller tiles with ``shfl*``,
+``any``, ``all``, ``ballot``, ``cg::reduce`` with ``plus``/``greater``/``less``; ``thread_group`` and
+``tiled_partition(group, n)``; ``coalesced_threads()``, ``labeled_partition``, ``binary_partition``;
+``this_grid()``'s ranks and sizes); ``clock()``/``clock64()`` (host time), ``memcpy``/``memset`` in device
+code; ``extern __shared__`` arrays of any type but a template parameter, the type written before or after
+``__shared__``; ``cuda_fp16.h``/``cuda_bf16.h`` as storage types with their conversions (a ``__half*``
+parameter takes a float16 array, a ``__nv_bfloat16*`` one the uint16 bits); ``__constant__`` and
+``__device__`` variables, read and written from Python with :meth:`SimModule.get_global` (CuPy's
+``RawModule.get_global``); vector types (``float2/3/4``, ``int2/3/4``, ``uint2/4``, ``double2``, ...
 with ``make_*``); CUDA's atomic overloads for int, unsigned, long long, unsigned long long, float, double
 (``atomicAdd/Sub/Exch/Min/Max/Inc/Dec/And/Or/Xor/CAS`` and their ``_block``/``_system`` forms); bit and
 rounding intrinsics (``__popc``, ``__clz``, ``__ffs``, ``__brev``, ``__fmaf_rn``, ``__float2int_rn``,
@@ -87,14 +101,17 @@ name expression), typedefs, struct and vector parameters. ``__CUDACC__`` is defi
 What it still cannot do
 -----------------------
 * Warp lockstep is not modelled: code relying on the 32 threads of a warp executing together without
-  ``__syncwarp`` (implicit warp synchronisation) is not; racecheck reports such code as racy, as
-  compute-sanitizer does on Volta and later.
+  ``__syncwarp`` (implicit warp synchronisation, the ``volatile`` warp tail of old reductions) gives wrong
+  results without a checked build; racecheck reports it (the lanes, the lines), as compute-sanitizer does
+  on Volta and later.
 * Without a checked build, out-of-bounds *reads* and writes further than 4 KiB from an array go unseen. With
   one, an access to a static ``__shared__`` array that lands more than 64 bytes past its end, inside another
   array, is not seen (64-byte redzones surround each declaration; the arrays of one declaration share
   them), nor are declarations written inside macros given redzones; racecheck compares accesses of
-  different sizes only by 4-byte granule or byte, and ``memcpy`` calls inside kernels are not checked. A
-  checked launch is much slower: every load and store calls the runtime.
+  different sizes only by 4-byte granule or byte, ``memcpy``/``memset`` calls inside kernels are not
+  checked, and a ``float4`` loaded into registers and used part by part is checked as four ``float`` loads
+  (g++ splits it), so its misalignment goes unseen. A checked launch is much slower: every load and store
+  calls the runtime.
 * initcheck sees device memory only when it comes from :func:`empty` (as the ``sim`` device's ``empty()``
   does with initcheck on): arrays made by NumPy are initialised by definition and never checked. Writes it
   cannot observe byte by byte count as writing the whole array: a launch without initcheck marks each of
@@ -105,8 +122,8 @@ What it still cannot do
   is found by racecheck, not by a wrong result; racecheck compares threads of one block only (a checked
   build runs its blocks one after the other).
 * Floating-point results may differ from a GPU in the last bits (FMA contraction, the fast-math functions
-  are computed accurately); half-precision types, tensor cores, ``__constant__`` memory set from Python,
-  dynamic parallelism and grid-wide cooperative groups are missing.
+  are computed accurately, half-precision arithmetic is computed in float and rounded when stored); tensor
+  cores, dynamic parallelism and ``grid.sync()`` (a cooperative launch) are missing.
 * Timing means nothing: a simulated launch is orders of magnitude slower than a GPU, and its cost has
   nothing to do with coalescing, occupancy or bank conflicts.
 * Shared memory is not reset between blocks (nor is it on a GPU; initcheck reports reads of it).
@@ -116,8 +133,8 @@ Speed
 -----
 Blocks run on every core; within a block, a new thread is a plain function call on a runner fiber, a
 barrier costs one context switch, and ``threadIdx`` is read through the fiber's stack header. ``python -m
-scratchnet.bench sim`` prints the cost per thread and per barrier; the README's simulator section gives the
-training speed before and after, measured, and why the tiled GEMMs keep it far below a GPU.
+scratchnet.bench sim`` prints the cost per thread and per barrier; docs/simulator.md gives the training
+speed, measured, and why the register-blocked GEMMs keep the thread count, and so the cost, down.
 """
 
 from __future__ import annotations
@@ -137,11 +154,13 @@ from scratchnet.sim.checks import (
     SynccheckError,
     parse_checks,
 )
-from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler
+from scratchnet.sim.compiler import CompileError, SimCompilerWarning, build, find_compiler, parse_kernels
 from scratchnet.sim.launcher import SimKernel, SimModule, set_seed
 from scratchnet.sim.memory import empty, mark_written
+from scratchnet.sim.record import AccessRecord
 
 __all__ = [
+    "AccessRecord",
     "CompileError",
     "InitcheckError",
     "KernelCrashError",
@@ -158,6 +177,7 @@ __all__ = [
     "check_supported",
     "empty",
     "load_module",
+    "parse_kernels",
     "mark_written",
     "set_seed",
 ]

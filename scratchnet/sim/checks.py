@@ -5,20 +5,25 @@ environment variable (comma-separated ``memcheck``, ``racecheck``, ``initcheck``
 ``all``):
 
 ==========  ===========================================================================================
-memcheck    every out-of-bounds read or write of an array argument, at any distance; out-of-bounds
+memcheck    every out-of-bounds read, write or atomic of an array argument, at any distance; out-of-bounds
             dynamic shared memory (past ``shared_mem``); a static ``__shared__`` array overrun into the
-            64-byte redzones that a checked build puts around each declaration, named (runtime.cpp)
+            64-byte redzones that a checked build puts around each declaration, named (runtime.cpp);
+            misaligned accesses (a ``float4`` at an address that is not a multiple of 16)
 racecheck   two threads of a block touching the same byte of shared memory or of an array, one of them
-            writing, with no ``__syncthreads()`` between them (nor ``__syncwarp()`` for one warp's lanes)
+            writing or both updating it, one atomically and one not, with no ``__syncthreads()`` between
+            them (nor ``__syncwarp()`` for one warp's lanes)
 initcheck   reads of shared memory that no thread of the block has written, and reads of arrays from
             ``sim.empty`` (tracked device memory, ``memory.py``) of bytes that no kernel has written
 synccheck   barrier divergence (a thread returned, or waits at another ``__syncthreads()``) and warp
             masks that are misused; always on, also without a checked build
 ==========  ===========================================================================================
 
+``record`` (not a check, and not part of ``all``) keeps the access record of each launch (``record.py``).
+
 memcheck, racecheck and initcheck need a *checked build* (its own cache entry, Linux x86-64 only): the
-kernel file compiled with ``-fsanitize=kernel-address``, so that g++ calls the runtime before every load and
-store (``runtime.cpp``, "the checks"), and with ``-g``, so that a report names the source line.
+kernel file compiled with ``-fsanitize=thread``, so that g++ calls the runtime before every load and store
+(``runtime.cpp``, "the checks"), and with ``-g``, so that a report names the source line. memcheck also
+checks alignment: an access of 2, 4, 8 or 16 bytes must lie at a multiple of its size, as on a GPU.
 
 Every error is a :class:`SimCheckError` (a :class:`~scratchnet.errors.KernelLaunchError`) with fields a
 program can read -- ``kernel``, ``block``, ``thread``, ``buffer``, ``offset``, ``line``, and for a race the
@@ -40,21 +45,23 @@ from pathlib import Path
 from scratchnet.errors import DeviceError, KernelLaunchError
 
 CHECKS = ("memcheck", "racecheck", "initcheck", "synccheck")
-INSTRUMENTED = frozenset({"memcheck", "racecheck", "initcheck"})  # the checks that need a checked build
-_BITS = {"memcheck": 1, "racecheck": 2, "initcheck": 4}  # kCheck* in runtime.cpp
+# "record" is no check: it keeps the access record of each launch (record.py). "all" leaves it out.
+INSTRUMENTED = frozenset({"memcheck", "racecheck", "initcheck", "record"})  # what needs a checked build
+_BITS = {"memcheck": 1, "racecheck": 2, "initcheck": 4, "record": 8}  # kCheck* in runtime.cpp
 
-# g++ calls __asan_{load,store}{1,2,4,8,16,N}_noabort before every access; stack and global redzones would
-# write ASan's shadow memory directly, which the simulator does not have, so they are off.
+# -fsanitize=thread makes g++ call __tsan_{read,write}{1,2,4,8,16}(address) before every load and store,
+# with no exception: constant offsets into a declared array (`tile[0]`, a __shared__ scalar), both halves of
+# `x += ...`, reads of arrays nothing writes. (AddressSanitizer's instrumentation, used before, leaves all
+# of those out as provably in bounds.) The runtime answers the calls (runtime.cpp, "the checks"); no
+# ThreadSanitizer library is linked. SIM_CHECKED makes cuda_sim.h report its atomics to the runtime too.
 CHECK_FLAGS = [
     "-g",
     "-gdwarf-4",  # addr2line (binutils 2.40) names the wrong file for #line directives in DWARF 5
-    "-fsanitize=kernel-address",
+    "-fsanitize=thread",
     "--param",
-    "asan-instrumentation-with-call-threshold=0",
-    "--param",
-    "asan-stack=0",
-    "--param",
-    "asan-globals=0",
+    "tsan-instrument-func-entry-exit=0",
+    "-fno-ipa-reference-addressable",  # else g++ folds the reads of a __shared__ array nothing writes to 0
+    "-DSIM_CHECKED",
 ]
 
 
@@ -65,12 +72,12 @@ def parse_checks(checks: str | Iterable[str] | None) -> frozenset[str]:
     names = [c.strip().lower() for c in (checks.split(",") if isinstance(checks, str) else checks)]
     names = [n for n in names if n]
     if "all" in names:
-        return frozenset(CHECKS)
-    unknown = sorted(set(names) - set(CHECKS))
+        names = [*CHECKS, *(["record"] if "record" in names else [])]
+    unknown = sorted(set(names) - {*CHECKS, "record"})
     if unknown:
         raise ValueError(
             f"unknown simulator check(s) {', '.join(map(repr, unknown))} (from checks= or "
-            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all"
+            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all (and record)"
         )
     selected = frozenset(names)
     if selected & INSTRUMENTED and (platform.system(), platform.machine()) != ("Linux", "x86_64"):
@@ -157,18 +164,22 @@ _CLASSES = {
 }
 
 
+_SIMULATOR_SOURCES = str(Path(__file__).resolve().parent)  # cuda_sim.h and include/: not the kernel's lines
+
+
 def source_line(library: Path, pc: int) -> str | None:
-    """``file:line`` of the code at offset ``pc`` of ``library`` (a return address), from its debug info."""
+    """``file:line`` of the code at offset ``pc`` of ``library`` (a return address), from its debug info: the
+    innermost of the functions inlined there that is not the simulator's own (an atomicAdd's caller)."""
     addr2line = shutil.which("addr2line")
     if not pc or addr2line is None:
         return None
-    result = subprocess.run([addr2line, "-e", str(library), hex(pc - 1)], capture_output=True, text=True)
-    text = result.stdout.strip().split(" (discriminator")[0]
-    return (
-        None
-        if not text or text.startswith("??")
-        else os.path.basename(text.split(":")[0]) + ":" + text.split(":")[-1]
+    result = subprocess.run(
+        [addr2line, "-i", "-e", str(library), hex(pc - 1)], capture_output=True, text=True
     )
+    frames = [text.split(" (discriminator")[0] for text in result.stdout.split("\n") if text.strip()]
+    frames = [text for text in frames if not text.startswith("??")]
+    text = next((f for f in frames if not f.startswith(_SIMULATOR_SOURCES)), frames[0] if frames else "")
+    return os.path.basename(text.split(":")[0]) + ":" + text.split(":")[-1] if text else None
 
 
 def _point(values) -> tuple[int, int, int] | None:
@@ -176,8 +187,14 @@ def _point(values) -> tuple[int, int, int] | None:
     return None if point[0] < 0 else point
 
 
+INTERRUPTED = 7  # the report kind of a launch stopped by Ctrl-C
+
+
 def launch_error(kernel: str, message: str, report: Report, library: Path, buffer_names: list[str]):
-    """The exception for a failed launch: one :class:`SimCheckError` subclass per kind of report."""
+    """The exception for a failed launch: one :class:`SimCheckError` subclass per kind of report, and
+    ``KeyboardInterrupt`` for a launch that Ctrl-C stopped (a kernel that loops forever)."""
+    if report.kind == INTERRUPTED:
+        return KeyboardInterrupt(f"{kernel} {message}")
     cls = _CLASSES.get(report.kind)
     if cls is None:
         return KernelLaunchError(f"{kernel} {message}")

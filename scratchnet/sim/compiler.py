@@ -18,12 +18,14 @@ and asking it (``sim_kernel_signature``), stored next to it.
 
 Builds are cached under ``$SCRATCHNET_CACHE/sim`` (else ``$XDG_CACHE_HOME/scratchnet/sim``, else
 ``~/.cache/scratchnet/sim``), keyed by a hash of everything that affects the result: the source, the kernel
-names, the simulator's sources, the compiler command and its version. Files appear in the cache by an atomic
-rename, so processes building the same module at once never see half-written files.
+names, the headers it may include (the simulator's, and ``kernels/*.cuh``), the simulator's sources, the
+compiler command and its version. Files appear in the cache by an atomic rename, so processes building the
+same module at once never see half-written files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -37,12 +39,13 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scratchnet._cuda import sources
 from scratchnet._cuda.limits import MAX_SHARED_BYTES
 from scratchnet._cuda.signature import (
-    C_TYPES,
     KernelSignature,
     ScannedKernel,
     scan_kernels,
@@ -56,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 HEADER = HERE / "cuda_sim.h"
 INCLUDE = HERE / "include"  # cooperative_groups.h and the CUDA headers a kernel file may include
 RUNTIME = HERE / "runtime.cpp"
-CACHE_FORMAT = 4  # bump when what build() stores in the cache changes
+CACHE_FORMAT = 5  # bump when what build() stores in the cache changes
 
 # -O2 because the layer tests (float64 finite differences included) run every kernel many times.
 # Warnings that correct CUDA code triggers on a host compiler (comparing threadIdx.x, an unsigned int, with
@@ -66,13 +69,13 @@ CXX_FLAGS = [
     *("-Wall", "-Wno-sign-compare"),
 ]
 
-# extern __shared__ float smem[];   (also with __align__(16), __align__(sizeof(T)) or alignas(16) before or
-# after the type), at file scope or inside a kernel: both placements name the one array the wrapper defines.
-_ALIGNMENT = r"(?:(?:__align__|alignas)\s*\((?:[^()]|\([^()]*\))*\)\s*)?"
-_EXTERN_SHARED = re.compile(
-    rf"extern\s+__shared__\s+{_ALIGNMENT}(?P<type>[\w\s]+?)\s+{_ALIGNMENT}(?P<name>\w+)\s*\[\s*\]"
-)
-_EXTERN_SHARED_START = re.compile(r"\bextern\s+__shared__\b")
+# extern __shared__ float smem[];   (also `extern float __shared__ smem[];`, any element type, and with
+# __align__(16), __align__(sizeof(T)) or alignas(16) among the words), at file scope or inside a kernel: both
+# placements name the one array the wrapper defines.
+_ALIGN_ATTRIBUTE = r"(?:__align__|alignas)\s*\((?:[^()]|\([^()]*\))*\)"
+_ALIGNMENT = rf"(?:{_ALIGN_ATTRIBUTE}\s*)?"
+_EXTERN_SHARED = re.compile(r"extern\s+(?P<words>(?:[\w\s:<>,]|\((?:[^()]|\([^()]*\))*\))*?)\[\s*\]")
+_EXTERN_SHARED_START = re.compile(r'\bextern\b(?=[^;{}"]*?\b__shared__\b)')
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 
 
@@ -147,13 +150,26 @@ def _hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
+def _include_flags() -> list[str]:
+    """The simulator's CUDA headers, then kernels/ (the kernel files' shared ``common.cuh``)."""
+    return ["-I", str(INCLUDE), "-I", str(sources.kernel_dir())]
+
+
 def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
     """The ``__global__`` kernels of ``source`` (cached): preprocessed by the host compiler, so macros and
     comments cannot hide or fake one."""
     compiler = find_compiler()
-    command = [compiler, "-E", "-P", "-std=c++17", "-DSCRATCHNET_SIM_SCAN", "-I", str(INCLUDE)]
+    command = [compiler, "-E", "-P", "-std=c++17", "-DSCRATCHNET_SIM_SCAN", *_include_flags()]
     command += ["-include", str(HEADER), "-x", "c++", "-"]
-    key = _hash(CACHE_FORMAT, "scan", source, HEADER.read_text(), command, compiler_version(compiler))
+    key = _hash(
+        CACHE_FORMAT,
+        "scan",
+        source,
+        HEADER.read_text(),
+        sources.header_digest(),
+        command,
+        compiler_version(compiler),
+    )
     cached = cache_dir() / f"scan-{key}.json"
     try:
         return [
@@ -185,10 +201,26 @@ def scan(source: str, filename: str | None = None) -> list[ScannedKernel]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix="tmp-", delete=False) as file:
-        file.write(text)
-    os.replace(file.name, path)
+    with _writing_cache():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix="tmp-", delete=False) as file:
+            file.write(text)
+        os.replace(file.name, path)
+
+
+@contextlib.contextmanager
+def _writing_cache():
+    """A cache folder that cannot be written becomes a DeviceError that names it and the way out (rather
+    than an OSError that a training run would take for its own run folder's)."""
+    try:
+        yield
+    except OSError as error:
+        if not str(error.filename or "").startswith(str(cache_dir())):
+            raise
+        raise DeviceError(
+            f"the simulator cannot write its build cache {cache_dir()} ({error.strerror or error}); "
+            "set SCRATCHNET_CACHE to a writable folder"
+        ) from None
 
 
 def kernel_names(scanned: list[ScannedKernel], name_expressions: list[str]) -> list[str]:
@@ -207,19 +239,23 @@ def dynamic_shared_arrays(source: str) -> list[tuple[str, str]]:
     arrays: dict[str, str] = {}
     for start in _EXTERN_SHARED_START.finditer(code):
         m = _EXTERN_SHARED.match(code, start.start())
-        if m is None:
+        words = re.sub(_ALIGN_ATTRIBUTE, " ", m["words"]).split() if m else []
+        if "__shared__" in words:
+            words.remove("__shared__")
+        if len(words) < 2 or not words[-1].isidentifier():
             line = code.count("\n", 0, start.start()) + 1
             text = code[start.start() :].split(";", 1)[0].strip()
             raise DeviceError(
                 f"line {line}: cannot read the dynamic shared memory declaration '{text}'; the simulator "
                 "reads `extern __shared__ [__align__(N)] <type> <name>[];`"
             )
-        element, name = " ".join(m["type"].split()), m["name"]
-        if element.replace("volatile", "").strip() not in C_TYPES:
+        element, name = " ".join(words[:-1]), words[-1]
+        plain = " ".join(w for w in words[:-1] if w not in ("const", "volatile"))
+        if re.search(rf"\btemplate\s*<[^>]*\b(?:class|typename)\s+{re.escape(plain)}\b", code):
             raise DeviceError(
-                f"extern __shared__ array '{name}' has element type '{element}'; the simulator (like "
-                "nvcc for templates) needs a plain type: declare `extern __shared__ unsigned char "
-                f"{name}[];` and cast the pointer"
+                f"extern __shared__ array '{name}' has the template parameter '{plain}' as its element type; "
+                "the simulator (like nvcc, for more than one instance) needs one type: declare `extern "
+                f"__shared__ unsigned char {name}[];` and cast the pointer"
             )
         if arrays.setdefault(name, element) != element:
             raise DeviceError(
@@ -265,10 +301,11 @@ def with_shared_redzones(source: str) -> str:
 
 _WRAPPER = string.Template(
     """\
-// The dynamic shared memory (extern __shared__ arrays), sized for the largest launch.
-$shared_definitions
-
 #include "$source_file"
+
+// The dynamic shared memory (extern __shared__ arrays), sized for the largest launch; after the kernel
+// file, which defines the element types.
+$shared_definitions
 
 // After the kernel file, only names that its macros are unlikely to touch (sim_rt::..., sim_thread_*).
 namespace sim_rt {
@@ -339,7 +376,7 @@ def build(
         shared = dynamic_shared_arrays(source)
     except DeviceError as error:
         raise DeviceError(f"{filename or 'the source'}: {error}") from None
-    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), "-I", str(INCLUDE), "-include", str(HEADER)]
+    flags = [*CXX_FLAGS, *_compiler_specific_flags(compiler), *_include_flags(), "-include", str(HEADER)]
     module_flags = [*(["-O0", "-g"] if debug else []), *(CHECK_FLAGS if checks & INSTRUMENTED else [])]
     if checks & INSTRUMENTED:
         source = with_shared_redzones(source)
@@ -349,6 +386,7 @@ def build(
         filename,  # compiled into messages and line information
         names,
         HEADER.read_text(),
+        sources.header_digest(),  # kernels/common.cuh, which the kernel files include
         RUNTIME.read_text(),
         *[path.read_text() for path in sorted(INCLUDE.rglob("*.h"))],
         compiler,
@@ -360,11 +398,12 @@ def build(
     library, info_file = directory / f"{key}.so", directory / f"{key}.json"
     info = _verified_entry(library, info_file, names)
     if info is None:  # not built yet, or a damaged entry (truncated, emptied, replaced): build it again
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_orphan_builds(directory)
-        _compile(
-            compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
-        )
+        with _writing_cache():
+            directory.mkdir(parents=True, exist_ok=True)
+            remove_orphan_builds(directory)
+            _compile(
+                compiler, flags, module_flags, source, names, shared, filename, directory, library, info_file
+            )
         info = _verified_entry(library, info_file, names)
         if info is None:
             raise DeviceError(f"the simulator's build cache {directory} does not keep what was written to it")
@@ -427,9 +466,14 @@ def remove_orphan_builds(directory: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def compiled_signatures(source: str, name_expressions: list[str]) -> dict[str, KernelSignature]:
-    """Every kernel of ``source``: each template with one type parameter as ``<float>`` and ``<double>``,
-    plus ``name_expressions``; the types as compiled (see :mod:`scratchnet._cuda.signature`)."""
+def parse_kernels(source: str, name_expressions: Sequence[str] = ()) -> dict[str, KernelSignature]:
+    """All kernels in ``source`` (plus ``name_expressions``), keyed by the name to look them up by.
+
+    A template kernel with one type parameter appears once per floating type: ``"name<float>"`` and
+    ``"name<double>"``; the types as compiled (see :mod:`scratchnet._cuda.signature`). Compiles ``source``
+    with the host C++ compiler (cached); a source that does not compile raises :class:`CompileError`, a
+    parameter that cannot be passed ``ValueError``.
+    """
     scanned = scan(source)
     instances = [name for k in scanned if k.template_params is not None for name in k.instances]
     with warnings.catch_warnings():  # host compiler warnings belong to sim's load_module, not to this pass
@@ -480,24 +524,22 @@ def _compile(
         # The #line directive makes the compiler's messages name the real file and line.
         (Path(tmp) / "kernel.cu").write_text(f'#line 1 "{shown_name}"\n{source}')
         (Path(tmp) / "module.cpp").write_text(generate_wrapper("kernel.cu", names, shared))
-        output = Path(tmp) / "module.so"
+        output, module_object = Path(tmp) / "module.so", Path(tmp) / "module.o"
         runtime = _runtime_object(compiler, flags, directory)
-        # The module's own flags come last: -O0 overrides -O2; the runtime object stays as it was built.
-        command = [
-            compiler,
-            *flags,
-            *module_flags,
-            "-o",
-            str(output),
-            str(Path(tmp) / "module.cpp"),
-            str(runtime),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise CompileError(
-                f"the host C++ compiler could not build {shown_name} for the CUDA simulator:\n"
-                f"$ {' '.join(command)}\n{result.stderr.strip()}"
-            )
+        # Compiled, then linked on its own: the module's flags (-O0 overrides -O2; -fsanitize=thread) reach
+        # only the kernel file, and the link pulls in no sanitizer library. The runtime object stays as built.
+        compile_command = [compiler, *[f for f in flags if f != "-shared"], *module_flags, "-c"]
+        compile_command += ["-o", str(module_object), str(Path(tmp) / "module.cpp")]
+        link_command = [compiler, *flags, "-o", str(output), str(module_object), str(runtime)]
+        messages = []
+        for command in (compile_command, link_command):
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise CompileError(
+                    f"the host C++ compiler could not build {shown_name} for the CUDA simulator:\n"
+                    f"$ {' '.join(command)}\n{result.stderr.strip()}"
+                )
+            messages.append(result.stderr.strip())
         if not output.is_file():
             raise CompileError(
                 f"the host C++ compiler {compiler} reported success but wrote no library for {shown_name}; "
@@ -515,7 +557,7 @@ def _compile(
             "library_bytes": output.stat().st_size,
             "library_sha256": _file_digest(output),
             "static_shared_bytes": static_shared_bytes(output, names, {name for _, name in shared}),
-            "compiler_warnings": result.stderr.strip(),
+            "compiler_warnings": "\n".join(m for m in messages if m),
             "signatures": dict(zip(names, descriptions, strict=True)),
         }
         tmp_info = Path(tmp) / "info.json"

@@ -12,6 +12,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>  // memcpy and memset, which device code may call without an #include
+#include <time.h>    // clock(), which device code may call without an #include
 
 #include <cmath>
 #include <string>
@@ -27,7 +29,7 @@
 
 // Code that synchronises by definition (atomics, shuffles, votes) stays out of a checked build's
 // instrumentation (runtime.cpp, "the checks"), so that it is never reported as a race.
-#define SIM_UNCHECKED __attribute__((no_sanitize_address))
+#define SIM_UNCHECKED __attribute__((no_sanitize_thread))
 
 // ---- qualifiers ------------------------------------------------------------------------------------------
 // Kernels and device functions are ordinary host functions. The signature scan (compiler.py) preprocesses
@@ -44,7 +46,10 @@
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-#define __constant__ static
+// Not `static`: g++ would treat a static variable the file never writes as a constant and fold its
+// reads, but `__constant__` memory is set from the host (SimModule.get_global). `used` keeps it, and keeps
+// g++ from that folding for one declared `static __constant__`.
+#define __constant__ __attribute__((used))
 #define __managed__
 // __shared__ memory is one copy per block, shared by the block's threads. Each OS thread of the pool runs
 // one block at a time, so a variable with one copy per OS thread is exactly that. `thread_local` also fits
@@ -170,7 +175,7 @@ unsigned int lane_id();                          // linear thread index % 32
 unsigned int warp_base();                        // linear index of lane 0 of this warp
 unsigned int thread_rank();                      // linear thread index in the block
 unsigned int warp_lanes();                       // the lanes of this warp that exist in the block
-unsigned int active_lanes();                     // ... and have not returned
+unsigned int converged_lanes(const char* file, int line);  // the lanes reaching this call site together
 [[noreturn]] void trap(const char* what, const char* file, int line);  // ends the launch with an error
 }  // namespace sim_rt
 
@@ -211,6 +216,13 @@ inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() {}
 inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __nanosleep(unsigned int) {}
+// The GPU's cycle counters; here nanoseconds of a monotonic clock (clock() is the C library's, in
+// microseconds of processor time). Differences measure time, though not the GPU's.
+inline long long clock64() {
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
 
 // ---- cache-hinted loads and stores: plain accesses here ----------------------------------------------------
 #define SIM_LOAD(name) \
@@ -311,40 +323,96 @@ SIM_ATOMIC_SCOPES(atomicAnd)
 SIM_ATOMIC_SCOPES(atomicOr)
 SIM_ATOMIC_SCOPES(atomicXor)
 #undef SIM_ATOMIC_SCOPES
+#ifdef SIM_CHECKED
+// A checked build reports each atomic to the runtime (memcheck, initcheck, and racecheck: an atomic and a
+// plain access of two threads race, two atomics do not), from the kernel's own code so that the report
+// names the kernel's line.
+namespace sim_rt {
+void atomic_access(void* address, size_t size);
+template <class T>
+__attribute__((always_inline)) inline T* atomic_checked(T* address) {
+    atomic_access((void*)address, sizeof(T));
+    return address;
+}
+}  // namespace sim_rt
+#define atomicAdd(address, ...) atomicAdd(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicSub(address, ...) atomicSub(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicExch(address, ...) atomicExch(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicMin(address, ...) atomicMin(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicMax(address, ...) atomicMax(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicInc(address, ...) atomicInc(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicDec(address, ...) atomicDec(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicCAS(address, ...) atomicCAS(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicAnd(address, ...) atomicAnd(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicOr(address, ...) atomicOr(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#define atomicXor(address, ...) atomicXor(::sim_rt::atomic_checked(address), __VA_ARGS__)
+#endif
 
-// ---- warp shuffles and votes -----------------------------------------------------------------------------
-// Each lane named in `mask` publishes its value in its slot, those lanes meet at a warp barrier, each reads
-// its partner's slot, and they meet again so that no slot is overwritten before everybody has read it.
+// ---- warp shuffles, votes, reductions and matches -------------------------------------------------------
+// Each lane named in `mask` publishes 8 bytes in its slot, those lanes meet at a warp barrier, each reads
+// the slots it needs, and they meet again so that no slot is overwritten before everybody has read it.
 // Lanes outside `mask` may be anywhere (a shuffle inside `if (lane < 16)` with mask 0xffff is correct CUDA).
 namespace sim_rt {
 template <class T>
-SIM_UNCHECKED inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int width) {
-    static_assert(sizeof(T) <= 8, "warp shuffles move at most 8 bytes");
-    unsigned long long* slots = warp_slots();
-    unsigned int lane = lane_id();
-    unsigned int segment_start = lane - lane % (unsigned int)width;
+SIM_UNCHECKED inline unsigned long long to_slot(T value) {
+    static_assert(sizeof(T) <= 8, "warp functions move at most 8 bytes");
     unsigned long long bits = 0;
     __builtin_memcpy(&bits, &value, sizeof(T));
-    slots[warp_base() + lane] = bits;
+    return bits;
+}
+template <class T>
+SIM_UNCHECKED inline T from_slot(unsigned long long bits) {
+    T value;
+    __builtin_memcpy(&value, &bits, sizeof(T));
+    return value;
+}
+// `read(slots, lanes)` sees this warp's 32 slots and the lanes of `mask` that exist in the block (each
+// `read` is SIM_UNCHECKED too: the slots are the scheduler's, not the kernel's memory).
+template <class Read>
+SIM_UNCHECKED inline auto warp_exchange(unsigned int mask, unsigned long long bits, Read read) {
+    unsigned long long* slots = warp_slots() + warp_base();
+    slots[lane_id()] = bits;
     syncwarp(mask);
-    T result = value;
-    if (source_lane_in_segment >= 0 && source_lane_in_segment < width) {
-        bits = slots[warp_base() + segment_start + (unsigned int)source_lane_in_segment];
-        __builtin_memcpy(&result, &bits, sizeof(T));
-    }
+    auto result = read(static_cast<const unsigned long long*>(slots), mask & warp_lanes());
     syncwarp(mask);
     return result;
 }
+template <class T>
+SIM_UNCHECKED inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int width) {
+    unsigned int segment_start = lane_id() - lane_id() % (unsigned int)width;
+    return warp_exchange(mask, to_slot(value), [&](const unsigned long long* slots, unsigned int) SIM_UNCHECKED {
+        bool inside = source_lane_in_segment >= 0 && source_lane_in_segment < width;
+        return inside ? from_slot<T>(slots[segment_start + (unsigned int)source_lane_in_segment]) : value;
+    });
+}
 // The bit of each lane of `mask` whose predicate is non-zero.
 SIM_UNCHECKED inline unsigned int ballot(unsigned int mask, int predicate) {
-    unsigned long long* slots = warp_slots();
-    slots[warp_base() + lane_id()] = predicate != 0;
-    syncwarp(mask);
-    unsigned int bits = 0, lanes = mask & warp_lanes();
-    for (unsigned int lane = 0; lane < 32; ++lane)
-        if ((lanes >> lane & 1u) && slots[warp_base() + lane]) bits |= 1u << lane;
-    syncwarp(mask);
-    return bits;
+    return warp_exchange(mask, predicate != 0, [](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
+        unsigned int bits = 0;
+        for (unsigned int lane = 0; lane < 32; ++lane)
+            if ((lanes >> lane & 1u) && slots[lane]) bits |= 1u << lane;
+        return bits;
+    });
+}
+// `op` over the values of the lanes of `mask` (__reduce_*_sync).
+template <class T, class Op>
+SIM_UNCHECKED inline T warp_reduce(unsigned int mask, T value, Op op) {
+    return warp_exchange(mask, to_slot(value), [&](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
+        T total = value;
+        for (unsigned int lane = 0; lane < 32; ++lane)
+            if ((lanes >> lane & 1u) && lane != lane_id()) total = op(total, from_slot<T>(slots[lane]));
+        return total;
+    });
+}
+// The lanes of `mask` whose value has the same bits as this lane's (__match_*_sync).
+template <class T>
+SIM_UNCHECKED inline unsigned int lanes_matching(unsigned int mask, T value) {
+    return warp_exchange(mask, to_slot(value), [](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
+        unsigned int same = 0;
+        for (unsigned int lane = 0; lane < 32; ++lane)
+            if ((lanes >> lane & 1u) && slots[lane] == slots[lane_id()]) same |= 1u << lane;
+        return same;
+    });
 }
 }  // namespace sim_rt
 
@@ -372,7 +440,45 @@ inline int __any_sync(unsigned int mask, int predicate) { return ::sim_rt::ballo
 inline int __all_sync(unsigned int mask, int predicate) {
     return ::sim_rt::ballot(mask, predicate) == (mask & ::sim_rt::warp_lanes());
 }
-inline unsigned int __activemask() { return ::sim_rt::active_lanes(); }
+// The sm_80 warp reductions; the sum wraps around as unsigned arithmetic does.
+inline unsigned int __reduce_add_sync(unsigned int mask, unsigned int value) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a + b; });
+}
+inline int __reduce_add_sync(unsigned int mask, int value) { return (int)__reduce_add_sync(mask, (unsigned int)value); }
+template <class T>
+inline T __reduce_min_sync(unsigned int mask, T value) {
+    static_assert(std::is_same_v<T, int> || std::is_same_v<T, unsigned int>, "__reduce_min_sync takes int or unsigned");
+    return ::sim_rt::warp_reduce(mask, value, [](T a, T b) { return b < a ? b : a; });
+}
+template <class T>
+inline T __reduce_max_sync(unsigned int mask, T value) {
+    static_assert(std::is_same_v<T, int> || std::is_same_v<T, unsigned int>, "__reduce_max_sync takes int or unsigned");
+    return ::sim_rt::warp_reduce(mask, value, [](T a, T b) { return a < b ? b : a; });
+}
+inline unsigned int __reduce_and_sync(unsigned int mask, unsigned int value) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a & b; });
+}
+inline unsigned int __reduce_or_sync(unsigned int mask, unsigned int value) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a | b; });
+}
+inline unsigned int __reduce_xor_sync(unsigned int mask, unsigned int value) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a ^ b; });
+}
+template <class T>
+inline unsigned int __match_any_sync(unsigned int mask, T value) {
+    return ::sim_rt::lanes_matching(mask, value);
+}
+template <class T>
+inline unsigned int __match_all_sync(unsigned int mask, T value, int* predicate) {
+    unsigned int lanes = mask & ::sim_rt::warp_lanes();
+    *predicate = ::sim_rt::lanes_matching(mask, value) == lanes;
+    return *predicate ? lanes : 0u;
+}
+// The lanes of this warp that reach this call site together: each waits here until every lane of its warp
+// has either arrived or stopped elsewhere (at a barrier, or returned), as lanes that diverged would on a GPU.
+inline unsigned int __activemask(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return ::sim_rt::converged_lanes(file, line);
+}
 inline unsigned int __lanemask_lt() { return (1u << ::sim_rt::lane_id()) - 1u; }
 
 // ---- bit and conversion intrinsics -----------------------------------------------------------------------
@@ -477,6 +583,90 @@ inline float __uint_as_float(unsigned int i) { return ::sim_rt::bit_cast<float>(
 inline long long __double_as_longlong(double x) { return ::sim_rt::bit_cast<long long>(x); }
 inline double __longlong_as_double(long long i) { return ::sim_rt::bit_cast<double>(i); }
 
+// ---- 16-bit floating point: what cuda_fp16.h's __half and cuda_bf16.h's __nv_bfloat16 build on -------------
+// Storage types (2 bytes, the bits in __x) that convert to and from float, rounding to nearest even as
+// __float2half and __float2bfloat16 do. Arithmetic converts to float: `a * b` is a float, rounded when it is
+// stored back into a half (a GPU rounds each half operation: the results may differ in the last bit).
+namespace sim_rt {
+struct ieee_half_format {
+    static unsigned short from_float(float x) { return bit_cast<unsigned short>(static_cast<_Float16>(x)); }
+    static float to_float(unsigned short bits) { return static_cast<float>(bit_cast<_Float16>(bits)); }
+};
+struct bfloat16_format {  // the high half of a float's bits
+    static unsigned short from_float(float x) {
+        unsigned int bits = bit_cast<unsigned int>(x);
+        if ((bits & 0x7fffffffu) > 0x7f800000u) return (unsigned short)(bits >> 16 | 0x40u);  // a quiet NaN
+        return (unsigned short)((bits + 0x7fffu + (bits >> 16 & 1u)) >> 16);
+    }
+    static float to_float(unsigned short bits) { return bit_cast<float>((unsigned int)bits << 16); }
+};
+template <class Format>
+struct float16 {
+    unsigned short __x;
+    float16() = default;
+    template <class T, std::enable_if_t<std::is_arithmetic_v<T>, int> = 0>
+    float16(T value) : __x(Format::from_float(static_cast<float>(value))) {}
+    operator float() const { return Format::to_float(__x); }
+    float16& operator+=(float x) { return *this = float(*this) + x; }
+    float16& operator-=(float x) { return *this = float(*this) - x; }
+    float16& operator*=(float x) { return *this = float(*this) * x; }
+    float16& operator/=(float x) { return *this = float(*this) / x; }
+};
+template <class T>
+constexpr bool is_float16_v = std::is_base_of_v<float16<ieee_half_format>, T> || std::is_base_of_v<float16<bfloat16_format>, T>;
+template <class T>
+using if_float16 = std::enable_if_t<is_float16_v<T>, T>;
+}  // namespace sim_rt
+// The scalar type `name` in `format`, its pair type (x, y) and CUDA's conversions, spelled with `suffix`
+// as cuda_fp16.h (half) and cuda_bf16.h (bfloat16) spell them: __float2half, __half2float, ...
+#define SIM_FLOAT16_TYPES(name, pair, format, suffix)                                                        \
+    struct name : ::sim_rt::float16<::sim_rt::format> {                                                      \
+        using float16::float16;                                                                              \
+    };                                                                                                       \
+    struct __align__(4) pair {                                                                               \
+        name x, y;                                                                                           \
+    };                                                                                                       \
+    template <>                                                                                              \
+    struct sim_rt::vector_traits<pair> {                                                                     \
+        using element = name;                                                                                \
+        static constexpr int lanes = 2;                                                                      \
+    };                                                                                                       \
+    inline name __float2##suffix(float x) { return name(x); }                                                \
+    inline name __float2##suffix##_rn(float x) { return name(x); }                                           \
+    inline name __double2##suffix(double x) { return name(x); }                                              \
+    inline float __##suffix##2float(name h) { return float(h); }                                             \
+    inline unsigned short __##suffix##_as_ushort(name h) { return h.__x; }                                   \
+    inline name __ushort_as_##suffix(unsigned short bits) {                                                  \
+        name h;                                                                                              \
+        h.__x = bits;                                                                                        \
+        return h;                                                                                            \
+    }                                                                                                        \
+    inline pair __floats2##suffix##2_rn(float low, float high) { return {name(low), name(high)}; }           \
+    inline pair __float2##suffix##2_rn(float x) { return {name(x), name(x)}; }                               \
+    inline float2 __##suffix##22float2(pair h) { return make_float2(float(h.x), float(h.y)); }               \
+    inline float __low2float(pair h) { return float(h.x); }                                                  \
+    inline float __high2float(pair h) { return float(h.y); }
+// The arithmetic and comparison intrinsics of both types (the cuda_fp16.h and cuda_bf16.h headers name the
+// types, the pairs and the conversions).
+template <class H> inline ::sim_rt::if_float16<H> __hadd(H a, H b) { return H(float(a) + float(b)); }
+template <class H> inline ::sim_rt::if_float16<H> __hsub(H a, H b) { return H(float(a) - float(b)); }
+template <class H> inline ::sim_rt::if_float16<H> __hmul(H a, H b) { return H(float(a) * float(b)); }
+template <class H> inline ::sim_rt::if_float16<H> __hdiv(H a, H b) { return H(float(a) / float(b)); }
+template <class H> inline ::sim_rt::if_float16<H> __hfma(H a, H b, H c) { return H(fmaf(float(a), float(b), float(c))); }
+template <class H> inline ::sim_rt::if_float16<H> __hneg(H a) { return H(-float(a)); }
+template <class H> inline ::sim_rt::if_float16<H> __habs(H a) { return H(fabsf(float(a))); }
+template <class H> inline ::sim_rt::if_float16<H> __hmax(H a, H b) { return H(fmaxf(float(a), float(b))); }
+template <class H> inline ::sim_rt::if_float16<H> __hmin(H a, H b) { return H(fminf(float(a), float(b))); }
+template <class H> inline ::sim_rt::if_float16<H> hsqrt(H a) { return H(sqrtf(float(a))); }
+template <class H> inline ::sim_rt::if_float16<H> hexp(H a) { return H(expf(float(a))); }
+template <class H> inline ::sim_rt::if_float16<H> hlog(H a) { return H(logf(float(a))); }
+template <class H, class = ::sim_rt::if_float16<H>> inline bool __heq(H a, H b) { return float(a) == float(b); }
+template <class H, class = ::sim_rt::if_float16<H>> inline bool __hne(H a, H b) { return float(a) != float(b); }
+template <class H, class = ::sim_rt::if_float16<H>> inline bool __hlt(H a, H b) { return float(a) < float(b); }
+template <class H, class = ::sim_rt::if_float16<H>> inline bool __hle(H a, H b) { return float(a) <= float(b); }
+template <class H, class = ::sim_rt::if_float16<H>> inline bool __hgt(H a, H b) { return float(a) > float(b); }
+template <class H, class = ::sim_rt::if_float16<H>> inline bool __hge(H a, H b) { return float(a) >= float(b); }
+
 // CUDA's max/min: overloaded for every arithmetic pair, computing in the common type (fmax/fmin semantics
 // for floating point, so a NaN operand loses as it does on the GPU).
 template <class A, class B, std::enable_if_t<std::is_arithmetic_v<A> && std::is_arithmetic_v<B>, int> = 0>
@@ -544,7 +734,9 @@ void describe_type(std::string& out) {
     out += std::to_string(pointer) + "|" + (std::is_pointer_v<T> && std::is_const_v<Pointee> ? "1" : "0") + "|";
     if constexpr (std::is_same_v<Element, bool>) {
         out += "b";
-    } else if constexpr (std::is_floating_point_v<Element>) {
+    } else if constexpr (std::is_base_of_v<float16<bfloat16_format>, Element>) {
+        out += "u";  // NumPy has no bfloat16: its arrays are passed as uint16 bits
+    } else if constexpr (std::is_floating_point_v<Element> || is_float16_v<Element>) {
         out += "f";
     } else if constexpr (std::is_integral_v<Element>) {
         out += std::is_signed_v<Element> ? "i" : "u";

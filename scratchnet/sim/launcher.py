@@ -32,6 +32,7 @@ from scratchnet.errors import KernelLaunchError
 from scratchnet.sim import memory
 from scratchnet.sim.checks import INSTRUMENTED, Report, check_bits, launch_error
 from scratchnet.sim.compiler import Build
+from scratchnet.sim.record import EVENT, AccessRecord
 
 MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
 
@@ -207,7 +208,48 @@ class SimModule:
             ctypes.c_char_p,  # error
             ctypes.c_int,  # error_size
         ]
+        self.library.sim_global_variable.restype = ctypes.c_void_p
+        self.library.sim_global_variable.argtypes = [
+            ctypes.c_char_p,  # path
+            ctypes.c_char_p,  # name
+            ctypes.POINTER(ctypes.c_ulonglong),  # size
+            ctypes.POINTER(ctypes.c_int),  # writable
+        ]
         self._kernels: dict[str, SimKernel] = {}
+        self.last_record: AccessRecord | None = None  # checks="record": the last launch's (record.py)
+
+    def read_record(self, buffer_names: list[str]) -> AccessRecord:
+        """The access record of the launch that just ran (a module loaded with ``checks="record"``)."""
+        self.library.sim_record_size.restype = ctypes.c_ulonglong
+        self.library.sim_record_barriers.restype = ctypes.c_ulonglong
+        events = np.zeros(self.library.sim_record_size(), EVENT)
+        self.library.sim_record_copy(ctypes.c_void_p(events.ctypes.data))
+        return AccessRecord(events, int(self.library.sim_record_barriers()), buffer_names)
+
+    def get_global(self, name: str) -> np.ndarray:
+        """The bytes of the module's ``__constant__`` or ``__device__`` variable ``name``, as a ``uint8``
+        array that reads and writes the variable itself: the simulator's version of CuPy's
+        ``RawModule.get_global``. As with CuPy (``cupy.ndarray(shape, dtype, module.get_global(name))``),
+        view it with a shape and type::
+
+            coef = np.ndarray((4,), np.float32, module.get_global("coef"))
+            coef[:] = [1, 2, 3, 4]          # the kernels of this module now read these
+
+        ``name`` is spelled as in C++ (``"ns::coef"`` inside a namespace).
+        """
+        size, writable = ctypes.c_ulonglong(), ctypes.c_int()
+        path = str(self.build.library).encode()
+        address = self.library.sim_global_variable(
+            path, name.encode(), ctypes.byref(size), ctypes.byref(writable)
+        )
+        if not address:
+            raise KernelLaunchError(
+                f"no __constant__ or __device__ variable {name!r} in this module (a variable that no kernel "
+                "uses may have been left out by the compiler)"
+            )
+        variable = np.frombuffer((ctypes.c_ubyte * size.value).from_address(address), np.uint8)
+        variable.flags.writeable = bool(writable)  # a `const` variable lies in read-only memory
+        return variable
 
     def get_function(self, name: str) -> SimKernel:
         if name not in self.build.kernel_names:
@@ -291,9 +333,11 @@ class SimKernel:
             for _, param, array in arrays:
                 if not param.const:
                     memory.mark_written(array)
+        names = [buffer.names.decode() for buffer in buffers]
+        if "record" in self.module.checks:
+            self.module.last_record = self.module.read_record(names)
         if status != 0:
             message = error.value.decode(errors="replace")
-            names = [buffer.names.decode() for buffer in buffers]
             raise launch_error(self.name, message, report, self.module.build.library, names)
 
     def _where(self, param: _Param) -> str:

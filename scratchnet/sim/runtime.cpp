@@ -106,7 +106,8 @@ const char* dynamic_shared_name(int index);
 // at a time with its own Scheduler (fibers, stacks, error, and the ThreadState that threadIdx reads).
 
 // What went wrong, field by field, for launcher.py to turn into one exception class per kind (checks.py).
-enum ReportKind { kOther = 0, kMemcheck = 1, kRacecheck = 2, kInitcheck = 3, kSynccheck = 4, kTrap = 5, kCrash = 6 };
+enum ReportKind { kOther = 0, kMemcheck = 1, kRacecheck = 2, kInitcheck = 3, kSynccheck = 4, kTrap = 5, kCrash = 6,
+                  kInterrupted = 7 };
 struct Report {
     int kind;
     unsigned int block[3];
@@ -129,6 +130,8 @@ struct Fiber {
     int state = kNew;
     int stack = -1;  // index into Scheduler::stacks while the thread is alive
     unsigned int warp_mask = 0;  // the lanes named by the __syncwarp() or shuffle it waits in
+    const char* converge_file = nullptr;  // the __activemask() call site it waits at; nullptr: none
+    int converge_line = 0;
     int barrier_line = 0;        // the source line of the __syncthreads() it waits at
 };
 
@@ -163,6 +166,7 @@ struct Scheduler {
     Report report;
     int checks = 0;                         // kCheck* bits of this launch (the checked build only)
     unsigned long long epoch = 0;           // +1 at every block start and __syncthreads() release
+    unsigned long long barriers = 0;        // __syncthreads() releases in this launch (the access record)
     std::vector<unsigned long long> warp_epoch = std::vector<unsigned long long>(kMaxThreads / 32);
     sigjmp_buf crash_jump;
 };
@@ -353,11 +357,15 @@ std::string hex(unsigned int mask) {
 // Releases the warp barriers (__syncwarp(mask) and the shuffles and votes built on it) that can complete:
 // every lane named in a waiting thread's mask waits too, with the same mask. A named lane that returned or
 // waits at __syncthreads(), or a different mask, can never complete: CUDA leaves that undefined (a hang or
-// garbage), the simulator reports it.
+// garbage), the simulator reports it. A named lane waiting at an __activemask() may still come: then the
+// lanes of a warp where nothing else moved that wait at one __activemask() call site are released together,
+// each learning that group as its active mask.
 bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
+    auto converging = [](const Fiber& f) { return f.state == kAtWarpBarrier && f.converge_file != nullptr; };
+    unsigned int moved_warps = 0;  // bit w: a barrier of warp w was released in this pass (kMaxThreads / 32 warps)
     for (int t = 0; t < n; ++t) {
         Fiber& f = S->fibers[t];
-        if (f.state != kAtWarpBarrier) continue;
+        if (f.state != kAtWarpBarrier || converging(f)) continue;
         int base = t - t % 32;
         unsigned int lane = (unsigned int)(t % 32), mask = f.warp_mask;
         if (!(mask >> lane & 1u)) {
@@ -368,10 +376,14 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
                  t);
             return false;
         }
-        for (unsigned int other = 0; other < 32; ++other) {
+        bool complete = true;
+        for (unsigned int other = 0; other < 32 && complete; ++other) {
             if (!(mask >> other & 1u) || base + (int)other >= n) continue;
             const Fiber& g = S->fibers[base + other];
-            if (g.state == kAtWarpBarrier && g.warp_mask == mask) continue;
+            if (g.state == kAtWarpBarrier && g.warp_mask == mask && !converging(g)) continue;
+            complete = false;
+            // Released in this pass, or waiting for its __activemask() to be answered: it may still come.
+            if (g.state == kReady || converging(g)) continue;
             std::string where = g.state == kDone            ? "has returned"
                                 : g.state == kAtBarrier     ? "waits at __syncthreads()"
                                                             : "waits with mask " + hex(g.warp_mask);
@@ -383,11 +395,30 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
                  t, base + (int)other);
             return false;
         }
+        if (!complete) continue;
         ++S->warp_epoch[t / 32];
+        moved_warps |= 1u << (t / 32);
         for (unsigned int other = 0; other < 32; ++other) {
             if (!(mask >> other & 1u) || base + (int)other >= n) continue;
             S->fibers[base + other].state = kReady;
             runnable.push_back(base + (int)other);
+        }
+    }
+    for (int t = 0; t < n; ++t) {
+        const Fiber& f = S->fibers[t];
+        if (!converging(f) || (moved_warps >> (t / 32) & 1u)) continue;
+        int base = t - t % 32;
+        unsigned int group = 0;
+        for (int other = base; other < base + 32 && other < n; ++other) {
+            const Fiber& g = S->fibers[other];
+            if (converging(g) && g.converge_line == f.converge_line && strcmp(g.converge_file, f.converge_file) == 0)
+                group |= 1u << (other - base);
+        }
+        for (int other = base; other < base + 32; ++other) {
+            if (!(group >> (other - base) & 1u)) continue;
+            Fiber& g = S->fibers[other];
+            g.warp_mask = group, g.converge_file = nullptr, g.state = kReady;
+            runnable.push_back(other);
         }
     }
     return true;
@@ -406,7 +437,7 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     }
     if (done_count == n) return true;
     if (same_barrier == n) {
-        ++S->epoch;
+        ++S->epoch, ++S->barriers;
         for (int t = 0; t < n; ++t) {
             S->fibers[t].state = kReady;
             runnable.push_back(t);
@@ -451,7 +482,7 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
         S->report.line = line, S->report.other_line = S->fibers[elsewhere[0]].barrier_line;
         return false;
     }
-    ++S->epoch;
+    ++S->epoch, ++S->barriers;
     for (int t : at_barrier) {
         S->fibers[t].state = kReady;
         runnable.push_back(t);
@@ -516,12 +547,13 @@ unsigned int lane_id() { return (unsigned int)fiber_scheduler()->running % 32u; 
 unsigned int warp_base() { return (unsigned int)fiber_scheduler()->running - lane_id(); }
 unsigned int thread_rank() { return (unsigned int)fiber_scheduler()->running; }
 
-unsigned int active_lanes() {
+unsigned int converged_lanes(const char* file, int line) {
     Scheduler* const S = fiber_scheduler();
-    unsigned int lanes = 0, base = warp_base();
-    for (unsigned int lane = 0; lane < 32 && base + lane < S->fibers.size(); ++lane)
-        if (S->fibers[base + lane].state != kDone) lanes |= 1u << lane;
-    return lanes;
+    Fiber& me = S->fibers[S->running];
+    me.state = kAtWarpBarrier;
+    me.converge_file = file, me.converge_line = line;
+    yield_to_next(S, &me.sp);
+    return me.warp_mask;
 }
 
 // __trap() and a failed assert(): the launch ends with an error naming the thread and the source line.
@@ -660,6 +692,24 @@ void record_failure(unsigned long long position) {
 
 void on_crash(int signal_number) { siglongjmp(S->crash_jump, signal_number); }
 
+// Ctrl-C during a launch. A kernel that loops forever never returns to Python, which only looks at its
+// signals between bytecodes: so the handler ends the share of the thread it lands on (as a crash does), and
+// passes SIGINT on to every other thread running blocks. Python is told afterwards (run_blocks).
+const int kMaxShareThreads = 1024;
+pthread_t share_threads[kMaxShareThreads];  // the threads running a share of this launch ...
+std::atomic<int> share_count{0};            // ... their number
+std::atomic<bool> interrupted{false};
+thread_local volatile sig_atomic_t in_share = 0;  // this thread runs blocks: its crash_jump is valid
+
+void on_interrupt(int signal_number) {
+    if (!interrupted.exchange(true)) {
+        int n = std::min(share_count.load(), kMaxShareThreads);
+        for (int i = 0; i < n; ++i)
+            if (!pthread_equal(share_threads[i], pthread_self())) pthread_kill(share_threads[i], signal_number);
+    }
+    if (in_share) siglongjmp(S->crash_jump, signal_number);
+}
+
 uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
     const dim3& g = L.grid_dim;
     return uint3{(unsigned)(b % g.x), (unsigned)(b / g.x % g.y), (unsigned)(b / ((unsigned long long)g.x * g.y))};
@@ -692,6 +742,10 @@ void run_share() {
     volatile unsigned long long position = blocks;  // read after a siglongjmp, so kept in memory
     int crash = sigsetjmp(S->crash_jump, 1);
     if (crash == 0) {
+        int slot = share_count.fetch_add(1);
+        if (slot < kMaxShareThreads) share_threads[slot] = pthread_self();
+        in_share = 1;
+        if (interrupted.load()) siglongjmp(S->crash_jump, SIGINT);  // Ctrl-C came before this thread joined
         for (;;) {
             position = L.next_position.fetch_add(1);
             if (position >= blocks || position > L.failed_position.load()) break;
@@ -705,6 +759,9 @@ void run_share() {
         }
         // A write past the dynamic shared memory, found after the blocks: after every block in the order.
         if (!check_dynamic_shared(L.dynamic_shared_bytes)) record_failure(blocks);
+    } else if (crash == SIGINT) {
+        fail(kInterrupted, "was interrupted (Ctrl-C) in " + describe_block(), S->running);
+        record_failure(position);
     } else {
         if (crash != kTrapped) {  // else S->error says what
             const uint3& t = S->current.thread_idx;
@@ -717,6 +774,7 @@ void run_share() {
         }
         record_failure(position);
     }
+    in_share = 0;
     sigaltstack(&old_alt, nullptr);
     S->checks = 0, S->running = -1;
 }
@@ -771,13 +829,18 @@ bool run_blocks(int threads) {
     L.failed_position.store(~0ull);
     if ((unsigned long long)threads > blocks) threads = (int)blocks;
 
-    struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{};
+    struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{}, interrupt{}, old_int{};
     action.sa_handler = on_crash;
     action.sa_flags = SA_ONSTACK | SA_NODEFER;
     sigemptyset(&action.sa_mask);
     sigaction(SIGSEGV, &action, &old_segv);
     sigaction(SIGBUS, &action, &old_bus);
     sigaction(SIGFPE, &action, &old_fpe);
+    share_count.store(0);
+    interrupted.store(false);
+    interrupt = action;
+    interrupt.sa_handler = on_interrupt;
+    sigaction(SIGINT, &interrupt, &old_int);
     Pool& p = pool();
     if (threads > 1) {
         std::lock_guard<std::mutex> hold(p.lock);
@@ -796,7 +859,12 @@ bool run_blocks(int threads) {
     sigaction(SIGSEGV, &old_segv, nullptr);
     sigaction(SIGBUS, &old_bus, nullptr);
     sigaction(SIGFPE, &old_fpe, nullptr);
-    if (L.failed_position.load() == ~0ull) return true;
+    sigaction(SIGINT, &old_int, nullptr);
+    if (L.failed_position.load() == ~0ull) {
+        // Ctrl-C after every block had run: Python's own handler is told, as if it had come a moment later.
+        if (interrupted.load()) pthread_kill(pthread_self(), SIGINT);
+        return true;
+    }
     S->error = L.error, S->report = L.report;
     return false;
 }
@@ -805,26 +873,38 @@ bool run_blocks(int threads) {
 }  // namespace sim_rt
 
 // ---- the checks (the checked build) -----------------------------------------------------------------------
-// A checked build compiles the kernel file with -fsanitize=kernel-address and
-// --param asan-instrumentation-with-call-threshold=0: g++ then calls __asan_load<N>_noabort(address) before
-// every load of N bytes and __asan_store<N>_noabort(address) before every store, and this runtime answers:
+// A checked build compiles the kernel file with -fsanitize=thread: g++ then calls __tsan_read<N>(address)
+// before every load of N bytes and __tsan_write<N>(address) before every store (the _unaligned_ forms where
+// the type's alignment is less than N), and the atomics of cuda_sim.h call atomic_access; this runtime
+// answers:
 //   memcheck   the address must lie inside an array argument, the shared memory the launch has (static, or
-//              dynamic up to shared_mem bytes), the running thread's stack or the module's own globals;
+//              dynamic up to shared_mem bytes), the running thread's stack or the module's own globals; an
+//              access to an array argument or shared memory must be aligned to its size, as on a GPU;
 //   racecheck  two threads of a block touching the same byte of shared memory or of an array, at least one
-//              writing, with no __syncthreads() between them (nor a __syncwarp() for lanes of one warp);
+//              writing (an atomic counts as a write, but two atomics never race), with no __syncthreads()
+//              between them (nor a __syncwarp() for lanes of one warp);
 //   initcheck  a read of shared memory that no thread of the block has written, and a read of an array
 //              argument from sim.empty (a tracked allocation, launcher.py) of a byte that no kernel has
 //              written: such a buffer's flags are copied in at the start of the launch, set by every store
 //              and copied back with the results, so a failed launch leaves them as they were.
-// The atomics, shuffles and votes of cuda_sim.h are not instrumented (no_sanitize_address): they are
-// synchronised by definition.
+// The shuffles and votes of cuda_sim.h are not instrumented (SIM_UNCHECKED): they are synchronised by
+// definition, and their slots are the scheduler's memory.
 namespace sim_rt {
 namespace {
 
-enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4 };
+enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4, kCheckRecord = 8 };
 
 struct Range {
     uintptr_t start, end;
+};
+struct AccessEvent {  // one load, store or atomic (record.py reads these fields)
+    unsigned long long block;  // linear block index (x + y * gridDim.x + ...)
+    unsigned long long pc;     // code address (offset in the library)
+    long long offset;          // byte offset in the array argument, or in the block's shared memory
+    int thread;                // linear thread index in the block
+    int buffer;                // index of the host buffer, or -3: shared memory
+    int size;                  // bytes
+    int kind;                  // 0 load, 1 store, 2 atomic
 };
 struct CheckedBuffer {
     uintptr_t data, end;                // the array(s) the kernel may touch
@@ -842,11 +922,13 @@ struct Checks {
         unsigned long long epoch = 0, warp_epoch = 0;
         int thread = -1;
         uintptr_t pc = 0;
+        bool atomic = false;
     };
     struct Cell {  // racecheck: the last write and up to two reads of one byte in this barrier interval
         Access write, reads[2];
     };
     std::unordered_map<uintptr_t, Cell> cells;
+    std::vector<AccessEvent> record;  // the access record: every access to an array argument or shared memory
     uintptr_t library_base = 0;
 };
 Checks C;
@@ -879,9 +961,12 @@ std::string shared_array_name(const char* symbol) {
     return "'" + name.substr(scope + 2) + "' in " + function;
 }
 
-void read_shared_arrays(const char* library) {
-    shared_arrays.clear(), tls_anchor_offset = -1;
-    int fd = open(library, O_RDONLY);
+// Calls visit(symbol, raw name, whether its section is writable) for each defined symbol in the symbol table
+// of the library file at `path` (the name the library was loaded under may be gone: it is built under a
+// temporary name, then renamed).
+template <class Visit>
+void for_each_symbol(const char* path, Visit visit) {
+    int fd = open(path, O_RDONLY);
     if (fd < 0) return;
     struct stat info {};
     void* mapped = fstat(fd, &info) == 0 ? mmap(nullptr, info.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
@@ -896,17 +981,43 @@ void read_shared_arrays(const char* library) {
         const char* names = reinterpret_cast<const char*>(file + sections[sections[i].sh_link].sh_offset);
         for (size_t k = 0; k < sections[i].sh_size / sizeof(ElfW(Sym)); ++k) {
             const ElfW(Sym)& symbol = symbols[k];
-            if (ELF64_ST_TYPE(symbol.st_info) != STT_TLS || symbol.st_size == 0 || symbol.st_shndx == SHN_UNDEF) continue;
-            const char* raw = names + symbol.st_name;
-            if (strstr(raw, "tls_anchor")) tls_anchor_offset = (long long)symbol.st_value;
-            bool redzone = strstr(raw, "sim_shared_redzone_") != nullptr, runtime = strstr(raw, "sim_rt") != nullptr;
-            shared_arrays.push_back({symbol.st_value, symbol.st_value + symbol.st_size, shared_array_name(raw),
-                                     redzone, !redzone && !runtime});
+            if (symbol.st_size == 0 || symbol.st_shndx == SHN_UNDEF || symbol.st_shndx >= header->e_shnum) continue;
+            visit(symbol, names + symbol.st_name, (sections[symbol.st_shndx].sh_flags & SHF_WRITE) != 0);
         }
     }
     munmap(mapped, info.st_size);
+}
+
+void read_shared_arrays(const char* library) {
+    shared_arrays.clear(), tls_anchor_offset = -1;
+    for_each_symbol(library, [](const ElfW(Sym)& symbol, const char* raw, bool) {
+        if (ELF64_ST_TYPE(symbol.st_info) != STT_TLS) return;
+        if (strstr(raw, "tls_anchor")) tls_anchor_offset = (long long)symbol.st_value;
+        bool redzone = strstr(raw, "sim_shared_redzone_") != nullptr, runtime = strstr(raw, "sim_rt") != nullptr;
+        shared_arrays.push_back({symbol.st_value, symbol.st_value + symbol.st_size, shared_array_name(raw),
+                                 redzone, !redzone && !runtime});
+    });
     std::sort(shared_arrays.begin(), shared_arrays.end(),
               [](const SharedArray& x, const SharedArray& y) { return x.start < y.start; });
+}
+
+// The address of the global variable `name` (as C++ spells it: "coef", "params::scale") of the library at
+// `path`, its size and whether it may be written; nullptr when the library has none of that name.
+void* global_variable(const char* path, const char* name, unsigned long long* size, int* writable) {
+    Dl_info info{};
+    dladdr(reinterpret_cast<void*>(&read_shared_arrays), &info);
+    void* found = nullptr;
+    for_each_symbol(path, [&](const ElfW(Sym)& symbol, const char* raw, bool in_writable_section) {
+        if (ELF64_ST_TYPE(symbol.st_info) != STT_OBJECT || found) return;
+        int status = 0;
+        char* demangled = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
+        bool same = strcmp(status == 0 && demangled ? demangled : raw, name) == 0;
+        free(demangled);
+        if (!same) return;
+        found = static_cast<char*>(info.dli_fbase) + symbol.st_value;
+        *size = symbol.st_size, *writable = in_writable_section;
+    });
+    return found;
 }
 
 int module_segments(dl_phdr_info* info, size_t, void*) {
@@ -968,12 +1079,12 @@ void check_shared_array(uintptr_t a, size_t size, bool write, uintptr_t pc) {
 }
 
 // Racecheck for one byte: compares this access with the ones earlier in the same barrier interval.
-void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, long long offset) {
+void check_race(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc, int region, long long offset) {
     Checks::Cell& cell = C.cells[a];
     int me = S->running;
     unsigned long long warp_epoch = S->warp_epoch[me / 32];
     auto conflicts = [&](const Checks::Access& other) {
-        if (other.thread < 0 || other.thread == me || other.epoch != S->epoch) return false;
+        if (other.thread < 0 || other.thread == me || other.epoch != S->epoch || (atomic && other.atomic)) return false;
         bool same_warp_synchronised = other.thread / 32 == me / 32 && other.warp_epoch != warp_epoch;
         return !same_warp_synchronised;
     };
@@ -981,12 +1092,13 @@ void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, 
         std::string hazard = other_write ? (write ? "write after write" : "read after write") : "write after read";
         check_failed(kRacecheck,
                      "race (" + hazard + ") in " + describe_block() + ": thread " + describe_thread(me) + " " +
-                         access_words(size, write) + " and thread " + describe_thread(other.thread) + " " +
-                         (other_write ? "wrote" : "read") + " the same address with no __syncthreads() between them",
+                         (atomic ? "made an atomic update of " + std::to_string(size) + " byte(s)" : access_words(size, write)) +
+                         " and thread " + describe_thread(other.thread) + " " +
+                         (other.atomic ? "updated atomically" : other_write ? "wrote" : "read") + " the same address with no __syncthreads() between them",
                      a, size, write, pc, region, offset, other.thread, other.pc, other_write);
     };
     if (conflicts(cell.write)) report(cell.write, true);
-    Checks::Access now{S->epoch, warp_epoch, me, pc};
+    Checks::Access now{S->epoch, warp_epoch, me, pc, atomic};
     if (write) {
         for (const Checks::Access& read : cell.reads)
             if (conflicts(read)) report(read, false);
@@ -1000,9 +1112,9 @@ void check_race(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, 
 
 // Racecheck by 4-byte granule for aligned accesses of 4 bytes or more, else byte by byte (so that threads
 // writing neighbouring chars do not race); a char access overlapping a float one is not compared.
-void check_races(uintptr_t a, size_t size, bool write, uintptr_t pc, int region, long long offset) {
+void check_races(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc, int region, long long offset) {
     size_t step = size >= 4 && a % 4 == 0 ? 4 : 1;
-    for (size_t k = 0; k < size; k += step) check_race(a + k, step, write, pc, region, offset + (long long)k);
+    for (size_t k = 0; k < size; k += step) check_race(a + k, step, write, atomic, pc, region, offset + (long long)k);
 }
 
 // Initcheck for an array argument from sim.empty: a store sets the flags of its bytes, a load of a byte
@@ -1026,7 +1138,26 @@ void check_initialised(CheckedBuffer& buffer, uintptr_t a, size_t size, bool wri
     }
 }
 
-void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
+void record_access(uintptr_t pc, long long offset, int buffer, size_t size, bool write, bool atomic) {
+    const uint3& b = S->current.block_idx;
+    const dim3& grid = S->current.grid_dim;
+    unsigned long long block = b.x + (unsigned long long)grid.x * (b.y + (unsigned long long)grid.y * b.z);
+    C.record.push_back({block, pc - C.library_base, offset, S->running, buffer, (int)size, atomic ? 2 : write ? 1 : 0});
+}
+
+// A misaligned access (a float4 at a byte offset that is not a multiple of 16) faults on a GPU.
+void check_alignment(uintptr_t a, size_t size, size_t alignment, bool write, uintptr_t pc, int region,
+                     long long offset, const std::string& where) {
+    if (a % alignment == 0) return;
+    check_failed(kMemcheck,
+                 "misaligned " + access_words(size, write) + " at byte offset " + std::to_string(offset) + " of " +
+                     where + " (this access must lie at a multiple of " + std::to_string(alignment) + " bytes) in " +
+                     describe_block() + ", thread " + describe_thread(S->running),
+                 a, size, write, pc, region, offset);
+}
+
+// `alignment`: what a GPU requires of the address (1: nothing). An atomic reads and writes.
+void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t alignment, bool atomic = false) {
     if (S == nullptr || S->running < 0 || S->checks == 0) return;  // S: none before the first launch
     // Which memory: an array argument (or its guard zones), shared memory, or anything else.
     for (size_t b = 0; b < C.buffers.size(); ++b) {
@@ -1039,9 +1170,13 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                              " of an array argument (" + std::to_string(buffer.end - buffer.data) + " bytes) in " +
                              describe_block() + ", thread " + describe_thread(S->running),
                          a, size, write, pc, (int)b, offset);
-        if ((S->checks & kCheckInitcheck) && !buffer.written.empty())
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset, "an array argument");
+        if ((S->checks & kCheckInitcheck) && !buffer.written.empty()) {
+            if (atomic) check_initialised(C.buffers[b], a, size, false, pc, (int)b);
             check_initialised(C.buffers[b], a, size, write, pc, (int)b);
-        if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, (int)b, offset);
+        }
+        if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, (int)b, offset);
+        if (S->checks & kCheckRecord) record_access(pc, offset, (int)b, size, write, atomic);
         return;
     }
     const ThreadState* state = &S->current;  // what threadIdx and its kin read
@@ -1067,9 +1202,10 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                          a, size, write, pc, -3, (long long)(a - C.tls.start));
         if (S->checks & kCheckMemcheck) check_shared_array(a, size, write, pc);
         size_t first = a - C.tls.start;
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, -3, (long long)first, "shared memory");
         if (S->checks & kCheckInitcheck) {
             for (size_t k = 0; k < size; ++k) {
-                if (write) {
+                if (write && !atomic) {
                     C.shared_written[first + k] = 1;
                 } else if (!C.shared_written[first + k]) {
                     check_failed(kInitcheck,
@@ -1079,9 +1215,11 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                                      describe_thread(S->running),
                                  a, size, write, pc, -3, (long long)first);
                 }
+                if (atomic) C.shared_written[first + k] = 1;
             }
         }
-        if (S->checks & kCheckRacecheck) check_races(a, size, write, pc, -3, (long long)first);
+        if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, -3, (long long)first);
+        if (S->checks & kCheckRecord) record_access(pc, (long long)first, -3, size, write, atomic);
         return;
     }
     if (!(S->checks & kCheckMemcheck)) return;
@@ -1127,6 +1265,7 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     }
     C.shared_written.assign(C.tls.end - C.tls.start, 0);
     C.cells.clear();
+    C.record.clear();
 }
 
 // After buffer b's results were copied back: its flags too (a launch that failed leaves them unchanged).
@@ -1143,25 +1282,46 @@ void start_block_checks() {  // racecheck's cells need no reset: the new epoch m
 }  // namespace
 }  // namespace sim_rt
 
-#define SIM_ASAN_CALLBACKS(size)                                                                                  \
-    extern "C" __attribute__((visibility("hidden"))) void __asan_load##size##_noabort(uintptr_t a) {           \
-        sim_rt::check_access(a, size, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));       \
+namespace sim_rt {
+void atomic_access(void* address, size_t size) {  // cuda_sim.h's atomics, in a checked build
+    check_access(reinterpret_cast<uintptr_t>(address), size, true,
+                 reinterpret_cast<uintptr_t>(__builtin_return_address(0)), size, true);
+}
+}  // namespace sim_rt
+
+// What -fsanitize=thread calls. Only this module's calls bind to these (hidden): no ThreadSanitizer library
+// is linked. g++ calls the _unaligned_ forms where it cannot prove the address aligned to the size: for a
+// struct whose alignment is less than its size (float pairs, 8 bytes aligned to 4), and for a pointer made by
+// arithmetic on a narrower one (`*(int*)(bytes + 1)`). A GPU needs 4-byte alignment for either when it moves
+// 4 bytes or more, so that much is checked; a struct of chars at an odd address is reported too (a GPU would
+// move it byte by byte).
+#define SIM_TSAN_CALLBACKS(size)                                                                                \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_read##size(void* a) {                         \
+        sim_rt::check_access((uintptr_t)a, size, false, (uintptr_t)__builtin_return_address(0), size);         \
     }                                                                                                          \
-    extern "C" __attribute__((visibility("hidden"))) void __asan_store##size##_noabort(uintptr_t a) {          \
-        sim_rt::check_access(a, size, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));        \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_write##size(void* a) {                        \
+        sim_rt::check_access((uintptr_t)a, size, true, (uintptr_t)__builtin_return_address(0), size);          \
+    }                                                                                                          \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_unaligned_read##size(void* a) {               \
+        sim_rt::check_access((uintptr_t)a, size, false, (uintptr_t)__builtin_return_address(0), size >= 4 ? 4 : 1); \
+    }                                                                                                          \
+    extern "C" __attribute__((visibility("hidden"))) void __tsan_unaligned_write##size(void* a) {              \
+        sim_rt::check_access((uintptr_t)a, size, true, (uintptr_t)__builtin_return_address(0), size >= 4 ? 4 : 1); \
     }
-SIM_ASAN_CALLBACKS(1)
-SIM_ASAN_CALLBACKS(2)
-SIM_ASAN_CALLBACKS(4)
-SIM_ASAN_CALLBACKS(8)
-SIM_ASAN_CALLBACKS(16)
-extern "C" __attribute__((visibility("hidden"))) void __asan_loadN_noabort(uintptr_t a, size_t size) {
-    sim_rt::check_access(a, size, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+SIM_TSAN_CALLBACKS(1)
+SIM_TSAN_CALLBACKS(2)
+SIM_TSAN_CALLBACKS(4)
+SIM_TSAN_CALLBACKS(8)
+SIM_TSAN_CALLBACKS(16)
+extern "C" __attribute__((visibility("hidden"))) void __tsan_read_range(void* a, size_t size) {
+    sim_rt::check_access((uintptr_t)a, size, false, (uintptr_t)__builtin_return_address(0), 1);
 }
-extern "C" __attribute__((visibility("hidden"))) void __asan_storeN_noabort(uintptr_t a, size_t size) {
-    sim_rt::check_access(a, size, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+extern "C" __attribute__((visibility("hidden"))) void __tsan_write_range(void* a, size_t size) {
+    sim_rt::check_access((uintptr_t)a, size, true, (uintptr_t)__builtin_return_address(0), 1);
 }
-extern "C" __attribute__((visibility("hidden"))) void __asan_handle_no_return() {}
+extern "C" __attribute__((visibility("hidden"))) void __tsan_init() {}
+extern "C" __attribute__((visibility("hidden"))) void __tsan_vptr_update(void*, void*) {}
+extern "C" __attribute__((visibility("hidden"))) void __tsan_vptr_read(void*) {}
 
 // assert() in a kernel: glibc's assert macro calls __assert_fail, which would abort the whole process. This
 // module's own definition (hidden, so it binds only the module's calls) ends the launch with an error.
@@ -1170,6 +1330,37 @@ extern "C" __attribute__((visibility("hidden"), noreturn)) void __assert_fail(co
                                                                               const char*) noexcept {
     sim_rt::trap((std::string("assertion `") + assertion + "` failed").c_str(), file, (int)line);
 }
+
+// abort(), exit(), system(), raise() and kin in a kernel would end, signal or command the whole Python
+// process. This module's own definitions (hidden, like __assert_fail's) end the launch with an error instead.
+// What cannot be intercepted this way: a raw system call (syscall(), inline assembly) and a library the
+// kernel loads itself.
+namespace sim_rt {
+[[noreturn]] void refuse_call(const char* call) {
+    fail(kTrap,
+         std::string(call) + " was called in " + describe_block() + ", thread " + describe_thread(S->running) +
+             ": a simulated kernel may not end, signal or command the process",
+         S->running);
+    siglongjmp(S->crash_jump, kTrapped);
+}
+}  // namespace sim_rt
+
+// (.hidden as well as the attribute: libstdc++ declares abort and exit with default visibility first, which
+// the attribute alone cannot undo, and the kernel's calls would then reach libc's.)
+#define SIM_REFUSED(result, name, parameters)                                                    \
+    __asm__(".hidden " #name);                                                                   \
+    extern "C" __attribute__((visibility("hidden"), noreturn)) result name parameters noexcept { \
+        sim_rt::refuse_call(#name "()");                                                         \
+    }
+SIM_REFUSED(void, abort, ())
+SIM_REFUSED(void, exit, (int))
+SIM_REFUSED(void, _exit, (int))
+SIM_REFUSED(void, _Exit, (int))
+SIM_REFUSED(void, quick_exit, (int))
+SIM_REFUSED(int, system, (const char*))
+SIM_REFUSED(int, raise, (int))
+SIM_REFUSED(int, kill, (pid_t, int))
+#undef SIM_REFUSED
 
 // ---- the C interface that launcher.py calls through ctypes -----------------------------------------------
 SIM_EXPORT int sim_kernel_count() { return sim_rt::kernel_count(); }
@@ -1182,9 +1373,20 @@ SIM_EXPORT int sim_kernel_signature(int kernel, char* out, int out_size) {
 
 SIM_EXPORT int sim_uses_dynamic_shared() { return sim_rt::dynamic_shared_count(); }
 
-// A checked build: read the static __shared__ arrays from this library's symbol table, at `path` (the name
-// the library was loaded under may be gone: it is built under a temporary name, then renamed).
+// The access record of the last launch (record.py): how many events, a copy of them, the barriers.
+SIM_EXPORT unsigned long long sim_record_size() { return sim_rt::C.record.size(); }
+SIM_EXPORT void sim_record_copy(void* out) {
+    memcpy(out, sim_rt::C.record.data(), sim_rt::C.record.size() * sizeof(sim_rt::AccessEvent));
+}
+SIM_EXPORT unsigned long long sim_record_barriers() { return sim_rt::S->barriers; }
+
+// A checked build: read the static __shared__ arrays from this library's symbol table, at `path`.
 SIM_EXPORT void sim_read_shared_arrays(const char* path) { sim_rt::read_shared_arrays(path); }
+
+// A __constant__ or __device__ variable of this library (SimModule.get_global).
+SIM_EXPORT void* sim_global_variable(const char* path, const char* name, unsigned long long* size, int* writable) {
+    return sim_rt::global_variable(path, name, size, writable);
+}
 
 // Runs a whole launch. args[i] points at the value of scalar argument i; for an array argument it is
 // ignored, and the argument is byte arg_offset[i] of host buffer arg_buffer[i]. Returns 0, or 1 with a
@@ -1216,6 +1418,7 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     L.checks = checks;
     S->error.clear();
     S->report = Report{};
+    S->barriers = 0;
     // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
     bool ok = run_blocks(checks ? 1 : threads);

@@ -6,16 +6,45 @@
 //   cg::thread_block block = cg::this_thread_block();     block.sync(), block.thread_rank(), block.size()
 //   cg::thread_block_tile<32> warp = cg::tiled_partition<32>(block);   (or 16, 8, 4, 2, 1)
 //   warp.shfl_down(v, 1), warp.any(p), warp.ballot(p), warp.meta_group_rank(), cg::reduce(warp, v, cg::plus<float>())
+//   cg::thread_group g = block (or a tile, or cg::tiled_partition(block, 8)): g.sync(), g.thread_rank(), g.size()
+//   cg::coalesced_group active = cg::coalesced_threads();  (the lanes that reach this call together)
+//   cg::labeled_partition(active, label), cg::binary_partition(active, predicate): coalesced groups
+//   cg::this_grid(): thread_rank(), size(), block_rank(), num_blocks() (grid.sync() is not simulated)
 #pragma once
 
 namespace cooperative_groups {
 
-class thread_block {
+// The lanes of the calling thread's tile of `size` consecutive lanes of its warp.
+inline unsigned int tile_lanes(unsigned int size) {
+    unsigned int lanes = size >= 32 ? 0xffffffffu : (1u << size) - 1u;
+    return lanes << (::sim_rt::lane_id() / size * size);
+}
+
+class coalesced_group;
+
+// Any group: the whole block, or some lanes of the calling thread's warp (a tile, or a coalesced group).
+class thread_group {
    public:
-    void sync() const { ::sim_rt::syncthreads(0); }  // line 0: every block.sync() counts as one barrier site
-    unsigned int thread_rank() const { return ::sim_rt::thread_rank(); }
-    unsigned int size() const { return blockDim.x * blockDim.y * blockDim.z; }
+    void sync() const {
+        if (whole_block_) ::sim_rt::syncthreads(0);  // line 0: every block.sync() counts as one barrier site
+        else ::sim_rt::syncwarp(lanes_);
+    }
+    unsigned int thread_rank() const {
+        return whole_block_ ? ::sim_rt::thread_rank() : __popc(lanes_ & __lanemask_lt());
+    }
+    unsigned int size() const { return whole_block_ ? blockDim.x * blockDim.y * blockDim.z : __popc(lanes_); }
     unsigned int num_threads() const { return size(); }
+
+   protected:
+    friend coalesced_group labeled_partition(const thread_group& group, int label);
+    thread_group(bool whole_block, unsigned int lanes) : whole_block_(whole_block), lanes_(lanes) {}
+    bool whole_block_;
+    unsigned int lanes_;  // the group's lanes of this warp (bit i: lane i), unless whole_block_
+};
+
+class thread_block : public thread_group {
+   public:
+    thread_block() : thread_group(true, 0u) {}
     dim3 group_index() const { return dim3(blockIdx); }
     dim3 thread_index() const { return dim3(threadIdx); }
     dim3 group_dim() const { return blockDim; }
@@ -24,18 +53,68 @@ class thread_block {
 
 inline thread_block this_thread_block() { return thread_block(); }
 
+// The lanes of a warp as a group, ranked in lane order: the collectives are the warp functions with the
+// group's lanes as the mask, and rank r is the r-th lane of the mask.
+class coalesced_group : public thread_group {
+   public:
+    explicit coalesced_group(unsigned int lanes) : thread_group(false, lanes) {}
+    unsigned int meta_group_rank() const { return 0; }
+    unsigned int meta_group_size() const { return 1; }
+    template <class T>
+    T shfl(T value, unsigned int source_rank) const {
+        return __shfl_sync(lanes_, value, (int)lane_of_rank(source_rank));
+    }
+    template <class T>
+    T shfl_down(T value, unsigned int delta) const {  // the own value where no rank is `delta` above
+        unsigned int source = thread_rank() + delta;
+        T moved = shfl(value, source < size() ? source : thread_rank());
+        return moved;
+    }
+    template <class T>
+    T shfl_up(T value, unsigned int delta) const {
+        unsigned int rank = thread_rank();
+        return shfl(value, rank >= delta ? rank - delta : rank);
+    }
+    int any(int predicate) const { return __any_sync(lanes_, predicate); }
+    int all(int predicate) const { return __all_sync(lanes_, predicate); }
+    unsigned int ballot(int predicate) const {  // bit r: rank r, as CUDA's coalesced_group::ballot
+        unsigned int lanes = __ballot_sync(lanes_, predicate), ranks = 0, rank = 0;
+        for (unsigned int lane = 0; lane < 32; ++lane)
+            if (lanes_ >> lane & 1u) ranks |= (lanes >> lane & 1u) << rank++;
+        return ranks;
+    }
+
+   private:
+    unsigned int lane_of_rank(unsigned int rank) const {
+        unsigned int lanes = lanes_;
+        for (unsigned int r = 0; r < rank && lanes; ++r) lanes &= lanes - 1;  // drop the lowest lane
+        return lanes ? (unsigned int)__ffs((int)lanes) - 1 : ::sim_rt::lane_id();
+    }
+};
+
+// The calling thread and the lanes of its warp that reach the same call together (__activemask()).
+inline coalesced_group coalesced_threads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return coalesced_group(__activemask(file, line));
+}
+
+// The lanes of `group` (a tile or a coalesced group) with the same label as the caller's; every lane of the
+// group must call it.
+inline coalesced_group labeled_partition(const thread_group& group, int label) {
+    return coalesced_group(__match_any_sync(group.lanes_, label));
+}
+inline coalesced_group binary_partition(const thread_group& group, bool predicate) {
+    return labeled_partition(group, predicate ? 1 : 0);
+}
+
 // A tile of N consecutive threads (N a power of two, at most 32): its lanes are part of one warp, so the
 // tile's collectives are the warp functions with the tile's lanes as the mask.
 template <unsigned int N>
-class thread_block_tile {
+class thread_block_tile : public thread_group {
     static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0, "tile sizes are powers of two up to 32");
 
    public:
-    unsigned int mask() const {
-        unsigned int lanes = N == 32 ? 0xffffffffu : (1u << N) - 1u;
-        return lanes << (::sim_rt::lane_id() / N * N);
-    }
-    void sync() const { ::sim_rt::syncwarp(mask()); }
+    thread_block_tile() : thread_group(false, tile_lanes(N)) {}
+    unsigned int mask() const { return lanes_; }
     unsigned int thread_rank() const { return ::sim_rt::thread_rank() % N; }
     unsigned int size() const { return N; }
     unsigned int num_threads() const { return N; }
@@ -67,16 +146,44 @@ class thread_block_tile {
     }
 };
 
+
+// A tile of `size` lanes (a power of two up to 32) as a thread_group.
+inline thread_group tiled_partition(const thread_group&, unsigned int size) {
+    struct tile : thread_group {
+        explicit tile(unsigned int lanes) : thread_group(false, lanes) {}
+    };
+    return tile(tile_lanes(size));
+}
+
+// The whole grid. Its ranks and sizes are those of CUDA; grid.sync() would need every block of the launch
+// resident at once (a cooperative launch), which the simulator, running blocks one after another, cannot do.
+class grid_group {
+   public:
+    unsigned long long block_rank() const {
+        return ((unsigned long long)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    }
+    unsigned long long num_blocks() const { return (unsigned long long)gridDim.x * gridDim.y * gridDim.z; }
+    unsigned long long thread_rank() const {
+        return block_rank() * (blockDim.x * blockDim.y * blockDim.z) + ::sim_rt::thread_rank();
+    }
+    unsigned long long size() const { return num_blocks() * (blockDim.x * blockDim.y * blockDim.z); }
+    unsigned long long num_threads() const { return size(); }
+    dim3 group_dim() const { return gridDim; }
+    dim3 dim_blocks() const { return gridDim; }
+    dim3 block_index() const { return dim3(blockIdx); }
+    bool is_valid() const { return false; }  // not launched cooperatively
+    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
+        ::sim_rt::trap("grid.sync() needs a cooperative launch, which the simulator does not run", file, line);
+    }
+};
+inline grid_group this_grid() { return grid_group(); }
+
 template <unsigned int N>
 inline thread_block_tile<N> tiled_partition(const thread_block&) {
     return thread_block_tile<N>();
 }
 
-inline void sync(const thread_block& group) { group.sync(); }
-template <unsigned int N>
-inline void sync(const thread_block_tile<N>& group) {
-    group.sync();
-}
+inline void sync(const thread_group& group) { group.sync(); }
 
 // The operators of cg::reduce: plus sums, greater keeps the largest, less the smallest.
 template <class T>

@@ -1,0 +1,66 @@
+"""The access record (``checks="record"``, record.py): exact counts of a kernel's loads, stores, atomics and
+barriers, and the bank conflicts of its shared-memory accesses, against counts worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchnet import sim
+from scratchnet.sim.checks import parse_checks
+
+pytestmark = pytest.mark.sim
+
+SOURCE = """
+// Each thread stores x[i] into shared memory at t * stride, waits, reads it back into y[i] and counts itself.
+// s holds 64 threads at a stride of up to 33.
+extern "C" __global__ void strided(const float* x, float* y, int* count, int stride) {
+    __shared__ float s[64 * 33];
+    unsigned int t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
+    s[t * stride] = x[i];
+    __syncthreads();
+    y[i] = s[t * stride];
+    atomicAdd(count, 1);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def module():
+    return sim.load_module(SOURCE, filename="strided.cu", checks="record")
+
+
+def _launch(module, stride: int):
+    x, y, count = np.arange(128, dtype=np.float32), np.zeros(128, np.float32), np.zeros(1, np.int32)
+    module.get_function("strided")((2,), (64,), (x, y, count, np.int32(stride)))
+    np.testing.assert_array_equal(y, x)
+    return module.last_record
+
+
+def test_counts_of_one_launch(module):
+    record = _launch(module, 1)
+    assert record.counts() == {
+        "global_loads": 128,
+        "global_stores": 128,
+        "shared_loads": 128,
+        "shared_stores": 128,
+        "atomics": 128,
+        "barriers": 2,  # one per block
+    }
+    assert sorted(set(record.events["thread"])) == list(range(64))
+    assert "'count'" in record.buffers[record.events["buffer"][record.events["kind"] == 2][0]]
+
+
+@pytest.mark.parametrize("stride, extra_per_warp_access", [(1, 0), (2, 1), (32, 31), (33, 0)])
+def test_bank_conflicts(module, stride, extra_per_warp_access):
+    record = _launch(module, stride)
+    accesses = record.warp_accesses()
+    assert len(accesses) == 8  # 2 blocks x 2 warps x (one store, one load)
+    assert all(len(lanes) == 32 for lanes in accesses.values())
+    assert record.bank_conflicts() == 8 * extra_per_warp_access
+
+
+def test_the_record_is_opt_in():
+    assert "record" not in parse_checks("all")
+    assert parse_checks("all,record") == parse_checks("all") | {"record"}
+    assert sim.load_module(SOURCE, checks="").last_record is None
