@@ -254,6 +254,10 @@ NOT_RUN = [
         "needs a GPU, or takes minutes on sim (CI runs it; tests/test_gpucheck.py)",
     ),
     (
+        r"^python -m scratchnet\.exercises\.mutants\b",
+        "checks hundreds of mutants (minutes; the kernels' take longer); tests/test_mutants.py runs a sample",
+    ),
+    (
         r"^python -m scratchnet\.gradcheck\b",
         "checks a learner's exercise; tests/test_exercises.py and test_kernel_exercises.py run the checker",
     ),
