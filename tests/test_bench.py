@@ -63,6 +63,7 @@ def _torch_installed() -> bool:
     return True
 
 
+@pytest.mark.slow  # the whole --quick table (about 10 s)
 def test_quick_table_is_well_formed(quick_table):
     lines = quick_table.splitlines()
     assert lines[0].startswith("scratchnet bench: lenet5, float32, device cpu")
@@ -99,6 +100,7 @@ def test_quick_table_reports_openblas_environment(monkeypatch, capsys):
     assert "torch: skipped (--no-torch)" in out
 
 
+@pytest.mark.slow  # the whole --quick table again (about 10 s)
 def test_quick_json_is_valid(capsys):
     assert bench.main(["--quick", "--no-naive", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -9,15 +9,15 @@ import pytest
 from scratchnet._cuda import nvrtc
 from scratchnet._cuda.sources import kernel_dir, kernel_source, launch_bounds
 from scratchnet.sim import parse_kernels
+from tests.nvrtc_headers import ARCH_PARAMS
 
 REGISTERS_PER_BLOCK = 64 * 1024  # sm_75 ... sm_120
-ARCHS = ["sm_75", "sm_80", "sm_90", "sm_120"]
 FILES = sorted(str(p.relative_to(kernel_dir())) for p in kernel_dir().rglob("*.cu"))
 
 pytestmark = pytest.mark.skipif(nvrtc.find_library() is None, reason='NVRTC missing: pip install -e ".[dev]"')
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 @pytest.mark.parametrize("filename", FILES)
 def test_registers_times_threads_fit_a_block(filename, arch):
     if int(arch.removeprefix("sm_")) not in nvrtc.supported_archs():

@@ -12,10 +12,10 @@ import pytest
 
 from scratchnet._cuda import nvrtc
 from scratchnet.sim import parse_kernels
+from tests.nvrtc_headers import ARCH_PARAMS
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 SOURCES = sorted(KERNELS.rglob("*.cu"))
-ARCHS = ["sm_75", "sm_80", "sm_90", "sm_120"]
 
 pytestmark = pytest.mark.skipif(nvrtc.find_library() is None, reason='NVRTC missing: pip install -e ".[dev]"')
 
@@ -32,7 +32,7 @@ def _compile_clean(source: str, arch: str, filename: str) -> None:
     assert set(result.lowered_names) == set(names)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCH_PARAMS)
 @pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(KERNELS)) for p in SOURCES])
 def test_kernel_file_compiles_without_warnings(path, arch):
     _skip_unsupported(arch)
