@@ -167,8 +167,10 @@ class Run(NamedTuple):
     grads: dict
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Every result by name: ``{"y": ..., "dx": ..., "dW": ..., "db": ...}``."""
-        return {"y": self.y, "dx": self.dx} | {"d" + name: g for name, g in self.grads.items()}
+        """Every result by the legend's names: ``{"y": ..., "dx": ..., "dweight": ..., "dbias": ...}`` (other
+        parameters: ``"d" + key``, e.g. BatchNorm's ``"dgamma"``)."""
+        named = {"W": "dweight", "b": "dbias"}  # the keys of params are short; the legend's names are not
+        return {"y": self.y, "dx": self.dx} | {named.get(k, "d" + k): g for k, g in self.grads.items()}
 
 
 def forward_backward(layer: Layer, x, dy, **forward_kwargs) -> Run:
