@@ -459,7 +459,7 @@ SOFTMAX_ROWS = KernelExercise(
 )
 
 
-# im2col: x (N, C, H, W) -> cols_batch_first (N, C * KH * KW, OH * OW).
+# im2col: x (N, C, H, W) -> cols_per_image (N, C * KH * KW, OH * OW).
 def _im2col(x: np.ndarray, s: dict, swap_kernel_axes: bool = False) -> np.ndarray:
     N, C, KH, KW, S, P, OH, OW = (s[k] for k in ("N", "C", "KH", "KW", "S", "P", "OH", "OW"))
     padded = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
@@ -478,18 +478,18 @@ def _im2col_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
     cols = _im2col(a["x"], s)
     return [
         ("you wrote the (OH * OW, C * KH * KW) transpose of each image's matrix; rows are (c, kh, kw), "
-         "columns (oh, ow)", {"cols_batch_first": cols.transpose(0, 2, 1).reshape(cols.shape)}),
+         "columns (oh, ow)", {"cols_per_image": cols.transpose(0, 2, 1).reshape(cols.shape)}),
         ("you swapped kh and kw: row (c, kh, kw) is c * KH * KW + kh * KW + kw",
-         {"cols_batch_first": _im2col(a["x"], s, swap_kernel_axes=True)}),
+         {"cols_per_image": _im2col(a["x"], s, swap_kernel_axes=True)}),
     ]  # fmt: skip
 
 
 def _im2col_regions(a: dict, s: dict) -> dict[str, dict[str, np.ndarray]]:
-    """The elements of cols_batch_first that come from the padding."""
+    """The elements of cols_per_image that come from the padding."""
     inside = np.ones((s["N"], s["C"], s["H"], s["W"]), dtype=np.float32)
     padding = _im2col(inside, s) == 0
     name = "at one of the positions in the padding (h or w outside the image): those give 0, reading no x"
-    return {"cols_batch_first": {name: padding}}
+    return {"cols_per_image": {name: padding}}
 
 
 _IM2COL_SIZES = ("N", "C", "H", "W", "KH", "KW", "S", "P", "OH", "OW")
@@ -499,19 +499,19 @@ IM2COL = KernelExercise(
     tasks=(
         KernelTask(
             kernel="im2col",
-            formula="cols_batch_first[n, (c, kh, kw), (oh, ow)] = x[n, c, oh*S - P + kh, ow*S - P + kw], "
+            formula="cols_per_image[n, (c, kh, kw), (oh, ow)] = x[n, c, oh*S - P + kh, ow*S - P + kw], "
             "0 where that position is in the padding",
-            mapping="one thread per element of cols_batch_first: i flat, ow = i % OW, oh = i / OW % OH, "
+            mapping="one thread per element of cols_per_image: i flat, ow = i % OW, oh = i / OW % OH, "
             "kw = i / (OW*OH) % KW, kh = i / (OW*OH*KW) % KH, (n, c) plane = i / (OW*OH*KW*KH)",
-            args=("x", "cols_batch_first", *_IM2COL_SIZES),
-            outputs=("cols_batch_first",),
+            args=("x", "cols_per_image", *_IM2COL_SIZES),
+            outputs=("cols_per_image",),
             make_inputs=lambda s, rng: {
                 "x": rng.standard_normal((s["N"], s["C"], s["H"], s["W"])).astype(np.float32)
             },
-            reference=lambda a, s: {"cols_batch_first": _im2col(a["x"], s)},
+            reference=lambda a, s: {"cols_per_image": _im2col(a["x"], s)},
             launch=_launch_1d(lambda s: s["N"] * s["C"] * s["KH"] * s["KW"] * s["OH"] * s["OW"], 256),
             output_shapes=lambda s: {
-                "cols_batch_first": (s["N"], s["C"] * s["KH"] * s["KW"], s["OH"] * s["OW"])
+                "cols_per_image": (s["N"], s["C"] * s["KH"] * s["KW"], s["OH"] * s["OW"])
             },
             wrong_answers=_im2col_wrong,
             regions=_im2col_regions,
