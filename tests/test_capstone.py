@@ -115,17 +115,9 @@ def test_the_library_epoch_function_trains_the_capstone_network():
 
 
 # --- the layer-by-layer comparison names the planted mistake ----------------------------------------------
-def _col2im_without_overlap(cols, x_shape, KH, KW, S, P):
-    """col2im that assigns instead of adding: overlapping windows lose all but the last contribution."""
-    N, C, H, W = x_shape
-    OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
-    cols = cols.reshape(C, KH, KW, N, OH, OW)
-    dx_pad = np.zeros((N, C, H + 2 * P, W + 2 * P), dtype=cols.dtype)
-    for kh in range(KH):
-        for kw in range(KW):
-            rows, columns = slice(kh, kh + S * (OH - 1) + 1, S), slice(kw, kw + S * (OW - 1) + 1, S)
-            dx_pad[:, :, rows, columns] = cols[:, kh, kw].transpose(1, 0, 2, 3)
-    return dx_pad[:, :, P : P + H, P : P + W]
+COL2IM = (SOLUTIONS / "05_convolution_backward" / "col2im.py").read_text(encoding="utf-8")
+# col2im that assigns instead of adding: where windows overlap, all but the last contribution are lost
+WRONG_COL2IM = COL2IM.replace("dx_pad[:, :, rows, columns] +=", "dx_pad[:, :, rows, columns] =")
 
 
 def _linear_backward_without_dbias(dy, x, weight):
@@ -135,7 +127,7 @@ def _linear_backward_without_dbias(dy, x, weight):
 
 PLANTED = {
     "a conv backward that assigns where windows overlap": (
-        {"col2im": _col2im_without_overlap},
+        {"col2im": capstone._run_cell(WRONG_COL2IM)["col2im"]},
         "conv2",
         "dL/dx",
     ),
@@ -209,10 +201,6 @@ def lessons(tmp_path) -> Path:
     (tmp_path / "exercises").mkdir()
     (tmp_path / "exercises" / "solutions").symlink_to(SOLUTIONS)
     return tmp_path
-
-
-COL2IM = (SOLUTIONS / "05_convolution_backward" / "col2im.py").read_text(encoding="utf-8")
-WRONG_COL2IM = COL2IM.replace("dx_pad[:, :, rows, columns] +=", "dx_pad[:, :, rows, columns] =")
 
 
 def test_a_passing_notebook_cell_wins_over_the_reference_and_a_newer_wrong_one(lessons):

@@ -93,8 +93,9 @@ def _run_cell(source: str) -> dict:
 
 
 def _notebook_cells(lessons: Path) -> dict[str, list[_Place]]:
-    """``{cell id: [place, ...]}`` of the code cells of every notebook under ``lessons``, Jupyter's hidden
-    ``.ipynb_checkpoints`` autosaves left out; a notebook that is not valid JSON (half saved) is skipped."""
+    """``{cell id: [place, ...]}`` of the cells tagged ``exercise`` of every notebook under ``lessons``,
+    Jupyter's hidden ``.ipynb_checkpoints`` autosaves left out; a notebook that is not valid JSON (half saved)
+    is skipped."""
     found: dict[str, list[_Place]] = {}
     for notebook in sorted(lessons.rglob("*.ipynb")):
         if any(part.startswith(".") for part in notebook.relative_to(lessons).parts):
@@ -104,8 +105,8 @@ def _notebook_cells(lessons: Path) -> dict[str, list[_Place]]:
         except (OSError, ValueError, KeyError):
             continue
         for cell in cells:
-            if cell.get("cell_type") != "code" or "id" not in cell:
-                continue
+            if "exercise" not in cell.get("metadata", {}).get("tags", []) or "id" not in cell:
+                continue  # only exercise cells run: no other cell of a learner's notebook
             source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
             place = _Place(
                 f"{notebook.relative_to(lessons)}, cell {cell['id']}",
