@@ -36,6 +36,28 @@ def test_report_prints_what_each_version_changed():
     report = "\n".join(lines)
     for version in kernel_bench.POOL.versions:
         assert f"v{version.number} {version.kernel}" in report and version.about in report
+    assert "bank conflicts" in report and f"v1 {kernel_bench.POOL.versions[0].kernel}" in report
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype, b_loads", [(np.float32, 4), (np.float64, 8)])
+def test_bank_conflicts_of_gemm_v5_and_of_v6_which_removes_them(dtype, b_loads):
+    """v5: the A tile store puts 8 lanes in one bank, and 16 threads reading 8 B values each 8 apart meet
+    4 to a bank (float) or 8 (double: a half warp's 16 doubles). v6 pads and strides them away."""
+    gemm, size = kernel_bench.GEMM, kernel_bench.GEMM.tiny_sizes[0]
+    v5, v6 = (next(v for v in gemm.versions if v.number == n) for n in (5, 6))
+    assert kernel_bench.bank_conflicts(gemm, v5, size, dtype) == {
+        "As": {"store": 8, "load": 1},
+        "Bs": {"store": 1, "load": b_loads},
+    }
+    assert kernel_bench.bank_conflicts(gemm, v6, size, dtype) == {
+        "As": {"store": 1, "load": 1},
+        "Bs": {"store": 1, "load": 1},
+    }
+    lines = kernel_bench._format_bank_conflicts(gemm, dtype)
+    assert lines[0].startswith("bank conflicts") and "v1 gemm_v1_naive" in lines[1]
+    assert lines[1].endswith("no shared memory")
+    assert lines[5].endswith(f"As store 8-way, load 1-way; Bs store 1-way, load {b_loads}-way")
 
 
 # --- the GPU-only timing code, driven by a fake cupy --------------------------------------------------

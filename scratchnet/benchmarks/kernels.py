@@ -1,7 +1,7 @@
 """The kernel harness: numbered versions of one operation, from naive to optimized, validated and timed.
 
 In the style of llm.c's ``dev/cuda``: ``kernels/dev/gemm.cu`` holds ``gemm_v1_naive`` ...
-``gemm_v5_blocktile_2d``, each with a header comment saying what changed and why it is faster, and this
+``gemm_v6_conflict_free``, each with a header comment saying what changed and why it is faster, and this
 module runs every version on the same inputs::
 
     python -m scratchnet.kernel_bench                      # every op, every version
@@ -19,7 +19,10 @@ For each version it
    cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA is
    installed; TF32 off) for convolution, and a device-to-device copy of the input (the bandwidth a
    pooling kernel could reach at best, credited with the 2 |x| bytes it moves) for pooling. A missing
-   library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately.
+   library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately;
+3. on the simulator, counts the **bank conflicts** of each version's shared-memory accesses at the first
+   validation size: the worst conflict per ``__shared__`` array, for its stores and its loads (the access
+   record, :meth:`scratchnet.sim.AccessRecord.shared_sites`; 1-way is conflict-free).
 
 Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
 sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet.cupy_backend``.
@@ -28,6 +31,7 @@ sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet.cupy_
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -39,7 +43,7 @@ import numpy as np
 from scratchnet import cupy_backend as _cupy
 from scratchnet._cuda.limits import MAX_GRID, cdiv
 from scratchnet._cuda.sources import cuda_defines
-from scratchnet.device import Device, get_device
+from scratchnet.device import Device, SimDevice, get_device
 from scratchnet.errors import DeviceError, cli_errors
 from scratchnet.layers.base import window_output_hw
 
@@ -139,6 +143,7 @@ GEMM = Op(
         Version(3, "gemm_v3_tiled", _gemm_launch_cols("V3_TILE"), "32x32 shared-memory tiles"),
         Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles("V4"), "64x64 tiles, 8 outputs per thread"),
         Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles("V5"), "128x128 tiles, 8x8 per thread"),
+        Version(6, "gemm_v6_conflict_free", _gemm_launch_tiles("V6"), "v5 without shared bank conflicts"),
     ),
     make_inputs=_gemm_inputs,
     reference=lambda inp, size: inp["A"] @ inp["B"],
@@ -416,6 +421,28 @@ def validate(
     return result
 
 
+@functools.cache
+def _recording_device() -> SimDevice:
+    return SimDevice(checks="record")  # keeps each launch's access record (scratchnet.sim.record)
+
+
+def bank_conflicts(op: Op, version: Version, size: dict, dtype=np.float32) -> dict[str, dict[str, int]]:
+    """The worst bank conflict of each ``__shared__`` array of one run of ``version`` on the simulator, per
+    kind of access: ``{"As": {"store": 8, "load": 1}, ...}`` (1: conflict-free; {} without shared memory).
+    Counted on the access record (AccessRecord.shared_sites, which says how); the output is not checked."""
+    dev = _recording_device()
+    kernel = dev.kernel(op.source, version.kernel, dtype)
+    inputs = op.make_inputs(size, np.dtype(dtype), np.random.default_rng(0))
+    version.launch(kernel, _device_arrays(dev, inputs, op.output_shape(size), dtype), size)
+    module = kernel.raw.module
+    worst: dict[str, dict[str, int]] = {}
+    for site in module.last_record.shared_sites(module.build.library):
+        array = site.array.split("'")[1] if site.array else site.line  # "'As' in gemm_v5<float>" -> "As"
+        kinds = worst.setdefault(array, {})
+        kinds[site.kind] = max(kinds.get(site.kind, 0), site.conflict_degree)
+    return worst
+
+
 def describe_mismatches(out: np.ndarray, expected: np.ndarray, wrong: np.ndarray) -> str:
     """Where the output is wrong: how many elements, the first (in C order) and the worst, as indices.
 
@@ -567,6 +594,20 @@ def _format_counts(op: Op, dtype) -> list[str]:
     return lines
 
 
+def _format_bank_conflicts(op: Op, dtype) -> list[str]:
+    size = op.tiny_sizes[0]
+    lines = [f"bank conflicts (shared memory, worst n-way per array; 1-way is none) at {_describe(size)}:"]
+    for version in op.versions:
+        arrays = bank_conflicts(op, version, size, dtype)
+        text = "; ".join(
+            f"{array} "
+            + ", ".join(f"{kind} {kinds[kind]}-way" for kind in ("store", "load", "atomic") if kind in kinds)
+            for array, kinds in arrays.items()
+        )
+        lines.append(f"  v{version.number} {version.kernel:34s} {text or 'no shared memory'}")
+    return lines
+
+
 def _format_timings(op: Op, results: list[Result]) -> list[str]:
     lines = [f"  {'version':40s} {'valid':5s} {'ms':>9s} {op.metric:>9s} {'% of lib':>8s}"]
     for r in results:
@@ -603,6 +644,7 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
         all_ok &= all(r.ok for r in results)
         out("\n".join(_format_validation(results)))
         if dev.name != "gpu":
+            out("\n".join(_format_bank_conflicts(op, dtype)))
             out(f"benchmark sizes (timed on a GPU only; work per call, {np.dtype(dtype)}):")
             out("\n".join(_format_counts(op, dtype)))
             continue
