@@ -236,6 +236,33 @@ def test_the_conflict_count_sees_tiles_without_padding(dtype, degree):
     assert tile_conflicts(unpadded, dtype, transpose_a=True, transpose_b=False)["tile_a", "store"] == 1
 
 
+def test_split_k_keeps_the_kernels_int_arithmetic_in_range():
+    """gemm_blocked's largest int is cdiv(K, splits * TILE_K)'s numerator, K + splits * TILE_K - 1: near
+    K = 2^31 split_k takes fewer chunks (100 instead of 128 here), down to one at MAX_BLOCKED_K."""
+    tile_k = cuda_defines("gemm_blocked.cu")["TILE_K"]
+    assert linear.MAX_BLOCKED_K == 2**31 - tile_k
+    for K, expected in [(2**31 - 100 * tile_k, 100), (2**31 - 2 * tile_k, 2), (linear.MAX_BLOCKED_K, 1)]:
+        splits = split_k(6, 25, K)
+        assert splits == expected and K + splits * tile_k - 1 <= 2**31 - 1
+
+
+def test_gemm_refuses_a_k_its_int_arithmetic_cannot_count():
+    """Checked on the host before anything is allocated or launched: the operands are broadcast views of
+    one zero, shaped like 1 x K and K x 1 matrices, with no memory behind them."""
+    dev = device_or_skip("sim")
+    K = linear.MAX_BLOCKED_K + 1
+    A, B = np.broadcast_to(np.float32(0), (1, K)), np.broadcast_to(np.float32(0), (K, 1))
+    launches = sum(dev.launches.values())
+    message = f"K = {K} is too long for gemm_blocked, .* at most K = {2**31 - 32} "
+    with pytest.raises(ValueError, match=message):
+        gemm(dev, A, B)
+    with pytest.raises(ValueError, match=message):
+        gemm(dev, A, B, bias=dev.array(np.zeros(1, np.float32)))
+    with pytest.raises(ValueError, match=message):
+        gemm(dev, B, A, transpose_a=True, transpose_b=True)
+    assert sum(dev.launches.values()) == launches
+
+
 def test_gemm_rejects_a_bias_it_cannot_add():
     dev = device_or_skip("sim")
     A, B = dev.array(np.zeros((4, 5))), dev.array(np.zeros((5, 3)))
