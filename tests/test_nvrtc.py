@@ -1,18 +1,22 @@
-"""Every kernel file compiles with NVRTC, the compiler CuPy uses, for real GPU architectures, warning-free.
+"""Every kernel file compiles with NVRTC, the compiler CuPy uses, with the options CuPy gives it
+(nvrtc_headers.cupy_nvrtc_options: -ftz=true, --device-as-default-execution-space, ...), for real GPU
+architectures, warning-free.
 
-NVRTC comes from the ``nvidia-cuda-nvrtc`` wheel (the ``dev`` extra), so this needs no GPU and no CUDA
-toolkit; without the wheel the tests skip.
+NVRTC comes from the ``nvidia-cuda-nvrtc`` wheel (the ``dev`` extra), so this needs no GPU, no CUDA
+toolkit and no CuPy; without the wheel the tests skip.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from scratchnet._cuda import nvrtc
 from scratchnet.sim import parse_kernels
-from tests.nvrtc_headers import ARCH_PARAMS
+from tests.nvrtc_headers import ARCH_PARAMS, CUPY_OPTIONS, CUPY_PIN, cupy_nvrtc_options
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 SOURCES = sorted(KERNELS.rglob("*.cu"))
@@ -27,7 +31,7 @@ def _skip_unsupported(arch: str) -> None:
 
 def _compile_clean(source: str, arch: str, filename: str) -> None:
     names = [name for name, sig in parse_kernels(source).items() if not sig.extern_c]
-    result = nvrtc.compile_source(source, names, arch=arch, filename=filename)
+    result = nvrtc.compile_source(source, names, arch=arch, options=cupy_nvrtc_options(), filename=filename)
     assert "warning" not in result.log.lower(), f"NVRTC warnings for {filename} ({arch}):\n{result.log}"
     assert set(result.lowered_names) == set(names)
 
@@ -37,6 +41,30 @@ def _compile_clean(source: str, arch: str, filename: str) -> None:
 def test_kernel_file_compiles_without_warnings(path, arch):
     _skip_unsupported(arch)
     _compile_clean(path.read_text(), arch, str(path.relative_to(KERNELS.parent)))
+
+
+def test_the_options_are_cupys_and_the_modules():
+    options = cupy_nvrtc_options()
+    assert {"-std=c++17", *CUPY_OPTIONS} <= set(options)
+    assert any(option.startswith("-DSCRATCHNET_HEADERS_SHA256=") for option in options)
+    assert any(option.startswith("-I") and option.endswith("kernels") for option in options)
+
+
+def test_the_options_were_read_in_the_pinned_cupy():
+    """CUPY_OPTIONS mirror CuPy 14.2's compiler: a new pin means reading it again (nvrtc_headers.py says
+    which functions), then updating CUPY_PIN."""
+    pyproject = tomllib.loads((KERNELS.parent / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    pins = {re.search(r"cupy-cuda1\dx\S*>=([\d.]+)", r).group(1) for e in ("gpu", "gpu12") for r in extras[e]}
+    assert pins == {CUPY_PIN}
+
+
+def test_the_options_change_the_compile():
+    """-ftz=true reaches NVRTC, which then sets __CUDA_FTZ to 1 (the math headers read it)."""
+    source = '#if !__CUDA_FTZ\n#error "no -ftz"\n#endif\nextern "C" __global__ void k() {}\n'
+    assert nvrtc.compile_source(source, arch="sm_80", options=cupy_nvrtc_options()).log == ""
+    with pytest.raises(nvrtc.NvrtcError, match="no -ftz"):
+        nvrtc.compile_source(source, arch="sm_80")
 
 
 def test_there_are_kernel_files():
