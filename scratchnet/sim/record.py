@@ -180,7 +180,8 @@ def shared_arrays(library: Path) -> list[tuple[int, int, str]]:
 
     Each is a thread-local variable (cuda_sim.h), whose symbol holds its offset in the thread-local block,
     where the record's shared offsets count from; the redzones of a checked build and the runtime's own
-    variables are left out. Empty without ``readelf``."""
+    variables are left out; an ``extern __shared__`` array is named without a kernel. Empty without
+    ``readelf``."""
     readelf = shutil.which("readelf")
     if readelf is None:
         return []
@@ -189,8 +190,7 @@ def shared_arrays(library: Path) -> list[tuple[int, int, str]]:
     for start, size, symbol in _TLS_SYMBOL.findall(table):
         if "sim_rt::" in symbol or "sim_shared_redzone_" in symbol or symbol.startswith("guard variable"):
             continue
-        function, _, variable = symbol.rpartition("::")
-        arrays.append(
-            (int(start, 16), int(start, 16) + int(size), f"'{variable}' in {function.split('(')[0]}")
-        )
+        function, _, variable = symbol.rpartition("::")  # none for a file-scope array (extern __shared__)
+        name = f"'{variable}' in {function.split('(')[0]}" if function else f"'{variable}'"
+        arrays.append((int(start, 16), int(start, 16) + int(size), name))
     return sorted(arrays)
