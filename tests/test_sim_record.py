@@ -31,6 +31,14 @@ extern "C" __global__ void strided_double(const double* x, double* y, int stride
     __syncthreads();
     y[i] = d[t * stride];
 }
+
+// Dynamic shared memory (the launch's shared_mem bytes): one array for the whole file, of no kernel.
+extern "C" __global__ void dynamic(float* y) {
+    extern __shared__ float dyn[];
+    dyn[threadIdx.x] = threadIdx.x;
+    __syncthreads();
+    y[threadIdx.x] = dyn[threadIdx.x];
+}
 """
 
 
@@ -94,6 +102,17 @@ def test_a_double_access_takes_two_passes_and_is_no_conflict(module, stride, deg
     ]
     for site in sites:
         assert site.conflict_degree == degree and site.wavefronts == 4 * 2 * degree
+
+
+def test_an_extern_shared_array_is_named_without_a_kernel(module):
+    y = np.zeros(32, np.float32)
+    module.get_function("dynamic")((1,), (32,), (y,), shared_mem=128)
+    np.testing.assert_array_equal(y, np.arange(32))
+    sites = module.last_record.shared_sites(module.build.library)
+    assert [(site.array, site.kind, site.conflict_degree) for site in sites] == [
+        ("'dyn'", "store", 1),
+        ("'dyn'", "load", 1),
+    ]
 
 
 def test_shared_sites_without_the_library_fall_back_to_code_addresses(module):
