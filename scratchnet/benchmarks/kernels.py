@@ -19,13 +19,16 @@ For each version it
    cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA is
    installed; TF32 off) for convolution, and a device-to-device copy of the input (the bandwidth a
    pooling kernel could reach at best, credited with the 2 |x| bytes it moves) for pooling. A missing
-   library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately;
+   library (no cuBLAS) skips its row with a note; a launch's costs are printed apart: the launch helper's
+   argument checks (also on ``sim``: a ``launch helper`` line per op), CuPy's launch on the host and the
+   GPU's time per launch;
 3. on the simulator, counts the **bank conflicts** of each version's shared-memory accesses at the first
    validation size: the worst conflict per ``__shared__`` array, for its stores and its loads (the access
    record, :meth:`scratchnet.sim.AccessRecord.shared_sites`; 1-way is conflict-free).
 
-Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
-sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet.cupy_backend``.
+Without a GPU it says so and reports the validation, the launch helper's checks, the bank conflicts and the
+FLOP and byte counts of the benchmark sizes. Every CuPy call is inside a GPU-only function, through
+``scratchnet.cupy_backend``.
 """
 
 from __future__ import annotations

@@ -71,14 +71,10 @@ class AccessRecord:
         """The shared-memory accesses grouped as a warp would issue them: one instruction (``pc``) executed
         for the n-th time by the lanes of one warp of one block. Key ``(block, warp, pc, n)``, value the
         ``(offset, size)`` of each lane's access."""
-        executions: dict[tuple[int, int, int], int] = defaultdict(int)  # (block, thread, pc) -> times so far
-        groups: dict[tuple[int, int, int, int], list[tuple[int, int]]] = defaultdict(list)
-        for event in self.events[self.events["buffer"] == SHARED]:
-            block, thread, pc = int(event["block"]), int(event["thread"]), int(event["pc"])
-            n = executions[block, thread, pc]
-            executions[block, thread, pc] = n + 1
-            groups[block, thread // 32, pc, n].append((int(event["offset"]), int(event["size"])))
-        return dict(groups)
+        return {
+            key: [(offset, size) for _lane, offset, size, _kind in lanes]
+            for key, lanes in self._warp_accesses_with_lanes().items()
+        }
 
     def bank_conflicts(self) -> int:
         """The extra shared-memory transactions of all warp accesses: an access whose lanes touch ``k``
