@@ -83,34 +83,13 @@ def test_helper_checks_are_timed_without_the_launch():
 
 
 # --- the GPU-only timing code, driven by a fake cupy --------------------------------------------------
-class QueueEvent:
-    """CuPy's Event on the fake, with ``done`` (cudaEventQuery): the fake's ``spin_done`` answers, one value
-    per query, then False (the spin still ran when the host had enqueued every run)."""
-
-    def __init__(self, fake):
-        self.fake = fake
-
-    def record(self):
-        self.fake.log.append("record")
-
-    def synchronize(self):
-        pass
-
-    @property
-    def done(self) -> bool:
-        return self.fake.spin_done.pop(0) if self.fake.spin_done else False
-
-
 @pytest.fixture
 def fake_gpu(monkeypatch):
     """fake_gpu(fail={...}) -> (the fake cupy, a gpu Device on it)."""
     from scratchnet.device import Device
 
     def install(fail=None):
-        fake = fake_cupy.install(monkeypatch, fail)
-        fake.spin_done = []
-        monkeypatch.setattr(fake.cuda, "Event", lambda: QueueEvent(fake))
-        return fake, Device("gpu")
+        return fake_cupy.install(monkeypatch, fail), Device("gpu")
 
     return install
 
@@ -159,7 +138,7 @@ def test_runs_are_timed_again_behind_a_longer_spin_when_the_spin_ended_first(fak
     timer = kernel_bench.GpuTimer(gpu)
     lengths = spin_lengths(timer)
     timer.set_enqueue_ns(50_000)
-    fake.spin_done = [True]  # the first spin was over before the host had enqueued the last run
+    fake.events_done = [True]  # the first spin was over before the host had enqueued the last run
     fake.elapsed_ms = [9.0, 9.0, 9.0, 1.0, 2.0, 3.0]
     assert timer._timed_runs(lambda: None, 3) == [1.0, 2.0, 3.0] and timer.covered
     assert lengths == [3 * 150_000, 3 * 300_000]
@@ -169,7 +148,7 @@ def test_a_run_never_covered_by_the_spin_says_so(fake_gpu, monkeypatch):
     fake, gpu = fake_gpu()
     timer = kernel_bench.GpuTimer(gpu)
     lengths = spin_lengths(timer)
-    fake.spin_done = [True] * 1000  # every spin over too soon, however long
+    fake.events_done = [True] * 1000  # every spin over too soon, however long
     timer.time_ms(lambda: None, repeats=3)
     assert not timer.covered and len(lengths) == 2 * timer.RETRIES
 
