@@ -238,28 +238,31 @@ def test_the_conflict_count_sees_tiles_without_padding(dtype, degree):
 
 def test_split_k_keeps_the_kernels_int_arithmetic_in_range():
     """gemm_blocked's largest int is cdiv(K, splits * TILE_K)'s numerator, K + splits * TILE_K - 1: near
-    K = 2^31 split_k takes fewer chunks (100 instead of 128 here), down to one at MAX_BLOCKED_K."""
+    K = 2^31 split_k takes fewer chunks (100 instead of 128 here), down to one at its MAX_K."""
     tile_k = cuda_defines("gemm_blocked.cu")["TILE_K"]
-    assert linear.MAX_BLOCKED_K == 2**31 - tile_k
-    for K, expected in [(2**31 - 100 * tile_k, 100), (2**31 - 2 * tile_k, 2), (linear.MAX_BLOCKED_K, 1)]:
+    assert linear.MAX_K["blocked"] == 2**31 - tile_k
+    for K, expected in [(2**31 - 100 * tile_k, 100), (2**31 - 2 * tile_k, 2), (linear.MAX_K["blocked"], 1)]:
         splits = split_k(6, 25, K)
         assert splits == expected and K + splits * tile_k - 1 <= 2**31 - 1
 
 
-def test_gemm_refuses_a_k_its_int_arithmetic_cannot_count():
-    """Checked on the host before anything is allocated or launched: the operands are broadcast views of
-    one zero, shaped like 1 x K and K x 1 matrices, with no memory behind them."""
+@pytest.mark.parametrize("impl, step", [("blocked", 32), ("tiled", 16)])
+def test_gemm_refuses_a_k_its_int_arithmetic_cannot_count(impl, step):
+    """The tiled kernels' k0 goes up to K rounded up to a whole tile of `step`, which must fit in an int.
+    Checked on the host before anything is allocated or launched: the operands are broadcast views of one
+    zero, shaped like 1 x K and K x 1 matrices, with no memory behind them."""
     dev = device_or_skip("sim")
-    K = linear.MAX_BLOCKED_K + 1
+    assert linear.MAX_K[impl] == 2**31 - step
+    K = linear.MAX_K[impl] + 1
     A, B = np.broadcast_to(np.float32(0), (1, K)), np.broadcast_to(np.float32(0), (K, 1))
     launches = sum(dev.launches.values())
-    message = f"K = {K} is too long for gemm_blocked, .* at most K = {2**31 - 32} "
+    message = f"K = {K} is too long for gemm_{impl}, .* {step} at a time: at most K = {2**31 - step};"
     with pytest.raises(ValueError, match=message):
-        gemm(dev, A, B)
+        gemm(dev, A, B, impl=impl)
     with pytest.raises(ValueError, match=message):
-        gemm(dev, A, B, bias=dev.array(np.zeros(1, np.float32)))
+        gemm(dev, A, B, bias=dev.array(np.zeros(1, np.float32)), impl=impl)
     with pytest.raises(ValueError, match=message):
-        gemm(dev, B, A, transpose_a=True, transpose_b=True)
+        gemm(dev, B, A, transpose_a=True, transpose_b=True, impl=impl)
     assert sum(dev.launches.values()) == launches
 
 

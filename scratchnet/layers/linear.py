@@ -40,12 +40,13 @@ GEMM_IMPLS = ("blocked", "tiled", "naive")
 # to fill), into at most SPLIT_K_BLOCKS blocks and chunks of at least SPLIT_K_MIN_STEPS k-steps each.
 SPLIT_K_BLOCKS = 128
 SPLIT_K_MIN_STEPS = 256
-# gemm_blocked counts along K in int. The largest value it computes is cdiv(K, splits * TILE_K)'s numerator,
-# K + splits * TILE_K - 1: a chunk (a whole number of TILE_K steps) ends at most there, and so does k0, the
-# start of a tile, and every column k0 + k < k0 + TILE_K it loads. So K + splits * TILE_K - 1 must fit in
-# an int; with one split (and in gemm_blocked_bias) that is K <= MAX_BLOCKED_K.
+# The kernels count along K in int, a tile of `step` values at a time: k0 goes up to K rounded up to a whole
+# step, at most K + step - 1, which must fit in an int. So K <= MAX_K[impl] = 2^31 - step. gemm_blocked with
+# splits computes cdiv(K, splits * TILE_K), whose numerator K + splits * TILE_K - 1 is its largest int (each
+# chunk, a whole number of TILE_K steps, ends at most there): split_k keeps that in range too.
 INT_MAX = 2**31 - 1
-MAX_BLOCKED_K = INT_MAX + 1 - _BLOCKED["TILE_K"]
+K_STEP = {"blocked": _BLOCKED["TILE_K"], "tiled": GEMM_TILE, "naive": 1}
+MAX_K = {impl: INT_MAX + 1 - step for impl, step in K_STEP.items()}
 
 
 def gemm(
@@ -96,10 +97,10 @@ def gemm(
         )
     if min(M, N, K) == 0:
         raise ValueError(f"gemm: empty matrices (A {A.shape}, B {B.shape})")
-    if impl == "blocked" and K > MAX_BLOCKED_K:
+    if K > MAX_K[impl]:
         raise ValueError(
-            f"gemm: K = {K} is too long for gemm_blocked, which counts along K in 32-bit int: at most "
-            f"K = {MAX_BLOCKED_K} (2^31 - TILE_K); split the product over K and add the parts"
+            f"gemm: K = {K} is too long for gemm_{impl}, which counts along K in 32-bit int, {K_STEP[impl]} "
+            f"at a time: at most K = {MAX_K[impl]}; split the product over K and add the parts"
         )
     batch = A.shape[0] if A.ndim == 3 else 1
     sizes = (M, N, K, int(transpose_a), int(transpose_b))
@@ -158,7 +159,7 @@ def split_k(M: int, N: int, K: int, batch: int = 1) -> int:
         return 1
     step = _BLOCKED["TILE_K"]
     splits = max(1, min(SPLIT_K_BLOCKS // blocks, K // SPLIT_K_MIN_STEPS))
-    # No more splits than the kernel's int can count: K + splits * TILE_K - 1 <= INT_MAX (see MAX_BLOCKED_K).
+    # No more splits than the kernel's int can count: K + splits * TILE_K - 1 <= INT_MAX (see MAX_K).
     splits = max(1, min(splits, (INT_MAX + 1 - K) // step))
     # Chunks are whole TILE_K steps (as the kernel computes them): drop splits that would be left empty.
     chunk = cdiv(K, splits * step) * step
