@@ -44,6 +44,7 @@ class FakeCupy(types.ModuleType):
         self.launches: list[tuple] = []
         self.log: list[str] = []  # launches and event records, in order
         self.elapsed_ms: list[float] = []  # what get_elapsed_time returns, one value per call (then 1.0)
+        self.events_done: list[bool] = []  # what Event.done returns, one value per query (then False)
         self.module_options: list[tuple] = []  # the compiler options of each RawModule, in order
         self.__version__ = "14.2.0"
         runtime = types.SimpleNamespace(
@@ -111,6 +112,10 @@ class _FakeEvent:
 
     def synchronize(self):
         pass
+
+    @property
+    def done(self) -> bool:  # cudaEventQuery: False, the work before the event still runs
+        return self.cp.events_done.pop(0) if self.cp.events_done else False
 
 
 class _FakeModule:

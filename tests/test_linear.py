@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 import scratchnet as sn
+from scratchnet import sim
+from scratchnet._cuda.sources import cuda_defines, kernel_source
 from scratchnet.benchmarks.torch_twins import twin_forward_backward
 from scratchnet.gradcheck import check_layer
 from scratchnet.layers import Linear, linear
@@ -183,6 +185,85 @@ def test_split_k_only_splits_small_products_over_long_k():
     assert 0.9 * linear.SPLIT_K_BLOCKS < split_k(6, 25, 50176) <= linear.SPLIT_K_BLOCKS
     assert split_k(16, 150, 6400, batch=1) == 25  # conv2's: 3 tiles, chunks of 256 steps
     assert split_k(64, 64, 10**6, batch=200) == 1
+
+
+# --- gemm_blocked's shared memory: bank conflicts, counted on the simulator's access record -------------
+def tile_conflicts(source: str, dtype, transpose_a: bool, transpose_b: bool) -> dict[tuple[str, str], int]:
+    """The worst bank-conflict degree of each of gemm_blocked's shared access sites, ``{("tile_a", "store"):
+    1, ...}`` (1: conflict-free; see AccessRecord.shared_sites for the counting rule), from one launch of
+    ``source``'s gemm_blocked on one 64 x 64 tile of C (every thread busy) over K = 64 (two tiles of K)."""
+    name = f"gemm_blocked<{'float' if dtype == np.float32 else 'double'}>"
+    module = sim.load_module(source, [name], filename="gemm_blocked.cu", checks="record")
+    rng = np.random.default_rng(4)
+    M = N = K = 64
+    A, B = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+    A_stored = np.ascontiguousarray(A.T) if transpose_a else A
+    B_stored = np.ascontiguousarray(B.T) if transpose_b else B
+    C = np.zeros((M, N), dtype)
+    side = cuda_defines("gemm_blocked.cu")["BLOCK_SIDE"]
+    sizes = (M, N, K, int(transpose_a), int(transpose_b), 1)
+    module.get_function(name)((1, 1, 1), (side, side), (A_stored, B_stored, C, *map(np.int32, sizes)))
+    np.testing.assert_allclose(C, A @ B, rtol=1e-4, atol=1e-4)
+    degrees: dict[tuple[str, str], int] = {}
+    for site in module.last_record.shared_sites(module.build.library):
+        key = (site.array.split("'")[1], site.kind)  # "'tile_a' in gemm_blocked<float>" -> "tile_a"
+        degrees[key] = max(degrees.get(key, 0), site.conflict_degree)
+    return degrees
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize(
+    "transpose_a, transpose_b", [(False, False), (False, True), (True, False), (True, True)]
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_blocked_tiles_have_at_most_2_way_bank_conflicts(dtype, transpose_a, transpose_b):
+    degrees = tile_conflicts(kernel_source("gemm_blocked.cu"), dtype, transpose_a, transpose_b)
+    assert set(degrees) == {(tile, kind) for tile in ("tile_a", "tile_b") for kind in ("store", "load")}
+    assert max(degrees.values()) <= 2, degrees
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype, degree", [(np.float32, 32), (np.float64, 16)])
+def test_the_conflict_count_sees_tiles_without_padding(dtype, degree):
+    """Rows of 64 values: a row-major X stores 32 consecutive k down one column, one bank (a double's half
+    warp: 16 words in each of two banks). That is tile_a whenever A is not transposed, and tile_b whenever
+    B is."""
+    padded = kernel_source("gemm_blocked.cu")
+    unpadded = padded.replace("#define TILE_STRIDE (BLOCK_TILE + 1)", "#define TILE_STRIDE BLOCK_TILE")
+    assert unpadded != padded
+    degrees = tile_conflicts(unpadded, dtype, transpose_a=False, transpose_b=True)
+    assert degrees["tile_a", "store"] == degrees["tile_b", "store"] == degree
+    assert tile_conflicts(unpadded, dtype, transpose_a=True, transpose_b=False)["tile_a", "store"] == 1
+
+
+def test_split_k_keeps_the_kernels_int_arithmetic_in_range():
+    """gemm_blocked's largest int is cdiv(K, splits * TILE_K)'s numerator, K + splits * TILE_K - 1: near
+    K = 2^31 split_k takes fewer chunks (100 instead of 128 here), down to one at its MAX_K."""
+    tile_k = cuda_defines("gemm_blocked.cu")["TILE_K"]
+    assert linear.MAX_K["blocked"] == 2**31 - tile_k
+    for K, expected in [(2**31 - 100 * tile_k, 100), (2**31 - 2 * tile_k, 2), (linear.MAX_K["blocked"], 1)]:
+        splits = split_k(6, 25, K)
+        assert splits == expected and K + splits * tile_k - 1 <= 2**31 - 1
+
+
+@pytest.mark.parametrize("impl, step", [("blocked", 32), ("tiled", 16)])
+def test_gemm_refuses_a_k_its_int_arithmetic_cannot_count(impl, step):
+    """The tiled kernels' k0 goes up to K rounded up to a whole tile of `step`, which must fit in an int.
+    Checked on the host before anything is allocated or launched: the operands are broadcast views of one
+    zero, shaped like 1 x K and K x 1 matrices, with no memory behind them."""
+    dev = device_or_skip("sim")
+    assert linear.MAX_K[impl] == 2**31 - step
+    K = linear.MAX_K[impl] + 1
+    A, B = np.broadcast_to(np.float32(0), (1, K)), np.broadcast_to(np.float32(0), (K, 1))
+    launches = sum(dev.launches.values())
+    message = f"K = {K} is too long for gemm_{impl}, .* {step} at a time: at most K = {2**31 - step};"
+    with pytest.raises(ValueError, match=message):
+        gemm(dev, A, B, impl=impl)
+    with pytest.raises(ValueError, match=message):
+        gemm(dev, A, B, bias=dev.array(np.zeros(1, np.float32)), impl=impl)
+    with pytest.raises(ValueError, match=message):
+        gemm(dev, B, A, transpose_a=True, transpose_b=True, impl=impl)
+    assert sum(dev.launches.values()) == launches
 
 
 def test_gemm_rejects_a_bias_it_cannot_add():

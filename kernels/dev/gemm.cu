@@ -1,4 +1,4 @@
-// GEMM, C = A @ B, from naive to register-blocked: the numbered versions of the kernel harness
+// GEMM, C = A @ B, from naive to register-blocked without bank conflicts: the numbered versions of the kernel harness
 // (python -m scratchnet.kernel_bench gemm), in the style of llm.c's dev/cuda and siboehm/SGEMM_CUDA.
 //
 //   A: (M, K), B: (K, N), C: (M, N), all row-major.   C[m, n] = sum_k A[m, k] * B[k, n]
@@ -192,6 +192,81 @@ __global__ __launch_bounds__(V5_THREADS) void gemm_v5_blocktile_2d(const T* A, c
         int m = block_row + thread_row * V5_TM + i;
         for (int j = 0; j < V5_TN; ++j) {
             int n = block_col + thread_col * V5_TN + j;
+            if (m < M && n < N) {
+                C[(long long)m * N + n] = acc[i][j];
+            }
+        }
+    }
+}
+
+// Version 6: no shared-memory bank conflicts. Version 5's arithmetic, with two changes to where values lie
+// and who reads them. Shared memory is 32 banks of 4-byte words (word w in bank w % 32); one pass delivers
+// one word from each bank, so a warp's access takes one pass per 128 bytes when its lanes' words lie in
+// different banks (or are the same word), and k passes when one bank must deliver k different words: a
+// k-way conflict. Version 5 has two (python -m scratchnet.kernel_bench gemm --device sim counts them):
+// * Its A tile store, As[c][r]: a warp's lanes read 8 consecutive k of 4 rows (coalesced) and store them
+//   8 rows of As apart, 128 values: 8 lanes in one bank (8-way). Here every row of As is padded by
+//   V6_PAD_BYTES = 16 bytes (4 floats, 2 doubles), so the 8 rows start 4 banks apart.
+// * Its B loads, Bs[dot][thread_col * 8 + j]: 16 threads 8 values apart meet in the same banks (4-way in
+//   float, 8-way in double). Here thread (thread_row, thread_col) computes rows thread_row + 16 i and
+//   columns thread_col + 16 j of the tile instead of 8 consecutive ones, so a warp reads 16 consecutive
+//   values (and writes 16 consecutive columns of C, coalesced).
+// The loop over the tile's k is unrolled on the GPU (the simulator's host compiler has no #pragma unroll).
+// kernels/gemm_blocked.cu, which the layers use, makes the same two changes to its 64 x 64 tiles.
+// Thread mapping (launch): block (256,), grid (ceil(N / 128), ceil(M / 128)).
+#define V6_BM 128
+#define V6_BN 128
+#define V6_BK 8
+#define V6_TM 8
+#define V6_TN 8
+#define V6_ROWS (V6_BM / V6_TM)  // 16 thread rows
+#define V6_COLS (V6_BN / V6_TN)  // 16 thread columns
+#define V6_THREADS (V6_ROWS * V6_COLS)
+#define V6_PAD_BYTES 16  // after each row of the A tile
+
+template <typename T>
+__global__ __launch_bounds__(V6_THREADS) void gemm_v6_conflict_free(const T* A, const T* B, T* C, int M,
+                                                                    int N, int K) {
+    __shared__ T As[V6_BK][V6_BM + V6_PAD_BYTES / sizeof(T)];  // A tile, transposed, rows padded
+    __shared__ T Bs[V6_BK][V6_BN];                             // B tile
+    int tid = threadIdx.x;
+    int block_row = blockIdx.y * V6_BM, block_col = blockIdx.x * V6_BN;
+    // This thread's 8 x 8 outputs: rows thread_row + 16 i, columns thread_col + 16 j of the tile.
+    int thread_col = tid % V6_COLS, thread_row = tid / V6_COLS;
+
+    T acc[V6_TM][V6_TN];
+    for (int i = 0; i < V6_TM; ++i)
+        for (int j = 0; j < V6_TN; ++j) acc[i][j] = T(0);
+    T reg_a[V6_TM];
+    T reg_b[V6_TN];
+
+    for (int k0 = 0; k0 < K; k0 += V6_BK) {
+        for (int e = tid; e < V6_BM * V6_BK; e += V6_THREADS) {
+            int r = e / V6_BK, c = e % V6_BK;
+            int m = block_row + r, k = k0 + c;
+            As[c][r] = (m < M && k < K) ? A[(long long)m * K + k] : T(0);
+        }
+        for (int e = tid; e < V6_BK * V6_BN; e += V6_THREADS) {
+            int r = e / V6_BN, c = e % V6_BN;
+            int k = k0 + r, n = block_col + c;
+            Bs[r][c] = (k < K && n < N) ? B[(long long)k * N + n] : T(0);
+        }
+        __syncthreads();
+#ifndef SCRATCHNET_SIM
+#pragma unroll
+#endif
+        for (int dot = 0; dot < V6_BK; ++dot) {
+            for (int i = 0; i < V6_TM; ++i) reg_a[i] = As[dot][thread_row + V6_ROWS * i];
+            for (int j = 0; j < V6_TN; ++j) reg_b[j] = Bs[dot][thread_col + V6_COLS * j];
+            for (int i = 0; i < V6_TM; ++i)
+                for (int j = 0; j < V6_TN; ++j) acc[i][j] += reg_a[i] * reg_b[j];
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < V6_TM; ++i) {
+        int m = block_row + thread_row + V6_ROWS * i;
+        for (int j = 0; j < V6_TN; ++j) {
+            int n = block_col + thread_col + V6_COLS * j;
             if (m < M && n < N) {
                 C[(long long)m * N + n] = acc[i][j];
             }

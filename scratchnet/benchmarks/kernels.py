@@ -1,7 +1,7 @@
 """The kernel harness: numbered versions of one operation, from naive to optimized, validated and timed.
 
 In the style of llm.c's ``dev/cuda``: ``kernels/dev/gemm.cu`` holds ``gemm_v1_naive`` ...
-``gemm_v5_blocktile_2d``, each with a header comment saying what changed and why it is faster, and this
+``gemm_v6_conflict_free``, each with a header comment saying what changed and why it is faster, and this
 module runs every version on the same inputs::
 
     python -m scratchnet.kernel_bench                      # every op, every version
@@ -19,27 +19,37 @@ For each version it
    cuBLAS through ``cupy.matmul`` for GEMM, PyTorch's cuDNN convolution (if PyTorch with CUDA is
    installed; TF32 off) for convolution, and a device-to-device copy of the input (the bandwidth a
    pooling kernel could reach at best, credited with the 2 |x| bytes it moves) for pooling. A missing
-   library (no cuBLAS) skips its row with a note; the launch overhead is measured and printed separately.
+   library (no cuBLAS) skips its row with a note; a launch's costs are printed apart: the launch helper's
+   argument checks (also on ``sim``: a ``launch helper`` line per op), CuPy's launch on the host and the
+   GPU's time per launch;
+3. on the simulator, counts the **bank conflicts** of each version's shared-memory accesses at the first
+   validation size: the worst conflict per ``__shared__`` array, for its stores and its loads (the access
+   record, :meth:`scratchnet.sim.AccessRecord.shared_sites`; 1-way is conflict-free).
 
-Without a GPU it says so and reports only the validation and the FLOP and byte counts of the benchmark
-sizes. Every CuPy call is inside a GPU-only function, through ``scratchnet.cupy_backend``.
+Without a GPU it says so and reports the validation, the launch helper's checks, the bank conflicts and the
+FLOP and byte counts of the benchmark sizes. Every CuPy call is inside a GPU-only function, through
+``scratchnet.cupy_backend``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
 from scratchnet import cupy_backend as _cupy
+from scratchnet._cuda.launch import Kernel
 from scratchnet._cuda.limits import MAX_GRID, cdiv
 from scratchnet._cuda.sources import cuda_defines
-from scratchnet.device import Device, get_device
+from scratchnet.device import Device, SimDevice, get_device
 from scratchnet.errors import DeviceError, cli_errors
 from scratchnet.layers.base import window_output_hw
 
@@ -139,6 +149,7 @@ GEMM = Op(
         Version(3, "gemm_v3_tiled", _gemm_launch_cols("V3_TILE"), "32x32 shared-memory tiles"),
         Version(4, "gemm_v4_blocktile_1d", _gemm_launch_tiles("V4"), "64x64 tiles, 8 outputs per thread"),
         Version(5, "gemm_v5_blocktile_2d", _gemm_launch_tiles("V5"), "128x128 tiles, 8x8 per thread"),
+        Version(6, "gemm_v6_conflict_free", _gemm_launch_tiles("V6"), "v5 without shared bank conflicts"),
     ),
     make_inputs=_gemm_inputs,
     reference=lambda inp, size: inp["A"] @ inp["B"],
@@ -416,6 +427,28 @@ def validate(
     return result
 
 
+@functools.cache
+def _recording_device() -> SimDevice:
+    return SimDevice(checks="record")  # keeps each launch's access record (scratchnet.sim.record)
+
+
+def bank_conflicts(op: Op, version: Version, size: dict, dtype=np.float32) -> dict[str, dict[str, int]]:
+    """The worst bank conflict of each ``__shared__`` array of one run of ``version`` on the simulator, per
+    kind of access: ``{"As": {"store": 8, "load": 1}, ...}`` (1: conflict-free; {} without shared memory).
+    Counted on the access record (AccessRecord.shared_sites, which says how); the output is not checked."""
+    dev = _recording_device()
+    kernel = dev.kernel(op.source, version.kernel, dtype)
+    inputs = op.make_inputs(size, np.dtype(dtype), np.random.default_rng(0))
+    version.launch(kernel, _device_arrays(dev, inputs, op.output_shape(size), dtype), size)
+    module = kernel.raw.module
+    worst: dict[str, dict[str, int]] = {}
+    for site in module.last_record.shared_sites(module.build.library):
+        array = site.array.split("'")[1] if site.array else site.line  # "'As' in gemm_v5<float>" -> "As"
+        kinds = worst.setdefault(array, {})
+        kinds[site.kind] = max(kinds.get(site.kind, 0), site.conflict_degree)
+    return worst
+
+
 def describe_mismatches(out: np.ndarray, expected: np.ndarray, wrong: np.ndarray) -> str:
     """Where the output is wrong: how many elements, the first (in C order) and the worst, as indices.
 
@@ -438,12 +471,18 @@ class GpuTimer:
       (``L2CacheSize`` of the device), so no run reads its inputs from the previous run's L2.
     * No host in the measurement: a ``spin`` kernel (``kernels/dev/timing.cu``) is queued first and keeps
       the GPU busy while the host enqueues every (flush, start event, run, stop event) behind it; each pair
-      of events then brackets only the GPU's work, not the host's launch gaps.
-    * The launch overhead itself (host time per launch of an empty kernel) is measured separately by
-      :meth:`launch_overhead_us` and printed next to the timings.
+      of events then brackets only the GPU's work, not the host's launch gaps. The spin lasts
+      ENQUEUE_MARGIN times the host time one such enqueue was measured to take (:meth:`spin_ns`), and an
+      event recorded right after it says whether it was still running when the host had enqueued the last
+      run. If not, a run may have waited for the host: the runs are timed again behind a spin twice as
+      long, and after RETRIES attempts ``covered`` is False and the report says so.
+    * The launch costs are measured apart (:meth:`launch_costs_us`): the launch helper's Python checks,
+      CuPy's own launch on the host, and the GPU's time per launch of an empty kernel.
     """
 
-    HOST_ENQUEUE_NS = 100_000  # generous host time to enqueue one (flush, event, run, event)
+    MIN_ENQUEUE_NS = 100_000  # the least spin per timed run
+    ENQUEUE_MARGIN = 3  # spin 3x the host time measured for enqueuing one timed run
+    RETRIES = 3
 
     def __init__(self, dev: Device):
         cp = _cupy.cupy()
@@ -453,39 +492,114 @@ class GpuTimer:
             self.flush_buffer = cp.empty(max(2 * self.l2_bytes, 1 << 20), dtype=np.uint8)
         self.spin = dev.kernel("dev/timing.cu", "spin")
         self.empty_kernel = dev.kernel("dev/timing.cu", "empty_kernel")
+        self.enqueue_ns = 0  # host time to enqueue one timed run, measured by time_ms
+        self.spin_per_run_ns = self.MIN_ENQUEUE_NS
+        self.covered = True  # whether the last timed runs were all queued behind the spin
 
     def flush_l2(self) -> None:
         self.flush_buffer.fill(0)  # a kernel writing 2x L2 bytes: evicts whatever the last run left
+
+    def set_enqueue_ns(self, enqueue_ns: int) -> None:
+        """The host takes ``enqueue_ns`` to enqueue one timed run: spin ENQUEUE_MARGIN times that per run,
+        and at least MIN_ENQUEUE_NS."""
+        self.enqueue_ns = enqueue_ns
+        self.spin_per_run_ns = max(self.MIN_ENQUEUE_NS, self.ENQUEUE_MARGIN * enqueue_ns)
+
+    def spin_ns(self, count: int) -> int:
+        """How long the spin keeps the GPU busy in front of ``count`` timed runs."""
+        return count * self.spin_per_run_ns
 
     def time_ms(self, run: Callable, repeats: int, budget_ms: float = 2000.0) -> float:
         """Median GPU milliseconds of ``run()`` over ``repeats`` cold-cache runs (fewer, at least 3, for a
         slow kernel such as a naive GEMM at 4096^3, to stay within about ``budget_ms``)."""
         run()  # warm-up: compilation, cuDNN algorithm search
+        self.set_enqueue_ns(self._enqueue_ns(run))
         first = self._timed_runs(run, 1)[0]
         repeats = max(3, min(repeats, int(budget_ms / max(first, 1e-3))))
         return statistics.median(self._timed_runs(run, repeats))
 
-    def _timed_runs(self, run: Callable, count: int) -> list[float]:
-        events = [(self.cp.cuda.Event(), self.cp.cuda.Event()) for _ in range(count)]
-        self.spin((1,), (1,), (count * self.HOST_ENQUEUE_NS,))
-        for start, stop in events:
-            self.flush_l2()
-            start.record()
-            run()
-            stop.record()
-        with _cupy.gpu_errors("timing a kernel"):
-            events[-1][1].synchronize()
-            return [self.cp.cuda.get_elapsed_time(start, stop) for start, stop in events]
+    def _enqueue(self, run: Callable, start, stop) -> None:
+        self.flush_l2()
+        start.record()
+        run()
+        stop.record()
 
-    def launch_overhead_us(self, launches: int = 200) -> float:
-        """Host microseconds per launch of an empty kernel, launched back to back (then one synchronize)."""
-        self.empty_kernel((1,), (1,), ())
+    def _enqueue_ns(self, run: Callable, samples: int = 3) -> int:
+        """Host nanoseconds to enqueue one timed run (flush, event, run, event): the most of ``samples``."""
+        times = []
+        for _ in range(samples):
+            start, stop = self.cp.cuda.Event(), self.cp.cuda.Event()
+            begin = time.perf_counter_ns()
+            self._enqueue(run, start, stop)
+            times.append(time.perf_counter_ns() - begin)
+            with _cupy.gpu_errors("timing a kernel"):
+                stop.synchronize()
+        return max(times)
+
+    def _timed_runs(self, run: Callable, count: int) -> list[float]:
+        for _ in range(self.RETRIES):
+            events = [(self.cp.cuda.Event(), self.cp.cuda.Event()) for _ in range(count)]
+            self.spin((1,), (1,), (self.spin_ns(count),))
+            spin_end = self.cp.cuda.Event()
+            spin_end.record()
+            for start, stop in events:
+                self._enqueue(run, start, stop)
+            self.covered = not spin_end.done  # the GPU still spun when the host had enqueued every run
+            with _cupy.gpu_errors("timing a kernel"):
+                events[-1][1].synchronize()
+                times = [self.cp.cuda.get_elapsed_time(start, stop) for start, stop in events]
+            if self.covered:
+                break
+            self.spin_per_run_ns *= 2  # the host was slower than measured
+        return times
+
+    def launch_costs_us(self, launches: int = 200) -> dict[str, float]:
+        """Microseconds per launch of an empty kernel: ``checks``, the launch helper's Python (its checks and
+        conversions, with the launch itself left out: :func:`helper_checks_us`); ``cupy``, CuPy's launch on
+        the host, without the helper; ``gpu``, the GPU's time per launch, ``launches`` of them queued back
+        to back between two events."""
+        raw = self.empty_kernel.raw
+        raw((1,), (1,), ())
         self.cp.cuda.Device().synchronize()
         begin = time.perf_counter()
         for _ in range(launches):
-            self.empty_kernel((1,), (1,), ())
+            raw((1,), (1,), ())
+        host = (time.perf_counter() - begin) / launches * 1e6
         self.cp.cuda.Device().synchronize()
-        return (time.perf_counter() - begin) / launches * 1e6
+
+        def back_to_back():
+            for _ in range(launches):
+                raw((1,), (1,), ())
+
+        return {
+            "checks": helper_checks_us(lambda kernel: kernel((1,), (1,), ()), self.empty_kernel),
+            "cupy": host,
+            "gpu": self.time_ms(back_to_back, repeats=5) * 1e3 / launches,
+        }
+
+
+def helper_checks_us(launch: Callable, kernel: Kernel, calls: int = 100) -> float:
+    """Microseconds of the launch helper's own Python per launch (:class:`~scratchnet._cuda.launch.Kernel`:
+    its checks and conversions of the arguments), for the launch that ``launch(kernel)`` makes: that
+    launch's arguments are caught once, then passed in batches of ``calls`` to a copy of ``kernel`` whose
+    launch does nothing and counts nowhere, so no device and no CuPy time is in the figure."""
+    caught = []
+
+    class Catch(Kernel):
+        def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+            caught.append((grid, block, args, shared_mem))
+
+    uncounted = SimpleNamespace(name=kernel.device.name, is_array=kernel.device.is_array, launches=Counter())
+    launch(Catch(uncounted, None, kernel.signature))
+    silent = Kernel(uncounted, lambda *args, **kwargs: None, kernel.signature)
+    grid, block, args, shared_mem = caught[0]
+    batches = []  # the fastest of 5 batches, as timeit advises: slower ones waited for other processes
+    for _ in range(5):
+        begin = time.perf_counter()
+        for _ in range(calls):
+            silent(grid, block, args, shared_mem=shared_mem)
+        batches.append((time.perf_counter() - begin) / calls * 1e6)
+    return min(batches)
 
 
 def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int, timer: GpuTimer) -> list[Result]:
@@ -507,6 +621,8 @@ def benchmark_size(dev: Device, op: Op, size: dict, dtype, repeats: int, timer: 
             kernel = dev.kernel(op.source, version.kernel, dtype)
             arrays = fresh_arrays()
             result.ms = timer.time_ms(lambda k=kernel, a=arrays, v=version: v.launch(k, a, size), repeats)
+            if not timer.covered:
+                result.notes.append("may include host time: the spin ended before every run was enqueued")
         result.flops, result.bytes = flops, nbytes
         results.append(result)
     if op.library is not None:
@@ -567,6 +683,32 @@ def _format_counts(op: Op, dtype) -> list[str]:
     return lines
 
 
+def _format_helper_checks(dev: Device, op: Op, dtype) -> str:
+    version, size = op.versions[-1], op.tiny_sizes[0]
+    kernel = dev.kernel(op.source, version.kernel, dtype)
+    inputs = op.make_inputs(size, np.dtype(dtype), np.random.default_rng(0))
+    arrays = _device_arrays(dev, inputs, op.output_shape(size), dtype)
+    us = helper_checks_us(lambda k: version.launch(k, arrays, size), kernel)
+    return (
+        f"launch helper: {us:.1f} us of argument checks per launch of v{version.number} {version.kernel} "
+        "(host Python, timed with the launch itself left out)"
+    )
+
+
+def _format_bank_conflicts(op: Op, dtype) -> list[str]:
+    size = op.tiny_sizes[0]
+    lines = [f"bank conflicts (shared memory, worst n-way per array; 1-way is none) at {_describe(size)}:"]
+    for version in op.versions:
+        arrays = bank_conflicts(op, version, size, dtype)
+        text = "; ".join(
+            f"{array} "
+            + ", ".join(f"{kind} {kinds[kind]}-way" for kind in ("store", "load", "atomic") if kind in kinds)
+            for array, kinds in arrays.items()
+        )
+        lines.append(f"  v{version.number} {version.kernel:34s} {text or 'no shared memory'}")
+    return lines
+
+
 def _format_timings(op: Op, results: list[Result]) -> list[str]:
     lines = [f"  {'version':40s} {'valid':5s} {'ms':>9s} {op.metric:>9s} {'% of lib':>8s}"]
     for r in results:
@@ -589,10 +731,14 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
     timer = None
     if dev.name == "gpu":
         timer = GpuTimer(dev)
+        costs = timer.launch_costs_us()
         out(
             f"timing: median of up to {repeats} runs per kernel, each after an L2 flush "
             f"({2 * timer.l2_bytes / 2**20:.0f} MiB written), queued behind a spin kernel so the CUDA events "
-            f"measure only the GPU; launch overhead (host, per launch): {timer.launch_overhead_us():.1f} us"
+            "measure only the GPU\n"
+            f"launch of an empty kernel: {costs['checks']:.1f} us of the launch helper's checks and "
+            f"{costs['cupy']:.1f} us of CuPy's launch on the host; {costs['gpu']:.2f} us of GPU time each, "
+            "queued back to back"
         )
     for op in ops:
         out(f"\n== {op.name}: kernels/{op.source}, {np.dtype(dtype)}, device {dev.name} ==")
@@ -602,7 +748,9 @@ def run(ops: list[Op], device: str | None, dtype, repeats: int, out=print) -> bo
         results = [validate(dev, op, v, size, dtype) for size in op.tiny_sizes for v in op.versions]
         all_ok &= all(r.ok for r in results)
         out("\n".join(_format_validation(results)))
+        out(_format_helper_checks(dev, op, dtype))
         if dev.name != "gpu":
+            out("\n".join(_format_bank_conflicts(op, dtype)))
             out(f"benchmark sizes (timed on a GPU only; work per call, {np.dtype(dtype)}):")
             out("\n".join(_format_counts(op, dtype)))
             continue

@@ -40,6 +40,13 @@ GEMM_IMPLS = ("blocked", "tiled", "naive")
 # to fill), into at most SPLIT_K_BLOCKS blocks and chunks of at least SPLIT_K_MIN_STEPS k-steps each.
 SPLIT_K_BLOCKS = 128
 SPLIT_K_MIN_STEPS = 256
+# The kernels count along K in int, a tile of `step` values at a time: k0 goes up to K rounded up to a whole
+# step, at most K + step - 1, which must fit in an int. So K <= MAX_K[impl] = 2^31 - step. gemm_blocked with
+# splits computes cdiv(K, splits * TILE_K), whose numerator K + splits * TILE_K - 1 is its largest int (each
+# chunk, a whole number of TILE_K steps, ends at most there): split_k keeps that in range too.
+INT_MAX = 2**31 - 1
+K_STEP = {"blocked": _BLOCKED["TILE_K"], "tiled": GEMM_TILE, "naive": 1}
+MAX_K = {impl: INT_MAX + 1 - step for impl, step in K_STEP.items()}
 
 
 def gemm(
@@ -90,6 +97,11 @@ def gemm(
         )
     if min(M, N, K) == 0:
         raise ValueError(f"gemm: empty matrices (A {A.shape}, B {B.shape})")
+    if K > MAX_K[impl]:
+        raise ValueError(
+            f"gemm: K = {K} is too long for gemm_{impl}, which counts along K in 32-bit int, {K_STEP[impl]} "
+            f"at a time: at most K = {MAX_K[impl]}; split the product over K and add the parts"
+        )
     batch = A.shape[0] if A.ndim == 3 else 1
     sizes = (M, N, K, int(transpose_a), int(transpose_b))
     if impl == "blocked":
@@ -138,15 +150,18 @@ def split_k(M: int, N: int, K: int, batch: int = 1) -> int:
     blocks; then enough chunks to reach about SPLIT_K_BLOCKS blocks, each at least SPLIT_K_MIN_STEPS long.
 
     conv1's weight gradient in LeNet-5 at batch 64, 6 x 25 over K = 50176, is one tile: in 121 chunks of 416
-    steps (13 tiles of TILE_K = 32) it runs on 121 blocks instead of one.
+    steps (13 tiles of TILE_K = 32) it runs on 121 blocks instead of one. Near K = 2^31, fewer splits: the
+    kernel's int must hold K + splits x TILE_K.
     """
     tile = _BLOCKED["BLOCK_TILE"]
     blocks = cdiv(M, tile) * cdiv(N, tile) * batch
     if blocks >= SPLIT_K_BLOCKS:
         return 1
-    splits = max(1, min(SPLIT_K_BLOCKS // blocks, K // SPLIT_K_MIN_STEPS))
-    # Chunks are whole TILE_K steps (as the kernel computes them): drop splits that would be left empty.
     step = _BLOCKED["TILE_K"]
+    splits = max(1, min(SPLIT_K_BLOCKS // blocks, K // SPLIT_K_MIN_STEPS))
+    # No more splits than the kernel's int can count: K + splits * TILE_K - 1 <= INT_MAX (see MAX_K).
+    splits = max(1, min(splits, (INT_MAX + 1 - K) // step))
+    # Chunks are whole TILE_K steps (as the kernel computes them): drop splits that would be left empty.
     chunk = cdiv(K, splits * step) * step
     return cdiv(K, chunk)
 
