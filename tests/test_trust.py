@@ -7,16 +7,24 @@ import errno
 import fcntl
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from subprocess import PIPE
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_parallel import MPI_TIMEOUT, ROOT, needs_mpi
 
 import scratchnet.train as T
-from scratchnet import evaluate, get_device, plots, run_folder
+from scratchnet import evaluate, get_device, parallel, plots, run_folder
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
 from scratchnet.errors import DatasetError
 from scratchnet.layers.loss import topk_correct
+from scratchnet.models import LeNet5
+from scratchnet.parallel import mpiexec
 from scratchnet.train import data_parallel, loop
 
 SMALL = dict(limit_train=70, limit_test=32, epochs=1, progress=False, plots=False)
@@ -310,6 +318,77 @@ def test_ctrl_c_after_the_last_epoch_says_training_finished(tmp_path, monkeypatc
         and f"checkpoints are in {tmp_path / 'run'}" in out
     )
     assert load_checkpoint(tmp_path / "run").meta["epoch"] == 1
+
+
+class OtherRankInterrupted(parallel.World):
+    """Rank 0 of two, whose sums add rank 1's numbers: the same loss and count, and a Ctrl-C it noted."""
+
+    size = 2
+
+    def sum(self, values):
+        other = [*values[:-1], 1] if len(values) == 3 else [1]  # rank 1 was interrupted
+        return np.add(values, other, dtype=np.float64)
+
+    def allreduce_(self, flat):
+        flat *= 2
+
+
+def test_every_process_stops_at_the_step_where_any_of_them_saw_ctrl_c():
+    sharing = data_parallel.DataParallel(OtherRankInterrupted())
+    model = LeNet5()
+    with pytest.raises(data_parallel.InterruptedTogether):  # this process saw nothing, rank 1 did
+        sharing.combine_step(model, 0.5, 3, 4, 8)
+    with pytest.raises(data_parallel.InterruptedTogether):
+        sharing.stop_if_interrupted()
+    with sharing.stopping_together():  # a Ctrl-C here is noted, not raised in the middle of a step
+        signal.raise_signal(signal.SIGINT)
+        assert sharing.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    alone = data_parallel.DataParallel()
+    with alone.stopping_together(), pytest.raises(KeyboardInterrupt):  # one process stops at once
+        signal.raise_signal(signal.SIGINT)
+
+
+SLOW_RANK_1 = """
+import os, time
+if os.environ.get("PMI_RANK") == "1":  # rank 0 spends its steps waiting in the allreduce
+    import scratchnet.parallel as p
+    allreduce = p.GradientAllreduce.__call__
+    def slow(self, *args):
+        time.sleep(0.2)
+        return allreduce(self, *args)
+    p.GradientAllreduce.__call__ = slow
+"""
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
+@pytest.mark.parametrize("delay", [0.0, 0.7, 1.9])  # seconds after epoch 1: in a step, the validation, ...
+@pytest.mark.parametrize("launcher", ["--processes", "mpiexec"])
+def test_ctrl_c_of_two_processes_while_rank_0_waits_says_how_to_resume(tmp_path, launcher, delay):
+    """Ctrl-C in a terminal signals the whole process group: the launcher, mpiexec and both ranks."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(SLOW_RANK_1)
+    command = [sys.executable, "-m", "scratchnet.train", "--limit-train", "640", "--batch-size", "64"]
+    command += ["--epochs", "20", "--no-progress", "--no-plots", "--out", str(tmp_path / "run")]
+    if launcher == "--processes":
+        command = [*command, "--processes", "2"]
+    else:
+        command = [mpiexec(), "-n", "2", *command]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'hook'}:{ROOT}"}
+    job = subprocess.Popen(command, env=env, stdout=PIPE, stderr=PIPE, text=True, start_new_session=True)
+    for _ in range(600):  # until epoch 1 is saved
+        if (tmp_path / "run" / "metrics.jsonl").exists() or job.poll() is not None:
+            break
+        time.sleep(0.1)
+    time.sleep(delay)
+    os.killpg(job.pid, signal.SIGINT)
+    out, err = job.communicate(timeout=MPI_TIMEOUT)
+    said = [line for line in out.splitlines() if line.startswith("interrupted during epoch")]
+    assert job.returncode == 130 and len(said) == 1, out + err
+    resume = said[0].split("--resume ")[1]
+    assert load_checkpoint(resume).meta["epoch"] >= 1
+    assert "Abort" not in err and "Traceback" not in err and "final" not in out
 
 
 # --- 9. hyper-parameters ---------------------------------------------------------------------------------

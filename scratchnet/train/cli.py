@@ -29,6 +29,7 @@ from scratchnet.train.config import (
     TrainingDiverged,
     resume_config,
 )
+from scratchnet.train.data_parallel import InterruptedTogether
 from scratchnet.train.loop import train
 from scratchnet.transfer import check_pretrained_path, is_checkpoint
 
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     world = parallel.world()
     try:
         code = _main(args)
+    except InterruptedTogether:  # every rank stopped at the same step: none waits for another, so no
+        return 130  # abort, which could cut rank 0's last words (how to resume) short
     except Exception:
         if world.size > 1:  # an error on this rank alone: the others would wait for it forever
             sys.stderr.write(traceback.format_exc())  # in one write, so it reaches mpiexec whole
@@ -203,6 +206,8 @@ def _main(args: argparse.Namespace) -> int:
         return _fail(e)
     except MemoryError as e:  # sizes no check foresaw (a huge dataset, a batch too large for this machine)
         return _fail(f"not enough memory: {e or 'an allocation failed'}; try smaller images or batches")
+    except InterruptedTogether:
+        raise
     except KeyboardInterrupt:
         return 130
     if parallel.world().is_root:

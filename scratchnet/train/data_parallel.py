@@ -7,14 +7,27 @@ batch (so augmentation draws are the ones one process makes), computes the forwa
 shard only, and one allreduce gives every rank the whole batch's gradient before the same SGD step; losses,
 accuracies and evaluations are summed over the ranks, and rank 0 alone logs and writes files (see
 :mod:`scratchnet.parallel`).
+
+Ctrl-C reaches every process (from the terminal, and again from ``mpiexec``), each at its own point of a
+step: one may be computing while another waits in the allreduce, where Python cannot act on a signal. So
+while the processes train (:meth:`DataParallel.stopping_together`) a Ctrl-C is only noted, the step's sum
+tells every process whether any was interrupted, and all stop at the end of the same step
+(:class:`InterruptedTogether`): rank 0 says how to resume, and no process is left waiting for another.
+A second Ctrl-C makes ``mpiexec`` stop the processes at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 
 from scratchnet import parallel
 from scratchnet.evaluate import Evaluation, evaluate
+
+
+class InterruptedTogether(KeyboardInterrupt):
+    """Ctrl-C, acted on by every process of a data-parallel run at the end of the same step."""
 
 
 class DataParallel:
@@ -23,6 +36,7 @@ class DataParallel:
     def __init__(self, world: parallel.World | None = None):
         self.world = world or parallel.World()
         self._allreduce: parallel.GradientAllreduce | None = None
+        self.interrupted = False  # a Ctrl-C this process noted and has not yet acted on
 
     @property
     def writes(self) -> bool:
@@ -46,7 +60,9 @@ class DataParallel:
         if self._allreduce is None or self._allreduce.model is not model:
             self._allreduce = parallel.GradientAllreduce(model, self.world)
         self._allreduce(n_shard, n_batch)
-        loss_total, correct = self.world.sum([loss * n_shard, correct])
+        loss_total, correct, interrupted = self.world.sum([loss * n_shard, correct, self.interrupted])
+        if interrupted:  # some process was interrupted: all of them stop here, before the update
+            raise InterruptedTogether
         return float(loss_total) / n_batch, correct
 
     def batch_loss(self, loss: float, n_shard: int, n_batch: int) -> float:
@@ -54,6 +70,28 @@ class DataParallel:
         if self.world.size == 1:
             return loss
         return float(self.world.sum([loss * n_shard])[0]) / n_batch
+
+    @contextlib.contextmanager
+    def stopping_together(self) -> Iterator[None]:
+        """Within this block, several processes stop on Ctrl-C together, at the end of the step (or the
+        :meth:`stop_if_interrupted`) where they all learn of it; one process stops at once, as usual."""
+        if self.world.size == 1:
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._note_interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _note_interrupt(self, signum, frame) -> None:
+        self.interrupted = True
+
+    def stop_if_interrupted(self) -> None:
+        """Raise :class:`InterruptedTogether` in every process if any of them was interrupted (a
+        collective: every process calls it at the same point, between steps)."""
+        if self.world.size > 1 and self.world.sum([self.interrupted])[0]:
+            raise InterruptedTogether
 
     def evaluate(self, model, dataset, **options) -> Evaluation:
         """:func:`scratchnet.evaluate.evaluate`, each process taking its share of ``dataset``."""

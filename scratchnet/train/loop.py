@@ -195,6 +195,7 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
             log(_epoch_line(record, config.epochs))
             if run.run_dir is not None:
                 run.sharing.on_writer(functools.partial(_save_epoch, run, epoch, improved))
+            run.sharing.stop_if_interrupted()  # a Ctrl-C during the validation or the saving
             run.stop_reason = stop(run, record) if stop is not None else None
             if run.stop_reason is not None:
                 log(run.stop_reason)
@@ -251,7 +252,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         log = _silent  # one process speaks for a data-parallel run
     try:
         run = prepare(config, log, sharing)
-        fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
+        with sharing.stopping_together():  # several processes stop on Ctrl-C at the same step
+            fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
         return _finish_or_say_where(run, log)
     finally:
         run_folder.release(config.out)  # the lock prepare() took: another run may use the folder now
