@@ -21,7 +21,7 @@ from test_parallel import MPI_TIMEOUT, ROOT, needs_mpi
 import scratchnet.train as T
 from scratchnet import evaluate, get_device, parallel, plots, run_folder
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
-from scratchnet.errors import DatasetError
+from scratchnet.data.loader import DataLoader
 from scratchnet.layers.loss import topk_correct
 from scratchnet.models import LeNet5
 from scratchnet.parallel import mpiexec
@@ -95,19 +95,45 @@ def test_a_run_that_diverges_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, c
         assert all(np.isfinite(p).all() for p in saved.params.values())
 
 
-def test_a_dataset_failure_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, capsys, monkeypatch):
-    real_train_epoch = loop.train_epoch
+def test_a_loader_worker_killed_in_epoch_2_names_the_epoch_1_checkpoint(tmp_path, capsys, monkeypatch):
+    decode = DataLoader._decode
 
-    def train_epoch(*args, epoch, **kwargs):
-        if epoch == 2:
-            raise DatasetError("a data loader worker process died while preparing batches")
-        return real_train_epoch(*args, epoch=epoch, **kwargs)
+    def killed_in_epoch_2(self, b, order):
+        if self.epoch == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker, as the kernel's OOM killer would
+        return decode(self, b, order)
 
-    monkeypatch.setattr(loop, "train_epoch", train_epoch)
-    status, _, err = train_cli([*TINY, "--epochs", "2", "--out", tmp_path / "run"], capsys)
+    monkeypatch.setattr(DataLoader, "_decode", killed_in_epoch_2)  # (the forked workers inherit it)
+    argv = [*TINY, "--epochs", "2", "--workers", "2", "--out", tmp_path / "run"]
+    status, _, err = train_cli(argv, capsys)
     line = one_error_line(err)
     assert status == 2 and line.count("worker process died") == 1
     assert "end of epoch 1" in line and f"--resume {tmp_path / 'run' / LAST}" in line
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize("damage", ["truncated", "removed"])
+def test_an_image_that_goes_bad_after_epoch_1_names_the_epoch_1_checkpoint(
+    tmp_path, capsys, monkeypatch, workers, damage
+):
+    """A real failure of the data in epoch 2: a training image is cut short or deleted after epoch 1."""
+    image_folder(tmp_path / "data")
+    victim = tmp_path / "data" / "train" / "a" / "0.png"
+    save_epoch = loop._save_epoch
+
+    def save_then_damage(run, epoch, improved):
+        save_epoch(run, epoch, improved)
+        victim.write_bytes(victim.read_bytes()[:40]) if damage == "truncated" else victim.unlink()
+
+    monkeypatch.setattr(loop, "_save_epoch", save_then_damage)
+    argv = ["--dataset", "folder", "--data-dir", tmp_path / "data", "--image-size", "28", "--epochs", "2"]
+    argv += ["--workers", workers, "--no-progress", "--no-plots", "--out", tmp_path / "run"]
+    status, out, err = train_cli(argv, capsys)
+    line = one_error_line(err)
+    assert status == 2 and "final" not in out
+    assert line.count(str(victim)) == 1, line  # the cause once, not the message twice
+    assert "end of epoch 1" in line and f"--resume {tmp_path / 'run' / LAST}" in line
+    assert load_checkpoint(tmp_path / "run").meta["epoch"] == 1
 
 
 def test_evaluate_refuses_a_diverged_checkpoint(tmp_path, capsys):
@@ -222,6 +248,23 @@ def test_a_run_that_fails_to_start_leaves_no_empty_folder(tmp_path, capsys, monk
     assert status == 2 and "error:" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no-data", "runs"]
     assert not any((tmp_path / "runs").iterdir())
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
+def test_default_named_runs_of_two_processes_leave_one_folder_each_or_none(tmp_path):
+    (tmp_path / "no-data").mkdir()
+    run = [sys.executable, "-m", "scratchnet.train", "--processes", "2", "--limit-train", "128"]
+    run += ["--limit-test", "64", "--epochs", "1", "--no-progress", "--no-plots"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=MPI_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    (folder,) = (tmp_path / "runs").iterdir()  # one folder for the two ranks
+    assert (folder / LAST).is_file()
+    failing = [*run, "--dataset", "mnist", "--data-dir", "no-data", "--no-download"]
+    done = subprocess.run(failing, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=MPI_TIMEOUT)
+    assert done.returncode == 2 and "MNIST train files not found" in done.stderr
+    assert list((tmp_path / "runs").iterdir()) == [folder]  # and none for a run that failed to start
 
 
 def test_a_run_resumes_from_another_folder_and_its_data_may_move(tmp_path, capsys, monkeypatch):
