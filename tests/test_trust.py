@@ -192,6 +192,28 @@ def test_default_run_names_are_unique_within_one_second(tmp_path):
     assert all(p.is_dir() for p in names)
 
 
+@pytest.mark.slow  # two trainer processes
+def test_two_runs_started_together_with_one_out_never_mix_their_files(tmp_path):
+    """Started at once with different seeds: one run writes the folder, the other is refused."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "scratchnet.train", *TINY, "--seed", seed, "--out", str(tmp_path / "run")],
+            env=env,
+            stdout=PIPE,
+            stderr=PIPE,
+            text=True,
+        )
+        for seed in ("1", "2")
+    ]
+    finished = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    assert sorted(status for status, _, _ in finished) == [0, 2], finished
+    (refused,) = [err for status, _, err in finished if status == 2]
+    assert "in use" in refused or "not empty" in refused, refused
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert load_checkpoint(tmp_path / "run").meta["config"]["seed"] == config["seed"]
+
+
 def hold_lock(run_dir):
     """Lock ``run_dir`` as another running run would (a lock of its own open file: flock conflicts)."""
     run_dir.mkdir(parents=True, exist_ok=True)
