@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import scratchnet.data as D
 from scratchnet import plots
-from scratchnet.checkpoint import load_model, resolve_checkpoint
+from scratchnet.checkpoint import describe, load_model, resolve_checkpoint
 from scratchnet.data.classes import parse_classes, select_classes
 from scratchnet.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from scratchnet.device import DEVICE_NAMES
@@ -215,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, DatasetError, DeviceError, OSError) as e:  # CheckpointError is a ValueError
         return fail(e)
-    config = meta["config"]
-    used = resolve_checkpoint(args.checkpoint)  # a run folder: its last.npz
-    print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({used})")
+    print(describe(meta, resolve_checkpoint(args.checkpoint)))  # a run folder: its last.npz
     print(report(result, classes))
     if args.confusion:
         try:

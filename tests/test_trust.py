@@ -3,6 +3,7 @@ failure or Ctrl-C name a checkpoint that exists. (Attacks on the files themselve
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -19,7 +20,7 @@ from PIL import Image
 from test_parallel import MPI_TIMEOUT, ROOT, needs_mpi
 
 import scratchnet.train as T
-from scratchnet import evaluate, get_device, parallel, plots, run_folder
+from scratchnet import evaluate, get_device, parallel, plots, predict, run_folder
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
 from scratchnet.data.loader import DataLoader
 from scratchnet.layers.loss import topk_correct
@@ -368,6 +369,57 @@ def test_evaluate_confusion_without_a_suffix_names_the_png_it_wrote(tmp_path, ca
     assert evaluate.main(["--checkpoint", "run", "--limit-test", "32", "--confusion", "r1"]) == 0
     assert "confusion matrix saved to r1.png" in capsys.readouterr().out
     assert (tmp_path / "r1.png").is_file() and not (tmp_path / "r1").exists()
+
+
+# --- which checkpoint file each command reads ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_with_an_older_best(tmp_path_factory):
+    """A run folder whose best.npz (epoch 1) is not its last.npz (epoch 2)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    T.train(T.TrainConfig(out=str(run_dir), **{**SMALL, "epochs": 2}), log=str)
+    last = load_checkpoint(run_dir / LAST)
+    save_checkpoint(run_dir / BEST, dataclasses.replace(last, meta={**last.meta, "epoch": 1}))
+    return run_dir
+
+
+def test_evaluate_and_predict_name_the_checkpoint_file_of_a_run_folder(
+    run_with_an_older_best, tmp_path, capsys
+):
+    run_dir = run_with_an_older_best
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    for command, argv in ((evaluate, ["--limit-test", "8"]), (predict, [tmp_path / "x.png"])):
+        assert command.main([*map(str, argv), "--checkpoint", str(run_dir)]) == 0
+        first_line = capsys.readouterr().out.splitlines()[0]
+        assert first_line == f"model: {run_dir / LAST} (lenet5 trained on fashion-mnist-mini for 2 epochs)"
+
+
+def test_pretrained_and_resume_name_the_checkpoint_file_of_a_run_folder(
+    run_with_an_older_best, tmp_path, capsys
+):
+    run_dir = run_with_an_older_best
+    status, out, err = train_cli([*TINY, "--pretrained", run_dir, "--out", tmp_path / "new"], capsys)
+    assert status == 0 and f"pretrained: every layer from {run_dir / BEST}\n" in out, err
+    argv = ["--resume", run_dir, "--epochs", "3", "--no-progress", "--no-plots", "--out", tmp_path / "more"]
+    status, out, err = train_cli(argv, capsys)
+    assert status == 0 and f"resuming from {run_dir / LAST} after epoch 2" in out, err
+
+
+@pytest.mark.parametrize(
+    "command, option, file",
+    [
+        (evaluate, "--checkpoint", LAST),
+        (predict, "--checkpoint", LAST),
+        (T, "--resume", LAST),
+        (T, "--pretrained", f"{BEST}, else {LAST}"),
+    ],  # fmt: skip
+)
+def test_the_help_says_which_checkpoint_of_a_run_folder_is_read(capsys, monkeypatch, command, option, file):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps no help (a long option's goes on the next line)
+    assert command.main(["--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.lstrip().startswith(f"{option} "))
+    help_of_option = lines[at] if len(lines[at].split()) > 2 else lines[at + 1]
+    assert f"run folder (uses its {file})" in help_of_option, help_of_option
 
 
 # --- 5. what the messages after Ctrl-C say -----------------------------------------------------------------

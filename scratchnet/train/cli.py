@@ -16,7 +16,7 @@ from pathlib import Path
 import scratchnet.data as D
 import scratchnet.models as M
 from scratchnet import parallel, run_folder
-from scratchnet.checkpoint import CheckpointError
+from scratchnet.checkpoint import BEST, LAST, CheckpointError
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
 from scratchnet.run_folder import RunFolderError
@@ -75,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="",
         metavar="PATH",
-        help="continue from a checkpoint file or run folder (default: the --out folder)",
+        help=f"continue from a checkpoint .npz or run folder (uses its {LAST}); default: the --out folder",
     )
     p.add_argument(
         "--pretrained",
         metavar="PATH",
-        help=f"start from a checkpoint or run folder of the same model, or torchvision AlexNet weights "
-        f"(model {PRETRAINED_MODEL})",
+        help=f"start from a checkpoint .npz or run folder (uses its {BEST}, else {LAST}) of the same model, "
+        f"or torchvision AlexNet weights (model {PRETRAINED_MODEL})",
     )
     p.add_argument("--classes", metavar="IDS", help="keep only these classes, e.g. 0-4 or 0,2,7")
     p.add_argument("--freeze", action="store_true", default=None, help="train only the classifier")
