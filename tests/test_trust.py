@@ -24,7 +24,8 @@ from scratchnet import evaluate, get_device, parallel, plots, predict, run_folde
 from scratchnet.checkpoint import BEST, LAST, Checkpoint, load_checkpoint, save_checkpoint
 from scratchnet.data.loader import DataLoader
 from scratchnet.layers.loss import topk_correct
-from scratchnet.models import LeNet5
+from scratchnet.models import LeNet5, Sequential
+from scratchnet.optim import SGD
 from scratchnet.parallel import mpiexec
 from scratchnet.train import data_parallel, loop
 
@@ -466,6 +467,115 @@ def test_every_process_stops_at_the_step_where_any_of_them_saw_ctrl_c():
         signal.raise_signal(signal.SIGINT)
 
 
+class MirroredRank(parallel.World):
+    """Rank 0 of two, whose rank 1 computes the same and sees no Ctrl-C: every sum doubles this rank's
+    numbers (so a flag only this rank raised stays raised). Records each collective, in order."""
+
+    size = 2
+
+    def __init__(self):
+        self.collectives = []
+
+    def sum(self, values):
+        self.collectives.append(f"sum of {len(values)}")
+        return 2 * np.asarray(values, dtype=np.float64)
+
+    def allreduce_(self, flat):
+        self.collectives.append(f"allreduce of {flat.size}")
+        flat *= 2
+
+    def on_root(self, action):
+        self.collectives.append("on_root")
+        return action()
+
+
+def train_as_rank_0_of_two(run_dir, monkeypatch) -> tuple[MirroredRank, list[str], BaseException | None]:
+    """Train 2 epochs of 4 steps in this process as rank 0 of a :class:`MirroredRank` world; returns the
+    world, the log and what ended the run, if anything did."""
+    world, lines, ended = MirroredRank(), [], None
+    with monkeypatch.context() as patch:
+        patch.setattr(data_parallel.parallel, "world", lambda: world)
+        config = T.TrainConfig(out=str(run_dir), **{**SMALL, "epochs": 2, "batch_size": 16})
+        try:
+            T.train(config, log=lines.append)
+        except KeyboardInterrupt as e:
+            ended = e
+    return world, lines, ended
+
+
+def ctrl_c_in_a_simulated_kernel():
+    """What the simulator raises on the process where a Ctrl-C stopped one of its launches (alone)."""
+    raise KeyboardInterrupt("conv2d_forward was interrupted (Ctrl-C) in block (0, 0, 0)")
+
+
+# Per epoch: 4 steps (63 training images, batches of 16), then the last batch's loss again, then the
+# validation; after epoch 2, the test pass. Each part: the method a Ctrl-C interrupts, at which call.
+PARTS = {
+    "forward": (Sequential, "forward", 8),  # epoch 2, step 2
+    "backward": (Sequential, "backward", 6),  # epoch 2, step 2
+    "update": (SGD, "step", 6),  # epoch 2, step 2
+    "last update": (SGD, "step", 8),  # epoch 2, step 4: no later step would see it
+    "last loss": (Sequential, "forward", 11),  # epoch 2, the last batch's loss after the update
+    "validation": (Sequential, "forward", 12),
+    "test pass": (Sequential, "forward", 13),
+}
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_a_ctrl_c_that_stops_a_simulated_kernel_of_one_process_stops_all_of_them_together(
+    tmp_path, monkeypatch, part
+):
+    """The simulator stops a launch on the process where Ctrl-C landed and raises KeyboardInterrupt there
+    alone: that process must still join the collective where the others wait, which tells them all."""
+    whole, _, ended = train_as_rank_0_of_two(tmp_path / "whole", monkeypatch)
+    assert ended is None
+    owner, name, call = PARTS[part]
+    real, calls = getattr(owner, name), []
+
+    def interrupted_at_call(self, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == call:
+            ctrl_c_in_a_simulated_kernel()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, interrupted_at_call)
+    world, lines, ended = train_as_rank_0_of_two(tmp_path / "run", monkeypatch)
+    assert isinstance(ended, data_parallel.InterruptedTogether), ended  # every process stops, not this alone
+    assert world.collectives == whole.collectives[: len(world.collectives)]  # the others wait in the last
+    assert world.collectives[-1].startswith("sum")  # ... which tells them all (its flag)
+    said = [line for line in lines if line.startswith("\ninterrupted")]
+    saved = load_checkpoint(tmp_path / "run")
+    expected = load_checkpoint(tmp_path / "whole")
+    if part == "test pass":
+        assert len(said) == 1 and "after training finished (epoch 2)" in said[0], lines
+        assert all(np.array_equal(saved.params[k], v) for k, v in expected.params.items())
+    else:
+        assert len(said) == 1 and f"--resume {tmp_path / 'run' / LAST}" in said[0], lines
+        assert saved.meta["epoch"] == 1  # the interrupted epoch 2 never reaches a checkpoint
+        kept = [{k: v for k, v in r.items() if k != "images_per_second"} for r in saved.meta["history"]]
+        assert kept == [{k: v for k, v in expected.meta["history"][0].items() if k != "images_per_second"}]
+
+
+def test_a_ctrl_c_noted_during_the_test_pass_stops_every_process_after_it(tmp_path, monkeypatch):
+    """Outside a kernel a Ctrl-C is only noted: the test pass ends, then all processes stop together."""
+    whole, _, _ = train_as_rank_0_of_two(tmp_path / "whole", monkeypatch)
+    real, calls = Sequential.forward, []
+
+    def ctrl_c_at_the_test_pass(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == PARTS["test pass"][2]:
+            signal.raise_signal(signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sequential, "forward", ctrl_c_at_the_test_pass)
+    world, lines, ended = train_as_rank_0_of_two(tmp_path / "run", monkeypatch)
+    assert isinstance(ended, data_parallel.InterruptedTogether), ended
+    assert (
+        world.collectives == whole.collectives and whole.collectives[-1] == "sum of 1"
+    )  # the last: the stop
+    assert any("interrupted after training finished (epoch 2)" in line for line in lines), lines
+
+
 SLOW_RANK_1 = """
 import os, time
 if os.environ.get("PMI_RANK") == "1":  # rank 0 spends its steps waiting in the allreduce
@@ -506,6 +616,38 @@ def test_ctrl_c_of_two_processes_while_rank_0_waits_says_how_to_resume(tmp_path,
     resume = said[0].split("--resume ")[1]
     assert load_checkpoint(resume).meta["epoch"] >= 1
     assert "Abort" not in err and "Traceback" not in err and "final" not in out
+
+
+CTRL_C_IN_A_KERNEL_OF_RANK_1 = """
+import os, pathlib
+if os.environ.get("PMI_RANK") == "1":  # after epoch 1, the simulator stops a launch of rank 1 alone
+    from scratchnet.sim import launcher
+    launch, saved = launcher.SimKernel.__call__, pathlib.Path(os.environ["RUN_DIR"], "metrics.jsonl")
+    def interrupted(self, *args, **kwargs):
+        if saved.exists() and not os.environ.get("INTERRUPTED"):
+            os.environ["INTERRUPTED"] = "1"
+            raise KeyboardInterrupt(f"{self.name} was interrupted (Ctrl-C) in block (0, 0, 0)")
+        return launch(self, *args, **kwargs)
+    launcher.SimKernel.__call__ = interrupted
+"""
+
+
+@needs_mpi
+@pytest.mark.sim
+@pytest.mark.slow  # MPI processes on the simulator
+def test_ctrl_c_in_a_simulated_kernel_of_rank_1_stops_both_and_says_how_to_resume(tmp_path):
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(CTRL_C_IN_A_KERNEL_OF_RANK_1)
+    command = [sys.executable, "-m", "scratchnet.train", "--device", "sim", "--limit-train", "48"]
+    command += ["--limit-test", "16", "--batch-size", "16", "--epochs", "3", "--no-progress", "--no-plots"]
+    command += ["--out", str(tmp_path / "run"), "--processes", "2"]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'hook'}:{ROOT}", "RUN_DIR": str(tmp_path / "run")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=MPI_TIMEOUT)
+    said = [line for line in done.stdout.splitlines() if line.startswith("interrupted during epoch 2")]
+    assert done.returncode == 130 and len(said) == 1, done.stdout + done.stderr
+    assert f"--resume {tmp_path / 'run' / LAST}" in said[0]
+    assert load_checkpoint(tmp_path / "run").meta["epoch"] == 1
+    assert "Abort" not in done.stderr and "Traceback" not in done.stderr and "final" not in done.stdout
 
 
 # --- 9. hyper-parameters ---------------------------------------------------------------------------------
