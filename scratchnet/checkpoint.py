@@ -220,6 +220,14 @@ def _check_normalization(normalization: dict, channels: int) -> None:
         raise ValueError(f"the normalization std must be > 0, got {normalization['std']!r}")
 
 
+def describe(meta: dict, path: Path) -> str:
+    """The line by which ``evaluate`` and ``predict`` say which file they read and what it holds, e.g.
+    ``model: runs/x/last.npz (lenet5 trained on fashion-mnist-mini for 3 epochs)``."""
+    epochs = meta["epoch"]
+    trained = f"{meta['config']['model']} trained on {meta['config']['dataset']}"
+    return f"model: {path} ({trained} for {epochs} epoch{'' if epochs == 1 else 's'})"
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """``path`` itself if it is a file; ``path/last.npz`` if it is a run folder. Clear error otherwise."""
     path = Path(path)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import scratchnet.data as D
 from scratchnet import plots
-from scratchnet.checkpoint import load_model, resolve_checkpoint
+from scratchnet.checkpoint import describe, load_model, resolve_checkpoint
 from scratchnet.data.classes import parse_classes, select_classes
 from scratchnet.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES
 from scratchnet.device import DEVICE_NAMES
@@ -77,29 +77,42 @@ def evaluate(
     counts = np.zeros((num_classes, num_classes), dtype=np.int64) if confusion else None
     ks = (1, 5) if num_classes > 5 else (1,)  # with 5 classes or fewer, top-5 is always right
     seen, loss_sum, correct = 0, 0.0, {1: 0, 5: 0}
+    several = world is not None and world.size > 1
+    interrupted = False
     # A diverged model overflows: its loss is reported as NaN/inf and its NaN rows count as wrong
     # (topk_correct), so NumPy's overflow warnings would only be noise.
     batches = tqdm(loader, desc="evaluate", leave=False, disable=not progress)
     with np.errstate(over="ignore", invalid="ignore"):
-        for images, labels in batches:
-            x = device.array(images, dtype=dtype)
-            y = device.array(labels)
-            logits = model.forward(x, training=False)  # (B, classes)
-            loss_sum += loss_fn.forward(logits, y) * len(labels)
-            for k, n in topk_correct(logits, y, ks=ks, device=device).items():
-                correct[k] += n
-            if counts is not None:
-                host_logits = device.to_host(logits)  # (B, classes)
-                predicted = host_logits.argmax(axis=1)
-                nan_rows = np.isnan(host_logits).any(axis=1)  # argmax would pick the NaN: count it wrong
-                predicted[nan_rows] = (labels[nan_rows] + 1) % num_classes
-                counts += plots.confusion_matrix(labels, predicted, num_classes)
-            seen += len(labels)
-    if world is not None and world.size > 1:
-        sums = world.sum([seen, loss_sum, correct[1], correct[5], *(counts.ravel() if confusion else [])])
-        seen, loss_sum, correct = int(sums[0]), float(sums[1]), {1: int(sums[2]), 5: int(sums[3])}
+        try:
+            for images, labels in batches:
+                x = device.array(images, dtype=dtype)
+                y = device.array(labels)
+                logits = model.forward(x, training=False)  # (B, classes)
+                loss_sum += loss_fn.forward(logits, y) * len(labels)
+                for k, n in topk_correct(logits, y, ks=ks, device=device).items():
+                    correct[k] += n
+                if counts is not None:
+                    host_logits = device.to_host(logits)  # (B, classes)
+                    predicted = host_logits.argmax(axis=1)
+                    nan_rows = np.isnan(host_logits).any(axis=1)  # argmax would pick the NaN: count it wrong
+                    predicted[nan_rows] = (labels[nan_rows] + 1) % num_classes
+                    counts += plots.confusion_matrix(labels, predicted, num_classes)
+                seen += len(labels)
+        except KeyboardInterrupt:  # a Ctrl-C that stopped a simulated kernel of this process alone: the
+            if not several:  # others wait in the sum below, so this one joins it and all stop after it
+                raise
+            interrupted = True
+    if several:
+        sums = world.sum(
+            [interrupted, seen, loss_sum, correct[1], correct[5], *(counts.ravel() if confusion else [])]
+        )
+        if sums[0]:
+            raise KeyboardInterrupt(
+                f"evaluation interrupted (Ctrl-C) in {int(sums[0])} of {world.size} processes"
+            )
+        seen, loss_sum, correct = int(sums[1]), float(sums[2]), {1: int(sums[3]), 5: int(sums[4])}
         if confusion:
-            counts = sums[4:].astype(np.int64).reshape(num_classes, num_classes)
+            counts = sums[5:].astype(np.int64).reshape(num_classes, num_classes)
     if seen == 0:
         raise ValueError(f"cannot evaluate on an empty dataset ({dataset!r})")
     top5 = correct[5] / seen if 5 in ks else 1.0
@@ -215,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, DatasetError, DeviceError, OSError) as e:  # CheckpointError is a ValueError
         return fail(e)
-    config = meta["config"]
-    used = resolve_checkpoint(args.checkpoint)  # a run folder: its last.npz
-    print(f"{config['model']} trained on {config['dataset']} for {meta['epoch']} epochs ({used})")
+    print(describe(meta, resolve_checkpoint(args.checkpoint)))  # a run folder: its last.npz
     print(report(result, classes))
     if args.confusion:
         try:

@@ -293,18 +293,23 @@ def launch(processes: int, module: str, argv: list[str]) -> int:
     kill -9 takes its ranks with it instead of leaving them to write the run folder unseen. The ranks'
     output is passed on line by line; a rank killed by signal N gives exit status 128 + N and one
     ``error:`` line naming the rank and the signal, in place of mpiexec's banner.
+
+    ``mpiexec`` runs in a process group of its own, and this process passes each Ctrl-C on to it: the ranks
+    hear every Ctrl-C once, from ``mpiexec``, whether it was typed in the terminal (which signals this
+    process's group) or sent to this process alone. A second Ctrl-C makes ``mpiexec`` stop them at once.
     """
     command = [mpiexec(), "-n", str(processes), sys.executable, "-m", module, *argv]
     with tempfile.TemporaryDirectory(prefix="scratchnet-ranks-") as pids:
         job = subprocess.Popen(
             command,
             env={**os.environ, RANK_PIDS_VARIABLE: pids},
+            stdin=subprocess.DEVNULL,  # a background process group must not read the terminal
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            preexec_fn=functools.partial(_start_mpiexec, os.getpid()),
         )
         banner, interrupted = [], False
-        while True:  # Ctrl-C reaches the ranks too: keep passing on what they say until they have ended
+        while True:  # keep passing on what the ranks say until they have ended
             try:
                 for line in job.stdout:
                     if _BANNER_LINE.match(line.rstrip("\n")):
@@ -315,6 +320,7 @@ def launch(processes: int, module: str, argv: list[str]) -> int:
                 break
             except KeyboardInterrupt:
                 interrupted = True
+                job.send_signal(signal.SIGINT)
         code = job.wait()
         return 130 if interrupted else _rank_killed(code, banner, Path(pids))
 
@@ -342,6 +348,12 @@ def _rank_killed(code: int, banner: list[str], pids: Path) -> int:
         file=sys.stderr,
     )
     return 128 + signum
+
+
+def _start_mpiexec(launcher: int) -> None:
+    """In the child that becomes ``mpiexec``: a process group of its own, ended when ``launcher`` dies."""
+    os.setpgid(0, 0)
+    die_with_parent(launcher)
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent dies

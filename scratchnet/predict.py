@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
 import scratchnet.data as D
-from scratchnet.checkpoint import load_model
+from scratchnet.checkpoint import describe, load_model
 from scratchnet.data.image import read_image
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DeviceError, fail, parse_args
@@ -55,11 +56,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict(
-    paths: list[str | Path], checkpoint: str | Path, device: str = "cpu"
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Class probabilities (N, K) for the image files, the class names, and for each file what was done
-    to fit it to the model ("" when nothing: it already had the model's size)."""
+class Predictions(NamedTuple):
+    probabilities: np.ndarray  # (N, K): one row per image file
+    classes: list[str]  # the K class names
+    notes: list[str]  # per file, what was done to fit it to the model ("" when nothing)
+    model: str  # which checkpoint file was read, and what it holds (see checkpoint.describe)
+
+
+def predict(paths: list[str | Path], checkpoint: str | Path, device: str = "cpu") -> Predictions:
+    """Class probabilities for the image files, with the class names, what was done to fit each file to
+    the model ("" when nothing: it already had the model's size) and which checkpoint file was read."""
     model, ckpt = load_model(checkpoint, device=device)
     meta = ckpt.meta
     channels, height, width = meta["input_shape"]
@@ -72,7 +78,7 @@ def predict(
         f"resized from {w}x{h} to the model's {width}x{height} {colour}" if (w, h) != (width, height) else ""
         for w, h in sizes
     ]
-    return softmax(logits), meta["classes"], notes
+    return Predictions(softmax(logits), meta["classes"], notes, describe(meta, ckpt.path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.top is not None and args.top < 1:
         return fail(f"--top must be >= 1, got {args.top}")
     try:
-        probabilities, classes, notes = predict(args.images, args.checkpoint, device=args.device)
+        probabilities, classes, notes, model = predict(args.images, args.checkpoint, device=args.device)
     except (DeviceError, OSError, ValueError) as e:  # CheckpointError and bad images are ValueErrors
         return fail(e)
     top = min(5, len(classes)) if args.top is None else args.top
     if top > len(classes):
         return fail(f"--top must be at most the number of classes, {len(classes)}, got {top}")
+    print(model)
     for path, p_image, note in zip(args.images, probabilities, notes, strict=True):
         print(f"{path}  ({note})" if note else path)
         for k in np.argsort(-p_image, kind="stable")[:top]:

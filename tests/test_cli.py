@@ -135,14 +135,16 @@ def test_predict_reads_image_files(trained_run, tmp_path, capsys):
             picture = picture.convert("RGB").resize((56, 56))
         paths.append(tmp_path / f"image{i}.png")
         picture.save(paths[-1])
-    status, out, err = call(
-        predict, *paths, "--checkpoint", trained_run / "last.npz", "--top", "3", capsys=capsys
-    )
+    status, out, err = call(predict, *paths, "--checkpoint", trained_run, "--top", "3", capsys=capsys)
     assert status == 0, err
     lines = out.splitlines()
-    assert lines[0] == str(paths[0])  # already the model's size: nothing to say
-    assert lines[4] == f"{paths[1]}  (resized from 56x56 to the model's 28x28 grey)"
-    probabilities = [float(line.split()[0]) for line in lines[1:4]]
+    assert (
+        lines[0] == f"model: {trained_run / 'last.npz'} (lenet5 trained on fashion-mnist-mini for 2 epochs)"
+    )
+    first = lines.index(str(paths[0]))  # already the model's size: nothing to say
+    second = lines.index(f"{paths[1]}  (resized from 56x56 to the model's 28x28 grey)")
+    probabilities = [float(line.split()[0]) for line in lines[first + 1 : second]]
+    assert len(probabilities) == 3 and len(lines) == second + 4
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
     status, _, err = call(predict, tmp_path / "missing.png", "--checkpoint", trained_run, capsys=capsys)
     assert status == 2 and "no image file" in err

@@ -368,8 +368,11 @@ def test_the_documented_runs_work(tmp_path):
         assert status == 0, f"{command} {extra}: exit status {status}\n{outputs[command]}"
     assert "final test_accuracy=" in outputs["python -m scratchnet.train --out runs/lenet5"]
     prediction = outputs[next(c for c in RUN if "scratchnet.predict" in c)].splitlines()
-    assert prediction[0].endswith("ankle_boot.png") and len(prediction) == 6  # the image, its top 5
-    assert all(re.fullmatch(r" +[01]\.\d{4}  \S.*", line) for line in prediction[1:]), prediction
+    assert re.fullmatch(r"model: \S+/runs/lenet5/last\.npz \(lenet5 trained on .+\)", prediction[0]), (
+        prediction
+    )
+    assert prediction[1].endswith("ankle_boot.png") and len(prediction) == 7  # the image, its top 5
+    assert all(re.fullmatch(r" +[01]\.\d{4}  \S.*", line) for line in prediction[2:]), prediction
 
 
 PYTHON_NOT_RUN = {

@@ -127,8 +127,8 @@ class ImageFolder(Dataset):
         path = self.files[index]
         try:
             image = read_image(path, "RGB")
-        except (OSError, ValueError) as err:
-            raise DatasetError(f"cannot decode image {path}: {err}") from err
+        except (OSError, ValueError) as err:  # read_image's message names the file and what is wrong
+            raise DatasetError(str(err)) from err
         if self.crop == "center":
             box = center_crop_box(image.width, image.height, self.image_size)
         else:

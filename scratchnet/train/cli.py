@@ -16,7 +16,7 @@ from pathlib import Path
 import scratchnet.data as D
 import scratchnet.models as M
 from scratchnet import parallel, run_folder
-from scratchnet.checkpoint import CheckpointError
+from scratchnet.checkpoint import BEST, LAST, CheckpointError
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
 from scratchnet.run_folder import RunFolderError
@@ -29,6 +29,7 @@ from scratchnet.train.config import (
     TrainingDiverged,
     resume_config,
 )
+from scratchnet.train.data_parallel import InterruptedTogether
 from scratchnet.train.loop import train
 from scratchnet.transfer import check_pretrained_path, is_checkpoint
 
@@ -74,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="",
         metavar="PATH",
-        help="continue from a checkpoint file or run folder (default: the --out folder)",
+        help=f"continue from a checkpoint .npz or run folder (uses its {LAST}); default: the --out folder",
     )
     p.add_argument(
         "--pretrained",
         metavar="PATH",
-        help=f"start from a checkpoint or run folder of the same model, or torchvision AlexNet weights "
-        f"(model {PRETRAINED_MODEL})",
+        help=f"start from a checkpoint .npz or run folder (uses its {BEST}, else {LAST}) of the same model, "
+        f"or torchvision AlexNet weights (model {PRETRAINED_MODEL})",
     )
     p.add_argument("--classes", metavar="IDS", help="keep only these classes, e.g. 0-4 or 0,2,7")
     p.add_argument("--freeze", action="store_true", default=None, help="train only the classifier")
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     world = parallel.world()
     try:
         code = _main(args)
+    except InterruptedTogether:  # every rank stopped at the same step: none waits for another, so no
+        return 130  # abort, which could cut rank 0's last words (how to resume) short
     except Exception:
         if world.size > 1:  # an error on this rank alone: the others would wait for it forever
             sys.stderr.write(traceback.format_exc())  # in one write, so it reaches mpiexec whole
@@ -203,6 +206,8 @@ def _main(args: argparse.Namespace) -> int:
         return _fail(e)
     except MemoryError as e:  # sizes no check foresaw (a huge dataset, a batch too large for this machine)
         return _fail(f"not enough memory: {e or 'an allocation failed'}; try smaller images or batches")
+    except InterruptedTogether:
+        raise
     except KeyboardInterrupt:
         return 130
     if parallel.world().is_root:

@@ -75,6 +75,7 @@ def train_epoch(
 
     With several processes (``sharing``, see :mod:`scratchnet.train.data_parallel`) this process computes
     the forward and backward of its shard of each batch, and the SGD step uses the whole batch's gradient.
+    Its own parts (``sharing.own_part``) are those a Ctrl-C in a simulated kernel may stop on it alone.
 
     Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite, or when an update leaves a
     parameter that is not finite (checked after every update), or when the epoch's last update makes that
@@ -94,16 +95,12 @@ def train_epoch(
                 layer.shard_from(shard.start)  # dropout masks follow the example, not the process
             x = device.array(images[shard], dtype=dtype)  # (B / N, C, H, W)
             y = device.array(labels[shard])  # (B / N,) int64
-            logits = model.forward(x, training=True)  # (B / N, classes)
-            loss = loss_fn.forward(logits, y) if len(y) else 0.0
-            if len(y):
-                model.backward(loss_fn.backward())
-            shard_correct = topk_correct(logits, y, ks=(1,), device=device)[1] if len(y) else 0
+            step = functools.partial(_forward_backward, model, loss_fn, x, y, device)
+            loss, shard_correct = sharing.own_part(step, instead=(0.0, 0)) if len(y) else (0.0, 0)
             loss, shard_correct = sharing.combine_step(model, loss, shard_correct, len(y), len(labels))
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"the loss is {loss} in epoch {epoch}, batch {batch}")
-            optimizer.step()
-            if not parameters_finite(model):
+            if not sharing.own_part(functools.partial(_update, optimizer, model), instead=True):
                 raise TrainingDiverged(f"the update of epoch {epoch}, batch {batch} made a parameter NaN/inf")
             correct += int(shard_correct)
             seen += len(labels)
@@ -114,7 +111,8 @@ def train_epoch(
         # No later batch checks the epoch's last update: recompute that batch's loss with the new weights
         # (every process its shard, summed: all of them must reach the same verdict).
         if seen:
-            loss = loss_fn.forward(model.forward(x, training=False), y) if len(y) else 0.0
+            last_loss = functools.partial(_loss, model, loss_fn, x, y)
+            loss = sharing.own_part(last_loss, instead=0.0) if len(y) else 0.0
             loss = sharing.batch_loss(loss, len(y), len(labels))
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -122,6 +120,24 @@ def train_epoch(
                 )
     seconds = time.perf_counter() - start
     return {"loss": loss_sum / seen, "accuracy": correct / seen, "images_per_second": seen / seconds}
+
+
+def _forward_backward(model, loss_fn, x, y, device) -> tuple[float, int]:
+    """The forward and backward passes of a (shard of a) batch: its mean loss and its correct count."""
+    logits = model.forward(x, training=True)  # (B / N, classes)
+    loss = loss_fn.forward(logits, y)
+    model.backward(loss_fn.backward())  # fills model.grads
+    return loss, topk_correct(logits, y, ks=(1,), device=device)[1]
+
+
+def _update(optimizer, model) -> bool:
+    """The SGD step; whether every parameter is still finite."""
+    optimizer.step()
+    return parameters_finite(model)
+
+
+def _loss(model, loss_fn, x, y) -> float:
+    return loss_fn.forward(model.forward(x, training=False), y)
 
 
 class StopCondition(Protocol):
@@ -195,6 +211,7 @@ def fit(run: Run, stop: StopCondition | None = None, log: Callable[[str], None] 
             log(_epoch_line(record, config.epochs))
             if run.run_dir is not None:
                 run.sharing.on_writer(functools.partial(_save_epoch, run, epoch, improved))
+            run.sharing.stop_if_interrupted()  # a Ctrl-C during the validation or the saving
             run.stop_reason = stop(run, record) if stop is not None else None
             if run.stop_reason is not None:
                 log(run.stop_reason)
@@ -237,6 +254,7 @@ def finish(run: Run, log: Callable[[str], None] = print) -> TrainResult:
             run.sharing.on_writer(lambda: _write_plots(run.run_dir, result, data.classes))
         except (OSError, ValueError) as e:  # a full disk, a name Matplotlib refuses: the run itself is kept
             log(f"warning: the pictures of {run.run_dir} were not all drawn ({e}); its checkpoints are saved")
+    run.sharing.stop_if_interrupted()  # a Ctrl-C during the test pass or the pictures
     return result
 
 
@@ -251,8 +269,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         log = _silent  # one process speaks for a data-parallel run
     try:
         run = prepare(config, log, sharing)
-        fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
-        return _finish_or_say_where(run, log)
+        with sharing.stopping_together():  # several processes stop on Ctrl-C at the same step
+            fit(run, EarlyStopping(config.early_stopping) if config.early_stopping else None, log)
+            return _finish_or_say_where(run, log)
     finally:
         run_folder.release(config.out)  # the lock prepare() took: another run may use the folder now
 
