@@ -40,6 +40,7 @@ def test_a_race_on_global_memory_inside_a_block(checked):
     with pytest.raises(sim.RacecheckError, match="with no __syncthreads") as caught:
         checked.get_function("global_sum_race")((2,), (32,), (x, np.zeros(2, np.float32)))
     assert caught.value.buffer.startswith("'y'") and caught.value.line == _line("y[blockIdx.x] +=")
+    assert "on byte 0 of argument 'y' (float*, 2 elements)" in str(caught.value)
 
 
 def test_the_volatile_warp_tail_is_a_race_between_lanes(checked):

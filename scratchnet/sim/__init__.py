@@ -145,12 +145,15 @@ from collections.abc import Sequence
 
 from scratchnet.errors import DeviceError
 from scratchnet.sim.checks import (
+    BarrierSitesWarning,
+    BenignRaceWarning,
     InitcheckError,
     KernelCrashError,
     KernelTrapError,
     MemcheckError,
     RacecheckError,
     SimCheckError,
+    SimCheckWarning,
     SynccheckError,
     parse_checks,
 )
@@ -161,6 +164,8 @@ from scratchnet.sim.record import AccessRecord
 
 __all__ = [
     "AccessRecord",
+    "BarrierSitesWarning",
+    "BenignRaceWarning",
     "CompileError",
     "InitcheckError",
     "KernelCrashError",
@@ -168,6 +173,7 @@ __all__ = [
     "MemcheckError",
     "RacecheckError",
     "SimCheckError",
+    "SimCheckWarning",
     "SynccheckError",
     "RawKernel",
     "RawModule",

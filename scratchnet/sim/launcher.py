@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from scratchnet._cuda.limits import check_launch, dim3
 from scratchnet._cuda.signature import C_NAME_OF_KIND, Param
 from scratchnet.errors import KernelLaunchError
 from scratchnet.sim import memory
-from scratchnet.sim.checks import INSTRUMENTED, Report, check_bits, launch_error
+from scratchnet.sim.checks import INSTRUMENTED, WARNINGS, Report, check_bits, launch_error
 from scratchnet.sim.compiler import Build
 from scratchnet.sim.record import EVENT, AccessRecord
 
@@ -226,6 +227,13 @@ class SimModule:
         self.library.sim_record_copy(ctypes.c_void_p(events.ctypes.data))
         return AccessRecord(events, int(self.library.sim_record_barriers()), buffer_names)
 
+    def emit_warnings(self, kernel: str) -> None:
+        """The last launch's warnings (benign races, two barrier sites: :mod:`.checks`) as Python warnings."""
+        text = ctypes.create_string_buffer(2048)
+        for index in range(self.library.sim_warning_count()):
+            kind = self.library.sim_warning(index, text, len(text))
+            warnings.warn(f"{kernel}: {text.value.decode(errors='replace')}", WARNINGS[kind], stacklevel=3)
+
     def get_global(self, name: str) -> np.ndarray:
         """The bytes of the module's ``__constant__`` or ``__device__`` variable ``name``, as a ``uint8``
         array that reads and writes the variable itself: the simulator's version of CuPy's
@@ -334,6 +342,7 @@ class SimKernel:
                 if not param.const:
                     memory.mark_written(array)
         names = [buffer.names.decode() for buffer in buffers]
+        self.module.emit_warnings(self.name)
         if "record" in self.module.checks:
             self.module.last_record = self.module.read_record(names)
         if status != 0:

@@ -119,7 +119,28 @@ struct Report {
     int is_write, other_is_write;
     unsigned long long pc, other_pc;  // code addresses (offsets in the library) of the accesses; 0: unknown
     int line, other_line;             // source lines known without debug information (barriers); 0: unknown
+    const char* file;                 // ... and their files (string literals of the module); nullptr: unknown
+    const char* other_file;
 };
+
+// What a launch warns about without failing (launcher.py turns each into a Python warning of its kind).
+enum WarningKind { kBenignRace = 1, kBarrierSites = 2 };
+struct LaunchWarning {
+    int kind;
+    std::string key;   // one warning per key (the source lines involved) and launch
+    std::string text;
+};
+std::mutex warnings_lock;  // blocks on several OS threads may warn at once
+std::vector<LaunchWarning> launch_warnings;
+const size_t kMaxWarnings = 20;
+
+void warn(int kind, const std::string& key, const std::string& text) {
+    std::lock_guard<std::mutex> hold(warnings_lock);
+    if (launch_warnings.size() >= kMaxWarnings) return;
+    for (const LaunchWarning& w : launch_warnings)
+        if (w.kind == kind && w.key == key) return;
+    launch_warnings.push_back({kind, key, text});
+}
 
 namespace {
 
@@ -130,9 +151,8 @@ struct Fiber {
     int state = kNew;
     int stack = -1;  // index into Scheduler::stacks while the thread is alive
     unsigned int warp_mask = 0;  // the lanes named by the __syncwarp() or shuffle it waits in
-    const char* converge_file = nullptr;  // the __activemask() call site it waits at; nullptr: none
-    int converge_line = 0;
-    int barrier_line = 0;        // the source line of the __syncthreads() it waits at
+    bool converging = false;     // waits at an __activemask() (at `site`) to learn which lanes arrive with it
+    Site site{nullptr, 0};       // the __syncthreads(), __syncwarp(), warp function or __activemask() it waits at
 };
 
 // One stack per CUDA thread alive at a barrier, each in its own region of kFiberRegionBytes (1 MiB) aligned
@@ -165,6 +185,7 @@ struct Scheduler {
     std::string error;
     Report report;
     int checks = 0;                         // kCheck* bits of this launch (the checked build only)
+    bool strict = false;                    // checks="strict": two barrier sites are an error, not a warning
     unsigned long long epoch = 0;           // +1 at every block start and __syncthreads() release
     unsigned long long barriers = 0;        // __syncthreads() releases in this launch (the access record)
     std::vector<unsigned long long> warp_epoch = std::vector<unsigned long long>(kMaxThreads / 32);
@@ -217,6 +238,7 @@ unsigned char* allocate_stack(Scheduler* S) {
 }
 
 [[noreturn]] void runner_main();
+void resolve_pending_races();  // with the checks, below
 
 // The initial stack of a new runner, laid out as sim_switch leaves a suspended fiber: zeroed callee-saved
 // registers, then runner_main as the address to "return" to.
@@ -302,6 +324,7 @@ void yield_to_next(Scheduler* S, void** save_sp) {
             S->fibers[t].state = kReady;
             enter(S, t);
             S->thread_body(S->args);
+            if (S->checks) resolve_pending_races();
             S->fibers[t].state = kDone;
         }
         S->free_stacks.push_back(stack);  // safe: nothing takes a stack before this runner has switched away
@@ -348,6 +371,20 @@ void fail(int kind, const std::string& message, int thread, int other_thread = -
     store_thread(other_thread, S->report.other_thread);
 }
 
+bool same_site(const Site& a, const Site& b) {
+    return a.line == b.line && (a.file == b.file || (a.file && b.file && strcmp(a.file, b.file) == 0));
+}
+
+std::string describe_site(const Site& site) {
+    return site.file ? std::string(site.file) + ":" + std::to_string(site.line) : "an unknown line";
+}
+
+// The source lines of a synccheck report (launcher.py shows them as file:line).
+void report_sites(const Site& site, const Site& other) {
+    S->report.file = site.file, S->report.line = site.line;
+    S->report.other_file = other.file, S->report.other_line = other.line;
+}
+
 std::string hex(unsigned int mask) {
     char text[16];
     snprintf(text, sizeof text, "0x%08x", mask);
@@ -361,7 +398,7 @@ std::string hex(unsigned int mask) {
 // lanes of a warp where nothing else moved that wait at one __activemask() call site are released together,
 // each learning that group as its active mask.
 bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
-    auto converging = [](const Fiber& f) { return f.state == kAtWarpBarrier && f.converge_file != nullptr; };
+    auto converging = [](const Fiber& f) { return f.state == kAtWarpBarrier && f.converging; };
     unsigned int moved_warps = 0;  // bit w: a barrier of warp w was released in this pass (kMaxThreads / 32 warps)
     for (int t = 0; t < n; ++t) {
         Fiber& f = S->fibers[t];
@@ -372,8 +409,9 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
             fail(kSynccheck,
                  "invalid warp mask in " + describe_block() + ": thread " + describe_thread(t) + " (lane " +
                      std::to_string(lane) + ") calls __syncwarp() or a *_sync warp function with mask " + hex(mask) +
-                     ", which does not include its own lane",
+                     " at " + describe_site(f.site) + ", which does not include its own lane",
                  t);
+            report_sites(f.site, Site{nullptr, 0});
             return false;
         }
         bool complete = true;
@@ -384,15 +422,18 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
             complete = false;
             // Released in this pass, or waiting for its __activemask() to be answered: it may still come.
             if (g.state == kReady || converging(g)) continue;
-            std::string where = g.state == kDone            ? "has returned"
-                                : g.state == kAtBarrier     ? "waits at __syncthreads()"
-                                                            : "waits with mask " + hex(g.warp_mask);
+            std::string where = g.state == kDone        ? "has returned"
+                                : g.state == kAtBarrier ? "waits at the __syncthreads() of " + describe_site(g.site)
+                                                        : "waits with mask " + hex(g.warp_mask) + " at " +
+                                                              describe_site(g.site);
             fail(kSynccheck,
                  "warp divergence in " + describe_block() + ": thread " + describe_thread(t) +
-                     " waits at __syncwarp() or a warp shuffle/vote with mask " + hex(mask) + " while lane " +
-                     std::to_string(other) + " (thread " + describe_thread(base + (int)other) + ") " + where +
+                     " waits at __syncwarp() or a warp shuffle/vote with mask " + hex(mask) + " at " +
+                     describe_site(f.site) + " while lane " + std::to_string(other) + " (thread " +
+                     describe_thread(base + (int)other) + ") " + where +
                      " (every lane named in the mask must reach the same warp barrier)",
                  t, base + (int)other);
+            report_sites(f.site, g.state == kDone ? Site{nullptr, 0} : g.site);
             return false;
         }
         if (!complete) continue;
@@ -411,13 +452,13 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
         unsigned int group = 0;
         for (int other = base; other < base + 32 && other < n; ++other) {
             const Fiber& g = S->fibers[other];
-            if (converging(g) && g.converge_line == f.converge_line && strcmp(g.converge_file, f.converge_file) == 0)
+            if (converging(g) && same_site(g.site, f.site))
                 group |= 1u << (other - base);
         }
         for (int other = base; other < base + 32; ++other) {
             if (!(group >> (other - base) & 1u)) continue;
             Fiber& g = S->fibers[other];
-            g.warp_mask = group, g.converge_file = nullptr, g.state = kReady;
+            g.warp_mask = group, g.converging = false, g.state = kReady;
             runnable.push_back(other);
         }
     }
@@ -433,7 +474,7 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     for (int t = 0; t < n; ++t) {
         const Fiber& f = S->fibers[t];
         done_count += f.state == kDone;
-        same_barrier += f.state == kAtBarrier && f.barrier_line == S->fibers[0].barrier_line;
+        same_barrier += f.state == kAtBarrier && same_site(f.site, S->fibers[0].site);
     }
     if (done_count == n) return true;
     if (same_barrier == n) {
@@ -455,32 +496,40 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     if ((int)done.size() == n) return true;
     if (any_at_warp) return release_warp_barriers(S, n, runnable);
     if (!done.empty()) {
+        const Site& site = S->fibers[at_barrier[0]].site;
         fail(kSynccheck,
              "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
-                 " wait at __syncthreads() (line " + std::to_string(S->fibers[at_barrier[0]].barrier_line) +
-                 ") but threads " + describe_threads(done) +
+                 " wait at the __syncthreads() of " + describe_site(site) + " but threads " + describe_threads(done) +
                  " have returned (every thread of a block must reach each __syncthreads())",
              at_barrier[0], done[0]);
-        S->report.line = S->fibers[at_barrier[0]].barrier_line;
+        report_sites(site, Site{nullptr, 0});
         return false;
     }
-    int line = S->fibers[at_barrier[0]].barrier_line;
-    std::vector<int> elsewhere;
-    for (int t : at_barrier)
-        if (S->fibers[t].barrier_line != line) elsewhere.push_back(t);
+    // Threads waiting at two or more __syncthreads() sites (the two halves of a block in double-buffered
+    // code): CUDA leaves it undefined, GPUs from sm_70 on count every __syncthreads() as one barrier and
+    // release them together. So does the simulator, with a warning; checks="strict" refuses it.
+    const Site& site = S->fibers[at_barrier[0]].site;
+    std::vector<int> here, elsewhere;
+    for (int t : at_barrier) (same_site(S->fibers[t].site, site) ? here : elsewhere).push_back(t);
     if (!elsewhere.empty()) {
-        std::vector<int> here;
-        for (int t : at_barrier)
-            if (S->fibers[t].barrier_line == line) here.push_back(t);
-        fail(kSynccheck,
-             "barrier divergence in " + describe_block() + ": threads " + describe_threads(here) +
-                 " wait at the __syncthreads() of line " + std::to_string(line) + " but threads " +
-                 describe_threads(elsewhere) + " at the one of line " +
-                 std::to_string(S->fibers[elsewhere[0]].barrier_line) +
-                 " (all threads of a block must reach the same __syncthreads())",
-             here[0], elsewhere[0]);
-        S->report.line = line, S->report.other_line = S->fibers[elsewhere[0]].barrier_line;
-        return false;
+        const Site& other = S->fibers[elsewhere[0]].site;
+        std::string sites = "threads " + describe_threads(here) + " wait at the __syncthreads() of " +
+                            describe_site(site) + " and threads " + describe_threads(elsewhere) + " at the one of " +
+                            describe_site(other);
+        if (S->strict) {
+            fail(kSynccheck,
+                 "barrier divergence in " + describe_block() + ": " + sites +
+                     " (all threads of a block must reach the same __syncthreads(); checks=\"strict\" refuses "
+                     "what GPUs from sm_70 on allow)",
+                 here[0], elsewhere[0]);
+            report_sites(site, other);
+            return false;
+        }
+        std::string a = describe_site(site), b = describe_site(other);
+        warn(kBarrierSites, a < b ? a + " " + b : b + " " + a,
+             "two barrier sites in " + describe_block() + ": " + sites +
+                 "; released together, as GPUs from sm_70 on do (CUDA leaves this undefined: older GPUs hang or "
+                 "misbehave). checks=\"strict\" makes it an error");
     }
     ++S->epoch, ++S->barriers;
     for (int t : at_barrier) {
@@ -520,11 +569,12 @@ const unsigned char kCanary = 0xA5;
 }  // namespace
 
 // These run on a fiber (called from kernel code), so they reach the scheduler through the stack header.
-void syncthreads(int line) {
+void syncthreads(Site site) {
     Scheduler* const S = fiber_scheduler();
+    if (S->checks) resolve_pending_races();
     Fiber& me = S->fibers[S->running];
     me.state = kAtBarrier;
-    me.barrier_line = line;
+    me.site = site;
     yield_to_next(S, &me.sp);
 }
 
@@ -534,10 +584,12 @@ unsigned int warp_lanes() {
     return in_warp == 32 ? 0xffffffffu : (1u << in_warp) - 1u;
 }
 
-void syncwarp(unsigned int mask) {
+void syncwarp(unsigned int mask, Site site) {
     Scheduler* const S = fiber_scheduler();
+    if (S->checks) resolve_pending_races();
     Fiber& me = S->fibers[S->running];
     me.state = kAtWarpBarrier;
+    me.site = site;
     me.warp_mask = mask & warp_lanes();
     yield_to_next(S, &me.sp);
 }
@@ -550,8 +602,9 @@ unsigned int thread_rank() { return (unsigned int)fiber_scheduler()->running; }
 unsigned int converged_lanes(const char* file, int line) {
     Scheduler* const S = fiber_scheduler();
     Fiber& me = S->fibers[S->running];
+    if (S->checks) resolve_pending_races();
     me.state = kAtWarpBarrier;
-    me.converge_file = file, me.converge_line = line;
+    me.converging = true, me.site = Site{file, line};
     yield_to_next(S, &me.sp);
     return me.warp_mask;
 }
@@ -669,6 +722,7 @@ struct Launch {
     dim3 grid_dim, block_dim;
     int threads_per_block = 0;
     int checks = 0;
+    bool strict = false;
     unsigned int dynamic_shared_bytes = 0;
     unsigned long long seed = 0;
     std::vector<unsigned long long> order;          // the linear block indices in the order they are taken
@@ -721,7 +775,7 @@ uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
 // own signal stack, since the fault may be an overflow of the fiber's stack.
 void run_share() {
     use_this_threads_scheduler();
-    S->thread_body = L.thread_body, S->args = L.args, S->checks = L.checks;
+    S->thread_body = L.thread_body, S->args = L.args, S->checks = L.checks, S->strict = L.strict;
     S->error.clear();
     S->report = Report{};
     S->current.grid_dim = L.grid_dim, S->current.block_dim = L.block_dim;
@@ -892,7 +946,7 @@ bool run_blocks(int threads) {
 namespace sim_rt {
 namespace {
 
-enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4, kCheckRecord = 8 };
+enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4, kCheckRecord = 8, kCheckStrict = 16 };
 
 struct Range {
     uintptr_t start, end;
@@ -908,6 +962,7 @@ struct AccessEvent {  // one load, store or atomic (record.py reads these fields
 };
 struct CheckedBuffer {
     uintptr_t data, end;                // the array(s) the kernel may touch
+    std::string names;                  // "'y' (float*, 100 elements)", for messages
     std::vector<unsigned char> written;  // initcheck: this launch's copy of the flags; empty: not tracked
 };
 
@@ -928,6 +983,22 @@ struct Checks {
         Access write, reads[2];
     };
     std::unordered_map<uintptr_t, Cell> cells;
+    // racecheck: a store by the running thread to a granule that another thread stored to in the same
+    // barrier interval. The store has not happened yet when its hook runs, so whether it stores the value
+    // that is there (a benign race: flags, every lane writing one result) is decided at the thread's next
+    // access, barrier or return (resolve_pending_races).
+    struct PendingRace {
+        uintptr_t address;
+        size_t size;        // of the granule: 1 or 4 bytes
+        unsigned char before[4];
+        Access other;
+        uintptr_t pc;
+        size_t access_size;
+        int region;
+        long long offset;
+    };
+    std::vector<PendingRace> pending;
+    bool strict = false;  // checks="strict": benign races are errors
     std::vector<AccessEvent> record;  // the access record: every access to an array argument or shared memory
     uintptr_t library_base = 0;
 };
@@ -1078,7 +1149,56 @@ void check_shared_array(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                  a, size, write, pc, -3, offset);
 }
 
-// Racecheck for one byte: compares this access with the ones earlier in the same barrier interval.
+// "byte 12 of __shared__ 'tile' in transpose", "byte 0 of argument 'y' (float*, 64 elements)": where address
+// `a` lies, in words (region: the buffer index, or -3 for the block's shared memory).
+std::string describe_location(uintptr_t a, int region) {
+    if (region >= 0) return "byte " + std::to_string(a - C.buffers[region].data) + " of " + C.buffers[region].names;
+    for (size_t i = 0; i < C.dynamic_reserve.size(); ++i)
+        if (a >= C.dynamic_reserve[i].start && a < C.dynamic_reserve[i].end)
+            return "byte " + std::to_string(a - C.dynamic_reserve[i].start) + " of dynamic shared memory '" +
+                   dynamic_shared_name((int)i) + "'";
+    const uintptr_t offset = a - C.tls.start;
+    for (const SharedArray& array : shared_arrays)
+        if (array.nameable && offset >= array.start && offset < array.end)
+            return "byte " + std::to_string(offset - array.start) + " of __shared__ " + array.name;
+    return "byte " + std::to_string(offset) + " of the shared memory";
+}
+
+[[noreturn]] void report_race(const Checks::Access& other, bool other_write, uintptr_t a, size_t size, bool write,
+                              bool atomic, uintptr_t pc, int region, long long offset, const char* what = "") {
+    std::string hazard = other_write ? (write ? "write after write" : "read after write") : "write after read";
+    check_failed(kRacecheck,
+                 "race (" + hazard + ") on " + describe_location(a, region) + " in " + describe_block() + ": thread " +
+                     describe_thread(S->running) + " " +
+                     (atomic ? "made an atomic update of " + std::to_string(size) + " byte(s)" : access_words(size, write)) +
+                     " and thread " + describe_thread(other.thread) + " " +
+                     (other.atomic ? "updated atomically" : other_write ? "wrote" : "read") +
+                     " the same address with no __syncthreads() between them" + what,
+                 a, size, write, pc, region, offset, other.thread, other.pc, other_write);
+}
+
+// Decides the stores that raced with another thread's store to the same granule (Checks::pending), now that
+// they have happened: one that stored the value that was there already is a benign race (a warning; an error
+// with checks="strict"), any other a race.
+void resolve_pending_races() {
+    if (C.pending.empty()) return;
+    std::vector<Checks::PendingRace> pending;
+    pending.swap(C.pending);
+    for (const Checks::PendingRace& race : pending) {
+        bool same = memcmp(reinterpret_cast<const void*>(race.address), race.before, race.size) == 0;
+        if (!same || C.strict)
+            report_race(race.other, true, race.address, race.access_size, true, false, race.pc, race.region,
+                        race.offset, same ? " (both stored the same value: checks=\"strict\" reports it)" : "");
+        std::string where = describe_location(race.address, race.region);
+        warn(kBenignRace, std::to_string(race.pc) + " " + std::to_string(race.other.pc),
+             "benign race (write after write of the same value) on " + where + " in " + describe_block() +
+                 ": threads " + describe_thread(S->running) + " and " + describe_thread(race.other.thread) +
+                 " stored the same value with no __syncthreads() between them (a flag, or every lane writing one "
+                 "result: what the GPU stores is that value either way). checks=\"strict\" makes it an error");
+    }
+}
+
+// Racecheck for one granule: compares this access with the ones earlier in the same barrier interval.
 void check_race(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc, int region, long long offset) {
     Checks::Cell& cell = C.cells[a];
     int me = S->running;
@@ -1088,20 +1208,16 @@ void check_race(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc,
         bool same_warp_synchronised = other.thread / 32 == me / 32 && other.warp_epoch != warp_epoch;
         return !same_warp_synchronised;
     };
-    auto report = [&](const Checks::Access& other, bool other_write) {
-        std::string hazard = other_write ? (write ? "write after write" : "read after write") : "write after read";
-        check_failed(kRacecheck,
-                     "race (" + hazard + ") in " + describe_block() + ": thread " + describe_thread(me) + " " +
-                         (atomic ? "made an atomic update of " + std::to_string(size) + " byte(s)" : access_words(size, write)) +
-                         " and thread " + describe_thread(other.thread) + " " +
-                         (other.atomic ? "updated atomically" : other_write ? "wrote" : "read") + " the same address with no __syncthreads() between them",
-                     a, size, write, pc, region, offset, other.thread, other.pc, other_write);
-    };
-    if (conflicts(cell.write)) report(cell.write, true);
+    if (conflicts(cell.write)) {
+        if (!write || atomic || cell.write.atomic) report_race(cell.write, true, a, size, write, atomic, pc, region, offset);
+        Checks::PendingRace race{a, size, {}, cell.write, pc, size, region, offset};
+        memcpy(race.before, reinterpret_cast<const void*>(a), size);
+        C.pending.push_back(race);
+    }
     Checks::Access now{S->epoch, warp_epoch, me, pc, atomic};
     if (write) {
         for (const Checks::Access& read : cell.reads)
-            if (conflicts(read)) report(read, false);
+            if (conflicts(read)) report_race(read, false, a, size, write, atomic, pc, region, offset);
         cell.write = now;
     } else if (cell.reads[0].thread == me || cell.reads[0].epoch != S->epoch) {
         cell.reads[0] = now;
@@ -1129,7 +1245,7 @@ void check_initialised(CheckedBuffer& buffer, uintptr_t a, size_t size, bool wri
             long long offset = (long long)(a - buffer.data);
             check_failed(kInitcheck,
                          "read of uninitialised device memory (" + access_words(size, write) + " at byte offset " +
-                             std::to_string(offset) + " of an array argument; byte " +
+                             std::to_string(offset) + " of " + buffer.names + "; byte " +
                              std::to_string(byte - buffer.data) +
                              " was allocated uninitialised and no kernel has written it) in " + describe_block() +
                              ", thread " + describe_thread(S->running),
@@ -1159,6 +1275,7 @@ void check_alignment(uintptr_t a, size_t size, size_t alignment, bool write, uin
 // `alignment`: what a GPU requires of the address (1: nothing). An atomic reads and writes.
 void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t alignment, bool atomic = false) {
     if (S == nullptr || S->running < 0 || S->checks == 0) return;  // S: none before the first launch
+    if (!C.pending.empty()) resolve_pending_races();  // the running thread's previous store has happened
     // Which memory: an array argument (or its guard zones), shared memory, or anything else.
     for (size_t b = 0; b < C.buffers.size(); ++b) {
         const CheckedBuffer& buffer = C.buffers[b];
@@ -1209,9 +1326,9 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
                     C.shared_written[first + k] = 1;
                 } else if (!C.shared_written[first + k]) {
                     check_failed(kInitcheck,
-                                 "read of uninitialised shared memory (" + access_words(size, write) +
-                                     ", no thread of the block wrote byte " + std::to_string(first + k) +
-                                     " of the shared memory before) in " + describe_block() + ", thread " +
+                                 "read of uninitialised shared memory (" + access_words(size, write) + ": no thread of " +
+                                     "the block wrote " + describe_location(a + k, -3) + " before) in " +
+                                     describe_block() + ", thread " +
                                      describe_thread(S->running),
                                  a, size, write, pc, -3, (long long)first);
                 }
@@ -1253,7 +1370,7 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     C.buffers.clear();
     for (int b = 0; b < count; ++b) {
         uintptr_t data = reinterpret_cast<uintptr_t>(copies[b]);
-        C.buffers.push_back({data, data + hosts[b].bytes, {}});
+        C.buffers.push_back({data, data + hosts[b].bytes, "argument " + std::string(hosts[b].names), {}});
         if ((checks & kCheckInitcheck) && hosts[b].written != nullptr)
             C.buffers.back().written.assign(hosts[b].written, hosts[b].written + hosts[b].bytes);
     }
@@ -1265,6 +1382,7 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     }
     C.shared_written.assign(C.tls.end - C.tls.start, 0);
     C.cells.clear();
+    C.pending.clear();
     C.record.clear();
 }
 
@@ -1380,6 +1498,13 @@ SIM_EXPORT void sim_record_copy(void* out) {
 }
 SIM_EXPORT unsigned long long sim_record_barriers() { return sim_rt::S->barriers; }
 
+// The warnings of the last launch (launcher.py): how many, and the kind and text of each.
+SIM_EXPORT int sim_warning_count() { return (int)sim_rt::launch_warnings.size(); }
+SIM_EXPORT int sim_warning(int index, char* out, int out_size) {
+    snprintf(out, (size_t)out_size, "%s", sim_rt::launch_warnings[index].text.c_str());
+    return sim_rt::launch_warnings[index].kind;
+}
+
 // A checked build: read the static __shared__ arrays from this library's symbol table, at `path`.
 SIM_EXPORT void sim_read_shared_arrays(const char* path) { sim_rt::read_shared_arrays(path); }
 
@@ -1415,7 +1540,11 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     L.block_dim = dim3(block[0], block[1], block[2]);
     L.threads_per_block = (int)(block[0] * block[1] * block[2]);
     L.dynamic_shared_bytes = dynamic_shared_bytes;
+    // "strict" (launcher.py's bit 16) is no instrumentation: benign races and two barrier sites become errors.
+    L.strict = C.strict = (checks & kCheckStrict) != 0;
+    checks &= ~kCheckStrict;
     L.checks = checks;
+    launch_warnings.clear();
     S->error.clear();
     S->report = Report{};
     S->barriers = 0;
