@@ -142,7 +142,9 @@ def test_initcheck_finds_an_uninitialised_shared_read():
     with pytest.raises(sim.InitcheckError) as caught:
         module.get_function("uninitialised_shared")((1,), (64,), (np.zeros(64, np.float32),))
     assert caught.value.thread[0] >= 32 and caught.value.line == f"bugs.cu:{_line('y[threadIdx.x] = s[')}"
-    assert f"wrote byte {4 * caught.value.thread[0]} of __shared__ 's' in uninitialised_shared" in str(caught.value)
+    assert f"wrote byte {4 * caught.value.thread[0]} of __shared__ 's' in uninitialised_shared" in str(
+        caught.value
+    )
 
 
 def test_two_barrier_sites_are_a_warning_and_strict_refuses_them(checked):

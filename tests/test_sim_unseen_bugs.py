@@ -61,6 +61,9 @@ def test_a_read_of_a_shared_array_nothing_writes(checked):
     with pytest.raises(sim.InitcheckError, match="uninitialised shared memory") as caught:
         checked.get_function("never_written_shared")((1,), (32,), (np.zeros(32, np.float32),))
     assert caught.value.line == _line("never[threadIdx.x]")
+    assert f"wrote byte {4 * caught.value.thread[0]} of __shared__ 'never' in never_written_shared" in str(
+        caught.value
+    )
 
 
 def test_an_atomic_past_the_end_of_a_shared_array(checked):

@@ -36,7 +36,7 @@ class thread_group {
     unsigned int num_threads() const { return size(); }
 
    protected:
-    friend coalesced_group labeled_partition(const thread_group& group, int label);
+    friend coalesced_group labeled_partition(const thread_group& group, int label, ::sim_rt::Site site);
     thread_group(bool whole_block, unsigned int lanes) : whole_block_(whole_block), lanes_(lanes) {}
     bool whole_block_;
     unsigned int lanes_;  // the group's lanes of this warp (bit i: lane i), unless whole_block_
