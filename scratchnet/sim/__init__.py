@@ -207,19 +207,30 @@ def load_module(
     filename: str | None = None,
     checks: str | Sequence[str] | None = None,
     debug: bool | None = None,
+    enable_cooperative_groups: bool = False,
 ) -> SimModule:
     """Compile ``source`` (cached) and load it; like ``cupy.RawModule(code=source, name_expressions=...)``.
 
     ``filename`` names the file in compiler messages and error reports. ``checks``: ``"memcheck"``,
     ``"racecheck"``, ``"initcheck"``, ``"synccheck"`` (comma-separated or a list) or ``"all"``; ``None`` reads
     ``SCRATCHNET_SIM_CHECKS`` (see :mod:`scratchnet.sim.checks`). ``debug``: a ``-O0 -g`` build for gdb;
-    ``None`` reads ``SCRATCHNET_SIM_DEBUG`` (``1`` for on).
+    ``None`` reads ``SCRATCHNET_SIM_DEBUG`` (``1`` for on). ``enable_cooperative_groups``: launch every kernel
+    cooperatively, all blocks resident at once, so that ``this_grid().sync()`` works (as CuPy's ``RawModule``
+    takes it); the blocks then take turns on one OS thread.
     """
     check_supported()
     selected = parse_checks(checks)
     if debug is None:
         debug = _debug_from_environment()
-    return SimModule(build(source, list(name_expressions), filename, selected, debug), selected, serial=debug)
+    return SimModule(
+        build(source, list(name_expressions), filename, selected, debug),
+        selected,
+        serial=debug,
+        checked_variant=lambda checks: load_module(
+            source, name_expressions, filename, checks, False, enable_cooperative_groups
+        ),
+        cooperative=enable_cooperative_groups,
+    )
 
 
 def _debug_from_environment() -> bool:
@@ -229,10 +240,15 @@ def _debug_from_environment() -> bool:
     return text == "1"
 
 
-def RawModule(code: str, name_expressions: Sequence[str] = (), options: Sequence[str] = ()) -> SimModule:  # noqa: N802
+def RawModule(  # noqa: N802
+    code: str,
+    name_expressions: Sequence[str] = (),
+    options: Sequence[str] = (),
+    enable_cooperative_groups: bool = False,
+) -> SimModule:
     """Drop-in for ``cupy.RawModule``. ``options`` (NVRTC flags) are accepted and ignored."""
     del options
-    return load_module(code, name_expressions)
+    return load_module(code, name_expressions, enable_cooperative_groups=enable_cooperative_groups)
 
 
 def RawKernel(code: str, name: str, options: Sequence[str] = ()) -> SimKernel:  # noqa: N802

@@ -177,6 +177,8 @@ struct Site {
 };
 void syncthreads(Site site);                     // block-wide barrier; `site` tells barrier sites apart
 void syncwarp(unsigned int mask, Site site);     // barrier of the lanes of this warp named in `mask`
+void grid_sync(Site site);                       // cooperative groups' grid.sync()
+bool cooperative_launch();                       // the launch runs every block at once (grid.sync() works)
 unsigned long long* warp_slots();                // one 8-byte exchange slot per thread of the block
 unsigned int lane_id();                          // linear thread index % 32
 unsigned int warp_base();                        // linear index of lane 0 of this warp

@@ -144,7 +144,7 @@ void warn(int kind, const std::string& key, const std::string& text) {
 
 namespace {
 
-enum State { kNew, kReady, kAtBarrier, kAtWarpBarrier, kDone };
+enum State { kNew, kReady, kAtBarrier, kAtWarpBarrier, kAtGridBarrier, kDone };
 
 struct Fiber {
     void* sp = nullptr;  // saved stack pointer while suspended
@@ -371,6 +371,11 @@ void fail(int kind, const std::string& message, int thread, int other_thread = -
     store_thread(other_thread, S->report.other_thread);
 }
 
+// A new barrier interval: one counter for the whole process, so that two blocks never share an interval
+// (racecheck compares accesses of one interval; a cooperative launch interleaves its blocks).
+std::atomic<unsigned long long> epoch_counter{0};
+unsigned long long next_epoch() { return epoch_counter.fetch_add(1, std::memory_order_relaxed) + 1; }
+
 bool same_site(const Site& a, const Site& b) {
     return a.line == b.line && (a.file == b.file || (a.file && b.file && strcmp(a.file, b.file) == 0));
 }
@@ -478,23 +483,38 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     }
     if (done_count == n) return true;
     if (same_barrier == n) {
-        ++S->epoch, ++S->barriers;
+        S->epoch = next_epoch(), ++S->barriers;
         for (int t = 0; t < n; ++t) {
             S->fibers[t].state = kReady;
             runnable.push_back(t);
         }
         return true;
     }
-    std::vector<int> done, at_barrier;
+    std::vector<int> done, at_barrier, at_grid;
     bool any_at_warp = false;
     for (int t = 0; t < n; ++t) {
         int state = S->fibers[t].state;
         if (state == kDone) done.push_back(t);
         if (state == kAtBarrier) at_barrier.push_back(t);
+        if (state == kAtGridBarrier) at_grid.push_back(t);
         if (state == kAtWarpBarrier) any_at_warp = true;
     }
     if ((int)done.size() == n) return true;
     if (any_at_warp) return release_warp_barriers(S, n, runnable);
+    if (!at_grid.empty()) {
+        if ((int)at_grid.size() == n) return true;  // parked: the launch releases the grid (run_cooperative)
+        int other = !done.empty() ? done[0] : at_barrier[0];
+        const Fiber& f = S->fibers[at_grid[0]];
+        fail(kSynccheck,
+             "grid barrier divergence in " + describe_block() + ": threads " + describe_threads(at_grid) +
+                 " wait at the grid.sync() of " + describe_site(f.site) + " but thread " + describe_thread(other) +
+                 (done.empty() ? " waits at the __syncthreads() of " + describe_site(S->fibers[other].site)
+                               : std::string(" has returned")) +
+                 " (every thread of the grid must reach each grid.sync())",
+             at_grid[0], other);
+        report_sites(f.site, done.empty() ? S->fibers[other].site : Site{nullptr, 0});
+        return false;
+    }
     if (!done.empty()) {
         const Site& site = S->fibers[at_barrier[0]].site;
         fail(kSynccheck,
@@ -531,7 +551,7 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
                  "; released together, as GPUs from sm_70 on do (CUDA leaves this undefined: older GPUs hang or "
                  "misbehave). checks=\"strict\" makes it an error");
     }
-    ++S->epoch, ++S->barriers;
+    S->epoch = next_epoch(), ++S->barriers;
     for (int t : at_barrier) {
         S->fibers[t].state = kReady;
         runnable.push_back(t);
@@ -541,8 +561,8 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
 
 void start_block_checks();  // below, with the checks
 
-bool run_block(Scheduler* S, int n) {
-    ++S->epoch;
+void begin_block(Scheduler* S, int n) {
+    S->epoch = next_epoch();
     if (S->checks) start_block_checks();
     S->queue.resize(n);
     for (int t = 0; t < n; ++t) {
@@ -551,6 +571,11 @@ bool run_block(Scheduler* S, int n) {
     }
     S->free_stacks.clear();
     for (int i = (int)S->stacks.size() - 1; i >= 0; --i) S->free_stacks.push_back(i);
+}
+
+// Runs rounds until every thread of the block has returned (true) or waits at grid.sync() (true, with
+// S->queue empty and some thread kAtGridBarrier), or something failed (false, S->error says what).
+bool continue_block(Scheduler* S, int n) {
     while (!S->queue.empty()) {  // one round: every runnable thread runs until it returns or waits
         shuffle(S, S->queue);
         S->next = 0;
@@ -561,6 +586,11 @@ bool run_block(Scheduler* S, int n) {
         if (!release_barriers(S, n, S->queue)) return false;
     }
     return true;
+}
+
+bool run_block(Scheduler* S, int n) {
+    begin_block(S, n);
+    return continue_block(S, n);
 }
 
 const size_t kMaxDynamicShared = 48 * 1024;
@@ -641,22 +671,56 @@ struct HostBuffer {  // filled in by launcher.py: one run of host memory holding
     unsigned char* written;  // initcheck: one flag per byte, 0 = never written (sim.empty); NULL: not tracked
 };
 
-std::vector<std::vector<unsigned char>> guarded_copies;  // reused from launch to launch
+// Beyond the canary bytes, each copy has kGuardPageBytes of inaccessible pages on either side: a write (or
+// read) that lands there faults at once and is reported with the array's name (on_crash), instead of
+// corrupting whatever memory lies next to the copy, such as the Python heap.
+const size_t kGuardPageBytes = 1 << 20;
+struct GuardedCopy {
+    unsigned char* mapping = nullptr;  // [guard pages | canaries | data | canaries | slack | guard pages]
+    size_t size = 0;
+    uintptr_t data = 0, bytes = 0;     // where this launch's data lies in it
+};
+std::vector<GuardedCopy> guarded_copies;  // reused from launch to launch
+
+size_t round_up_to_pages(size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (bytes + page - 1) / page * page;
+}
 
 unsigned char* make_guarded_copy(int index, const HostBuffer& host) {
     if ((int)guarded_copies.size() <= index) guarded_copies.resize(index + 1);
-    std::vector<unsigned char>& copy = guarded_copies[index];
-    size_t needed = host.bytes + 2 * kGuardBytes + kAlignment;
-    if (copy.size() < needed) copy.resize(needed);
-    unsigned char* start = copy.data() + (kAlignment - reinterpret_cast<uintptr_t>(copy.data()) % kAlignment);
+    GuardedCopy& copy = guarded_copies[index];
+    size_t inside = round_up_to_pages(host.bytes + 2 * kGuardBytes);  // canaries, data, canaries
+    size_t needed = inside + 2 * kGuardPageBytes;
+    if (copy.size < needed) {
+        if (copy.mapping) munmap(copy.mapping, copy.size);
+        void* mapped = mmap(nullptr, needed, PROT_NONE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0);
+        if (mapped == MAP_FAILED) throw std::bad_alloc();
+        copy.mapping = static_cast<unsigned char*>(mapped), copy.size = needed;
+    }
+    // Page-aligned, so aligned to cudaMalloc's 256 bytes too; the rest of the mapping stays inaccessible.
+    unsigned char* start = copy.mapping + kGuardPageBytes;
+    mprotect(copy.mapping, copy.size, PROT_NONE);
+    mprotect(start, inside, PROT_READ | PROT_WRITE);
     memset(start, kCanary, kGuardBytes);
     memcpy(start + kGuardBytes, host.data, host.bytes);
     memset(start + kGuardBytes + host.bytes, kCanary, kGuardBytes);
+    copy.data = reinterpret_cast<uintptr_t>(start + kGuardBytes), copy.bytes = host.bytes;
     return start + kGuardBytes;
 }
 
-// Checks the guards of a copy and copies it back; false (with S->error set) when the kernel misbehaved.
-bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy) {
+// The guarded copy of the launch's `count` arrays whose mapping holds `address`, or -1.
+int guarded_copy_at(uintptr_t address, int count) {
+    for (size_t b = 0; b < guarded_copies.size() && (int)b < count; ++b) {
+        uintptr_t start = reinterpret_cast<uintptr_t>(guarded_copies[b].mapping);
+        if (address >= start && address < start + guarded_copies[b].size) return (int)b;
+    }
+    return -1;
+}
+
+// Checks the guards of a copy; false (with S->error set) when the kernel misbehaved. The results are copied
+// back only once every copy has passed (copy_back), so a failed launch leaves every array as it was.
+bool check_guards(int index, const HostBuffer& host, unsigned char* copy) {
     const unsigned char* before = copy - kGuardBytes;
     const unsigned char* after = copy + host.bytes;
     for (size_t k = 0; k < kGuardBytes; ++k) {
@@ -685,10 +749,12 @@ bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy)
             S->report.buffer = index, S->report.is_write = 1;
             return false;
         }
-        return true;
     }
-    memcpy(host.data, copy, host.bytes);
     return true;
+}
+
+void copy_back(const HostBuffer& host, const unsigned char* copy) {
+    if (!host.read_only) memcpy(host.data, copy, host.bytes);
 }
 
 // Canary bytes after the requested dynamic shared memory catch a kernel that writes past it.
@@ -725,6 +791,9 @@ struct Launch {
     bool strict = false;
     unsigned int dynamic_shared_bytes = 0;
     unsigned long long seed = 0;
+    bool cooperative = false;           // enable_cooperative_groups: every block resident at once (grid.sync())
+    const HostBuffer* hosts = nullptr;  // the launch's arrays (for messages)
+    int buffer_count = 0;
     std::vector<unsigned long long> order;          // the linear block indices in the order they are taken
     std::atomic<unsigned long long> next_position;  // the next position of `order` to take
     // The failure at the lowest position of `order` wins, so the error does not depend on which OS thread
@@ -737,6 +806,15 @@ struct Launch {
 };
 Launch L;
 
+// The shared memory of a block of a cooperative launch (and initcheck's flags for it), kept while other
+// blocks use the OS thread's copy (with the checks, below).
+struct SharedImage {
+    std::vector<unsigned char> bytes, written;
+};
+void find_module_memory();
+void save_shared(SharedImage& image);
+void restore_shared(const SharedImage& image);
+
 void record_failure(unsigned long long position) {
     std::lock_guard<std::mutex> hold(L.failure_lock);
     if (position >= L.failed_position.load()) return;
@@ -744,7 +822,33 @@ void record_failure(unsigned long long position) {
     L.error = S->error, L.report = S->report;
 }
 
-void on_crash(int signal_number) { siglongjmp(S->crash_jump, signal_number); }
+thread_local uintptr_t fault_address = 0;  // of the last SIGSEGV or SIGBUS on this OS thread
+
+void on_crash(int signal_number, siginfo_t* info, void*) {
+    fault_address = reinterpret_cast<uintptr_t>(info->si_addr);
+    siglongjmp(S->crash_jump, signal_number);
+}
+
+// Words for a fault at `address`: in the guard pages of an array argument (how far from it), or elsewhere.
+// An unchecked launch sees writes up to 4 KiB from an array (canaries) and any access that lands in the
+// guard pages beyond; memcheck sees every access.
+std::string describe_fault(uintptr_t address, const HostBuffer* hosts, int count) {
+    int b = guarded_copy_at(address, count);
+    std::string unseen =
+        ". Without checks the simulator sees writes up to 4 KiB past an array and accesses that land in its "
+        "guard pages (1 MiB on either side); reads nearer, and accesses elsewhere, go unseen: load the module "
+        "with checks=\"memcheck\" to have every access checked, with its thread and line";
+    if (b < 0 || hosts == nullptr) {
+        char text[64];
+        snprintf(text, sizeof text, "0x%llx", (unsigned long long)address);
+        return std::string(" at address ") + text + ", outside every array argument" + unseen;
+    }
+    const GuardedCopy& copy = guarded_copies[b];
+    std::string where = address < copy.data
+                            ? std::to_string(copy.data - address) + " byte(s) before the start of argument "
+                            : std::to_string(address - copy.data - copy.bytes) + " byte(s) past the end of argument ";
+    return " in the guard pages " + where + hosts[b].names + unseen;
+}
 
 // Ctrl-C during a launch. A kernel that loops forever never returns to Python, which only looks at its
 // signals between bytecodes: so the handler ends the share of the thread it lands on (as a crash does), and
@@ -769,6 +873,84 @@ uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
     return uint3{(unsigned)(b % g.x), (unsigned)(b / g.x % g.y), (unsigned)(b / ((unsigned long long)g.x * g.y))};
 }
 
+// A cooperative launch (enable_cooperative_groups) on the calling OS thread: every block has a scheduler of
+// its own, and they take turns, each running until all its threads have returned or wait at grid.sync().
+// Then grid.sync() releases them all. The blocks share the OS thread's __shared__ variables, so each
+// block's shared memory is saved while the others run. `position`: of the block running, for a crash report.
+bool run_cooperative(Scheduler* own, int n, volatile unsigned long long* position) {
+    static thread_local std::vector<std::unique_ptr<Scheduler>> schedulers;  // their stacks are reused
+    const size_t blocks = L.order.size();
+    while (schedulers.size() < blocks) schedulers.emplace_back(new Scheduler);
+    std::vector<SharedImage> images(blocks);
+    find_module_memory();
+    for (size_t p = 0; p < blocks; ++p) {
+        Scheduler* B = schedulers[p].get();
+        B->thread_body = own->thread_body, B->args = own->args, B->checks = own->checks, B->strict = own->strict;
+        B->current = own->current;
+        B->current.block_idx = block_index(L.order[p]);
+        B->fibers.assign(n, Fiber());
+        B->thread_indices = own->thread_indices;
+        B->rng = L.seed ^ (L.order[p] + 1) * 0xD1B54A32D192ED03ull;
+        B->error.clear(), B->report = Report{};
+        memcpy(&B->crash_jump, &own->crash_jump, sizeof(sigjmp_buf));  // a crash returns to run_share
+    }
+    for (bool first = true;; first = false) {
+        std::vector<size_t> parked;
+        for (size_t p = 0; p < blocks; ++p) {
+            S = schedulers[p].get();
+            if (!first && S->queue.empty()) continue;  // returned
+            *position = p;
+            restore_shared(images[p]);
+            if (first) begin_block(S, n);
+            if (!continue_block(S, n)) return false;
+            save_shared(images[p]);
+            bool waits = std::any_of(S->fibers.begin(), S->fibers.end(), [](const Fiber& f) { return f.state == kAtGridBarrier; });
+            if (waits) parked.push_back(p);
+        }
+        if (parked.empty()) return true;
+        for (size_t p = 0; p < blocks; ++p) {  // a block whose threads all returned never reaches grid.sync()
+            Scheduler* B = schedulers[p].get();
+            bool waits = std::any_of(B->fibers.begin(), B->fibers.end(), [](const Fiber& f) { return f.state == kAtGridBarrier; });
+            if (waits) continue;
+            S = schedulers[parked[0]].get();
+            const uint3& other = B->current.block_idx;
+            fail(kSynccheck,
+                 "grid barrier divergence: the threads of " + describe_block() + " wait at the grid.sync() of " +
+                     describe_site(S->fibers[0].site) + " but those of block (" + std::to_string(other.x) + "," +
+                     std::to_string(other.y) + "," + std::to_string(other.z) +
+                     ") have returned (every thread of the grid must reach each grid.sync())",
+                 0);
+            report_sites(S->fibers[0].site, Site{nullptr, 0});
+            *position = parked[0];
+            return false;
+        }
+        for (size_t p : parked) {  // grid.sync(): every block passes it
+            Scheduler* B = schedulers[p].get();
+            B->epoch = next_epoch(), ++B->barriers;
+            for (int t = 0; t < n; ++t) B->fibers[t].state = kReady, B->queue.push_back(t);
+        }
+    }
+}
+
+}  // namespace
+
+// grid.sync() of cooperative groups: waits until every thread of the grid has reached it.
+void grid_sync(Site site) {
+    if (!L.cooperative)
+        trap("grid.sync() needs a cooperative launch: load the module with enable_cooperative_groups=True "
+             "(sim.load_module(..., enable_cooperative_groups=True), as cupy.RawModule takes it)",
+             site.file, site.line);
+    Scheduler* const S = fiber_scheduler();
+    if (S->checks) resolve_pending_races();
+    Fiber& me = S->fibers[S->running];
+    me.state = kAtGridBarrier;
+    me.site = site;
+    yield_to_next(S, &me.sp);
+}
+
+bool cooperative_launch() { return L.cooperative; }
+
+namespace {
 // One OS thread's share of a launch: takes the next block in the shuffled order until none is left (or a
 // block at an earlier position failed). A fault inside a kernel (an invalid address, a stack overflow, an
 // integer division by zero) jumps back here instead of killing Python; the handler runs on this OS thread's
@@ -800,7 +982,8 @@ void run_share() {
         if (slot < kMaxShareThreads) share_threads[slot] = pthread_self();
         in_share = 1;
         if (interrupted.load()) siglongjmp(S->crash_jump, SIGINT);  // Ctrl-C came before this thread joined
-        for (;;) {
+        if (L.cooperative && !run_cooperative(S, n, &position)) record_failure(position);
+        for (; !L.cooperative;) {
             position = L.next_position.fetch_add(1);
             if (position >= blocks || position > L.failed_position.load()) break;
             unsigned long long b = L.order[position];
@@ -825,11 +1008,17 @@ void run_share() {
             fail(kCrash, "", S->running);
             S->error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
                       std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+            if (crash != SIGFPE) {
+                S->error += describe_fault(fault_address, L.hosts, L.buffer_count);
+                S->report.buffer = guarded_copy_at(fault_address, L.buffer_count);
+            }
         }
         record_failure(position);
     }
     in_share = 0;
     sigaltstack(&old_alt, nullptr);
+    S->checks = 0, S->running = -1;
+    use_this_threads_scheduler();  // a cooperative launch left S at one of its blocks' schedulers
     S->checks = 0, S->running = -1;
 }
 
@@ -884,8 +1073,8 @@ bool run_blocks(int threads) {
     if ((unsigned long long)threads > blocks) threads = (int)blocks;
 
     struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{}, interrupt{}, old_int{};
-    action.sa_handler = on_crash;
-    action.sa_flags = SA_ONSTACK | SA_NODEFER;
+    action.sa_sigaction = on_crash;
+    action.sa_flags = SA_ONSTACK | SA_NODEFER | SA_SIGINFO;
     sigemptyset(&action.sa_mask);
     sigaction(SIGSEGV, &action, &old_segv);
     sigaction(SIGBUS, &action, &old_bus);
@@ -894,6 +1083,7 @@ bool run_blocks(int threads) {
     interrupted.store(false);
     interrupt = action;
     interrupt.sa_handler = on_interrupt;
+    interrupt.sa_flags &= ~SA_SIGINFO;
     sigaction(SIGINT, &interrupt, &old_int);
     Pool& p = pool();
     if (threads > 1) {
@@ -947,6 +1137,7 @@ namespace sim_rt {
 namespace {
 
 enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4, kCheckRecord = 8, kCheckStrict = 16 };
+const int kCooperativeLaunch = 32;  // not a check: the launch's flag for enable_cooperative_groups (launcher.py)
 
 struct Range {
     uintptr_t start, end;
@@ -1280,7 +1471,9 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
     for (size_t b = 0; b < C.buffers.size(); ++b) {
         const CheckedBuffer& buffer = C.buffers[b];
         long long offset = (long long)(a - buffer.data);
-        if (a + size <= buffer.data - kGuardBytes || a >= buffer.end + kGuardBytes) continue;
+        // Near enough to be in its copy's guard bytes or pages: an access of this array that ran off it.
+        const uintptr_t near = kGuardBytes + kGuardPageBytes;
+        if (a + size <= buffer.data - near || a >= buffer.end + near) continue;
         if ((S->checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
             check_failed(kMemcheck,
                          "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
@@ -1356,17 +1549,56 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
                  a, size, write, pc, -1, 0);
 }
 
-void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* copies, int count,
-                  unsigned int dynamic_shared_bytes) {
-    S->checks = checks;
-    if (!checks) return;
+// Where this module's code, globals and thread-local block (its __shared__ memory) lie, in C.
+void find_module_memory() {
     Dl_info info{};
-    dladdr(reinterpret_cast<void*>(&setup_checks), &info);
+    dladdr(reinterpret_cast<void*>(&find_module_memory), &info);
     C.library_base = reinterpret_cast<uintptr_t>(info.dli_fbase);
     C.module.clear();
     C.tls = {0, 0};
     *static_cast<char volatile*>(&tls_anchor) = 0;
     dl_iterate_phdr(module_segments, nullptr);
+}
+
+// The kernel's __shared__ variables (not the runtime's thread-local ones) and the launch's dynamic shared
+// memory, as byte ranges of this OS thread's thread-local block.
+std::vector<Range> block_shared_memory() {
+    std::vector<Range> ranges;
+    for (int i = 0; i < dynamic_shared_count(); ++i) {
+        uintptr_t start = reinterpret_cast<uintptr_t>(dynamic_shared_address(i));
+        ranges.push_back({start, start + L.dynamic_shared_bytes});
+    }
+    for (const SharedArray& array : shared_arrays) {
+        Range range{C.tls.start + array.start, C.tls.start + array.end};
+        bool dynamic = std::any_of(ranges.begin(), ranges.begin() + dynamic_shared_count(),
+                                   [&](const Range& r) { return r.start == range.start; });
+        if (array.nameable && !dynamic && C.tls.start != 0) ranges.push_back(range);
+    }
+    return ranges;
+}
+
+void save_shared(SharedImage& image) {
+    image.bytes.clear();
+    for (const Range& r : block_shared_memory())
+        image.bytes.insert(image.bytes.end(), reinterpret_cast<unsigned char*>(r.start), reinterpret_cast<unsigned char*>(r.end));
+    image.written = C.shared_written;
+}
+
+void restore_shared(const SharedImage& image) {
+    if (image.bytes.empty()) return;  // a block that has not started: the memory is as it is
+    size_t at = 0;
+    for (const Range& r : block_shared_memory()) {
+        memcpy(reinterpret_cast<void*>(r.start), image.bytes.data() + at, r.end - r.start);
+        at += r.end - r.start;
+    }
+    C.shared_written = image.written;
+}
+
+void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* copies, int count,
+                  unsigned int dynamic_shared_bytes) {
+    S->checks = checks;
+    if (!checks) return;
+    find_module_memory();
     C.buffers.clear();
     for (int b = 0; b < count; ++b) {
         uintptr_t data = reinterpret_cast<uintptr_t>(copies[b]);
@@ -1534,6 +1766,7 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     }
 
     L.thread_body = kernel_entry(kernel).thread_body;
+    L.hosts = buffers, L.buffer_count = buffer_count;
     L.args = argv.data();
     L.seed = seed;
     L.grid_dim = dim3(grid[0], grid[1], grid[2]);
@@ -1542,7 +1775,8 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     L.dynamic_shared_bytes = dynamic_shared_bytes;
     // "strict" (launcher.py's bit 16) is no instrumentation: benign races and two barrier sites become errors.
     L.strict = C.strict = (checks & kCheckStrict) != 0;
-    checks &= ~kCheckStrict;
+    L.cooperative = (checks & kCooperativeLaunch) != 0;
+    checks &= ~(kCheckStrict | kCooperativeLaunch);
     L.checks = checks;
     launch_warnings.clear();
     S->error.clear();
@@ -1550,10 +1784,11 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     S->barriers = 0;
     // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
-    bool ok = run_blocks(checks ? 1 : threads);
+    bool ok = run_blocks(checks || L.cooperative ? 1 : threads);
+    for (int b = 0; ok && b < buffer_count; ++b) ok = check_guards(b, buffers[b], copies[b]);
     for (int b = 0; ok && b < buffer_count; ++b) {
-        ok = check_and_copy_back(b, buffers[b], copies[b]);
-        if (ok) copy_back_written(checks, b, buffers[b]);
+        copy_back(buffers[b], copies[b]);
+        copy_back_written(checks, b, buffers[b]);
     }
     *report = S->report;
     fflush(stdout);  // so that printf output from the kernel appears before whatever Python prints next

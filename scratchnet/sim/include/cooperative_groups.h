@@ -9,7 +9,7 @@
 //   cg::thread_group g = block (or a tile, or cg::tiled_partition(block, 8)): g.sync(), g.thread_rank(), g.size()
 //   cg::coalesced_group active = cg::coalesced_threads();  (the lanes that reach this call together)
 //   cg::labeled_partition(active, label), cg::binary_partition(active, predicate): coalesced groups
-//   cg::this_grid(): thread_rank(), size(), block_rank(), num_blocks() (grid.sync() is not simulated)
+//   cg::this_grid(): thread_rank(), size(), block_rank(), num_blocks(); sync() under a cooperative launch
 #pragma once
 
 namespace cooperative_groups {
@@ -155,8 +155,9 @@ inline thread_group tiled_partition(const thread_group&, unsigned int size) {
     return tile(tile_lanes(size));
 }
 
-// The whole grid. Its ranks and sizes are those of CUDA; grid.sync() would need every block of the launch
-// resident at once (a cooperative launch), which the simulator, running blocks one after another, cannot do.
+// The whole grid. Its ranks and sizes are those of CUDA; grid.sync() needs every block of the launch resident
+// at once: a cooperative launch (a module loaded with enable_cooperative_groups=True), whose blocks the
+// simulator runs by turns on one OS thread (runtime.cpp, run_cooperative).
 class grid_group {
    public:
     unsigned long long block_rank() const {
@@ -171,10 +172,8 @@ class grid_group {
     dim3 group_dim() const { return gridDim; }
     dim3 dim_blocks() const { return gridDim; }
     dim3 block_index() const { return dim3(blockIdx); }
-    bool is_valid() const { return false; }  // not launched cooperatively
-    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        ::sim_rt::trap("grid.sync() needs a cooperative launch, which the simulator does not run", file, line);
-    }
+    bool is_valid() const { return ::sim_rt::cooperative_launch(); }
+    void sync(SIM_SITE) const { ::sim_rt::grid_sync(site); }
 };
 inline grid_group this_grid() { return grid_group(); }
 
