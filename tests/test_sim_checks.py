@@ -47,9 +47,12 @@ def test_memcheck_finds_a_read_one_past_the_end(checked):
 
 
 def test_memcheck_finds_a_read_at_any_distance(checked):
+    """400 KB past the end of x, in the guard pages around its copy: named as x's."""
     x, y = np.zeros(64, np.float32), np.zeros(64, np.float32)
-    with pytest.raises(sim.MemcheckError, match="outside every array argument"):
+    message = r"out-of-bounds read of 4 byte\(s\) at byte offset \d+ of argument 'x'"
+    with pytest.raises(sim.MemcheckError, match=message) as caught:
         checked.get_function("read_far_away")((1,), (64,), (x, y, np.int32(64)))
+    assert caught.value.offset == 4 * (100_000 + caught.value.thread[0])
 
 
 def test_memcheck_finds_a_dynamic_shared_overflow(checked):

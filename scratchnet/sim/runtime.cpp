@@ -35,7 +35,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <unordered_map>
 #include <algorithm>
 #include <utility>
 #include <memory>
@@ -1173,7 +1172,44 @@ struct Checks {
     struct Cell {  // racecheck: the last write and up to two reads of one byte in this barrier interval
         Access write, reads[2];
     };
-    std::unordered_map<uintptr_t, Cell> cells;
+    // racecheck's cells by address, for the block running: an open-addressing hash table, emptied at each
+    // block start by a new generation (O(1)), so it stays as small as one block's footprint and in cache.
+    // (std::unordered_map allocated a node per address and cost most of a checked launch's time.)
+    struct CellTable {
+        struct Slot {
+            uintptr_t address = 0;
+            unsigned long long generation = 0;  // the slot holds a cell of this generation; older: free
+            Cell cell;
+        };
+        std::vector<Slot> slots = std::vector<Slot>(1024);
+        size_t used = 0;
+        unsigned long long generation = 1;
+        int shift = 64 - 10;  // 64 - log2(slots.size())
+
+        Cell& operator[](uintptr_t address) {
+            if (2 * (used + 1) > slots.size()) grow();
+            size_t mask = slots.size() - 1;
+            for (size_t i = (address * 0x9E3779B97F4A7C15ull) >> shift;; i = (i + 1) & mask) {
+                Slot& slot = slots[i];
+                if (slot.generation != generation) {
+                    slot.address = address, slot.generation = generation, slot.cell = Cell{};
+                    ++used;
+                    return slot.cell;
+                }
+                if (slot.address == address) return slot.cell;
+            }
+        }
+        void clear() { ++generation, used = 0; }
+        void grow() {
+            std::vector<Slot> old;
+            old.swap(slots);
+            slots.assign(2 * old.size(), Slot{});
+            --shift, used = 0;
+            for (const Slot& slot : old)
+                if (slot.generation == generation) (*this)[slot.address] = slot.cell;
+        }
+    };
+    CellTable cells;
     // racecheck: a store by the running thread to a granule that another thread stored to in the same
     // barrier interval. The store has not happened yet when its hook runs, so whether it stores the value
     // that is there (a benign race: flags, every lane writing one result) is decided at the thread's next
@@ -1454,11 +1490,10 @@ void record_access(uintptr_t pc, long long offset, int buffer, size_t size, bool
 
 // A misaligned access (a float4 at a byte offset that is not a multiple of 16) faults on a GPU.
 void check_alignment(uintptr_t a, size_t size, size_t alignment, bool write, uintptr_t pc, int region,
-                     long long offset, const std::string& where) {
+                     long long offset) {
     if (a % alignment == 0) return;
     check_failed(kMemcheck,
-                 "misaligned " + access_words(size, write) + " at byte offset " + std::to_string(offset) + " of " +
-                     where + " (this access must lie at a multiple of " + std::to_string(alignment) + " bytes) in " +
+                 "misaligned " + access_words(size, write) + " at " + describe_location(a, region) + " (this access must lie at a multiple of " + std::to_string(alignment) + " bytes) in " +
                      describe_block() + ", thread " + describe_thread(S->running),
                  a, size, write, pc, region, offset);
 }
@@ -1477,10 +1512,10 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
         if ((S->checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
             check_failed(kMemcheck,
                          "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
-                             " of an array argument (" + std::to_string(buffer.end - buffer.data) + " bytes) in " +
+                             " of " + buffer.names + " in " +
                              describe_block() + ", thread " + describe_thread(S->running),
                          a, size, write, pc, (int)b, offset);
-        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset, "an array argument");
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset);
         if ((S->checks & kCheckInitcheck) && !buffer.written.empty()) {
             if (atomic) check_initialised(C.buffers[b], a, size, false, pc, (int)b);
             check_initialised(C.buffers[b], a, size, write, pc, (int)b);
@@ -1512,7 +1547,7 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
                          a, size, write, pc, -3, (long long)(a - C.tls.start));
         if (S->checks & kCheckMemcheck) check_shared_array(a, size, write, pc);
         size_t first = a - C.tls.start;
-        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, -3, (long long)first, "shared memory");
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, -3, (long long)first);
         if (S->checks & kCheckInitcheck) {
             for (size_t k = 0; k < size; ++k) {
                 if (write && !atomic) {
@@ -1626,8 +1661,9 @@ void copy_back_written(int checks, int b, const HostBuffer& host) {
 }  // namespace
 
 namespace {
-void start_block_checks() {  // racecheck's cells need no reset: the new epoch makes them stale
+void start_block_checks() {  // racecheck compares threads of one block: its cells start empty
     std::fill(C.shared_written.begin(), C.shared_written.end(), 0);
+    C.cells.clear();
 }
 }  // namespace
 }  // namespace sim_rt
