@@ -1153,6 +1153,7 @@ struct AccessEvent {  // one load, store or atomic (record.py reads these fields
 struct CheckedBuffer {
     uintptr_t data, end;                // the array(s) the kernel may touch
     std::string names;                  // "'y' (float*, 100 elements)", for messages
+    bool read_only;                     // every argument in it is const: no store can race (nor go unseen)
     std::vector<unsigned char> written;  // initcheck: this launch's copy of the flags; empty: not tracked
 };
 
@@ -1163,10 +1164,10 @@ struct Checks {
     std::vector<Range> dynamic_reserve;  // ... and up to its 48 KiB reservation
     std::vector<Range> module;           // the module's loaded segments (globals, __constant__, literals)
     std::vector<unsigned char> shared_written;  // initcheck: one flag per byte of the thread-local block
-    struct Access {
-        unsigned long long epoch = 0, warp_epoch = 0;
-        int thread = -1;
-        uintptr_t pc = 0;
+    struct Access {  // 16 bytes: a cell's three fit in one cache line with the cell's address
+        unsigned int epoch = 0, warp_epoch = 0;  // their low 32 bits (a cell lives for one block)
+        unsigned int pc = 0;                     // offset of the code in the library
+        short thread = -1;
         bool atomic = false;
     };
     struct Cell {  // racecheck: the last write and up to two reads of one byte in this barrier interval
@@ -1176,14 +1177,14 @@ struct Checks {
     // block start by a new generation (O(1)), so it stays as small as one block's footprint and in cache.
     // (std::unordered_map allocated a node per address and cost most of a checked launch's time.)
     struct CellTable {
-        struct Slot {
+        struct Slot {  // 64 bytes, one cache line
             uintptr_t address = 0;
-            unsigned long long generation = 0;  // the slot holds a cell of this generation; older: free
+            unsigned int generation = 0;  // the slot holds a cell of this generation; older: free
             Cell cell;
         };
         std::vector<Slot> slots = std::vector<Slot>(1024);
         size_t used = 0;
-        unsigned long long generation = 1;
+        unsigned int generation = 1;
         int shift = 64 - 10;  // 64 - log2(slots.size())
 
         Cell& operator[](uintptr_t address) {
@@ -1199,7 +1200,10 @@ struct Checks {
                 if (slot.address == address) return slot.cell;
             }
         }
-        void clear() { ++generation, used = 0; }
+        void clear() {
+            if (++generation == 0) slots.assign(slots.size(), Slot{}), generation = 1;  // wrapped around
+            used = 0;
+        }
         void grow() {
             std::vector<Slot> old;
             old.swap(slots);
@@ -1225,7 +1229,8 @@ struct Checks {
         long long offset;
     };
     std::vector<PendingRace> pending;
-    bool strict = false;  // checks="strict": benign races are errors
+    bool strict = false;     // checks="strict": benign races are errors
+    bool launching = false;  // a checked launch is running (its kernel code calls check_access)
     std::vector<AccessEvent> record;  // the access record: every access to an array argument or shared memory
     uintptr_t library_base = 0;
 };
@@ -1401,7 +1406,7 @@ std::string describe_location(uintptr_t a, int region) {
                      " and thread " + describe_thread(other.thread) + " " +
                      (other.atomic ? "updated atomically" : other_write ? "wrote" : "read") +
                      " the same address with no __syncthreads() between them" + what,
-                 a, size, write, pc, region, offset, other.thread, other.pc, other_write);
+                 a, size, write, pc, region, offset, other.thread, C.library_base + other.pc, other_write);
 }
 
 // Decides the stores that raced with another thread's store to the same granule (Checks::pending), now that
@@ -1417,7 +1422,7 @@ void resolve_pending_races() {
             report_race(race.other, true, race.address, race.access_size, true, false, race.pc, race.region,
                         race.offset, same ? " (both stored the same value: checks=\"strict\" reports it)" : "");
         std::string where = describe_location(race.address, race.region);
-        warn(kBenignRace, std::to_string(race.pc) + " " + std::to_string(race.other.pc),
+        warn(kBenignRace, std::to_string(race.pc - C.library_base) + " " + std::to_string(race.other.pc),
              "benign race (write after write of the same value) on " + where + " in " + describe_block() +
                  ": threads " + describe_thread(S->running) + " and " + describe_thread(race.other.thread) +
                  " stored the same value with no __syncthreads() between them (a flag, or every lane writing one "
@@ -1427,11 +1432,12 @@ void resolve_pending_races() {
 
 // Racecheck for one granule: compares this access with the ones earlier in the same barrier interval.
 void check_race(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc, int region, long long offset) {
+    Scheduler* const S = fiber_scheduler();  // (no thread-local lookup: this runs for every access)
     Checks::Cell& cell = C.cells[a];
-    int me = S->running;
-    unsigned long long warp_epoch = S->warp_epoch[me / 32];
+    const int me = S->running;
+    const unsigned int epoch = (unsigned int)S->epoch, warp_epoch = (unsigned int)S->warp_epoch[me / 32];
     auto conflicts = [&](const Checks::Access& other) {
-        if (other.thread < 0 || other.thread == me || other.epoch != S->epoch || (atomic && other.atomic)) return false;
+        if (other.thread < 0 || other.thread == me || other.epoch != epoch || (atomic && other.atomic)) return false;
         bool same_warp_synchronised = other.thread / 32 == me / 32 && other.warp_epoch != warp_epoch;
         return !same_warp_synchronised;
     };
@@ -1441,7 +1447,7 @@ void check_race(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc,
         memcpy(race.before, reinterpret_cast<const void*>(a), size);
         C.pending.push_back(race);
     }
-    Checks::Access now{S->epoch, warp_epoch, me, pc, atomic};
+    Checks::Access now{epoch, warp_epoch, (unsigned int)(pc - C.library_base), (short)me, atomic};
     if (write) {
         for (const Checks::Access& read : cell.reads)
             if (conflicts(read)) report_race(read, false, a, size, write, atomic, pc, region, offset);
@@ -1500,30 +1506,11 @@ void check_alignment(uintptr_t a, size_t size, size_t alignment, bool write, uin
 
 // `alignment`: what a GPU requires of the address (1: nothing). An atomic reads and writes.
 void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t alignment, bool atomic = false) {
-    if (S == nullptr || S->running < 0 || S->checks == 0) return;  // S: none before the first launch
+    if (!C.launching) return;  // code of the module run outside a launch (a static initialiser)
+    Scheduler* const S = fiber_scheduler();  // (no thread-local lookup: this runs for every access)
+    if (S->running < 0 || S->checks == 0) return;
     if (!C.pending.empty()) resolve_pending_races();  // the running thread's previous store has happened
-    // Which memory: an array argument (or its guard zones), shared memory, or anything else.
-    for (size_t b = 0; b < C.buffers.size(); ++b) {
-        const CheckedBuffer& buffer = C.buffers[b];
-        long long offset = (long long)(a - buffer.data);
-        // Near enough to be in its copy's guard bytes or pages: an access of this array that ran off it.
-        const uintptr_t near = kGuardBytes + kGuardPageBytes;
-        if (a + size <= buffer.data - near || a >= buffer.end + near) continue;
-        if ((S->checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
-            check_failed(kMemcheck,
-                         "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
-                             " of " + buffer.names + " in " +
-                             describe_block() + ", thread " + describe_thread(S->running),
-                         a, size, write, pc, (int)b, offset);
-        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset);
-        if ((S->checks & kCheckInitcheck) && !buffer.written.empty()) {
-            if (atomic) check_initialised(C.buffers[b], a, size, false, pc, (int)b);
-            check_initialised(C.buffers[b], a, size, write, pc, (int)b);
-        }
-        if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, (int)b, offset);
-        if (S->checks & kCheckRecord) record_access(pc, offset, (int)b, size, write, atomic);
-        return;
-    }
+    // Which memory: shared memory (first: tiled kernels access it most), an array argument, or else.
     const ThreadState* state = &S->current;  // what threadIdx and its kin read
     if (inside({reinterpret_cast<uintptr_t>(state), reinterpret_cast<uintptr_t>(state + 1)}, a, size)) return;
     if (a >= C.tls.start && a < C.tls.end + kGuardBytes) {
@@ -1565,6 +1552,29 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
         }
         if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, -3, (long long)first);
         if (S->checks & kCheckRecord) record_access(pc, (long long)first, -3, size, write, atomic);
+        return;
+    }
+    // An array argument (or its guard bytes and pages)?
+    for (size_t b = 0; b < C.buffers.size(); ++b) {
+        const CheckedBuffer& buffer = C.buffers[b];
+        long long offset = (long long)(a - buffer.data);
+        // Near enough to be in its copy's guard bytes or pages: an access of this array that ran off it.
+        const uintptr_t near = kGuardBytes + kGuardPageBytes;
+        if (a + size <= buffer.data - near || a >= buffer.end + near) continue;
+        if ((S->checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
+            check_failed(kMemcheck,
+                         "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
+                             " of " + buffer.names + " in " +
+                             describe_block() + ", thread " + describe_thread(S->running),
+                         a, size, write, pc, (int)b, offset);
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset);
+        if ((S->checks & kCheckInitcheck) && !buffer.written.empty()) {
+            if (atomic) check_initialised(C.buffers[b], a, size, false, pc, (int)b);
+            check_initialised(C.buffers[b], a, size, write, pc, (int)b);
+        }
+        // A const array has no stores to race with (a store into it fails the launch: check_guards).
+        if ((S->checks & kCheckRacecheck) && !buffer.read_only) check_races(a, size, write, atomic, pc, (int)b, offset);
+        if (S->checks & kCheckRecord) record_access(pc, offset, (int)b, size, write, atomic);
         return;
     }
     if (!(S->checks & kCheckMemcheck)) return;
@@ -1637,7 +1647,8 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     C.buffers.clear();
     for (int b = 0; b < count; ++b) {
         uintptr_t data = reinterpret_cast<uintptr_t>(copies[b]);
-        C.buffers.push_back({data, data + hosts[b].bytes, "argument " + std::string(hosts[b].names), {}});
+        C.buffers.push_back(
+            {data, data + hosts[b].bytes, "argument " + std::string(hosts[b].names), hosts[b].read_only != 0, {}});
         if ((checks & kCheckInitcheck) && hosts[b].written != nullptr)
             C.buffers.back().written.assign(hosts[b].written, hosts[b].written + hosts[b].bytes);
     }
@@ -1820,7 +1831,9 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     S->barriers = 0;
     // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
+    C.launching = checks != 0;
     bool ok = run_blocks(checks || L.cooperative ? 1 : threads);
+    C.launching = false;
     for (int b = 0; ok && b < buffer_count; ++b) ok = check_guards(b, buffers[b], copies[b]);
     for (int b = 0; ok && b < buffer_count; ++b) {
         copy_back(buffers[b], copies[b]);
