@@ -109,6 +109,14 @@ def test_reports_name_the_shared_array(checked):
         )
 
 
+def test_warp_reports_give_file_and_line(checked):
+    with pytest.raises(sim.SynccheckError, match="warp divergence") as caught:
+        checked.get_function("lane_leaves_the_warp")((1,), (32,), (np.zeros(32, np.float32),))
+    line = _line("__syncwarp();")
+    assert caught.value.line == line and f"at {line} while lane 0" in str(caught.value)
+    assert caught.value.other_thread == (0, 0, 0)
+
+
 def test_kernels_are_real_cuda_for_nvrtc():
     if nvrtc.find_library() is None:
         pytest.skip("NVRTC is not installed (pip install nvidia-cuda-nvrtc)")

@@ -57,3 +57,11 @@ extern "C" __global__ void dynamic_shared_race(const float* x, float* y) {
 
 // Each thread stores its own index into one flag: different values, a real race.
 extern "C" __global__ void last_writer_wins(int* flag) { *flag = (int)threadIdx.x; }
+
+// Not a false alarm: lane 0 returns while the other lanes wait for it at a __syncwarp() (synccheck, with
+// both lines in the report).
+extern "C" __global__ void lane_leaves_the_warp(float* y) {
+    if (threadIdx.x == 0) return;
+    y[threadIdx.x] = 1.0f;
+    __syncwarp();
+}
