@@ -13,7 +13,8 @@ extern "C" __global__ void every_lane_stores_the_sum(const int* x, int* sums) {
 
 // One step of Rodinia's breadth-first search: each thread of the frontier marks its neighbours and sets the
 // "not done" flag. Many threads store 1 to the same flag and to shared neighbours.
-extern "C" __global__ void bfs_step(const int* frontier, const int* neighbours, int* next, int* not_done, int n) {
+extern "C" __global__ void bfs_step(const int* frontier, const int* neighbours, int* next, int* not_done,
+                                    int n) {
     int node = blockIdx.x * blockDim.x + threadIdx.x;
     if (node >= n || !frontier[node]) return;
     for (int k = 0; k < 2; ++k) next[neighbours[2 * node + k]] = 1;
