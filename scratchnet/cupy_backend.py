@@ -209,16 +209,25 @@ class GpuKernel:
             self.raw_kernel(grid, block, args, shared_mem=shared_mem)
 
 
-def load_module(source: str, name_expressions: list[str], filename: str = "<source>") -> GpuModule:
+def load_module(
+    source: str,
+    name_expressions: list[str],
+    filename: str = "<source>",
+    enable_cooperative_groups: bool = False,
+) -> GpuModule:
     """Compile ``source`` with NVRTC (through CuPy) and return it as a :class:`GpuModule`.
 
     ``kernels/`` is on the include path (``#include "common.cuh"``). CuPy caches compiled modules on disk
     keyed by the source and the options, not by the headers they include: the headers' digest, passed as
-    a macro, makes an edited header a new key."""
+    a macro, makes an edited header a new key. ``enable_cooperative_groups``: every launch is cooperative
+    (all blocks resident at once, so that ``this_grid().sync()`` works), as on the simulator."""
     headers = f"-DSCRATCHNET_HEADERS_SHA256={sources.header_digest()}"
     options = ("-std=c++17", f"-I{sources.kernel_dir()}", headers)
+    cooperative = {"enable_cooperative_groups": True} if enable_cooperative_groups else {}
     with gpu_errors(f"compiling {filename}"):
-        raw = cupy().RawModule(code=source, options=options, name_expressions=name_expressions or None)
+        raw = cupy().RawModule(
+            code=source, options=options, name_expressions=name_expressions or None, **cooperative
+        )
     return GpuModule(raw, filename)
 
 

@@ -47,9 +47,12 @@ def test_memcheck_finds_a_read_one_past_the_end(checked):
 
 
 def test_memcheck_finds_a_read_at_any_distance(checked):
+    """400 KB past the end of x, in the guard pages around its copy: named as x's."""
     x, y = np.zeros(64, np.float32), np.zeros(64, np.float32)
-    with pytest.raises(sim.MemcheckError, match="outside every array argument"):
+    message = r"out-of-bounds read of 4 byte\(s\) at byte offset \d+ of argument 'x'"
+    with pytest.raises(sim.MemcheckError, match=message) as caught:
         checked.get_function("read_far_away")((1,), (64,), (x, y, np.int32(64)))
+    assert caught.value.offset == 4 * (100_000 + caught.value.thread[0])
 
 
 def test_memcheck_finds_a_dynamic_shared_overflow(checked):
@@ -127,6 +130,7 @@ def test_racecheck_finds_the_missing_barrier_of_a_transpose():
         module.get_function("transpose")((2, 2), (16, 16), (x, y, np.int32(n), np.int32(0)))
     error = caught.value
     assert error.buffer == "static shared memory" and error.other_thread not in (None, error.thread)
+    assert "of __shared__ 'tile' in transpose" in str(error)
     lines = {error.line, error.other_line}
     assert lines == {
         f"bugs.cu:{_line('tile[threadIdx.y][threadIdx.x] = x')}",
@@ -141,22 +145,33 @@ def test_initcheck_finds_an_uninitialised_shared_read():
     with pytest.raises(sim.InitcheckError) as caught:
         module.get_function("uninitialised_shared")((1,), (64,), (np.zeros(64, np.float32),))
     assert caught.value.thread[0] >= 32 and caught.value.line == f"bugs.cu:{_line('y[threadIdx.x] = s[')}"
+    assert f"wrote byte {4 * caught.value.thread[0]} of __shared__ 's' in uninitialised_shared" in str(
+        caught.value
+    )
 
 
-def test_synccheck_finds_two_barriers_in_an_if_else(checked):
+def test_two_barrier_sites_are_a_warning_and_strict_refuses_them(checked):
+    """Threads waiting at two different __syncthreads() lines: GPUs from sm_70 on release them together, so
+    the simulator does too, with a warning naming both lines; checks="strict" refuses it (synccheck)."""
+    sites = {f"bugs.cu:{_line('y[threadIdx.x] = 1.0f') + 1}", f"bugs.cu:{_line('y[threadIdx.x] = 2.0f') + 1}"}
+    y = np.zeros(64, np.float32)
+    with pytest.warns(sim.BarrierSitesWarning, match="two barrier sites") as warned:
+        checked.get_function("two_barriers")((1,), (64,), (y,))
+    assert all(site in str(warned[0].message) for site in sites)
+    np.testing.assert_array_equal(y, np.where(np.arange(64) % 2, 1.0, 2.0))
+    strict = sim.load_module(BUGS.read_text(), [], filename="bugs.cu", checks="strict")
     with pytest.raises(sim.SynccheckError, match="barrier divergence") as caught:
-        checked.get_function("two_barriers")((1,), (64,), (np.zeros(64, np.float32),))
+        strict.get_function("two_barriers")((1,), (64,), (y,))
     error = caught.value
-    assert {error.line, error.other_line} == {
-        f"line {_line('y[threadIdx.x] = 1.0f') + 1}",
-        f"line {_line('y[threadIdx.x] = 2.0f') + 1}",
-    }
+    assert {error.line, error.other_line} == sites
     assert error.thread[0] % 2 != error.other_thread[0] % 2
 
 
 def test_synccheck_finds_a_mask_without_the_calling_lane(checked):
-    with pytest.raises(sim.SynccheckError, match="does not include its own lane"):
+    with pytest.raises(sim.SynccheckError, match="does not include its own lane") as caught:
         checked.get_function("wrong_mask")((1,), (32,), (np.zeros(32, np.float32),))
+    assert caught.value.line == f"bugs.cu:{_line('__shfl_xor_sync(0x0000ffffu')}"
+    assert f"with mask 0x0000ffff at {caught.value.line}" in str(caught.value)
 
 
 def test_check_errors_are_launch_errors_and_the_process_lives_on(checked):

@@ -40,6 +40,7 @@ def test_a_race_on_global_memory_inside_a_block(checked):
     with pytest.raises(sim.RacecheckError, match="with no __syncthreads") as caught:
         checked.get_function("global_sum_race")((2,), (32,), (x, np.zeros(2, np.float32)))
     assert caught.value.buffer.startswith("'y'") and caught.value.line == _line("y[blockIdx.x] +=")
+    assert f"on byte {4 * caught.value.block[0]} of argument 'y' (float*, 2 elements)" in str(caught.value)
 
 
 def test_the_volatile_warp_tail_is_a_race_between_lanes(checked):
@@ -60,6 +61,9 @@ def test_a_read_of_a_shared_array_nothing_writes(checked):
     with pytest.raises(sim.InitcheckError, match="uninitialised shared memory") as caught:
         checked.get_function("never_written_shared")((1,), (32,), (np.zeros(32, np.float32),))
     assert caught.value.line == _line("never[threadIdx.x]")
+    assert f"wrote byte {4 * caught.value.thread[0]} of __shared__ 'never' in never_written_shared" in str(
+        caught.value
+    )
 
 
 def test_an_atomic_past_the_end_of_a_shared_array(checked):
@@ -74,8 +78,8 @@ def test_an_atomic_past_the_end_of_a_shared_array(checked):
 @pytest.mark.parametrize(
     "which, message, text",
     [
-        (0, r"misaligned read of 16 byte\(s\) at byte offset \d+ of argument 'x'", "(x + 1)[threadIdx.x]"),
-        (1, r"misaligned read of 4 byte\(s\) at byte offset 1 of argument 'bytes'", "(bytes + 1)"),
+        (0, r"misaligned read of 16 byte\(s\) at byte \d+ of argument 'x'", "(x + 1)[threadIdx.x]"),
+        (1, r"misaligned read of 4 byte\(s\) at byte 1 of argument 'bytes'", "(bytes + 1)"),
         pytest.param(
             2,
             "misaligned",

@@ -9,6 +9,10 @@ the module), for each count of OS threads in ``--threads`` (``SCRATCHNET_SIM_THR
 * per launch: a launch of one block of 32 threads, which is almost all Python and argument checking.
 
 Wall-clock time: with more OS threads than free cores the figures get worse, not better.
+
+``--checks`` measures instead what the checks cost (``checks="all"`` against an unchecked build, both on one
+OS thread, the best of ``--repeats`` launches after one untimed launch with the build cached): the tiled GEMM
+of ``kernels/gemm.cu`` at 256 x 256 x 256, and a vector add of 2^20 floats.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 import numpy as np
 
 from scratchnet import sim
+from scratchnet._cuda import sources
 
 SOURCE = r"""
 extern "C" __global__ void add_one(float* y, long long n) {
@@ -44,15 +49,31 @@ extern "C" __global__ void rounds_of_barriers(float* y, int rounds) {
 BLOCK = 256
 ROUNDS = 20
 
+VECTOR_ADD = r"""
+extern "C" __global__ void vector_add(const float* a, const float* b, float* c, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) c[i] = a[i] + b[i];
+}
+"""
+GEMM_SIZE, TILE = 256, 16  # TILE: kernels/common.cuh's
+VECTOR_SIZE = 2**20
+# What checks="all" may cost at most, as a multiple of an unchecked launch (docs/simulator.md).
+CHECK_COST_TARGETS = {"gemm": 20.0, "vector_add": 40.0}
 
-def _median_seconds(launch, repeats: int) -> float:
+
+def _timings(launch, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` launches, after one untimed launch (which builds the module, warms caches)."""
     launch()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         launch()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def _median_seconds(launch, repeats: int) -> float:
+    return statistics.median(_timings(launch, repeats))
 
 
 def measure(threads: int, blocks: int, repeats: int) -> dict[str, float]:
@@ -75,11 +96,56 @@ def measure(threads: int, blocks: int, repeats: int) -> dict[str, float]:
     }
 
 
+def _check_cost_launches(checks: str):
+    """The two launches of the check-cost benchmark in a build with ``checks``: {name: launch}."""
+    rng = np.random.default_rng(0)
+    gemm = sim.load_module(
+        (sources.kernel_dir() / "gemm.cu").read_text(), ["gemm_tiled<float>"], "gemm.cu", checks, False
+    ).get_function("gemm_tiled<float>")
+    n = GEMM_SIZE
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    c = np.zeros((n, n), np.float32)
+    add = sim.load_module(VECTOR_ADD, [], "vector_add.cu", checks, False).get_function("vector_add")
+    x, y = (rng.standard_normal(VECTOR_SIZE).astype(np.float32) for _ in range(2))
+    z = np.zeros(VECTOR_SIZE, np.float32)
+    sizes = (np.int32(n), np.int32(n), np.int32(n), np.int32(0), np.int32(0))
+    return {
+        "gemm": lambda: gemm((n // TILE, n // TILE, 1), (TILE, TILE), (a, b, c, *sizes)),
+        "vector_add": lambda: add((VECTOR_SIZE // BLOCK,), (BLOCK,), (x, y, z, np.int32(VECTOR_SIZE))),
+    }
+
+
+def measure_check_cost(repeats: int) -> dict[str, tuple[float, float]]:
+    """Seconds per launch unchecked and with ``checks="all"``, on one OS thread: {kernel: (plain, all)}."""
+    os.environ["SCRATCHNET_SIM_THREADS"] = "1"
+    plain, checked = _check_cost_launches(""), _check_cost_launches("all")
+    return {
+        name: (min(_timings(plain[name], repeats)), min(_timings(checked[name], repeats))) for name in plain
+    }
+
+
+def print_check_cost(rows: dict[str, tuple[float, float]], repeats: int) -> None:
+    labels = {"gemm": f"gemm_tiled<float> {GEMM_SIZE}^3", "vector_add": "vector add of 2^20 floats"}
+    print(f'cost of checks="all", 1 OS thread, best of {repeats} launches after one untimed launch')
+    print(f"{'kernel':<28}  {'unchecked':>10}  {'all':>10}  {'ratio':>7}  target")
+    for name, (plain, checked) in rows.items():
+        ratio = checked / plain
+        print(
+            f"{labels[name]:<28}  {plain * 1e3:>7.1f} ms  {checked * 1e3:>7.1f} ms  {ratio:>6.1f}x  "
+            f"<= {CHECK_COST_TARGETS[name]:.0f}x"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scratchnet.bench sim", description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="comma-separated OS thread counts")
     p.add_argument("--blocks", type=int, default=1000, help="blocks of 256 threads per launch")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--checks",
+        action="store_true",
+        help='measure what checks="all" costs against an unchecked build (a tiled GEMM, a vector add)',
+    )
     args = p.parse_args(argv)
     try:
         counts = sorted({int(t) for t in args.threads.split(",") if t.strip()})
@@ -89,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("need --threads >= 1, --blocks >= 1 and --repeats >= 1")
     previous = os.environ.get("SCRATCHNET_SIM_THREADS")
     try:
+        if args.checks:
+            print_check_cost(measure_check_cost(args.repeats), args.repeats)
+            return 0
         rows = [measure(threads, args.blocks, args.repeats) for threads in counts]
     finally:
         if previous is None:

@@ -45,21 +45,25 @@ How it works
    the earliest block in the shuffled order, whatever the number of OS threads.
 4. **Check** (``launcher.py``, ``checks.py``). Each launch is refused when its arguments do not match the
    kernel's compiled signature as CuPy would pass them, or when it breaks CUDA's limits
-   (:mod:`scratchnet._cuda.limits`). Every array runs on a copy between guard zones. Always checked:
-   writes up to 4 KiB past either end of an array, writes to an array passed as ``const``, writes past the
-   end of the dynamic shared memory,
-   barrier divergence (a thread returned, or threads wait at two different ``__syncthreads()``), warp masks
-   that cannot complete, ``assert``/``__trap()``, and crashes. With ``checks=`` (or
-   ``SCRATCHNET_SIM_CHECKS``), a *checked build* adds compute-sanitizer's classes: ``memcheck`` (every
-   out-of-bounds read, write or atomic at any distance, and misaligned accesses), ``racecheck`` (atomics
-   included: an atomic and a plain access race, two atomics do not), ``initcheck`` (shared memory, and
-   device memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. A checked build sees every
-   load and store, constant offsets and both halves of ``x += ...`` included. Each error is a
-   :class:`SimCheckError` subclass whose fields name the kernel, block, thread, buffer, byte offset and
-   source line (and the other thread of a race). ``checks="record"`` (alone or with checks) keeps every
-   launch's access record instead, or as well: ``module.last_record``, an :class:`AccessRecord` that counts
-   loads, stores, atomics and barriers and the bank conflicts of the warps' shared-memory accesses
-   (:mod:`.record`).
+   (:mod:`scratchnet._cuda.limits`). Every array runs on a copy between guard bytes and, beyond them, 1 MiB of
+   inaccessible guard pages. Always checked: writes up to 4 KiB past either end of an array, any access that
+   lands in the guard pages (a fault, named, instead of a write into other memory), writes to an array passed
+   as ``const``, writes past the end of the dynamic shared memory, barrier divergence (a thread returned while
+   others wait at a ``__syncthreads()``), warp masks that cannot complete, ``assert``/ ``__trap()``, and
+   crashes; barriers and warp functions are reported with their ``file:line``. An out-of-bounds write found
+   so, without its thread and line, makes the launch run again in a build checked for memcheck, which names
+   them. Threads waiting at two different ``__syncthreads()`` lines are released together, as GPUs from sm_70
+   on do, with a :class:`BarrierSitesWarning`. With ``checks=`` (or ``SCRATCHNET_SIM_CHECKS``), a *checked
+   build* adds compute-sanitizer's classes: ``memcheck`` (every out-of-bounds read, write or atomic at any
+   distance, and misaligned accesses), ``racecheck`` (atomics included: an atomic and a plain access race, two
+   atomics do not; threads storing the same value race benignly, a :class:`BenignRaceWarning`), ``initcheck``
+   (shared memory, and device memory from :func:`empty`: see :mod:`.memory`); see :mod:`.checks`. ``strict``
+   turns the two warnings into errors. A checked build sees every load and store, constant offsets and both
+   halves of ``x += ...`` included. Each error is a :class:`SimCheckError` subclass whose fields name the
+   kernel, block, thread, buffer, byte offset and source line (and the other thread of a race).
+   ``checks="record"`` (alone or with checks) keeps every launch's access record instead, or as well:
+   ``module.last_record``, an :class:`AccessRecord` that counts loads, stores, atomics and barriers and the
+   bank conflicts of the warps' shared-memory accesses (:mod:`.record`).
 5. **Debug.** ``SCRATCHNET_SIM_DEBUG=1`` (or ``debug=True``) builds with ``-O0 -g`` and runs the blocks on
    the calling OS thread only; gdb can then stop in one thread of one block: ``break relu.cu:12 if
    sim_rt::current_state().block_idx.x == 1 && sim_rt::current_state().thread_idx.x == 5`` (docs/simulator.md,
@@ -84,7 +88,9 @@ there until every lane of its warp has arrived or stopped elsewhere); cooperativ
 (``this_thread_block``, ``sync``, ``thread_rank``, ``tiled_partition<32>`` and smaller tiles with ``shfl*``,
 ``any``, ``all``, ``ballot``, ``cg::reduce`` with ``plus``/``greater``/``less``; ``thread_group`` and
 ``tiled_partition(group, n)``; ``coalesced_threads()``, ``labeled_partition``, ``binary_partition``;
-``this_grid()``'s ranks and sizes); ``clock()``/``clock64()`` (host time), ``memcpy``/``memset`` in device
+``this_grid()``'s ranks, sizes and ``sync()``, under a cooperative launch: ``load_module(...,
+enable_cooperative_groups=True)``, whose blocks take turns on one OS thread); ``clock()``/``clock64()``
+(host time), ``memcpy``/``memset`` in device
 code; ``extern __shared__`` arrays of any type but a template parameter, the type written before or after
 ``__shared__``; ``cuda_fp16.h``/``cuda_bf16.h`` as storage types with their conversions (a ``__half*``
 parameter takes a float16 array, a ``__nv_bfloat16*`` one the uint16 bits); ``__constant__`` and
@@ -102,9 +108,10 @@ What it still cannot do
 -----------------------
 * Warp lockstep is not modelled: code relying on the 32 threads of a warp executing together without
   ``__syncwarp`` (implicit warp synchronisation, the ``volatile`` warp tail of old reductions) gives wrong
-  results without a checked build; racecheck reports it (the lanes, the lines), as compute-sanitizer does
-  on Volta and later.
-* Without a checked build, out-of-bounds *reads* and writes further than 4 KiB from an array go unseen. With
+  results silently without a checked build; racecheck reports it (the lanes, the lines), as
+  compute-sanitizer does on Volta and later.
+* Without a checked build, out-of-bounds *reads*, and writes further than 4 KiB from an array that miss
+  its guard pages, go unseen. With
   one, an access to a static ``__shared__`` array that lands more than 64 bytes past its end, inside another
   array, is not seen (64-byte redzones surround each declaration; the arrays of one declaration share
   them), nor are declarations written inside macros given redzones; racecheck compares accesses of
@@ -123,7 +130,7 @@ What it still cannot do
   build runs its blocks one after the other).
 * Floating-point results may differ from a GPU in the last bits (FMA contraction, the fast-math functions
   are computed accurately, half-precision arithmetic is computed in float and rounded when stored); tensor
-  cores, dynamic parallelism and ``grid.sync()`` (a cooperative launch) are missing.
+  cores and dynamic parallelism are missing; a cooperative launch holds at most 16384 threads.
 * Timing means nothing: a simulated launch is orders of magnitude slower than a GPU, and its cost has
   nothing to do with coalescing, occupancy or bank conflicts.
 * Shared memory is not reset between blocks (nor is it on a GPU; initcheck reports reads of it).
@@ -145,12 +152,15 @@ from collections.abc import Sequence
 
 from scratchnet.errors import DeviceError
 from scratchnet.sim.checks import (
+    BarrierSitesWarning,
+    BenignRaceWarning,
     InitcheckError,
     KernelCrashError,
     KernelTrapError,
     MemcheckError,
     RacecheckError,
     SimCheckError,
+    SimCheckWarning,
     SynccheckError,
     parse_checks,
 )
@@ -161,6 +171,8 @@ from scratchnet.sim.record import AccessRecord
 
 __all__ = [
     "AccessRecord",
+    "BarrierSitesWarning",
+    "BenignRaceWarning",
     "CompileError",
     "InitcheckError",
     "KernelCrashError",
@@ -168,6 +180,7 @@ __all__ = [
     "MemcheckError",
     "RacecheckError",
     "SimCheckError",
+    "SimCheckWarning",
     "SynccheckError",
     "RawKernel",
     "RawModule",
@@ -201,19 +214,30 @@ def load_module(
     filename: str | None = None,
     checks: str | Sequence[str] | None = None,
     debug: bool | None = None,
+    enable_cooperative_groups: bool = False,
 ) -> SimModule:
     """Compile ``source`` (cached) and load it; like ``cupy.RawModule(code=source, name_expressions=...)``.
 
     ``filename`` names the file in compiler messages and error reports. ``checks``: ``"memcheck"``,
     ``"racecheck"``, ``"initcheck"``, ``"synccheck"`` (comma-separated or a list) or ``"all"``; ``None`` reads
     ``SCRATCHNET_SIM_CHECKS`` (see :mod:`scratchnet.sim.checks`). ``debug``: a ``-O0 -g`` build for gdb;
-    ``None`` reads ``SCRATCHNET_SIM_DEBUG`` (``1`` for on).
+    ``None`` reads ``SCRATCHNET_SIM_DEBUG`` (``1`` for on). ``enable_cooperative_groups``: launch every kernel
+    cooperatively, all blocks resident at once, so that ``this_grid().sync()`` works (as CuPy's ``RawModule``
+    takes it); the blocks then take turns on one OS thread.
     """
     check_supported()
     selected = parse_checks(checks)
     if debug is None:
         debug = _debug_from_environment()
-    return SimModule(build(source, list(name_expressions), filename, selected, debug), selected, serial=debug)
+    return SimModule(
+        build(source, list(name_expressions), filename, selected, debug),
+        selected,
+        serial=debug,
+        checked_variant=lambda checks: load_module(
+            source, name_expressions, filename, checks, False, enable_cooperative_groups
+        ),
+        cooperative=enable_cooperative_groups,
+    )
 
 
 def _debug_from_environment() -> bool:
@@ -223,10 +247,15 @@ def _debug_from_environment() -> bool:
     return text == "1"
 
 
-def RawModule(code: str, name_expressions: Sequence[str] = (), options: Sequence[str] = ()) -> SimModule:  # noqa: N802
+def RawModule(  # noqa: N802
+    code: str,
+    name_expressions: Sequence[str] = (),
+    options: Sequence[str] = (),
+    enable_cooperative_groups: bool = False,
+) -> SimModule:
     """Drop-in for ``cupy.RawModule``. ``options`` (NVRTC flags) are accepted and ignored."""
     del options
-    return load_module(code, name_expressions)
+    return load_module(code, name_expressions, enable_cooperative_groups=enable_cooperative_groups)
 
 
 def RawKernel(code: str, name: str, options: Sequence[str] = ()) -> SimKernel:  # noqa: N802

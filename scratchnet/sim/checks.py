@@ -20,6 +20,15 @@ synccheck   barrier divergence (a thread returned, or waits at another ``__synct
 
 ``record`` (not a check, and not part of ``all``) keeps the access record of each launch (``record.py``).
 
+Two patterns are warnings, not errors (:class:`SimCheckWarning`), because GPUs run them correctly though
+CUDA's memory model calls them races or leaves them undefined; ``strict`` (not part of ``all``) makes them
+errors:
+
+* :class:`BenignRaceWarning` (racecheck): threads storing the *same value* to one address with no barrier
+  between (a flag that many threads set, as Rodinia's BFS does; every lane writing one result);
+* :class:`BarrierSitesWarning` (synccheck, every build): the threads of a block waiting at two different
+  ``__syncthreads()`` lines, which GPUs from sm_70 on release together (SGEMM_CUDA's double buffering).
+
 memcheck, racecheck and initcheck need a *checked build* (its own cache entry, Linux x86-64 only): the
 kernel file compiled with ``-fsanitize=thread``, so that g++ calls the runtime before every load and store
 (``runtime.cpp``, "the checks"), and with ``-g``, so that a report names the source line. memcheck also
@@ -45,9 +54,11 @@ from pathlib import Path
 from scratchnet.errors import DeviceError, KernelLaunchError
 
 CHECKS = ("memcheck", "racecheck", "initcheck", "synccheck")
-# "record" is no check: it keeps the access record of each launch (record.py). "all" leaves it out.
+# "record" is no check: it keeps the access record of each launch (record.py); "strict" turns the warnings
+# below into errors. "all" leaves both out.
+OPTIONS = ("record", "strict")
 INSTRUMENTED = frozenset({"memcheck", "racecheck", "initcheck", "record"})  # what needs a checked build
-_BITS = {"memcheck": 1, "racecheck": 2, "initcheck": 4, "record": 8}  # kCheck* in runtime.cpp
+_BITS = {"memcheck": 1, "racecheck": 2, "initcheck": 4, "record": 8, "strict": 16}  # kCheck* in runtime.cpp
 
 # -fsanitize=thread makes g++ call __tsan_{read,write}{1,2,4,8,16}(address) before every load and store,
 # with no exception: constant offsets into a declared array (`tile[0]`, a __shared__ scalar), both halves of
@@ -72,12 +83,12 @@ def parse_checks(checks: str | Iterable[str] | None) -> frozenset[str]:
     names = [c.strip().lower() for c in (checks.split(",") if isinstance(checks, str) else checks)]
     names = [n for n in names if n]
     if "all" in names:
-        names = [*CHECKS, *(["record"] if "record" in names else [])]
-    unknown = sorted(set(names) - {*CHECKS, "record"})
+        names = [*CHECKS, *(option for option in OPTIONS if option in names)]
+    unknown = sorted(set(names) - {*CHECKS, *OPTIONS})
     if unknown:
         raise ValueError(
             f"unknown simulator check(s) {', '.join(map(repr, unknown))} (from checks= or "
-            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all (and record)"
+            f"SCRATCHNET_SIM_CHECKS); choose from {', '.join(CHECKS)}, or all (and record, strict)"
         )
     selected = frozenset(names)
     if selected & INSTRUMENTED and (platform.system(), platform.machine()) != ("Linux", "x86_64"):
@@ -109,6 +120,8 @@ class Report(ctypes.Structure):
         ("other_pc", ctypes.c_ulonglong),
         ("line", ctypes.c_int),
         ("other_line", ctypes.c_int),
+        ("file", ctypes.c_char_p),
+        ("other_file", ctypes.c_char_p),
     ]
 
 
@@ -154,6 +167,22 @@ class KernelCrashError(SimCheckError):
     """The kernel crashed (an invalid address, a stack overflow, an integer division by zero)."""
 
 
+class SimCheckWarning(UserWarning):
+    """A pattern that GPUs run correctly though CUDA calls it a race or leaves it undefined; ``strict``
+    makes it an error."""
+
+
+class BenignRaceWarning(SimCheckWarning):
+    """Threads of a block stored the same value to one address with no barrier between (racecheck)."""
+
+
+class BarrierSitesWarning(SimCheckWarning):
+    """The threads of a block waited at two different ``__syncthreads()`` lines, released together."""
+
+
+WARNINGS = {1: BenignRaceWarning, 2: BarrierSitesWarning}  # WarningKind in runtime.cpp
+
+
 _CLASSES = {
     1: MemcheckError,
     2: RacecheckError,
@@ -182,6 +211,13 @@ def source_line(library: Path, pc: int) -> str | None:
     return os.path.basename(text.split(":")[0]) + ":" + text.split(":")[-1] if text else None
 
 
+def _file_line(file: bytes | None, line: int) -> str | None:
+    """``file.cu:12`` of a line the runtime knows without debug information (a barrier, a warp function)."""
+    if not line:
+        return None
+    return f"{os.path.basename(file.decode())}:{line}" if file else f"line {line}"
+
+
 def _point(values) -> tuple[int, int, int] | None:
     point = tuple(int(v) for v in values)
     return None if point[0] < 0 else point
@@ -198,10 +234,8 @@ def launch_error(kernel: str, message: str, report: Report, library: Path, buffe
     cls = _CLASSES.get(report.kind)
     if cls is None:
         return KernelLaunchError(f"{kernel} {message}")
-    line = source_line(library, report.pc) or (f"line {report.line}" if report.line else None)
-    other_line = source_line(library, report.other_pc) or (
-        f"line {report.other_line}" if report.other_line else None
-    )
+    line = source_line(library, report.pc) or _file_line(report.file, report.line)
+    other_line = source_line(library, report.other_pc) or _file_line(report.other_file, report.other_line)
     buffer = {-1: None, -2: "dynamic shared memory", -3: "static shared memory"}.get(report.buffer)
     if report.buffer >= 0:
         buffer = buffer_names[report.buffer]

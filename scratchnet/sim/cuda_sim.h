@@ -168,8 +168,17 @@ SIM_UNCHECKED inline void* const* fiber_header(uintptr_t address) {
 SIM_UNCHECKED inline ThreadState& current_state() {
     return *static_cast<ThreadState*>(fiber_header(stack_pointer())[1]);
 }
-void syncthreads(int line);                      // block-wide barrier; `line` tells barrier sites apart
-void syncwarp(unsigned int mask);                // barrier of the lanes of this warp named in `mask`
+// Where a barrier or warp function was called in the kernel's source, for reports (file:line): as a default
+// argument, `Site site = Site()` is the caller's file and line.
+struct Site {
+    const char* file;
+    int line;
+    constexpr Site(const char* file_ = __builtin_FILE(), int line_ = __builtin_LINE()) : file(file_), line(line_) {}
+};
+void syncthreads(Site site);                     // block-wide barrier; `site` tells barrier sites apart
+void syncwarp(unsigned int mask, Site site);     // barrier of the lanes of this warp named in `mask`
+void grid_sync(Site site);                       // cooperative groups' grid.sync()
+bool cooperative_launch();                       // the launch runs every block at once (grid.sync() works)
 unsigned long long* warp_slots();                // one 8-byte exchange slot per thread of the block
 unsigned int lane_id();                          // linear thread index % 32
 unsigned int warp_base();                        // linear index of lane 0 of this warp
@@ -188,27 +197,29 @@ unsigned int converged_lanes(const char* file, int line);  // the lanes reaching
 // ---- synchronisation -------------------------------------------------------------------------------------
 // __syncthreads() is a macro so that the barrier knows its source line: threads waiting at two different
 // __syncthreads() (one in an if, one in its else) are a barrier divergence, not one barrier.
-#define __syncthreads() ::sim_rt::syncthreads(__LINE__)
-inline void __syncwarp(unsigned int mask = 0xffffffffu) { ::sim_rt::syncwarp(mask); }
+#define __syncthreads() ::sim_rt::syncthreads(::sim_rt::Site(__FILE__, __LINE__))
+inline void __syncwarp(unsigned int mask = 0xffffffffu, ::sim_rt::Site site = ::sim_rt::Site()) {
+    ::sim_rt::syncwarp(mask, site);
+}
 namespace sim_rt {
 // Every thread publishes its predicate, the block meets, everyone reads all, and the block meets again so
 // that no slot is overwritten before everybody has read it.
 template <class Combine>
-SIM_UNCHECKED inline int block_vote(int predicate, int line, Combine combine) {
+SIM_UNCHECKED inline int block_vote(int predicate, Site site, Combine combine) {
     unsigned long long* slots = warp_slots();
     slots[thread_rank()] = predicate != 0;
-    syncthreads(line);
+    syncthreads(site);
     const dim3& b = current_state().block_dim;
     unsigned int n = b.x * b.y * b.z;
     int count = 0;
     for (unsigned int t = 0; t < n; ++t) count += (int)slots[t];
-    syncthreads(line);
+    syncthreads(site);
     return combine(count, (int)n);
 }
 }  // namespace sim_rt
-#define __syncthreads_count(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int) { return count; })
-#define __syncthreads_and(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int n) { return int(count == n); })
-#define __syncthreads_or(p) ::sim_rt::block_vote((p), __LINE__, [](int count, int) { return int(count > 0); })
+#define __syncthreads_count(p) ::sim_rt::block_vote((p), ::sim_rt::Site(__FILE__, __LINE__), [](int count, int) { return count; })
+#define __syncthreads_and(p) ::sim_rt::block_vote((p), ::sim_rt::Site(__FILE__, __LINE__), [](int count, int n) { return int(count == n); })
+#define __syncthreads_or(p) ::sim_rt::block_vote((p), ::sim_rt::Site(__FILE__, __LINE__), [](int count, int) { return int(count > 0); })
 #define __trap() ::sim_rt::trap("__trap() was called", __FILE__, __LINE__)
 // The threads of a block take turns on one OS thread, so they always see each other's writes; blocks on
 // other OS threads get a real fence.
@@ -369,25 +380,25 @@ SIM_UNCHECKED inline T from_slot(unsigned long long bits) {
 // `read(slots, lanes)` sees this warp's 32 slots and the lanes of `mask` that exist in the block (each
 // `read` is SIM_UNCHECKED too: the slots are the scheduler's, not the kernel's memory).
 template <class Read>
-SIM_UNCHECKED inline auto warp_exchange(unsigned int mask, unsigned long long bits, Read read) {
+SIM_UNCHECKED inline auto warp_exchange(unsigned int mask, unsigned long long bits, Site site, Read read) {
     unsigned long long* slots = warp_slots() + warp_base();
     slots[lane_id()] = bits;
-    syncwarp(mask);
+    syncwarp(mask, site);
     auto result = read(static_cast<const unsigned long long*>(slots), mask & warp_lanes());
-    syncwarp(mask);
+    syncwarp(mask, site);
     return result;
 }
 template <class T>
-SIM_UNCHECKED inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int width) {
+SIM_UNCHECKED inline T shuffle(unsigned int mask, T value, int source_lane_in_segment, int width, Site site) {
     unsigned int segment_start = lane_id() - lane_id() % (unsigned int)width;
-    return warp_exchange(mask, to_slot(value), [&](const unsigned long long* slots, unsigned int) SIM_UNCHECKED {
+    return warp_exchange(mask, to_slot(value), site, [&](const unsigned long long* slots, unsigned int) SIM_UNCHECKED {
         bool inside = source_lane_in_segment >= 0 && source_lane_in_segment < width;
         return inside ? from_slot<T>(slots[segment_start + (unsigned int)source_lane_in_segment]) : value;
     });
 }
 // The bit of each lane of `mask` whose predicate is non-zero.
-SIM_UNCHECKED inline unsigned int ballot(unsigned int mask, int predicate) {
-    return warp_exchange(mask, predicate != 0, [](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
+SIM_UNCHECKED inline unsigned int ballot(unsigned int mask, int predicate, Site site) {
+    return warp_exchange(mask, predicate != 0, site, [](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
         unsigned int bits = 0;
         for (unsigned int lane = 0; lane < 32; ++lane)
             if ((lanes >> lane & 1u) && slots[lane]) bits |= 1u << lane;
@@ -396,8 +407,8 @@ SIM_UNCHECKED inline unsigned int ballot(unsigned int mask, int predicate) {
 }
 // `op` over the values of the lanes of `mask` (__reduce_*_sync).
 template <class T, class Op>
-SIM_UNCHECKED inline T warp_reduce(unsigned int mask, T value, Op op) {
-    return warp_exchange(mask, to_slot(value), [&](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
+SIM_UNCHECKED inline T warp_reduce(unsigned int mask, T value, Op op, Site site) {
+    return warp_exchange(mask, to_slot(value), site, [&](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
         T total = value;
         for (unsigned int lane = 0; lane < 32; ++lane)
             if ((lanes >> lane & 1u) && lane != lane_id()) total = op(total, from_slot<T>(slots[lane]));
@@ -406,8 +417,8 @@ SIM_UNCHECKED inline T warp_reduce(unsigned int mask, T value, Op op) {
 }
 // The lanes of `mask` whose value has the same bits as this lane's (__match_*_sync).
 template <class T>
-SIM_UNCHECKED inline unsigned int lanes_matching(unsigned int mask, T value) {
-    return warp_exchange(mask, to_slot(value), [](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
+SIM_UNCHECKED inline unsigned int lanes_matching(unsigned int mask, T value, Site site) {
+    return warp_exchange(mask, to_slot(value), site, [](const unsigned long long* slots, unsigned int lanes) SIM_UNCHECKED {
         unsigned int same = 0;
         for (unsigned int lane = 0; lane < 32; ++lane)
             if ((lanes >> lane & 1u) && slots[lane] == slots[lane_id()]) same |= 1u << lane;
@@ -416,62 +427,68 @@ SIM_UNCHECKED inline unsigned int lanes_matching(unsigned int mask, T value) {
 }
 }  // namespace sim_rt
 
+// Each takes the caller's source line as a last, defaulted argument (sim_rt::Site) for reports.
+#define SIM_SITE ::sim_rt::Site site = ::sim_rt::Site()
 template <class T>
-inline T __shfl_sync(unsigned int mask, T value, int source_lane, int width = 32) {
-    return ::sim_rt::shuffle(mask, value, ((source_lane % width) + width) % width, width);
+inline T __shfl_sync(unsigned int mask, T value, int source_lane, int width = 32, SIM_SITE) {
+    return ::sim_rt::shuffle(mask, value, ((source_lane % width) + width) % width, width, site);
 }
 template <class T>
-inline T __shfl_down_sync(unsigned int mask, T value, unsigned int delta, int width = 32) {
+inline T __shfl_down_sync(unsigned int mask, T value, unsigned int delta, int width = 32, SIM_SITE) {
     int lane = (int)(::sim_rt::lane_id() % (unsigned int)width);
-    return ::sim_rt::shuffle(mask, value, lane + (int)delta, width);
+    return ::sim_rt::shuffle(mask, value, lane + (int)delta, width, site);
 }
 template <class T>
-inline T __shfl_up_sync(unsigned int mask, T value, unsigned int delta, int width = 32) {
+inline T __shfl_up_sync(unsigned int mask, T value, unsigned int delta, int width = 32, SIM_SITE) {
     int lane = (int)(::sim_rt::lane_id() % (unsigned int)width);
-    return ::sim_rt::shuffle(mask, value, lane - (int)delta, width);
+    return ::sim_rt::shuffle(mask, value, lane - (int)delta, width, site);
 }
 template <class T>
-inline T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = 32) {
+inline T __shfl_xor_sync(unsigned int mask, T value, int lane_mask, int width = 32, SIM_SITE) {
     int lane = (int)(::sim_rt::lane_id() % (unsigned int)width);
-    return ::sim_rt::shuffle(mask, value, lane ^ lane_mask, width);
+    return ::sim_rt::shuffle(mask, value, lane ^ lane_mask, width, site);
 }
-inline unsigned int __ballot_sync(unsigned int mask, int predicate) { return ::sim_rt::ballot(mask, predicate); }
-inline int __any_sync(unsigned int mask, int predicate) { return ::sim_rt::ballot(mask, predicate) != 0; }
-inline int __all_sync(unsigned int mask, int predicate) {
-    return ::sim_rt::ballot(mask, predicate) == (mask & ::sim_rt::warp_lanes());
+inline unsigned int __ballot_sync(unsigned int mask, int predicate, SIM_SITE) {
+    return ::sim_rt::ballot(mask, predicate, site);
+}
+inline int __any_sync(unsigned int mask, int predicate, SIM_SITE) { return ::sim_rt::ballot(mask, predicate, site) != 0; }
+inline int __all_sync(unsigned int mask, int predicate, SIM_SITE) {
+    return ::sim_rt::ballot(mask, predicate, site) == (mask & ::sim_rt::warp_lanes());
 }
 // The sm_80 warp reductions; the sum wraps around as unsigned arithmetic does.
-inline unsigned int __reduce_add_sync(unsigned int mask, unsigned int value) {
-    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a + b; });
+inline unsigned int __reduce_add_sync(unsigned int mask, unsigned int value, SIM_SITE) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a + b; }, site);
 }
-inline int __reduce_add_sync(unsigned int mask, int value) { return (int)__reduce_add_sync(mask, (unsigned int)value); }
+inline int __reduce_add_sync(unsigned int mask, int value, SIM_SITE) {
+    return (int)__reduce_add_sync(mask, (unsigned int)value, site);
+}
 template <class T>
-inline T __reduce_min_sync(unsigned int mask, T value) {
+inline T __reduce_min_sync(unsigned int mask, T value, SIM_SITE) {
     static_assert(std::is_same_v<T, int> || std::is_same_v<T, unsigned int>, "__reduce_min_sync takes int or unsigned");
-    return ::sim_rt::warp_reduce(mask, value, [](T a, T b) { return b < a ? b : a; });
+    return ::sim_rt::warp_reduce(mask, value, [](T a, T b) { return b < a ? b : a; }, site);
 }
 template <class T>
-inline T __reduce_max_sync(unsigned int mask, T value) {
+inline T __reduce_max_sync(unsigned int mask, T value, SIM_SITE) {
     static_assert(std::is_same_v<T, int> || std::is_same_v<T, unsigned int>, "__reduce_max_sync takes int or unsigned");
-    return ::sim_rt::warp_reduce(mask, value, [](T a, T b) { return a < b ? b : a; });
+    return ::sim_rt::warp_reduce(mask, value, [](T a, T b) { return a < b ? b : a; }, site);
 }
-inline unsigned int __reduce_and_sync(unsigned int mask, unsigned int value) {
-    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a & b; });
+inline unsigned int __reduce_and_sync(unsigned int mask, unsigned int value, SIM_SITE) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a & b; }, site);
 }
-inline unsigned int __reduce_or_sync(unsigned int mask, unsigned int value) {
-    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a | b; });
+inline unsigned int __reduce_or_sync(unsigned int mask, unsigned int value, SIM_SITE) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a | b; }, site);
 }
-inline unsigned int __reduce_xor_sync(unsigned int mask, unsigned int value) {
-    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a ^ b; });
-}
-template <class T>
-inline unsigned int __match_any_sync(unsigned int mask, T value) {
-    return ::sim_rt::lanes_matching(mask, value);
+inline unsigned int __reduce_xor_sync(unsigned int mask, unsigned int value, SIM_SITE) {
+    return ::sim_rt::warp_reduce(mask, value, [](unsigned int a, unsigned int b) { return a ^ b; }, site);
 }
 template <class T>
-inline unsigned int __match_all_sync(unsigned int mask, T value, int* predicate) {
+inline unsigned int __match_any_sync(unsigned int mask, T value, SIM_SITE) {
+    return ::sim_rt::lanes_matching(mask, value, site);
+}
+template <class T>
+inline unsigned int __match_all_sync(unsigned int mask, T value, int* predicate, SIM_SITE) {
     unsigned int lanes = mask & ::sim_rt::warp_lanes();
-    *predicate = ::sim_rt::lanes_matching(mask, value) == lanes;
+    *predicate = ::sim_rt::lanes_matching(mask, value, site) == lanes;
     return *predicate ? lanes : 0u;
 }
 // The lanes of this warp that reach this call site together: each waits here until every lane of its warp

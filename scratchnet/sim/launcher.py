@@ -23,6 +23,8 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,10 +32,22 @@ from scratchnet._cuda.limits import check_launch, dim3
 from scratchnet._cuda.signature import C_NAME_OF_KIND, Param
 from scratchnet.errors import KernelLaunchError
 from scratchnet.sim import memory
-from scratchnet.sim.checks import INSTRUMENTED, Report, check_bits, launch_error
+from scratchnet.sim.checks import (
+    INSTRUMENTED,
+    WARNINGS,
+    KernelCrashError,
+    MemcheckError,
+    Report,
+    check_bits,
+    launch_error,
+)
 from scratchnet.sim.compiler import Build
 from scratchnet.sim.record import EVENT, AccessRecord
 
+# A cooperative launch keeps every thread of the grid alive at once (each on its own fiber stack): at most
+# this many. A GPU fits as many blocks as its SMs hold at once (an A100: 108 SMs of 2048 threads).
+MAX_COOPERATIVE_THREADS = 16384
+COOPERATIVE_LAUNCH = 32  # kCooperativeLaunch in runtime.cpp
 MAX_SIMULATED_BLOCKS = 2**26  # more would take hours to simulate, and the block order needs 8 bytes each
 
 # One launch at a time in the whole process: a module's launch state and its thread pool serve one launch.
@@ -180,14 +194,26 @@ def _point_at_written_maps(buffers: list[_HostBuffer]) -> None:
 class SimModule:
     """A compiled ``.cu`` source: ``get_function(name)`` gives a launchable :class:`SimKernel`."""
 
-    def __init__(self, build: Build, checks: frozenset[str] = frozenset(), serial: bool = False):
+    def __init__(
+        self,
+        build: Build,
+        checks: frozenset[str] = frozenset(),
+        serial: bool = False,
+        checked_variant: Callable[[frozenset[str]], SimModule] | None = None,
+        cooperative: bool = False,
+    ):
         self.build = build
+        # The same source built with other checks (load_module passes it): for a launch to run again under
+        # memcheck when an unchecked one finds an out-of-bounds write without its thread and line.
+        self.checked_variant = checked_variant
+        self.cooperative = cooperative  # enable_cooperative_groups: every launch has all its blocks at once
         self.checks = checks  # the checks this module's launches make (checks.py)
         # All blocks on the calling OS thread: a debug build, so that gdb follows one thread (and gdb 13
         # fails an internal assertion on conditional breakpoints while other threads run).
         self.serial = serial
         self.library = ctypes.CDLL(str(build.library))
-        if checks & INSTRUMENTED:  # memcheck names static shared arrays from the symbol table
+        # memcheck names static shared arrays from the symbol table; a cooperative launch keeps each block's
+        if checks & INSTRUMENTED or cooperative:
             self.library.sim_read_shared_arrays(str(build.library).encode())
         self.library.sim_launch.restype = ctypes.c_int
         self.library.sim_launch.argtypes = [
@@ -225,6 +251,13 @@ class SimModule:
         events = np.zeros(self.library.sim_record_size(), EVENT)
         self.library.sim_record_copy(ctypes.c_void_p(events.ctypes.data))
         return AccessRecord(events, int(self.library.sim_record_barriers()), buffer_names)
+
+    def emit_warnings(self, kernel: str) -> None:
+        """The last launch's warnings (benign races, two barrier sites: :mod:`.checks`) as Python warnings."""
+        text = ctypes.create_string_buffer(2048)
+        for index in range(self.library.sim_warning_count()):
+            kind = self.library.sim_warning(index, text, len(text))
+            warnings.warn(f"{kernel}: {text.value.decode(errors='replace')}", WARNINGS[kind], stacklevel=3)
 
     def get_global(self, name: str) -> np.ndarray:
         """The bytes of the module's ``__constant__`` or ``__device__`` variable ``name``, as a ``uint8``
@@ -274,6 +307,42 @@ class SimKernel:
         return f"<simulated kernel {self.name}({', '.join(f'{p.c_type} {p.name}' for p in self.params)})>"
 
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+        seed = _next_launch_seed()
+        try:
+            self._launch(grid, block, args, shared_mem, seed)
+        except (MemcheckError, KernelCrashError) as error:
+            precise = self._rerun_under_memcheck(error, grid, block, args, shared_mem, seed)
+            if precise is None:
+                raise
+            raise precise from None
+
+    def _rerun_under_memcheck(self, error, grid, block, args, shared_mem, seed) -> MemcheckError | None:
+        """An unchecked launch sees an out-of-bounds write only afterwards (a changed guard byte) or when it
+        faults (a guard page): no thread, no line. The same launch, with the same seed, in a build checked
+        for memcheck names them. The failed launch left the arrays as they were, so it can run again; its
+        error is returned, or ``None`` when it finds nothing (what the launch does depends on something the
+        rerun cannot repeat: ``__constant__`` values set in this module, another block's timing)."""
+        memory_fault = isinstance(error, KernelCrashError) and "memory fault" in str(error)
+        guard_zone = (
+            isinstance(error, MemcheckError) and error.thread is None and "declared const" not in str(error)
+        )
+        if (
+            "memcheck" in self.module.checks
+            or self.module.checked_variant is None
+            or not (memory_fault or guard_zone)
+        ):
+            return None
+        checked = self.module.checked_variant(frozenset({"memcheck"}))
+        try:
+            checked.get_function(self.name)._launch(grid, block, args, shared_mem, seed)
+        except MemcheckError as precise:
+            precise.args = (
+                f'{precise}; found by running the launch again with checks="memcheck", after: {error}',
+            )
+            return precise
+        return None
+
+    def _launch(self, grid, block, args, shared_mem: int, seed: int) -> None:
         grid, block = dim3(grid, f"{self.name}: grid"), dim3(block, f"{self.name}: block")
         shared_mem = int(shared_mem)
         self._check_limits(grid, block, shared_mem)
@@ -322,8 +391,8 @@ class SimKernel:
                 (ctypes.c_uint * 3)(*grid),
                 (ctypes.c_uint * 3)(*block),
                 shared_mem,
-                _next_launch_seed(),
-                check_bits(self.module.checks),
+                seed,
+                check_bits(self.module.checks) | (COOPERATIVE_LAUNCH if self.module.cooperative else 0),
                 threads,
                 ctypes.byref(report),
                 error,
@@ -334,6 +403,7 @@ class SimKernel:
                 if not param.const:
                     memory.mark_written(array)
         names = [buffer.names.decode() for buffer in buffers]
+        self.module.emit_warnings(self.name)
         if "record" in self.module.checks:
             self.module.last_record = self.module.read_record(names)
         if status != 0:
@@ -391,6 +461,14 @@ class SimKernel:
             raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
         check_launch(self.name, grid, block, self.static_shared_bytes + shared_mem)
         blocks = grid[0] * grid[1] * grid[2]
+        threads = blocks * block[0] * block[1] * block[2]
+        if self.module.cooperative and threads > MAX_COOPERATIVE_THREADS:
+            raise KernelLaunchError(
+                f"{self.name}: a cooperative launch needs every block resident at once; grid {grid} of "
+                f"block {block} has {threads} threads, and the simulator holds at most "
+                f"{MAX_COOPERATIVE_THREADS} (a GPU as many blocks as its SMs fit: "
+                "cudaOccupancyMaxActiveBlocksPerMultiprocessor x SMs)"
+            )
         if blocks > MAX_SIMULATED_BLOCKS:
             raise KernelLaunchError(
                 f"{self.name}: grid {grid} has {blocks} blocks; the simulator runs at most "

@@ -35,7 +35,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <unordered_map>
 #include <algorithm>
 #include <utility>
 #include <memory>
@@ -119,20 +118,40 @@ struct Report {
     int is_write, other_is_write;
     unsigned long long pc, other_pc;  // code addresses (offsets in the library) of the accesses; 0: unknown
     int line, other_line;             // source lines known without debug information (barriers); 0: unknown
+    const char* file;                 // ... and their files (string literals of the module); nullptr: unknown
+    const char* other_file;
 };
+
+// What a launch warns about without failing (launcher.py turns each into a Python warning of its kind).
+enum WarningKind { kBenignRace = 1, kBarrierSites = 2 };
+struct LaunchWarning {
+    int kind;
+    std::string key;   // one warning per key (the source lines involved) and launch
+    std::string text;
+};
+std::mutex warnings_lock;  // blocks on several OS threads may warn at once
+std::vector<LaunchWarning> launch_warnings;
+const size_t kMaxWarnings = 20;
+
+void warn(int kind, const std::string& key, const std::string& text) {
+    std::lock_guard<std::mutex> hold(warnings_lock);
+    if (launch_warnings.size() >= kMaxWarnings) return;
+    for (const LaunchWarning& w : launch_warnings)
+        if (w.kind == kind && w.key == key) return;
+    launch_warnings.push_back({kind, key, text});
+}
 
 namespace {
 
-enum State { kNew, kReady, kAtBarrier, kAtWarpBarrier, kDone };
+enum State { kNew, kReady, kAtBarrier, kAtWarpBarrier, kAtGridBarrier, kDone };
 
 struct Fiber {
     void* sp = nullptr;  // saved stack pointer while suspended
     int state = kNew;
     int stack = -1;  // index into Scheduler::stacks while the thread is alive
     unsigned int warp_mask = 0;  // the lanes named by the __syncwarp() or shuffle it waits in
-    const char* converge_file = nullptr;  // the __activemask() call site it waits at; nullptr: none
-    int converge_line = 0;
-    int barrier_line = 0;        // the source line of the __syncthreads() it waits at
+    bool converging = false;     // waits at an __activemask() (at `site`) to learn which lanes arrive with it
+    Site site{nullptr, 0};       // the __syncthreads(), __syncwarp(), warp function or __activemask() it waits at
 };
 
 // One stack per CUDA thread alive at a barrier, each in its own region of kFiberRegionBytes (1 MiB) aligned
@@ -165,6 +184,7 @@ struct Scheduler {
     std::string error;
     Report report;
     int checks = 0;                         // kCheck* bits of this launch (the checked build only)
+    bool strict = false;                    // checks="strict": two barrier sites are an error, not a warning
     unsigned long long epoch = 0;           // +1 at every block start and __syncthreads() release
     unsigned long long barriers = 0;        // __syncthreads() releases in this launch (the access record)
     std::vector<unsigned long long> warp_epoch = std::vector<unsigned long long>(kMaxThreads / 32);
@@ -217,6 +237,7 @@ unsigned char* allocate_stack(Scheduler* S) {
 }
 
 [[noreturn]] void runner_main();
+void resolve_pending_races();  // with the checks, below
 
 // The initial stack of a new runner, laid out as sim_switch leaves a suspended fiber: zeroed callee-saved
 // registers, then runner_main as the address to "return" to.
@@ -302,6 +323,7 @@ void yield_to_next(Scheduler* S, void** save_sp) {
             S->fibers[t].state = kReady;
             enter(S, t);
             S->thread_body(S->args);
+            if (S->checks) resolve_pending_races();
             S->fibers[t].state = kDone;
         }
         S->free_stacks.push_back(stack);  // safe: nothing takes a stack before this runner has switched away
@@ -348,6 +370,25 @@ void fail(int kind, const std::string& message, int thread, int other_thread = -
     store_thread(other_thread, S->report.other_thread);
 }
 
+// A new barrier interval: one counter for the whole process, so that two blocks never share an interval
+// (racecheck compares accesses of one interval; a cooperative launch interleaves its blocks).
+std::atomic<unsigned long long> epoch_counter{0};
+unsigned long long next_epoch() { return epoch_counter.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+bool same_site(const Site& a, const Site& b) {
+    return a.line == b.line && (a.file == b.file || (a.file && b.file && strcmp(a.file, b.file) == 0));
+}
+
+std::string describe_site(const Site& site) {
+    return site.file ? std::string(site.file) + ":" + std::to_string(site.line) : "an unknown line";
+}
+
+// The source lines of a synccheck report (launcher.py shows them as file:line).
+void report_sites(const Site& site, const Site& other) {
+    S->report.file = site.file, S->report.line = site.line;
+    S->report.other_file = other.file, S->report.other_line = other.line;
+}
+
 std::string hex(unsigned int mask) {
     char text[16];
     snprintf(text, sizeof text, "0x%08x", mask);
@@ -361,7 +402,7 @@ std::string hex(unsigned int mask) {
 // lanes of a warp where nothing else moved that wait at one __activemask() call site are released together,
 // each learning that group as its active mask.
 bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
-    auto converging = [](const Fiber& f) { return f.state == kAtWarpBarrier && f.converge_file != nullptr; };
+    auto converging = [](const Fiber& f) { return f.state == kAtWarpBarrier && f.converging; };
     unsigned int moved_warps = 0;  // bit w: a barrier of warp w was released in this pass (kMaxThreads / 32 warps)
     for (int t = 0; t < n; ++t) {
         Fiber& f = S->fibers[t];
@@ -372,8 +413,9 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
             fail(kSynccheck,
                  "invalid warp mask in " + describe_block() + ": thread " + describe_thread(t) + " (lane " +
                      std::to_string(lane) + ") calls __syncwarp() or a *_sync warp function with mask " + hex(mask) +
-                     ", which does not include its own lane",
+                     " at " + describe_site(f.site) + ", which does not include its own lane",
                  t);
+            report_sites(f.site, Site{nullptr, 0});
             return false;
         }
         bool complete = true;
@@ -384,15 +426,18 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
             complete = false;
             // Released in this pass, or waiting for its __activemask() to be answered: it may still come.
             if (g.state == kReady || converging(g)) continue;
-            std::string where = g.state == kDone            ? "has returned"
-                                : g.state == kAtBarrier     ? "waits at __syncthreads()"
-                                                            : "waits with mask " + hex(g.warp_mask);
+            std::string where = g.state == kDone        ? "has returned"
+                                : g.state == kAtBarrier ? "waits at the __syncthreads() of " + describe_site(g.site)
+                                                        : "waits with mask " + hex(g.warp_mask) + " at " +
+                                                              describe_site(g.site);
             fail(kSynccheck,
                  "warp divergence in " + describe_block() + ": thread " + describe_thread(t) +
-                     " waits at __syncwarp() or a warp shuffle/vote with mask " + hex(mask) + " while lane " +
-                     std::to_string(other) + " (thread " + describe_thread(base + (int)other) + ") " + where +
+                     " waits at __syncwarp() or a warp shuffle/vote with mask " + hex(mask) + " at " +
+                     describe_site(f.site) + " while lane " + std::to_string(other) + " (thread " +
+                     describe_thread(base + (int)other) + ") " + where +
                      " (every lane named in the mask must reach the same warp barrier)",
                  t, base + (int)other);
+            report_sites(f.site, g.state == kDone ? Site{nullptr, 0} : g.site);
             return false;
         }
         if (!complete) continue;
@@ -411,13 +456,13 @@ bool release_warp_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
         unsigned int group = 0;
         for (int other = base; other < base + 32 && other < n; ++other) {
             const Fiber& g = S->fibers[other];
-            if (converging(g) && g.converge_line == f.converge_line && strcmp(g.converge_file, f.converge_file) == 0)
+            if (converging(g) && same_site(g.site, f.site))
                 group |= 1u << (other - base);
         }
         for (int other = base; other < base + 32; ++other) {
             if (!(group >> (other - base) & 1u)) continue;
             Fiber& g = S->fibers[other];
-            g.warp_mask = group, g.converge_file = nullptr, g.state = kReady;
+            g.warp_mask = group, g.converging = false, g.state = kReady;
             runnable.push_back(other);
         }
     }
@@ -433,56 +478,79 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
     for (int t = 0; t < n; ++t) {
         const Fiber& f = S->fibers[t];
         done_count += f.state == kDone;
-        same_barrier += f.state == kAtBarrier && f.barrier_line == S->fibers[0].barrier_line;
+        same_barrier += f.state == kAtBarrier && same_site(f.site, S->fibers[0].site);
     }
     if (done_count == n) return true;
     if (same_barrier == n) {
-        ++S->epoch, ++S->barriers;
+        S->epoch = next_epoch(), ++S->barriers;
         for (int t = 0; t < n; ++t) {
             S->fibers[t].state = kReady;
             runnable.push_back(t);
         }
         return true;
     }
-    std::vector<int> done, at_barrier;
+    std::vector<int> done, at_barrier, at_grid;
     bool any_at_warp = false;
     for (int t = 0; t < n; ++t) {
         int state = S->fibers[t].state;
         if (state == kDone) done.push_back(t);
         if (state == kAtBarrier) at_barrier.push_back(t);
+        if (state == kAtGridBarrier) at_grid.push_back(t);
         if (state == kAtWarpBarrier) any_at_warp = true;
     }
     if ((int)done.size() == n) return true;
     if (any_at_warp) return release_warp_barriers(S, n, runnable);
+    if (!at_grid.empty()) {
+        if ((int)at_grid.size() == n) return true;  // parked: the launch releases the grid (run_cooperative)
+        int other = !done.empty() ? done[0] : at_barrier[0];
+        const Fiber& f = S->fibers[at_grid[0]];
+        fail(kSynccheck,
+             "grid barrier divergence in " + describe_block() + ": threads " + describe_threads(at_grid) +
+                 " wait at the grid.sync() of " + describe_site(f.site) + " but thread " + describe_thread(other) +
+                 (done.empty() ? " waits at the __syncthreads() of " + describe_site(S->fibers[other].site)
+                               : std::string(" has returned")) +
+                 " (every thread of the grid must reach each grid.sync())",
+             at_grid[0], other);
+        report_sites(f.site, done.empty() ? S->fibers[other].site : Site{nullptr, 0});
+        return false;
+    }
     if (!done.empty()) {
+        const Site& site = S->fibers[at_barrier[0]].site;
         fail(kSynccheck,
              "barrier divergence in " + describe_block() + ": threads " + describe_threads(at_barrier) +
-                 " wait at __syncthreads() (line " + std::to_string(S->fibers[at_barrier[0]].barrier_line) +
-                 ") but threads " + describe_threads(done) +
+                 " wait at the __syncthreads() of " + describe_site(site) + " but threads " + describe_threads(done) +
                  " have returned (every thread of a block must reach each __syncthreads())",
              at_barrier[0], done[0]);
-        S->report.line = S->fibers[at_barrier[0]].barrier_line;
+        report_sites(site, Site{nullptr, 0});
         return false;
     }
-    int line = S->fibers[at_barrier[0]].barrier_line;
-    std::vector<int> elsewhere;
-    for (int t : at_barrier)
-        if (S->fibers[t].barrier_line != line) elsewhere.push_back(t);
+    // Threads waiting at two or more __syncthreads() sites (the two halves of a block in double-buffered
+    // code): CUDA leaves it undefined, GPUs from sm_70 on count every __syncthreads() as one barrier and
+    // release them together. So does the simulator, with a warning; checks="strict" refuses it.
+    const Site& site = S->fibers[at_barrier[0]].site;
+    std::vector<int> here, elsewhere;
+    for (int t : at_barrier) (same_site(S->fibers[t].site, site) ? here : elsewhere).push_back(t);
     if (!elsewhere.empty()) {
-        std::vector<int> here;
-        for (int t : at_barrier)
-            if (S->fibers[t].barrier_line == line) here.push_back(t);
-        fail(kSynccheck,
-             "barrier divergence in " + describe_block() + ": threads " + describe_threads(here) +
-                 " wait at the __syncthreads() of line " + std::to_string(line) + " but threads " +
-                 describe_threads(elsewhere) + " at the one of line " +
-                 std::to_string(S->fibers[elsewhere[0]].barrier_line) +
-                 " (all threads of a block must reach the same __syncthreads())",
-             here[0], elsewhere[0]);
-        S->report.line = line, S->report.other_line = S->fibers[elsewhere[0]].barrier_line;
-        return false;
+        const Site& other = S->fibers[elsewhere[0]].site;
+        std::string sites = "threads " + describe_threads(here) + " wait at the __syncthreads() of " +
+                            describe_site(site) + " and threads " + describe_threads(elsewhere) + " at the one of " +
+                            describe_site(other);
+        if (S->strict) {
+            fail(kSynccheck,
+                 "barrier divergence in " + describe_block() + ": " + sites +
+                     " (all threads of a block must reach the same __syncthreads(); checks=\"strict\" refuses "
+                     "what GPUs from sm_70 on allow)",
+                 here[0], elsewhere[0]);
+            report_sites(site, other);
+            return false;
+        }
+        std::string a = describe_site(site), b = describe_site(other);
+        warn(kBarrierSites, a < b ? a + " " + b : b + " " + a,
+             "two barrier sites in " + describe_block() + ": " + sites +
+                 "; released together, as GPUs from sm_70 on do (CUDA leaves this undefined: older GPUs hang or "
+                 "misbehave). checks=\"strict\" makes it an error");
     }
-    ++S->epoch, ++S->barriers;
+    S->epoch = next_epoch(), ++S->barriers;
     for (int t : at_barrier) {
         S->fibers[t].state = kReady;
         runnable.push_back(t);
@@ -492,8 +560,8 @@ bool release_barriers(Scheduler* S, int n, std::vector<int>& runnable) {
 
 void start_block_checks();  // below, with the checks
 
-bool run_block(Scheduler* S, int n) {
-    ++S->epoch;
+void begin_block(Scheduler* S, int n) {
+    S->epoch = next_epoch();
     if (S->checks) start_block_checks();
     S->queue.resize(n);
     for (int t = 0; t < n; ++t) {
@@ -502,6 +570,11 @@ bool run_block(Scheduler* S, int n) {
     }
     S->free_stacks.clear();
     for (int i = (int)S->stacks.size() - 1; i >= 0; --i) S->free_stacks.push_back(i);
+}
+
+// Runs rounds until every thread of the block has returned (true) or waits at grid.sync() (true, with
+// S->queue empty and some thread kAtGridBarrier), or something failed (false, S->error says what).
+bool continue_block(Scheduler* S, int n) {
     while (!S->queue.empty()) {  // one round: every runnable thread runs until it returns or waits
         shuffle(S, S->queue);
         S->next = 0;
@@ -514,17 +587,23 @@ bool run_block(Scheduler* S, int n) {
     return true;
 }
 
+bool run_block(Scheduler* S, int n) {
+    begin_block(S, n);
+    return continue_block(S, n);
+}
+
 const size_t kMaxDynamicShared = 48 * 1024;
 const unsigned char kCanary = 0xA5;
 
 }  // namespace
 
 // These run on a fiber (called from kernel code), so they reach the scheduler through the stack header.
-void syncthreads(int line) {
+void syncthreads(Site site) {
     Scheduler* const S = fiber_scheduler();
+    if (S->checks) resolve_pending_races();
     Fiber& me = S->fibers[S->running];
     me.state = kAtBarrier;
-    me.barrier_line = line;
+    me.site = site;
     yield_to_next(S, &me.sp);
 }
 
@@ -534,10 +613,12 @@ unsigned int warp_lanes() {
     return in_warp == 32 ? 0xffffffffu : (1u << in_warp) - 1u;
 }
 
-void syncwarp(unsigned int mask) {
+void syncwarp(unsigned int mask, Site site) {
     Scheduler* const S = fiber_scheduler();
+    if (S->checks) resolve_pending_races();
     Fiber& me = S->fibers[S->running];
     me.state = kAtWarpBarrier;
+    me.site = site;
     me.warp_mask = mask & warp_lanes();
     yield_to_next(S, &me.sp);
 }
@@ -550,8 +631,9 @@ unsigned int thread_rank() { return (unsigned int)fiber_scheduler()->running; }
 unsigned int converged_lanes(const char* file, int line) {
     Scheduler* const S = fiber_scheduler();
     Fiber& me = S->fibers[S->running];
+    if (S->checks) resolve_pending_races();
     me.state = kAtWarpBarrier;
-    me.converge_file = file, me.converge_line = line;
+    me.converging = true, me.site = Site{file, line};
     yield_to_next(S, &me.sp);
     return me.warp_mask;
 }
@@ -588,22 +670,56 @@ struct HostBuffer {  // filled in by launcher.py: one run of host memory holding
     unsigned char* written;  // initcheck: one flag per byte, 0 = never written (sim.empty); NULL: not tracked
 };
 
-std::vector<std::vector<unsigned char>> guarded_copies;  // reused from launch to launch
+// Beyond the canary bytes, each copy has kGuardPageBytes of inaccessible pages on either side: a write (or
+// read) that lands there faults at once and is reported with the array's name (on_crash), instead of
+// corrupting whatever memory lies next to the copy, such as the Python heap.
+const size_t kGuardPageBytes = 1 << 20;
+struct GuardedCopy {
+    unsigned char* mapping = nullptr;  // [guard pages | canaries | data | canaries | slack | guard pages]
+    size_t size = 0;
+    uintptr_t data = 0, bytes = 0;     // where this launch's data lies in it
+};
+std::vector<GuardedCopy> guarded_copies;  // reused from launch to launch
+
+size_t round_up_to_pages(size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (bytes + page - 1) / page * page;
+}
 
 unsigned char* make_guarded_copy(int index, const HostBuffer& host) {
     if ((int)guarded_copies.size() <= index) guarded_copies.resize(index + 1);
-    std::vector<unsigned char>& copy = guarded_copies[index];
-    size_t needed = host.bytes + 2 * kGuardBytes + kAlignment;
-    if (copy.size() < needed) copy.resize(needed);
-    unsigned char* start = copy.data() + (kAlignment - reinterpret_cast<uintptr_t>(copy.data()) % kAlignment);
+    GuardedCopy& copy = guarded_copies[index];
+    size_t inside = round_up_to_pages(host.bytes + 2 * kGuardBytes);  // canaries, data, canaries
+    size_t needed = inside + 2 * kGuardPageBytes;
+    if (copy.size < needed) {
+        if (copy.mapping) munmap(copy.mapping, copy.size);
+        void* mapped = mmap(nullptr, needed, PROT_NONE, MAP_PRIVATE | MAP_ANON | MAP_NORESERVE, -1, 0);
+        if (mapped == MAP_FAILED) throw std::bad_alloc();
+        copy.mapping = static_cast<unsigned char*>(mapped), copy.size = needed;
+    }
+    // Page-aligned, so aligned to cudaMalloc's 256 bytes too; the rest of the mapping stays inaccessible.
+    unsigned char* start = copy.mapping + kGuardPageBytes;
+    mprotect(copy.mapping, copy.size, PROT_NONE);
+    mprotect(start, inside, PROT_READ | PROT_WRITE);
     memset(start, kCanary, kGuardBytes);
     memcpy(start + kGuardBytes, host.data, host.bytes);
     memset(start + kGuardBytes + host.bytes, kCanary, kGuardBytes);
+    copy.data = reinterpret_cast<uintptr_t>(start + kGuardBytes), copy.bytes = host.bytes;
     return start + kGuardBytes;
 }
 
-// Checks the guards of a copy and copies it back; false (with S->error set) when the kernel misbehaved.
-bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy) {
+// The guarded copy of the launch's `count` arrays whose mapping holds `address`, or -1.
+int guarded_copy_at(uintptr_t address, int count) {
+    for (size_t b = 0; b < guarded_copies.size() && (int)b < count; ++b) {
+        uintptr_t start = reinterpret_cast<uintptr_t>(guarded_copies[b].mapping);
+        if (address >= start && address < start + guarded_copies[b].size) return (int)b;
+    }
+    return -1;
+}
+
+// Checks the guards of a copy; false (with S->error set) when the kernel misbehaved. The results are copied
+// back only once every copy has passed (copy_back), so a failed launch leaves every array as it was.
+bool check_guards(int index, const HostBuffer& host, unsigned char* copy) {
     const unsigned char* before = copy - kGuardBytes;
     const unsigned char* after = copy + host.bytes;
     for (size_t k = 0; k < kGuardBytes; ++k) {
@@ -632,10 +748,12 @@ bool check_and_copy_back(int index, const HostBuffer& host, unsigned char* copy)
             S->report.buffer = index, S->report.is_write = 1;
             return false;
         }
-        return true;
     }
-    memcpy(host.data, copy, host.bytes);
     return true;
+}
+
+void copy_back(const HostBuffer& host, const unsigned char* copy) {
+    if (!host.read_only) memcpy(host.data, copy, host.bytes);
 }
 
 // Canary bytes after the requested dynamic shared memory catch a kernel that writes past it.
@@ -669,8 +787,12 @@ struct Launch {
     dim3 grid_dim, block_dim;
     int threads_per_block = 0;
     int checks = 0;
+    bool strict = false;
     unsigned int dynamic_shared_bytes = 0;
     unsigned long long seed = 0;
+    bool cooperative = false;           // enable_cooperative_groups: every block resident at once (grid.sync())
+    const HostBuffer* hosts = nullptr;  // the launch's arrays (for messages)
+    int buffer_count = 0;
     std::vector<unsigned long long> order;          // the linear block indices in the order they are taken
     std::atomic<unsigned long long> next_position;  // the next position of `order` to take
     // The failure at the lowest position of `order` wins, so the error does not depend on which OS thread
@@ -683,6 +805,15 @@ struct Launch {
 };
 Launch L;
 
+// The shared memory of a block of a cooperative launch (and initcheck's flags for it), kept while other
+// blocks use the OS thread's copy (with the checks, below).
+struct SharedImage {
+    std::vector<unsigned char> bytes, written;
+};
+void find_module_memory();
+void save_shared(SharedImage& image);
+void restore_shared(const SharedImage& image);
+
 void record_failure(unsigned long long position) {
     std::lock_guard<std::mutex> hold(L.failure_lock);
     if (position >= L.failed_position.load()) return;
@@ -690,7 +821,33 @@ void record_failure(unsigned long long position) {
     L.error = S->error, L.report = S->report;
 }
 
-void on_crash(int signal_number) { siglongjmp(S->crash_jump, signal_number); }
+thread_local uintptr_t fault_address = 0;  // of the last SIGSEGV or SIGBUS on this OS thread
+
+void on_crash(int signal_number, siginfo_t* info, void*) {
+    fault_address = reinterpret_cast<uintptr_t>(info->si_addr);
+    siglongjmp(S->crash_jump, signal_number);
+}
+
+// Words for a fault at `address`: in the guard pages of an array argument (how far from it), or elsewhere.
+// An unchecked launch sees writes up to 4 KiB from an array (canaries) and any access that lands in the
+// guard pages beyond; memcheck sees every access.
+std::string describe_fault(uintptr_t address, const HostBuffer* hosts, int count) {
+    int b = guarded_copy_at(address, count);
+    std::string unseen =
+        ". Without checks the simulator sees writes up to 4 KiB past an array and accesses that land in its "
+        "guard pages (1 MiB on either side); reads nearer, and accesses elsewhere, go unseen: load the module "
+        "with checks=\"memcheck\" to have every access checked, with its thread and line";
+    if (b < 0 || hosts == nullptr) {
+        char text[64];
+        snprintf(text, sizeof text, "0x%llx", (unsigned long long)address);
+        return std::string(" at address ") + text + ", outside every array argument" + unseen;
+    }
+    const GuardedCopy& copy = guarded_copies[b];
+    std::string where = address < copy.data
+                            ? std::to_string(copy.data - address) + " byte(s) before the start of argument "
+                            : std::to_string(address - copy.data - copy.bytes) + " byte(s) past the end of argument ";
+    return " in the guard pages " + where + hosts[b].names + unseen;
+}
 
 // Ctrl-C during a launch. A kernel that loops forever never returns to Python, which only looks at its
 // signals between bytecodes: so the handler ends the share of the thread it lands on (as a crash does), and
@@ -715,13 +872,91 @@ uint3 block_index(unsigned long long b) {  // x fastest, as on the GPU
     return uint3{(unsigned)(b % g.x), (unsigned)(b / g.x % g.y), (unsigned)(b / ((unsigned long long)g.x * g.y))};
 }
 
+// A cooperative launch (enable_cooperative_groups) on the calling OS thread: every block has a scheduler of
+// its own, and they take turns, each running until all its threads have returned or wait at grid.sync().
+// Then grid.sync() releases them all. The blocks share the OS thread's __shared__ variables, so each
+// block's shared memory is saved while the others run. `position`: of the block running, for a crash report.
+bool run_cooperative(Scheduler* own, int n, volatile unsigned long long* position) {
+    static thread_local std::vector<std::unique_ptr<Scheduler>> schedulers;  // their stacks are reused
+    const size_t blocks = L.order.size();
+    while (schedulers.size() < blocks) schedulers.emplace_back(new Scheduler);
+    std::vector<SharedImage> images(blocks);
+    find_module_memory();
+    for (size_t p = 0; p < blocks; ++p) {
+        Scheduler* B = schedulers[p].get();
+        B->thread_body = own->thread_body, B->args = own->args, B->checks = own->checks, B->strict = own->strict;
+        B->current = own->current;
+        B->current.block_idx = block_index(L.order[p]);
+        B->fibers.assign(n, Fiber());
+        B->thread_indices = own->thread_indices;
+        B->rng = L.seed ^ (L.order[p] + 1) * 0xD1B54A32D192ED03ull;
+        B->error.clear(), B->report = Report{};
+        memcpy(&B->crash_jump, &own->crash_jump, sizeof(sigjmp_buf));  // a crash returns to run_share
+    }
+    for (bool first = true;; first = false) {
+        std::vector<size_t> parked;
+        for (size_t p = 0; p < blocks; ++p) {
+            S = schedulers[p].get();
+            if (!first && S->queue.empty()) continue;  // returned
+            *position = p;
+            restore_shared(images[p]);
+            if (first) begin_block(S, n);
+            if (!continue_block(S, n)) return false;
+            save_shared(images[p]);
+            bool waits = std::any_of(S->fibers.begin(), S->fibers.end(), [](const Fiber& f) { return f.state == kAtGridBarrier; });
+            if (waits) parked.push_back(p);
+        }
+        if (parked.empty()) return true;
+        for (size_t p = 0; p < blocks; ++p) {  // a block whose threads all returned never reaches grid.sync()
+            Scheduler* B = schedulers[p].get();
+            bool waits = std::any_of(B->fibers.begin(), B->fibers.end(), [](const Fiber& f) { return f.state == kAtGridBarrier; });
+            if (waits) continue;
+            S = schedulers[parked[0]].get();
+            const uint3& other = B->current.block_idx;
+            fail(kSynccheck,
+                 "grid barrier divergence: the threads of " + describe_block() + " wait at the grid.sync() of " +
+                     describe_site(S->fibers[0].site) + " but those of block (" + std::to_string(other.x) + "," +
+                     std::to_string(other.y) + "," + std::to_string(other.z) +
+                     ") have returned (every thread of the grid must reach each grid.sync())",
+                 0);
+            report_sites(S->fibers[0].site, Site{nullptr, 0});
+            *position = parked[0];
+            return false;
+        }
+        for (size_t p : parked) {  // grid.sync(): every block passes it
+            Scheduler* B = schedulers[p].get();
+            B->epoch = next_epoch(), ++B->barriers;
+            for (int t = 0; t < n; ++t) B->fibers[t].state = kReady, B->queue.push_back(t);
+        }
+    }
+}
+
+}  // namespace
+
+// grid.sync() of cooperative groups: waits until every thread of the grid has reached it.
+void grid_sync(Site site) {
+    if (!L.cooperative)
+        trap("grid.sync() needs a cooperative launch: load the module with enable_cooperative_groups=True "
+             "(sim.load_module(..., enable_cooperative_groups=True), as cupy.RawModule takes it)",
+             site.file, site.line);
+    Scheduler* const S = fiber_scheduler();
+    if (S->checks) resolve_pending_races();
+    Fiber& me = S->fibers[S->running];
+    me.state = kAtGridBarrier;
+    me.site = site;
+    yield_to_next(S, &me.sp);
+}
+
+bool cooperative_launch() { return L.cooperative; }
+
+namespace {
 // One OS thread's share of a launch: takes the next block in the shuffled order until none is left (or a
 // block at an earlier position failed). A fault inside a kernel (an invalid address, a stack overflow, an
 // integer division by zero) jumps back here instead of killing Python; the handler runs on this OS thread's
 // own signal stack, since the fault may be an overflow of the fiber's stack.
 void run_share() {
     use_this_threads_scheduler();
-    S->thread_body = L.thread_body, S->args = L.args, S->checks = L.checks;
+    S->thread_body = L.thread_body, S->args = L.args, S->checks = L.checks, S->strict = L.strict;
     S->error.clear();
     S->report = Report{};
     S->current.grid_dim = L.grid_dim, S->current.block_dim = L.block_dim;
@@ -746,7 +981,8 @@ void run_share() {
         if (slot < kMaxShareThreads) share_threads[slot] = pthread_self();
         in_share = 1;
         if (interrupted.load()) siglongjmp(S->crash_jump, SIGINT);  // Ctrl-C came before this thread joined
-        for (;;) {
+        if (L.cooperative && !run_cooperative(S, n, &position)) record_failure(position);
+        for (; !L.cooperative;) {
             position = L.next_position.fetch_add(1);
             if (position >= blocks || position > L.failed_position.load()) break;
             unsigned long long b = L.order[position];
@@ -771,11 +1007,17 @@ void run_share() {
             fail(kCrash, "", S->running);
             S->error = std::string("crashed with ") + what + " in " + describe_block() + ", thread (" +
                       std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+            if (crash != SIGFPE) {
+                S->error += describe_fault(fault_address, L.hosts, L.buffer_count);
+                S->report.buffer = guarded_copy_at(fault_address, L.buffer_count);
+            }
         }
         record_failure(position);
     }
     in_share = 0;
     sigaltstack(&old_alt, nullptr);
+    S->checks = 0, S->running = -1;
+    use_this_threads_scheduler();  // a cooperative launch left S at one of its blocks' schedulers
     S->checks = 0, S->running = -1;
 }
 
@@ -830,8 +1072,8 @@ bool run_blocks(int threads) {
     if ((unsigned long long)threads > blocks) threads = (int)blocks;
 
     struct sigaction action {}, old_segv{}, old_bus{}, old_fpe{}, interrupt{}, old_int{};
-    action.sa_handler = on_crash;
-    action.sa_flags = SA_ONSTACK | SA_NODEFER;
+    action.sa_sigaction = on_crash;
+    action.sa_flags = SA_ONSTACK | SA_NODEFER | SA_SIGINFO;
     sigemptyset(&action.sa_mask);
     sigaction(SIGSEGV, &action, &old_segv);
     sigaction(SIGBUS, &action, &old_bus);
@@ -840,6 +1082,7 @@ bool run_blocks(int threads) {
     interrupted.store(false);
     interrupt = action;
     interrupt.sa_handler = on_interrupt;
+    interrupt.sa_flags &= ~SA_SIGINFO;
     sigaction(SIGINT, &interrupt, &old_int);
     Pool& p = pool();
     if (threads > 1) {
@@ -892,7 +1135,8 @@ bool run_blocks(int threads) {
 namespace sim_rt {
 namespace {
 
-enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4, kCheckRecord = 8 };
+enum CheckBits { kCheckMemcheck = 1, kCheckRacecheck = 2, kCheckInitcheck = 4, kCheckRecord = 8, kCheckStrict = 16 };
+const int kCooperativeLaunch = 32;  // not a check: the launch's flag for enable_cooperative_groups (launcher.py)
 
 struct Range {
     uintptr_t start, end;
@@ -908,6 +1152,8 @@ struct AccessEvent {  // one load, store or atomic (record.py reads these fields
 };
 struct CheckedBuffer {
     uintptr_t data, end;                // the array(s) the kernel may touch
+    std::string names;                  // "'y' (float*, 100 elements)", for messages
+    bool read_only;                     // every argument in it is const: no store can race (nor go unseen)
     std::vector<unsigned char> written;  // initcheck: this launch's copy of the flags; empty: not tracked
 };
 
@@ -918,16 +1164,73 @@ struct Checks {
     std::vector<Range> dynamic_reserve;  // ... and up to its 48 KiB reservation
     std::vector<Range> module;           // the module's loaded segments (globals, __constant__, literals)
     std::vector<unsigned char> shared_written;  // initcheck: one flag per byte of the thread-local block
-    struct Access {
-        unsigned long long epoch = 0, warp_epoch = 0;
-        int thread = -1;
-        uintptr_t pc = 0;
+    struct Access {  // 16 bytes: a cell's three fit in one cache line with the cell's address
+        unsigned int epoch = 0, warp_epoch = 0;  // their low 32 bits (a cell lives for one block)
+        unsigned int pc = 0;                     // offset of the code in the library
+        short thread = -1;
         bool atomic = false;
     };
     struct Cell {  // racecheck: the last write and up to two reads of one byte in this barrier interval
         Access write, reads[2];
     };
-    std::unordered_map<uintptr_t, Cell> cells;
+    // racecheck's cells by address, for the block running: an open-addressing hash table, emptied at each
+    // block start by a new generation (O(1)), so it stays as small as one block's footprint and in cache.
+    // (A std::unordered_map, a node allocated per address, took more than half of a checked vector add.)
+    struct CellTable {
+        struct Slot {  // 64 bytes, one cache line
+            uintptr_t address = 0;
+            unsigned int generation = 0;  // the slot holds a cell of this generation; older: free
+            Cell cell;
+        };
+        std::vector<Slot> slots = std::vector<Slot>(1024);
+        size_t used = 0;
+        unsigned int generation = 1;
+        int shift = 64 - 10;  // 64 - log2(slots.size())
+
+        Cell& operator[](uintptr_t address) {
+            if (2 * (used + 1) > slots.size()) grow();
+            size_t mask = slots.size() - 1;
+            for (size_t i = (address * 0x9E3779B97F4A7C15ull) >> shift;; i = (i + 1) & mask) {
+                Slot& slot = slots[i];
+                if (slot.generation != generation) {
+                    slot.address = address, slot.generation = generation, slot.cell = Cell{};
+                    ++used;
+                    return slot.cell;
+                }
+                if (slot.address == address) return slot.cell;
+            }
+        }
+        void clear() {
+            if (++generation == 0) slots.assign(slots.size(), Slot{}), generation = 1;  // wrapped around
+            used = 0;
+        }
+        void grow() {
+            std::vector<Slot> old;
+            old.swap(slots);
+            slots.assign(2 * old.size(), Slot{});
+            --shift, used = 0;
+            for (const Slot& slot : old)
+                if (slot.generation == generation) (*this)[slot.address] = slot.cell;
+        }
+    };
+    CellTable cells;
+    // racecheck: a store by the running thread to a granule that another thread stored to in the same
+    // barrier interval. The store has not happened yet when its hook runs, so whether it stores the value
+    // that is there (a benign race: flags, every lane writing one result) is decided at the thread's next
+    // access, barrier or return (resolve_pending_races).
+    struct PendingRace {
+        uintptr_t address;
+        size_t size;        // of the granule: 1 or 4 bytes
+        unsigned char before[4];
+        Access other;
+        uintptr_t pc;
+        size_t access_size;
+        int region;
+        long long offset;
+    };
+    std::vector<PendingRace> pending;
+    bool strict = false;     // checks="strict": benign races are errors
+    bool launching = false;  // a checked launch is running (its kernel code calls check_access)
     std::vector<AccessEvent> record;  // the access record: every access to an array argument or shared memory
     uintptr_t library_base = 0;
 };
@@ -1078,30 +1381,76 @@ void check_shared_array(uintptr_t a, size_t size, bool write, uintptr_t pc) {
                  a, size, write, pc, -3, offset);
 }
 
-// Racecheck for one byte: compares this access with the ones earlier in the same barrier interval.
+// "byte 12 of __shared__ 'tile' in transpose", "byte 0 of argument 'y' (float*, 64 elements)": where address
+// `a` lies, in words (region: the buffer index, or -3 for the block's shared memory).
+std::string describe_location(uintptr_t a, int region) {
+    if (region >= 0) return "byte " + std::to_string(a - C.buffers[region].data) + " of " + C.buffers[region].names;
+    for (size_t i = 0; i < C.dynamic_reserve.size(); ++i)
+        if (a >= C.dynamic_reserve[i].start && a < C.dynamic_reserve[i].end)
+            return "byte " + std::to_string(a - C.dynamic_reserve[i].start) + " of dynamic shared memory '" +
+                   dynamic_shared_name((int)i) + "'";
+    const uintptr_t offset = a - C.tls.start;
+    for (const SharedArray& array : shared_arrays)
+        if (array.nameable && offset >= array.start && offset < array.end)
+            return "byte " + std::to_string(offset - array.start) + " of __shared__ " + array.name;
+    return "byte " + std::to_string(offset) + " of the shared memory";
+}
+
+[[noreturn]] void report_race(const Checks::Access& other, bool other_write, uintptr_t a, size_t size, bool write,
+                              bool atomic, uintptr_t pc, int region, long long offset, const char* what = "") {
+    std::string hazard = other_write ? (write ? "write after write" : "read after write") : "write after read";
+    check_failed(kRacecheck,
+                 "race (" + hazard + ") on " + describe_location(a, region) + " in " + describe_block() + ": thread " +
+                     describe_thread(S->running) + " " +
+                     (atomic ? "made an atomic update of " + std::to_string(size) + " byte(s)" : access_words(size, write)) +
+                     " and thread " + describe_thread(other.thread) + " " +
+                     (other.atomic ? "updated atomically" : other_write ? "wrote" : "read") +
+                     " the same address with no __syncthreads() between them" + what,
+                 a, size, write, pc, region, offset, other.thread, C.library_base + other.pc, other_write);
+}
+
+// Decides the stores that raced with another thread's store to the same granule (Checks::pending), now that
+// they have happened: one that stored the value that was there already is a benign race (a warning; an error
+// with checks="strict"), any other a race.
+void resolve_pending_races() {
+    if (C.pending.empty()) return;
+    std::vector<Checks::PendingRace> pending;
+    pending.swap(C.pending);
+    for (const Checks::PendingRace& race : pending) {
+        bool same = memcmp(reinterpret_cast<const void*>(race.address), race.before, race.size) == 0;
+        if (!same || C.strict)
+            report_race(race.other, true, race.address, race.access_size, true, false, race.pc, race.region,
+                        race.offset, same ? " (both stored the same value: checks=\"strict\" reports it)" : "");
+        std::string where = describe_location(race.address, race.region);
+        warn(kBenignRace, std::to_string(race.pc - C.library_base) + " " + std::to_string(race.other.pc),
+             "benign race (write after write of the same value) on " + where + " in " + describe_block() +
+                 ": threads " + describe_thread(S->running) + " and " + describe_thread(race.other.thread) +
+                 " stored the same value with no __syncthreads() between them (a flag, or every lane writing one "
+                 "result: what the GPU stores is that value either way). checks=\"strict\" makes it an error");
+    }
+}
+
+// Racecheck for one granule: compares this access with the ones earlier in the same barrier interval.
 void check_race(uintptr_t a, size_t size, bool write, bool atomic, uintptr_t pc, int region, long long offset) {
+    Scheduler* const S = fiber_scheduler();  // (no thread-local lookup: this runs for every access)
     Checks::Cell& cell = C.cells[a];
-    int me = S->running;
-    unsigned long long warp_epoch = S->warp_epoch[me / 32];
+    const int me = S->running;
+    const unsigned int epoch = (unsigned int)S->epoch, warp_epoch = (unsigned int)S->warp_epoch[me / 32];
     auto conflicts = [&](const Checks::Access& other) {
-        if (other.thread < 0 || other.thread == me || other.epoch != S->epoch || (atomic && other.atomic)) return false;
+        if (other.thread < 0 || other.thread == me || other.epoch != epoch || (atomic && other.atomic)) return false;
         bool same_warp_synchronised = other.thread / 32 == me / 32 && other.warp_epoch != warp_epoch;
         return !same_warp_synchronised;
     };
-    auto report = [&](const Checks::Access& other, bool other_write) {
-        std::string hazard = other_write ? (write ? "write after write" : "read after write") : "write after read";
-        check_failed(kRacecheck,
-                     "race (" + hazard + ") in " + describe_block() + ": thread " + describe_thread(me) + " " +
-                         (atomic ? "made an atomic update of " + std::to_string(size) + " byte(s)" : access_words(size, write)) +
-                         " and thread " + describe_thread(other.thread) + " " +
-                         (other.atomic ? "updated atomically" : other_write ? "wrote" : "read") + " the same address with no __syncthreads() between them",
-                     a, size, write, pc, region, offset, other.thread, other.pc, other_write);
-    };
-    if (conflicts(cell.write)) report(cell.write, true);
-    Checks::Access now{S->epoch, warp_epoch, me, pc, atomic};
+    if (conflicts(cell.write)) {
+        if (!write || atomic || cell.write.atomic) report_race(cell.write, true, a, size, write, atomic, pc, region, offset);
+        Checks::PendingRace race{a, size, {}, cell.write, pc, size, region, offset};
+        memcpy(race.before, reinterpret_cast<const void*>(a), size);
+        C.pending.push_back(race);
+    }
+    Checks::Access now{epoch, warp_epoch, (unsigned int)(pc - C.library_base), (short)me, atomic};
     if (write) {
         for (const Checks::Access& read : cell.reads)
-            if (conflicts(read)) report(read, false);
+            if (conflicts(read)) report_race(read, false, a, size, write, atomic, pc, region, offset);
         cell.write = now;
     } else if (cell.reads[0].thread == me || cell.reads[0].epoch != S->epoch) {
         cell.reads[0] = now;
@@ -1129,7 +1478,7 @@ void check_initialised(CheckedBuffer& buffer, uintptr_t a, size_t size, bool wri
             long long offset = (long long)(a - buffer.data);
             check_failed(kInitcheck,
                          "read of uninitialised device memory (" + access_words(size, write) + " at byte offset " +
-                             std::to_string(offset) + " of an array argument; byte " +
+                             std::to_string(offset) + " of " + buffer.names + "; byte " +
                              std::to_string(byte - buffer.data) +
                              " was allocated uninitialised and no kernel has written it) in " + describe_block() +
                              ", thread " + describe_thread(S->running),
@@ -1147,38 +1496,21 @@ void record_access(uintptr_t pc, long long offset, int buffer, size_t size, bool
 
 // A misaligned access (a float4 at a byte offset that is not a multiple of 16) faults on a GPU.
 void check_alignment(uintptr_t a, size_t size, size_t alignment, bool write, uintptr_t pc, int region,
-                     long long offset, const std::string& where) {
+                     long long offset) {
     if (a % alignment == 0) return;
     check_failed(kMemcheck,
-                 "misaligned " + access_words(size, write) + " at byte offset " + std::to_string(offset) + " of " +
-                     where + " (this access must lie at a multiple of " + std::to_string(alignment) + " bytes) in " +
+                 "misaligned " + access_words(size, write) + " at " + describe_location(a, region) + " (this access must lie at a multiple of " + std::to_string(alignment) + " bytes) in " +
                      describe_block() + ", thread " + describe_thread(S->running),
                  a, size, write, pc, region, offset);
 }
 
 // `alignment`: what a GPU requires of the address (1: nothing). An atomic reads and writes.
 void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t alignment, bool atomic = false) {
-    if (S == nullptr || S->running < 0 || S->checks == 0) return;  // S: none before the first launch
-    // Which memory: an array argument (or its guard zones), shared memory, or anything else.
-    for (size_t b = 0; b < C.buffers.size(); ++b) {
-        const CheckedBuffer& buffer = C.buffers[b];
-        long long offset = (long long)(a - buffer.data);
-        if (a + size <= buffer.data - kGuardBytes || a >= buffer.end + kGuardBytes) continue;
-        if ((S->checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
-            check_failed(kMemcheck,
-                         "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
-                             " of an array argument (" + std::to_string(buffer.end - buffer.data) + " bytes) in " +
-                             describe_block() + ", thread " + describe_thread(S->running),
-                         a, size, write, pc, (int)b, offset);
-        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset, "an array argument");
-        if ((S->checks & kCheckInitcheck) && !buffer.written.empty()) {
-            if (atomic) check_initialised(C.buffers[b], a, size, false, pc, (int)b);
-            check_initialised(C.buffers[b], a, size, write, pc, (int)b);
-        }
-        if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, (int)b, offset);
-        if (S->checks & kCheckRecord) record_access(pc, offset, (int)b, size, write, atomic);
-        return;
-    }
+    if (!C.launching) return;  // code of the module run outside a launch (a static initialiser)
+    Scheduler* const S = fiber_scheduler();  // (no thread-local lookup: this runs for every access)
+    if (S->running < 0 || S->checks == 0) return;
+    if (!C.pending.empty()) resolve_pending_races();  // the running thread's previous store has happened
+    // Which memory: shared memory (first: tiled kernels access it most), an array argument, or else.
     const ThreadState* state = &S->current;  // what threadIdx and its kin read
     if (inside({reinterpret_cast<uintptr_t>(state), reinterpret_cast<uintptr_t>(state + 1)}, a, size)) return;
     if (a >= C.tls.start && a < C.tls.end + kGuardBytes) {
@@ -1202,16 +1534,16 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
                          a, size, write, pc, -3, (long long)(a - C.tls.start));
         if (S->checks & kCheckMemcheck) check_shared_array(a, size, write, pc);
         size_t first = a - C.tls.start;
-        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, -3, (long long)first, "shared memory");
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, -3, (long long)first);
         if (S->checks & kCheckInitcheck) {
             for (size_t k = 0; k < size; ++k) {
                 if (write && !atomic) {
                     C.shared_written[first + k] = 1;
                 } else if (!C.shared_written[first + k]) {
                     check_failed(kInitcheck,
-                                 "read of uninitialised shared memory (" + access_words(size, write) +
-                                     ", no thread of the block wrote byte " + std::to_string(first + k) +
-                                     " of the shared memory before) in " + describe_block() + ", thread " +
+                                 "read of uninitialised shared memory (" + access_words(size, write) + ": no thread of " +
+                                     "the block wrote " + describe_location(a + k, -3) + " before) in " +
+                                     describe_block() + ", thread " +
                                      describe_thread(S->running),
                                  a, size, write, pc, -3, (long long)first);
                 }
@@ -1220,6 +1552,29 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
         }
         if (S->checks & kCheckRacecheck) check_races(a, size, write, atomic, pc, -3, (long long)first);
         if (S->checks & kCheckRecord) record_access(pc, (long long)first, -3, size, write, atomic);
+        return;
+    }
+    // An array argument (or its guard bytes and pages)?
+    for (size_t b = 0; b < C.buffers.size(); ++b) {
+        const CheckedBuffer& buffer = C.buffers[b];
+        long long offset = (long long)(a - buffer.data);
+        // Near enough to be in its copy's guard bytes or pages: an access of this array that ran off it.
+        const uintptr_t near = kGuardBytes + kGuardPageBytes;
+        if (a + size <= buffer.data - near || a >= buffer.end + near) continue;
+        if ((S->checks & kCheckMemcheck) && (a < buffer.data || a + size > buffer.end))
+            check_failed(kMemcheck,
+                         "out-of-bounds " + access_words(size, write) + " at byte offset " + std::to_string(offset) +
+                             " of " + buffer.names + " in " +
+                             describe_block() + ", thread " + describe_thread(S->running),
+                         a, size, write, pc, (int)b, offset);
+        if (S->checks & kCheckMemcheck) check_alignment(a, size, alignment, write, pc, (int)b, offset);
+        if ((S->checks & kCheckInitcheck) && !buffer.written.empty()) {
+            if (atomic) check_initialised(C.buffers[b], a, size, false, pc, (int)b);
+            check_initialised(C.buffers[b], a, size, write, pc, (int)b);
+        }
+        // A const array has no stores to race with (a store into it fails the launch: check_guards).
+        if ((S->checks & kCheckRacecheck) && !buffer.read_only) check_races(a, size, write, atomic, pc, (int)b, offset);
+        if (S->checks & kCheckRecord) record_access(pc, offset, (int)b, size, write, atomic);
         return;
     }
     if (!(S->checks & kCheckMemcheck)) return;
@@ -1239,21 +1594,61 @@ void check_access(uintptr_t a, size_t size, bool write, uintptr_t pc, size_t ali
                  a, size, write, pc, -1, 0);
 }
 
-void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* copies, int count,
-                  unsigned int dynamic_shared_bytes) {
-    S->checks = checks;
-    if (!checks) return;
+// Where this module's code, globals and thread-local block (its __shared__ memory) lie, in C.
+void find_module_memory() {
     Dl_info info{};
-    dladdr(reinterpret_cast<void*>(&setup_checks), &info);
+    dladdr(reinterpret_cast<void*>(&find_module_memory), &info);
     C.library_base = reinterpret_cast<uintptr_t>(info.dli_fbase);
     C.module.clear();
     C.tls = {0, 0};
     *static_cast<char volatile*>(&tls_anchor) = 0;
     dl_iterate_phdr(module_segments, nullptr);
+}
+
+// The kernel's __shared__ variables (not the runtime's thread-local ones) and the launch's dynamic shared
+// memory, as byte ranges of this OS thread's thread-local block.
+std::vector<Range> block_shared_memory() {
+    std::vector<Range> ranges;
+    for (int i = 0; i < dynamic_shared_count(); ++i) {
+        uintptr_t start = reinterpret_cast<uintptr_t>(dynamic_shared_address(i));
+        ranges.push_back({start, start + L.dynamic_shared_bytes});
+    }
+    for (const SharedArray& array : shared_arrays) {
+        Range range{C.tls.start + array.start, C.tls.start + array.end};
+        bool dynamic = std::any_of(ranges.begin(), ranges.begin() + dynamic_shared_count(),
+                                   [&](const Range& r) { return r.start == range.start; });
+        if (array.nameable && !dynamic && C.tls.start != 0) ranges.push_back(range);
+    }
+    return ranges;
+}
+
+void save_shared(SharedImage& image) {
+    image.bytes.clear();
+    for (const Range& r : block_shared_memory())
+        image.bytes.insert(image.bytes.end(), reinterpret_cast<unsigned char*>(r.start), reinterpret_cast<unsigned char*>(r.end));
+    image.written = C.shared_written;
+}
+
+void restore_shared(const SharedImage& image) {
+    if (image.bytes.empty()) return;  // a block that has not started: the memory is as it is
+    size_t at = 0;
+    for (const Range& r : block_shared_memory()) {
+        memcpy(reinterpret_cast<void*>(r.start), image.bytes.data() + at, r.end - r.start);
+        at += r.end - r.start;
+    }
+    C.shared_written = image.written;
+}
+
+void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* copies, int count,
+                  unsigned int dynamic_shared_bytes) {
+    S->checks = checks;
+    if (!checks) return;
+    find_module_memory();
     C.buffers.clear();
     for (int b = 0; b < count; ++b) {
         uintptr_t data = reinterpret_cast<uintptr_t>(copies[b]);
-        C.buffers.push_back({data, data + hosts[b].bytes, {}});
+        C.buffers.push_back(
+            {data, data + hosts[b].bytes, "argument " + std::string(hosts[b].names), hosts[b].read_only != 0, {}});
         if ((checks & kCheckInitcheck) && hosts[b].written != nullptr)
             C.buffers.back().written.assign(hosts[b].written, hosts[b].written + hosts[b].bytes);
     }
@@ -1265,6 +1660,7 @@ void setup_checks(int checks, const HostBuffer* hosts, unsigned char* const* cop
     }
     C.shared_written.assign(C.tls.end - C.tls.start, 0);
     C.cells.clear();
+    C.pending.clear();
     C.record.clear();
 }
 
@@ -1276,8 +1672,9 @@ void copy_back_written(int checks, int b, const HostBuffer& host) {
 }  // namespace
 
 namespace {
-void start_block_checks() {  // racecheck's cells need no reset: the new epoch makes them stale
+void start_block_checks() {  // racecheck compares threads of one block: its cells start empty
     std::fill(C.shared_written.begin(), C.shared_written.end(), 0);
+    C.cells.clear();
 }
 }  // namespace
 }  // namespace sim_rt
@@ -1380,6 +1777,13 @@ SIM_EXPORT void sim_record_copy(void* out) {
 }
 SIM_EXPORT unsigned long long sim_record_barriers() { return sim_rt::S->barriers; }
 
+// The warnings of the last launch (launcher.py): how many, and the kind and text of each.
+SIM_EXPORT int sim_warning_count() { return (int)sim_rt::launch_warnings.size(); }
+SIM_EXPORT int sim_warning(int index, char* out, int out_size) {
+    snprintf(out, (size_t)out_size, "%s", sim_rt::launch_warnings[index].text.c_str());
+    return sim_rt::launch_warnings[index].kind;
+}
+
 // A checked build: read the static __shared__ arrays from this library's symbol table, at `path`.
 SIM_EXPORT void sim_read_shared_arrays(const char* path) { sim_rt::read_shared_arrays(path); }
 
@@ -1409,22 +1813,31 @@ SIM_EXPORT int sim_launch(int kernel, void** args, const int* arg_buffer, const 
     }
 
     L.thread_body = kernel_entry(kernel).thread_body;
+    L.hosts = buffers, L.buffer_count = buffer_count;
     L.args = argv.data();
     L.seed = seed;
     L.grid_dim = dim3(grid[0], grid[1], grid[2]);
     L.block_dim = dim3(block[0], block[1], block[2]);
     L.threads_per_block = (int)(block[0] * block[1] * block[2]);
     L.dynamic_shared_bytes = dynamic_shared_bytes;
+    // "strict" (launcher.py's bit 16) is no instrumentation: benign races and two barrier sites become errors.
+    L.strict = C.strict = (checks & kCheckStrict) != 0;
+    L.cooperative = (checks & kCooperativeLaunch) != 0;
+    checks &= ~(kCheckStrict | kCooperativeLaunch);
     L.checks = checks;
+    launch_warnings.clear();
     S->error.clear();
     S->report = Report{};
     S->barriers = 0;
     // The checks keep their state (the racecheck cells, initcheck's flags) for one block at a time.
     setup_checks(checks, buffers, copies.data(), buffer_count, dynamic_shared_bytes);
-    bool ok = run_blocks(checks ? 1 : threads);
+    C.launching = checks != 0;
+    bool ok = run_blocks(checks || L.cooperative ? 1 : threads);
+    C.launching = false;
+    for (int b = 0; ok && b < buffer_count; ++b) ok = check_guards(b, buffers[b], copies[b]);
     for (int b = 0; ok && b < buffer_count; ++b) {
-        ok = check_and_copy_back(b, buffers[b], copies[b]);
-        if (ok) copy_back_written(checks, b, buffers[b]);
+        copy_back(buffers[b], copies[b]);
+        copy_back_written(checks, b, buffers[b]);
     }
     *report = S->report;
     fflush(stdout);  // so that printf output from the kernel appears before whatever Python prints next

@@ -147,3 +147,21 @@ extern "C" __global__ void group_ranks(const int* labels, int* out) {
     cg::grid_group grid = cg::this_grid();
     mine[8] = (int)grid.thread_rank(), mine[9] = (int)grid.size();
 }
+
+// A two-phase sum over the whole grid with cooperative groups' grid.sync(): every block writes its partial
+// sum, the grid meets, and block 0 adds them up (needs a cooperative launch).
+extern "C" __global__ void grid_sum(const float* x, float* partial, float* total) {
+    cg::grid_group grid = cg::this_grid();
+    __shared__ float block_sum;
+    if (threadIdx.x == 0) block_sum = 0.0f;
+    __syncthreads();
+    atomicAdd(&block_sum, x[grid.thread_rank()]);
+    __syncthreads();
+    if (threadIdx.x == 0) partial[blockIdx.x] = block_sum;
+    grid.sync();
+    if (grid.thread_rank() == 0) {
+        float sum = 0.0f;
+        for (unsigned int b = 0; b < gridDim.x; ++b) sum += partial[b];
+        *total = sum;
+    }
+}

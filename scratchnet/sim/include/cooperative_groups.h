@@ -9,7 +9,7 @@
 //   cg::thread_group g = block (or a tile, or cg::tiled_partition(block, 8)): g.sync(), g.thread_rank(), g.size()
 //   cg::coalesced_group active = cg::coalesced_threads();  (the lanes that reach this call together)
 //   cg::labeled_partition(active, label), cg::binary_partition(active, predicate): coalesced groups
-//   cg::this_grid(): thread_rank(), size(), block_rank(), num_blocks() (grid.sync() is not simulated)
+//   cg::this_grid(): thread_rank(), size(), block_rank(), num_blocks(); sync() under a cooperative launch
 #pragma once
 
 namespace cooperative_groups {
@@ -25,9 +25,9 @@ class coalesced_group;
 // Any group: the whole block, or some lanes of the calling thread's warp (a tile, or a coalesced group).
 class thread_group {
    public:
-    void sync() const {
-        if (whole_block_) ::sim_rt::syncthreads(0);  // line 0: every block.sync() counts as one barrier site
-        else ::sim_rt::syncwarp(lanes_);
+    void sync(SIM_SITE) const {
+        if (whole_block_) ::sim_rt::syncthreads(site);
+        else ::sim_rt::syncwarp(lanes_, site);
     }
     unsigned int thread_rank() const {
         return whole_block_ ? ::sim_rt::thread_rank() : __popc(lanes_ & __lanemask_lt());
@@ -36,7 +36,7 @@ class thread_group {
     unsigned int num_threads() const { return size(); }
 
    protected:
-    friend coalesced_group labeled_partition(const thread_group& group, int label);
+    friend coalesced_group labeled_partition(const thread_group& group, int label, ::sim_rt::Site site);
     thread_group(bool whole_block, unsigned int lanes) : whole_block_(whole_block), lanes_(lanes) {}
     bool whole_block_;
     unsigned int lanes_;  // the group's lanes of this warp (bit i: lane i), unless whole_block_
@@ -61,24 +61,24 @@ class coalesced_group : public thread_group {
     unsigned int meta_group_rank() const { return 0; }
     unsigned int meta_group_size() const { return 1; }
     template <class T>
-    T shfl(T value, unsigned int source_rank) const {
-        return __shfl_sync(lanes_, value, (int)lane_of_rank(source_rank));
+    T shfl(T value, unsigned int source_rank, SIM_SITE) const {
+        return __shfl_sync(lanes_, value, (int)lane_of_rank(source_rank), 32, site);
     }
     template <class T>
-    T shfl_down(T value, unsigned int delta) const {  // the own value where no rank is `delta` above
+    T shfl_down(T value, unsigned int delta, SIM_SITE) const {  // the own value where no rank is `delta` above
         unsigned int source = thread_rank() + delta;
-        T moved = shfl(value, source < size() ? source : thread_rank());
+        T moved = shfl(value, source < size() ? source : thread_rank(), site);
         return moved;
     }
     template <class T>
-    T shfl_up(T value, unsigned int delta) const {
+    T shfl_up(T value, unsigned int delta, SIM_SITE) const {
         unsigned int rank = thread_rank();
-        return shfl(value, rank >= delta ? rank - delta : rank);
+        return shfl(value, rank >= delta ? rank - delta : rank, site);
     }
-    int any(int predicate) const { return __any_sync(lanes_, predicate); }
-    int all(int predicate) const { return __all_sync(lanes_, predicate); }
-    unsigned int ballot(int predicate) const {  // bit r: rank r, as CUDA's coalesced_group::ballot
-        unsigned int lanes = __ballot_sync(lanes_, predicate), ranks = 0, rank = 0;
+    int any(int predicate, SIM_SITE) const { return __any_sync(lanes_, predicate, site); }
+    int all(int predicate, SIM_SITE) const { return __all_sync(lanes_, predicate, site); }
+    unsigned int ballot(int predicate, SIM_SITE) const {  // bit r: rank r, as CUDA's coalesced_group::ballot
+        unsigned int lanes = __ballot_sync(lanes_, predicate, site), ranks = 0, rank = 0;
         for (unsigned int lane = 0; lane < 32; ++lane)
             if (lanes_ >> lane & 1u) ranks |= (lanes >> lane & 1u) << rank++;
         return ranks;
@@ -99,11 +99,11 @@ inline coalesced_group coalesced_threads(const char* file = __builtin_FILE(), in
 
 // The lanes of `group` (a tile or a coalesced group) with the same label as the caller's; every lane of the
 // group must call it.
-inline coalesced_group labeled_partition(const thread_group& group, int label) {
-    return coalesced_group(__match_any_sync(group.lanes_, label));
+inline coalesced_group labeled_partition(const thread_group& group, int label, SIM_SITE) {
+    return coalesced_group(__match_any_sync(group.lanes_, label, site));
 }
-inline coalesced_group binary_partition(const thread_group& group, bool predicate) {
-    return labeled_partition(group, predicate ? 1 : 0);
+inline coalesced_group binary_partition(const thread_group& group, bool predicate, SIM_SITE) {
+    return labeled_partition(group, predicate ? 1 : 0, site);
 }
 
 // A tile of N consecutive threads (N a power of two, at most 32): its lanes are part of one warp, so the
@@ -124,25 +124,25 @@ class thread_block_tile : public thread_group {
         return (threads + N - 1) / N;
     }
     template <class T>
-    T shfl(T value, int source_rank) const {
-        return __shfl_sync(mask(), value, source_rank, N);
+    T shfl(T value, int source_rank, SIM_SITE) const {
+        return __shfl_sync(mask(), value, source_rank, N, site);
     }
     template <class T>
-    T shfl_down(T value, unsigned int delta) const {
-        return __shfl_down_sync(mask(), value, delta, N);
+    T shfl_down(T value, unsigned int delta, SIM_SITE) const {
+        return __shfl_down_sync(mask(), value, delta, N, site);
     }
     template <class T>
-    T shfl_up(T value, unsigned int delta) const {
-        return __shfl_up_sync(mask(), value, delta, N);
+    T shfl_up(T value, unsigned int delta, SIM_SITE) const {
+        return __shfl_up_sync(mask(), value, delta, N, site);
     }
     template <class T>
-    T shfl_xor(T value, int lane_mask) const {
-        return __shfl_xor_sync(mask(), value, lane_mask, N);
+    T shfl_xor(T value, int lane_mask, SIM_SITE) const {
+        return __shfl_xor_sync(mask(), value, lane_mask, N, site);
     }
-    int any(int predicate) const { return __any_sync(mask(), predicate); }
-    int all(int predicate) const { return __all_sync(mask(), predicate) ; }
-    unsigned int ballot(int predicate) const {  // bit i: tile rank i, as CUDA's tile.ballot
-        return __ballot_sync(mask(), predicate) >> (::sim_rt::lane_id() / N * N);
+    int any(int predicate, SIM_SITE) const { return __any_sync(mask(), predicate, site); }
+    int all(int predicate, SIM_SITE) const { return __all_sync(mask(), predicate, site); }
+    unsigned int ballot(int predicate, SIM_SITE) const {  // bit i: tile rank i, as CUDA's tile.ballot
+        return __ballot_sync(mask(), predicate, site) >> (::sim_rt::lane_id() / N * N);
     }
 };
 
@@ -155,8 +155,9 @@ inline thread_group tiled_partition(const thread_group&, unsigned int size) {
     return tile(tile_lanes(size));
 }
 
-// The whole grid. Its ranks and sizes are those of CUDA; grid.sync() would need every block of the launch
-// resident at once (a cooperative launch), which the simulator, running blocks one after another, cannot do.
+// The whole grid. Its ranks and sizes are those of CUDA; grid.sync() needs every block of the launch resident
+// at once: a cooperative launch (a module loaded with enable_cooperative_groups=True), whose blocks the
+// simulator runs by turns on one OS thread (runtime.cpp, run_cooperative).
 class grid_group {
    public:
     unsigned long long block_rank() const {
@@ -171,10 +172,8 @@ class grid_group {
     dim3 group_dim() const { return gridDim; }
     dim3 dim_blocks() const { return gridDim; }
     dim3 block_index() const { return dim3(blockIdx); }
-    bool is_valid() const { return false; }  // not launched cooperatively
-    void sync(const char* file = __builtin_FILE(), int line = __builtin_LINE()) const {
-        ::sim_rt::trap("grid.sync() needs a cooperative launch, which the simulator does not run", file, line);
-    }
+    bool is_valid() const { return ::sim_rt::cooperative_launch(); }
+    void sync(SIM_SITE) const { ::sim_rt::grid_sync(site); }
 };
 inline grid_group this_grid() { return grid_group(); }
 
@@ -183,7 +182,7 @@ inline thread_block_tile<N> tiled_partition(const thread_block&) {
     return thread_block_tile<N>();
 }
 
-inline void sync(const thread_group& group) { group.sync(); }
+inline void sync(const thread_group& group, SIM_SITE) { group.sync(site); }
 
 // The operators of cg::reduce: plus sums, greater keeps the largest, less the smallest.
 template <class T>
@@ -213,8 +212,8 @@ struct bit_xor {
 
 // Every thread of the tile gets op applied over the values of all its threads (a butterfly of shfl_xor).
 template <unsigned int N, class T, class Op>
-inline T reduce(const thread_block_tile<N>& tile, T value, Op op) {
-    for (unsigned int offset = N / 2; offset > 0; offset /= 2) value = op(value, tile.shfl_xor(value, (int)offset));
+inline T reduce(const thread_block_tile<N>& tile, T value, Op op, SIM_SITE) {
+    for (unsigned int offset = N / 2; offset > 0; offset /= 2) value = op(value, tile.shfl_xor(value, (int)offset, site));
     return value;
 }
 
