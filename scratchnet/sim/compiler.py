@@ -452,7 +452,9 @@ def _verified_entry(library: Path, info_file: Path, names: list[str]) -> dict | 
 
 def remove_orphan_builds(directory: Path) -> None:
     """Remove the ``build-*`` folders that processes killed mid-build left behind. Each build writes its
-    process id into its folder: a folder whose process still runs is spared."""
+    process id into its folder: a folder whose process still runs is spared. Several processes may tidy
+    at once (the ranks of a data-parallel run, parallel test runs), so a folder another one has just
+    removed is simply gone, not an error."""
     for folder in directory.glob("build-*"):
         try:
             pid = int((folder / "pid").read_text())
@@ -461,8 +463,11 @@ def remove_orphan_builds(directory: Path) -> None:
         except ProcessLookupError:
             pass
         except (OSError, ValueError):  # no pid yet (just created) or unreadable: only if old
-            if time.time() - folder.stat().st_mtime < 3600:
-                continue
+            try:
+                if time.time() - folder.stat().st_mtime < 3600:
+                    continue
+            except FileNotFoundError:
+                continue  # removed by another process meanwhile
         shutil.rmtree(folder, ignore_errors=True)
 
 
