@@ -469,7 +469,7 @@ class _Event:
         pass
 
 
-# --- kernels, run by the simulator ---------------------------------------------------------------------------
+# --- kernels, run by the simulator -----------------------------------------------------------------------
 class _Module:
     """``cupy.RawModule``: compiled (by the simulator's build) when a kernel is first asked for."""
 
@@ -615,7 +615,7 @@ class _Communicator:
             self.mpi.Allreduce(send.copy(), receive, op=MPI.SUM)
 
 
-# --- installing it --------------------------------------------------------------------------------------------
+# --- installing it ---------------------------------------------------------------------------------------
 def _register(modules: dict, fake: FakeCupy, setitem) -> None:
     setitem(modules, "cupy", fake)
     setitem(modules, "cupy.cuda", fake.cuda)
