@@ -31,6 +31,7 @@ CuPy is imported only when the ``gpu`` device is first asked for: ``import scrat
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -60,11 +61,62 @@ def cupy():
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError, or an OSError for a missing libcuda.so
+        if "cudaErrorInsufficientDriver" in str(e) and _driver_version(cp) == 0:
+            # No driver at all: CUDA reports version 0, and calls it "insufficient".
+            raise DeviceError(
+                f"device 'gpu': no NVIDIA driver found ({e}; the driver's CUDA version reads 0). Install the "
+                "NVIDIA driver, after which `nvidia-smi` lists the GPU (on a shared machine, ask its "
+                f"administrator; on Colab, pick a GPU runtime under Runtime > Change runtime type). {_HINT}"
+            ) from None
         raise translate(e, "device 'gpu': looking for a CUDA GPU") from None
     if count == 0:
         raise DeviceError(f"device 'gpu': CuPy is installed but found no CUDA GPU. {_HINT}")
     _cupy = cp
     return cp
+
+
+def _driver_version(cp) -> int:
+    """The driver's CUDA version (12080 for 12.8); 0 without a driver."""
+    try:
+        return int(cp.cuda.runtime.driverGetVersion())
+    except Exception:  # no libcuda at all
+        return 0
+
+
+def _cuda_version(number: int) -> str:  # 12040 -> "12.4"
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def version_advice() -> str | None:
+    """What to install when this environment's NVRTC does not fit the driver or the GPU, or None when
+    they fit. Told with every compile or load failure, and by ``gpucheck``.
+
+    * NVRTC newer than the driver (CUDA 13 libraries on a 12.x driver, e.g. ``.[dev,gpu12]``): the code it
+      compiles cannot be loaded, whatever words the driver uses for it;
+    * a GPU older than Turing (compute capability below 7.5) with NVRTC 13, which compiles for 7.5 and up.
+    """
+    cp = cupy()
+    try:
+        driver = _driver_version(cp)
+        nvrtc_major, nvrtc_minor = cp.cuda.nvrtc.getVersion()
+        capability = cp.cuda.Device().compute_capability  # "70" for 7.0
+    except Exception:  # no NVRTC at all: the load error says so
+        return None
+    advice = []
+    if nvrtc_major > driver // 1000:
+        advice.append(
+            f"This environment's NVRTC {nvrtc_major}.{nvrtc_minor} is newer than the driver's CUDA "
+            f"{_cuda_version(driver)}, so the code it compiles cannot be loaded: for a 12.x driver, install "
+            "pip install 'scratchnet-cnn[gpu12]' in a fresh environment without `dev` (whose NVRTC is 13.x) "
+            "and without the `gpu` extra, or update the NVIDIA driver."
+        )
+    if int(capability) < 75 and nvrtc_major >= 13:
+        advice.append(
+            f"This GPU (compute capability {capability[:-1]}.{capability[-1]}) is older than NVRTC "
+            f"{nvrtc_major} compiles for (7.5, Turing, and newer): install pip install "
+            "'scratchnet-cnn[gpu12]' (CUDA 12 compiles for it) in a fresh environment without `dev`."
+        )
+    return " ".join(advice) or None
 
 
 def translate(error: BaseException, what: str, asked: str = "") -> DeviceError:
@@ -138,6 +190,19 @@ def gpu_errors(what: str, asked: str = ""):
         raise translate(e, what, asked) from e
 
 
+@contextlib.contextmanager
+def compile_errors(what: str):
+    """:func:`gpu_errors` for compiling and loading modules, whose message adds :func:`version_advice`."""
+    try:
+        with gpu_errors(what):
+            yield
+    except DeviceError as e:
+        advice = version_advice()
+        if advice is None:
+            raise
+        raise DeviceError(f"{e} {advice}") from e.__cause__
+
+
 def _describe_allocation(shape, dtype) -> str:
     """``(1024, 1024) float32, 4.2 MB``; a malformed shape is left for CuPy to reject."""
     try:
@@ -187,7 +252,7 @@ class GpuModule:
 
     def get_function(self, name: str) -> GpuKernel:
         # CuPy compiles and loads lazily: NVRTC and driver errors can surface here.
-        with gpu_errors(f"compiling and loading {self.filename} ({name})"):
+        with compile_errors(f"compiling and loading {self.filename} ({name})"):
             return GpuKernel(self.raw_module.get_function(name), f"{name} from {self.filename}")
 
 
@@ -204,6 +269,11 @@ class GpuKernel:
         with gpu_errors(f"reading the attributes of {self.description}"):
             return dict(self.raw_kernel.attributes)
 
+    @functools.cached_property
+    def static_shared_bytes(self) -> int:
+        """Bytes of the kernel's ``__shared__`` arrays (CuPy's ``shared_size_bytes``): the 48 KiB check."""
+        return int(self.attributes["shared_size_bytes"])
+
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
         with gpu_errors(f"launching {self.description} with grid {grid}, block {block}"):
             self.raw_kernel(grid, block, args, shared_mem=shared_mem)
@@ -217,7 +287,7 @@ def load_module(source: str, name_expressions: list[str], filename: str = "<sour
     a macro, makes an edited header a new key."""
     headers = f"-DSCRATCHNET_HEADERS_SHA256={sources.header_digest()}"
     options = ("-std=c++17", f"-I{sources.kernel_dir()}", headers)
-    with gpu_errors(f"compiling {filename}"):
+    with compile_errors(f"compiling {filename}"):
         raw = cupy().RawModule(code=source, options=options, name_expressions=name_expressions or None)
     return GpuModule(raw, filename)
 
@@ -232,9 +302,6 @@ def environment() -> dict[str, str]:
     """GPU name and memory, driver / CUDA runtime / NVRTC / CuPy versions and the TF32 setting."""
     cp = cupy()
 
-    def cuda_version(number: int) -> str:  # 12040 -> "12.4"
-        return f"{number // 1000}.{number % 1000 // 10}"
-
     with gpu_errors("reading the GPU's properties"):
         device = cp.cuda.Device()
         props = cp.cuda.runtime.getDeviceProperties(device.id)
@@ -244,8 +311,8 @@ def environment() -> dict[str, str]:
         info = {
             "gpu": f"{name} (compute capability {capability[:-1]}.{capability[-1]})",
             "memory": f"{total / 2**30:.1f} GiB total, {free / 2**30:.1f} GiB free",
-            "driver": f"CUDA {cuda_version(cp.cuda.runtime.driverGetVersion())}",
-            "cuda runtime": cuda_version(cp.cuda.runtime.runtimeGetVersion()),
+            "driver": f"CUDA {_cuda_version(cp.cuda.runtime.driverGetVersion())}",
+            "cuda runtime": _cuda_version(cp.cuda.runtime.runtimeGetVersion()),
             "cupy": cp.__version__,
             "L2 cache": f"{device.attributes['L2CacheSize'] / 2**20:.1f} MiB",
         }

@@ -72,6 +72,7 @@ IMPLICIT_CONVERSION = (
     "explicitly."
 )
 GiB = 2**30
+SHARED_BYTES_PER_BLOCK = 48 * 1024  # without opting in to more
 
 
 # --- arrays and their memory -------------------------------------------------------------------------------
@@ -505,6 +506,8 @@ class _Kernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         def launch():
+            if self.shared_size_bytes + shared_mem > SHARED_BYTES_PER_BLOCK:  # the driver's check, unnamed
+                raise CUDADriverError("CUDA_ERROR_INVALID_VALUE: invalid argument")
             device = self.cp.current_device()
             hosts = []
             for index, arg in enumerate(args):
