@@ -18,6 +18,7 @@ no NVRTC                    ``RuntimeError`` from ``cuda.pathfinder`` (``Dynamic
 compile error               ``CompileException`` (the NVRTC log is in the message)
 NVRTC newer than driver     ``CUDADriverError`` CUDA_ERROR_UNSUPPORTED_PTX_VERSION when loading the module
 no cuBLAS                   ``ImportError`` / ``RuntimeError`` naming cublas, at the first ``matmul``
+NCCL fails (several GPUs)   ``NcclError`` (NCCL_ERROR_...)
 out of memory               ``OutOfMemoryError`` (the message gets the shape and bytes asked for)
 too many registers/threads  ``CUDADriverError`` CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES at launch
 ==========================  ==========================================================================
@@ -87,21 +88,29 @@ def _cuda_version(number: int) -> str:  # 12040 -> "12.4"
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
+def versions() -> tuple[int, tuple[int, int], str] | None:
+    """The driver's CUDA version (12080), NVRTC's (13, 0) and the GPU's compute capability ("75"); None
+    when NVRTC cannot be loaded."""
+    cp = cupy()
+    try:
+        return _driver_version(cp), tuple(cp.cuda.nvrtc.getVersion()), cp.cuda.Device().compute_capability
+    except Exception:  # no NVRTC at all: the load error says so
+        return None
+
+
 def version_advice() -> str | None:
     """What to install when this environment's NVRTC does not fit the driver or the GPU, or None when
-    they fit. Told with every compile or load failure, and by ``gpucheck``.
+    they fit (or NVRTC is missing, which the load error tells). Told with every compile or load failure,
+    and by ``gpucheck``.
 
     * NVRTC newer than the driver (CUDA 13 libraries on a 12.x driver, e.g. ``.[dev,gpu12]``): the code it
       compiles cannot be loaded, whatever words the driver uses for it;
     * a GPU older than Turing (compute capability below 7.5) with NVRTC 13, which compiles for 7.5 and up.
     """
-    cp = cupy()
-    try:
-        driver = _driver_version(cp)
-        nvrtc_major, nvrtc_minor = cp.cuda.nvrtc.getVersion()
-        capability = cp.cuda.Device().compute_capability  # "70" for 7.0
-    except Exception:  # no NVRTC at all: the load error says so
+    found = versions()
+    if found is None:
         return None
+    driver, (nvrtc_major, nvrtc_minor), capability = found
     advice = []
     if nvrtc_major > driver // 1000:
         advice.append(
@@ -166,6 +175,12 @@ def translate(error: BaseException, what: str, asked: str = "") -> DeviceError:
         return DeviceError(
             f"{what}: a kernel read or wrote outside its arrays ({text}); the GPU context is now unusable. "
             "Run the same code with --device sim, which names the kernel, argument and thread."
+        )
+    if "NcclError" in kinds or "NCCL_ERROR" in text:
+        return DeviceError(
+            f"{what}: NCCL failed ({text}). Run again with NCCL_DEBUG=WARN for NCCL's reason. Each rank "
+            "needs a GPU of its own (one rank per GPU, or CUDA_VISIBLE_DEVICES), and NCCL of CuPy's CUDA "
+            "major (pip install nvidia-nccl-cu12 or nvidia-nccl-cu13)."
         )
     if (
         "cudaErrorNoDevice" in text
@@ -329,6 +344,12 @@ def environment() -> dict[str, str]:
 def memory_in_use() -> int:
     """Bytes of GPU memory CuPy's memory pool has handed out (and not yet taken back)."""
     return int(cupy().get_default_memory_pool().used_bytes())
+
+
+def free_pool() -> None:
+    """Give the blocks CuPy's memory pool keeps (freed arrays' memory) back to the driver."""
+    with gpu_errors("freeing CuPy's memory pool"):
+        cupy().get_default_memory_pool().free_all_blocks()
 
 
 def free_memory() -> int:

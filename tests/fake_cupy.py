@@ -574,7 +574,14 @@ class _Communicator:
         self.device = self.cp.current_device()  # NCCL binds a communicator to the current device
         self.mpi = _mpi_world()
         size, mpi_rank = (1, 0) if self.mpi is None else (self.mpi.Get_size(), self.mpi.Get_rank())
-        if comm_id != nccl.get_unique_id() or (ndev, rank) != (size, mpi_rank):
+        self.cp._call("NcclCommunicator", lambda: None)
+        # Outside MPI, one process stands in for rank `rank` of `ndev` (its sums are its own values), and
+        # has no rank 0 to send it the unique id.
+        if self.mpi is None:
+            wrong = not 0 <= rank < ndev
+        else:
+            wrong = comm_id != nccl.get_unique_id() or (ndev, rank) != (size, mpi_rank)
+        if wrong:
             raise NcclError(f"NCCL_ERROR_INVALID_ARGUMENT: rank {rank} of {ndev} in a world of {size}")
         if self.mpi is not None:  # NCCL refuses two ranks on one GPU of one machine
             devices = self.mpi.allgather(
@@ -586,6 +593,7 @@ class _Communicator:
 
     def allReduce(self, sendbuf: int, recvbuf: int, count: int, datatype: int, op: int, stream: int):  # noqa: N802
         cp = self.cp
+        cp._call("allReduce", lambda: None)
         if cp.current_device() != self.device and stream == 0:
             raise NcclError(
                 f"NCCL_ERROR_INVALID_ARGUMENT: the null stream of device {cp.current_device()}, "
