@@ -253,3 +253,15 @@ def test_two_ranks_each_with_one_gpu_train_the_weights_of_one(tmp_path):
     assert _final(two) == _final(one)
     allocations = {r: json.loads((tmp_path / "report" / f"{r}.json").read_text()) for r in (0, 1)}
     assert allocations[0].keys() == {"0"} and allocations[1].keys() == {"1"}, allocations
+
+
+@pytest.mark.slow  # MPI processes
+def test_two_ranks_without_nccl_stop_with_one_error_line(tmp_path):
+    pytest.importorskip("mpi4py")
+    env = _fake_gpu_environment(tmp_path / "report", FAKE_CUPY_DEVICES="2", FAKE_CUPY_NCCL="0")
+    done = _train(
+        [*TINY, "--epochs", "1", "--device", "gpu", "--out", str(tmp_path / "run")], env, processes=2
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(errors) == 1 and "pip install nvidia-nccl-cu13" in errors[0]
