@@ -84,8 +84,12 @@ def _driver_version(cp) -> int:
         return 0
 
 
-def _cuda_version(number: int) -> str:  # 12040 -> "12.4"
+def cuda_version(number: int) -> str:  # 12040 -> "12.4"
     return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def capability_version(capability: str) -> str:  # CuPy's "75" -> "7.5"
+    return f"{capability[:-1]}.{capability[-1]}"
 
 
 def versions() -> tuple[int, tuple[int, int], str] | None:
@@ -115,13 +119,13 @@ def version_advice() -> str | None:
     if nvrtc_major > driver // 1000:
         advice.append(
             f"This environment's NVRTC {nvrtc_major}.{nvrtc_minor} is newer than the driver's CUDA "
-            f"{_cuda_version(driver)}, so the code it compiles cannot be loaded: for a 12.x driver, install "
+            f"{cuda_version(driver)}, so the code it compiles cannot be loaded: for a 12.x driver, install "
             "pip install 'scratchnet-cnn[gpu12]' in a fresh environment without `dev` (whose NVRTC is 13.x) "
             "and without the `gpu` extra, or update the NVIDIA driver."
         )
     if int(capability) < 75 and nvrtc_major >= 13:
         advice.append(
-            f"This GPU (compute capability {capability[:-1]}.{capability[-1]}) is older than NVRTC "
+            f"This GPU (compute capability {capability_version(capability)}) is older than NVRTC "
             f"{nvrtc_major} compiles for (7.5, Turing, and newer): install pip install "
             "'scratchnet-cnn[gpu12]' (CUDA 12 compiles for it) in a fresh environment without `dev`."
         )
@@ -324,10 +328,10 @@ def environment() -> dict[str, str]:
         free, total = device.mem_info
         capability = device.compute_capability  # "75" for 7.5
         info = {
-            "gpu": f"{name} (compute capability {capability[:-1]}.{capability[-1]})",
+            "gpu": f"{name} (compute capability {capability_version(capability)})",
             "memory": f"{total / 2**30:.1f} GiB total, {free / 2**30:.1f} GiB free",
-            "driver": f"CUDA {_cuda_version(cp.cuda.runtime.driverGetVersion())}",
-            "cuda runtime": _cuda_version(cp.cuda.runtime.runtimeGetVersion()),
+            "driver": f"CUDA {cuda_version(cp.cuda.runtime.driverGetVersion())}",
+            "cuda runtime": cuda_version(cp.cuda.runtime.runtimeGetVersion()),
             "cupy": cp.__version__,
             "L2 cache": f"{device.attributes['L2CacheSize'] / 2**20:.1f} MiB",
         }

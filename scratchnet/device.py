@@ -20,6 +20,7 @@ the loss out). Every kernel launch is counted in :attr:`Device.launches`, by ker
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 
 import numpy as np
@@ -148,7 +149,7 @@ class GpuDevice(Device):
     def __init__(self, name: str | None = None):
         super().__init__(name)
         _cupy.cupy()  # fail now, with a clear message, if CuPy or the GPU is missing
-        _require_host_compiler()  # and if the host C++ compiler, which reads kernel signatures, is
+        _require_host_compiler()  # and the host C++ compiler, which reads the kernel signatures
 
     def is_array(self, x) -> bool:
         return _cupy.is_array(x)
@@ -175,8 +176,6 @@ class GpuDevice(Device):
 def _require_host_compiler() -> None:
     """The ``gpu`` device reads each kernel's C signature with the host C++ compiler (see
     :mod:`scratchnet._cuda.signature`): without one, say that, and how to install it."""
-    import os
-
     from scratchnet.sim.compiler import find_compiler
 
     try:

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scratchnet.errors import DeviceError
+
 # Environment variables an MPI launcher sets in every rank (MPICH/Hydra, Open MPI, Slurm's PMI).
 _MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 MPI_HINT = 'pip install "scratchnet-cnn[mpi]" (mpi4py and the mpich wheel, which brings mpiexec)'
@@ -207,8 +209,6 @@ def nccl_module(cp):
         reason = "CuPy cannot load libnccl"
     if nccl is not None and getattr(nccl, "available", True):
         return nccl
-    from scratchnet.errors import DeviceError
-
     cuda_major = cp.cuda.runtime.runtimeGetVersion() // 1000
     raise DeviceError(
         f"--device gpu with several processes sums the gradients with NCCL, which is missing ({reason}). "

@@ -224,8 +224,7 @@ class _Pool:
 
     def allocate(self, allocation: _Allocation) -> None:
         device, nbytes = allocation.device, allocation.host.nbytes
-        free = self.cp.capacity - self.used[device] - self.cached[device]
-        if nbytes > free + self.cached[device]:
+        if nbytes > self.cp.capacity - self.used[device]:  # CuPy frees its cached blocks before giving up
             raise OutOfMemoryError(f"Out of memory allocating {nbytes:,} bytes (allocated so far: ...)")
         reused = min(nbytes, self.cached[device])  # a freed block of the pool is handed out again
         self.cached[device] -= reused
@@ -408,7 +407,7 @@ class _Cuda(types.ModuleType):
         )
         self.nvrtc = types.SimpleNamespace(getVersion=lambda: cp._call("nvrtc", lambda: nvrtc))
         self.nccl = _Nccl(cp) if nccl else _NcclMissing()
-        self.Device = functools_partial(_Device, cp)
+        self.Device = lambda device=None: _Device(cp, device)
 
     def Event(self):  # noqa: N802 - CuPy's name
         return _Event(self.cp)
@@ -418,10 +417,6 @@ class _Cuda(types.ModuleType):
 
     def get_current_stream(self):
         return types.SimpleNamespace(ptr=0, device_id=self.cp.current_device())  # the null stream
-
-
-def functools_partial(cls, cp):
-    return lambda device=None: cls(cp, device)
 
 
 class _Device:

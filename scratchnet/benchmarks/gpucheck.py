@@ -91,8 +91,8 @@ def check_environment(dev: Device) -> Iterator[Line]:
     driver, nvrtc, capability = found
     advice = _cupy.version_advice()
     what = (
-        f"driver CUDA {driver // 1000}.{driver % 1000 // 10}, NVRTC {nvrtc[0]}.{nvrtc[1]}, "
-        f"compute capability {capability[:-1]}.{capability[-1]}"
+        f"driver CUDA {_cupy.cuda_version(driver)}, NVRTC {nvrtc[0]}.{nvrtc[1]}, "
+        f"compute capability {_cupy.capability_version(capability)}"
     )
     extra = "gpu" if nvrtc[0] >= 13 else "gpu12"  # the extra whose NVRTC this is
     yield (

@@ -6,8 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("fake_cupy", Path(__file__).parents[2] / "fake_cupy.py")
-fake_cupy = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("fake_cupy", fake_cupy)
-_spec.loader.exec_module(sys.modules["fake_cupy"])
+if "fake_cupy" not in sys.modules:  # pytest may have imported it already: one module, one ndarray class
+    _spec = importlib.util.spec_from_file_location("fake_cupy", Path(__file__).parents[2] / "fake_cupy.py")
+    sys.modules["fake_cupy"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["fake_cupy"])
 sys.modules[__name__] = sys.modules["fake_cupy"].from_environment()
