@@ -4,8 +4,10 @@ Strict means that it refuses what a real GPU refuses, or what would silently cos
 
 * **Device arrays are their own type** (:class:`ndarray`, not an ``np.ndarray`` subclass), holding a host
   buffer that plays the GPU memory. A NumPy array passed to a kernel, to ``matmul`` or into an arithmetic
-  expression with a device array is refused, and so is an implicit device-to-host conversion
-  (``np.asarray(device_array)``), with CuPy's own message: only ``.get()`` and ``cupy.asnumpy`` copy back.
+  expression with a device array or assigned into one (CuPy would copy it silently) is refused, and so is
+  an implicit device-to-host conversion (``np.asarray(device_array)``), with CuPy's own message: only
+  ``.get()`` and ``cupy.asnumpy`` copy back; a ``float()`` of a device scalar works, as in CuPy, and is
+  counted (:attr:`FakeCupy.implicit_transfers`).
 * **Devices**: ``cuda.Device(i).use()`` and ``with cuda.Device(i):`` set the current device (per thread, as
   CUDA does); every allocation is counted on the current device (:attr:`FakeCupy.allocations`); an
   arithmetic operand on another device is refused (CuPy's peer-access check), and a kernel reading an

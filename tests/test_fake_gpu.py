@@ -183,6 +183,16 @@ def test_the_large_index_check_gives_its_memory_back_to_the_driver(install, monk
     assert fake.pool.total_bytes() == 0
 
 
+def test_a_training_step_copies_only_the_loss_back_and_grows_no_memory(install):
+    """Counted by the fake, not by the device: a float() of a device array in a layer would pass the
+    device's own count of copies, not this one."""
+    fake = install()
+    lenet = gpucheck.nets(get_device("sim"))[0]
+    lines = list(gpucheck.check_training_step(Device("gpu"), lenet))
+    assert [line.status for line in lines] == ["PASS", "PASS", "INFO", "PASS"], lines
+    assert fake.implicit_transfers == 0
+
+
 @pytest.mark.slow  # LeNet-5 and AlexNet (CIFAR) on the simulator, both dtypes
 def test_gpucheck_passes_on_the_fake_gpu(install, monkeypatch):
     """Every check but the harness; the nets the simulator checks (the paper's AlexNet would take many
