@@ -18,6 +18,7 @@ no NVRTC                    ``RuntimeError`` from ``cuda.pathfinder`` (``Dynamic
 compile error               ``CompileException`` (the NVRTC log is in the message)
 NVRTC newer than driver     ``CUDADriverError`` CUDA_ERROR_UNSUPPORTED_PTX_VERSION when loading the module
 no cuBLAS                   ``ImportError`` / ``RuntimeError`` naming cublas, at the first ``matmul``
+NCCL fails (several GPUs)   ``NcclError`` (NCCL_ERROR_...)
 out of memory               ``OutOfMemoryError`` (the message gets the shape and bytes asked for)
 too many registers/threads  ``CUDADriverError`` CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES at launch
 ==========================  ==========================================================================
@@ -31,6 +32,7 @@ CuPy is imported only when the ``gpu`` device is first asked for: ``import scrat
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -60,11 +62,74 @@ def cupy():
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError, or an OSError for a missing libcuda.so
+        if "cudaErrorInsufficientDriver" in str(e) and _driver_version(cp) == 0:
+            # No driver at all: CUDA reports version 0, and calls it "insufficient".
+            raise DeviceError(
+                f"device 'gpu': no NVIDIA driver found ({e}; the driver's CUDA version reads 0). Install the "
+                "NVIDIA driver, after which `nvidia-smi` lists the GPU (on a shared machine, ask its "
+                f"administrator; on Colab, pick a GPU runtime under Runtime > Change runtime type). {_HINT}"
+            ) from None
         raise translate(e, "device 'gpu': looking for a CUDA GPU") from None
     if count == 0:
         raise DeviceError(f"device 'gpu': CuPy is installed but found no CUDA GPU. {_HINT}")
     _cupy = cp
     return cp
+
+
+def _driver_version(cp) -> int:
+    """The driver's CUDA version (12080 for 12.8); 0 without a driver."""
+    try:
+        return int(cp.cuda.runtime.driverGetVersion())
+    except Exception:  # no libcuda at all
+        return 0
+
+
+def cuda_version(number: int) -> str:  # 12040 -> "12.4"
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def capability_version(capability: str) -> str:  # CuPy's "75" -> "7.5"
+    return f"{capability[:-1]}.{capability[-1]}"
+
+
+def versions() -> tuple[int, tuple[int, int], str] | None:
+    """The driver's CUDA version (12080), NVRTC's (13, 0) and the GPU's compute capability ("75"); None
+    when NVRTC cannot be loaded."""
+    cp = cupy()
+    try:
+        return _driver_version(cp), tuple(cp.cuda.nvrtc.getVersion()), cp.cuda.Device().compute_capability
+    except Exception:  # no NVRTC at all: the load error says so
+        return None
+
+
+def version_advice() -> str | None:
+    """What to install when this environment's NVRTC does not fit the driver or the GPU, or None when
+    they fit (or NVRTC is missing, which the load error tells). Told with every compile or load failure,
+    and by ``gpucheck``.
+
+    * NVRTC newer than the driver (CUDA 13 libraries on a 12.x driver, e.g. ``.[dev,gpu12]``): the code it
+      compiles cannot be loaded, whatever words the driver uses for it;
+    * a GPU older than Turing (compute capability below 7.5) with NVRTC 13, which compiles for 7.5 and up.
+    """
+    found = versions()
+    if found is None:
+        return None
+    driver, (nvrtc_major, nvrtc_minor), capability = found
+    advice = []
+    if nvrtc_major > driver // 1000:
+        advice.append(
+            f"This environment's NVRTC {nvrtc_major}.{nvrtc_minor} is newer than the driver's CUDA "
+            f"{cuda_version(driver)}, so the code it compiles cannot be loaded: for a 12.x driver, install "
+            "pip install 'scratchnet-cnn[gpu12]' in a fresh environment without `dev` (whose NVRTC is 13.x) "
+            "and without the `gpu` extra, or update the NVIDIA driver."
+        )
+    if int(capability) < 75 and nvrtc_major >= 13:
+        advice.append(
+            f"This GPU (compute capability {capability_version(capability)}) is older than NVRTC "
+            f"{nvrtc_major} compiles for (7.5, Turing, and newer): install pip install "
+            "'scratchnet-cnn[gpu12]' (CUDA 12 compiles for it) in a fresh environment without `dev`."
+        )
+    return " ".join(advice) or None
 
 
 def translate(error: BaseException, what: str, asked: str = "") -> DeviceError:
@@ -115,6 +180,12 @@ def translate(error: BaseException, what: str, asked: str = "") -> DeviceError:
             f"{what}: a kernel read or wrote outside its arrays ({text}); the GPU context is now unusable. "
             "Run the same code with --device sim, which names the kernel, argument and thread."
         )
+    if "NcclError" in kinds or "NCCL_ERROR" in text:
+        return DeviceError(
+            f"{what}: NCCL failed ({text}). Run again with NCCL_DEBUG=WARN for NCCL's reason. Each rank "
+            "needs a GPU of its own (one rank per GPU, or CUDA_VISIBLE_DEVICES), and NCCL of CuPy's CUDA "
+            "major (pip install nvidia-nccl-cu12 or nvidia-nccl-cu13)."
+        )
     if (
         "cudaErrorNoDevice" in text
         or "no CUDA-capable device" in lowered
@@ -136,6 +207,19 @@ def gpu_errors(what: str, asked: str = ""):
         raise
     except Exception as e:
         raise translate(e, what, asked) from e
+
+
+@contextlib.contextmanager
+def compile_errors(what: str):
+    """:func:`gpu_errors` for compiling and loading modules, whose message adds :func:`version_advice`."""
+    try:
+        with gpu_errors(what):
+            yield
+    except DeviceError as e:
+        advice = version_advice()
+        if advice is None:
+            raise
+        raise DeviceError(f"{e} {advice}") from e.__cause__
 
 
 def _describe_allocation(shape, dtype) -> str:
@@ -187,7 +271,7 @@ class GpuModule:
 
     def get_function(self, name: str) -> GpuKernel:
         # CuPy compiles and loads lazily: NVRTC and driver errors can surface here.
-        with gpu_errors(f"compiling and loading {self.filename} ({name})"):
+        with compile_errors(f"compiling and loading {self.filename} ({name})"):
             return GpuKernel(self.raw_module.get_function(name), f"{name} from {self.filename}")
 
 
@@ -203,6 +287,11 @@ class GpuKernel:
         """``num_regs``, ``max_threads_per_block``, ``shared_size_bytes``, ... of the compiled kernel."""
         with gpu_errors(f"reading the attributes of {self.description}"):
             return dict(self.raw_kernel.attributes)
+
+    @functools.cached_property
+    def static_shared_bytes(self) -> int:
+        """Bytes of the kernel's ``__shared__`` arrays (CuPy's ``shared_size_bytes``): the 48 KiB check."""
+        return int(self.attributes["shared_size_bytes"])
 
     def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
         with gpu_errors(f"launching {self.description} with grid {grid}, block {block}"):
@@ -224,7 +313,7 @@ def load_module(
     headers = f"-DSCRATCHNET_HEADERS_SHA256={sources.header_digest()}"
     options = ("-std=c++17", f"-I{sources.kernel_dir()}", headers)
     cooperative = {"enable_cooperative_groups": True} if enable_cooperative_groups else {}
-    with gpu_errors(f"compiling {filename}"):
+    with compile_errors(f"compiling {filename}"):
         raw = cupy().RawModule(
             code=source, options=options, name_expressions=name_expressions or None, **cooperative
         )
@@ -241,9 +330,6 @@ def environment() -> dict[str, str]:
     """GPU name and memory, driver / CUDA runtime / NVRTC / CuPy versions and the TF32 setting."""
     cp = cupy()
 
-    def cuda_version(number: int) -> str:  # 12040 -> "12.4"
-        return f"{number // 1000}.{number % 1000 // 10}"
-
     with gpu_errors("reading the GPU's properties"):
         device = cp.cuda.Device()
         props = cp.cuda.runtime.getDeviceProperties(device.id)
@@ -251,7 +337,7 @@ def environment() -> dict[str, str]:
         free, total = device.mem_info
         capability = device.compute_capability  # "75" for 7.5
         info = {
-            "gpu": f"{name} (compute capability {capability[:-1]}.{capability[-1]})",
+            "gpu": f"{name} (compute capability {capability_version(capability)})",
             "memory": f"{total / 2**30:.1f} GiB total, {free / 2**30:.1f} GiB free",
             "driver": f"CUDA {cuda_version(cp.cuda.runtime.driverGetVersion())}",
             "cuda runtime": cuda_version(cp.cuda.runtime.runtimeGetVersion()),
@@ -271,6 +357,12 @@ def environment() -> dict[str, str]:
 def memory_in_use() -> int:
     """Bytes of GPU memory CuPy's memory pool has handed out (and not yet taken back)."""
     return int(cupy().get_default_memory_pool().used_bytes())
+
+
+def free_pool() -> None:
+    """Give the blocks CuPy's memory pool keeps (freed arrays' memory) back to the driver."""
+    with gpu_errors("freeing CuPy's memory pool"):
+        cupy().get_default_memory_pool().free_all_blocks()
 
 
 def free_memory() -> int:

@@ -20,6 +20,7 @@ the loss out). Every kernel launch is counted in :attr:`Device.launches`, by ker
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 
 import numpy as np
@@ -148,6 +149,7 @@ class GpuDevice(Device):
     def __init__(self, name: str | None = None):
         super().__init__(name)
         _cupy.cupy()  # fail now, with a clear message, if CuPy or the GPU is missing
+        _require_host_compiler()  # and the host C++ compiler, which reads the kernel signatures
 
     def is_array(self, x) -> bool:
         return _cupy.is_array(x)
@@ -169,6 +171,23 @@ class GpuDevice(Device):
 
     def _load_module(self, source: str, name_expressions: list[str], filename: str):
         return _cupy.load_module(source, name_expressions, filename=filename)
+
+
+def _require_host_compiler() -> None:
+    """The ``gpu`` device reads each kernel's C signature with the host C++ compiler (see
+    :mod:`scratchnet._cuda.signature`): without one, say that, and how to install it."""
+    from scratchnet.sim.compiler import find_compiler
+
+    try:
+        find_compiler()
+    except DeviceError:
+        if os.environ.get("CXX"):
+            raise  # the message names $CXX
+        raise DeviceError(
+            "device 'gpu' reads each kernel's C signature with the host C++ compiler (g++ or clang++), and "
+            "found none on the PATH. Install one: sudo apt-get install g++ (Debian, Ubuntu), sudo dnf "
+            "install gcc-c++ (Fedora), or xcode-select --install (macOS)."
+        ) from None
 
 
 class SimDevice(Device):

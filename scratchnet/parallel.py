@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scratchnet.errors import DeviceError
+
 # Environment variables an MPI launcher sets in every rank (MPICH/Hydra, Open MPI, Slurm's PMI).
 _MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 MPI_HINT = 'pip install "scratchnet-cnn[mpi]" (mpi4py and the mpich wheel, which brings mpiexec)'
@@ -114,9 +116,12 @@ class MpiWorld(World):
         if isinstance(flat, np.ndarray):  # cpu and sim: host memory, through MPI
             self.comm.Allreduce(self._mpi.IN_PLACE, flat, op=self._mpi.SUM)
             return
-        if self._nccl is None:  # gpu: device memory, through NCCL, GPU to GPU
-            self._nccl = _nccl_communicator(self)
-        self._nccl(flat)
+        from scratchnet import cupy_backend  # gpu: device memory, through NCCL, GPU to GPU
+
+        with cupy_backend.gpu_errors(f"rank {self.rank}: summing the gradients over the GPUs (NCCL)"):
+            if self._nccl is None:
+                self._nccl = _nccl_communicator(self, flat)
+            self._nccl(flat)
 
     def on_root(self, action: Callable[[], object]):
         # Every rank learns whether rank 0 failed, and fails alike: none waits forever in a later collective.
@@ -167,43 +172,81 @@ def check_started_alike(world: World, settings: dict) -> None:
     )
 
 
-def _nccl_communicator(world: MpiWorld):
-    """An allreduce over NCCL, one GPU per rank (rank r uses GPU r modulo the GPUs of its machine)."""
+def use_rank_gpu(world: World) -> None:
+    """Make this rank's GPU the current one; call it before anything is allocated on the GPU.
+
+    Rank r uses GPU ``local_rank % visible``: ``local_rank`` is r's index among the ranks of its machine
+    (:func:`local_rank_and_size`) and ``visible`` the GPUs this process sees. A launcher that gives each
+    rank one GPU through ``CUDA_VISIBLE_DEVICES`` (Slurm's ``--gpus-per-task=1``, most clusters) makes every
+    rank's GPU its device 0. Also fails now, not at the first allreduce, when NCCL is missing."""
+    if world.size == 1:
+        return
     from scratchnet import cupy_backend
 
     cp = cupy_backend.cupy()
+    nccl_module(cp)
+    local_rank, local_size = local_rank_and_size(world)
+    with cupy_backend.gpu_errors(f"rank {world.rank}: choosing its GPU"):
+        visible = cp.cuda.runtime.getDeviceCount()
+    if local_size > visible and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        raise ParallelError(
+            f"{local_size} processes on this machine need {local_size} GPUs (NCCL refuses two ranks on one "
+            f"GPU); it has {visible}. Start at most {visible} processes per machine, or give each its own "
+            "GPU with CUDA_VISIBLE_DEVICES"
+        )
+    with cupy_backend.gpu_errors(f"rank {world.rank}: choosing its GPU"):
+        cp.cuda.Device(local_rank % visible).use()
+
+
+def nccl_module(cp):
+    """``cupy.cuda.nccl``, or a DeviceError saying how to install NCCL. Without ``libnccl`` CuPy's module
+    still imports, with ``available = False`` and none of its functions."""
     try:
         from cupy.cuda import nccl
     except ImportError as e:
-        raise ParallelError(
-            f"--device gpu with several processes needs NCCL ({e}): pip install nvidia-nccl-cu12 "
-            "(or nvidia-nccl-cu13, matching your CuPy wheel)"
-        ) from None
-    local_rank = int(
-        os.environ.get("MPI_LOCALRANKID", os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", world.rank))
+        nccl, reason = None, str(e)
+    else:
+        reason = "CuPy cannot load libnccl"
+    if nccl is not None and getattr(nccl, "available", True):
+        return nccl
+    cuda_major = cp.cuda.runtime.runtimeGetVersion() // 1000
+    raise DeviceError(
+        f"--device gpu with several processes sums the gradients with NCCL, which is missing ({reason}). "
+        f"Install the NCCL of CuPy's CUDA {cuda_major}: pip install nvidia-nccl-cu{cuda_major}"
     )
-    local_size = int(os.environ.get("MPI_LOCALNRANKS", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", 1)))
-    gpus = cp.cuda.runtime.getDeviceCount()
-    if gpus < local_size:
-        raise ParallelError(f"{local_size} processes on this machine need {local_size} GPUs; it has {gpus}")
-    cp.cuda.Device(local_rank).use()
-    uid = world.comm.bcast(nccl.get_unique_id() if world.rank == 0 else None, root=0)
-    comm = nccl.NcclCommunicator(world.size, uid, world.rank)
+
+
+def _nccl_communicator(world: MpiWorld, flat):
+    """An allreduce over NCCL of ``flat``'s GPU (this rank's, see :func:`use_rank_gpu`), one GPU per rank."""
+    from scratchnet import cupy_backend
+
+    cp = cupy_backend.cupy()
+    nccl = nccl_module(cp)
+    device = cp.cuda.Device(flat.device.id)
+    with device:  # the communicator belongs to the GPU current when it is made
+        uid = world.comm.bcast(nccl.get_unique_id() if world.rank == 0 else None, root=0)
+        comm = nccl.NcclCommunicator(world.size, uid, world.rank)
     types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
 
     def allreduce_(flat) -> None:
-        stream = cp.cuda.get_current_stream()
-        comm.allReduce(flat.data.ptr, flat.data.ptr, flat.size, types[flat.dtype], nccl.NCCL_SUM, stream.ptr)
+        with device:
+            stream = cp.cuda.get_current_stream()
+            comm.allReduce(
+                flat.data.ptr, flat.data.ptr, flat.size, types[flat.dtype], nccl.NCCL_SUM, stream.ptr
+            )
 
     return allreduce_
 
 
-def _local_rank_and_size(world: World) -> tuple[int, int]:
-    """This rank's index among the ranks on its machine, and their number (MPICH's or Open MPI's names)."""
+def local_rank_and_size(world: World) -> tuple[int, int]:
+    """This rank's index among the ranks on its machine, and their number, as the launcher says: MPICH's
+    Hydra, Open MPI, or Slurm (``srun``); without any, the world's rank and size (one machine)."""
     env = os.environ
-    rank = env.get("MPI_LOCALRANKID", env.get("OMPI_COMM_WORLD_LOCAL_RANK", world.rank))
-    size = env.get("MPI_LOCALNRANKS", env.get("OMPI_COMM_WORLD_LOCAL_SIZE", world.size))
-    return int(rank), max(1, int(size))
+    rank = env.get("MPI_LOCALRANKID", env.get("OMPI_COMM_WORLD_LOCAL_RANK", env.get("SLURM_LOCALID")))
+    size = env.get("MPI_LOCALNRANKS", env.get("OMPI_COMM_WORLD_LOCAL_SIZE", env.get("SLURM_NTASKS_PER_NODE")))
+    rank = world.rank if rank is None else int(rank)
+    size = world.size if size is None else int(size)
+    return rank, max(1, size)
 
 
 _world: World | None = None
@@ -245,7 +288,7 @@ class GradientAllreduce:
 def blas_threads(world: World, cores: int | None = None) -> int:
     """BLAS threads per rank: the machine's cores shared out, at least one."""
     cores = cores or os.cpu_count() or 1
-    return max(1, cores // _local_rank_and_size(world)[1])
+    return max(1, cores // local_rank_and_size(world)[1])
 
 
 def limit_blas_threads(world: World):

@@ -20,7 +20,8 @@ from fake_cupy import (
 from scratchnet import cupy_backend
 from scratchnet._cuda import sources
 from scratchnet.device import Device
-from scratchnet.errors import DeviceError
+from scratchnet.errors import DeviceError, KernelLaunchError
+from scratchnet.testing import KernelSource
 
 
 @pytest.fixture
@@ -192,3 +193,93 @@ def test_environment_report(install):
     assert info["gpu"] == "Fake GPU (compute capability 7.5)"
     assert info["driver"] == "CUDA 13.0" and info["cupy"] == "14.2.0" and info["tf32"] == "off"
     assert info["nvrtc"].startswith("not loadable")
+
+
+# --- the machine's versions: driver, NVRTC and GPU must fit together ----------------------------------------
+def test_no_driver_at_all_is_not_called_too_old(install):
+    """Without an NVIDIA driver CUDA's runtime says cudaErrorInsufficientDriver, and the driver version it
+    reports is 0: the message must say that no driver was found."""
+    install(
+        {
+            "getDeviceCount": CUDARuntimeError(
+                "cudaErrorInsufficientDriver: CUDA driver version is insufficient"
+            )
+        },
+        driver=0,
+    )
+    with pytest.raises(DeviceError, match="no NVIDIA driver found") as caught:
+        Device("gpu")
+    assert "older" not in str(caught.value) and "nvidia-smi" in str(caught.value)
+
+
+def test_a_cuda_12_driver_with_cuda_13_nvrtc_is_named_with_the_extra_to_use(install):
+    """cupy-cuda12x loads the first NVRTC it finds; with CUDA 13's in the environment (`.[dev,gpu12]`) its
+    code does not load on a 12.x driver, whatever the driver's words for it."""
+    install(
+        {"get_function": CUDADriverError("CUDA_ERROR_INVALID_IMAGE: device kernel image is invalid")},
+        driver=12080,
+        runtime=12080,
+        nvrtc=(13, 0),
+    )
+    with pytest.raises(DeviceError) as caught:
+        Device("gpu").kernel("relu.cu", "relu_forward", np.float32)
+    message = str(caught.value)
+    assert "NVRTC 13.0" in message and "driver's CUDA 12.8" in message
+    assert "scratchnet-cnn[gpu12]" in message and "without `dev`" in message
+
+
+def test_a_pre_turing_gpu_with_the_cuda_13_extra_is_told_to_use_gpu12(install):
+    install(
+        {"get_function": CompileException("nvrtc: error: invalid value for --gpu-architecture (-arch)")},
+        compute_capability="70",
+    )
+    with pytest.raises(DeviceError, match=r"compute capability 7\.0.*7\.5.*scratchnet-cnn\[gpu12\]"):
+        Device("gpu").kernel("relu.cu", "relu_forward", np.float32)
+
+
+def test_matching_versions_give_no_advice(install):
+    install()
+    Device("gpu")
+    assert cupy_backend.version_advice() is None
+
+
+def test_a_gpu_machine_without_a_host_compiler_is_told_to_install_g_plus_plus(install, monkeypatch):
+    """The kernel signatures come from the host C++ compiler on gpu too: the message must say so, not blame
+    the simulator, which a gpu user never asked for."""
+    from scratchnet.sim import compiler
+
+    install()
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(compiler.shutil, "which", lambda name: None)
+    with pytest.raises(DeviceError) as caught:
+        Device("gpu")
+    message = str(caught.value)
+    assert "simulator" not in message
+    assert "host C++ compiler" in message and "apt-get install g++" in message
+
+
+# --- the kernel launch: shared memory -----------------------------------------------------------------------
+STATIC_SHARED = """
+extern "C" __global__ void staged(float* out) {
+    __shared__ float stage[10240];  // 40 KiB of static shared memory
+    extern __shared__ float extra[];
+    stage[threadIdx.x] = 1.0f;
+    extra[threadIdx.x] = 2.0f;
+    __syncthreads();
+    out[threadIdx.x] = stage[threadIdx.x] + extra[threadIdx.x];
+}
+"""
+
+
+def test_the_shared_memory_limit_counts_static_and_dynamic_memory_on_gpu(install):
+    """40 KiB static + 16 KiB dynamic is more than the 48 KiB a block may have: the launch helper must
+    refuse it by name before the driver does ("invalid argument")."""
+    fake = install()
+    gpu = Device("gpu")
+    kernel = KernelSource(STATIC_SHARED).kernel(gpu, "staged")
+    out = gpu.empty((32,), np.float32)
+    kernel((1,), (32,), (out,), shared_mem=4 * 1024)  # 44 KiB: fits
+    np.testing.assert_array_equal(gpu.to_host(out), np.full(32, 3.0, np.float32))
+    with pytest.raises(KernelLaunchError, match=r"asks for 57344 bytes of shared memory.*static 40960"):
+        kernel((1,), (32,), (out,), shared_mem=16 * 1024)
+    assert len(fake.launches) == 1

@@ -3,7 +3,9 @@ its exit status without a GPU."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from pathlib import Path
 
 import fake_cupy
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from fake_cupy import CUDARuntimeError
 
 from scratchnet import gpucheck
+from scratchnet.benchmarks import kernels as kernel_bench
 from scratchnet.device import Device, get_device
 
 
@@ -96,18 +99,66 @@ def test_count_launches_lists_one_sgd_update_per_parameter(monkeypatch):
 
 
 def test_large_index_check_skips_without_memory(fake_gpu):
-    fake_gpu()
+    fake_gpu(capacity=15 * fake_cupy.GiB)
     (line,) = gpucheck.check_large_index(Device("gpu"))
     assert line.status == "INFO" and "needs 17.2 GB, 16.1 GB free" in line.text
 
 
-def test_the_harness_runs_briefly_on_a_gpu(fake_gpu):
-    """Every op at its first benchmark size only. (The fake GPU computes nothing, so validation fails.)"""
+def test_the_harness_runs_briefly_on_a_gpu(fake_gpu, monkeypatch):
+    """Every op at its first benchmark size only (here the tiny sizes: the fake GPU's kernels run on the
+    simulator, and validate)."""
     fake_gpu()
+    tiny = {name: dataclasses.replace(op, bench_sizes=op.tiny_sizes) for name, op in kernel_bench.OPS.items()}
+    monkeypatch.setattr(kernel_bench, "OPS", tiny)
     lines = [str(line) for line in gpucheck.check_harness(Device("gpu"))]
     timed = [line for line in lines if line.startswith("INFO   timing ")]
     assert timed == [
-        f"INFO   timing {' '.join(f'{k}={v}' for k, v in op.bench_sizes[0].items())}:"
-        for op in gpucheck.kernel_bench.OPS.values()
+        f"INFO   timing {' '.join(f'{k}={v}' for k, v in op.tiny_sizes[0].items())}:" for op in tiny.values()
     ]
-    assert lines[-1].startswith("FAIL kernel harness: gemm, conv2d, maxpool on gpu")
+    assert lines[-1] == "PASS kernel harness: gemm, conv2d, maxpool on gpu"
+
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "gpu.md"
+
+
+def _guide_row(machine: str) -> str:
+    (row,) = [line for line in GUIDE.read_text().splitlines() if line.startswith(f"| {machine}")]
+    return row
+
+
+@pytest.mark.parametrize(
+    ("machine", "fake", "line"),
+    [
+        (
+            "Google Colab, T4 GPU, CUDA 12 driver",  # with the CUDA 13 NVRTC of `dev` in the environment
+            dict(driver=12040, runtime=12040, nvrtc=(13, 0), compute_capability="75"),
+            "FAIL versions: driver CUDA 12.4, NVRTC 13.0, compute capability 7.5: This environment's NVRTC",
+        ),
+        (
+            "H100",
+            dict(driver=13000, nvrtc=(13, 0), compute_capability="90"),
+            "PASS versions: driver CUDA 13.0, NVRTC 13.0, compute capability 9.0 fit the gpu extra",
+        ),
+        (
+            "a GPU older than Turing",  # a V100 with the `gpu` extra
+            dict(driver=13000, nvrtc=(13, 0), compute_capability="70"),
+            "FAIL versions: driver CUDA 13.0, NVRTC 13.0, compute capability 7.0: This GPU",
+        ),
+    ],
+    ids=["colab-t4", "h100", "v100"],
+)
+def test_gpucheck_gives_the_guide_s_advice_for_each_machine(fake_gpu, machine, fake, line):
+    """The guide's machine table and gpucheck's versions line name the same extra."""
+    fake_gpu(**fake)
+    (versions,) = [str(x) for x in gpucheck.check_environment(Device("gpu")) if "versions:" in x.text]
+    assert versions.startswith(line)
+    extra = "gpu" if versions.startswith("PASS") else "gpu12"
+    assert f"[{extra}]" in versions or versions.endswith(f"the {extra} extra")
+    assert f"| `{extra}`" in _guide_row(machine)
+
+
+def test_the_guide_s_colab_install_keeps_pytorch_s_cuda_wheels():
+    """`.[gpu12]` brings CUDA 12 wheels of its own, which replace the versions PyTorch pins on Colab."""
+    row = _guide_row("Google Colab")
+    assert 'pip install -e . "cupy-cuda12x>=14.2"' in row and "[ctk]" not in row
+    assert "PyTorch" in row

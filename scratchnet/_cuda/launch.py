@@ -8,13 +8,16 @@ CuPy's ``RawKernel`` checks nothing: a Python ``int`` goes to the kernel as a 64
 * checks that each array lives on the right device, is C-contiguous and has the pointer's element type,
 * casts each scalar to exactly the declared C type (``np.int32`` for ``int``, ``np.float32`` for ``float``),
   refusing values that do not fit,
-* checks CUDA's grid, block and shared-memory limits (:mod:`.limits`), which a GPU would otherwise report
+* checks CUDA's grid, block and shared-memory limits (:mod:`.limits`; static plus dynamic shared
+  memory), which a GPU would otherwise report
   as a bare "invalid configuration argument",
 
 and :meth:`Kernel.launch_1d` computes the grid for the common "one thread per element" mapping.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -42,10 +45,15 @@ class Kernel:
         grid, block = dim3(grid, f"{self.name}: grid"), dim3(block, f"{self.name}: block")
         if shared_mem < 0:
             raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
-        check_launch(self.name, grid, block, int(shared_mem))
+        check_launch(self.name, grid, block, int(shared_mem), self.static_shared_bytes)
         converted = tuple(self._convert(p, a) for p, a in zip(params, args, strict=True))
         self.raw(grid, block, converted, shared_mem=int(shared_mem))
         self.device.launches[self.name] += 1
+
+    @functools.cached_property
+    def static_shared_bytes(self) -> int:
+        """Bytes of the kernel's own ``__shared__`` arrays, as compiled (0 where the raw kernel has none)."""
+        return int(getattr(self.raw, "static_shared_bytes", 0))
 
     def launch_1d(self, n: int, args, block: int = 256, shared_mem: int = 0) -> None:
         """One thread per element ``i < n``: grid = ceil(n / block) blocks of ``block`` threads."""

@@ -42,9 +42,10 @@ def dim3(dims, what: str) -> tuple[int, int, int]:
     return values
 
 
-def check_launch(kernel_name: str, grid, block, shared_bytes: int = 0) -> None:
+def check_launch(kernel_name: str, grid, block, shared_bytes: int = 0, static_shared_bytes: int = 0) -> None:
     """Raise :class:`KernelLaunchError` naming the broken limit if ``grid``/``block`` (dim3 tuples) or the
-    shared memory per block (static plus dynamic, in bytes) exceed what CUDA allows."""
+    shared memory per block exceed what CUDA allows: ``static_shared_bytes`` (the kernel's ``__shared__``
+    arrays, from the compiled kernel) plus ``shared_bytes`` (dynamic, asked for at the launch)."""
     threads = block[0] * block[1] * block[2]
     if threads > MAX_THREADS_PER_BLOCK:
         raise KernelLaunchError(
@@ -55,8 +56,9 @@ def check_launch(kernel_name: str, grid, block, shared_bytes: int = 0) -> None:
         for axis, size, limit in zip("xyz", dims, limits, strict=True):
             if size > limit:
                 raise KernelLaunchError(f"{kernel_name}: {what}.{axis} = {size} exceeds CUDA's limit {limit}")
-    if shared_bytes > MAX_SHARED_BYTES:
+    total = static_shared_bytes + shared_bytes
+    if total > MAX_SHARED_BYTES:
         raise KernelLaunchError(
-            f"{kernel_name} asks for {shared_bytes} bytes of shared memory per block; "
-            f"CUDA allows {MAX_SHARED_BYTES} bytes (48 KiB)"
+            f"{kernel_name} asks for {total} bytes of shared memory per block (static {static_shared_bytes} "
+            f"+ dynamic {shared_bytes}); CUDA allows {MAX_SHARED_BYTES} bytes (48 KiB)"
         )

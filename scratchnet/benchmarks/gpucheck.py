@@ -6,7 +6,8 @@
 
 Each line is ``PASS``, ``FAIL`` or ``INFO`` and what was checked:
 
-1. the environment: GPU name and memory, driver / CUDA runtime / NVRTC / CuPy versions, TF32;
+1. the environment: GPU name and memory, driver / CUDA runtime / NVRTC / CuPy versions, TF32, and
+   whether the driver, NVRTC and the GPU fit together (if not, which extra to install);
 2. every kernel file compiles and loads;
 3. every kernel's resources (registers per thread, most threads per block, from the compiled kernel)
    allow the block size it is launched with;
@@ -84,6 +85,21 @@ def check_environment(dev: Device) -> Iterator[Line]:
         return
     for key, value in _cupy.environment().items():
         yield Line("INFO", f"{key}: {value}")
+    found = _cupy.versions()
+    if found is None:
+        return  # no NVRTC: the nvrtc line says so, and every compile will fail with the remedy
+    driver, nvrtc, capability = found
+    advice = _cupy.version_advice()
+    what = (
+        f"driver CUDA {_cupy.cuda_version(driver)}, NVRTC {nvrtc[0]}.{nvrtc[1]}, "
+        f"compute capability {_cupy.capability_version(capability)}"
+    )
+    extra = "gpu" if nvrtc[0] >= 13 else "gpu12"  # the extra whose NVRTC this is
+    yield (
+        Line("FAIL", f"versions: {what}: {advice}")
+        if advice
+        else Line("PASS", f"versions: {what} fit the {extra} extra")
+    )
 
 
 def kernel_files() -> list[str]:
@@ -215,7 +231,10 @@ def check_large_index(dev: Device) -> Iterator[Line]:
     tail = dev.to_host(y[-3:])
     status = "PASS" if np.array_equal(tail, [0.0, 2.0, 3.0]) else "FAIL"
     yield Line(status, f"large-index launch: relu over {LARGE_COUNT} elements, last three {tail.tolist()}")
+    # del gives the 17 GB back to CuPy's pool, not to the driver: free the pool's blocks too, or a later
+    # PyTorch reference on a 24-40 GB card runs out of memory.
     del x, y
+    _cupy.free_pool()
 
 
 def check_harness(dev: Device) -> Iterator[Line]:

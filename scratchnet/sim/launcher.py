@@ -459,7 +459,7 @@ class SimKernel:
     def _check_limits(self, grid, block, shared_mem: int) -> None:
         if shared_mem < 0:
             raise KernelLaunchError(f"{self.name}: shared_mem must be >= 0, got {shared_mem}")
-        check_launch(self.name, grid, block, self.static_shared_bytes + shared_mem)
+        check_launch(self.name, grid, block, shared_mem, self.static_shared_bytes)
         blocks = grid[0] * grid[1] * grid[2]
         threads = blocks * block[0] * block[1] * block[2]
         if self.module.cooperative and threads > MAX_COOPERATIVE_THREADS:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from scratchnet import parallel
+from scratchnet.device import Device, get_device
 from scratchnet.evaluate import Evaluation, evaluate
 
 
@@ -57,6 +58,13 @@ class DataParallel:
     def on_writer(self, action: Callable[[], object]) -> None:
         """Run ``action`` (file writing) in the writing process only; an error there is raised in all."""
         self.world.on_root(action)
+
+    def device(self, name: str) -> Device:
+        """The device ``name`` of this process. On ``gpu`` with several processes, this rank's own GPU is
+        made current first, so that its model, buffers and gradients are allocated there, not on GPU 0."""
+        if name == "gpu":
+            parallel.use_rank_gpu(self.world)
+        return get_device(name)
 
     def shard(self, n: int) -> slice:
         """This process's examples of a batch of ``n`` (all of them in a single-process run)."""

@@ -29,7 +29,7 @@ from scratchnet.checkpoint import (
     save_checkpoint,
 )
 from scratchnet.data.classes import select_classes
-from scratchnet.device import Device, get_device
+from scratchnet.device import Device
 from scratchnet.layers import Dropout, SoftmaxCrossEntropy
 from scratchnet.pretrained import IMAGENET_MEAN, IMAGENET_STD, load_torchvision_alexnet
 from scratchnet.train.config import RESUME_META, ConfigError, TrainConfig
@@ -53,7 +53,7 @@ class Data:
     eval_transform: Callable
 
 
-# --- data --------------------------------------------------------------------------------------------
+# --- data ---------------------------------------------------------------------------------------------------
 def load_data(config: TrainConfig) -> Data:
     """Load the train and test splits, hold out the validation split, choose the transforms."""
     options = dict(data_dir=config.data_dir, download=config.download, image_size=config.image_size)
@@ -104,7 +104,7 @@ def load_data(config: TrainConfig) -> Data:
     )
 
 
-# --- model and optimizer -----------------------------------------------------------------------------
+# --- model and optimizer ------------------------------------------------------------------------------------
 def build_model(
     config: TrainConfig,
     shape: tuple[int, int, int],
@@ -219,7 +219,7 @@ def prepare(
     ``sharing``: the processes of the run (default: this process's, see :func:`this_process`)."""
     start = time.perf_counter()
     sharing = sharing or this_process()
-    device = get_device(config.device)  # an unusable device fails here, before any work
+    device = sharing.device(config.device)  # an unusable device fails here, before any work
     dtype = np.dtype(config.dtype)
     resumed = load_checkpoint(config.resume) if config.resume else None
     if config.out:
