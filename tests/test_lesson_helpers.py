@@ -1,5 +1,6 @@
 """The helpers the lesson notebooks call besides ``check``: ``claim`` (a hidden cell's verdict on the prose
-beside a demo) and ``pin_blas_threads`` (the first cell of every lesson)."""
+beside a demo), ``pin_blas_threads`` (the first cell of every lesson) and ``lesson_seed`` (the seed of a
+lesson's demos)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchnet.exercises import claim, pin_blas_threads
+from scratchnet.exercises import claim, lesson_seed, pin_blas_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,3 +57,38 @@ def test_pin_blas_threads_names_a_bad_setting(monkeypatch, setting):
     monkeypatch.setenv("SCRATCHNET_BLAS_THREADS", setting)
     with pytest.raises(ValueError, match=f"SCRATCHNET_BLAS_THREADS is '{setting}'"):
         pin_blas_threads()
+
+
+def test_lesson_seed_is_zero_unless_told_otherwise(monkeypatch, capsys):
+    monkeypatch.delenv("SCRATCHNET_LESSON_SEED", raising=False)
+    assert lesson_seed() == 0
+    assert capsys.readouterr().out == ""  # the learner's lesson says nothing about a seed it did not choose
+    monkeypatch.setenv("SCRATCHNET_LESSON_SEED", " 2 ")
+    assert lesson_seed() == 2
+    assert capsys.readouterr().out == "seed: 2 (SCRATCHNET_LESSON_SEED)\n"
+
+
+@pytest.mark.parametrize("setting", ["", "one", "-1", "1.5"])
+def test_lesson_seed_names_a_bad_setting(monkeypatch, setting):
+    monkeypatch.setenv("SCRATCHNET_LESSON_SEED", setting)
+    with pytest.raises(ValueError, match="SCRATCHNET_LESSON_SEED is"):
+        lesson_seed()
+
+
+def _collected(*options: str) -> list[str]:
+    """The test ids `pytest --collect-only` lists for tests/test_lessons.py with `options`."""
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *options]
+    done = subprocess.run([*command, "tests/test_lessons.py"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [line for line in done.stdout.splitlines() if "::" in line]
+
+
+@pytest.mark.slow
+def test_the_lessons_on_other_seeds_run_only_when_named():
+    """CI's plain run and -m lessons leave out the half-hour seed runs; -m lesson_seeds selects only them."""
+    seeds = "test_claims_hold_on_every_seed_and_thread_count"
+    for options in ((), ("-m", "lessons"), ("-m", "slow")):
+        assert not [test for test in _collected(*options) if seeds in test], options
+    selected = _collected("-m", "lesson_seeds")
+    assert selected and all(seeds in test for test in selected)
+    assert any("15_transfer_learning.ipynb-2-2" in test for test in selected)  # seed 2, two BLAS threads

@@ -1,7 +1,11 @@
 """The lesson notebooks: their order (the table in lessons/README.md), their shape (tasks, exercises with
 check cells and solutions, committed without outputs), and two runs of each: as committed (every check says
 "not done yet" and the notebook runs to the end) and solved (each exercise cell replaced by its solution,
-every check passes). Select them with ``-m lessons``; one lesson with ``-k 02_``."""
+every check passes). Select them with ``-m lessons``; one lesson with ``-k 02_``.
+
+``-m lesson_seeds`` (never in CI: about half an hour) runs every lesson with claims again as committed, with
+seeds 0, 1 and 2 (``SCRATCHNET_LESSON_SEED``) and 1 and 2 BLAS threads (``SCRATCHNET_BLAS_THREADS``): a claim
+must not hold by luck of one seed or one summation order."""
 
 from __future__ import annotations
 
@@ -95,11 +99,13 @@ def test_tasks_exercises_answers_and_checks(name):
             assert "claim(" in cell.source, f"{name}: claim cell {cell.id} calls no claim(...)"
 
 
-def _execute(notebook, monkeypatch) -> float:
+def _execute(notebook, monkeypatch, blas_threads: int = 1) -> float:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    # One BLAS thread: the lessons' small matrices gain nothing from more, and on a busy machine
-    # oversubscribed BLAS threads make a 20x784 product a hundred times slower.
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    # One BLAS thread unless told: the lessons' small matrices gain nothing from more, and on a busy
+    # machine oversubscribed BLAS threads make a 20x784 product a hundred times slower.
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", str(blas_threads))
+    if blas_threads != 1:  # what the lessons' first cell reads (unset means 1)
+        monkeypatch.setenv("SCRATCHNET_BLAS_THREADS", str(blas_threads))
     client = nbclient.NotebookClient(
         notebook, timeout=TIME_LIMIT_S, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}}
     )
@@ -155,6 +161,25 @@ def test_runs_solved(name, monkeypatch):
             output = _text(cell)
             assert ": passed" in output, f"{name}: check {cell.id} printed {output!r}"
             assert "not done yet" not in output and "wrong" not in output, f"{name}: {output!r}"
+    _assert_claims_hold(name, notebook)
+
+
+def _has_claims(name: str) -> bool:
+    return any("claim" in _tags(cell) for cell in _read(name).cells)
+
+
+@pytest.mark.lesson_seeds
+@pytest.mark.parametrize("blas_threads", [1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", [name for name in ORDER if _has_claims(name)])
+def test_claims_hold_on_every_seed_and_thread_count(name, seed, blas_threads, monkeypatch):
+    notebook = _read(name)
+    monkeypatch.setenv("SCRATCHNET_LESSON_SEED", str(seed))
+    seconds = _execute(notebook, monkeypatch, blas_threads=blas_threads)
+    first = _text(next(cell for cell in notebook.cells if "pin_blas_threads()" in cell.source))
+    assert f"seed: {seed} (SCRATCHNET_LESSON_SEED)" in first, f"{name} does not read its seed: {first!r}"
+    assert f"BLAS threads: {blas_threads}" in first, f"{name} does not pin the BLAS threads: {first!r}"
+    print(f"{name} seed {seed}, {blas_threads} BLAS thread(s): {seconds:.1f} s")
     _assert_claims_hold(name, notebook)
 
 

@@ -9,6 +9,8 @@ The API, for lesson authors:
 * ``claim(claim_id, condition, detail)``: what a hidden cell tagged ``claim`` calls after a demo, to print
   whether the demo's own output shows what the prose beside it says (the lesson tests fail on ``FAILS``).
 * ``pin_blas_threads()``: what the first cell of every lesson calls (``SCRATCHNET_BLAS_THREADS``).
+* ``lesson_seed()``: the seed of a lesson's demos, 0 unless ``SCRATCHNET_LESSON_SEED`` says another, so that
+  the lesson tests can check that the claims hold on other seeds too.
 * ``@register(exercise_id, names=("linear_backward",), title="...")``: registers a checker, in a topic module
   of this package (``layers.py``, ``gradcheck.py``, ``training.py``, ``kernels.py``, ``batchnorm.py``...).
   Every module of the package is imported, so a new topic needs no edit here. The id is the notebook cell id
@@ -184,6 +186,18 @@ def pin_blas_threads() -> None:
         )
 
 
+def lesson_seed() -> int:
+    """The seed a lesson's demos draw from: ``SCRATCHNET_LESSON_SEED``, else 0. A lesson's claims must hold
+    for any seed, not only for the one its text was written with (``python -m pytest -m lesson_seeds``
+    runs the lessons with seeds 0, 1 and 2)."""
+    text = os.environ.get("SCRATCHNET_LESSON_SEED", "0").strip()
+    if not text.isdigit():
+        raise ValueError(f"SCRATCHNET_LESSON_SEED is {text!r}: set it to a whole number (0, 1, 2...)")
+    if "SCRATCHNET_LESSON_SEED" in os.environ:
+        print(f"seed: {int(text)} (SCRATCHNET_LESSON_SEED)")
+    return int(text)
+
+
 def _import_topics() -> None:
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_") and module.name not in _NOT_TOPICS:
@@ -199,6 +213,7 @@ __all__ = [
     "Report",
     "check",
     "claim",
+    "lesson_seed",
     "pin_blas_threads",
     "check_file",
     "main",
