@@ -88,8 +88,54 @@ def _sgd_momentum_twice(param, grad, velocity, lr, momentum, weight_decay):
     return param - lr * velocity, velocity
 
 
+def _lrn_window_sum(v, before, after):
+    out = v.copy()
+    for d in range(1, before + 1):
+        out[:, d:] += v[:, :-d]
+    for d in range(1, after + 1):
+        out[:, :-d] += v[:, d:]
+    return out
+
+
+def _lrn_cross_window_one_short(dy, x, size, alpha, beta, k):
+    s = k + alpha * _lrn_window_sum(x * x, size // 2, (size - 1) // 2)
+    y = x * s**-beta
+    return dy * s**-beta - 2 * alpha * beta * x * _lrn_window_sum(dy * y / s, (size - 1) // 2, size // 2 - 1)
+
+
+def _lrn_normaliser_without_k(dy, x, size, alpha, beta, k):
+    s = alpha * _lrn_window_sum(x * x, size // 2, (size - 1) // 2) + 1e-3  # k forgotten
+    y = x * s**-beta
+    return dy * s**-beta - 2 * alpha * beta * x * _lrn_window_sum(dy * y / s, (size - 1) // 2, size // 2)
+
+
+def _lrn_cross_term_only_with_flipped_sign(dy, x, size, alpha, beta, k):
+    s = k + alpha * _lrn_window_sum(x * x, size // 2, (size - 1) // 2)
+    y = x * s**-beta
+    return 2 * alpha * beta * x * _lrn_window_sum(dy * y / s, (size - 1) // 2, size // 2)
+
+
 # exercise id, the learner's function, what the report must say, what it must not say
 CASES = {
+    "lrn cross-channel window one channel short": (
+        "lrn-backward",
+        _lrn_cross_window_one_short,
+        "the cross-channel term is wrong (yours differs where dy = 0, where it is the only term); "
+        "the direct term dy · s^(−β) is right",
+        "elements differ",
+    ),
+    "lrn normaliser without k": (
+        "lrn-backward",
+        _lrn_normaliser_without_k,
+        "every term is wrong where it stands alone",
+        "elements differ",
+    ),
+    "lrn direct term dropped and cross-channel sign flipped": (
+        "lrn-backward",
+        _lrn_cross_term_only_with_flipped_sign,
+        "the direct term dy · s^(−β) is missing and the cross-channel term has the wrong sign",
+        "elements differ",
+    ),
     "numerical gradient perturbing a copy": (
         "numerical-gradient",
         _numerical_gradient_on_a_copy,
@@ -225,3 +271,23 @@ def test_term_relation():
         "the bias is scaled by 4"
     )
     assert diagnosis.term_relation(right + 3 * bias + 1, right, {"the bias": bias}) is None
+    # Two independent terms wrong at once are fitted together.
+    other = np.array([[0.0, 1.0, 0.0], [2.0, 0.0, 1.0]])
+    both = {"the bias": bias, "the other term": other}
+    assert diagnosis.term_relation(right - bias - 2 * other, right, both) == (
+        "the bias is missing and the other term has the wrong sign"
+    )
+
+
+def test_isolated_terms_judge_each_term_where_it_stands_alone():
+    wrong = np.zeros(6, dtype=bool)
+    alone = {"the first term": ("a = 0", np.arange(6) < 2), "the second term": ("b = 0", np.arange(6) >= 4)}
+    assert diagnosis.isolated_terms(wrong, alone) is None
+    wrong[[2, 4]] = True  # wrong where both terms count and where the second stands alone
+    assert diagnosis.isolated_terms(wrong, alone).startswith(
+        "the second term is wrong (yours differs where b = 0, where it is the only term); the first term is "
+        "right"
+    )
+    wrong[0] = True
+    assert diagnosis.isolated_terms(wrong, alone, ": s").endswith("the mistake is in what they share: s")
+    assert diagnosis.isolated_terms(np.arange(6) == 3, alone) is None  # only where both count: no verdict

@@ -50,6 +50,10 @@ class Case:
     regions: dict[str, np.ndarray] = field(default_factory=dict)
     # The terms of the formula, per output, named for the learner: {"velocity": {"the momentum term": μv}}.
     terms: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # Where each term stands alone, per output: {"dx": {"the direct term": ("x = 0", mask)}}; with what the
+    # terms share, said when every one is wrong: {"dx": ": s, ..."}.
+    alone: dict[str, dict[str, tuple[str, np.ndarray]]] = field(default_factory=dict)
+    shared: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,12 +116,14 @@ def _generic_diagnosis(name: str, yours: np.ndarray, correct: np.ndarray, case: 
         return diagnosis.nonfinite(yours, case.regions)
     if not np.any(yours):
         return "all zeros: nothing was written into the result, or every value computed was 0"
+    wrong = diagnosis.wrong_elements(yours, correct)
     return (
         diagnosis.scale_relation(yours, correct, case.factors)
         or diagnosis.term_relation(yours, correct, case.terms.get(name, {}))
         or diagnosis.layout_relation(yours, correct)
         or diagnosis.offset_relation(yours, correct)
-        or diagnosis.localise(diagnosis.wrong_elements(yours, correct), case.regions)
+        or diagnosis.localise(wrong, case.regions)
+        or diagnosis.isolated_terms(wrong, case.alone.get(name, {}), case.shared.get(name, ""))
     )
 
 

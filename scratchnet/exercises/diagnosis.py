@@ -87,22 +87,66 @@ def offset_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:
 
 
 def term_relation(yours: np.ndarray, correct: np.ndarray, terms: dict[str, np.ndarray]) -> str | None:
-    """yours = correct + a·T for one named term T of the formula (``{"the bias": bias}``): the term missing
-    (a = −1), counted twice (a = 1), with its sign flipped (a = −2), or scaled by 1 + a."""
-    for name, term in terms.items():
-        term = np.broadcast_to(term, correct.shape)
-        norm = float(np.sum(term * term))
-        if not norm:
-            continue
-        a = float(np.sum((yours - correct) * term)) / norm  # least squares: yours − correct ≈ a·T
-        if not matches(yours, correct + a * term):
-            continue
-        for multiple, what in ((-1, "is missing"), (1, "is counted twice"), (-2, "has the wrong sign")):
-            if np.isclose(a, multiple, rtol=1e-4):
-                relation = {-1: "−", 1: "+", -2: "− 2 ×"}[multiple]
-                return f"{name} {what}: yours = right {relation} {name}"
-        return f"{name} is scaled by {1 + a:.4g}: yours holds {1 + a:.4g} × {name} where the formula has 1 ×"
+    """yours = correct + a·T for one named term T of the formula (``{"the bias": bias}``), or else
+    yours = correct + Σ a_k·T_k over all of them fitted together; each term with a ≠ 0 is missing
+    (a = −1), counted twice (a = 1), has its sign flipped (a = −2), or is scaled by 1 + a."""
+    columns = {name: np.broadcast_to(term, correct.shape).ravel() for name, term in terms.items()}
+    columns = {name: column for name, column in columns.items() if np.any(column)}
+    groups = [[name] for name in columns]
+    if len(columns) > 1 and np.linalg.matrix_rank(np.stack(list(columns.values()), axis=1)) == len(columns):
+        groups.append(list(columns))  # independent terms: several may be wrong at once
+    for group in groups:
+        matrix = np.stack([columns[name] for name in group], axis=1)  # (elements, terms)
+        a = np.linalg.lstsq(matrix, (yours - correct).ravel(), rcond=None)[0]  # yours − correct ≈ Σ a·T
+        if matches(yours, correct + (matrix @ a).reshape(correct.shape)):
+            return " and ".join(
+                _term_change(name, float(c), len(group) == 1)
+                for name, c in zip(group, a, strict=True)
+                if abs(c) > 1e-6
+            )
     return None
+
+
+def _term_change(name: str, a: float, alone: bool) -> str:
+    """How a term enters yours when yours = right + a·term."""
+    for multiple, what, relation in (
+        (-1, "is missing", "−"),
+        (1, "is counted twice", "+"),
+        (-2, "has the wrong sign", "− 2 ×"),
+    ):
+        if np.isclose(a, multiple, rtol=1e-4):
+            return f"{name} {what}" + (f": yours = right {relation} {name}" if alone else "")
+    scaled = f"{name} is scaled by {1 + a:.4g}"
+    return scaled + (f": yours holds {1 + a:.4g} × {name} where the formula has 1 ×" if alone else "")
+
+
+def isolated_terms(
+    wrong: np.ndarray, alone: dict[str, tuple[str, np.ndarray]], shared: str = ""
+) -> str | None:
+    """Which of the formula's terms is wrong, judged where each stands alone: ``alone`` maps a term's name to
+    (where, mask), the elements where the other terms vanish (the cross-channel term of LRN is alone where
+    dy = 0). None when no wrong element lies where a term stands alone."""
+    verdicts = {
+        name: bool(wrong[mask].any()) for name, (_, mask) in alone.items() if mask.shape == wrong.shape
+    }
+    bad = [name for name, is_wrong in verdicts.items() if is_wrong]
+    good = [name for name, is_wrong in verdicts.items() if not is_wrong]
+    if not bad:
+        return None
+    if not good:
+        where = "; ".join(f"{name} where {alone[name][0]}" for name in bad)
+        return (
+            f"every term is wrong where it stands alone ({where}): the mistake is in what they share{shared}"
+        )
+
+    def listed(names: list[str]) -> str:
+        return " and ".join(names) + (" is" if len(names) == 1 else " are")
+
+    return (
+        f"{listed(bad)} wrong (yours differs where {' and '.join(alone[n][0] for n in bad)}, where "
+        f"{'it' if len(bad) == 1 else 'each'} is the only term); {listed(good)} right (where "
+        f"{' and '.join(alone[n][0] for n in good)}, yours matches)"
+    )
 
 
 def layout_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:

@@ -792,19 +792,24 @@ def _lrn_cases(rng):
 
     cases = []
     # alpha large enough that the cross-channel term matters; size 4 (even) places the window unevenly.
+    # A fifth of x is 0 (there dx_j = dy_j s_j^(−β), the direct term alone: the cross term has the factor
+    # a_j) and another fifth of dy is 0 (there the cross-channel term stands alone): each term judged apart.
+    direct_name, cross_name = "the direct term dy · s^(−β)", "the cross-channel term"
     for size in (5, 4):
-        x = rng.standard_normal((2, 7, 3, 3))
-        dy = rng.standard_normal(x.shape)
+        where = rng.integers(0, 5, (2, 7, 3, 3))  # 0: x = 0, 1: dy = 0, else neither
+        x = rng.standard_normal(where.shape) * (where != 0)
+        dy = rng.standard_normal(where.shape) * (where != 1)
         layer = LocalResponseNorm(size, alpha=0.5, beta=0.75, k=2.0, dtype=np.float64)
         args = {"dy": dy, "x": x, "size": size, "alpha": 0.5, "beta": 0.75, "k": 2.0}
         direct = _lrn_dx(args, cross=False)
-        terms = {"the direct term dy · s^(−β)": direct, "the cross-channel term": _lrn_dx(args) - direct}
         cases.append(
             Case(
-                f"x (2, 7, 3, 3), size {size}, alpha 0.5, beta 0.75, k 2",
+                f"x (2, 7, 3, 3) with zeros in x and in dy, size {size}, alpha 0.5, beta 0.75, k 2",
                 args,
                 {"dx": _layer_gradients(layer, x, dy)["dx"]},
-                terms={"dx": terms},
+                terms={"dx": {direct_name: direct, cross_name: _lrn_dx(args) - direct}},
+                alone={"dx": {direct_name: ("x = 0", where == 0), cross_name: ("dy = 0", where == 1)}},
+                shared={"dx": ": s = k + α Σ a² over the window (both use it), or the window sum"},
             )
         )
     return cases
