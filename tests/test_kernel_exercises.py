@@ -414,3 +414,18 @@ def test_exercise_files_follow_the_kernel_style():
         text=True,
     )
     assert done.returncode == 0, done.stderr
+
+
+# Correct but unusual kernels (a grid-stride loop, a transposed shared tile, warp shuffles), file -> exercise.
+UNUSUAL = {
+    "relu_grid_stride.cu": "relu",
+    "gemm_tiled_transposed_tile.cu": "gemm_tiled",
+    "softmax_rows_warp_shuffle.cu": "softmax_rows",
+}
+
+
+@pytest.mark.parametrize("file", sorted(UNUSUAL))
+def test_an_unusual_correct_kernel_passes(file):
+    source = (Path(__file__).parent / "unusual_solutions" / file).read_text()
+    report = check_source(UNUSUAL[file], source)
+    assert report.passed, str(report)
