@@ -291,3 +291,44 @@ def test_isolated_terms_judge_each_term_where_it_stands_alone():
     wrong[0] = True
     assert diagnosis.isolated_terms(wrong, alone, ": s").endswith("the mistake is in what they share: s")
     assert diagnosis.isolated_terms(np.arange(6) == 3, alone) is None  # only where both count: no verdict
+
+
+def test_wrong_values_say_where_and_what():
+    x = np.linspace(-1.0, 1.0, 9)
+    right = np.maximum(x, 0)
+    off_threshold = np.where(x > 0.5, x, 0.0)  # a ReLU whose threshold is 0.5
+    assert diagnosis.wrong_values(off_threshold, right, {"x": x}).startswith(
+        "wrong exactly where 0.25 ≤ x ≤ 0.5"
+    )
+    ones_below = np.where(x > 0, x, 1.0)  # the other branch writes 1
+    found = diagnosis.wrong_values(ones_below, right, {"x": x})
+    assert (
+        found.startswith("wrong exactly where x ≤ 0 (5 of 9") and "yours is 1 in every one of them" in found
+    )
+    sums = np.arange(1.0, 7.0)
+    skipped = sums.copy()
+    skipped[[1, 4]] = 0
+    assert diagnosis.wrong_values(skipped, sums, {}).startswith("yours is 0 where the right answer is not")
+    table = np.arange(10.0, 30.0)
+    gathered, read_elsewhere = table[[0, 2, 4, 6]], table[[0, 3, 4, 7]]
+    assert "hold values of table, but not the right ones" in diagnosis.wrong_values(
+        read_elsewhere, gathered, {"table": table}
+    )
+    assert diagnosis.wrong_values(gathered + 0.5, gathered, {"table": table}) is None
+
+
+def test_a_loop_one_short_is_placed_in_the_last_row():
+    def conv2d_forward_one_row_short(x, weight, bias, S, P):
+        F, _, KH, KW = weight.shape
+        N, _, H, W = x.shape
+        OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+        x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+        y = np.zeros((N, F, OH, OW))
+        for oh in range(OH - 1):  # one row short
+            for ow in range(OW):
+                window = x_pad[:, :, oh * S : oh * S + KH, ow * S : ow * S + KW]
+                y[:, :, oh, ow] = np.einsum("ncij,fcij->nf", window, weight) + bias
+        return y
+
+    text = run("conv2d-forward", conv2d_forward_one_row_short).render()
+    assert "wrong only in the last index of axis 2, y[:, :, " in text, text

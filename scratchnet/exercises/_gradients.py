@@ -122,8 +122,9 @@ def _generic_diagnosis(name: str, yours: np.ndarray, correct: np.ndarray, case: 
         or diagnosis.term_relation(yours, correct, case.terms.get(name, {}))
         or diagnosis.layout_relation(yours, correct)
         or diagnosis.offset_relation(yours, correct)
-        or diagnosis.localise(wrong, case.regions)
+        or diagnosis.localise(wrong, case.regions | diagnosis.edge_regions(name, correct.shape))
         or diagnosis.isolated_terms(wrong, case.alone.get(name, {}), case.shared.get(name, ""))
+        or diagnosis.wrong_values(yours, correct, case.args)
     )
 
 

@@ -49,6 +49,74 @@ def localise(wrong: np.ndarray, regions: dict[str, np.ndarray]) -> str | None:
     return f"wrong only {name} ({int(wrong.sum())} of {wrong.size} elements; everywhere else yours is right)"
 
 
+def value_interval(wrong: np.ndarray, values: np.ndarray, name: str) -> str | None:
+    """The wrong elements are exactly those where the input ``values`` (of the output's shape) lie in one
+    interval: "0.1 ≤ x ≤ 1" (or None)."""
+    if values.shape != wrong.shape or wrong.all() or int(wrong.sum()) < 2:
+        return None
+    order = np.argsort(values, axis=None, kind="stable")
+    in_order = wrong.ravel()[order]
+    first, last = int(np.argmax(in_order)), in_order.size - 1 - int(np.argmax(in_order[::-1]))
+    if not in_order[first : last + 1].all():
+        return None
+    low, high = values.ravel()[order[first]], values.ravel()[order[last]]
+    if first == 0:
+        return f"{name} ≤ {high:.3g}"
+    if last == in_order.size - 1:
+        return f"{name} ≥ {low:.3g}"
+    return f"{low:.3g} ≤ {name} ≤ {high:.3g}"
+
+
+def wrong_values(yours: np.ndarray, correct: np.ndarray, inputs: dict[str, np.ndarray]) -> str | None:
+    """Where the wrong elements are and what they hold, when that is one thing: an interval of an input of
+    the output's shape (a condition on it is off), zeros (contributions skipped), or values of an input read
+    from the wrong place."""
+    wrong = wrong_elements(yours, correct, rtol=1e-4, atol=1e-5)
+    if not wrong.any():
+        return None
+    count = f"{int(wrong.sum())} of {wrong.size} elements; everywhere else yours is right"
+    held = yours[wrong]
+    constant = held.size > 1 and bool(np.all(held == held[0]))
+    for name, values in inputs.items():
+        where = isinstance(values, np.ndarray) and value_interval(wrong, values, name)
+        if where:
+            value = f", and yours is {held[0]:.6g} in every one of them" if constant else ""
+            return (
+                f"wrong exactly where {where} ({count}){value}: check the condition on {name}, and what is "
+                "written where it holds"
+            )
+    if not np.any(held):
+        return (
+            f"yours is 0 where the right answer is not ({count}): nothing was added or written there; a loop "
+            "bound, a condition or an index skips them"
+        )
+    for name, values in inputs.items():
+        # Enough values to pick from (a small input, bias for one, fits any broadcast result).
+        if isinstance(values, np.ndarray) and values.size >= held.size and np.all(np.isin(held, values)):
+            return (
+                f"the wrong elements hold values of {name}, but not the right ones ({count}): the index that "
+                f"reads {name} points elsewhere"
+            )
+    return None
+
+
+def edge_regions(name: str, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The first and the last index along each axis, named as the learner indexes them ("y[:, :, 4, :]"):
+    a loop or a slice that stops one short, or starts one late, leaves exactly such a slice wrong."""
+    regions = {}
+    for axis, size in enumerate(shape):
+        if size < 2 or len(shape) < 2:
+            continue
+        for index, which in ((0, "first"), (size - 1, "last")):
+            mask = np.zeros(shape, dtype=bool)
+            mask[(slice(None),) * axis + (index,)] = True
+            spelled = ", ".join(str(index) if a == axis else ":" for a in range(len(shape)))
+            regions[
+                f"in the {which} index of axis {axis}, {name}[{spelled}] (a range or slice one short?)"
+            ] = mask
+    return regions
+
+
 def nonfinite(yours: np.ndarray, regions: dict[str, np.ndarray]) -> str:
     """NaN or infinity, and where."""
     where = localise(~np.isfinite(yours), regions)

@@ -781,7 +781,9 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
         if name in terms:
             found = kernel_evidence.partial_sum_relation(yours[name].astype(np.float64), *terms[name])
         wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
-        found = found or diagnosis.localise(wrong, regions.get(name, {}))
+        edges = diagnosis.edge_regions(name, expected[name].shape)
+        found = found or diagnosis.localise(wrong, regions.get(name, {}) | edges)
+        found = found or diagnosis.wrong_values(yours[name], expected[name], inputs)
         if found:
             return f"'{name}': {found}"
     return None

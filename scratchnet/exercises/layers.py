@@ -605,10 +605,13 @@ def _conv_forward_reference(x, weight, bias, S, P):
 def _conv_forward_case(rng, x, F, K, S, P):
     weight, bias = rng.standard_normal((F, x.shape[1], K, K)), rng.standard_normal(F)
     args = {"x": x, "weight": weight, "bias": bias, "S": S, "P": P}
+    y = _conv_forward_reference(x, weight, bias, S, P)
+    bias_term = np.broadcast_to(bias[None, :, None, None], y.shape)
     return Case(
         f"x {x.shape}, weight {weight.shape}, stride {S}, padding {P}",
         args,
-        {"y": _conv_forward_reference(x, weight, bias, S, P)},
+        {"y": y},
+        terms={"y": {"the bias": bias_term, "the sum over each window": y - bias_term}},
     )
 
 
