@@ -96,3 +96,14 @@ def test_the_committed_figures_say_how_they_were_made():
     for part in ("before, Python", "after, Python", "before, CUDA", "after, CUDA"):
         assert f"=== {part}" in text, part
     assert text.count("    total ") == 4
+
+
+def test_a_sample_of_named_mutants_shows_diff_message_and_verdict():
+    text = mutants.sample_named(seed=0, per_exercise=40, count=2, sample_seed=5, kind="python")
+    blocks = text.split("\n\n")
+    assert len(blocks) == 3 and blocks[-1].startswith("2 named mutants: ")
+    for block in blocks[:-1]:
+        lines = block.splitlines()
+        assert "@" in lines[0] and lines[1].startswith("    -") and lines[2].startswith("    +"), block
+        assert lines[-2].startswith("    message: ") and lines[-1].startswith("    verdict: "), block
+    assert text == mutants.sample_named(seed=0, per_exercise=40, count=2, sample_seed=5, kind="python")
