@@ -332,3 +332,70 @@ def test_a_loop_one_short_is_placed_in_the_last_row():
 
     text = run("conv2d-forward", conv2d_forward_one_row_short).render()
     assert "wrong only in the last index of axis 2, y[:, :, " in text, text
+
+
+# --- when the learner's code raises: NumPy's message in the learner's shapes (crashes are counted apart) ---
+def _linear_backward_bias_over_the_wrong_axis(dy, x, weight):
+    dx = dy @ weight.T
+    dx += dy.sum(axis=1)  # (N,) onto (N, D)
+    return dx, x.T @ dy, dy.sum(axis=0)
+
+
+def _softmax_backward_axis_2(logits, labels):
+    p = np.exp(logits - logits.max(axis=2, keepdims=True))
+    return p
+
+
+def _col2im_into_a_one_row_slice(cols_batch_first, x_shape, KH, KW, S, P):
+    N, C, H, W = x_shape
+    dx = np.zeros(x_shape)
+    dx[:, :, :1] += np.ones((N, C, H, W))
+    return dx
+
+
+def _conv_forward_float_size(x, weight, bias, S, P):
+    OH = (x.shape[2] + 2 * P - weight.shape[2]) / S + 1
+    return np.zeros((x.shape[0], weight.shape[0], OH, OH))
+
+
+RAISES = {
+    "a sum over the wrong axis broadcast onto a matrix": (
+        "linear-backward",
+        _linear_backward_bias_over_the_wrong_axis,
+        "shapes (4, 5) and (4,) are aligned from the right and must agree axis by axis (or be 1): axis 1: 5 "
+        "against 4",
+    ),
+    "an axis that does not exist": (
+        "softmax-cross-entropy-backward",
+        _softmax_backward_axis_2,
+        "the array has 2 axes, 0 to 1: there is no axis 2",
+    ),
+    "+= into a slice too small": (
+        "col2im",
+        _col2im_into_a_one_row_slice,
+        "into a slice of shape (2, 3, 1, 5) of a value of shape (2, 3, 5, 5): axis 2: 5 against 1",
+    ),
+    "a size computed with /": (
+        "conv2d-forward",
+        _conv_forward_float_size,
+        "/ makes floats, // keeps integers",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAISES))
+def test_a_raise_is_explained_in_the_learners_shapes(case):
+    exercise_id, function, says = RAISES[case]
+    text = run(exercise_id, function).render()
+    assert "your code raised" in text and says in text, text
+    assert "numpy" not in text.split("(line ", 1)[1].split(")")[0], text  # the learner's line, not NumPy's
+
+
+def test_a_product_of_mismatched_operands_names_both_sizes():
+    from scratchnet.exercises import _explain_exception
+
+    try:
+        np.ones((4, 3)) @ np.ones((4, 5))
+    except ValueError as error:
+        text = _explain_exception(error)
+    assert "in a @ b the LAST axis of a (here 3) must equal the FIRST axis of b (here 4)" in text, text
