@@ -81,6 +81,24 @@ def test_a_message_naming_an_impossible_cause_is_misdiagnosed():
     assert unnamed.verdict == "caught" and not unnamed.named
 
 
+# The CI-sized run: 2 mutants of every solution file, Python and CUDA (seed 7: its kernel sample has no
+# mutated loop header, so no mutant that never ends eats the time limit); under 3 minutes on 2 cores.
+CI_SEED = 7
+
+
+@pytest.mark.sim
+def test_two_mutants_per_exercise_are_caught_and_none_misdiagnosed():
+    pytest.importorskip("scratchnet.exercises.kernel_checker")
+    results = measure(seed=CI_SEED, per_exercise=2)
+    assert {file for _, file in results} == {path.name for _, path in mutants.solutions()}
+    for (exercise, file), (tally, outcomes) in results.items():
+        _counts_add_up(tally.counts)
+        for outcome in outcomes:
+            what = f"{exercise} ({file}) {outcome.mutant.change}: {outcome.verdict}, {outcome.message}"
+            assert outcome.verdict in ("caught", "crashed", "equivalent"), what
+            assert not outcome.misdiagnosed, what
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 def test_a_kernel_sample():
