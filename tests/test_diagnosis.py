@@ -115,8 +115,28 @@ def _lrn_cross_term_only_with_flipped_sign(dy, x, size, alpha, beta, k):
     return 2 * alpha * beta * x * _lrn_window_sum(dy * y / s, (size - 1) // 2, size // 2)
 
 
+def _maxpool_backward_one_column_short(dy, x, kernel_size, stride):
+    K, S = kernel_size, stride
+    N, C, OH, OW = dy.shape
+    dx = np.zeros_like(x)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW - 1):  # one window column short
+                    window = x[n, c, oh * S : oh * S + K, ow * S : ow * S + K]
+                    kh, kw = np.unravel_index(np.argmax(window), window.shape)
+                    dx[n, c, oh * S + kh, ow * S + kw] += dy[n, c, oh, ow]
+    return dx
+
+
 # exercise id, the learner's function, what the report must say, what it must not say
 CASES = {
+    "maxpool backward one window column short": (  # was told "`=` instead of `+=`"
+        "maxpool-backward",
+        _maxpool_backward_one_column_short,
+        "yours is 0 where the right answer is not",
+        "instead of `+=`",
+    ),
     "lrn cross-channel window one channel short": (
         "lrn-backward",
         _lrn_cross_window_one_short,
@@ -331,7 +351,7 @@ def test_a_loop_one_short_is_placed_in_the_last_row():
         return y
 
     text = run("conv2d-forward", conv2d_forward_one_row_short).render()
-    assert "wrong only in the last index of axis 2, y[:, :, " in text, text
+    assert "wrong exactly in the last index of axis 2, y[:, :, 4, :] (all of it" in text, text
 
 
 # --- when the learner's code raises: NumPy's message in the learner's shapes (crashes are counted apart) ---

@@ -90,9 +90,13 @@ def wrong_values(yours: np.ndarray, correct: np.ndarray, inputs: dict[str, np.nd
             f"yours is 0 where the right answer is not ({count}): nothing was added or written there; a loop "
             "bound, a condition or an index skips them"
         )
+    zero = [0.0] if np.any(correct == 0) else []  # a 0 the right answer holds (padding) is a value read too
     for name, values in inputs.items():
-        # Enough values to pick from (a small input, bias for one, fits any broadcast result).
-        if isinstance(values, np.ndarray) and values.size >= held.size and np.all(np.isin(held, values)):
+        # Only for an output that gathers this input: the right answer's values are its values too.
+        if not isinstance(values, np.ndarray) or values.dtype.kind != "f":
+            continue
+        readable = np.concatenate([values.ravel(), zero])
+        if np.all(np.isin(correct, readable)) and np.all(np.isin(held, readable)):
             return (
                 f"the wrong elements hold values of {name}, but not the right ones ({count}): the index that "
                 f"reads {name} points elsewhere"
@@ -100,21 +104,23 @@ def wrong_values(yours: np.ndarray, correct: np.ndarray, inputs: dict[str, np.nd
     return None
 
 
-def edge_regions(name: str, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """The first and the last index along each axis, named as the learner indexes them ("y[:, :, 4, :]"):
-    a loop or a slice that stops one short, or starts one late, leaves exactly such a slice wrong."""
-    regions = {}
-    for axis, size in enumerate(shape):
-        if size < 2 or len(shape) < 2:
+def edge_slice(wrong: np.ndarray, name: str) -> str | None:
+    """The wrong elements are exactly the first or the last index along one axis, all of it and nothing
+    else ("y[:, :, 4, :]"): what a loop or a slice that stops one short, or starts one late, leaves."""
+    for axis, size in enumerate(wrong.shape):
+        if size < 2 or wrong.ndim < 2:
             continue
         for index, which in ((0, "first"), (size - 1, "last")):
-            mask = np.zeros(shape, dtype=bool)
+            mask = np.zeros(wrong.shape, dtype=bool)
             mask[(slice(None),) * axis + (index,)] = True
-            spelled = ", ".join(str(index) if a == axis else ":" for a in range(len(shape)))
-            regions[
-                f"in the {which} index of axis {axis}, {name}[{spelled}] (a range or slice one short?)"
-            ] = mask
-    return regions
+            if np.array_equal(wrong, mask):
+                spelled = ", ".join(str(index) if a == axis else ":" for a in range(wrong.ndim))
+                off = "starts one late" if index == 0 else "stops one short"
+                return (
+                    f"wrong exactly in the {which} index of axis {axis}, {name}[{spelled}] (all of it, and "
+                    f"everywhere else yours is right): a range or a slice that {off}?"
+                )
+    return None
 
 
 def nonfinite(yours: np.ndarray, regions: dict[str, np.ndarray]) -> str:
