@@ -32,10 +32,11 @@ def _set_params(layer, weight: np.ndarray, bias: np.ndarray) -> None:
 
 def _pick_one_per_element(terms: np.ndarray, yours: np.ndarray, correct: np.ndarray) -> bool:
     """``=`` instead of ``+=``: where yours is wrong, is each value ONE of the terms the right answer sums
-    (terms: the right answer's shape plus one axis of contributions), or a partial sum of them? A 0 there is
-    no kept contribution: something skipped the element (a loop one short), which is another mistake."""
+    (terms: the right answer's shape plus one axis of contributions), or a partial sum of them? Only an
+    element with two contributions or more can lose one: a wrong element with one is another mistake (a
+    loop one short that skips it)."""
     wrong = ~np.isclose(yours, correct, rtol=1e-6, atol=1e-9)
-    if not wrong.any() or not np.all(yours[wrong]):
+    if not wrong.any() or np.any(wrong & (np.count_nonzero(terms, axis=-1) < 2)):
         return False
     candidates = np.concatenate([terms, np.cumsum(terms, axis=-1), np.cumsum(terms[..., ::-1], axis=-1)], -1)
     return bool(np.all(np.isclose(candidates, yours[..., None], rtol=1e-6, atol=1e-9).any(axis=-1)[wrong]))
