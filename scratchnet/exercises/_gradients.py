@@ -9,9 +9,12 @@ is scored by the relative error ‖a − n‖ / (‖a‖ + ‖n‖) (it passes b
 1. a known mistake of this exercise (:class:`Mistake`): its wrong result is computed from the case's inputs
    and compared with the learner's (or, when the learner's code raised, its exception with the learner's);
 2. by evidence (:mod:`scratchnet.exercises.diagnosis`): a relation between yours and the right answer (the
-   sign, a constant factor with the batch size or N·OH·OW named, an offset, a transpose, a flipped kernel),
-   NaN or infinity, or where it is wrong: the named region of the probe (:attr:`Case.regions`) that holds
-   every wrong element; an input modified in place, a wrong dtype or shape, a number where an array belongs;
+   sign, a constant factor with the batch size or N·OH·OW named, the formula's terms (:attr:`Case.terms`)
+   fitted together, an offset, a transpose, a flipped kernel), NaN or infinity, or where it is wrong: the
+   named region of the probe (:attr:`Case.regions`) that holds every wrong element, exactly the first or
+   last index of an axis, each term judged where it stands alone (:attr:`Case.alone`), an interval of an
+   input's values, what the wrong elements hold (zeros; the input's values from the wrong place); an input
+   modified in place, a wrong dtype or shape, a number where an array belongs;
 3. otherwise how many elements are wrong, and the worst one with both values.
 """
 
