@@ -110,10 +110,19 @@ def test_a_kernel_sample():
 
 def test_the_committed_figures_say_how_they_were_made():
     text = (ROOT / "docs/benchmarks/checker-mutants.txt").read_text(encoding="utf-8")
-    assert "python -m scratchnet.exercises.mutants --seed 0" in text and "Date: " in text
-    for part in ("before, Python", "after, Python", "before, CUDA", "after, CUDA"):
+    assert "python -m scratchnet.exercises.mutants --seed 0" in text and "date: " in text  # record_run.py
+    for part in ("before, Python", "after, Python", "before, CUDA", "after, CUDA", "held-out seeds"):
         assert f"=== {part}" in text, part
-    assert text.count("    total ") == 4
+    assert text.count("    total ") >= 4
+
+
+def test_the_committed_sample_is_judged_and_none_is_misdiagnosed():
+    text = (ROOT / "docs/benchmarks/checker-sample.txt").read_text(encoding="utf-8")
+    assert (
+        "python -m scratchnet.exercises.mutants --seed 0 --per-exercise 20 --sample 50 --sample-seed" in text
+    )
+    verdicts = [line.split(":")[1].strip() for line in text.splitlines() if line.startswith("    verdict: ")]
+    assert len(verdicts) == 50 and set(verdicts) == {"right"}, verdicts
 
 
 def test_a_sample_of_named_mutants_shows_diff_message_and_verdict():
