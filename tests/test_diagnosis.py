@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from scratchnet.exercises import diagnosis, run
+from scratchnet.exercises.layers import _window_sum as _lrn_window_sum  # the library's, right
 
 
 def _numerical_gradient_on_a_copy(f, x, h=1e-5):
@@ -88,8 +89,65 @@ def _sgd_momentum_twice(param, grad, velocity, lr, momentum, weight_decay):
     return param - lr * velocity, velocity
 
 
+def _lrn_cross_window_one_short(dy, x, size, alpha, beta, k):
+    s = k + alpha * _lrn_window_sum(x * x, size // 2, (size - 1) // 2)
+    y = x * s**-beta
+    return dy * s**-beta - 2 * alpha * beta * x * _lrn_window_sum(dy * y / s, (size - 1) // 2, size // 2 - 1)
+
+
+def _lrn_normaliser_without_k(dy, x, size, alpha, beta, k):
+    s = alpha * _lrn_window_sum(x * x, size // 2, (size - 1) // 2) + 1e-3  # k forgotten
+    y = x * s**-beta
+    return dy * s**-beta - 2 * alpha * beta * x * _lrn_window_sum(dy * y / s, (size - 1) // 2, size // 2)
+
+
+def _lrn_cross_term_only_with_flipped_sign(dy, x, size, alpha, beta, k):
+    s = k + alpha * _lrn_window_sum(x * x, size // 2, (size - 1) // 2)
+    y = x * s**-beta
+    return 2 * alpha * beta * x * _lrn_window_sum(dy * y / s, (size - 1) // 2, size // 2)
+
+
+def _maxpool_backward_one_column_short(dy, x, kernel_size, stride):
+    K, S = kernel_size, stride
+    N, C, OH, OW = dy.shape
+    dx = np.zeros_like(x)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW - 1):  # one window column short
+                    window = x[n, c, oh * S : oh * S + K, ow * S : ow * S + K]
+                    kh, kw = np.unravel_index(np.argmax(window), window.shape)
+                    dx[n, c, oh * S + kh, ow * S + kw] += dy[n, c, oh, ow]
+    return dx
+
+
 # exercise id, the learner's function, what the report must say, what it must not say
 CASES = {
+    "maxpool backward one window column short": (  # was told "`=` instead of `+=`"
+        "maxpool-backward",
+        _maxpool_backward_one_column_short,
+        "yours is 0 where the right answer is not",
+        "instead of `+=`",
+    ),
+    "lrn cross-channel window one channel short": (
+        "lrn-backward",
+        _lrn_cross_window_one_short,
+        "the cross-channel term is wrong (yours differs where dy = 0, where it is the only term); "
+        "the direct term dy · s^(−β) is right",
+        "elements differ",
+    ),
+    "lrn normaliser without k": (
+        "lrn-backward",
+        _lrn_normaliser_without_k,
+        "every term is wrong where it stands alone",
+        "elements differ",
+    ),
+    "lrn direct term dropped and cross-channel sign flipped": (
+        "lrn-backward",
+        _lrn_cross_term_only_with_flipped_sign,
+        "the direct term dy · s^(−β) is missing and the cross-channel term has the wrong sign",
+        "elements differ",
+    ),
     "numerical gradient perturbing a copy": (
         "numerical-gradient",
         _numerical_gradient_on_a_copy,
@@ -225,3 +283,131 @@ def test_term_relation():
         "the bias is scaled by 4"
     )
     assert diagnosis.term_relation(right + 3 * bias + 1, right, {"the bias": bias}) is None
+    # Two independent terms wrong at once are fitted together.
+    other = np.array([[0.0, 1.0, 0.0], [2.0, 0.0, 1.0]])
+    both = {"the bias": bias, "the other term": other}
+    assert diagnosis.term_relation(right - bias - 2 * other, right, both) == (
+        "the bias is missing and the other term has the wrong sign"
+    )
+
+
+def test_isolated_terms_judge_each_term_where_it_stands_alone():
+    wrong = np.zeros(6, dtype=bool)
+    alone = {"the first term": ("a = 0", np.arange(6) < 2), "the second term": ("b = 0", np.arange(6) >= 4)}
+    assert diagnosis.isolated_terms(wrong, alone) is None
+    wrong[[2, 4]] = True  # wrong where both terms count and where the second stands alone
+    assert diagnosis.isolated_terms(wrong, alone).startswith(
+        "the second term is wrong (yours differs where b = 0, where it is the only term); the first term is "
+        "right"
+    )
+    wrong[0] = True
+    assert diagnosis.isolated_terms(wrong, alone, ": s").endswith("the mistake is in what they share: s")
+    assert diagnosis.isolated_terms(np.arange(6) == 3, alone) is None  # only where both count: no verdict
+
+
+def test_wrong_values_say_where_and_what():
+    x = np.linspace(-1.0, 1.0, 9)
+    right = np.maximum(x, 0)
+    off_threshold = np.where(x > 0.5, x, 0.0)  # a ReLU whose threshold is 0.5
+    assert diagnosis.wrong_values(off_threshold, right, {"x": x}).startswith(
+        "wrong exactly where 0.25 ≤ x ≤ 0.5"
+    )
+    ones_below = np.where(x > 0, x, 1.0)  # the other branch writes 1
+    found = diagnosis.wrong_values(ones_below, right, {"x": x})
+    assert (
+        found.startswith("wrong exactly where x ≤ 0 (5 of 9") and "yours is 1 in every one of them" in found
+    )
+    sums = np.arange(1.0, 7.0)
+    skipped = sums.copy()
+    skipped[[1, 4]] = 0
+    assert diagnosis.wrong_values(skipped, sums, {}).startswith("yours is 0 where the right answer is not")
+    table = np.arange(10.0, 30.0)
+    gathered, read_elsewhere = table[[0, 2, 4, 6]], table[[0, 3, 4, 7]]
+    assert "hold values of table, but not the right ones" in diagnosis.wrong_values(
+        read_elsewhere, gathered, {"table": table}
+    )
+    assert diagnosis.wrong_values(gathered + 0.5, gathered, {"table": table}) is None
+
+
+def test_a_loop_one_short_is_placed_in_the_last_row():
+    def conv2d_forward_one_row_short(x, weight, bias, S, P):
+        F, _, KH, KW = weight.shape
+        N, _, H, W = x.shape
+        OH, OW = (H + 2 * P - KH) // S + 1, (W + 2 * P - KW) // S + 1
+        x_pad = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))
+        y = np.zeros((N, F, OH, OW))
+        for oh in range(OH - 1):  # one row short
+            for ow in range(OW):
+                window = x_pad[:, :, oh * S : oh * S + KH, ow * S : ow * S + KW]
+                y[:, :, oh, ow] = np.einsum("ncij,fcij->nf", window, weight) + bias
+        return y
+
+    text = run("conv2d-forward", conv2d_forward_one_row_short).render()
+    assert "wrong exactly in the last index of axis 2, y[:, :, 4, :] (all of it" in text, text
+
+
+# --- when the learner's code raises: NumPy's message in the learner's shapes (crashes are counted apart) ---
+def _linear_backward_bias_over_the_wrong_axis(dy, x, weight):
+    dx = dy @ weight.T
+    dx += dy.sum(axis=1)  # (N,) onto (N, D)
+    return dx, x.T @ dy, dy.sum(axis=0)
+
+
+def _softmax_backward_axis_2(logits, labels):
+    p = np.exp(logits - logits.max(axis=2, keepdims=True))
+    return p
+
+
+def _col2im_into_a_one_row_slice(cols_batch_first, x_shape, KH, KW, S, P):
+    N, C, H, W = x_shape
+    dx = np.zeros(x_shape)
+    dx[:, :, :1] += np.ones((N, C, H, W))
+    return dx
+
+
+def _conv_forward_float_size(x, weight, bias, S, P):
+    OH = (x.shape[2] + 2 * P - weight.shape[2]) / S + 1
+    return np.zeros((x.shape[0], weight.shape[0], OH, OH))
+
+
+RAISES = {
+    "a sum over the wrong axis broadcast onto a matrix": (
+        "linear-backward",
+        _linear_backward_bias_over_the_wrong_axis,
+        "shapes (4, 5) and (4,) are aligned from the right and must agree axis by axis (or be 1): axis 1: 5 "
+        "against 4",
+    ),
+    "an axis that does not exist": (
+        "softmax-cross-entropy-backward",
+        _softmax_backward_axis_2,
+        "the array has 2 axes, 0 to 1: there is no axis 2",
+    ),
+    "+= into a slice too small": (
+        "col2im",
+        _col2im_into_a_one_row_slice,
+        "into a slice of shape (2, 3, 1, 5) of a value of shape (2, 3, 5, 5): axis 2: 5 against 1",
+    ),
+    "a size computed with /": (
+        "conv2d-forward",
+        _conv_forward_float_size,
+        "/ makes floats, // keeps integers",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAISES))
+def test_a_raise_is_explained_in_the_learners_shapes(case):
+    exercise_id, function, says = RAISES[case]
+    text = run(exercise_id, function).render()
+    assert "your code raised" in text and says in text, text
+    assert "numpy" not in text.split("(line ", 1)[1].split(")")[0], text  # the learner's line, not NumPy's
+
+
+def test_a_product_of_mismatched_operands_names_both_sizes():
+    from scratchnet.exercises import _explain_exception
+
+    try:
+        np.ones((4, 3)) @ np.ones((4, 5))
+    except ValueError as error:
+        text = _explain_exception(error)
+    assert "in a @ b the LAST axis of a (here 3) must equal the FIRST axis of b (here 4)" in text, text

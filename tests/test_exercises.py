@@ -544,3 +544,18 @@ def test_a_cuda_file_goes_to_the_kernel_checker_with_the_hint_flag(tmp_path, mon
     path.write_text("__global__ void relu() {}\n")
     assert main([str(path), "--hint"]) == 1
     assert calls == [[str(path), "--hint"]]
+
+
+# --- correct but unusual: written otherwise than the reference solutions, and right ----------------------
+UNUSUAL = sorted((ROOT / "tests" / "unusual_solutions").glob("*.py"))
+
+
+def test_unusual_solutions_cover_einsum_add_at_and_index_arrays():
+    texts = "".join(path.read_text() for path in UNUSUAL)
+    assert all(construct in texts for construct in ("np.einsum", "np.add.at", "sliding_window_view"))
+
+
+@pytest.mark.parametrize("path", UNUSUAL, ids=lambda p: p.stem)
+def test_an_unusual_correct_solution_passes(path):
+    report = check_file(path)
+    assert report.passed, report.render()

@@ -321,7 +321,29 @@ MUTANTS |= {
         "the index expression maps two threads to one element",
     ),
 }
+# Found misdiagnosed in the judged sample of named mutants (docs/benchmarks/checker-sample.txt).
+MUTANTS |= {
+    "softmax-max-tree-one-step-short": (
+        "softmax_rows",
+        lambda: _mutant(
+            "softmax_rows",
+            (  # the first of the two tree loops, the max's
+                "half > 0; half /= 2) {\n        if (t < half) partial[t] = fmaxf",
+                "half > 1; half /= 2) {\n        if (t < half) partial[t] = fmaxf",
+            ),
+        ),
+        "NaN or infinity",
+    ),
+    "im2col-padding-added": (
+        "im2col",
+        lambda: _mutant("im2col", ("const int h = oh * S - P + kh;", "const int h = oh * S + P + kh;")),
+        "the index that reads x points elsewhere",
+    ),
+}
+
 WRONG_CAUSES = {  # what each of these was told before, a cause that is not theirs
+    "softmax-max-tree-one-step-short": "neutral value",
+    "im2col-padding-added": "multiples of the block",
     "gemm-accumulates-into-C": "outputs never written",
     "gemm-k-loop-to-N": "missing bounds guard",
     "tiled-sum-reset-per-tile": "edge tiles need guards",
@@ -414,3 +436,18 @@ def test_exercise_files_follow_the_kernel_style():
         text=True,
     )
     assert done.returncode == 0, done.stderr
+
+
+# Correct but unusual kernels (a grid-stride loop, a transposed shared tile, warp shuffles), file -> exercise.
+UNUSUAL = {
+    "relu_grid_stride.cu": "relu",
+    "gemm_tiled_transposed_tile.cu": "gemm_tiled",
+    "softmax_rows_warp_shuffle.cu": "softmax_rows",
+}
+
+
+@pytest.mark.parametrize("file", sorted(UNUSUAL))
+def test_an_unusual_correct_kernel_passes(file):
+    source = (Path(__file__).parent / "unusual_solutions" / file).read_text()
+    report = check_source(UNUSUAL[file], source)
+    assert report.passed, str(report)

@@ -81,6 +81,24 @@ def test_a_message_naming_an_impossible_cause_is_misdiagnosed():
     assert unnamed.verdict == "caught" and not unnamed.named
 
 
+# The CI-sized run: 2 mutants of every solution file, Python and CUDA (seed 7: its kernel sample has no
+# mutated loop header, so no mutant that never ends eats the time limit); under 3 minutes on 2 cores.
+CI_SEED = 7
+
+
+@pytest.mark.sim
+def test_two_mutants_per_exercise_are_caught_and_none_misdiagnosed():
+    pytest.importorskip("scratchnet.exercises.kernel_checker")
+    results = measure(seed=CI_SEED, per_exercise=2)
+    assert {file for _, file in results} == {path.name for _, path in mutants.solutions()}
+    for (exercise, file), (tally, outcomes) in results.items():
+        _counts_add_up(tally.counts)
+        for outcome in outcomes:
+            what = f"{exercise} ({file}) {outcome.mutant.change}: {outcome.verdict}, {outcome.message}"
+            assert outcome.verdict in ("caught", "crashed", "equivalent"), what
+            assert not outcome.misdiagnosed, what
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 def test_a_kernel_sample():
@@ -92,7 +110,27 @@ def test_a_kernel_sample():
 
 def test_the_committed_figures_say_how_they_were_made():
     text = (ROOT / "docs/benchmarks/checker-mutants.txt").read_text(encoding="utf-8")
-    assert "python -m scratchnet.exercises.mutants --seed 0" in text and "Date: " in text
-    for part in ("before, Python", "after, Python", "before, CUDA", "after, CUDA"):
+    assert "python -m scratchnet.exercises.mutants --seed 0" in text and "date: " in text  # record_run.py
+    for part in ("before, Python", "after, Python", "before, CUDA", "after, CUDA", "held-out seeds"):
         assert f"=== {part}" in text, part
-    assert text.count("    total ") == 4
+    assert text.count("    total ") >= 4
+
+
+def test_the_committed_sample_is_judged_and_none_is_misdiagnosed():
+    text = (ROOT / "docs/benchmarks/checker-sample.txt").read_text(encoding="utf-8")
+    assert (
+        "python -m scratchnet.exercises.mutants --seed 0 --per-exercise 20 --sample 50 --sample-seed" in text
+    )
+    verdicts = [line.split(":")[1].strip() for line in text.splitlines() if line.startswith("    verdict: ")]
+    assert len(verdicts) == 50 and set(verdicts) == {"right"}, verdicts
+
+
+def test_a_sample_of_named_mutants_shows_diff_message_and_verdict():
+    text = mutants.sample_named(seed=0, per_exercise=40, count=2, sample_seed=5, kind="python")
+    blocks = text.split("\n\n")
+    assert len(blocks) == 3 and blocks[-1].startswith("2 named mutants: ")
+    for block in blocks[:-1]:
+        lines = block.splitlines()
+        assert "@" in lines[0] and lines[1].startswith("    -") and lines[2].startswith("    +"), block
+        assert lines[-2].startswith("    message: ") and lines[-1].startswith("    verdict: "), block
+    assert text == mutants.sample_named(seed=0, per_exercise=40, count=2, sample_seed=5, kind="python")

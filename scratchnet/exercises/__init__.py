@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
 import traceback
 import warnings
 from collections.abc import Callable
@@ -100,19 +101,80 @@ def register(exercise_id: str, *, names: tuple[str, ...], title: str):
     return decorate
 
 
-def _explain_exception(error: Exception) -> str:
-    """The learner's code raised: say what NumPy's message means, where it happened."""
-    message = str(error)
-    where = traceback.extract_tb(error.__traceback__)[-1]
-    text = f"your code raised {type(error).__name__}: {message} (line {where.lineno}: {where.line})"
-    if "matmul" in message:
-        text += (
-            "; in a @ b the LAST size of a must equal the FIRST size of b (for 2-D arrays): "
-            "write the shapes of both operands next to the line and look which one must be transposed"
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(size) for size in re.findall(r"\d+", text))
+
+
+def _disagreeing_axes(first: tuple[int, ...], second: tuple[int, ...], into: bool = False) -> str:
+    """Where two shapes cannot broadcast: aligned from the right, the axes whose sizes differ and neither is
+    1 ("axis 2: 4 against 5"); ``into``: ``first`` is stored into ``second``, whose 1 does not stretch."""
+    width = max(len(first), len(second))
+    padded = [(1,) * (width - len(shape)) + shape for shape in (first, second)]
+    clashes = [
+        f"axis {axis}: {a} against {b}"
+        for axis, (a, b) in enumerate(zip(*padded, strict=True))
+        if a != b and a != 1 and (into or b != 1)
+    ]
+    return ", ".join(clashes) or "none (check the number of axes)"
+
+
+def _numpy_meaning(message: str) -> str:
+    """What NumPy's message means for the learner's shapes and indices, or ""."""
+    if match := re.search(r"size (\d+) is different from (\d+)", message):  # matmul
+        return (
+            f"; in a @ b the LAST axis of a (here {match.group(2)}) must equal the FIRST axis of b (here "
+            f"{match.group(1)}): write both operands' shapes next to the line, and see which one to transpose"
         )
-    elif "could not be broadcast" in message:
-        text += "; element-wise operations need equal shapes (or sizes of 1): print the shapes of both sides"
-    return text
+    if match := re.search(r"broadcast together with (?:remapped )?shapes (.*)", message):
+        # "(6,4) (6,)", or einsum's "(2,3,4,3)->(2,newaxis,3,4,3) (4,3,3,3)->...": the shapes before "->"
+        found = re.findall(r"\(([\d,]*)\)->", match.group(1)) or re.findall(r"\(([\d,]*)\)", match.group(1))
+        if len(found) >= 2:
+            a, b = _shape(found[0]), _shape(found[1])
+            return (
+                f"; element-wise, shapes {a} and {b} are aligned from the right and must agree axis by axis "
+                f"(or be 1): {_disagreeing_axes(a, b)}"
+            )
+    if match := re.search(r"from shape (\([\d,]*\)) into shape (\([\d,]*\))", message):
+        value, target = _shape(match.group(1)), _shape(match.group(2))
+        return (
+            f"; you store an array of shape {value} into a slice of shape {target}: "
+            f"{_disagreeing_axes(value, target, into=True)} (a slice's bounds, or the value's)"
+        )
+    if match := re.search(r"output operand with shape (\([\d,]*\)).*broadcast shape (\([\d,]*\))", message):
+        target, value = _shape(match.group(1)), _shape(match.group(2))
+        return (
+            f"; `+=` into a slice of shape {target} of a value of shape {value}: "
+            f"{_disagreeing_axes(value, target, into=True)} (a slice's bounds, or the value's)"
+        )
+    if match := re.search(r"index (-?\d+) is out of bounds for axis (\d+) with size (\d+)", message):
+        return (
+            f"; axis {match.group(2)} has size {match.group(3)}, indices 0 to {int(match.group(3)) - 1}: "
+            "an index or a range goes past the end"
+        )
+    if match := re.search(r"axis (-?\d+) is out of bounds for array of dimension (\d+)", message):
+        axes = int(match.group(2))
+        return f"; the array has {axes} axes, 0 to {axes - 1}: there is no axis {match.group(1)}"
+    if "slice indices must be integers" in message or "cannot be interpreted as an integer" in message:
+        return "; a size, an index or a range bound is a float: / makes floats, // keeps integers"
+    if "cannot reshape array of size" in message:
+        return (
+            "; reshape keeps the number of elements: the sizes you ask for must multiply to the array's size"
+        )
+    if "argmax of an empty sequence" in message:
+        return "; a window is empty: a slice whose end is at or before its start"
+    return ""
+
+
+def _explain_exception(error: Exception) -> str:
+    """The learner's code raised: say what NumPy's message means, in the learner's shapes, and where."""
+    message = str(error)
+    frames = traceback.extract_tb(error.__traceback__)
+    # The learner's line: the last frame outside NumPy and this package (NumPy's own line says nothing).
+    library = (os.path.dirname(np.__file__), os.path.dirname(os.path.dirname(__file__)))
+    where = next((f for f in reversed(frames) if not f.filename.startswith(library)), frames[-1])
+    return f"your code raised {type(error).__name__}: {message} (line {where.lineno}: {where.line})" + (
+        _numpy_meaning(message)
+    )
 
 
 def run(exercise_id: str, *learner_objects, hint: bool = False) -> Report:

@@ -9,9 +9,12 @@ is scored by the relative error ‖a − n‖ / (‖a‖ + ‖n‖) (it passes b
 1. a known mistake of this exercise (:class:`Mistake`): its wrong result is computed from the case's inputs
    and compared with the learner's (or, when the learner's code raised, its exception with the learner's);
 2. by evidence (:mod:`scratchnet.exercises.diagnosis`): a relation between yours and the right answer (the
-   sign, a constant factor with the batch size or N·OH·OW named, an offset, a transpose, a flipped kernel),
-   NaN or infinity, or where it is wrong: the named region of the probe (:attr:`Case.regions`) that holds
-   every wrong element; an input modified in place, a wrong dtype or shape, a number where an array belongs;
+   sign, a constant factor with the batch size or N·OH·OW named, the formula's terms (:attr:`Case.terms`)
+   fitted together, an offset, a transpose, a flipped kernel), NaN or infinity, or where it is wrong: the
+   named region of the probe (:attr:`Case.regions`) that holds every wrong element, exactly the first or
+   last index of an axis, each term judged where it stands alone (:attr:`Case.alone`), an interval of an
+   input's values, what the wrong elements hold (zeros; the input's values from the wrong place); an input
+   modified in place, a wrong dtype or shape, a number where an array belongs;
 3. otherwise how many elements are wrong, and the worst one with both values.
 """
 
@@ -50,6 +53,10 @@ class Case:
     regions: dict[str, np.ndarray] = field(default_factory=dict)
     # The terms of the formula, per output, named for the learner: {"velocity": {"the momentum term": μv}}.
     terms: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # Where each term stands alone, per output: {"dx": {"the direct term": ("x = 0", mask)}}; with what the
+    # terms share, said when every one is wrong: {"dx": ": s, ..."}.
+    alone: dict[str, dict[str, tuple[str, np.ndarray]]] = field(default_factory=dict)
+    shared: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,12 +119,16 @@ def _generic_diagnosis(name: str, yours: np.ndarray, correct: np.ndarray, case: 
         return diagnosis.nonfinite(yours, case.regions)
     if not np.any(yours):
         return "all zeros: nothing was written into the result, or every value computed was 0"
+    wrong = diagnosis.wrong_elements(yours, correct)
     return (
         diagnosis.scale_relation(yours, correct, case.factors)
         or diagnosis.term_relation(yours, correct, case.terms.get(name, {}))
         or diagnosis.layout_relation(yours, correct)
         or diagnosis.offset_relation(yours, correct)
-        or diagnosis.localise(diagnosis.wrong_elements(yours, correct), case.regions)
+        or diagnosis.localise(wrong, case.regions)
+        or diagnosis.edge_slice(wrong, name)
+        or diagnosis.isolated_terms(wrong, case.alone.get(name, {}), case.shared.get(name, ""))
+        or diagnosis.wrong_values(yours, correct, case.args)
     )
 
 

@@ -49,6 +49,80 @@ def localise(wrong: np.ndarray, regions: dict[str, np.ndarray]) -> str | None:
     return f"wrong only {name} ({int(wrong.sum())} of {wrong.size} elements; everywhere else yours is right)"
 
 
+def value_interval(wrong: np.ndarray, values: np.ndarray, name: str) -> str | None:
+    """The wrong elements are exactly those where the input ``values`` (of the output's shape) lie in one
+    interval: "0.1 ≤ x ≤ 1" (or None)."""
+    if values.shape != wrong.shape or wrong.all() or int(wrong.sum()) < 2:
+        return None
+    order = np.argsort(values, axis=None, kind="stable")
+    in_order = wrong.ravel()[order]
+    first, last = int(np.argmax(in_order)), in_order.size - 1 - int(np.argmax(in_order[::-1]))
+    if not in_order[first : last + 1].all():
+        return None
+    low, high = values.ravel()[order[first]], values.ravel()[order[last]]
+    if first == 0:
+        return f"{name} ≤ {high:.3g}"
+    if last == in_order.size - 1:
+        return f"{name} ≥ {low:.3g}"
+    return f"{low:.3g} ≤ {name} ≤ {high:.3g}"
+
+
+def wrong_values(yours: np.ndarray, correct: np.ndarray, inputs: dict[str, np.ndarray]) -> str | None:
+    """Where the wrong elements are and what they hold, when that is one thing: an interval of an input of
+    the output's shape (a condition on it is off), zeros (contributions skipped), or values of an input read
+    from the wrong place."""
+    wrong = wrong_elements(yours, correct, rtol=1e-4, atol=1e-5)
+    if not wrong.any():
+        return None
+    count = f"{int(wrong.sum())} of {wrong.size} elements; everywhere else yours is right"
+    held = yours[wrong]
+    constant = held.size > 1 and bool(np.all(held == held[0]))
+    for name, values in inputs.items():
+        where = isinstance(values, np.ndarray) and value_interval(wrong, values, name)
+        if where:
+            value = f", and yours is {held[0]:.6g} in every one of them" if constant else ""
+            return (
+                f"wrong exactly where {where} ({count}){value}: check the condition on {name}, and what is "
+                "written where it holds"
+            )
+    if not np.any(held):
+        return (
+            f"yours is 0 where the right answer is not ({count}): nothing was added or written there; a loop "
+            "bound, a condition or an index skips them"
+        )
+    zero = [0.0] if np.any(correct == 0) else []  # a 0 the right answer holds (padding) is a value read too
+    for name, values in inputs.items():
+        # Only for an output that gathers this input: the right answer's values are its values too.
+        if not isinstance(values, np.ndarray) or values.dtype.kind != "f":
+            continue
+        readable = np.concatenate([values.ravel(), zero])
+        if np.all(np.isin(correct, readable)) and np.all(np.isin(held, readable)):
+            return (
+                f"the wrong elements hold values of {name}, but not the right ones ({count}): the index that "
+                f"reads {name} points elsewhere"
+            )
+    return None
+
+
+def edge_slice(wrong: np.ndarray, name: str) -> str | None:
+    """The wrong elements are exactly the first or the last index along one axis, all of it and nothing
+    else ("y[:, :, 4, :]"): what a loop or a slice that stops one short, or starts one late, leaves."""
+    for axis, size in enumerate(wrong.shape):
+        if size < 2 or wrong.ndim < 2:
+            continue
+        for index, which in ((0, "first"), (size - 1, "last")):
+            mask = np.zeros(wrong.shape, dtype=bool)
+            mask[(slice(None),) * axis + (index,)] = True
+            if np.array_equal(wrong, mask):
+                spelled = ", ".join(str(index) if a == axis else ":" for a in range(wrong.ndim))
+                off = "starts one late" if index == 0 else "stops one short"
+                return (
+                    f"wrong exactly in the {which} index of axis {axis}, {name}[{spelled}] (all of it, and "
+                    f"everywhere else yours is right): a range or a slice that {off}?"
+                )
+    return None
+
+
 def nonfinite(yours: np.ndarray, regions: dict[str, np.ndarray]) -> str:
     """NaN or infinity, and where."""
     where = localise(~np.isfinite(yours), regions)
@@ -87,22 +161,66 @@ def offset_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:
 
 
 def term_relation(yours: np.ndarray, correct: np.ndarray, terms: dict[str, np.ndarray]) -> str | None:
-    """yours = correct + a·T for one named term T of the formula (``{"the bias": bias}``): the term missing
-    (a = −1), counted twice (a = 1), with its sign flipped (a = −2), or scaled by 1 + a."""
-    for name, term in terms.items():
-        term = np.broadcast_to(term, correct.shape)
-        norm = float(np.sum(term * term))
-        if not norm:
-            continue
-        a = float(np.sum((yours - correct) * term)) / norm  # least squares: yours − correct ≈ a·T
-        if not matches(yours, correct + a * term):
-            continue
-        for multiple, what in ((-1, "is missing"), (1, "is counted twice"), (-2, "has the wrong sign")):
-            if np.isclose(a, multiple, rtol=1e-4):
-                relation = {-1: "−", 1: "+", -2: "− 2 ×"}[multiple]
-                return f"{name} {what}: yours = right {relation} {name}"
-        return f"{name} is scaled by {1 + a:.4g}: yours holds {1 + a:.4g} × {name} where the formula has 1 ×"
+    """yours = correct + a·T for one named term T of the formula (``{"the bias": bias}``), or else
+    yours = correct + Σ a_k·T_k over all of them fitted together; each term with a ≠ 0 is missing
+    (a = −1), counted twice (a = 1), has its sign flipped (a = −2), or is scaled by 1 + a."""
+    columns = {name: np.broadcast_to(term, correct.shape).ravel() for name, term in terms.items()}
+    columns = {name: column for name, column in columns.items() if np.any(column)}
+    groups = [[name] for name in columns]
+    if len(columns) > 1 and np.linalg.matrix_rank(np.stack(list(columns.values()), axis=1)) == len(columns):
+        groups.append(list(columns))  # independent terms: several may be wrong at once
+    for group in groups:
+        matrix = np.stack([columns[name] for name in group], axis=1)  # (elements, terms)
+        a = np.linalg.lstsq(matrix, (yours - correct).ravel(), rcond=None)[0]  # yours − correct ≈ Σ a·T
+        if matches(yours, correct + (matrix @ a).reshape(correct.shape)):
+            return " and ".join(
+                _term_change(name, float(c), len(group) == 1)
+                for name, c in zip(group, a, strict=True)
+                if abs(c) > 1e-6
+            )
     return None
+
+
+def _term_change(name: str, a: float, alone: bool) -> str:
+    """How a term enters yours when yours = right + a·term."""
+    for multiple, what, relation in (
+        (-1, "is missing", "−"),
+        (1, "is counted twice", "+"),
+        (-2, "has the wrong sign", "− 2 ×"),
+    ):
+        if np.isclose(a, multiple, rtol=1e-4):
+            return f"{name} {what}" + (f": yours = right {relation} {name}" if alone else "")
+    scaled = f"{name} is scaled by {1 + a:.4g}"
+    return scaled + (f": yours holds {1 + a:.4g} × {name} where the formula has 1 ×" if alone else "")
+
+
+def isolated_terms(
+    wrong: np.ndarray, alone: dict[str, tuple[str, np.ndarray]], shared: str = ""
+) -> str | None:
+    """Which of the formula's terms is wrong, judged where each stands alone: ``alone`` maps a term's name to
+    (where, mask), the elements where the other terms vanish (the cross-channel term of LRN is alone where
+    dy = 0). None when no wrong element lies where a term stands alone."""
+    verdicts = {
+        name: bool(wrong[mask].any()) for name, (_, mask) in alone.items() if mask.shape == wrong.shape
+    }
+    bad = [name for name, is_wrong in verdicts.items() if is_wrong]
+    good = [name for name, is_wrong in verdicts.items() if not is_wrong]
+    if not bad:
+        return None
+    if not good:
+        where = "; ".join(f"{name} where {alone[name][0]}" for name in bad)
+        return (
+            f"every term is wrong where it stands alone ({where}): the mistake is in what they share{shared}"
+        )
+
+    def listed(names: list[str]) -> str:
+        return " and ".join(names) + (" is" if len(names) == 1 else " are")
+
+    return (
+        f"{listed(bad)} wrong (yours differs where {' and '.join(alone[n][0] for n in bad)}, where "
+        f"{'it' if len(bad) == 1 else 'each'} is the only term); {listed(good)} right (where "
+        f"{' and '.join(alone[n][0] for n in good)}, yours matches)"
+    )
 
 
 def layout_relation(yours: np.ndarray, correct: np.ndarray) -> str | None:

@@ -664,7 +664,8 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
         )
     elif element is not None:
         mistake = (
-            f"an index past the end of {error.buffer}: {where}, which has an output element to compute, "
+            f"an index past the end of {error.buffer or 'a shared array'}: {where}, which has an output "
+            "element to compute, "
             f"{'read' if error.access == 'read' else 'wrote'} outside it at {error.line}. Its guard is not "
             "the cause: an index or a loop bound at that line runs too far (check each against the sizes "
             "of that array)"
@@ -781,7 +782,10 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
         if name in terms:
             found = kernel_evidence.partial_sum_relation(yours[name].astype(np.float64), *terms[name])
         wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
-        found = found or diagnosis.localise(wrong, regions.get(name, {}))
+        if not np.all(np.isfinite(yours[name])) and np.all(np.isfinite(expected[name])):
+            found = found or diagnosis.nonfinite(yours[name], regions.get(name, {}))
+        found = found or diagnosis.localise(wrong, regions.get(name, {})) or diagnosis.edge_slice(wrong, name)
+        found = found or diagnosis.wrong_values(yours[name], expected[name], inputs)
         if found:
             return f"'{name}': {found}"
     return None

@@ -32,9 +32,11 @@ def _set_params(layer, weight: np.ndarray, bias: np.ndarray) -> None:
 
 def _pick_one_per_element(terms: np.ndarray, yours: np.ndarray, correct: np.ndarray) -> bool:
     """``=`` instead of ``+=``: where yours is wrong, is each value ONE of the terms the right answer sums
-    (terms: the right answer's shape plus one axis of contributions), or a partial sum of them?"""
+    (terms: the right answer's shape plus one axis of contributions), or a partial sum of them? Only an
+    element with two contributions or more can lose one: a wrong element with one is another mistake (a
+    loop one short that skips it)."""
     wrong = ~np.isclose(yours, correct, rtol=1e-6, atol=1e-9)
-    if not wrong.any():
+    if not wrong.any() or np.any(wrong & (np.count_nonzero(terms, axis=-1) < 2)):
         return False
     candidates = np.concatenate([terms, np.cumsum(terms, axis=-1), np.cumsum(terms[..., ::-1], axis=-1)], -1)
     return bool(np.all(np.isclose(candidates, yours[..., None], rtol=1e-6, atol=1e-9).any(axis=-1)[wrong]))
@@ -605,10 +607,13 @@ def _conv_forward_reference(x, weight, bias, S, P):
 def _conv_forward_case(rng, x, F, K, S, P):
     weight, bias = rng.standard_normal((F, x.shape[1], K, K)), rng.standard_normal(F)
     args = {"x": x, "weight": weight, "bias": bias, "S": S, "P": P}
+    y = _conv_forward_reference(x, weight, bias, S, P)
+    bias_term = np.broadcast_to(bias[None, :, None, None], y.shape)
     return Case(
         f"x {x.shape}, weight {weight.shape}, stride {S}, padding {P}",
         args,
-        {"y": _conv_forward_reference(x, weight, bias, S, P)},
+        {"y": y},
+        terms={"y": {"the bias": bias_term, "the sum over each window": y - bias_term}},
     )
 
 
@@ -792,19 +797,24 @@ def _lrn_cases(rng):
 
     cases = []
     # alpha large enough that the cross-channel term matters; size 4 (even) places the window unevenly.
+    # A fifth of x is 0 (there dx_j = dy_j s_j^(−β), the direct term alone: the cross term has the factor
+    # a_j) and another fifth of dy is 0 (there the cross-channel term stands alone): each term judged apart.
+    direct_name, cross_name = "the direct term dy · s^(−β)", "the cross-channel term"
     for size in (5, 4):
-        x = rng.standard_normal((2, 7, 3, 3))
-        dy = rng.standard_normal(x.shape)
+        where = rng.integers(0, 5, (2, 7, 3, 3))  # 0: x = 0, 1: dy = 0, else neither
+        x = rng.standard_normal(where.shape) * (where != 0)
+        dy = rng.standard_normal(where.shape) * (where != 1)
         layer = LocalResponseNorm(size, alpha=0.5, beta=0.75, k=2.0, dtype=np.float64)
         args = {"dy": dy, "x": x, "size": size, "alpha": 0.5, "beta": 0.75, "k": 2.0}
         direct = _lrn_dx(args, cross=False)
-        terms = {"the direct term dy · s^(−β)": direct, "the cross-channel term": _lrn_dx(args) - direct}
         cases.append(
             Case(
-                f"x (2, 7, 3, 3), size {size}, alpha 0.5, beta 0.75, k 2",
+                f"x (2, 7, 3, 3) with zeros in x and in dy, size {size}, alpha 0.5, beta 0.75, k 2",
                 args,
                 {"dx": _layer_gradients(layer, x, dy)["dx"]},
-                terms={"dx": terms},
+                terms={"dx": {direct_name: direct, cross_name: _lrn_dx(args) - direct}},
+                alone={"dx": {direct_name: ("x = 0", where == 0), cross_name: ("dy = 0", where == 1)}},
+                shared={"dx": ": s = k + α Σ a² over the window (both use it), or the window sum"},
             )
         )
     return cases

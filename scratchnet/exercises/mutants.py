@@ -30,6 +30,8 @@ import argparse
 import ast
 import contextlib
 import copy
+import difflib
+import hashlib
 import io
 import multiprocessing
 import random
@@ -449,25 +451,41 @@ def solutions() -> list[tuple[str, Path]]:
     return found
 
 
+def corpus(
+    seed: int, per_exercise: int, only: set[str] | None = None, kind: str = "all"
+) -> list[tuple[str, Path, list[Mutant]]]:
+    """(exercise, solution file, a seeded sample of its mutants) for each solution file; ``only``: exercise
+    ids (a kernel's name, e.g. ``im2col``, also selects its .cu file); ``kind``: "all", "python" or "cuda"."""
+    found = []
+    for exercise, path in solutions():
+        suffix_kind = {".py": "python", ".cu": "cuda"}[path.suffix]
+        if (only and exercise not in only) or kind not in ("all", suffix_kind):
+            continue
+        source = path.read_text(encoding="utf-8")
+        every = cuda_mutants(exercise, source) if path.suffix == ".cu" else python_mutants(exercise, source)
+        found.append(
+            (
+                exercise,
+                path,
+                random.Random(f"{seed}:{path.name}").sample(every, min(per_exercise, len(every))),
+            )
+        )
+    return found
+
+
+def _check(exercise: str, path: Path, seed: int, sample: list[Mutant]) -> list[Outcome]:
+    source = path.read_text(encoding="utf-8")
+    return (_check_kernel if path.suffix == ".cu" else _check_python)(exercise, source, seed, sample)
+
+
 def measure(
     seed: int, per_exercise: int, only: set[str] | None = None, progress=None, kind: str = "all"
 ) -> dict:
-    """``{(exercise, file name): (Tally, [Outcome])}`` for a seeded sample of each solution's mutants;
-    ``only``: exercise ids (a kernel's name, e.g. ``im2col``, also selects its .cu file); ``kind``: "all",
-    "python" or "cuda"."""
+    """``{(exercise, file name): (Tally, [Outcome])}`` for the :func:`corpus` of ``seed``."""
     results = {}
-    for exercise, path in solutions():
-        if (only and exercise not in only) or kind not in (
-            "all",
-            {".py": "python", ".cu": "cuda"}[path.suffix],
-        ):
-            continue
-        source = path.read_text(encoding="utf-8")
-        kernel = path.suffix == ".cu"
-        every = cuda_mutants(exercise, source) if kernel else python_mutants(exercise, source)
-        sample = random.Random(f"{seed}:{path.name}").sample(every, min(per_exercise, len(every)))
+    for exercise, path, sample in corpus(seed, per_exercise, only, kind):
         started = time.perf_counter()
-        outcomes = (_check_kernel if kernel else _check_python)(exercise, source, seed, sample)
+        outcomes = _check(exercise, path, seed, sample)
         tally = Tally()
         for outcome in outcomes:
             tally.add(outcome)
@@ -475,6 +493,64 @@ def measure(
         if progress:
             progress(f"{exercise} ({path.name}): {tally.counts} in {time.perf_counter() - started:.0f} s")
     return results
+
+
+# --- a sample of named mutants, each judged by reading it ----------------------------------------------
+VERDICTS = (
+    Path(__file__).resolve().parent.parent.parent / "docs" / "benchmarks" / "checker-sample-verdicts.txt"
+)
+
+
+def mutant_id(path: Path, mutant: Mutant) -> str:
+    """A name that stays with the mutant: its file and a hash of its source."""
+    return f"{path.name}@{hashlib.sha1(mutant.source.encode()).hexdigest()[:8]}"
+
+
+def _verdicts() -> dict[str, tuple[str, str]]:
+    """``{mutant id: (verdict, reason)}`` from :data:`VERDICTS` (lines "id | right | reason")."""
+    if not VERDICTS.is_file():
+        return {}
+    found = {}
+    for line in VERDICTS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, verdict, reason = (part.strip() for part in line.split("|", 2))
+            found[key] = (verdict, reason)
+    return found
+
+
+def _diff(original: str, mutated: str) -> str:
+    """The changed lines, as - old / + new."""
+    lines = difflib.unified_diff(original.splitlines(), mutated.splitlines(), lineterm="", n=0)
+    return "\n".join(line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+
+
+def sample_named(seed: int, per_exercise: int, count: int, sample_seed: int, kind: str = "all") -> str:
+    """``count`` named mutants of the corpus of ``seed``, drawn in an order shuffled by ``sample_seed`` (the
+    corpus is checked in that order until ``count`` are named): id, change, diff, message, and the verdict
+    read from :data:`VERDICTS` (``unjudged`` until someone has read it)."""
+    drawn = [(e, p, m) for e, p, sample in corpus(seed, per_exercise, kind=kind) for m in sample]
+    random.Random(sample_seed).shuffle(drawn)
+    verdicts, blocks, judged = _verdicts(), [], {}
+    for exercise, path, mutant in drawn:
+        (outcome,) = _check(exercise, path, seed, [mutant])
+        if not outcome.named:
+            continue
+        key = mutant_id(path, mutant)
+        verdict, reason = verdicts.get(key, ("unjudged", ""))
+        judged[verdict] = judged.get(verdict, 0) + 1
+        original = path.read_text(encoding="utf-8")
+        if path.suffix == ".py":  # a Python mutant is unparsed from its tree: compare with the original's
+            original = ast.unparse(ast.parse(original))
+        diff = _diff(original, mutant.source)
+        blocks.append(
+            f"{len(blocks) + 1}. {key} ({exercise}, {mutant.category}, {mutant.change})\n"
+            + "".join(f"    {line}\n" for line in diff.splitlines())
+            + f"    message: {outcome.message.splitlines()[0]}\n    verdict: {verdict}: {reason}"
+        )
+        if len(blocks) == count:
+            break
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in sorted(judged.items()))
+    return "\n\n".join([*blocks, f"{len(blocks)} named mutants: {summary}"])
 
 
 COLUMNS = (
@@ -536,7 +612,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated exercises (ids, or kernel names)")
     parser.add_argument("--kind", choices=("all", "python", "cuda"), default="all", help="which solutions")
     parser.add_argument("--details", action="store_true", help="also list each missed or misdiagnosed mutant")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        metavar="COUNT",
+        help="instead: COUNT named mutants, with diff and verdict",
+    )
+    parser.add_argument(
+        "--sample-seed", type=int, default=0, help="the seed of the sample's order (default 0)"
+    )
     args = parser.parse_args(argv)
+    if args.sample:
+        print(sample_named(args.seed, args.per_exercise, args.sample, args.sample_seed, args.kind))
+        return 0
     only = set(filter(None, args.only.split(","))) or None
     results = measure(
         args.seed, args.per_exercise, only, lambda line: print(line, file=sys.stderr), args.kind
