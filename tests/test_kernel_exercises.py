@@ -163,6 +163,18 @@ MUTANTS = {
         ),
         "__syncthreads() is missing or misplaced",
     ),
+    "gemm-tiled-barrier-split-across-if-else": (  # two barrier sites: GPUs from sm_70 run it, CUDA leaves
+        "gemm_tiled",  # it undefined; the checker's "strict" check refuses it (a warning elsewhere)
+        lambda: _mutant(
+            "gemm_tiled",
+            (
+                "        __syncthreads();  // both tiles are complete before anyone reads them\n",
+                "        if (ty < TILE / 2) {\n            __syncthreads();\n        } else {\n"
+                "            __syncthreads();\n        }\n",
+            ),
+        ),
+        "a __syncthreads() that not every thread of the block reaches",
+    ),
     "gemm-tiled-no-zero-padding": (
         "gemm_tiled",
         lambda: _mutant(

@@ -56,7 +56,7 @@ from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError,
 
 EXERCISE_DIR = Path(__file__).resolve().parents[2] / "lessons" / "exercises" / "kernels"
 SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
-SIM_CHECKS = "all"  # the simulator's memcheck, racecheck, initcheck and synccheck
+SIM_CHECKS = "all,strict"  # every check; strict: what CUDA leaves undefined (GPUs may run it) fails
 # Outputs start as this NaN (a payload no arithmetic produces): "never written" differs from a computed NaN.
 SENTINEL_BITS = np.uint32(0x7FC0DEAD)
 
