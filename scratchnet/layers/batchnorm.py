@@ -66,18 +66,24 @@ from scratchnet.layers.linear import REDUCE_THREADS
 
 
 # --- NumPy: x viewed as (N, C, P), P = H·W (2-D) or 1 (1-D) ------------------------------------------------
+# Each pass over x allocates at most one new array and works in place after that: at ResNet-20's sizes a
+# fresh array per operator (x − μ, its square, its scaling...) cost as much as the arithmetic.
 def batch_statistics(x3):
     """(μ, σ²) per channel of x3 (N, C, P): the mean and the biased variance over axes 0 and 2."""
     mean = x3.mean(axis=(0, 2))  # (C,)
-    var = ((x3 - mean[:, None]) ** 2).mean(axis=(0, 2))  # (C,), two passes: no cancellation
+    centred = x3 - mean[:, None]  # (N, C, P); two passes: no cancellation
+    var = np.square(centred, out=centred).mean(axis=(0, 2))  # (C,)
     return mean, var
 
 
 def batchnorm_forward(x3, mean, var, gamma, beta, eps):
     """y (N, C, P) = γ (x − μ) / sqrt(σ² + eps) + β, per channel; also returns x̂ (N, C, P)."""
     inv_std = 1 / np.sqrt(var + eps)  # (C,)
-    x_hat = (x3 - mean[:, None]) * inv_std[:, None]  # (N, C, P)
-    return gamma[:, None] * x_hat + beta[:, None], x_hat
+    x_hat = x3 - mean[:, None]  # (N, C, P)
+    x_hat *= inv_std[:, None]
+    y = x_hat * gamma[:, None]
+    y += beta[:, None]
+    return y, x_hat
 
 
 def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True):
@@ -89,7 +95,11 @@ def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True):
     scale = (gamma / np.sqrt(var + eps))[:, None]  # γ / s, (C, 1)
     if not batch_stats:
         return scale * dy3, dgamma, dbeta
-    dx = scale * (dy3 - dbeta[:, None] / n - x_hat * (dgamma[:, None] / n))  # (N, C, P)
+    # dx = γ/s · (dy − dβ/n − x̂ · dγ/n), built in one array
+    dx = x_hat * (-dgamma / n)[:, None]  # (N, C, P)
+    dx += dy3
+    dx -= (dbeta / n)[:, None]
+    dx *= scale
     return dx, dgamma, dbeta
 
 
