@@ -115,6 +115,29 @@ def test_blas_threads_share_the_cores():
     assert parallel.blas_threads(FakeWorld(0, 2), cores=16) == 8
 
 
+def test_more_processes_than_cores_are_refused_unless_oversubscribed():
+    parallel.check_cores(2, oversubscribe=False, cores=2)
+    parallel.check_cores(3, oversubscribe=True, cores=2)
+    with pytest.raises(
+        parallel.ParallelError, match=r"3 processes on this machine, which has 2 cores.*--oversubscribe"
+    ):
+        parallel.check_cores(3, oversubscribe=False, cores=2)
+    with pytest.raises(parallel.ParallelError, match="--oversubscribe"):
+        parallel.check_world_cores(FakeWorld(0, 3), oversubscribe=False, cores=2)
+
+
+def test_the_trainer_refuses_processes_beyond_the_cores_before_starting_mpiexec(monkeypatch, capsys):
+    from scratchnet.train import cli
+
+    def launch(*args):
+        raise AssertionError("mpiexec started")
+
+    monkeypatch.setattr(parallel, "launch", launch)
+    too_many = str((os.cpu_count() or 1) + 1)
+    assert cli.main(["--processes", too_many, "--epochs", "1"]) == 2
+    assert "--oversubscribe" in capsys.readouterr().err
+
+
 def test_a_single_process_world_needs_no_mpi(monkeypatch):
     for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"):
         monkeypatch.delenv(v, raising=False)
@@ -175,12 +198,17 @@ needs_mpi = pytest.mark.skipif(_why_no_mpi() is not None, reason=f"no MPI: {_why
 MPI_TIMEOUT = 600  # seconds: a hung collective must fail the test, never hang CI
 
 
-def _train(tmp_path, name, args, processes=1, env=None):
+def _oversubscribe(processes: int) -> list[str]:
+    """``--oversubscribe`` where a test starts more ranks than the machine has cores (3 on 2 cores)."""
+    return ["--oversubscribe"] if processes > (os.cpu_count() or 1) else []
+
+
+def _train(tmp_path, name, args, processes=1, env=None, mpiexec_options=()):
     """Run the trainer (under mpiexec for several processes); returns (completed process, final line)."""
     command = [sys.executable, "-m", "scratchnet.train", "--no-progress", "--no-plots", *args]
-    command += ["--out", str(tmp_path / name)]
+    command += ["--out", str(tmp_path / name), *_oversubscribe(processes)]
     if processes > 1:
-        command = [parallel.mpiexec(), "-n", str(processes), *command]
+        command = [parallel.mpiexec(), *mpiexec_options, "-n", str(processes), *command]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     done = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT, env=environment)
     final = [line for line in done.stdout.splitlines() if line.startswith("final ")]
@@ -234,6 +262,25 @@ def test_n_processes_train_the_weights_of_one(tmp_path, case):
 
 @needs_mpi
 @pytest.mark.slow  # MPI processes
+def test_two_ranks_started_through_a_host_file_train_the_weights_of_one(tmp_path):
+    """docs/data-parallelism.md's command for several machines (mpiexec -f HOSTS), with one machine in the
+    host file: localhost, two ranks (``-launcher fork``: Hydra starts them without ssh)."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("localhost:2\n")
+    args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
+    one, one_final = _train(tmp_path, "p1", args)
+    assert one.returncode == 0, one.stderr
+    options = ("-launcher", "fork", "-f", str(hosts))
+    two, two_final = _train(tmp_path, "p2", args, processes=2, mpiexec_options=options)
+    assert two.returncode == 0, two.stderr
+    assert "data parallel: 2 processes" in two.stdout
+    assert _figures(two_final[-1]) == _figures(one_final[-1])
+    difference, largest = _max_difference(tmp_path / "p1", tmp_path / "p2")
+    assert difference <= 1e-10 * max(1.0, largest)
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
     first, _ = _train(tmp_path, "run", [*args, "--processes", "2"])
@@ -241,7 +288,7 @@ def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     assert "data parallel: 2 processes" in first.stdout
     resumed = subprocess.run(
         [sys.executable, "-m", "scratchnet.train", "--resume", str(tmp_path / "run"), "--epochs", "2"]
-        + ["--no-progress", "--no-plots", "--processes", "3"],
+        + ["--no-progress", "--no-plots", "--processes", "3", *_oversubscribe(3)],
         capture_output=True,
         text=True,
         timeout=MPI_TIMEOUT,
