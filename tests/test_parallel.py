@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,104 @@ def test_scaled_shard_gradients_sum_to_the_whole_batch_gradient(size):
     summed = np.sum(world.flats, axis=0)
     expected = np.concatenate([whole.grads[k].reshape(-1) for k in whole.grads])
     np.testing.assert_allclose(summed, expected, rtol=1e-12, atol=1e-14)
+
+
+class ThreadRanks:
+    """``size`` ranks as threads of one process: each rank's ``sum`` waits for every rank's values."""
+
+    def __init__(self, size: int):
+        self.size, self.values = size, [None] * size
+        self.barrier = threading.Barrier(size, timeout=60)
+
+    def world(self, rank: int) -> parallel.World:
+        ranks = self
+
+        class RankWorld(parallel.World):
+            size = ranks.size
+
+            def sum(self, values):
+                ranks.values[rank] = np.array(values, dtype=np.float64)
+                ranks.barrier.wait()
+                total = np.sum(ranks.values, axis=0)
+                ranks.barrier.wait()  # every rank has read it before the next sum overwrites it
+                return total
+
+        world = RankWorld()
+        world.rank = rank
+        return world
+
+    def run(self, work) -> list:
+        """``work(rank)`` on every rank at once; their results in rank order."""
+        results = [None] * self.size
+        threads = [
+            threading.Thread(target=lambda r=r: results.__setitem__(r, work(r))) for r in range(self.size)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+
+def _batchnorm_net(seed=0):
+    net = sn.models.Sequential(
+        [
+            ("conv", sn.layers.Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=seed)),
+            ("bn", sn.layers.BatchNorm2D(3, dtype=np.float64)),
+            ("relu", sn.layers.ReLU(dtype=np.float64)),
+            ("flat", sn.layers.Flatten(dtype=np.float64)),
+            ("fc", sn.layers.Linear(3 * 5 * 5, 4, dtype=np.float64, seed=seed + 1)),
+            ("bn_fc", sn.layers.BatchNorm1D(4, dtype=np.float64)),
+        ],
+        dtype=np.float64,
+        input_shape=(2, 5, 5),
+    )
+    net.input_grad = True
+    return net
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_synchronised_batchnorm_on_n_ranks_computes_what_one_process_does(size):
+    """float64, a batch of 7 (shards of 4 + 3, or 3 + 2 + 2): the outputs, the running statistics, dL/dx and
+    the parameter gradients after the allreduce's weighting (n_r / B) equal those of one process."""
+    rng = np.random.default_rng(0)
+    B = 7
+    x, labels = rng.standard_normal((B, 2, 5, 5)) * 3 + 1, rng.integers(0, 4, B)
+
+    def train_step(net, x, labels):
+        loss = sn.layers.SoftmaxCrossEntropy(dtype=np.float64)
+        logits = net.forward(x, training=True)
+        loss.forward(logits, labels)
+        return logits, net.backward(loss.backward())
+
+    whole = _batchnorm_net()
+    logits, dx = train_step(whole, x, labels)
+    ranks = ThreadRanks(size)
+
+    def rank_step(rank):
+        shard = FakeWorld(rank, size).shard(B)
+        net = _batchnorm_net()
+        for name in ("bn", "bn_fc"):
+            net.layers[name].sync = ranks.world(rank)
+        return shard, net, *train_step(net, x[shard], labels[shard])
+
+    results = ranks.run(rank_step)
+    for shard, net, rank_logits, rank_dx in results:
+        share = len(range(B)[shard]) / B
+        np.testing.assert_allclose(rank_logits, logits[shard], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(rank_dx * share, dx[shard], rtol=1e-10, atol=1e-12)  # the shard's share
+        for name, value in whole.buffers.items():
+            np.testing.assert_allclose(net.buffers[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+    for name, value in whole.grads.items():
+        summed = sum(len(range(B)[shard]) / B * net.grads[name] for shard, net, _, _ in results)
+        np.testing.assert_allclose(summed, value, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_synchronised_batchnorm_refuses_the_kernel_devices():
+    layer = sn.layers.BatchNorm2D(3, device="sim")
+    layer.sync = parallel.World()
+    with pytest.raises(ValueError, match="cpu device only"):
+        layer.forward(layer.device.array(np.ones((2, 3, 2, 2), np.float32)))
 
 
 def test_an_empty_shard_contributes_zeros():
