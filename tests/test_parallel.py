@@ -361,6 +361,23 @@ def test_n_processes_train_the_weights_of_one(tmp_path, case):
 
 @needs_mpi
 @pytest.mark.slow  # MPI processes
+def test_synchronised_batchnorm_ranks_train_the_weights_of_one_process(tmp_path):
+    """--sync-bn on ResNet-20 (BatchNorm in every block), float64, batches of 33, 33 and 1: 3 ranks take
+    11 + 11 + 11 and then 1 + 0 + 0 examples, so two ranks join the BatchNorm sums with empty shards."""
+    args = ["--model", "resnet20-cifar", "--dtype", "float64", "--limit-train", "67", "--limit-test", "32"]
+    args += ["--val-fraction", "0", "--batch-size", "33", "--epochs", "1", "--sync-bn"]
+    one, one_final = _train(tmp_path, "p1", args)
+    assert one.returncode == 0, one.stderr
+    three, three_final = _train(tmp_path, "p3", args, processes=3)
+    assert three.returncode == 0, three.stderr
+    assert _figures(three_final[-1]) == _figures(one_final[-1])
+    difference, largest = _max_difference(tmp_path / "p1", tmp_path / "p3")
+    assert difference <= 1e-10 * max(1.0, largest), f"max |w_3 - w_1| = {difference}"
+    assert "bn1.running_var" in load_checkpoint(tmp_path / "p3").params  # compared too: the statistics
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_two_ranks_started_through_a_host_file_train_the_weights_of_one(tmp_path):
     """docs/data-parallelism.md's command for several machines (mpiexec -f HOSTS), with one machine in the
     host file: localhost, two ranks (``-launcher fork``: Hydra starts them without ssh)."""

@@ -170,6 +170,9 @@ class _BatchNorm(Layer):
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}"
 
+    def _sums_over_ranks(self, training: bool) -> bool:
+        return training and self.sync is not None
+
     def _values_per_channel(self, shape: tuple) -> int:
         """n, and the error PyTorch gives when training on one value per channel."""
         n = shape[0] * int(np.prod(shape[2:], dtype=np.int64))

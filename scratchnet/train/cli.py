@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="data parallelism: train with N processes on this machine (starts mpiexec -n N for you)",
     )
     p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        default=None,
+        help="with --processes: BatchNorm statistics over the whole batch, as PyTorch's SyncBatchNorm (cpu)",
+    )
+    p.add_argument(
         "--oversubscribe",
         action="store_true",
         help="allow more processes on a machine than it has cores (slower; for tests)",
