@@ -98,7 +98,7 @@ def train_epoch(
             loss = loss_fn.forward(logits, y) if len(y) else 0.0
             if len(y):
                 model.backward(loss_fn.backward())
-            elif sharing.syncs_batchnorm:  # nothing to learn here, but the other ranks wait for its sums
+            elif sharing.syncs_batchnorm:  # no loss, but synchronised BatchNorm sums over every shard
                 model.backward(device.zeros(logits.shape, dtype))
             shard_correct = topk_correct(logits, y, ks=(1,), device=device)[1] if len(y) else 0
             loss, shard_correct = sharing.combine_step(model, loss, shard_correct, len(y), len(labels))
