@@ -279,10 +279,10 @@ def run_table(batches: list[int], processes: int, rounds: int, steps: int, warmu
     return rows
 
 
-def format_table(rows: list[dict], command: str, load=None) -> str:
+def format_table(rows: list[dict], command: str, load=None, started: str = "") -> str:
     lines = [
         f"# {command}",
-        *_conditions(load),
+        *_conditions(load, started),
         "LeNet-5 training step, float32, global batch; median over rounds, each run in its own process(es)",
         f"{'batch':>5}  {'library':<10} {'processes':>9}  {'images/s':>9}  {'vs torch':>8}  {'allreduce':>9}",
     ]
@@ -295,13 +295,17 @@ def format_table(rows: list[dict], command: str, load=None) -> str:
     return "\n".join(lines)
 
 
-def _conditions(load) -> list[str]:
-    """The machine, the date, the load average at the start and, above half the cores, the warning."""
+def started_now() -> tuple[tuple[float, float, float], str]:
+    """The load average and the date when a measurement starts, for its header."""
+    return os.getloadavg(), time.strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _conditions(load, started: str) -> list[str]:
+    """The machine, the start date, the load average at the start and, above half the cores, the warning."""
     from scratchnet.benchmarks.speed import _cpu_name, _load_text, load_warning
 
     cpus = os.cpu_count()
-    date = time.strftime("%Y-%m-%d %H:%M %Z")
-    lines = [f"# {_cpu_name()}, {cpus} logical CPUs, {date}; load average at start {_load_text(load)}"]
+    lines = [f"# {_cpu_name()}, {cpus} logical CPUs, started {started}; load average {_load_text(load)}"]
     warning = load_warning(load, cpus)
     return lines + ([f"# {warning}"] if warning else [])
 
@@ -371,11 +375,11 @@ def run_models_table(
     return rows
 
 
-def format_models_table(rows: list[dict], command: str, load=None) -> str:
+def format_models_table(rows: list[dict], command: str, load=None, started: str = "") -> str:
     threads = sorted({(r["blas_threads"], r["torch_threads"]) for r in rows})
     lines = [
         f"# {command}",
-        *_conditions(load),
+        *_conditions(load, started),
         "# threads (NumPy BLAS, PyTorch): " + ", ".join(f"{a}, {b}" for a, b in threads),
         "training step, float32, synthetic batch; median over rounds of each process's median step; each",
         "library in its own process. vs torch = torch ms / ms; vs GEMMs = ms / GEMM ms (the ceiling: the",
@@ -450,13 +454,13 @@ def models_main(argv: list[str]) -> int:
         p.error("need --rounds >= 1, --steps >= 1, --warmup >= 0, --processes >= 1")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be >= 1, got {args.threads}")
-    load = os.getloadavg()
+    load, started = started_now()
     rows = run_models_table(args.runs, args.rounds, args.steps, args.warmup, args.processes, args.threads)
     command = "python -m scratchnet.bench models " + " ".join(argv)
     print(
         json.dumps({"load_average": load, "rows": rows}, indent=2)
         if args.json
-        else format_models_table(rows, command, load)
+        else format_models_table(rows, command, load, started)
     )
     return 0
 
@@ -555,10 +559,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--batch-sizes must be comma-separated integers, got {args.batch_sizes!r}")
     if args.processes < 2 or min(batches) < 1 or args.rounds < 1 or args.steps < 1 or args.warmup < 0:
         p.error("need --processes >= 2, batch sizes >= 1, --rounds >= 1, --steps >= 1, --warmup >= 0")
-    load = os.getloadavg()
+    load, started = started_now()
     rows = run_table(batches, args.processes, args.rounds, args.steps, args.warmup)
     command = "python -m scratchnet.bench parallel " + " ".join(argv)
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows, command, load))
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, command, load, started))
     return 0
 
 
