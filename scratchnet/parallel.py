@@ -291,6 +291,22 @@ def blas_threads(world: World, cores: int | None = None) -> int:
     return max(1, cores // local_rank_and_size(world)[1])
 
 
+def check_cores(processes: int, oversubscribe: bool, cores: int | None = None) -> None:
+    """Refuse more processes on one machine than it has cores, unless ``oversubscribe``: ranks that share a
+    core take turns, and every step waits for the slowest of them."""
+    cores = cores or os.cpu_count() or 1
+    if processes > cores and not oversubscribe:
+        raise ParallelError(
+            f"{processes} processes on this machine, which has {cores} cores: ranks sharing a core run "
+            f"slower than {cores} processes would; give --oversubscribe to start them anyway"
+        )
+
+
+def check_world_cores(world: World, oversubscribe: bool, cores: int | None = None) -> None:
+    """:func:`check_cores` for the ranks ``world`` has on this machine (each machine checks its own)."""
+    check_cores(local_rank_and_size(world)[1], oversubscribe, cores)
+
+
 def limit_blas_threads(world: World):
     """Limit this rank's BLAS/OpenMP threads; returns the threadpoolctl limiter (None for one process)."""
     if world.size == 1:

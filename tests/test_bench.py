@@ -290,3 +290,71 @@ def test_parallel_measure_gives_its_processes_the_blas_threads_asked_for():
     figures = parallel_bench.measure("scratchnet", 1, batch=8, steps=1, warmup=0, blas_threads=1)
     assert figures["images_per_second"] > 0
     assert figures["blas_threads"] == figures["blas_threads_seen"] == 1
+
+
+# --- the models table: every model next to PyTorch, its GEMM ceiling and its peak memory -------------
+def test_gemm_shapes_are_the_products_of_one_lenet_training_step():
+    """Counted by hand: conv1 sees 8·28·28 = 6272 output pixels and, as the first layer, computes no dx;
+    conv2 sees 8·10·10 = 800; each Linear has three products."""
+    from scratchnet.benchmarks import parallel as parallel_bench
+
+    model = M.build("lenet5", seed=0)
+    conv1 = [(6, 25, 6272), (6, 6272, 25)]
+    conv2 = [(16, 150, 800), (16, 800, 150), (150, 16, 800)]
+    linear = [p for D, M_ in ((400, 120), (120, 84), (84, 10)) for p in ((8, D, M_), (D, 8, M_), (8, M_, D))]
+    expected = [(1, shape) for shape in conv1 + conv2 + linear]
+    assert parallel_bench.gemm_shapes(model, 8) == expected
+
+
+def test_groups_split_the_gemms():
+    from scratchnet.benchmarks import parallel as parallel_bench
+    from scratchnet.layers import Conv2D
+    from scratchnet.models import Sequential
+
+    model = Sequential([("conv", Conv2D(4, 6, 3, groups=2))], input_shape=(4, 5, 5), input_grad=True)
+    # Cg·KH·KW = 2·9 = 18 rows, N·OH·OW = 2·3·3 = 18 columns, Fg = 3, two groups
+    assert parallel_bench.gemm_shapes(model, 2) == [(2, (3, 18, 18)), (2, (3, 18, 18)), (2, (18, 3, 18))]
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's clear_refs")
+def test_peak_rss_growth_sees_an_allocation_made_and_freed_after_the_reset():
+    from scratchnet.benchmarks import parallel as parallel_bench
+
+    start = parallel_bench.reset_peak_rss()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    del block  # freed: only the high-water mark remembers it
+    assert parallel_bench.peak_rss_growth_bytes(start) >= 60 * 2**20
+    start = parallel_bench.reset_peak_rss()  # the reset forgets it
+    assert parallel_bench.peak_rss_growth_bytes(start) < 60 * 2**20
+
+
+def test_parallel_tables_warn_about_the_load():
+    from scratchnet.benchmarks import parallel as parallel_bench
+
+    busy, idle = (4.0 * os.cpu_count(), 1.0, 1.0), (0.0, 0.0, 0.0)
+    assert "WARNING: load average" in parallel_bench.format_table([], "cmd", busy)
+    assert "WARNING" not in parallel_bench.format_table([], "cmd", idle)
+    assert "load average 0.00 0.00 0.00" in parallel_bench.format_table([], "cmd", idle)
+
+
+def test_bad_model_runs_are_refused(capsys):
+    for runs in ("lenet5", "lenet6:64", "lenet5:0", "lenet5:x"):
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(["models", "--runs", runs])
+        assert exit_info.value.code == 2 and "MODEL:BATCH" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # four fresh processes, PyTorch imported in one
+@pytest.mark.skipif(not _torch_installed(), reason="PyTorch is the comparison")
+def test_models_table_times_both_libraries_and_the_ceiling_in_their_own_processes():
+    from scratchnet.benchmarks import parallel as parallel_bench
+
+    rows = parallel_bench.run_models_table([("lenet5", 4)], rounds=1, steps=2, warmup=1, blas_threads=1)
+    (row,) = rows
+    assert (row["model"], row["batch"], row["blas_threads"], row["torch_threads"]) == ("lenet5", 4, 1, 1)
+    assert row["vs_torch"] == pytest.approx(row["torch_step_seconds"] / row["step_seconds"])
+    assert row["vs_gemm_ceiling"] == pytest.approx(row["step_seconds"] / row["gemm_seconds"])
+    for key in ("peak_rss_growth_bytes", "torch_peak_rss_growth_bytes"):
+        assert row[key] is None or row[key] >= 0
+    table = parallel_bench.format_models_table(rows, "cmd", (0.0, 0.0, 0.0)).splitlines()
+    assert table[-1].split()[:2] == ["lenet5", "4"] and table[-1].split()[4] == f"{row['vs_torch']:.2f}x"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,6 +83,106 @@ def test_scaled_shard_gradients_sum_to_the_whole_batch_gradient(size):
     np.testing.assert_allclose(summed, expected, rtol=1e-12, atol=1e-14)
 
 
+class ThreadRanks:
+    """``size`` ranks as threads of one process: each rank's ``sum`` waits for every rank's values."""
+
+    def __init__(self, size: int):
+        self.size, self.values = size, [None] * size
+        self.barrier = threading.Barrier(size, timeout=60)
+
+    def world(self, rank: int) -> parallel.World:
+        ranks = self
+
+        class RankWorld(parallel.World):
+            size = ranks.size
+
+            def sum(self, values):
+                ranks.values[rank] = np.array(values, dtype=np.float64)
+                ranks.barrier.wait()
+                total = np.sum(ranks.values, axis=0)
+                ranks.barrier.wait()  # every rank has read it before the next sum overwrites it
+                return total
+
+        world = RankWorld()
+        world.rank = rank
+        return world
+
+    def run(self, work) -> list:
+        """``work(rank)`` on every rank at once; their results in rank order."""
+        results = [None] * self.size
+        threads = [
+            threading.Thread(target=lambda r=r: results.__setitem__(r, work(r))) for r in range(self.size)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+
+def _batchnorm_net(seed=0):
+    net = sn.models.Sequential(
+        [
+            ("conv", sn.layers.Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=seed)),
+            ("bn", sn.layers.BatchNorm2D(3, dtype=np.float64)),
+            ("relu", sn.layers.ReLU(dtype=np.float64)),
+            ("flat", sn.layers.Flatten(dtype=np.float64)),
+            ("fc", sn.layers.Linear(3 * 5 * 5, 4, dtype=np.float64, seed=seed + 1)),
+            ("bn_fc", sn.layers.BatchNorm1D(4, dtype=np.float64)),
+        ],
+        dtype=np.float64,
+        input_shape=(2, 5, 5),
+    )
+    net.input_grad = True
+    return net
+
+
+@pytest.mark.parametrize("size, B", [(2, 7), (3, 7), (3, 2)])
+def test_synchronised_batchnorm_on_n_ranks_computes_what_one_process_does(size, B):
+    """float64, a batch of 7 (shards of 4 + 3, or 3 + 2 + 2) or 2 on 3 ranks (1 + 1 + 0: the empty shard
+    joins the sums, as the trainer has it do): the outputs, the running statistics, dL/dx and the parameter
+    gradients after the allreduce's weighting (n_r / B) equal those of one process."""
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((B, 2, 5, 5)) * 3 + 1, rng.integers(0, 4, B)
+
+    def train_step(net, x, labels):
+        loss = sn.layers.SoftmaxCrossEntropy(dtype=np.float64)
+        logits = net.forward(x, training=True)
+        if not len(labels):  # an empty shard: no loss, but the BatchNorm sums of the backward
+            return logits, net.backward(np.zeros(logits.shape))
+        loss.forward(logits, labels)
+        return logits, net.backward(loss.backward())
+
+    whole = _batchnorm_net()
+    logits, dx = train_step(whole, x, labels)
+    ranks = ThreadRanks(size)
+
+    def rank_step(rank):
+        shard = FakeWorld(rank, size).shard(B)
+        net = _batchnorm_net()
+        for name in ("bn", "bn_fc"):
+            net.layers[name].sync = ranks.world(rank)
+        return shard, net, *train_step(net, x[shard], labels[shard])
+
+    results = ranks.run(rank_step)
+    for shard, net, rank_logits, rank_dx in results:
+        share = len(range(B)[shard]) / B
+        np.testing.assert_allclose(rank_logits, logits[shard], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(rank_dx * share, dx[shard], rtol=1e-10, atol=1e-12)  # the shard's share
+        for name, value in whole.buffers.items():
+            np.testing.assert_allclose(net.buffers[name], value, rtol=1e-10, atol=1e-12, err_msg=name)
+    for name, value in whole.grads.items():
+        summed = sum(len(range(B)[shard]) / B * net.grads[name] for shard, net, _, _ in results)
+        np.testing.assert_allclose(summed, value, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_synchronised_batchnorm_refuses_the_kernel_devices():
+    layer = sn.layers.BatchNorm2D(3, device="sim")
+    layer.sync = parallel.World()
+    with pytest.raises(ValueError, match="cpu device only"):
+        layer.forward(layer.device.array(np.ones((2, 3, 2, 2), np.float32)))
+
+
 def test_an_empty_shard_contributes_zeros():
     model = _small_net()
     for g in model.grads.values():
@@ -113,6 +214,29 @@ def test_blas_threads_share_the_cores():
     assert parallel.blas_threads(FakeWorld(0, 2), cores=2) == 1
     assert parallel.blas_threads(FakeWorld(0, 3), cores=2) == 1
     assert parallel.blas_threads(FakeWorld(0, 2), cores=16) == 8
+
+
+def test_more_processes_than_cores_are_refused_unless_oversubscribed():
+    parallel.check_cores(2, oversubscribe=False, cores=2)
+    parallel.check_cores(3, oversubscribe=True, cores=2)
+    with pytest.raises(
+        parallel.ParallelError, match=r"3 processes on this machine, which has 2 cores.*--oversubscribe"
+    ):
+        parallel.check_cores(3, oversubscribe=False, cores=2)
+    with pytest.raises(parallel.ParallelError, match="--oversubscribe"):
+        parallel.check_world_cores(FakeWorld(0, 3), oversubscribe=False, cores=2)
+
+
+def test_the_trainer_refuses_processes_beyond_the_cores_before_starting_mpiexec(monkeypatch, capsys):
+    from scratchnet.train import cli
+
+    def launch(*args):
+        raise AssertionError("mpiexec started")
+
+    monkeypatch.setattr(parallel, "launch", launch)
+    too_many = str((os.cpu_count() or 1) + 1)
+    assert cli.main(["--processes", too_many, "--epochs", "1"]) == 2
+    assert "--oversubscribe" in capsys.readouterr().err
 
 
 def test_a_single_process_world_needs_no_mpi(monkeypatch):
@@ -175,12 +299,17 @@ needs_mpi = pytest.mark.skipif(_why_no_mpi() is not None, reason=f"no MPI: {_why
 MPI_TIMEOUT = 600  # seconds: a hung collective must fail the test, never hang CI
 
 
-def _train(tmp_path, name, args, processes=1, env=None):
+def _oversubscribe(processes: int) -> list[str]:
+    """``--oversubscribe`` where a test starts more ranks than the machine has cores (3 on 2 cores)."""
+    return ["--oversubscribe"] if processes > (os.cpu_count() or 1) else []
+
+
+def _train(tmp_path, name, args, processes=1, env=None, mpiexec_options=()):
     """Run the trainer (under mpiexec for several processes); returns (completed process, final line)."""
     command = [sys.executable, "-m", "scratchnet.train", "--no-progress", "--no-plots", *args]
-    command += ["--out", str(tmp_path / name)]
+    command += ["--out", str(tmp_path / name), *_oversubscribe(processes)]
     if processes > 1:
-        command = [parallel.mpiexec(), "-n", str(processes), *command]
+        command = [parallel.mpiexec(), *mpiexec_options, "-n", str(processes), *command]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     done = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT, env=environment)
     final = [line for line in done.stdout.splitlines() if line.startswith("final ")]
@@ -234,6 +363,42 @@ def test_n_processes_train_the_weights_of_one(tmp_path, case):
 
 @needs_mpi
 @pytest.mark.slow  # MPI processes
+def test_synchronised_batchnorm_ranks_train_the_weights_of_one_process(tmp_path):
+    """--sync-bn on ResNet-20 (BatchNorm in every block), float64, batches of 33, 33 and 1: 3 ranks take
+    11 + 11 + 11 and then 1 + 0 + 0 examples, so two ranks join the BatchNorm sums with empty shards."""
+    args = ["--model", "resnet20-cifar", "--dtype", "float64", "--limit-train", "67", "--limit-test", "32"]
+    args += ["--val-fraction", "0", "--batch-size", "33", "--epochs", "1", "--sync-bn"]
+    one, one_final = _train(tmp_path, "p1", args)
+    assert one.returncode == 0, one.stderr
+    three, three_final = _train(tmp_path, "p3", args, processes=3)
+    assert three.returncode == 0, three.stderr
+    assert _figures(three_final[-1]) == _figures(one_final[-1])
+    difference, largest = _max_difference(tmp_path / "p1", tmp_path / "p3")
+    assert difference <= 1e-10 * max(1.0, largest), f"max |w_3 - w_1| = {difference}"
+    assert "bn1.running_var" in load_checkpoint(tmp_path / "p3").params  # compared too: the statistics
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
+def test_two_ranks_started_through_a_host_file_train_the_weights_of_one(tmp_path):
+    """docs/data-parallelism.md's command for several machines (mpiexec -f HOSTS), with one machine in the
+    host file: localhost, two ranks (``-launcher fork``: Hydra starts them without ssh)."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("localhost:2\n")
+    args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
+    one, one_final = _train(tmp_path, "p1", args)
+    assert one.returncode == 0, one.stderr
+    options = ("-launcher", "fork", "-f", str(hosts))
+    two, two_final = _train(tmp_path, "p2", args, processes=2, mpiexec_options=options)
+    assert two.returncode == 0, two.stderr
+    assert "data parallel: 2 processes" in two.stdout
+    assert _figures(two_final[-1]) == _figures(one_final[-1])
+    difference, largest = _max_difference(tmp_path / "p1", tmp_path / "p2")
+    assert difference <= 1e-10 * max(1.0, largest)
+
+
+@needs_mpi
+@pytest.mark.slow  # MPI processes
 def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     args = ["--dtype", "float64", "--limit-train", "256", "--limit-test", "64", "--epochs", "1"]
     first, _ = _train(tmp_path, "run", [*args, "--processes", "2"])
@@ -241,7 +406,7 @@ def test_processes_flag_starts_mpiexec_and_resumes_with_another_count(tmp_path):
     assert "data parallel: 2 processes" in first.stdout
     resumed = subprocess.run(
         [sys.executable, "-m", "scratchnet.train", "--resume", str(tmp_path / "run"), "--epochs", "2"]
-        + ["--no-progress", "--no-plots", "--processes", "3"],
+        + ["--no-progress", "--no-plots", "--processes", "3", *_oversubscribe(3)],
         capture_output=True,
         text=True,
         timeout=MPI_TIMEOUT,

@@ -30,6 +30,7 @@ COMMANDS = [
     ("scratchnet.bench", ()),
     ("scratchnet.bench", ("time-to-accuracy",)),
     ("scratchnet.bench", ("parallel",)),
+    ("scratchnet.bench", ("models",)),
     ("scratchnet.bench", ("loader",)),
     ("scratchnet.bench", ("sim",)),
     ("scratchnet.kernel_bench", ()),

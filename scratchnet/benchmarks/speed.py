@@ -457,13 +457,9 @@ def format_report(report: dict) -> str:
             f"(interop {ti['interop_threads']}), BLAS {ti['blas']}"
         )
         lines += [f"  {library}" for library in ti["libraries"]]
-    load = env["load_average"]
-    if load is not None and env["cpus"] and load[0] > 0.5 * env["cpus"]:
-        lines.append(
-            f"WARNING: load average {load[0]:.1f} on {env['cpus']} CPUs: other processes compete for the "
-            "cores, so the figures are slow and noisy (multi-threaded BLAS and OpenMP suffer most; for a "
-            "steadier comparison run both libraries on one thread: OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)"
-        )
+    warning = load_warning(env["load_average"], env["cpus"])
+    if warning:
+        lines.append(warning)
     lines.append(
         "vs torch = PyTorch time / scratchnet time (scratchnet throughput as a fraction of PyTorch's)"
     )
@@ -494,6 +490,18 @@ def format_report(report: dict) -> str:
     rss_mib = report["peak_rss_bytes"] / 2**20
     lines.append(f"process peak RSS (ru_maxrss, the whole run, both libraries): {rss_mib:.0f} MiB")
     return "\n".join(lines)
+
+
+def load_warning(load, cpus) -> str | None:
+    """The warning printed above figures measured while other processes competed for the cores (a load
+    average above half of them), or None."""
+    if load is None or not cpus or load[0] <= 0.5 * cpus:
+        return None
+    return (
+        f"WARNING: load average {load[0]:.1f} on {cpus} CPUs: other processes compete for the "
+        "cores, so the figures are slow and noisy (multi-threaded BLAS and OpenMP suffer most; for a "
+        "steadier comparison run both libraries on one thread: OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)"
+    )
 
 
 def _load_text(load) -> str:
@@ -601,7 +609,8 @@ def table_parser() -> argparse.ArgumentParser:
         prog="python -m scratchnet.bench",
         description="Time scratchnet's layers and training step next to PyTorch's. Other modes: "
         "'python -m scratchnet.bench time-to-accuracy --help', 'python -m scratchnet.bench kernels --help', "
-        "'python -m scratchnet.bench parallel --help', 'python -m scratchnet.bench loader --help', "
+        "'python -m scratchnet.bench parallel --help', 'python -m scratchnet.bench models --help', "
+        "'python -m scratchnet.bench loader --help', "
         "'python -m scratchnet.bench sim --help'.",
     )
     p.add_argument("--model", choices=BENCH_MODELS, default="lenet5")
@@ -659,10 +668,10 @@ def main(argv: list[str] | None = None) -> int:
         from scratchnet.benchmarks import sim_cost
 
         return sim_cost.main(argv[1:])
-    if argv and argv[0] in ("parallel", "loader"):
+    if argv and argv[0] in ("parallel", "loader", "models"):
         from scratchnet.benchmarks import parallel
 
-        return parallel.main(argv if argv[0] == "loader" else argv[1:])
+        return parallel.main(argv if argv[0] in ("loader", "models") else argv[1:])
     if argv and argv[0] == "time-to-accuracy":
         parser = tta_parser()
         args = parser.parse_args(argv[1:])

@@ -17,9 +17,8 @@ Notation, the same in every layer, kernel and lesson::
     OH, OW   output height and width         i         a kernel's flat (long long) element index
     D, M     Linear: x (N, D), weight (D, M), y (N, M)
     K        classes: logits (N, K)
-    cols_batch_last  im2col columns on the CPU: (C·KH·KW, OH·OW·N), the batch last in each column index
     cols_batch_first im2col columns in kernels/conv.cu and lessons 04-05: (C·KH·KW, N·OH·OW)
-    cols_per_image   kernel exercise 06's im2col: (N, C·KH·KW, OH·OW), one matrix per image
+    cols_per_image   im2col on the CPU and in kernel exercise 06: (N, C·KH·KW, OH·OW), one matrix per image
 
 ``W`` is always a width, never the weight: the weight is the local ``weight`` (the parameter key stays "W").
 A kernel's number of elements, the bound of ``i``, is ``count`` (``if (i >= count) return;``).

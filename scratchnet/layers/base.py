@@ -166,7 +166,7 @@ class Layer(BackwardCache):
         x = self._checked_array(x, "x")
         self.check_input_shape(tuple(x.shape))
         self._start_forward(training if keep_for_backward is None else keep_for_backward)
-        if x.size == 0:  # a batch of 0: nothing to compute
+        if x.size == 0 and not self._sums_over_ranks(training):  # a batch of 0: nothing to compute
             self._save_for_backward(empty_input_shape=tuple(x.shape))
             y = self.device.zeros(self.output_shape(tuple(x.shape)), self.dtype)
         else:
@@ -191,6 +191,11 @@ class Layer(BackwardCache):
             return self.device.zeros(saved.empty_input_shape, self.dtype) if needs_input_grad else None
         bwd = self._backward_kernels if self.device.uses_kernels else self._backward_numpy
         return bwd(dy)
+
+    def _sums_over_ranks(self, training: bool) -> bool:
+        """Whether this forward (and its backward) sums over data-parallel ranks, and so must run on a batch
+        of 0 too, as every rank takes part: synchronised BatchNorm (:mod:`scratchnet.layers.batchnorm`)."""
+        return False
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """The output shape for one input shape (with the batch axis), computed without running."""

@@ -45,8 +45,15 @@ gradient, not in ``params``, untouched by SGD, not counted as parameters) but be
 are in ``model.state_dict()`` and in checkpoints, and a resumed run continues from them exactly.
 
 Data parallelism: each rank computes μ and σ² over its own shard of the batch (as PyTorch's
-DistributedDataParallel does by default, unlike SyncBatchNorm), so the statistics are per rank unless
-synchronised, and the result differs from one process training on the whole batch.
+DistributedDataParallel does by default), so the statistics are per rank and the result differs from one
+process training on the whole batch. Synchronised (``layer.sync = world``, ``--sync-bn``; cpu), the ranks
+follow PyTorch's SyncBatchNorm: they sum Σx and Σx² (and their counts) over the whole batch, so that every
+rank normalises with μ = Σx / n and σ² = Σx² / n − μ² of all n values, and the backward sums the two sums it
+needs, Σ g_j and Σ g_j x̂_j, over the whole batch too. Rank r's dy is the gradient of its own shard's mean
+loss, which the gradient allreduce later weighs by w_r = N_r / N (its share of the batch); so rank r adds
+w_r Σ dy and w_r Σ dy x̂ to those sums and divides the result by w_r, and the ranks together compute the
+gradient of the whole batch's loss, whatever the shard sizes. dγ and dβ stay the rank's own: the gradient
+allreduce weighs and sums them like every other parameter gradient.
 
 Kernels (``kernels/batchnorm.cu``, gpu and sim): ``batchnorm_stats`` and ``batchnorm_backward_reduce``
 (one block per channel, a block reduction over ``blockDim.x`` threads), ``batchnorm_forward``,
@@ -66,30 +73,43 @@ from scratchnet.layers.linear import REDUCE_THREADS
 
 
 # --- NumPy: x viewed as (N, C, P), P = H·W (2-D) or 1 (1-D) ------------------------------------------------
+# Each pass over x allocates at most one new array and works in place after that: at ResNet-20's sizes a
+# fresh array per operator (x − μ, its square, its scaling...) cost as much as the arithmetic.
 def batch_statistics(x3):
     """(μ, σ²) per channel of x3 (N, C, P): the mean and the biased variance over axes 0 and 2."""
     mean = x3.mean(axis=(0, 2))  # (C,)
-    var = ((x3 - mean[:, None]) ** 2).mean(axis=(0, 2))  # (C,), two passes: no cancellation
+    centred = x3 - mean[:, None]  # (N, C, P); two passes: no cancellation
+    var = np.square(centred, out=centred).mean(axis=(0, 2))  # (C,)
     return mean, var
 
 
 def batchnorm_forward(x3, mean, var, gamma, beta, eps):
     """y (N, C, P) = γ (x − μ) / sqrt(σ² + eps) + β, per channel; also returns x̂ (N, C, P)."""
     inv_std = 1 / np.sqrt(var + eps)  # (C,)
-    x_hat = (x3 - mean[:, None]) * inv_std[:, None]  # (N, C, P)
-    return gamma[:, None] * x_hat + beta[:, None], x_hat
+    x_hat = x3 - mean[:, None]  # (N, C, P)
+    x_hat *= inv_std[:, None]
+    y = x_hat * gamma[:, None]
+    y += beta[:, None]
+    return y, x_hat
 
 
-def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True):
-    """(dx, dγ, dβ) from dy3 (N, C, P); ``batch_stats``: μ and σ² came from this batch (training)."""
+def batchnorm_backward(dy3, x_hat, var, gamma, eps, batch_stats=True, means=None):
+    """(dx, dγ, dβ) from dy3 (N, C, P); ``batch_stats``: μ and σ² came from this batch (training).
+
+    ``means(dβ, dγ) -> (dβ / n, dγ / n)``, (C,) each, over the batch the statistics came from: by default
+    this one; synchronised BatchNorm passes the sums over every rank's shard."""
     N, _, P = dy3.shape
-    n = N * P
     dbeta = dy3.sum(axis=(0, 2))  # (C,)
     dgamma = (dy3 * x_hat).sum(axis=(0, 2))  # (C,)
     scale = (gamma / np.sqrt(var + eps))[:, None]  # γ / s, (C, 1)
     if not batch_stats:
         return scale * dy3, dgamma, dbeta
-    dx = scale * (dy3 - dbeta[:, None] / n - x_hat * (dgamma[:, None] / n))  # (N, C, P)
+    mean_dbeta, mean_dgamma = means(dbeta, dgamma) if means else (dbeta / (N * P), dgamma / (N * P))
+    # dx = γ/s · (dy − dβ/n − x̂ · dγ/n), built in one array
+    dx = x_hat * (-mean_dgamma)[:, None]  # (N, C, P)
+    dx += dy3
+    dx -= mean_dbeta[:, None]
+    dx *= scale
     return dx, dgamma, dbeta
 
 
@@ -129,6 +149,9 @@ class _BatchNorm(Layer):
         self._set_param("beta", np.zeros(C))
         self._set_buffer("running_mean", np.zeros(C))
         self._set_buffer("running_var", np.ones(C))
+        # The ranks to take the batch statistics over (a scratchnet.parallel.World), or None: this process's
+        # batch alone. Set by the trainer's --sync-bn.
+        self.sync = None
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != self._input_rank or shape[1] != self.num_features:
@@ -146,6 +169,9 @@ class _BatchNorm(Layer):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}"
+
+    def _sums_over_ranks(self, training: bool) -> bool:
+        return training and self.sync is not None
 
     def _values_per_channel(self, shape: tuple) -> int:
         """n, and the error PyTorch gives when training on one value per channel."""
@@ -170,22 +196,46 @@ class _BatchNorm(Layer):
     def _forward_numpy(self, x, training):
         x3 = self._as_ncp(x)  # (N, C, P)
         gamma, beta = self.params["gamma"], self.params["beta"]
-        if training:
+        n, share = None, 1.0  # values per channel and this batch's share of the batch of the statistics
+        if training and self.sync is not None:
+            mean, var, n, share = self._synchronised_statistics(x3)
+        elif training:
             n = self._values_per_channel(x.shape)
             mean, var = batch_statistics(x3)
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        if training:
             m = self.momentum
             self.buffers["running_mean"][...] = (1 - m) * self.buffers["running_mean"] + m * mean
             self.buffers["running_var"][...] = (1 - m) * self.buffers["running_var"] + m * var * (n / (n - 1))
-        else:
-            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         y3, x_hat = batchnorm_forward(x3, mean, var, gamma, beta, self.eps)
-        self._save_for_backward(x_hat=x_hat, var=var, batch_stats=training)
+        self._save_for_backward(x_hat=x_hat, var=var, batch_stats=training, n=n, share=share)
         return y3.reshape(x.shape)
+
+    def _synchronised_statistics(self, x3):
+        """(μ, σ², n, share) over every rank's shard: Σx, Σx² and the batch sizes summed over the ranks."""
+        N, C, P = x3.shape
+        local = np.concatenate([x3.sum(axis=(0, 2)), np.square(x3).sum(axis=(0, 2)), [N]])
+        sums = self.sync.sum(local)  # (2C + 1,) float64, the same on every rank
+        n = self._values_per_channel((int(sums[-1]), C, P))
+        mean = sums[:C] / n
+        var = np.maximum(sums[C : 2 * C] / n - mean**2, 0)  # σ² = E[x²] − μ², ≥ 0 whatever the rounding
+        return mean.astype(x3.dtype), var.astype(x3.dtype), n, N / sums[-1]
 
     def _backward_numpy(self, dy):
         saved = self._saved()
+        means = None
+        if saved.batch_stats and self.sync is not None:
+            share, n = saved.share, saved.n
+
+            def means(dbeta, dgamma):  # Σ over every rank of w_r Σ dy and w_r Σ dy x̂, per value, over w_r
+                C = len(dbeta)
+                sums = self.sync.sum(np.concatenate([share * dbeta, share * dgamma]))  # (2C,)
+                scale = 1 / (n * share) if share else 0.0
+                return (sums[:C] * scale).astype(dbeta.dtype), (sums[C:] * scale).astype(dbeta.dtype)
+
         dx3, dgamma, dbeta = batchnorm_backward(
-            self._as_ncp(dy), saved.x_hat, saved.var, self.params["gamma"], self.eps, saved.batch_stats
+            self._as_ncp(dy), saved.x_hat, saved.var, self.params["gamma"], self.eps, saved.batch_stats, means
         )
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
         return dx3.reshape(dy.shape)
@@ -198,6 +248,10 @@ class _BatchNorm(Layer):
         self._kernel(name)((self.num_features,), (threads,), args, shared_mem=shared_mem)
 
     def _forward_kernels(self, x, training):
+        if self.sync is not None:
+            raise ValueError(
+                f"{type(self).__name__}: synchronised batch statistics run on the cpu device only"
+            )
         dev, C = self.device, self.num_features
         sizes = self._sizes(x.shape)
         y = dev.empty(x.shape, self.dtype)

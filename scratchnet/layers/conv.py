@@ -28,7 +28,8 @@ pixel receives gradient from every output whose receptive field contains it.
 Three implementations, tested against each other and against PyTorch:
 
 * ``conv2d_forward_naive`` / ``conv2d_backward_naive``: the formulas as Python loops. Slow; the definition.
-* ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS), the cpu default.
+* ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS) per image, the cpu
+  default.
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
   ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); the register-blocked
@@ -39,6 +40,8 @@ Three implementations, tested against each other and against PyTorch:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -97,111 +100,155 @@ def conv2d_backward_naive(dy, x, weight, stride=(1, 1), padding=(0, 0), groups=1
     return np.ascontiguousarray(dx), dweight, dbias
 
 
-# --- the fast version: im2col + one matrix product ---------------------------------------------------------
+# --- the fast version: im2col + one matrix product per image ---------------------------------------------
 #
-# im2col lays every receptive field out as a column:
+# im2col lays every receptive field of image n out as a column of one matrix per image:
 #
-#     cols_batch_last[(c, kh, kw), (oh, ow, n)] = xp[n, c, oh·SH + kh, ow·SW + kw]      (C·KH·KW, OH·OW·N)
+#     cols_per_image[n, (c, kh, kw), (oh, ow)] = xp[n, c, oh·SH + kh, ow·SW + kw]      (N, C·KH·KW, OH·OW)
 #
-# so the forward sum is a matrix product, and the backward formulas are two more:
+# so the forward sum is a matrix product per image, and the backward formulas are two more:
 #
-#     Y     = Wm cols         Wm = weight as (F, Cg·KH·KW),   Y = y as (F, OH·OW·N)
-#     dWm   = dY colsᵀ
-#     dcols = Wmᵀ dY          and col2im adds each entry of dcols back onto the pixel it was copied from.
+#     Y[n]     = Wm cols[n]        Wm = weight as (F, Cg·KH·KW),   Y[n] = y[n] as (F, OH·OW)
+#     dWm      = Σ_n dY[n] cols[n]ᵀ
+#     dcols[n] = Wmᵀ dY[n]         and col2im adds each entry of dcols back onto the pixel it was copied from.
 #
-# With groups, the rows of cols for group g are the contiguous block of its channels, so cols is a stack
-# (G, Cg·KH·KW, OH·OW·N) and the products are stacks of G matrix products (np.matmul broadcasts).
+# With groups, the rows of cols[n] for group g are the contiguous block of its channels, so cols[n] is a
+# stack (G, Cg·KH·KW, OH·OW) and np.matmul broadcasts the products over n and g.
 #
-# The batch axis comes LAST inside the fast path: the layer transposes x (N, C, H, W) to (C, H, W, N) on the
-# way in and y back to NCHW on the way out (likewise dy in, dx out). Why: im2col and col2im are loops over
-# the KH·KW kernel offsets, each moving the pixels of offset (kh, kw) for every output at once, i.e. the
-# strided block xp[:, :, kh : kh + OH·SH : SH, kw : kw + OW·SW : SW]. NumPy runs such a block as many short
-# contiguous runs, and with batch last a run is OW·N numbers long (1280 for LeNet's conv2) instead of OW
-# (10): NumPy's per-run overhead, not the copying, dominated the NCHW version, 3-6 times slower. The four
-# transposes are plain 2-D ones, (N, rest) <-> (rest, N), done in blocks to stay in cache. (The CUDA kernels
-# keep the batch first, in cols_batch_first: one thread per number has no per-run overhead to avoid.)
+# Why one matrix per image: Y[n] (F, OH·OW) *is* y[n] in NCHW, so the product writes straight into the
+# layer's output (``np.matmul(..., out=y[chunk])``) and dcols[n] reads dy[n] where the next layer left it:
+# nothing is transposed between the GEMMs. The images go through in chunks of a few, so that a chunk's
+# columns (about CHUNK_BYTES) are still in the cache when the GEMM reads them. The columns are not kept for
+# the backward (for the whole batch they are KH·KW times the input: 75 MB for ResNet-20's first stage at
+# batch 128): the backward builds them again from x, chunk by chunk. A :class:`Workspace` keeps the chunk's
+# buffers from one call to the next.
+CHUNK_BYTES = 1 << 20
 
 
-def _transpose_2d(a):
-    """a.T for a C-contiguous 2-D a, as a C-contiguous array. A plain ``ascontiguousarray(a.T)`` reads or
-    writes with a large stride and misses the cache on every element; copying blocks of 64 rows keeps each
-    block's source and destination in cache (3-4 times faster here)."""
-    rows, columns = a.shape
-    out = np.empty((columns, rows), dtype=a.dtype)
-    for r in range(0, rows, 64):
-        out[:, r : r + 64] = a[r : r + 64].T
-    return out
+class Workspace:
+    """Scratch arrays reused across calls: ``get(name, shape, dtype)`` returns a view of one buffer per name,
+    grown when too small. It is all zeros whenever its shape differs from the last call's, and callers write
+    only where they read afterwards: the border of a padded image, never written, stays zero."""
+
+    def __init__(self):
+        self._buffers: dict[str, tuple[np.ndarray, tuple]] = {}  # name -> (flat buffer, last shape)
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        size = math.prod(shape)
+        buffer, last_shape = self._buffers.get(name, (None, None))
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = np.zeros(size, dtype)
+        elif shape != last_shape:
+            buffer[:size] = 0
+        self._buffers[name] = (buffer, shape)
+        return buffer[:size].reshape(shape)
 
 
-def _batch_last(x):
-    """(N, ...) -> (..., N), C-contiguous."""
-    return _transpose_2d(x.reshape(x.shape[0], -1)).reshape(*x.shape[1:], x.shape[0])
+def _chunk_size(N, column_numbers, itemsize):
+    """How many images' columns fit in CHUNK_BYTES (at least one)."""
+    return max(1, min(N, CHUNK_BYTES // (column_numbers * itemsize)))
 
 
-def _batch_first(x):
-    """(..., N) -> (N, ...), C-contiguous; the inverse of :func:`_batch_last`."""
-    return _transpose_2d(x.reshape(-1, x.shape[-1])).reshape(x.shape[-1], *x.shape[:-1])
-
-
-def _im2col(x, kernel_size, stride, padding):
-    """cols_batch_last[(c, kh, kw), (oh, ow, n)] = xp[n, c, oh·SH + kh, ow·SW + kw]: (C·KH·KW, OH·OW·N),
-    C-contiguous."""
+def _windows(x, kernel_size, stride, padding, workspace):
+    """windows[n, c, kh, kw, oh, ow] = xp[n, c, oh·SH + kh, ow·SW + kw]: (N, C, KH, KW, OH, OW), a view of x
+    (of xp, x copied inside a zero border, when there is padding); nothing else is copied yet."""
     N, C, H, W = x.shape
     (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
-    # Transpose, then pad: padded rows of 2^k numbers (32x32 for LeNet's conv1) transpose slowly (cache
-    # associativity), and the padding copy is cheap with batch last.
-    x_last = xp_last = _batch_last(x)  # (C, H, W, N)
-    if PH or PW:
-        xp_last = np.zeros((C, H + 2 * PH, W + 2 * PW, N), dtype=x.dtype)
-        xp_last[:, PH : PH + H, PW : PW + W] = x_last
-    # windows[c, oh, ow, n, kh, kw] = xp[n, c, oh·SH + kh, ow·SW + kw]: a view, nothing copied yet
-    windows = sliding_window_view(xp_last, (KH, KW), axis=(1, 2))[:, ::SH, ::SW]
-    OH, OW = windows.shape[1:3]
-    cols_batch_last = np.ascontiguousarray(windows.transpose(0, 4, 5, 1, 2, 3))  # (C, KH, KW, OH, OW, N)
-    return cols_batch_last.reshape(C * KH * KW, OH * OW * N)
+    xp = x
+    if PH or PW:  # the border of the workspace array is never written: it stays zero
+        xp = workspace.get("xp", (N, C, H + 2 * PH, W + 2 * PW), x.dtype)
+        xp[:, :, PH : PH + H, PW : PW + W] = x
+    windows = sliding_window_view(xp, (KH, KW), axis=(2, 3))[:, :, ::SH, ::SW]  # (N, C, OH, OW, KH, KW)
+    return windows.transpose(0, 1, 4, 5, 2, 3)
 
 
-def _col2im(dcols_batch_last, x_shape, kernel_size, stride, padding):
-    """dx (N, C, H, W) from dcols_batch_last (C·KH·KW, OH·OW·N): each entry [(c, kh, kw), (oh, ow, n)] added
-    onto dxp[n, c, oh·SH + kh, ow·SW + kw], the pixel :func:`_im2col` copied it from (its adjoint)."""
-    N, C, H, W = x_shape
-    (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
-    OH, OW = window_output_hw((H, W), kernel_size, stride, padding)
-    dcols = dcols_batch_last.reshape(C, KH, KW, OH, OW, N)
-    dxp_last = np.zeros((C, H + 2 * PH, W + 2 * PW, N), dtype=dcols.dtype)  # dxp, batch last
+def _im2col(windows, workspace):
+    """cols[n, c, kh, kw, oh, ow] = windows[n, c, kh, kw, oh, ow] for a chunk of images: one copy into a
+    workspace array, or none where the windows already lie in that order (a 1×1 kernel at stride 1)."""
+    if windows.flags.c_contiguous:
+        return windows
+    cols = workspace.get("cols", windows.shape, windows.dtype)
+    np.copyto(cols, windows)
+    return cols
+
+
+def _col2im(dcols, dx, stride, padding, workspace):
+    """dx (b, C, H, W) from dcols (b, C, KH, KW, OH, OW): each entry [n, c, kh, kw, oh, ow] added onto
+    dxp[n, c, oh·SH + kh, ow·SW + kw], the pixel :func:`_im2col` copied it from (its adjoint).
+
+    Adding each kernel offset's block in place (``dxp[.., kh::SH, kw::SW] += dcols[:, :, kh, kw]``) would run
+    NumPy's addition over rows only OW numbers long, whose per-row overhead costs more than the adding. So
+    each offset's block is copied into its own zero image, ``shifted[kh, kw]``, and the KH·KW images are
+    summed in one reduction over long contiguous rows. Each call copies into the same places, so the rest
+    of every shifted image stays zero from one call to the next."""
+    b, C, KH, KW, OH, OW = dcols.shape
+    _, _, H, W = dx.shape
+    (SH, SW), (PH, PW) = stride, padding
+    if (KH, KW, SH, SW, PH, PW) == (1, 1, 1, 1, 0, 0):  # the columns were the image
+        dx[...] = dcols.reshape(dx.shape)
+        return
+    shifted = workspace.get("shifted", (KH * KW, b, C, H + 2 * PH, W + 2 * PW), dx.dtype)
     for kh in range(KH):
         for kw in range(KW):
-            # +=: where windows overlap (stride < kernel), a pixel sums what every window gives it
-            dxp_last[:, kh : kh + SH * (OH - 1) + 1 : SH, kw : kw + SW * (OW - 1) + 1 : SW] += dcols[
-                :, kh, kw
-            ]
-    return _batch_first(np.ascontiguousarray(dxp_last[:, PH : PH + H, PW : PW + W]))  # crop, to NCHW
+            rows, columns = slice(kh, kh + SH * (OH - 1) + 1, SH), slice(kw, kw + SW * (OW - 1) + 1, SW)
+            shifted[kh * KW + kw, :, :, rows, columns] = dcols[:, :, kh, kw]
+    if PH or PW:
+        dxp = shifted.sum(axis=0, out=workspace.get("dxp", shifted.shape[1:], dx.dtype))
+        dx[...] = dxp[:, :, PH : PH + H, PW : PW + W]  # crop the padding
+    else:
+        shifted.sum(axis=0, out=dx)
 
 
-def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1):
-    """Forward by im2col + matmul. Returns y (N, F, OH, OW) and the cache that the backward needs."""
+def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1, workspace=None):
+    """Forward by im2col + one matmul per image. Returns y (N, F, OH, OW) and the cache the backward needs
+    (x itself). ``workspace``: a :class:`Workspace` to reuse buffers from (a new one when None)."""
+    workspace = workspace or Workspace()
     N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
     OH, OW = window_output_hw((H, W), (KH, KW), stride, padding)
-    cols_batch_last = _im2col(x, (KH, KW), stride, padding).reshape(groups, Cg * KH * KW, OH * OW * N)
-    y_last = weight.reshape(groups, F // groups, Cg * KH * KW) @ cols_batch_last  # (G, Fg, OH·OW·N)
-    y_last = y_last.reshape(F, OH, OW, N)
-    y_last += bias[:, None, None, None]
-    return _batch_first(y_last), (cols_batch_last, x.shape)
+    G, rows = groups, Cg * KH * KW
+    weight_matrix = weight.reshape(G, F // G, rows)  # Wm (G, Fg, Cg·KH·KW)
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    y_per_group = y.reshape(N, G, F // G, OH * OW)  # Y[n], a view of y
+    windows = _windows(x, (KH, KW), stride, padding, workspace)  # (N, C, KH, KW, OH, OW)
+    chunk = _chunk_size(N, C * KH * KW * OH * OW, x.itemsize)
+    for n0 in range(0, N, chunk):
+        images = slice(n0, n0 + chunk)
+        cols = _im2col(windows[images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
+        np.matmul(weight_matrix, cols, out=y_per_group[images])  # Y[n] = Wm cols[n], written into y
+    y += bias[:, None, None]
+    return y, x
 
 
-def conv2d_backward_fast(dy, cache, weight, stride=(1, 1), padding=(0, 0), groups=1, input_grad=True):
+def conv2d_backward_fast(
+    dy, cache, weight, stride=(1, 1), padding=(0, 0), groups=1, input_grad=True, workspace=None
+):
     """Backward by matmul + col2im. Returns (dx, dweight, dbias); dx is None when ``input_grad`` is False."""
-    cols_batch_last, x_shape = cache
+    workspace = workspace or Workspace()
+    x = cache
+    N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
-    dy_last = _batch_last(dy).reshape(groups, F // groups, -1)  # (G, Fg, OH·OW·N): the columns' order
-    dbias = dy_last.reshape(F, -1).sum(axis=1)  # (F,)
-    dweight = (dy_last @ cols_batch_last.transpose(0, 2, 1)).reshape(weight.shape)  # dY colsᵀ
-    if not input_grad:
-        return None, dweight, dbias
-    weight_matrix = weight.reshape(groups, F // groups, Cg * KH * KW)  # Wm (G, Fg, Cg·KH·KW)
-    dcols_batch_last = weight_matrix.transpose(0, 2, 1) @ dy_last  # Wmᵀ dY: (G, Cg·KH·KW, OH·OW·N)
-    return _col2im(dcols_batch_last, x_shape, (KH, KW), stride, padding), dweight, dbias
+    _, _, OH, OW = dy.shape
+    G, Fg, rows = groups, F // groups, Cg * KH * KW
+    weight_matrix = weight.reshape(G, Fg, rows)  # Wm (G, Fg, Cg·KH·KW)
+    dy_per_group = dy.reshape(N, G, Fg, OH * OW)  # dY[n], a view of dy
+    dbias = dy.sum(axis=(0, 2, 3))  # (F,)
+    dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
+    windows = _windows(x, (KH, KW), stride, padding, workspace)  # the forward's columns, built again
+    chunk = _chunk_size(N, C * KH * KW * OH * OW, x.itemsize)
+    for n0 in range(0, N, chunk):
+        images = slice(n0, n0 + chunk)
+        cols = _im2col(windows[images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
+        dy_chunk = dy_per_group[images]  # (b, G, Fg, OH·OW)
+        b = dy_chunk.shape[0]
+        per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)
+        dweight += np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image).sum(axis=0)  # Σ dY colsᵀ
+        if input_grad:
+            dcols = workspace.get("dcols", (b, G, rows, OH * OW), x.dtype)
+            np.matmul(weight_matrix.transpose(0, 2, 1), dy_chunk, out=dcols)  # dcols[n] = Wmᵀ dY[n]
+            _col2im(dcols.reshape(b, C, KH, KW, OH, OW), dx[images], stride, padding, workspace)
+    return dx, dweight.reshape(weight.shape), dbias
 
 
 # --- the layer ---------------------------------------------------------------------------------------------
@@ -271,6 +318,7 @@ class Conv2D(Layer):
         # Set to False on a network's first layer, whose dL/dx nobody reads: backward then skips computing
         # it (about a third of the backward's work) and returns None.
         self.needs_input_grad = True
+        self._workspace = Workspace()  # the fast cpu path's buffers, reused from one step to the next
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4 or shape[1] != self.in_channels:
@@ -315,14 +363,14 @@ class Conv2D(Layer):
         return self.params["b"] if self.bias else self.device.zeros((self.out_channels,), self.dtype)
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
-    # Saved for backward: ``x`` (naive), or the im2col ``cache`` (fast: cols_batch_last and x's shape).
+    # Saved for backward: ``x`` (naive), or the fast path's ``cache`` (x too: backward rebuilds the columns).
     def _forward_numpy(self, x, training):
         conv = dict(stride=self.stride, padding=self.padding, groups=self.groups)
         weight, bias = self.params["W"], self._bias()
         if self.impl == "naive":
             self._save_for_backward(x=x)
             return conv2d_forward_naive(x, weight, bias, **conv)
-        y, cache = conv2d_forward_fast(x, weight, bias, **conv)
+        y, cache = conv2d_forward_fast(x, weight, bias, **conv, workspace=self._workspace)
         self._save_for_backward(cache=cache)
         return y
 
@@ -333,7 +381,7 @@ class Conv2D(Layer):
             dx, dweight, dbias = conv2d_backward_naive(dy, saved.x, weight, **conv)
         else:
             dx, dweight, dbias = conv2d_backward_fast(
-                dy, saved.cache, weight, **conv, input_grad=self.needs_input_grad
+                dy, saved.cache, weight, **conv, input_grad=self.needs_input_grad, workspace=self._workspace
             )
         self.grads["W"] = dweight
         if self.bias:

@@ -131,6 +131,9 @@ class ResidualBlock(Layer):
         if len(shape) != 4 or shape[1] != self.in_channels:
             self._fail_shape(f"(N, {self.in_channels}, H, W)", shape)
 
+    def _sums_over_ranks(self, training: bool) -> bool:
+        return any(layer._sums_over_ranks(training) for layer in self.layers.values())
+
     def output_shape(self, input_shape: tuple) -> tuple:
         self.check_input_shape(tuple(input_shape))
         N, _, H, W = input_shape

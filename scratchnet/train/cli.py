@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="data parallelism: train with N processes on this machine (starts mpiexec -n N for you)",
     )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        default=None,
+        help="with --processes: BatchNorm statistics over the whole batch, as PyTorch's SyncBatchNorm (cpu)",
+    )
+    p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="allow more processes on a machine than it has cores (slower; for tests)",
+    )
     return p
 
 
@@ -162,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         return args
     if args.processes is not None and args.processes < 1:
         return fail(f"--processes must be >= 1, got {args.processes}")
-    if args.processes is not None and args.processes > 1 and not parallel.launched_by_mpi():
-        return _launch_processes(args.processes, argv)
-    world = parallel.world()
+    try:
+        if args.processes is not None and args.processes > 1 and not parallel.launched_by_mpi():
+            parallel.check_cores(args.processes, args.oversubscribe)
+            return _launch_processes(args.processes, argv)
+        world = parallel.world()
+        parallel.check_world_cores(world, args.oversubscribe)
+    except parallel.ParallelError as e:
+        return fail(e)
     try:
         code = _main(args)
     except InterruptedTogether:  # every rank stopped at the same step: none waits for another, so no

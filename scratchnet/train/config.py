@@ -74,6 +74,7 @@ class TrainConfig:
     download: bool = True  # fetch missing datasets (the bundled mini dataset never needs it)
     overwrite: bool = False  # allow a new run in an existing, non-empty run folder (its files are replaced)
     workers: int = 0  # processes preparing the next training batches (image folders: decoding is slow)
+    sync_bn: bool = False  # data parallelism: BatchNorm statistics over the whole batch, every rank's shard
 
     def __post_init__(self):
         """Refuse, with :class:`ConfigError` naming the field, any value that cannot make a sensible run."""
@@ -113,6 +114,10 @@ class TrainConfig:
             (
                 isinstance(self.workers, int) and self.workers >= 0,
                 f"workers must be an integer >= 0, got {self.workers!r}",
+            ),
+            (
+                not self.sync_bn or self.device == "cpu",
+                f"sync_bn (--sync-bn) runs on the cpu device only, got device {self.device!r}",
             ),
             (
                 self.image_size is None or self.image_size <= MAX_IMAGE_SIZE,

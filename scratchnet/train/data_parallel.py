@@ -33,6 +33,7 @@ from typing import TypeVar
 from scratchnet import parallel
 from scratchnet.device import Device, get_device
 from scratchnet.evaluate import Evaluation, evaluate
+from scratchnet.layers import BatchNorm1D, BatchNorm2D
 
 
 class InterruptedTogether(KeyboardInterrupt):
@@ -49,6 +50,20 @@ class DataParallel:
         self.world = world or parallel.World()
         self._allreduce: parallel.GradientAllreduce | None = None
         self.interrupted = False  # a Ctrl-C this process noted and has not yet acted on
+        self.syncs_batchnorm = False  # every rank joins the BatchNorm sums, an empty shard included
+
+    def sync_batchnorm(self, model) -> None:
+        """``--sync-bn``: every BatchNorm layer of ``model`` (inside residual blocks too) takes its batch
+        statistics over every process's shard (:mod:`scratchnet.layers.batchnorm`)."""
+        if self.world.size == 1:
+            return
+        self.syncs_batchnorm = True
+        layers = list(model.layers.values())
+        while layers:
+            layer = layers.pop()
+            layers += getattr(layer, "layers", {}).values()  # a residual block's own layers
+            if isinstance(layer, BatchNorm1D | BatchNorm2D):
+                layer.sync = self.world
 
     @property
     def writes(self) -> bool:

@@ -96,7 +96,8 @@ def train_epoch(
             x = device.array(images[shard], dtype=dtype)  # (B / N, C, H, W)
             y = device.array(labels[shard])  # (B / N,) int64
             step = functools.partial(_forward_backward, model, loss_fn, x, y, device)
-            loss, shard_correct = sharing.own_part(step, instead=(0.0, 0)) if len(y) else (0.0, 0)
+            takes_part = len(y) or sharing.syncs_batchnorm  # synchronised BatchNorm sums over every shard
+            loss, shard_correct = sharing.own_part(step, instead=(0.0, 0)) if takes_part else (0.0, 0)
             loss, shard_correct = sharing.combine_step(model, loss, shard_correct, len(y), len(labels))
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"the loss is {loss} in epoch {epoch}, batch {batch}")
@@ -123,8 +124,12 @@ def train_epoch(
 
 
 def _forward_backward(model, loss_fn, x, y, device) -> tuple[float, int]:
-    """The forward and backward passes of a (shard of a) batch: its mean loss and its correct count."""
+    """The forward and backward passes of a (shard of a) batch: its mean loss and its correct count. An
+    empty shard has no loss, but still runs both passes when synchronised BatchNorm sums over every shard."""
     logits = model.forward(x, training=True)  # (B / N, classes)
+    if not len(y):
+        model.backward(device.zeros(logits.shape, logits.dtype))
+        return 0.0, 0
     loss = loss_fn.forward(logits, y)
     model.backward(loss_fn.backward())  # fills model.grads
     return loss, topk_correct(logits, y, ks=(1,), device=device)[1]

@@ -229,6 +229,8 @@ def prepare(
         sharing.on_writer(claim)  # locks the folder for this run; train() releases it at the end
     data = load_data(config)
     model = build_model(config, data.shape, len(data.classes), load_pretrained=resumed is None, log=log)
+    if config.sync_bn:
+        sharing.sync_batchnorm(model)
     optimizer, scheduler = make_optimizer(config, model)
     loader = D.DataLoader(
         data.train,
