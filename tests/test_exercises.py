@@ -383,6 +383,23 @@ MUTANTS = {
         _plant(LENET5, ("            param[i] = old  # restore exactly\n", "")),
         "restore each entry after perturbing it",
     ),
+    # the exercise's contract (h = 1e-5, its 5 entries of each parameter): four checks that work but break it
+    "lenet5 check with h = 2e-5": (
+        _plant(LENET5, ("entries, h = 5, 1e-5", "entries, h = 5, 2e-5")),
+        "your step h is 2e-5; the exercise says h = 1e-5",
+    ),
+    "lenet5 check of 6 entries": (
+        _plant(LENET5, ("entries, h = 5, 1e-5", "entries, h = 6, 1e-5")),
+        "you checked 6 entries of each parameter; the exercise asks for 5",
+    ),
+    "lenet5 check of one entry fewer": (
+        _plant(LENET5, ("range(entries)", "range(entries - 1)")),
+        "you checked 4 entries of each parameter; the exercise asks for 5",
+    ),
+    "lenet5 check of other entries": (
+        _plant(LENET5, ("default_rng(0)", "default_rng(1)")),
+        "the 1st entry of conv1.W you checked is (2, 0, 2, 3); the exercise's is (5, 0, 3, 2)",
+    ),
 }
 
 

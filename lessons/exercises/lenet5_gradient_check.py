@@ -10,8 +10,11 @@ and on one with a planted bug in one layer's backward (exactly that parameter mu
            loss.backward() -> dlogits
     error: scratchnet.gradcheck.relative_error(analytic, numerical)
 
-LeNet-5 has 61,706 parameters: check a few randomly chosen entries of each, not all. Leave every
-parameter as you found it.
+LeNet-5 has 61,706 parameters: check 5 randomly chosen entries of each, not all, with the step h = 1e-5.
+So that every right check gives the same numbers, and the checker can say where yours differs, draw the
+entries this way: one rng = np.random.default_rng(0) for the whole check, the parameters in model.params
+order, 5 entries of each, each entry's index tuple(int(rng.integers(size)) for size in param.shape).
+Leave every parameter as you found it.
 
 Check it from the repository root:
 

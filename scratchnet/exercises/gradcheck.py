@@ -142,15 +142,35 @@ def _double_one_gradient(model, name: str) -> None:
     layer.backward = broken_backward
 
 
-def _record_steps(model, before: dict[str, np.ndarray], steps: list[float]) -> None:
-    """Make ``model.forward`` append to ``steps``, at each call, how far each parameter entry is from
-    ``before``: the steps the learner's check takes (their size is its h, their signs whether it is
-    centered)."""
+# The exercise's contract: h, and which entries of each parameter (so that every right check gives the same
+# numbers, and a check that differs can be told how).
+STEP, ENTRIES = 1e-5, 5
+
+
+def _contract_entries(model) -> dict[str, list[tuple[int, ...]]]:
+    """The entries the exercise asks to check: ENTRIES of each parameter, in model.params order, each index
+    drawn as one rng.integers(size) per dimension from a single rng = np.random.default_rng(0)."""
+    rng = np.random.default_rng(0)
+    return {
+        name: [tuple(int(rng.integers(size)) for size in param.shape) for _ in range(ENTRIES)]
+        for name, param in model.params.items()
+    }
+
+
+def _record_perturbations(model, before: dict[str, np.ndarray], calls: list) -> None:
+    """Make ``model.forward`` append to ``calls``, at each call, the entries that differ from ``before`` as
+    (parameter name, index, step): the evidence of the learner's check (its steps' size is its h, their
+    signs whether it is centered, the indices which entries it checked)."""
     forward = model.forward
 
     def recording_forward(*args, **kwargs):
-        for name, param in model.params.items():
-            steps.extend((param - before[name])[param != before[name]].tolist())
+        calls.append(
+            [
+                (name, tuple(int(i) for i in index), float(param[index] - before[name][index]))
+                for name, param in model.params.items()
+                for index in zip(*np.nonzero(param != before[name]), strict=True)
+            ]
+        )
         return forward(*args, **kwargs)
 
     model.forward = recording_forward
@@ -175,10 +195,55 @@ def _step_diagnosis(steps: list[float]) -> str | None:
     return None
 
 
-def _run_on(report, function, model, x, labels, steps: list | None = None) -> dict | None:
+def _short(value: float) -> str:
+    """A step as the exercise writes it: 2e-5, not 2e-05."""
+    return f"{value:.3g}".replace("e-0", "e-")
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'st' if k == 1 else 'nd' if k == 2 else 'rd' if k == 3 else 'th'}"
+
+
+def _contract_diagnosis(calls: list, expected: dict[str, list[tuple[int, ...]]]) -> str | None:
+    """How a check that works breaks the exercise's contract (its h, how many entries, which), or None."""
+    steps = np.abs([step for call in calls for _, _, step in call])
+    if not np.allclose(steps, STEP, rtol=1e-6, atol=0):  # old + h − old is h to about 1e-11 relative
+        low, high = steps.min(), steps.max()
+        yours = (
+            _short(low) if np.isclose(low, high, rtol=1e-6) else f"between {_short(low)} and {_short(high)}"
+        )
+        return f"your step h is {yours}; the exercise says h = {_short(STEP)}"
+    # an entry checked: a call that saw it alone moved by +h (the other half of its difference moves it by −h)
+    checked: dict[str, list[tuple[int, ...]]] = {name: [] for name in expected}
+    for call in calls:
+        if len(call) == 1 and call[0][2] > 0:
+            checked[call[0][0]].append(call[0][1])
+    counts = {name: len(indices) for name, indices in checked.items()}
+    if set(counts.values()) != {ENTRIES}:
+        if len(set(counts.values())) == 1:
+            return (
+                f"you checked {counts[next(iter(counts))]} entries of each parameter; the exercise asks for "
+                f"{ENTRIES}, drawn as its text says"
+            )
+        name = next(name for name, count in counts.items() if count != ENTRIES)
+        return (
+            f"you checked {counts[name]} entries of {name}; the exercise asks for {ENTRIES} of each parameter"
+        )
+    for name, indices in expected.items():
+        for k, (right, yours) in enumerate(zip(indices, checked[name], strict=True), 1):
+            if right != yours:
+                return (
+                    f"the {_ordinal(k)} entry of {name} you checked is {yours}; the exercise's is {right}. "
+                    "Draw the entries as its text says: one rng = np.random.default_rng(0), the parameters "
+                    "in model.params order, each index tuple(int(rng.integers(size)) for size in param.shape)"
+                )
+    return None
+
+
+def _run_on(report, function, model, x, labels, calls: list | None = None) -> dict | None:
     before = {k: v.copy() for k, v in model.params.items()}
-    if steps is not None:
-        _record_steps(model, before, steps)
+    if calls is not None:
+        _record_perturbations(model, before, calls)
     errors = function(model, x, labels)
     if not isinstance(errors, dict) or set(errors) != set(model.params):
         got = sorted(errors) if isinstance(errors, dict) else type(errors).__name__
@@ -199,12 +264,13 @@ def _run_on(report, function, model, x, labels, steps: list | None = None) -> di
 def check_lenet5_gradient_check(report, lenet5_gradient_check):
     rng = np.random.default_rng(0)
     x, labels = rng.standard_normal((2, 1, 28, 28)), np.array([3, 7])
-    steps: list[float] = []
-    errors = _run_on(report, lenet5_gradient_check, _lenet5(), x, labels, steps)
+    model, calls = _lenet5(), []
+    errors = _run_on(report, lenet5_gradient_check, model, x, labels, calls)
     if errors is None:
         return
     worst = max(errors, key=errors.get)
     if errors[worst] > 1e-7:
+        steps = [step for call in calls for _, _, step in call]
         reason = _step_diagnosis(steps) or "in float64 a centered difference with h = 1e-5 gives about 1e-9"
         report.fail(
             f"on a CORRECT LeNet-5 your check reports {errors[worst]:.1e} for {worst}: {reason}",
@@ -227,3 +293,11 @@ def check_lenet5_gradient_check(report, lenet5_gradient_check):
         )
         return
     report.ok(f"the planted bug: only {PLANTED_PARAM} flagged (error {errors[PLANTED_PARAM]:.2f})")
+    broken = _contract_diagnosis(calls, _contract_entries(model))
+    if broken:
+        report.fail(
+            broken,
+            f"h = {_short(STEP)}; {ENTRIES} entries of each parameter, drawn as the exercise's text says",
+        )
+        return
+    report.ok(f"the exercise's contract: h = {_short(STEP)}, its {ENTRIES} entries of each parameter")
