@@ -870,7 +870,8 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
             sums, what = summed.get(name, (yours[name], ""))
             found = kernel_evidence.partial_sum_relation(sums.astype(np.float64), *terms[name])
             found = found or kernel_evidence.repeated_terms_relation(sums.astype(np.float64), *terms[name])
-            found = found and (f"{what}: {found}" if what else found)
+            if found and what:
+                found = f"{what}: {found}"
         wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
         if not np.all(np.isfinite(yours[name])) and np.all(np.isfinite(expected[name])):
             found = found or diagnosis.nonfinite(yours[name], regions.get(name, {}))
