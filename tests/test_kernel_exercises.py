@@ -375,7 +375,8 @@ MUTANTS |= {
     "warp-no-broadcast": (
         "warp_reduce",
         lambda: _mutant("warp_reduce", ("    v = __shfl_sync(FULL_WARP, v, 0);", "")),
-        "wrong only at the columns of lanes 1..31 (k % 32 != 0), where each lane used its own v",
+        "wrong only at the columns of lanes 1..31 (k % 32 != 0), the lanes that get the row's sum from "
+        "lane 0",
     ),
     "warp-lanes-past-K-add-garbage": (
         "warp_reduce",

@@ -548,6 +548,13 @@ def _warp_columns(s: dict) -> np.ndarray:
     return np.broadcast_to(np.arange(s["K"]) % 32, (s["N"], s["K"]))
 
 
+_NOT_LANE_0 = (
+    "at the columns of lanes 1..31 (k % 32 != 0), the lanes that get the row's sum from lane 0 (after the "
+    "down-shuffles only lane 0 holds it; the broadcast v = __shfl_sync(FULL_WARP, v, 0), after the last "
+    "shuffle, gives it to every lane)"
+)
+
+
 def _warp_thread_element(s: dict, block: tuple, thread: tuple) -> int | None:
     """The first element of y that a thread writes: row blockIdx.x * WARPS + threadIdx.x / 32, column lane."""
     row, lane = block[0] * WARPS + thread[0] // 32, thread[0] % 32
@@ -587,13 +594,7 @@ WARP_REDUCE = KernelExercise(
                     "the row sum each lane used, K * (x[n, k] - y[n, k])",
                 )
             },
-            regions=lambda a, s: {
-                "y": {
-                    "at the columns of lanes 1..31 (k % 32 != 0), where each lane used its own v: after the "
-                    "down-shuffles only lane 0 holds the row's sum, and every lane needs it from lane 0, "
-                    "v = __shfl_sync(FULL_WARP, v, 0), after the last shuffle": _warp_columns(s) != 0
-                }
-            },
+            regions=lambda a, s: {"y": {_NOT_LANE_0: _warp_columns(s) != 0}},
             thread_element=_warp_thread_element,
         ),
     ),
