@@ -47,7 +47,7 @@ def _without_line(name: str, text: str, which: int) -> str:
 
 def test_every_exercise_has_a_stub_and_a_solution():
     assert [p.name for p in STUBS] == [p.name for p in SOLUTIONS]
-    assert len(STUBS) == len(EXERCISES) == 6
+    assert len(STUBS) == len(EXERCISES) == 7
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
@@ -353,7 +353,55 @@ MUTANTS |= {
     ),
 }
 
+# The warp reduction (exercise 7): the shuffle tree's offsets, its mask, the broadcast, the neutral value. The
+# offsets are named by the terms of the row sum the output was made from (which lanes' sums, how often).
+MUTANTS |= {
+    "warp-first-offset-32": (
+        "warp_reduce",
+        lambda: _mutant("warp_reduce", ("int offset = 16;", "int offset = 32;")),
+        "yours = 2 × the right sum: every term over lane = 0..31 is counted 2 times",
+    ),
+    "warp-first-offset-8": (
+        "warp_reduce",
+        lambda: _mutant("warp_reduce", ("int offset = 16;", "int offset = 8;")),
+        "yours is the sum over lane = 0..15 only, of lane = 0..31",
+    ),
+    "warp-mask-leaves-out-lanes": (
+        "warp_reduce",
+        lambda: _mutant("warp_reduce", ("#define FULL_WARP 0xffffffffu", "#define FULL_WARP 0x0000ffffu")),
+        "a wrong warp mask: lane 16 (thread (16,0,0)) calls the warp function at kernel.cu:31 with mask "
+        "0x0000ffff, which leaves lane 16 out",
+    ),
+    "warp-no-broadcast": (
+        "warp_reduce",
+        lambda: _mutant("warp_reduce", ("    v = __shfl_sync(FULL_WARP, v, 0);", "")),
+        "wrong only at the columns of lanes 1..31 (k % 32 != 0), the lanes that get the row's sum from "
+        "lane 0",
+    ),
+    "warp-lanes-past-K-add-garbage": (
+        "warp_reduce",
+        lambda: _mutant(
+            "warp_reduce",
+            ("float v = 0.0f;", "float v = x_row[lane];"),
+            ("for (int k = lane; k < K; k += 32) v +=", "for (int k = lane + 32; k < K; k += 32) v +="),
+        ),
+        "read outside 'x' (const float*, 100 elements) at kernel.cu:29; a lane that owns no column "
+        "(lane >= K) reads nothing: it starts at 0, the neutral value",
+    ),
+    "warp-lanes-past-K-skip-the-shuffles": (
+        "warp_reduce",
+        lambda: _mutant(
+            "warp_reduce", ("    float v = 0.0f;", "    if (lane >= K) return;\n    float v = 0.0f;")
+        ),
+        "its mask 0xffffffff at kernel.cu:32 names lane 20 (thread (20,0,0)), which has returned instead",
+    ),
+}
+
 WRONG_CAUSES = {  # what each of these was told before, a cause that is not theirs
+    "warp-first-offset-32": "wrong values:",
+    "warp-first-offset-8": "wrong values:",
+    "warp-mask-leaves-out-lanes": "__syncthreads()",
+    "warp-lanes-past-K-skip-the-shuffles": "__syncthreads()",
     "softmax-max-tree-one-step-short": "neutral value",
     "im2col-padding-added": "multiples of the block",
     "gemm-accumulates-into-C": "outputs never written",

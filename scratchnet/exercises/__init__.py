@@ -210,7 +210,7 @@ def check(exercise_id: str, *learner_objects, hint: bool = False) -> bool:
     return report.passed
 
 
-_NOT_TOPICS = ("diagnosis", "kernel_evidence", "mutants")  # the shared diagnosis, and the measuring tool
+_NOT_TOPICS = ("diagnosis", "kernel_evidence", "mutants", "kernel_counts")  # shared tools, no exercise
 
 
 def claim(claim_id: str, condition, detail: str) -> None:

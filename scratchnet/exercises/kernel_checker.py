@@ -99,6 +99,12 @@ class KernelTask:
     # {name for the learner: mask}}``, the parts of a probe where one cause shows.
     terms: Callable[[dict, dict], dict[str, tuple[np.ndarray, str]]] = lambda inputs, sizes: {}
     regions: Callable[[dict, dict], dict[str, dict[str, np.ndarray]]] = lambda inputs, sizes: {}
+    # An output that is not itself the sum its terms add up to, but made from it (a row minus its mean):
+    # ``summed(inputs, sizes, output) -> {output: (the sum each element used, what that sum is)}``.
+    summed: Callable[[dict, dict, dict], dict[str, tuple[np.ndarray, str]]] = lambda inputs, sizes, out: {}
+    # The flat index of the output element a thread computes (None: it has none), when the mapping is not
+    # one thread per element: ``thread_element(sizes, block, thread)``; by default kernel_evidence's.
+    thread_element: Callable[[dict, tuple, tuple], int | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -525,8 +531,84 @@ IM2COL = KernelExercise(
     ),
 )
 
+# Each row of x (N, K) minus its mean, one warp per row: a warp reduction with shuffles.
+WARPS = 4  # warps (rows) per block
+
+
+def _lane_partials(x: np.ndarray) -> np.ndarray:
+    """(N, 32): lane l's own sum, over its columns k = l, l + 32, ... (0 for a lane that owns none)."""
+    N, K = x.shape
+    padded = np.zeros((N, 32 * cdiv(K, 32)))
+    padded[:, :K] = x
+    return padded.reshape(N, -1, 32).sum(axis=1)
+
+
+def _warp_columns(s: dict) -> np.ndarray:
+    """(N, K): the lane that owns each column, k % 32."""
+    return np.broadcast_to(np.arange(s["K"]) % 32, (s["N"], s["K"]))
+
+
+_NOT_LANE_0 = (
+    "at the columns of lanes 1..31 (k % 32 != 0), the lanes that get the row's sum from lane 0 (after the "
+    "down-shuffles only lane 0 holds it; the broadcast v = __shfl_sync(FULL_WARP, v, 0), after the last "
+    "shuffle, gives it to every lane)"
+)
+
+
+def _warp_thread_element(s: dict, block: tuple, thread: tuple) -> int | None:
+    """The first element of y that a thread writes: row blockIdx.x * WARPS + threadIdx.x / 32, column lane."""
+    row, lane = block[0] * WARPS + thread[0] // 32, thread[0] % 32
+    return row * s["K"] + lane if row < s["N"] and lane < s["K"] else None
+
+
+WARP_REDUCE = KernelExercise(
+    name="warp_reduce",
+    tasks=(
+        KernelTask(
+            kernel="center_rows",
+            formula="y[n, k] = x[n, k] - mean[n], mean[n] = (1 / K) * sum over k of x[n, k]",
+            mapping="row = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32 (a warp past N "
+            "returns); lane l sums its columns l, l + 32, ... < K into v (starting at 0); for offset = 16, "
+            "8, 4, 2, 1: v += __shfl_down_sync(FULL_WARP, v, offset); then v = __shfl_sync(FULL_WARP, v, 0); "
+            "each lane writes y[n, k] = x[n, k] - v / K for its columns",
+            args=("x", "y", "N", "K"),
+            outputs=("y",),
+            # Rows with a mean far from 0, so that a wrong mean shows in every element.
+            make_inputs=lambda s, rng: {
+                "x": (rng.standard_normal((s["N"], s["K"])) + rng.uniform(1, 3, (s["N"], 1))).astype(
+                    np.float32
+                )
+            },
+            reference=lambda a, s: {"y": a["x"] - a["x"].astype(np.float64).mean(axis=1, keepdims=True)},
+            launch=lambda s: ((cdiv(s["N"], WARPS),), (32 * WARPS,)),
+            output_shapes=lambda s: {"y": (s["N"], s["K"])},
+            edge_mistake="a lane that owns no column (lane >= K) reads nothing: it starts at 0, the neutral "
+            "value of a sum, and still takes part in every shuffle",
+            # y[n, k] is made from the row's sum, the sum of the 32 lanes' partial sums: (N, K, 32).
+            terms=lambda a, s: {
+                "y": (np.broadcast_to(_lane_partials(a["x"])[:, None, :], (s["N"], s["K"], 32)), "lane")
+            },
+            summed=lambda a, s, out: {
+                "y": (
+                    s["K"] * (a["x"].astype(np.float64) - out["y"]),
+                    "the row sum each lane used, K * (x[n, k] - y[n, k])",
+                )
+            },
+            regions=lambda a, s: {"y": {_NOT_LANE_0: _warp_columns(s) != 0}},
+            thread_element=_warp_thread_element,
+        ),
+    ),
+    shapes=(
+        Shape({"N": 8, "K": 64}, regular=True),
+        Shape({"N": 6, "K": 50}),  # the last pass: lanes 18..31 own one column fewer
+        Shape({"N": 5, "K": 20}),  # K < 32: lanes 20..31 own no column
+        Shape({"N": 3, "K": 100}),
+    ),
+)
+
 EXERCISES = {
-    exercise.name: exercise for exercise in (RELU, MAXPOOL, GEMM_NAIVE, GEMM_TILED, SOFTMAX_ROWS, IM2COL)
+    exercise.name: exercise
+    for exercise in (RELU, MAXPOOL, GEMM_NAIVE, GEMM_TILED, SOFTMAX_ROWS, IM2COL, WARP_REDUCE)
 }
 
 
@@ -633,7 +715,9 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
     # guard; the probe's regions may say which kind of element it computes.
     output = task.outputs[0]
     element = None
-    if isinstance(error, MemcheckError) and error.block is not None:
+    if isinstance(error, MemcheckError) and error.block is not None and task.thread_element is not None:
+        element = task.thread_element(sizes, error.block, error.thread)
+    elif isinstance(error, MemcheckError) and error.block is not None:
         element = kernel_evidence.thread_element(
             task.output_shapes(sizes)[output], task.launch(sizes)[1], error.block, error.thread
         )
@@ -680,6 +764,8 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
             + (f" at {error.line}" if isinstance(error, MemcheckError) else "")
             + " (the last block has more threads than elements left; guard with if (i < count))"
         )
+    elif isinstance(error, SynccheckError) and kernel_evidence.warp_mask_mistake(str(error)):
+        mistake = kernel_evidence.warp_mask_mistake(str(error))
     elif isinstance(error, SynccheckError):
         mistake = (
             "a __syncthreads() that not every thread of the block reaches (a return before it, or a barrier "
@@ -775,12 +861,18 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
 def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected: dict) -> str | None:
     """A relation (the terms of a sum) or a region of the probe that explains every wrong element."""
     terms, regions = task.terms(inputs, sizes), task.regions(inputs, sizes)
+    summed = task.summed(inputs, sizes, yours)
     for name in task.outputs:
         if _close(yours[name], expected[name]):
             continue
         found = None
         if name in terms:
-            found = kernel_evidence.partial_sum_relation(yours[name].astype(np.float64), *terms[name])
+            # The sum behind the output (the output itself, or what it was made from): which terms it holds.
+            sums, what = summed.get(name, (yours[name], ""))
+            found = kernel_evidence.partial_sum_relation(sums.astype(np.float64), *terms[name])
+            found = found or kernel_evidence.repeated_terms_relation(sums.astype(np.float64), *terms[name])
+            if found and what:
+                found = f"{what}: {found}"
         wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
         if not np.all(np.isfinite(yours[name])) and np.all(np.isfinite(expected[name])):
             found = found or diagnosis.nonfinite(yours[name], regions.get(name, {}))

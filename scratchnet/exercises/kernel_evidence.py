@@ -75,3 +75,55 @@ def access_before_guard(body: str) -> str | None:
         f"the end (the last block's extra threads) touch memory outside {early.group(1)}; a GPU may fault or "
         "read garbage there (the simulator happened not to). Move every access behind the guard"
     )
+
+
+def repeated_terms_relation(yours: np.ndarray, terms: np.ndarray, axis: str) -> str | None:
+    """yours = c × the sum of ``terms`` (output shape + (L,)) over all of the axis, c a whole number ≥ 2:
+    every term is counted c times, as when a value is added to itself (a shuffle whose source lane lies
+    outside the warp hands the caller its own value back)."""
+    total = terms.sum(axis=-1)
+    denominator = float(np.sum(total * total))
+    if not denominator:
+        return None
+    c = float(np.sum(yours * total)) / denominator  # least squares: yours ≈ c · total
+    scale = max(1.0, float(np.abs(total).max()))
+    if round(c) < 2 or not np.allclose(yours, round(c) * total, rtol=1e-4, atol=1e-4 * scale):
+        return None
+    return (
+        f"yours = {round(c)} × the right sum: every term over {axis} = 0..{terms.shape[-1] - 1} is counted "
+        f"{round(c)} times (a value added to itself: a partner index outside the range, e.g. a shuffle from "
+        "a lane past 31, which hands the caller its own value back)"
+    )
+
+
+# The simulator's synccheck reports of a warp function (__syncwarp, __shfl_*_sync, votes) with a wrong mask.
+_MASK_LEAVES_OUT_CALLER = re.compile(
+    r"thread (\(.*?\)) \(lane (\d+)\) calls __syncwarp\(\) or a \*_sync warp function with mask "
+    r"(0x[0-9a-f]+) at (\S+), which does not include its own lane"
+)
+_MASKED_LANE_ABSENT = re.compile(
+    r"waits at __syncwarp\(\) or a warp shuffle/vote with mask (0x[0-9a-f]+) at (\S+) while lane (\d+) "
+    r"\(thread (\(.*?\))\) (.*?) \(every lane"
+)
+
+
+def warp_mask_mistake(report: str) -> str | None:
+    """Name a wrong mask of a warp function from the simulator's report: a lane that calls it although the
+    mask leaves it out, or a lane the mask names that never calls it."""
+    left_out = _MASK_LEAVES_OUT_CALLER.search(report)
+    if left_out:
+        thread, lane, mask, line = left_out.groups()
+        return (
+            f"a wrong warp mask: lane {lane} (thread {thread}) calls the warp function at {line} with mask "
+            f"{mask}, which leaves lane {lane} out. The mask names the lanes that take part, and every lane "
+            "that calls the function takes part: with all 32 lanes calling, the mask is 0xffffffff"
+        )
+    absent = _MASKED_LANE_ABSENT.search(report)
+    if absent:
+        mask, line, lane, thread, where = absent.groups()
+        return (
+            f"a wrong warp mask, or lanes that skip the warp function: its mask {mask} at {line} names lane "
+            f"{lane} (thread {thread}), which {where} instead. Every lane the mask names must call it; a "
+            "lane with nothing to add still calls it, with the neutral value"
+        )
+    return None

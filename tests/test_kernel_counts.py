@@ -1,0 +1,93 @@
+"""The counts of a kernel exercise's kernel (kernel_counts.py), against counts worked out by hand from the
+solutions' source: exercise 7's warp shuffles against exercise 5's shared-memory tree."""
+
+from __future__ import annotations
+
+import pytest
+
+from scratchnet.exercises.kernel_counts import KernelCounts, count, format_counts
+from scratchnet.kernel_exercises import EXERCISE_DIR
+
+pytestmark = pytest.mark.sim
+
+N, K = 8, 256
+
+
+@pytest.fixture(scope="module")
+def shuffle():
+    return count("warp_reduce", sizes={"N": N, "K": K})
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return count("softmax_rows", sizes={"N": N, "K": K})
+
+
+def test_the_warp_reduction_reads_x_twice_and_touches_no_shared_memory(shuffle):
+    # Each lane reads its columns once for the sum and once for y: 2 K loads and K stores per row.
+    assert shuffle.counts == {
+        "global_loads": 2 * N * K,
+        "global_stores": N * K,
+        "shared_loads": 0,
+        "shared_stores": 0,
+        "atomics": 0,
+        "barriers": 0,
+    }
+    per = shuffle.per_output()
+    assert (per["global_loads"], per["global_stores"], per["shared_accesses"], per["barriers"]) == (
+        2,
+        1,
+        0,
+        0,
+    )
+    assert shuffle.warp_accesses == shuffle.worst_conflict == 0
+
+
+def test_the_shared_memory_tree_costs_what_its_source_says(tree):
+    threads, steps = 128, 7  # the tree: half = 64, 32, ..., 1
+    tree_stores = threads + (threads - 1)  # partial[t], then one store per combination (64 + 32 + ... + 1)
+    tree_loads = 2 * (threads - 1) + threads  # two loads per combination, then every thread reads partial[0]
+    assert tree.counts == {
+        # x_row[0] by every thread (the max's start), then x three times: max, sum, y
+        "global_loads": N * (threads + 3 * K),
+        "global_stores": N * K,
+        "shared_loads": N * 2 * tree_loads,  # two reductions: the max, the sum
+        "shared_stores": N * 2 * tree_stores,
+        "atomics": 0,
+        "barriers": N
+        * (2 * (1 + steps) + 1),  # per reduction: after the stores, after each step; one between
+    }
+    assert tree.worst_conflict == 1 and tree.wavefronts == tree.warp_accesses  # partial[t]: no conflict
+
+
+def test_bank_conflicts_are_the_extra_passes_per_warp_access():
+    counts = dict.fromkeys(("global_loads", "global_stores", "shared_loads", "shared_stores", "barriers"), 0)
+    conflicted = KernelCounts("k", {}, 1, counts, warp_accesses=4, wavefronts=12, worst_conflict=4)
+    assert conflicted.per_output()["conflicts_per_warp_access"] == 2.0  # 12 passes for 4 accesses: 2 extra
+
+
+def test_the_table_shows_both_kernels_per_output_element(shuffle, tree):
+    table = format_counts(shuffle, tree).splitlines()
+    assert table[0] == "per output element:"
+    assert [cell for cell in table[1].split("  ") if cell] == [
+        "kernel",
+        "global loads",
+        "global stores",
+        "shared accesses",
+        "barriers",
+        "bank conflicts / warp access",
+    ]
+    assert table[2].split() == ["center_rows", "2", "1", "0", "0", "0"]
+    assert table[3].split()[:3] == ["softmax_rows", "3.5", "1"]
+
+
+def test_a_wrong_kernel_or_missing_sizes_are_refused():
+    wrong = (
+        (EXERCISE_DIR / "solutions" / "07_warp_reduce.cu")
+        .read_text()
+        .replace("int offset = 16;", "int offset = 8;")
+    )
+    with pytest.raises(ValueError, match="counting a wrong kernel says nothing"):
+        count("warp_reduce", source=wrong)
+    with pytest.raises(ValueError, match="center_rows needs the sizes K"):
+        count("warp_reduce", sizes={"N": 4})
