@@ -27,9 +27,12 @@ What the checker does, for each kernel of the file:
    misses them), a missing or misplaced ``__syncthreads()`` (a race, naming both threads and their source
    lines; a read of shared memory no thread has written yet; or a result that changes with the thread
    order), a barrier not every thread reaches, a wrong index mapping (the result equals a transposed or
-   permuted reference), edge elements wrong (right only when the sizes are multiples of the block), or
-   else the worst element, yours against the expected value. With ``hint=True`` it also prints the
-   formula and the thread mapping.
+   permuted reference, or each thread's block of registers stored to the wrong places), edge elements
+   wrong (right only when the sizes are multiples of the block), or else the worst element, yours against
+   the expected value. With ``hint=True`` it also prints the formula and the thread mapping.
+5. **Bank conflicts**, for an exercise that requires none: a right kernel runs once more with the
+   simulator's access record (:mod:`scratchnet.sim.record`), and a shared-memory access whose warp asks
+   one bank for several words is named, with its array, its source line and how many ways it conflicts.
 
 A kernel that never returns hangs the check, as it would hang a GPU.
 """
@@ -41,7 +44,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +106,14 @@ class KernelTask:
     # ``summed(inputs, sizes, output) -> {output: (the sum each element used, what that sum is)}``.
     summed: Callable[[dict, dict, dict], dict[str, tuple[np.ndarray, str]]] = lambda inputs, sizes, out: {}
     # The flat index of the output element a thread computes (None: it has none), when the mapping is not
-    # one thread per element: ``thread_element(sizes, block, thread)``; by default kernel_evidence's.
+    # one thread per element: ``thread_element(sizes, block, thread)``; by default kernel_evidence's. A
+    # thread of several elements that needs no guard (all of them inside) gives its first one.
     thread_element: Callable[[dict, tuple, tuple], int | None] | None = None
+    # Register blocking: which thread computes each element of the output, in which register of its block
+    # (kernel_evidence.ThreadTiles), so that a block stored to the wrong places is named.
+    thread_tiles: Callable[[dict], kernel_evidence.ThreadTiles] | None = None
+    # Set when the exercise requires conflict-free shared-memory accesses: how to remove a conflict.
+    conflict_fix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -417,6 +426,98 @@ GEMM_TILED = KernelExercise(
 )
 
 
+# Register blocking: a block of BLOCK_SIDE x BLOCK_SIDE threads computes a BLOCK_TILE x BLOCK_TILE tile of
+# C, thread (tx, ty) the THREAD_TILE x THREAD_TILE elements at rows ty + BLOCK_SIDE * i, columns
+# tx + BLOCK_SIDE * j of it (as kernels/gemm_blocked.cu, at half its sizes).
+BLOCK_TILE, THREAD_TILE = 32, 4
+BLOCK_SIDE = BLOCK_TILE // THREAD_TILE
+
+
+def _blocked_product(a: dict, s: dict, transposed: str = "") -> np.ndarray:
+    """C as the register-blocked kernel computes it, tile by tile (BLOCK_TILE along K too), with the tiles
+    zero-padded past the matrices; ``transposed`` "A" (or "B"): the fragments of that matrix read from its
+    tile transposed, tile[r][k] where the kernel stores tile[k][r] (inside the tile: it is square)."""
+    T, M, N, K = BLOCK_TILE, s["M"], s["N"], s["K"]
+    padded_A = np.zeros((cdiv(M, T) * T, cdiv(K, T) * T))
+    padded_B = np.zeros((cdiv(K, T) * T, cdiv(N, T) * T))
+    padded_A[:M, :K], padded_B[:K, :N] = a["A"], a["B"]
+    tiles_A = padded_A.reshape(cdiv(M, T), T, cdiv(K, T), T)  # [row tile, r, k tile, k]
+    tiles_B = padded_B.reshape(cdiv(K, T), T, cdiv(N, T), T)  # [k tile, k, column tile, c]
+    if transposed == "A":
+        tiles_A = tiles_A.transpose(0, 3, 2, 1)
+    if transposed == "B":
+        tiles_B = tiles_B.transpose(0, 3, 2, 1)
+    C = np.einsum("xrzk,zkyc->xryc", tiles_A, tiles_B).reshape(padded_A.shape[0], padded_B.shape[1])
+    return C[:M, :N]
+
+
+def _blocked_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
+    return [
+        (
+            "you read A's fragment TRANSPOSED, As[ty + BLOCK_SIDE * i][k]: the tile holds "
+            "A[row0 + r, k0 + k] at As[k][r], so a[i] = As[k][ty + BLOCK_SIDE * i]",
+            {"C": _blocked_product(a, s, transposed="A")},
+        ),
+        (
+            "you read B's fragment TRANSPOSED, Bs[tx + BLOCK_SIDE * j][k]: the tile holds "
+            "B[k0 + k, col0 + c] at Bs[k][c], so b[j] = Bs[k][tx + BLOCK_SIDE * j]",
+            {"C": _blocked_product(a, s, transposed="B")},
+        ),
+        *_gemm_wrong(a, s),
+    ]
+
+
+def _blocked_thread_tiles(s: dict) -> kernel_evidence.ThreadTiles:
+    """Per element (row, col) of C: block (col, row) // BLOCK_TILE, thread (col, row) % BLOCK_SIDE within its
+    tile, and register (i, j) = (row, col) % BLOCK_TILE // BLOCK_SIDE."""
+    row, col = np.meshgrid(np.arange(s["M"]), np.arange(s["N"]), indexing="ij")
+    inside = np.stack([col, row], axis=-1) % BLOCK_TILE  # (x, y) inside the block's tile
+    return kernel_evidence.ThreadTiles(
+        block=np.stack([col, row], axis=-1) // BLOCK_TILE,
+        thread=inside % BLOCK_SIDE,
+        place=inside[..., ::-1] // BLOCK_SIDE,
+    )
+
+
+def _blocked_thread_element(s: dict, block: tuple, thread: tuple) -> int | None:
+    """C[row, col] of a thread's acc[0][0] when its whole block lies inside C (its elements need no guard)."""
+    row, col = block[1] * BLOCK_TILE + thread[1], block[0] * BLOCK_TILE + thread[0]
+    last_row, last_col = row + BLOCK_SIDE * (THREAD_TILE - 1), col + BLOCK_SIDE * (THREAD_TILE - 1)
+    return row * s["N"] + col if last_row < s["M"] and last_col < s["N"] else None
+
+
+GEMM_REGISTER_BLOCKED = KernelExercise(
+    name="gemm_register_blocked",
+    tasks=(
+        replace(
+            _gemm_task(
+                "gemm_register_blocked",
+                "for each k0 = 0, TILE_K, ...: load_tile the tiles As[k][r] = A[row0 + r, k0 + k], "
+                "Bs[k][c] = B[k0 + k, col0 + c]; __syncthreads(); for k < TILE_K: a[i] = As[k][ty + "
+                "BLOCK_SIDE * i], b[j] = Bs[k][tx + BLOCK_SIDE * j], acc[i][j] += a[i] * b[j]; "
+                "__syncthreads(); finally C[row, col] = acc[i][j] where row < M and col < N",
+                "row0 = blockIdx.y * BLOCK_TILE, col0 = blockIdx.x * BLOCK_TILE; thread (tx, ty) owns "
+                "acc[i][j] = C[row0 + ty + BLOCK_SIDE * i, col0 + tx + BLOCK_SIDE * j], i, j < THREAD_TILE; "
+                "every thread (also those outside C) loads its share of the tiles and reaches every barrier",
+                "the edge blocks: a thread stores only those of its elements with row < M and col < N",
+            ),
+            launch=lambda s: ((cdiv(s["N"], BLOCK_TILE), cdiv(s["M"], BLOCK_TILE)), (BLOCK_SIDE, BLOCK_SIDE)),
+            wrong_answers=_blocked_wrong,
+            thread_tiles=_blocked_thread_tiles,
+            thread_element=_blocked_thread_element,
+            conflict_fix="Pad the tile's rows: with TILE_STRIDE = BLOCK_TILE + 1 values per row, the 32 "
+            "words a warp stores down a column of As (As[k][r] for k = 0..31) lie in 32 different banks; "
+            "with BLOCK_TILE they are 32 apart, all in one bank",
+        ),
+    ),
+    shapes=(
+        Shape({"M": 64, "N": 64, "K": 64}, regular=True),  # 2 x 2 blocks, 2 steps along K
+        Shape({"M": 37, "N": 45, "K": 40}),
+        Shape({"M": 20, "N": 29, "K": 7}),
+    ),
+)
+
+
 # Softmax over the rows of x (N, K): one block per row.
 def _softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
@@ -608,7 +709,16 @@ WARP_REDUCE = KernelExercise(
 
 EXERCISES = {
     exercise.name: exercise
-    for exercise in (RELU, MAXPOOL, GEMM_NAIVE, GEMM_TILED, SOFTMAX_ROWS, IM2COL, WARP_REDUCE)
+    for exercise in (
+        RELU,
+        MAXPOOL,
+        GEMM_NAIVE,
+        GEMM_TILED,
+        SOFTMAX_ROWS,
+        IM2COL,
+        WARP_REDUCE,
+        GEMM_REGISTER_BLOCKED,
+    )
 }
 
 
@@ -693,6 +803,40 @@ def _run(
     return {name: device.to_host(arrays[name]) for name in task.outputs}
 
 
+def recorded_launch(
+    task: KernelTask, source: str, sizes: dict, filename: str = "kernel.cu"
+) -> tuple[object, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Launch ``task``'s kernel from ``source`` once on the simulator with the access record on (see
+    :mod:`scratchnet.sim.record`), with the task's inputs (seed 0), grid and block, outputs starting at 0:
+    (the module, whose ``last_record`` holds the launch's accesses, the inputs, the outputs)."""
+    from scratchnet import sim
+
+    inputs = task.make_inputs(sizes, np.random.default_rng(0))
+    module = sim.load_module(source, filename=filename, checks="record")
+    outputs = {name: np.zeros(shape, np.float32) for name, shape in task.output_shapes(sizes).items()}
+    arrays = inputs | outputs
+    args = tuple(arrays[name] if name in arrays else np.int32(sizes[name]) for name in task.args)
+    grid, block = task.launch(sizes)
+    module.get_function(task.kernel)(grid, block, args)
+    return module, inputs, outputs
+
+
+def _bank_conflict(task: KernelTask, source: str, sizes: dict, filename: str) -> str | None:
+    """The worst bank conflict of a launch, when there is one: the shared-memory site (array, source line,
+    load or store) whose warp access asks the most words of one bank."""
+    module, _, _ = recorded_launch(task, source, sizes, filename)
+    sites = module.last_record.shared_sites(module.build.library)
+    worst = max(sites, key=lambda site: site.conflict_degree, default=None)
+    if worst is None or worst.conflict_degree <= 1:
+        return None
+    return (
+        f"right, but with bank conflicts: the {worst.kind}s of {worst.array or 'shared memory'} at "
+        f"{worst.line} are {worst.conflict_degree}-way bank conflicts ({worst.wavefronts} passes of the "
+        f"shared memory for {worst.warp_accesses} warp accesses, where a conflict-free access takes one). "
+        f"{task.conflict_fix}"
+    )
+
+
 # --- comparing and naming the mistake -----------------------------------------------------------------------
 def _close(yours: np.ndarray, expected: np.ndarray) -> bool:
     if yours.shape != expected.shape:
@@ -759,10 +903,15 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
             f"missing bounds guard: {where} read outside {error.buffer} at {error.line}; {task.edge_mistake}"
         )
     elif isinstance(error, MemcheckError) or "wrote past the end" in str(error):
+        one_dimensional = len(task.launch(sizes)[1]) == 1
         mistake = (
             f"missing bounds guard: {where or 'a thread'} wrote outside an array"
             + (f" at {error.line}" if isinstance(error, MemcheckError) else "")
-            + " (the last block has more threads than elements left; guard with if (i < count))"
+            + (
+                " (the last block has more threads than elements left; guard with if (i < count))"
+                if one_dimensional
+                else f"; {task.edge_mistake}"
+            )
         )
     elif isinstance(error, SynccheckError) and kernel_evidence.warp_mask_mistake(str(error)):
         mistake = kernel_evidence.warp_mask_mistake(str(error))
@@ -873,6 +1022,10 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
             found = found or kernel_evidence.repeated_terms_relation(sums.astype(np.float64), *terms[name])
             if found and what:
                 found = f"{what}: {found}"
+        if task.thread_tiles is not None:
+            found = found or kernel_evidence.thread_tile_relation(
+                yours[name], expected[name], name, task.thread_tiles(sizes)
+            )
         wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
         if not np.all(np.isfinite(yours[name])) and np.all(np.isfinite(expected[name])):
             found = found or diagnosis.nonfinite(yours[name], regions.get(name, {}))
@@ -884,7 +1037,7 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
 
 
 def _check_task(
-    report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise, body: str
+    report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise, source: str, filename: str
 ) -> None:
     rng = np.random.default_rng(0)
     regular_passed = False
@@ -906,7 +1059,9 @@ def _check_task(
             )
             return
         regular_passed = regular_passed or shape.regular
-    early = kernel_evidence.access_before_guard(body)
+    early = kernel_evidence.access_before_guard(kernel_bodies(source)[task.kernel])
+    if task.conflict_fix is not None:
+        early = early or _bank_conflict(task, source, exercise.shapes[0].sizes, filename)
     if early:
         report.fail(
             f"{task.kernel}: {early}", hint=f"{task.kernel}: {task.formula}; thread mapping: {task.mapping}"
@@ -965,7 +1120,7 @@ def check_source(
         return report
     for task in exercise.tasks:
         if task not in todo and task.kernel in bodies:
-            _check_task(report, devices, kernels, task, exercise, bodies[task.kernel])
+            _check_task(report, devices, kernels, task, exercise, source, filename)
     return report
 
 

@@ -1,10 +1,12 @@
 """Evidence for the kernel exercises that the output arrays alone do not give: which thread of the launch
 has an element to compute, what an output that started as a known value ends as, which terms of a sum an
-output holds. The array relations and regions themselves are :mod:`scratchnet.exercises.diagnosis`."""
+output holds, which thread's register holds an element. The array relations and regions themselves are
+:mod:`scratchnet.exercises.diagnosis`."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -127,3 +129,72 @@ def warp_mask_mistake(report: str) -> str | None:
             "lane with nothing to add still calls it, with the neutral value"
         )
     return None
+
+
+@dataclass(frozen=True)
+class ThreadTiles:
+    """Where each element of a 2-D output is computed, when each thread computes a TM × TN block of it in
+    registers, acc[i][j]: per element (output shape + (2,)), its ``block`` (blockIdx.x, blockIdx.y), its
+    ``thread`` (threadIdx.x, threadIdx.y) and its ``place`` (i, j) in that thread's acc."""
+
+    block: np.ndarray
+    thread: np.ndarray
+    place: np.ndarray
+
+
+def thread_tile_relation(
+    yours: np.ndarray, expected: np.ndarray, name: str, tiles: ThreadTiles
+) -> str | None:
+    """Every element of yours holds the right value of another element of its block's tile, the same one in
+    every block: each thread computed right, and its store put acc[i][j] in the wrong place. Named as the
+    transpose of each thread's block (acc[i][j] where acc[j][i] belongs), another order inside each thread's
+    block, or another thread's place. Judged on the blocks whose tile lies wholly inside the output."""
+    # A block's tile has one slot per (ty, tx, i, j): the slot of each element, and its block.
+    axes = (*tiles.thread.reshape(-1, 2).max(axis=0)[::-1] + 1, *tiles.place.reshape(-1, 2).max(axis=0) + 1)
+    slots = int(np.prod(axes))
+    slot = np.ravel_multi_index(
+        (tiles.thread[..., 1], tiles.thread[..., 0], *np.moveaxis(tiles.place, -1, 0)), axes
+    )
+    blocks, block = np.unique(tiles.block.reshape(-1, 2), axis=0, return_inverse=True)
+    slot, block = slot.ravel(), block.ravel()
+    whole = np.flatnonzero(np.bincount(block, minlength=len(blocks)) == slots)
+    if not whole.size:
+        return None
+    ours, right = np.zeros((len(blocks), slots)), np.zeros((len(blocks), slots))
+    ours[block, slot], right[block, slot] = yours.ravel(), expected.ravel()
+    scale = max(1.0, float(np.abs(right[whole]).max()))
+    # distance[p, q]: how far yours at slot p is from the right value of slot q, in the worst block
+    distance = np.zeros((slots, slots))
+    for b in whole:
+        np.maximum(distance, np.abs(ours[b][:, None] - right[b][None, :]), out=distance)
+    held = distance <= 1e-4 * scale
+    if not held.any(axis=1).all():
+        return None
+    source = held.argmax(axis=1)  # slot p holds the right value of slot source[p]
+    moved = np.flatnonzero(source != np.arange(slots))
+    if not moved.size:
+        return None
+    ty, tx, i, j = np.unravel_index(np.arange(slots), axes)
+    p, q = moved[0], source[moved[0]]
+    at = np.unravel_index(int(np.flatnonzero((block == whole[0]) & (slot == p))[0]), yours.shape)
+    example = (
+        f"{name}[{', '.join(str(int(k)) for k in at)}], the place of acc[{i[p]}][{j[p]}] of thread "
+        f"({tx[p]}, {ty[p]}) of block ({blocks[whole[0]][0]}, {blocks[whole[0]][1]}), holds"
+    )
+    if np.any((tx[source] != tx) | (ty[source] != ty)):
+        return (
+            f"the right values in the wrong places: each block's tile of '{name}' holds its values in other "
+            f"threads' places ({example} acc[{i[q]}][{j[q]}] of thread ({tx[q]}, {ty[q]})): the store's row "
+            "and column are not the ones the thread mapping gives acc[i][j]"
+        )
+    block_shape = f"{axes[2]}×{axes[3]}"
+    if np.array_equal(i[source], j) and np.array_equal(j[source], i):
+        return (
+            f"each thread's {block_shape} block of '{name}' is stored TRANSPOSED: acc[i][j] went to the "
+            f"place of acc[j][i] ({example} its acc[{i[q]}][{j[q]}]): the row of the store comes from i, "
+            "its column from j"
+        )
+    return (
+        f"each thread's {block_shape} block of '{name}' holds the right sums in the wrong places ({example} "
+        f"its acc[{i[q]}][{j[q]}]): check the row and the column the store computes from i and j"
+    )
