@@ -1,5 +1,6 @@
 """The counts of a kernel exercise's kernel (kernel_counts.py), against counts worked out by hand from the
-solutions' source: exercise 7's warp shuffles against exercise 5's shared-memory tree."""
+solutions' source: exercise 7's warp shuffles against exercise 5's shared-memory tree, exercise 9's register
+blocking against exercise 4's tiles."""
 
 from __future__ import annotations
 
@@ -58,6 +59,78 @@ def test_the_shared_memory_tree_costs_what_its_source_says(tree):
         * (2 * (1 + steps) + 1),  # per reduction: after the stores, after each step; one between
     }
     assert tree.worst_conflict == 1 and tree.wavefronts == tree.warp_accesses  # partial[t]: no conflict
+
+
+GEMM = {"M": 64, "N": 64, "K": 64}  # whole tiles of both kernels: no guard skips a load or a store
+
+
+@pytest.fixture(scope="module")
+def tiled():
+    return count("gemm_tiled", sizes=GEMM)
+
+
+@pytest.fixture(scope="module")
+def blocked():
+    return count("gemm_register_blocked", sizes=GEMM)
+
+
+def test_the_tiled_gemm_costs_what_its_source_says(tiled):
+    M, N, K, tile = GEMM["M"], GEMM["N"], GEMM["K"], 16
+    blocks, steps = (M // tile) * (N // tile), K // tile
+    assert tiled.counts == {
+        "global_loads": blocks * steps * 2 * tile * tile,  # one element of A and one of B per thread and step
+        "global_stores": M * N,
+        "shared_loads": 2 * M * N * K,  # A_tile[ty][k] and B_tile[k][tx] per multiply-add
+        "shared_stores": blocks * steps * 2 * tile * tile,
+        "atomics": 0,
+        "barriers": blocks * steps * 2,
+    }
+    assert tiled.worst_conflict == 1 and tiled.wavefronts == tiled.warp_accesses
+
+
+def test_register_blocking_costs_what_its_source_says(blocked):
+    from scratchnet.exercises.kernel_checker import BLOCK_SIDE, BLOCK_TILE, THREAD_TILE
+
+    M, N, K = GEMM["M"], GEMM["N"], GEMM["K"]
+    blocks, steps = (M // BLOCK_TILE) * (N // BLOCK_TILE), K // BLOCK_TILE  # TILE_K = BLOCK_TILE
+    threads, tile_elements = BLOCK_SIDE * BLOCK_SIDE, BLOCK_TILE * BLOCK_TILE
+    assert blocked.counts == {
+        "global_loads": blocks * steps * 2 * tile_elements,  # load_tile: each element of both tiles once
+        "global_stores": M * N,
+        # per thread and k: THREAD_TILE values of As and THREAD_TILE of Bs, for THREAD_TILE² multiply-adds
+        "shared_loads": blocks * steps * threads * BLOCK_TILE * 2 * THREAD_TILE,
+        "shared_stores": blocks * steps * 2 * tile_elements,
+        "atomics": 0,
+        "barriers": blocks * steps * 2,
+    }
+    multiply_adds = M * N * K
+    shared_loads_per_multiply_add = (THREAD_TILE + THREAD_TILE) / (THREAD_TILE * THREAD_TILE)
+    assert blocked.counts["shared_loads"] == shared_loads_per_multiply_add * multiply_adds
+    assert blocked.worst_conflict == 1 and blocked.wavefronts == blocked.warp_accesses  # the padded tiles
+
+
+def test_register_blocking_cuts_the_shared_loads_per_multiply_add(tiled, blocked):
+    from scratchnet.exercises.kernel_checker import THREAD_TILE
+
+    # 2 loads per multiply-add against (TM + TN) / (TM TN): 2 TM TN / (TM + TN) = 4 times fewer for 4 x 4
+    cut = 2 * THREAD_TILE * THREAD_TILE / (THREAD_TILE + THREAD_TILE)
+    assert tiled.counts["shared_loads"] == cut * blocked.counts["shared_loads"]
+    table = format_counts(tiled, blocked).splitlines()
+    assert table[2].split()[:4] == ["gemm_tiled", "8", "1", "136"]
+    assert table[3].split()[:4] == ["gemm_register_blocked", "4", "1", "36"]
+
+
+def test_an_unpadded_tile_counts_its_conflicts():
+    unpadded = (
+        (EXERCISE_DIR / "solutions" / "09_gemm_register_blocked.cu")
+        .read_text()
+        .replace("#define TILE_STRIDE (BLOCK_TILE + 1)", "#define TILE_STRIDE BLOCK_TILE")
+    )
+    counts = count("gemm_register_blocked", source=unpadded, sizes=GEMM)
+    assert counts.worst_conflict == 32  # 32 words of one column of As, 32 apart: all in one bank
+    # the stores of As (half of the tile stores, one warp access per 32 of them) take 32 passes, not 1
+    as_stores = counts.counts["shared_stores"] // 2 // 32
+    assert counts.wavefronts - counts.warp_accesses == 31 * as_stores
 
 
 def test_bank_conflicts_are_the_extra_passes_per_warp_access():

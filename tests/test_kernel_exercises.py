@@ -47,7 +47,7 @@ def _without_line(name: str, text: str, which: int) -> str:
 
 def test_every_exercise_has_a_stub_and_a_solution():
     assert [p.name for p in STUBS] == [p.name for p in SOLUTIONS]
-    assert len(STUBS) == len(EXERCISES) == 7
+    assert len(STUBS) == len(EXERCISES) == 8
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
@@ -397,6 +397,88 @@ MUTANTS |= {
     ),
 }
 
+# The register-blocked GEMM (exercise 9): the barriers around the tiles, the padding that keeps the tile
+# stores conflict-free (a right result, refused on the access record), the fragments read from the tiles,
+# and each thread's block of registers stored to the wrong places (named from the thread mapping).
+_BARRIER_AFTER_LOADS = "        __syncthreads();  // both tiles are complete before anyone reads them\n"
+_BARRIER_BEFORE_OVERWRITE = (
+    "        __syncthreads();  // everyone has read the tiles before the next copy overwrites them\n"
+)
+MUTANTS |= {
+    "register-blocked-no-barrier-after-loads": (
+        "gemm_register_blocked",
+        lambda: _mutant("gemm_register_blocked", (_BARRIER_AFTER_LOADS, "")),
+        "read static shared memory at kernel.cu:74 before any thread of the block had written it: a "
+        "__syncthreads() is missing or misplaced",
+    ),
+    "register-blocked-no-barrier-before-overwrite": (
+        "gemm_register_blocked",
+        lambda: _mutant("gemm_register_blocked", (_BARRIER_BEFORE_OVERWRITE, "")),
+        "touch the same element with no __syncthreads() between them. A __syncthreads() is missing",
+    ),
+    "register-blocked-unpadded-tiles": (
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked",
+            ("#define TILE_STRIDE (BLOCK_TILE + 1) ", "#define TILE_STRIDE BLOCK_TILE       "),
+        ),
+        "right, but with bank conflicts: the stores of 'As' in gemm_register_blocked at kernel.cu:55 are "
+        "32-way bank conflicts (8192 passes of the shared memory for 256 warp accesses",
+    ),
+    "register-blocked-A-fragment-transposed": (
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked",
+            ("a[i] = As[k][ty + BLOCK_SIDE * i];", "a[i] = As[ty + BLOCK_SIDE * i][k];"),
+        ),
+        "you read A's fragment TRANSPOSED, As[ty + BLOCK_SIDE * i][k]",
+    ),
+    "register-blocked-B-fragment-transposed": (
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked",
+            ("b[j] = Bs[k][tx + BLOCK_SIDE * j];", "b[j] = Bs[tx + BLOCK_SIDE * j][k];"),
+        ),
+        "you read B's fragment TRANSPOSED, Bs[tx + BLOCK_SIDE * j][k]",
+    ),
+    "register-blocked-block-stored-transposed": (
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked", ("C[row * N + col] = acc[i][j];", "C[row * N + col] = acc[j][i];")
+        ),
+        "each thread's 4×4 block of 'C' is stored TRANSPOSED: acc[i][j] went to the place of acc[j][i] "
+        "(C[0, 8], the place of acc[0][1] of thread (0, 0) of block (0, 0), holds its acc[1][0])",
+    ),
+    "register-blocked-block-rows-reversed": (
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked",
+            ("C[row * N + col] = acc[i][j];", "C[row * N + col] = acc[THREAD_TILE - 1 - i][j];"),
+        ),
+        "each thread's 4×4 block of 'C' holds the right sums in the wrong places (C[0, 0], the place of "
+        "acc[0][0] of thread (0, 0) of block (0, 0), holds its acc[3][0])",
+    ),
+    "register-blocked-block-stored-consecutive": (  # rows ty * 4 + i: the mapping of another kernel
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked",
+            ("const int row = row0 + ty + BLOCK_SIDE * i;", "const int row = row0 + ty * THREAD_TILE + i;"),
+            ("const int col = col0 + tx + BLOCK_SIDE * j;", "const int col = col0 + tx * THREAD_TILE + j;"),
+        ),
+        "each block's tile of 'C' holds its values in other threads' places (C[0, 8], the place of "
+        "acc[0][1] of thread (0, 0) of block (0, 0), holds acc[0][0] of thread (2, 0))",
+    ),
+    "register-blocked-unguarded-store": (
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked",
+            ("if (row < M && col < N) C[row * N + col] = acc[i][j];", "C[row * N + col] = acc[i][j];"),
+        ),
+        "missing bounds guard: thread (2, 4, 0) of block (0, 1, 0) wrote outside an array at kernel.cu:87; "
+        "the edge blocks: a thread stores only those of its elements with row < M and col < N",
+    ),
+}
+
 WRONG_CAUSES = {  # what each of these was told before, a cause that is not theirs
     "warp-first-offset-32": "wrong values:",
     "warp-first-offset-8": "wrong values:",
@@ -410,6 +492,7 @@ WRONG_CAUSES = {  # what each of these was told before, a cause that is not thei
     "maxpool-backward-one-window": "bounds guard",
     "im2col-plane-without-KH": "positions in the padding",
     "gemm-two-threads-one-element": "__syncthreads() is missing",
+    "register-blocked-unguarded-store": "Its guard is not the cause",
 }
 
 

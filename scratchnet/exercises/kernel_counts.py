@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scratchnet.exercises.kernel_checker import EXERCISE_DIR, KernelExercise, exercise_for
+from scratchnet.exercises.kernel_checker import EXERCISE_DIR, KernelExercise, exercise_for, recorded_launch
 
 # The columns print_counts shows, in order: (key of KernelCounts.per_output(), heading).
 COLUMNS = (
@@ -66,23 +66,15 @@ def count(exercise: str, source: str | None = None, sizes: dict[str, int] | None
     """Run the first kernel of ``exercise`` (by name, e.g. ``"warp_reduce"``) once on the simulator with
     the access record on, and count. ``source``: the kernel source (default: the exercise's solution);
     ``sizes``: e.g. ``{"N": 8, "K": 256}`` (default: the exercise's first shape)."""
-    from scratchnet import sim
-
     chosen = exercise_for(exercise)
     task = chosen.tasks[0]
     sizes = dict(chosen.shapes[0].sizes if sizes is None else sizes)
     missing = [name for name in chosen.shapes[0].sizes if name not in sizes]
     if missing:
         raise ValueError(f"{task.kernel} needs the sizes {', '.join(missing)}; got {sizes}")
-    inputs = task.make_inputs(sizes, np.random.default_rng(0))
-    module = sim.load_module(
-        _solution(chosen) if source is None else source, filename=f"{chosen.name}.cu", checks="record"
+    module, inputs, outputs = recorded_launch(
+        task, _solution(chosen) if source is None else source, sizes, filename=f"{chosen.name}.cu"
     )
-    outputs = {name: np.zeros(shape, np.float32) for name, shape in task.output_shapes(sizes).items()}
-    arrays = inputs | outputs
-    args = tuple(arrays[name] if name in arrays else np.int32(sizes[name]) for name in task.args)
-    grid, block = task.launch(sizes)
-    module.get_function(task.kernel)(grid, block, args)
     for name, expected in task.reference(inputs, sizes).items():
         if not np.allclose(outputs[name], expected, rtol=1e-4, atol=1e-5):
             raise ValueError(
