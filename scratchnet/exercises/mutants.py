@@ -211,6 +211,7 @@ def cuda_mutants(exercise: str, source: str) -> list[Mutant]:
 CAUSES = (  # (cause, words in the message that name it), the first that matches
     ("compile", ("does not compile",)),
     ("race", ("__syncthreads", "race on", "order in which the threads run")),
+    ("conflict", ("bank conflicts",)),
     ("in place", ("in place", "bit-exact", "changed the parameters", "restore each")),
     ("unwritten", ("never written", "all zeros", "without setting it first")),
     ("bounds", ("bounds guard", "index past the end", "outside", "BEFORE its bounds guard")),
@@ -219,7 +220,10 @@ CAUSES = (  # (cause, words in the message that name it), the first that matches
     ("nan", ("NaN", "inf")),
     ("sign", ("SIGN", "sign")),
     ("scale", ("factor", "× correct", "/ N", "MEAN", "mean", "1/N", "scaled", "2h")),
-    ("layout", ("TRANSPOSED", "FLIPPED", "flipped", "ordered", "swapped", "column-major", "axis")),
+    (
+        "layout",
+        ("TRANSPOSED", "FLIPPED", "flipped", "ordered", "swapped", "column-major", "axis", "wrong places"),
+    ),
     ("terms", ("sum over", "missing", "only the direct term", "is lost", "are lost", "+=")),
 )
 ANY = {cause for cause, _ in CAUSES} - {"compile"}
