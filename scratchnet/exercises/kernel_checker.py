@@ -874,6 +874,16 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
             f"block {error.block}. Each output element belongs to one thread: the index expression maps two "
             "threads to one element (a barrier cannot fix this)"
         )
+    elif (
+        isinstance(error, RacecheckError)
+        and error.access == error.other_access == "write"
+        and (error.line == error.other_line)
+    ):
+        mistake = (
+            f"two threads store to the same element of {error.buffer}: thread {error.thread} and thread "
+            f"{error.other_thread} of block {error.block}, both at {error.line}. Between two barriers one "
+            "thread stores each element: the index of that store maps two threads to one element"
+        )
     elif isinstance(error, RacecheckError):
         mistake = (
             f"a race on {error.buffer}: thread {error.thread} ({error.access} at {error.line}) and thread "
@@ -990,10 +1000,16 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         orders = ", ".join(
             f"seed {seed}: {'right' if ok else 'wrong'}" for seed, ok in zip(seeds, right, strict=True)
         )
+        # The runs had racecheck and initcheck on (SIM_CHECKS), which name every access to shared memory or
+        # an array that another thread makes with no barrier between: what else changes with the order is
+        # what no check sees, a thread's own variable read before it is set.
         return (
             f"the result changes with the order in which the threads run ({orders}; each order gives other "
-            "numbers): a thread read shared memory before another thread of its block had written it, or "
-            "overwrote it while others were still reading. A __syncthreads() is missing or misplaced",
+            "numbers), yet no two threads touched one element of shared memory or of an array without a "
+            "barrier between them (racecheck) and none read shared memory no thread had written (initcheck): "
+            "a variable of the thread (a register: a sum, an element of a local array) is read before it is "
+            "set, and holds whatever was there before. Set each one before its first read (a loop that "
+            "starts late leaves its first elements unset)",
             False,
         )
     if all(right):

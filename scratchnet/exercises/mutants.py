@@ -210,6 +210,7 @@ def cuda_mutants(exercise: str, source: str) -> list[Mutant]:
 # --- which cause a message names, and which causes each category can produce ----------------------------
 CAUSES = (  # (cause, words in the message that name it), the first that matches
     ("compile", ("does not compile",)),
+    ("uninitialised", ("is read before it is set",)),  # before "race": the thread order shows it too
     ("race", ("__syncthreads", "race on", "order in which the threads run")),
     ("conflict", ("bank conflicts",)),
     ("in place", ("in place", "bit-exact", "changed the parameters", "restore each")),
@@ -232,9 +233,9 @@ COMPATIBLE = {  # the causes a mutation of each category can produce
     "term": ANY - {"race", "in place"},
     "constant": ANY - {"race"},
     "accumulate": ANY - {"race", "layout"},
-    "compare": {"unwritten", "bounds", "region", "nan", "terms", "shape", "scale", "sign"},
+    "compare": {"unwritten", "bounds", "region", "nan", "terms", "shape", "scale", "sign", "uninitialised"},
     "axis": {"shape", "layout", "scale", "terms", "region", "nan", "bounds"},
-    "bound": {"unwritten", "bounds", "shape", "region", "terms", "nan", "layout", "scale"},
+    "bound": {"unwritten", "bounds", "shape", "region", "terms", "nan", "layout", "scale", "uninitialised"},
     "sign": {"sign", "scale", "terms", "region", "nan", "unwritten", "shape", "bounds"},
 }
 UNNAMED = (
