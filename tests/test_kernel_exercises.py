@@ -480,8 +480,8 @@ MUTANTS |= {
 }
 
 # Found misdiagnosed by the mutant generator on exercise 9 (the runs before and after:
-# docs/benchmarks/checker-mutants-register-blocked.txt): both were told "a __syncthreads() is missing",
-# though racecheck and initcheck had seen no race and no unwritten read.
+# docs/benchmarks/checker-mutants-register-blocked.txt): two were told "a __syncthreads() is missing",
+# though racecheck and initcheck had seen no race and no unwritten read; the third "the launch failed".
 MUTANTS |= {
     "register-blocked-two-threads-one-tile-element": (  # t collides: two threads copy one tile element
         "gemm_register_blocked",
@@ -496,6 +496,18 @@ MUTANTS |= {
             ("for (int i = 0; i < THREAD_TILE; ++i) a[i] =", "for (int i = 1; i < THREAD_TILE; ++i) a[i] ="),
         ),
         "a variable of the thread (a register: a sum, an element of a local array) is read before it is set",
+    ),
+    "register-blocked-outer-product-past-the-fragment": (  # a[4] and acc[4][j]: past the local arrays
+        "gemm_register_blocked",
+        lambda: _mutant(
+            "gemm_register_blocked",
+            (
+                "            for (int i = 0; i < THREAD_TILE; ++i)\n                for",
+                "            for (int i = 0; i <= THREAD_TILE; ++i)\n                for",
+            ),
+        ),
+        "crashed with a memory fault that memcheck, which checks every access to the arrays and to shared "
+        "memory, did not see: the thread went outside one of its own local arrays",
     ),
 }
 
@@ -515,6 +527,7 @@ WRONG_CAUSES = {  # what each of these was told before, a cause that is not thei
     "register-blocked-unguarded-store": "Its guard is not the cause",
     "register-blocked-two-threads-one-tile-element": "__syncthreads() is missing",
     "register-blocked-fragment-element-unset": "__syncthreads() is missing",
+    "register-blocked-outer-product-past-the-fragment": "the launch failed",
 }
 
 

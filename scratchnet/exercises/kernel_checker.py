@@ -55,7 +55,14 @@ from scratchnet.device import get_device, load_kernels
 from scratchnet.errors import DeviceError, KernelLaunchError
 from scratchnet.exercises import Report, diagnosis, kernel_evidence
 from scratchnet.layers.base import window_output_hw
-from scratchnet.sim.checks import InitcheckError, MemcheckError, RacecheckError, SimCheckError, SynccheckError
+from scratchnet.sim.checks import (
+    InitcheckError,
+    KernelCrashError,
+    MemcheckError,
+    RacecheckError,
+    SimCheckError,
+    SynccheckError,
+)
 
 EXERCISE_DIR = Path(__file__).resolve().parents[2] / "lessons" / "exercises" / "kernels"
 SEEDS = (1, 2, 3)  # simulator seeds: three shuffled thread orders per shape
@@ -929,6 +936,15 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
         mistake = (
             "a __syncthreads() that not every thread of the block reaches (a return before it, or a barrier "
             "inside an if): every thread must reach every barrier"
+        )
+    elif isinstance(error, KernelCrashError) and "memory fault" in str(error):
+        # The launch ran with memcheck (SIM_CHECKS), which sees every access to the arrays and to shared
+        # memory: a fault it did not see lies in the thread's own memory, its stack.
+        mistake = (
+            f"{where} crashed with a memory fault that memcheck, which checks every access to the arrays and "
+            "to shared memory, did not see: the thread went outside one of its own local arrays (an array "
+            "declared in the kernel: an index or a loop bound past its size, such as <= where < belongs), "
+            "which overwrites its stack; or its local arrays are too large for it"
         )
     elif "declared const" in str(error):
         mistake = "the kernel wrote to one of its inputs"
