@@ -475,7 +475,8 @@ MUTANTS |= {
             ("if (row < M && col < N) C[row * N + col] = acc[i][j];", "C[row * N + col] = acc[i][j];"),
         ),
         "missing bounds guard: thread (2, 4, 0) of block (0, 1, 0) wrote outside an array at kernel.cu:87; "
-        "the edge blocks: a thread stores only those of its elements with row < M and col < N",
+        "the edge blocks: the tiles hold 0 outside A and B (load_tile's guard), and a thread stores only "
+        "those of its elements with row < M and col < N",
     ),
 }
 

@@ -506,7 +506,8 @@ GEMM_REGISTER_BLOCKED = KernelExercise(
                 "row0 = blockIdx.y * BLOCK_TILE, col0 = blockIdx.x * BLOCK_TILE; thread (tx, ty) owns "
                 "acc[i][j] = C[row0 + ty + BLOCK_SIDE * i, col0 + tx + BLOCK_SIDE * j], i, j < THREAD_TILE; "
                 "every thread (also those outside C) loads its share of the tiles and reaches every barrier",
-                "the edge blocks: a thread stores only those of its elements with row < M and col < N",
+                "the edge blocks: the tiles hold 0 outside A and B (load_tile's guard), and a thread stores "
+                "only those of its elements with row < M and col < N",
             ),
             launch=lambda s: ((cdiv(s["N"], BLOCK_TILE), cdiv(s["M"], BLOCK_TILE)), (BLOCK_SIDE, BLOCK_SIDE)),
             wrong_answers=_blocked_wrong,

@@ -146,9 +146,10 @@ def thread_tile_relation(
     yours: np.ndarray, expected: np.ndarray, name: str, tiles: ThreadTiles
 ) -> str | None:
     """Every element of yours holds the right value of another element of its block's tile, the same one in
-    every block: each thread computed right, and its store put acc[i][j] in the wrong place. Named as the
-    transpose of each thread's block (acc[i][j] where acc[j][i] belongs), another order inside each thread's
-    block, or another thread's place. Judged on the blocks whose tile lies wholly inside the output."""
+    every block: the right sums, put in the wrong places by the store (or by fragments read from the wrong
+    rows or columns of the tiles). Named as the transpose of each thread's block (acc[i][j] where acc[j][i]
+    belongs), another order inside each thread's block, or other threads' places. Judged on the blocks whose
+    tile lies wholly inside the output."""
     # A block's tile has one slot per (ty, tx, i, j): the slot of each element, and its block.
     axes = (*tiles.thread.reshape(-1, 2).max(axis=0)[::-1] + 1, *tiles.place.reshape(-1, 2).max(axis=0) + 1)
     slots = int(np.prod(axes))
@@ -184,8 +185,9 @@ def thread_tile_relation(
     if np.any((tx[source] != tx) | (ty[source] != ty)):
         return (
             f"the right values in the wrong places: each block's tile of '{name}' holds its values in other "
-            f"threads' places ({example} acc[{i[q]}][{j[q]}] of thread ({tx[q]}, {ty[q]})): the store's row "
-            "and column are not the ones the thread mapping gives acc[i][j]"
+            f"threads' places ({example} acc[{i[q]}][{j[q]}] of thread ({tx[q]}, {ty[q]})): the thread "
+            "mapping gives acc[i][j] a row and a column; the store, or the rows and columns of the tiles "
+            "that the fragments read, follow another one"
         )
     block_shape = f"{axes[2]}×{axes[3]}"
     if np.array_equal(i[source], j) and np.array_equal(j[source], i):
@@ -196,5 +198,6 @@ def thread_tile_relation(
         )
     return (
         f"each thread's {block_shape} block of '{name}' holds the right sums in the wrong places ({example} "
-        f"its acc[{i[q]}][{j[q]}]): check the row and the column the store computes from i and j"
+        f"its acc[{i[q]}][{j[q]}]): check the row and the column the store computes from i and j, and "
+        "which rows and columns of the tiles the fragments read"
     )
