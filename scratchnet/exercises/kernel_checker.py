@@ -105,6 +105,9 @@ class KernelTask:
     # The flat index of the output element a thread computes (None: it has none), when the mapping is not
     # one thread per element: ``thread_element(sizes, block, thread)``; by default kernel_evidence's.
     thread_element: Callable[[dict, tuple, tuple], int | None] | None = None
+    # At sizes where some threads own no element and hold the neutral value of a reduction: why a NaN can
+    # come from there (``idle_nan(sizes) -> str``), None at sizes where every thread owns one.
+    idle_nan: Callable[[dict], str | None] = lambda sizes: None
 
 
 @dataclass(frozen=True)
@@ -606,9 +609,133 @@ WARP_REDUCE = KernelExercise(
     ),
 )
 
+
+# Softmax over the rows of x (N, K) in one pass, one warp per row: each lane's running (m, s), then a
+# butterfly of shuffles.
+BUTTERFLY = (16, 8, 4, 2, 1)  # the xor offsets after which every lane of a warp holds the row's (m, s)
+
+
+def _warp_online_softmax(x: np.ndarray, offsets=BUTTERFLY, rescale: bool = True) -> np.ndarray:
+    """y as one warp per row computes it: lane l merges its columns l, l + 32, ... into (m, s), then merges
+    in lane l ^ offset's pair for each offset (a partner past lane 31: the lane's own pair, as a shuffle
+    gives it back). The merge: m = max(m_a, m_b), s = s_a·e^(m_a − m) + s_b·e^(m_b − m); rescale=False
+    keeps s_a as it is (the mistake)."""
+    N, K = x.shape
+    x = x.astype(np.float64)
+    m, s = np.full((N, 32), -np.inf), np.zeros((N, 32))
+
+    def merge(m, s, m_other, s_other):
+        m_new = np.maximum(m, m_other)
+        empty = np.isneginf(m_new)  # two empty parts stay (−∞, 0)
+        with np.errstate(invalid="ignore"):
+            mine = s * np.exp(m - m_new) if rescale else s
+            return m_new, np.where(empty, 0.0, mine + s_other * np.exp(m_other - m_new))
+
+    for start in range(0, K, 32):  # one column per lane at a time, as each lane walks its columns
+        columns = x[:, start : start + 32]
+        width = columns.shape[1]
+        m[:, :width], s[:, :width] = merge(m[:, :width], s[:, :width], columns, 1.0)
+    lanes = np.arange(32)
+    for offset in offsets:
+        partner = np.where(lanes ^ offset < 32, lanes ^ offset, lanes)
+        m, s = merge(m, s, m[:, partner], s[:, partner])
+    owner = np.arange(K) % 32
+    return np.exp(x - m[:, owner]) / s[:, owner]
+
+
+def _butterfly_mistake(offsets: tuple[int, ...]) -> str:
+    """What a butterfly with these xor offsets (not 16, 8, 4, 2, 1) leaves undone."""
+    if not offsets:
+        return "the lanes never merge their (m, s): each lane's y is normalised over its own columns only"
+    if offsets[0] >= 32:
+        return (
+            f"your first xor offset is {offsets[0]}: lane l ^ {offsets[0]} is past lane 31, so the shuffle "
+            "hands each lane its own (m, s) back and the merge counts its sum twice (y is half the right "
+            "value); start at 16"
+        )
+    if offsets[0] < 16:
+        group = 2 * offsets[0]
+        return (
+            f"your first xor offset is {offsets[0]}, not 16: lanes merge only within groups of {group} "
+            f"(l and l ^ 16 never meet), so each group's y is normalised over its own columns only"
+        )
+    return (
+        f"your last xor offset is {offsets[-1]}, not 1: lanes l and l ^ 1 never merge, so each lane's y is "
+        "normalised over half of the row's lanes"
+    )
+
+
+def _online_softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
+    starts = (32, 16, 8, 4, 2, 1)
+    butterflies = [tuple(o for o in starts if o <= first) for first in (32, 8, 4, 2, 1)]
+    butterflies += [(16, 8, 4, 2), ()]
+    x = a["x"].astype(np.float64)
+    with np.errstate(over="ignore"):
+        unshifted = np.exp(a["x"]) / np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+    return [
+        *_softmax_wrong(a, s),
+        (
+            "you wrote y = exp(x) / s: the last pass subtracts the row's max too, y = exp(x − m) / s "
+            "(exp(100) overflows a float to inf)",
+            {"y": unshifted},
+        ),
+        (
+            "when m grows, the s you had is not rescaled: s = s·e^(m_old − m_new) + e^(x − m_new) (and in "
+            "the merge, s_a·e^(m_a − m) + s_b·e^(m_b − m)); without the factor, the terms added before the "
+            "max grew stay relative to an older, smaller max, and s is too large",
+            {"y": _warp_online_softmax(a["x"], rescale=False)},
+        ),
+        *((_butterfly_mistake(o), {"y": _warp_online_softmax(a["x"], o)}) for o in butterflies),
+    ]
+
+
+def _empty_lanes(s: dict) -> str | None:
+    """At K < 32, why merging the empty lanes gives NaN."""
+    if s["K"] >= 32:
+        return None
+    return (
+        f"lanes {s['K']}..31 own no column (K={s['K']} < 32) and hold the empty part (m, s) = (−∞, 0). "
+        "Merging two empty lanes computes m − m_new = (−∞) − (−∞) = NaN, and the later merges carry that "
+        "NaN to every lane of the warp: when the merged m is −∞ (both parts empty), keep (−∞, 0)"
+    )
+
+
+ONLINE_SOFTMAX = KernelExercise(
+    name="online_softmax",
+    tasks=(
+        KernelTask(
+            kernel="online_softmax",
+            formula="y[n, k] = exp(x[n, k] - m[n]) / s[n], m[n] = max_k x[n, k], "
+            "s[n] = sum_k exp(x[n, k] - m[n]); merge (m_a, s_a) and (m_b, s_b): m = max(m_a, m_b), "
+            "s = s_a * exp(m_a - m) + s_b * exp(m_b - m); a column is (x, 1), the empty part (-inf, 0)",
+            mapping="row = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32 (a warp past N "
+            "returns); lane l merges its columns l, l + 32, ... < K into (m, s), starting from (-inf, 0); "
+            "for offset = 16, 8, 4, 2, 1: merge in (__shfl_xor_sync(FULL_WARP, m, offset), the same for s); "
+            "each lane writes y[n, k] = exp(x[n, k] - m) / s for its columns",
+            args=("x", "y", "N", "K"),
+            outputs=("y",),
+            make_inputs=_softmax_inputs,  # +100 in row 0 and at one column of each other row
+            reference=lambda a, s: {"y": _softmax(a["x"])},
+            launch=lambda s: ((cdiv(s["N"], WARPS),), (32 * WARPS,)),
+            output_shapes=lambda s: {"y": (s["N"], s["K"])},
+            wrong_answers=_online_softmax_wrong,
+            edge_mistake="a lane that owns no column (lane >= K) holds the empty part (-inf, 0) and still "
+            "takes part in every shuffle",
+            thread_element=_warp_thread_element,
+            idle_nan=_empty_lanes,
+        ),
+    ),
+    shapes=(
+        Shape({"N": 8, "K": 64}, regular=True),
+        Shape({"N": 6, "K": 50}),  # the last pass: lanes 18..31 own one column fewer
+        Shape({"N": 5, "K": 12}),  # K < 16: lanes 12..31 own no column, and lanes l, l ^ 16 both none
+        Shape({"N": 3, "K": 300}),
+    ),
+)
+
 EXERCISES = {
     exercise.name: exercise
-    for exercise in (RELU, MAXPOOL, GEMM_NAIVE, GEMM_TILED, SOFTMAX_ROWS, IM2COL, WARP_REDUCE)
+    for exercise in (RELU, MAXPOOL, GEMM_NAIVE, GEMM_TILED, SOFTMAX_ROWS, IM2COL, WARP_REDUCE, ONLINE_SOFTMAX)
 }
 
 
@@ -699,7 +826,8 @@ def _close(yours: np.ndarray, expected: np.ndarray) -> bool:
         return False
     if yours.dtype.kind in "iu":
         return bool(np.array_equal(yours, expected))
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    finite = np.abs(expected[np.isfinite(expected)])  # an inf of a known mistake must not make atol inf
+    scale = max(1.0, float(finite.max(initial=0.0)))
     return bool(np.allclose(yours, expected, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
 
 
@@ -811,9 +939,11 @@ def _worst_element(task: KernelTask, yours: dict, expected: dict) -> str:
     return "wrong values"
 
 
-def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) -> tuple[str, bool] | None:
+def _check_shape(
+    device, kernel, task: KernelTask, inputs: dict, sizes: dict
+) -> tuple[str, bool, dict | None] | None:
     """``None`` when the kernel is right for these sizes, else (the mistake, whether it is only "wrong
-    values" with no more specific name)."""
+    values" with no more specific name, the outputs of the first run when it ran to the end)."""
     expected = task.reference(inputs, sizes)
     seeds = SEEDS if device.name == "sim" else (None,)
     results = []
@@ -821,7 +951,7 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         try:
             results.append(_run(device, kernel, task, inputs, sizes, seed))
         except KernelLaunchError as error:
-            return _launch_diagnosis(error, task, inputs, sizes), False
+            return _launch_diagnosis(error, task, inputs, sizes), False, None
     unwritten = _unwritten(task, results, sizes)
     if unwritten:
         # Run again with a finite start value: `+=` onto an unset output shows as start + right answer.
@@ -829,8 +959,8 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         for name in task.outputs:
             relation = kernel_evidence.prefilled_relation(prefilled[name], expected[name], name)
             if relation and prefilled[name].dtype.kind == "f":
-                return relation, False
-        return unwritten, False
+                return relation, False, results[0]
+        return unwritten, False, results[0]
     right = [all(_close(result[n], expected[n]) for n in task.outputs) for result in results]
     changes = any(
         not np.array_equal(results[0][n], result[n], equal_nan=True)
@@ -846,16 +976,17 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
             "numbers): a thread read shared memory before another thread of its block had written it, or "
             "overwrote it while others were still reading. A __syncthreads() is missing or misplaced",
             False,
+            results[0],
         )
     if all(right):
         return None
     for mistake, answer in task.wrong_answers(inputs, sizes):
         if all(_close(results[0][n], answer[n]) for n in answer):
-            return f"wrong index mapping or math: {mistake}", False
+            return f"wrong index mapping or math: {mistake}", False, results[0]
     evidence = _evidence(task, inputs, sizes, results[0], expected)
     if evidence:
-        return evidence, False
-    return _worst_element(task, results[0], expected), True
+        return evidence, False, results[0]
+    return _worst_element(task, results[0], expected), True, results[0]
 
 
 def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected: dict) -> str | None:
@@ -883,18 +1014,77 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
     return None
 
 
+def _sum_factor(task: KernelTask, inputs: dict, sizes: dict, yours: dict) -> tuple[str, str, float] | None:
+    """(output, what its sum is, c) for the first output whose sum is c × the right one, c not 1."""
+    summed = task.summed(inputs, sizes, yours)
+    for name, (terms, _) in task.terms(inputs, sizes).items():
+        sums, what = summed.get(name, (yours[name], ""))
+        c = kernel_evidence.sum_factor(sums.astype(np.float64), terms)
+        if c is not None and not np.isclose(c, 1.0, rtol=1e-4):
+            return name, what, c
+    return None
+
+
+def _normaliser(device, kernel, task: KernelTask, exercise, inputs: dict, sizes: dict, yours: dict):
+    """A sum off by a factor that follows a size, seen across every shape of the exercise (the check stops
+    at the first wrong one): the division is wrong, not the terms (kernel_evidence.normaliser_relation)."""
+    first = _sum_factor(task, inputs, sizes, yours)
+    if first is None:
+        return None
+    name, what, _ = first
+    factors = []
+    for shape in exercise.shapes:
+        shape_inputs = task.make_inputs(shape.sizes, np.random.default_rng(0))
+        try:
+            run = _run(
+                device, kernel, task, shape_inputs, shape.sizes, SEEDS[0] if device.name == "sim" else None
+            )
+        except KernelLaunchError:
+            return None
+        found = _sum_factor(task, shape_inputs, shape.sizes, run)
+        if found is None or found[0] != name:
+            return None
+        factors.append((shape.sizes, found[2]))
+    relation = kernel_evidence.normaliser_relation(factors)
+    return relation and f"'{name}': " + (f"{what}: " if what else "") + relation
+
+
+def _idle_nan(task: KernelTask, shape: Shape, inputs: dict, yours: dict, passed: list[Shape]) -> str | None:
+    """NaN or infinity where the right answer is finite, only at sizes where some threads own no element:
+    right at every earlier shape where each thread owns one, so the neutral value is where it comes from."""
+    why = task.idle_nan(shape.sizes)
+    busy = [str(done) for done in passed if task.idle_nan(done.sizes) is None]
+    if why is None or not busy:
+        return None
+    expected = task.reference(inputs, shape.sizes)
+    for name in task.outputs:
+        if np.all(np.isfinite(expected[name])) and not np.all(np.isfinite(yours[name])):
+            return (
+                f"'{name}' holds NaN or infinity ({int((~np.isfinite(yours[name])).sum())} of "
+                f"{yours[name].size} elements) at these sizes only, where {why} (right at {'; '.join(busy)}, "
+                "where every thread owns an element)"
+            )
+    return None
+
+
 def _check_task(
     report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise, body: str
 ) -> None:
     rng = np.random.default_rng(0)
     regular_passed = False
+    passed: list[Shape] = []
     for shape in exercise.shapes:
         inputs = task.make_inputs(shape.sizes, rng)
         for device in devices:
-            found = _check_shape(device, kernels[device.name][task.kernel], task, inputs, shape.sizes)
+            kernel = kernels[device.name][task.kernel]
+            found = _check_shape(device, kernel, task, inputs, shape.sizes)
             if found is None:
                 continue
-            mistake, unnamed = found
+            mistake, unnamed, yours = found
+            if yours is not None:
+                better = _idle_nan(task, shape, inputs, yours, passed)
+                better = better or _normaliser(device, kernel, task, exercise, inputs, shape.sizes, yours)
+                mistake, unnamed = (better, False) if better else (mistake, unnamed)
             if unnamed and regular_passed and not shape.regular:
                 mistake = (
                     f"right when the sizes are multiples of the block, wrong for {shape}: "
@@ -906,6 +1096,7 @@ def _check_task(
             )
             return
         regular_passed = regular_passed or shape.regular
+        passed.append(shape)
     early = kernel_evidence.access_before_guard(body)
     if early:
         report.fail(

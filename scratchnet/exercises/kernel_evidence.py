@@ -77,23 +77,48 @@ def access_before_guard(body: str) -> str | None:
     )
 
 
+def sum_factor(yours: np.ndarray, terms: np.ndarray) -> float | None:
+    """c when yours = c × the sum of ``terms`` (output shape + (L,)) over all of the last axis, for one
+    constant c (least squares), else None."""
+    total = terms.sum(axis=-1)
+    denominator = float(np.sum(total * total))
+    if not denominator or not np.all(np.isfinite(yours)):
+        return None
+    c = float(np.sum(yours * total)) / denominator  # least squares: yours ≈ c · total
+    scale = max(1.0, float(np.abs(total).max()))
+    return c if np.allclose(yours, c * total, rtol=1e-4, atol=1e-4 * scale) else None
+
+
 def repeated_terms_relation(yours: np.ndarray, terms: np.ndarray, axis: str) -> str | None:
     """yours = c × the sum of ``terms`` (output shape + (L,)) over all of the axis, c a whole number ≥ 2:
     every term is counted c times, as when a value is added to itself (a shuffle whose source lane lies
     outside the warp hands the caller its own value back)."""
-    total = terms.sum(axis=-1)
-    denominator = float(np.sum(total * total))
-    if not denominator:
-        return None
-    c = float(np.sum(yours * total)) / denominator  # least squares: yours ≈ c · total
-    scale = max(1.0, float(np.abs(total).max()))
-    if round(c) < 2 or not np.allclose(yours, round(c) * total, rtol=1e-4, atol=1e-4 * scale):
+    c = sum_factor(yours, terms)
+    if c is None or round(c) < 2 or not np.isclose(c, round(c), rtol=1e-4):
         return None
     return (
         f"yours = {round(c)} × the right sum: every term over {axis} = 0..{terms.shape[-1] - 1} is counted "
         f"{round(c)} times (a value added to itself: a partner index outside the range, e.g. a shuffle from "
         "a lane past 31, which hands the caller its own value back)"
     )
+
+
+def normaliser_relation(factors: list[tuple[dict[str, int], float]]) -> str | None:
+    """``factors``: (sizes, c) per shape, yours = c × the right sum at those sizes. When c changes from shape
+    to shape as size / d, for one size and one constant d, no term is repeated or lost: the sum is right
+    and what it is divided by is not (d, where the formula divides by the size)."""
+    if len(factors) < 2 or np.allclose([c for _, c in factors], factors[0][1], rtol=1e-4):
+        return None  # one constant factor: whole repeats are repeated_terms_relation's
+    for name in factors[0][0]:
+        divisors = [sizes[name] / c for sizes, c in factors]
+        if np.allclose(divisors, divisors[0], rtol=1e-4):
+            d = f"{divisors[0]:.6g}"
+            seen = ", ".join(f"{c:.6g} at {name}={sizes[name]}" for sizes, c in factors)
+            return (
+                f"yours = ({name} / {d}) × the right sum ({seen}): a factor that follows {name} is no "
+                f"repeated term. The sum is right and its normaliser is not: you divide by {d}, not by {name}"
+            )
+    return None
 
 
 # The simulator's synccheck reports of a warp function (__syncwarp, __shfl_*_sync, votes) with a wrong mask.
