@@ -1,5 +1,6 @@
 """The counts of a kernel exercise's kernel (kernel_counts.py), against counts worked out by hand from the
-solutions' source: exercise 7's warp shuffles against exercise 5's shared-memory tree."""
+solutions' source: exercise 7's warp shuffles and exercise 8's one-pass softmax against exercise 5's
+shared-memory tree."""
 
 from __future__ import annotations
 
@@ -41,6 +42,32 @@ def test_the_warp_reduction_reads_x_twice_and_touches_no_shared_memory(shuffle):
         0,
     )
     assert shuffle.warp_accesses == shuffle.worst_conflict == 0
+
+
+@pytest.fixture(scope="module")
+def online():
+    return count("online_softmax", sizes={"N": N, "K": K})
+
+
+def test_the_online_softmax_reads_x_twice_and_touches_no_shared_memory(online):
+    # One pass merges each column into its lane's (m, s), one writes y: 2 K loads and K stores per row; the
+    # lanes merge their pairs in registers (shuffles), with no shared memory and no barrier.
+    assert online.counts == {
+        "global_loads": 2 * N * K,
+        "global_stores": N * K,
+        "shared_loads": 0,
+        "shared_stores": 0,
+        "atomics": 0,
+        "barriers": 0,
+    }
+    assert online.warp_accesses == online.worst_conflict == 0
+
+
+def test_one_pass_reads_x_twice_where_the_block_reduction_reads_it_three_and_a_half_times(online, tree):
+    one_pass, three_passes = online.per_output(), tree.per_output()
+    assert (one_pass["global_loads"], three_passes["global_loads"]) == (2, 3.5)
+    assert (one_pass["shared_accesses"], one_pass["barriers"]) == (0, 0)
+    assert three_passes["shared_accesses"] > 4 and three_passes["barriers"] == 17 / K  # 17 per row of K
 
 
 def test_the_shared_memory_tree_costs_what_its_source_says(tree):
