@@ -454,6 +454,26 @@ MUTANTS |= {
         ),
         "names lane 12 (thread (12,0,0)), which has returned instead",
     ),
+    "online-exchange-through-shared-memory-one-syncwarp-short": (
+        "online_softmax",
+        lambda: _mutant(
+            "online_softmax",
+            (
+                "    for (int offset = 16;",
+                "    __shared__ float m_lanes[32 * WARPS], s_lanes[32 * WARPS];\n    for (int offset = 16;",
+            ),
+            (  # one __syncwarp() after the stores; none before the next step's stores overwrite them
+                "const float m_other = __shfl_xor_sync(FULL_WARP, m, offset);",
+                "m_lanes[threadIdx.x] = m, s_lanes[threadIdx.x] = s;\n        __syncwarp();\n"
+                "        const float m_other = m_lanes[threadIdx.x ^ offset];",
+            ),
+            (
+                "const float s_other = __shfl_xor_sync(FULL_WARP, s, offset);",
+                "const float s_other = s_lanes[threadIdx.x ^ offset];",
+            ),
+        ),
+        "where only the lanes of one warp share the memory, __syncwarp() is the barrier they need",
+    ),
     "online-no-max-subtracted": (
         "online_softmax",
         lambda: _mutant("online_softmax", ("exp_of(x_row[k] - m) / s", "exp_of(x_row[k]) / s")),

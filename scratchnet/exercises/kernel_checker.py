@@ -864,6 +864,14 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
             f"{error.other_thread} ({error.other_access} at {error.other_line}) of block {error.block} touch "
             "the same element with no __syncthreads() between them. A __syncthreads() is missing or misplaced"
         )
+        block_dim = task.launch(sizes)[1]
+        warp = kernel_evidence.warp_of(block_dim, error.thread)
+        if error.other_thread is not None and warp == kernel_evidence.warp_of(block_dim, error.other_thread):
+            mistake += (
+                f" (both threads are lanes of warp {warp}: where only the lanes of one warp share the "
+                "memory, __syncwarp() is the barrier they need, or a shuffle, __shfl_*_sync, passes the "
+                "value with no shared memory)"
+            )
     elif isinstance(error, InitcheckError):
         mistake = (
             f"reads memory never written: {where} read {error.buffer} at {error.line} before any thread of "

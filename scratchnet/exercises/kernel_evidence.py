@@ -24,6 +24,13 @@ def thread_element(output_shape: tuple[int, ...], block_dim: tuple[int, ...], bl
     return y * width + x if x < width and y < height else None
 
 
+def warp_of(block_dim: tuple[int, ...], thread: tuple[int, ...]) -> int:
+    """The warp of a thread of the block: its linear index x + X·(y + Y·z), divided by 32."""
+    dims = (*block_dim, 1, 1)[:3]
+    x, y, z = (*thread, 0, 0)[:3]
+    return (x + dims[0] * (y + dims[1] * z)) // 32
+
+
 def prefilled_relation(yours: np.ndarray, expected: np.ndarray, name: str) -> str | None:
     """The output started as PREFILL in every element: what yours is says whether the kernel adds to it
     (yours = PREFILL + right) or leaves it (yours = PREFILL: never written)."""
