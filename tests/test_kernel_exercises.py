@@ -414,6 +414,18 @@ MUTANTS |= {
         lambda: _mutant("online_softmax", ("s = s * exp_of(m - m_new) + s_other", "s = s + s_other")),
         "when m grows, the s you had is not rescaled",
     ),
+    "online-no-rescale-in-the-walk": (  # the walk over the columns written out, the butterfly by merge()
+        "online_softmax",
+        lambda: _mutant(
+            "online_softmax",
+            (
+                "for (int k = lane; k < K; k += 32) merge(m, s, x_row[k], 1.0f);",
+                "for (int k = lane; k < K; k += 32) {\n        const float m_new = fmaxf(m, x_row[k]);\n"
+                "        s = s + exp_of(x_row[k] - m_new);\n        m = m_new;\n    }",
+            ),
+        ),
+        "when m grows, the s you had is not rescaled as a lane walks its columns",
+    ),
     "online-first-offset-8": (
         "online_softmax",
         lambda: _mutant("online_softmax", ("int offset = 16;", "int offset = 8;")),

@@ -615,16 +615,18 @@ WARP_REDUCE = KernelExercise(
 BUTTERFLY = (16, 8, 4, 2, 1)  # the xor offsets after which every lane of a warp holds the row's (m, s)
 
 
-def _warp_online_softmax(x: np.ndarray, offsets=BUTTERFLY, rescale: bool = True) -> np.ndarray:
+def _warp_online_softmax(
+    x: np.ndarray, offsets=BUTTERFLY, rescale_columns: bool = True, rescale_lanes: bool = True
+) -> np.ndarray:
     """y as one warp per row computes it: lane l merges its columns l, l + 32, ... into (m, s), then merges
     in lane l ^ offset's pair for each offset (a partner past lane 31: the lane's own pair, as a shuffle
-    gives it back). The merge: m = max(m_a, m_b), s = s_a·e^(m_a − m) + s_b·e^(m_b − m); rescale=False
-    keeps s_a as it is (the mistake)."""
+    gives it back). The merge: m = max(m_a, m_b), s = s_a·e^(m_a − m) + s_b·e^(m_b − m); rescale_columns
+    or rescale_lanes False keeps s_a as it is (the mistake) in the lane's walk or in the butterfly."""
     N, K = x.shape
     x = x.astype(np.float64)
     m, s = np.full((N, 32), -np.inf), np.zeros((N, 32))
 
-    def merge(m, s, m_other, s_other):
+    def merge(m, s, m_other, s_other, rescale):
         m_new = np.maximum(m, m_other)
         empty = np.isneginf(m_new)  # two empty parts stay (−∞, 0)
         with np.errstate(invalid="ignore"):
@@ -634,11 +636,11 @@ def _warp_online_softmax(x: np.ndarray, offsets=BUTTERFLY, rescale: bool = True)
     for start in range(0, K, 32):  # one column per lane at a time, as each lane walks its columns
         columns = x[:, start : start + 32]
         width = columns.shape[1]
-        m[:, :width], s[:, :width] = merge(m[:, :width], s[:, :width], columns, 1.0)
+        m[:, :width], s[:, :width] = merge(m[:, :width], s[:, :width], columns, 1.0, rescale_columns)
     lanes = np.arange(32)
     for offset in offsets:
         partner = np.where(lanes ^ offset < 32, lanes ^ offset, lanes)
-        m, s = merge(m, s, m[:, partner], s[:, partner])
+        m, s = merge(m, s, m[:, partner], s[:, partner], rescale_lanes)
     owner = np.arange(K) % 32
     return np.exp(x - m[:, owner]) / s[:, owner]
 
@@ -671,19 +673,28 @@ def _online_softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
     butterflies += [(16, 8, 4, 2), ()]
     x = a["x"].astype(np.float64)
     with np.errstate(over="ignore"):
-        unshifted = np.exp(a["x"]) / np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+        exp_without_max = np.exp(a["x"]) / np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+    not_rescaled = {  # where the old s is not rescaled: (as each lane walks its columns, in the butterfly)
+        "": (False, False),
+        " as a lane walks its columns": (False, True),
+        " when two lanes merge their pairs": (True, False),
+    }
     return [
         *_softmax_wrong(a, s),
         (
             "you wrote y = exp(x) / s: the last pass subtracts the row's max too, y = exp(x − m) / s "
             "(exp(100) overflows a float to inf)",
-            {"y": unshifted},
+            {"y": exp_without_max},
         ),
-        (
-            "when m grows, the s you had is not rescaled: s = s·e^(m_old − m_new) + e^(x − m_new) (and in "
-            "the merge, s_a·e^(m_a − m) + s_b·e^(m_b − m)); without the factor, the terms added before the "
-            "max grew stay relative to an older, smaller max, and s is too large",
-            {"y": _warp_online_softmax(a["x"], rescale=False)},
+        *(
+            (
+                f"when m grows, the s you had is not rescaled{where}: s = s·e^(m_old − m_new) + "
+                "e^(x − m_new) for a column, s_a·e^(m_a − m) + s_b·e^(m_b − m) for two lanes; without the "
+                "factor, the terms added before the max grew stay relative to an older, smaller max, and s "
+                "is too large",
+                {"y": _warp_online_softmax(a["x"], rescale_columns=columns, rescale_lanes=lanes)},
+            )
+            for where, (columns, lanes) in not_rescaled.items()
         ),
         *((_butterfly_mistake(o), {"y": _warp_online_softmax(a["x"], o)}) for o in butterflies),
     ]
