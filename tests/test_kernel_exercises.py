@@ -434,7 +434,7 @@ MUTANTS |= {
     "online-first-offset-32": (
         "online_softmax",
         lambda: _mutant("online_softmax", ("int offset = 16;", "int offset = 32;")),
-        "your first xor offset is 32: lane l ^ 32 is past lane 31",
+        "a first xor offset of 32 (lane l ^ 32 is past lane 31",
     ),
     "online-last-offset-2": (
         "online_softmax",

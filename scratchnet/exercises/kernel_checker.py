@@ -108,6 +108,10 @@ class KernelTask:
     # At sizes where some threads own no element and hold the neutral value of a reduction: why a NaN can
     # come from there (``idle_nan(sizes) -> str``), None at sizes where every thread owns one.
     idle_nan: Callable[[dict], str | None] = lambda sizes: None
+    # Outputs made by dividing by a normaliser that a group of elements shares (a row's sum): ``factor_groups(
+    # sizes) -> {output: {name: (labels, meaning)}}``, the groups, coarsest first, within which yours may be
+    # the right value times one factor (kernel_evidence.group_factor_relation).
+    factor_groups: Callable[[dict], dict[str, dict[str, tuple]]] = lambda sizes: {}
 
 
 @dataclass(frozen=True)
@@ -649,11 +653,12 @@ def _butterfly_mistake(offsets: tuple[int, ...]) -> str:
     """What a butterfly with these xor offsets (not 16, 8, 4, 2, 1) leaves undone."""
     if not offsets:
         return "the lanes never merge their (m, s): each lane's y is normalised over its own columns only"
-    if offsets[0] >= 32:
+    if offsets[0] >= 32:  # the same y as a column merged in as (x, 2): both are named
         return (
-            f"your first xor offset is {offsets[0]}: lane l ^ {offsets[0]} is past lane 31, so the shuffle "
-            "hands each lane its own (m, s) back and the merge counts its sum twice (y is half the right "
-            "value); start at 16"
+            "y is half the right value in every element: s counts every term twice. A pair merged with "
+            f"itself: a first xor offset of {offsets[0]} (lane l ^ {offsets[0]} is past lane 31, and the "
+            "shuffle hands each lane its own (m, s) back; start at 16), or a column merged in as (x, 2), not "
+            "(x, 1)"
         )
     if offsets[0] < 16:
         group = 2 * offsets[0]
@@ -700,6 +705,28 @@ def _online_softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
     ]
 
 
+_PAIR_OFF = (
+    "the exponentials exp(x − m) are right relative to each other, and the (m, s) they are divided by is not "
+    "the row's: check the merge rule, the pair a column starts as, (x, 1), and the butterfly"
+)
+
+
+def _online_softmax_groups(s: dict) -> dict[str, dict[str, tuple]]:
+    """The elements that share one (m, s): every element (the same mistake everywhere), a row, the columns
+    of one lane in a row."""
+    rows = np.broadcast_to(np.arange(s["N"])[:, None], (s["N"], s["K"]))
+    return {
+        "y": {
+            "for every element": (np.zeros((s["N"], s["K"]), int), _PAIR_OFF),
+            "per row": (rows, _PAIR_OFF),
+            "per lane of each row (the lanes of a row end with different pairs)": (
+                rows * 32 + _warp_columns(s),
+                _PAIR_OFF,
+            ),
+        }
+    }
+
+
 def _empty_lanes(s: dict) -> str | None:
     """At K < 32, why merging the empty lanes gives NaN."""
     if s["K"] >= 32:
@@ -734,6 +761,7 @@ ONLINE_SOFTMAX = KernelExercise(
             "takes part in every shuffle",
             thread_element=_warp_thread_element,
             idle_nan=_empty_lanes,
+            factor_groups=_online_softmax_groups,
         ),
     ),
     shapes=(
@@ -1023,6 +1051,8 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
             found = found or kernel_evidence.repeated_terms_relation(sums.astype(np.float64), *terms[name])
             if found and what:
                 found = f"{what}: {found}"
+        groups = task.factor_groups(sizes).get(name, {})
+        found = found or kernel_evidence.group_factor_relation(yours[name], expected[name], groups)
         wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
         if not np.all(np.isfinite(yours[name])) and np.all(np.isfinite(expected[name])):
             found = found or diagnosis.nonfinite(yours[name], regions.get(name, {}))

@@ -128,6 +128,31 @@ def normaliser_relation(factors: list[tuple[dict[str, int], float]]) -> str | No
     return None
 
 
+def group_factor_relation(yours: np.ndarray, expected: np.ndarray, groups: dict[str, tuple]) -> str | None:
+    """yours = expected × one factor per group of elements, ``groups``: {name: (labels of the output's
+    shape, what that means)}, tried in order (the coarsest first). Elements whose expected value is below
+    1e-30 (an exponential that underflows a float) say nothing and are left out."""
+    telling = np.abs(expected) > 1e-30
+    if not telling.any() or not np.all(np.isfinite(yours[telling])):
+        return None
+    ratio = yours[telling].astype(np.float64) / expected[telling]
+    for name, (labels, meaning) in groups.items():
+        _, group = np.unique(labels[telling], return_inverse=True)
+        factor = np.zeros(group.max() + 1)
+        factor[group] = ratio  # any member's ratio: the check below says whether they all agree
+        # Agreement within float32 rounding (a few ulps per operation), a factor well away from 1.
+        same = np.allclose(ratio, factor[group], rtol=2e-5, atol=1e-7)
+        if same and not np.allclose(factor, 1.0, rtol=1e-4):
+            spread = f"×{factor.min():.6g}" + (f" to ×{factor.max():.6g}" if np.ptp(factor) else "")
+            zero = (
+                " (×0: what they are divided by is infinite, an exponential overflowed)"
+                if 0 in factor
+                else ""
+            )
+            return f"yours = the right value × one factor {name} ({spread}){zero}: {meaning}"
+    return None
+
+
 # The simulator's synccheck reports of a warp function (__syncwarp, __shfl_*_sync, votes) with a wrong mask.
 _MASK_LEAVES_OUT_CALLER = re.compile(
     r"thread (\(.*?\)) \(lane (\d+)\) calls __syncwarp\(\) or a \*_sync warp function with mask "
