@@ -707,7 +707,8 @@ def _online_softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
 
 _PAIR_OFF = (
     "the exponentials exp(x − m) are right relative to each other, and the (m, s) they are divided by is not "
-    "the row's: check the merge rule, the pair a column starts as, (x, 1), and the butterfly"
+    "the row's: check the merge rule, the columns each lane merges, the pair a column starts as, (x, 1), and "
+    "the butterfly"
 )
 
 
