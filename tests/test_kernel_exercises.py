@@ -455,7 +455,7 @@ MUTANTS |= {
     "online-mask-leaves-out-lanes": (
         "online_softmax",
         lambda: _mutant("online_softmax", ("#define FULL_WARP 0xffffffffu", "#define FULL_WARP 0x7fffffffu")),
-        "a wrong warp mask: lane 31 (thread (31,0,0)) calls the warp function at kernel.cu:50 with mask "
+        "a wrong warp mask: lane 31 (thread (31,0,0)) calls the warp function at kernel.cu:51 with mask "
         "0x7fffffff, which leaves lane 31 out",
     ),
     "online-empty-lanes-skip-the-shuffles": (

@@ -41,8 +41,9 @@ __device__ void merge(float& m, float& s, float m_other, float s_other) {
 extern "C" __global__ void online_softmax(const float* x, float* y, int N, int K) {
     const int row = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= N) return;  // the whole warp leaves: all its lanes have the same row
-    const float* x_row = x + (long long)row * K;
-    float* y_row = y + (long long)row * K;
+    const long long row_start = (long long)row * K;
+    const float* x_row = x + row_start;
+    float* y_row = y + row_start;
 
     float m = minus_infinity<float>(), s = 0.0f;  // the empty part: a lane that owns no column keeps it
     for (int k = lane; k < K; k += 32) merge(m, s, x_row[k], 1.0f);
