@@ -758,8 +758,9 @@ ONLINE_SOFTMAX = KernelExercise(
             launch=lambda s: ((cdiv(s["N"], WARPS),), (32 * WARPS,)),
             output_shapes=lambda s: {"y": (s["N"], s["K"])},
             wrong_answers=_online_softmax_wrong,
-            edge_mistake="a lane that owns no column (lane >= K) holds the empty part (-inf, 0) and still "
-            "takes part in every shuffle",
+            edge_mistake="a warp whose row is past N returns before it reads (if (row >= N) return), and a "
+            "lane reads only its own columns k < K (a lane that owns none, lane >= K, holds the empty part "
+            "(-inf, 0) and still takes part in every shuffle)",
             thread_element=_warp_thread_element,
             idle_nan=_empty_lanes,
             factor_groups=_online_softmax_groups,
