@@ -143,13 +143,13 @@ def group_factor_relation(yours: np.ndarray, expected: np.ndarray, groups: dict[
         # Agreement within float32 rounding (a few ulps per operation), a factor well away from 1.
         same = np.allclose(ratio, factor[group], rtol=2e-5, atol=1e-7)
         if same and not np.allclose(factor, 1.0, rtol=1e-4):
+            if not factor.any():
+                return (
+                    "yours is 0 wherever the right value is not: what it is divided by overflowed to inf, or "
+                    "its exponential underflowed to 0"
+                )
             spread = f"×{factor.min():.6g}" + (f" to ×{factor.max():.6g}" if np.ptp(factor) else "")
-            zero = (
-                " (×0: what they are divided by is infinite, an exponential overflowed)"
-                if 0 in factor
-                else ""
-            )
-            return f"yours = the right value × one factor {name} ({spread}){zero}: {meaning}"
+            return f"yours = the right value × one factor {name} ({spread}): {meaning}"
     return None
 
 
