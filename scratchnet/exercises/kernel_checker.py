@@ -446,6 +446,16 @@ def _softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
     return [("you did not subtract the row max: exp(100) overflows a float to inf", {"y": unshifted})]
 
 
+# What the softmax kernels (exercises 5 and 8) take and give: x, y (N, K), and the large-logit inputs.
+_SOFTMAX_IO = dict(
+    args=("x", "y", "N", "K"),
+    outputs=("y",),
+    make_inputs=_softmax_inputs,  # +100 in row 0 and at one column of each other row
+    reference=lambda a, s: {"y": _softmax(a["x"])},
+    output_shapes=lambda s: {"y": (s["N"], s["K"])},
+)
+
+
 SOFTMAX_ROWS = KernelExercise(
     name="softmax_rows",
     tasks=(
@@ -457,12 +467,8 @@ SOFTMAX_ROWS = KernelExercise(
             "partial[t], then a tree: for half = THREADS / 2 down to 1, if (t < half) combine partial[t] and "
             "partial[t + half], __syncthreads() after each step; read partial[0], __syncthreads() before "
             "reusing partial[]",
-            args=("x", "y", "N", "K"),
-            outputs=("y",),
-            make_inputs=_softmax_inputs,
-            reference=lambda a, s: {"y": _softmax(a["x"])},
+            **_SOFTMAX_IO,
             launch=lambda s: ((s["N"],), (128,)),
-            output_shapes=lambda s: {"y": (s["N"], s["K"])},
             wrong_answers=_softmax_wrong,
             edge_mistake="threads that own no column (K < THREADS, or the last stride) must still take part "
             "in the reduction with a neutral value (a value of the row for the max, 0 for the sum)",
@@ -751,12 +757,8 @@ ONLINE_SOFTMAX = KernelExercise(
             "returns); lane l merges its columns l, l + 32, ... < K into (m, s), starting from (-inf, 0); "
             "for offset = 16, 8, 4, 2, 1: merge in (__shfl_xor_sync(FULL_WARP, m, offset), the same for s); "
             "each lane writes y[n, k] = exp(x[n, k] - m) / s for its columns",
-            args=("x", "y", "N", "K"),
-            outputs=("y",),
-            make_inputs=_softmax_inputs,  # +100 in row 0 and at one column of each other row
-            reference=lambda a, s: {"y": _softmax(a["x"])},
+            **_SOFTMAX_IO,
             launch=lambda s: ((cdiv(s["N"], WARPS),), (32 * WARPS,)),
-            output_shapes=lambda s: {"y": (s["N"], s["K"])},
             wrong_answers=_online_softmax_wrong,
             edge_mistake="a warp whose row is past N returns before it reads (if (row >= N) return), and a "
             "lane reads only its own columns k < K (a lane that owns none, lane >= K, holds the empty part "
