@@ -1,6 +1,6 @@
 """The counts of a kernel exercise's kernel (kernel_counts.py), against counts worked out by hand from the
-solutions' source: exercise 7's warp shuffles against exercise 5's shared-memory tree, exercise 9's register
-blocking against exercise 4's tiles."""
+solutions' source: exercise 7's warp shuffles and exercise 8's one-pass softmax against exercise 5's
+shared-memory tree, exercise 9's register blocking against exercise 4's tiles."""
 
 from __future__ import annotations
 
@@ -24,9 +24,17 @@ def tree():
     return count("softmax_rows", sizes={"N": N, "K": K})
 
 
-def test_the_warp_reduction_reads_x_twice_and_touches_no_shared_memory(shuffle):
-    # Each lane reads its columns once for the sum and once for y: 2 K loads and K stores per row.
-    assert shuffle.counts == {
+@pytest.fixture(scope="module")
+def online():
+    return count("online_softmax", sizes={"N": N, "K": K})
+
+
+@pytest.mark.parametrize("kernel", ["shuffle", "online"])
+def test_the_warp_kernels_read_x_twice_and_touch_no_shared_memory(kernel, request):
+    # Each lane reads its columns twice: for the sum (exercise 7), or to merge them into its (m, s) (exercise
+    # 8); then for y. 2 K loads and K stores per row; the lanes combine in registers (shuffles).
+    counts = request.getfixturevalue(kernel)
+    assert counts.counts == {
         "global_loads": 2 * N * K,
         "global_stores": N * K,
         "shared_loads": 0,
@@ -34,14 +42,20 @@ def test_the_warp_reduction_reads_x_twice_and_touches_no_shared_memory(shuffle):
         "atomics": 0,
         "barriers": 0,
     }
-    per = shuffle.per_output()
+    per = counts.per_output()
     assert (per["global_loads"], per["global_stores"], per["shared_accesses"], per["barriers"]) == (
         2,
         1,
         0,
         0,
     )
-    assert shuffle.warp_accesses == shuffle.worst_conflict == 0
+    assert counts.warp_accesses == counts.worst_conflict == 0
+
+
+def test_one_pass_reads_x_twice_where_the_block_reduction_reads_it_three_and_a_half_times(online, tree):
+    one_pass, three_passes = online.per_output(), tree.per_output()
+    assert (one_pass["global_loads"], three_passes["global_loads"]) == (2, 3.5)
+    assert three_passes["shared_accesses"] > 4 and three_passes["barriers"] == 17 / K  # 17 per row of K
 
 
 def test_the_shared_memory_tree_costs_what_its_source_says(tree):

@@ -47,7 +47,7 @@ def _without_line(name: str, text: str, which: int) -> str:
 
 def test_every_exercise_has_a_stub_and_a_solution():
     assert [p.name for p in STUBS] == [p.name for p in SOLUTIONS]
-    assert len(STUBS) == len(EXERCISES) == 8
+    assert len(STUBS) == len(EXERCISES) == 9
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
@@ -512,7 +512,104 @@ MUTANTS |= {
     ),
 }
 
+# A factor that changes with K is a wrong divisor, not a repeated term: told apart across the shapes.
+MUTANTS["warp-mean-divides-by-32"] = (
+    "warp_reduce",
+    lambda: _mutant("warp_reduce", ("const float mean = v / K;", "const float mean = v / 32;")),
+    "yours = (K / 32) × the right sum (2 at K=64, 1.5625 at K=50, 0.625 at K=20, 3.125 at K=100): a factor "
+    "that follows K is no repeated term. The sum is right and its normaliser is not: you divide by 32, not "
+    "by K",
+)
+
+# The online softmax (exercise 8): the rescale of the running sum, the butterfly's offsets, the NaN of two
+# empty lanes, the mask, the empty lanes' part in the shuffles, the max in the last pass.
+MUTANTS |= {
+    "online-no-rescale": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("s = s * exp_of(m - m_new) + s_other", "s = s + s_other")),
+        "when m grows, the s you had is not rescaled",
+    ),
+    "online-no-rescale-in-the-walk": (  # the walk over the columns written out, the butterfly by merge()
+        "online_softmax",
+        lambda: _mutant(
+            "online_softmax",
+            (
+                "for (int k = lane; k < K; k += 32) merge(m, s, x_row[k], 1.0f);",
+                "for (int k = lane; k < K; k += 32) {\n        const float m_new = fmaxf(m, x_row[k]);\n"
+                "        s = s + exp_of(x_row[k] - m_new);\n        m = m_new;\n    }",
+            ),
+        ),
+        "when m grows, the s you had is not rescaled as a lane walks its columns",
+    ),
+    "online-first-offset-8": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("int offset = 16;", "int offset = 8;")),
+        "your first xor offset is 8, not 16: lanes merge only within groups of 16",
+    ),
+    "online-first-offset-32": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("int offset = 16;", "int offset = 32;")),
+        "a first xor offset of 32 (lane l ^ 32 is past lane 31",
+    ),
+    "online-last-offset-2": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("offset > 0; offset /= 2", "offset > 1; offset /= 2")),
+        "your last xor offset is 2, not 1",
+    ),
+    "online-no-butterfly": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("int offset = 16;", "int offset = 0;")),
+        "the lanes never merge their (m, s)",
+    ),
+    "online-no-guard-for-empty-lanes": (
+        "online_softmax",
+        lambda: _without_line("online_softmax", "if (m_new == minus_infinity<float>()) return;", 0),
+        "at these sizes only, where lanes 12..31 own no column (K=12 < 32) and hold the empty part (m, s) = "
+        "(−∞, 0). Merging two empty lanes computes m − m_new = (−∞) − (−∞) = NaN",
+    ),
+    "online-mask-leaves-out-lanes": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("#define FULL_WARP 0xffffffffu", "#define FULL_WARP 0x7fffffffu")),
+        "a wrong warp mask: lane 31 (thread (31,0,0)) calls the warp function at kernel.cu:51 with mask "
+        "0x7fffffff, which leaves lane 31 out",
+    ),
+    "online-empty-lanes-skip-the-shuffles": (
+        "online_softmax",
+        lambda: _mutant(
+            "online_softmax",
+            ("    float m = minus_infinity", "    if (lane >= K) return;\n    float m = minus_infinity"),
+        ),
+        "names lane 12 (thread (12,0,0)), which has returned instead",
+    ),
+    "online-exchange-through-shared-memory-one-syncwarp-short": (
+        "online_softmax",
+        lambda: _mutant(
+            "online_softmax",
+            (
+                "    for (int offset = 16;",
+                "    __shared__ float m_lanes[32 * WARPS], s_lanes[32 * WARPS];\n    for (int offset = 16;",
+            ),
+            (  # one __syncwarp() after the stores; none before the next step's stores overwrite them
+                "const float m_other = __shfl_xor_sync(FULL_WARP, m, offset);",
+                "m_lanes[threadIdx.x] = m, s_lanes[threadIdx.x] = s;\n        __syncwarp();\n"
+                "        const float m_other = m_lanes[threadIdx.x ^ offset];",
+            ),
+            (
+                "const float s_other = __shfl_xor_sync(FULL_WARP, s, offset);",
+                "const float s_other = s_lanes[threadIdx.x ^ offset];",
+            ),
+        ),
+        "where only the lanes of one warp share the memory, __syncwarp() is the barrier they need",
+    ),
+    "online-no-max-subtracted": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("exp_of(x_row[k] - m) / s", "exp_of(x_row[k]) / s")),
+        "you wrote y = exp(x) / s: the last pass subtracts the row's max too",
+    ),
+}
+
 WRONG_CAUSES = {  # what each of these was told before, a cause that is not theirs
+    "warp-mean-divides-by-32": "counted 2 times",
     "warp-first-offset-32": "wrong values:",
     "warp-first-offset-8": "wrong values:",
     "warp-mask-leaves-out-lanes": "__syncthreads()",

@@ -121,6 +121,13 @@ class KernelTask:
     thread_tiles: Callable[[dict], kernel_evidence.ThreadTiles] | None = None
     # Set when the exercise requires conflict-free shared-memory accesses: how to remove a conflict.
     conflict_fix: str | None = None
+    # At sizes where some threads own no element and hold the neutral value of a reduction: why a NaN can
+    # come from there (``idle_nan(sizes) -> str``), None at sizes where every thread owns one.
+    idle_nan: Callable[[dict], str | None] = lambda sizes: None
+    # Outputs made by dividing by a normaliser that a group of elements shares (a row's sum): ``factor_groups(
+    # sizes) -> {output: {name: (labels, meaning)}}``, the groups, coarsest first, within which yours may be
+    # the right value times one factor (kernel_evidence.group_factor_relation).
+    factor_groups: Callable[[dict], dict[str, dict[str, tuple]]] = lambda sizes: {}
 
 
 @dataclass(frozen=True)
@@ -548,6 +555,16 @@ def _softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
     return [("you did not subtract the row max: exp(100) overflows a float to inf", {"y": unshifted})]
 
 
+# What the softmax kernels (exercises 5 and 8) take and give: x, y (N, K), and the large-logit inputs.
+_SOFTMAX_IO = dict(
+    args=("x", "y", "N", "K"),
+    outputs=("y",),
+    make_inputs=_softmax_inputs,  # +100 in row 0 and at one column of each other row
+    reference=lambda a, s: {"y": _softmax(a["x"])},
+    output_shapes=lambda s: {"y": (s["N"], s["K"])},
+)
+
+
 SOFTMAX_ROWS = KernelExercise(
     name="softmax_rows",
     tasks=(
@@ -559,12 +576,8 @@ SOFTMAX_ROWS = KernelExercise(
             "partial[t], then a tree: for half = THREADS / 2 down to 1, if (t < half) combine partial[t] and "
             "partial[t + half], __syncthreads() after each step; read partial[0], __syncthreads() before "
             "reusing partial[]",
-            args=("x", "y", "N", "K"),
-            outputs=("y",),
-            make_inputs=_softmax_inputs,
-            reference=lambda a, s: {"y": _softmax(a["x"])},
+            **_SOFTMAX_IO,
             launch=lambda s: ((s["N"],), (128,)),
-            output_shapes=lambda s: {"y": (s["N"], s["K"])},
             wrong_answers=_softmax_wrong,
             edge_mistake="threads that own no column (K < THREADS, or the last stride) must still take part "
             "in the reduction with a neutral value (a value of the row for the max, 0 for the sum)",
@@ -715,6 +728,163 @@ WARP_REDUCE = KernelExercise(
     ),
 )
 
+
+# Softmax over the rows of x (N, K) in one pass, one warp per row: each lane's running (m, s), then a
+# butterfly of shuffles.
+BUTTERFLY = (16, 8, 4, 2, 1)  # the xor offsets after which every lane of a warp holds the row's (m, s)
+
+
+def _warp_online_softmax(
+    x: np.ndarray, offsets=BUTTERFLY, rescale_columns: bool = True, rescale_lanes: bool = True
+) -> np.ndarray:
+    """y as one warp per row computes it: lane l merges its columns l, l + 32, ... into (m, s), then merges
+    in lane l ^ offset's pair for each offset (a partner past lane 31: the lane's own pair, as a shuffle
+    gives it back). The merge: m = max(m_a, m_b), s = s_a·e^(m_a − m) + s_b·e^(m_b − m); rescale_columns
+    or rescale_lanes False keeps s_a as it is (the mistake) in the lane's walk or in the butterfly."""
+    N, K = x.shape
+    x = x.astype(np.float64)
+    m, s = np.full((N, 32), -np.inf), np.zeros((N, 32))
+
+    def merge(m, s, m_other, s_other, rescale):
+        m_new = np.maximum(m, m_other)
+        empty = np.isneginf(m_new)  # two empty parts stay (−∞, 0)
+        with np.errstate(invalid="ignore"):
+            mine = s * np.exp(m - m_new) if rescale else s
+            return m_new, np.where(empty, 0.0, mine + s_other * np.exp(m_other - m_new))
+
+    for start in range(0, K, 32):  # one column per lane at a time, as each lane walks its columns
+        columns = x[:, start : start + 32]
+        width = columns.shape[1]
+        m[:, :width], s[:, :width] = merge(m[:, :width], s[:, :width], columns, 1.0, rescale_columns)
+    lanes = np.arange(32)
+    for offset in offsets:
+        partner = np.where(lanes ^ offset < 32, lanes ^ offset, lanes)
+        m, s = merge(m, s, m[:, partner], s[:, partner], rescale_lanes)
+    owner = np.arange(K) % 32
+    return np.exp(x - m[:, owner]) / s[:, owner]
+
+
+def _butterfly_mistake(offsets: tuple[int, ...]) -> str:
+    """What a butterfly with these xor offsets (not 16, 8, 4, 2, 1) leaves undone."""
+    if not offsets:
+        return "the lanes never merge their (m, s): each lane's y is normalised over its own columns only"
+    if offsets[0] >= 32:  # the same y as a column merged in as (x, 2): both are named
+        return (
+            "y is half the right value in every element: s counts every term twice. A pair merged with "
+            f"itself: a first xor offset of {offsets[0]} (lane l ^ {offsets[0]} is past lane 31, and the "
+            "shuffle hands each lane its own (m, s) back; start at 16), or a column merged in as (x, 2), not "
+            "(x, 1)"
+        )
+    if offsets[0] < 16:
+        group = 2 * offsets[0]
+        return (
+            f"your first xor offset is {offsets[0]}, not 16: lanes merge only within groups of {group} "
+            f"(l and l ^ 16 never meet), so each group's y is normalised over its own columns only"
+        )
+    return (
+        f"your last xor offset is {offsets[-1]}, not 1: lanes l and l ^ 1 never merge, so each lane's y is "
+        "normalised over half of the row's lanes"
+    )
+
+
+def _online_softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
+    starts = (32, 16, 8, 4, 2, 1)
+    butterflies = [tuple(o for o in starts if o <= first) for first in (32, 8, 4, 2, 1)]
+    butterflies += [(16, 8, 4, 2), ()]
+    x = a["x"].astype(np.float64)
+    with np.errstate(over="ignore"):
+        exp_without_max = np.exp(a["x"]) / np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)
+    not_rescaled = {  # where the old s is not rescaled: (as each lane walks its columns, in the butterfly)
+        "": (False, False),
+        " as a lane walks its columns": (False, True),
+        " when two lanes merge their pairs": (True, False),
+    }
+    return [
+        *_softmax_wrong(a, s),
+        (
+            "you wrote y = exp(x) / s: the last pass subtracts the row's max too, y = exp(x − m) / s "
+            "(exp(100) overflows a float to inf)",
+            {"y": exp_without_max},
+        ),
+        *(
+            (
+                f"when m grows, the s you had is not rescaled{where}: s = s·e^(m_old − m_new) + "
+                "e^(x − m_new) for a column, s_a·e^(m_a − m) + s_b·e^(m_b − m) for two lanes; without the "
+                "factor, the terms added before the max grew stay relative to an older, smaller max, and s "
+                "is too large",
+                {"y": _warp_online_softmax(a["x"], rescale_columns=columns, rescale_lanes=lanes)},
+            )
+            for where, (columns, lanes) in not_rescaled.items()
+        ),
+        *((_butterfly_mistake(o), {"y": _warp_online_softmax(a["x"], o)}) for o in butterflies),
+    ]
+
+
+_PAIR_OFF = (
+    "the exponentials exp(x − m) are right relative to each other, and the (m, s) they are divided by is not "
+    "the row's: check the merge rule, the columns each lane merges, the pair a column starts as, (x, 1), and "
+    "the butterfly"
+)
+
+
+def _online_softmax_groups(s: dict) -> dict[str, dict[str, tuple]]:
+    """The elements that share one (m, s): every element (the same mistake everywhere), a row, the columns
+    of one lane in a row."""
+    rows = np.broadcast_to(np.arange(s["N"])[:, None], (s["N"], s["K"]))
+    return {
+        "y": {
+            "for every element": (np.zeros((s["N"], s["K"]), int), _PAIR_OFF),
+            "per row": (rows, _PAIR_OFF),
+            "per lane of each row (the lanes of a row end with different pairs)": (
+                rows * 32 + _warp_columns(s),
+                _PAIR_OFF,
+            ),
+        }
+    }
+
+
+def _empty_lanes(s: dict) -> str | None:
+    """At K < 32, why merging the empty lanes gives NaN."""
+    if s["K"] >= 32:
+        return None
+    return (
+        f"lanes {s['K']}..31 own no column (K={s['K']} < 32) and hold the empty part (m, s) = (−∞, 0). "
+        "Merging two empty lanes computes m − m_new = (−∞) − (−∞) = NaN, and the later merges carry that "
+        "NaN to every lane of the warp: when the merged m is −∞ (both parts empty), keep (−∞, 0)"
+    )
+
+
+ONLINE_SOFTMAX = KernelExercise(
+    name="online_softmax",
+    tasks=(
+        KernelTask(
+            kernel="online_softmax",
+            formula="y[n, k] = exp(x[n, k] - m[n]) / s[n], m[n] = max_k x[n, k], "
+            "s[n] = sum_k exp(x[n, k] - m[n]); merge (m_a, s_a) and (m_b, s_b): m = max(m_a, m_b), "
+            "s = s_a * exp(m_a - m) + s_b * exp(m_b - m); a column is (x, 1), the empty part (-inf, 0)",
+            mapping="row = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32 (a warp past N "
+            "returns); lane l merges its columns l, l + 32, ... < K into (m, s), starting from (-inf, 0); "
+            "for offset = 16, 8, 4, 2, 1: merge in (__shfl_xor_sync(FULL_WARP, m, offset), the same for s); "
+            "each lane writes y[n, k] = exp(x[n, k] - m) / s for its columns",
+            **_SOFTMAX_IO,
+            launch=lambda s: ((cdiv(s["N"], WARPS),), (32 * WARPS,)),
+            wrong_answers=_online_softmax_wrong,
+            edge_mistake="a warp whose row is past N returns before it reads (if (row >= N) return), and a "
+            "lane reads only its own columns k < K (a lane that owns none, lane >= K, holds the empty part "
+            "(-inf, 0) and still takes part in every shuffle)",
+            thread_element=_warp_thread_element,
+            idle_nan=_empty_lanes,
+            factor_groups=_online_softmax_groups,
+        ),
+    ),
+    shapes=(
+        Shape({"N": 8, "K": 64}, regular=True),
+        Shape({"N": 6, "K": 50}),  # the last pass: lanes 18..31 own one column fewer
+        Shape({"N": 5, "K": 12}),  # K < 16: lanes 12..31 own no column, and lanes l, l ^ 16 both none
+        Shape({"N": 3, "K": 300}),
+    ),
+)
+
 EXERCISES = {
     exercise.name: exercise
     for exercise in (
@@ -725,6 +895,7 @@ EXERCISES = {
         SOFTMAX_ROWS,
         IM2COL,
         WARP_REDUCE,
+        ONLINE_SOFTMAX,
         GEMM_REGISTER_BLOCKED,
     )
 }
@@ -851,7 +1022,8 @@ def _close(yours: np.ndarray, expected: np.ndarray) -> bool:
         return False
     if yours.dtype.kind in "iu":
         return bool(np.array_equal(yours, expected))
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    finite = np.abs(expected[np.isfinite(expected)])  # an inf of a known mistake must not make atol inf
+    scale = max(1.0, float(finite.max(initial=0.0)))
     return bool(np.allclose(yours, expected, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
 
 
@@ -898,6 +1070,14 @@ def _launch_diagnosis(error: KernelLaunchError, task: KernelTask, inputs: dict, 
             f"{error.other_thread} ({error.other_access} at {error.other_line}) of block {error.block} touch "
             "the same element with no __syncthreads() between them. A __syncthreads() is missing or misplaced"
         )
+        block_dim = task.launch(sizes)[1]
+        warp = kernel_evidence.warp_of(block_dim, error.thread)
+        if error.other_thread is not None and warp == kernel_evidence.warp_of(block_dim, error.other_thread):
+            mistake += (
+                f" (both threads are lanes of warp {warp}: where only the lanes of one warp share the "
+                "memory, __syncwarp() is the barrier they need, or a shuffle, __shfl_*_sync, passes the "
+                "value with no shared memory)"
+            )
     elif isinstance(error, InitcheckError):
         mistake = (
             f"reads memory never written: {where} read {error.buffer} at {error.line} before any thread of "
@@ -987,9 +1167,11 @@ def _worst_element(task: KernelTask, yours: dict, expected: dict) -> str:
     return "wrong values"
 
 
-def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) -> tuple[str, bool] | None:
+def _check_shape(
+    device, kernel, task: KernelTask, inputs: dict, sizes: dict
+) -> tuple[str, bool, dict | None] | None:
     """``None`` when the kernel is right for these sizes, else (the mistake, whether it is only "wrong
-    values" with no more specific name)."""
+    values" with no more specific name, the outputs of the first run when it ran to the end)."""
     expected = task.reference(inputs, sizes)
     seeds = SEEDS if device.name == "sim" else (None,)
     results = []
@@ -997,7 +1179,7 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         try:
             results.append(_run(device, kernel, task, inputs, sizes, seed))
         except KernelLaunchError as error:
-            return _launch_diagnosis(error, task, inputs, sizes), False
+            return _launch_diagnosis(error, task, inputs, sizes), False, None
     unwritten = _unwritten(task, results, sizes)
     if unwritten:
         # Run again with a finite start value: `+=` onto an unset output shows as start + right answer.
@@ -1005,8 +1187,8 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
         for name in task.outputs:
             relation = kernel_evidence.prefilled_relation(prefilled[name], expected[name], name)
             if relation and prefilled[name].dtype.kind == "f":
-                return relation, False
-        return unwritten, False
+                return relation, False, results[0]
+        return unwritten, False, results[0]
     right = [all(_close(result[n], expected[n]) for n in task.outputs) for result in results]
     changes = any(
         not np.array_equal(results[0][n], result[n], equal_nan=True)
@@ -1028,16 +1210,17 @@ def _check_shape(device, kernel, task: KernelTask, inputs: dict, sizes: dict) ->
             "set, and holds whatever was there before. Set each one before its first read (a loop that "
             "starts late leaves its first elements unset)",
             False,
+            results[0],
         )
     if all(right):
         return None
     for mistake, answer in task.wrong_answers(inputs, sizes):
         if all(_close(results[0][n], answer[n]) for n in answer):
-            return f"wrong index mapping or math: {mistake}", False
+            return f"wrong index mapping or math: {mistake}", False, results[0]
     evidence = _evidence(task, inputs, sizes, results[0], expected)
     if evidence:
-        return evidence, False
-    return _worst_element(task, results[0], expected), True
+        return evidence, False, results[0]
+    return _worst_element(task, results[0], expected), True, results[0]
 
 
 def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected: dict) -> str | None:
@@ -1059,6 +1242,8 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
             found = found or kernel_evidence.thread_tile_relation(
                 yours[name], expected[name], name, task.thread_tiles(sizes)
             )
+        groups = task.factor_groups(sizes).get(name, {})
+        found = found or kernel_evidence.group_factor_relation(yours[name], expected[name], groups)
         wrong = ~np.isclose(yours[name], expected[name], rtol=1e-4, atol=1e-5, equal_nan=True)
         if not np.all(np.isfinite(yours[name])) and np.all(np.isfinite(expected[name])):
             found = found or diagnosis.nonfinite(yours[name], regions.get(name, {}))
@@ -1069,18 +1254,77 @@ def _evidence(task: KernelTask, inputs: dict, sizes: dict, yours: dict, expected
     return None
 
 
+def _sum_factor(task: KernelTask, inputs: dict, sizes: dict, yours: dict) -> tuple[str, str, float] | None:
+    """(output, what its sum is, c) for the first output whose sum is c × the right one, c not 1."""
+    summed = task.summed(inputs, sizes, yours)
+    for name, (terms, _) in task.terms(inputs, sizes).items():
+        sums, what = summed.get(name, (yours[name], ""))
+        c = kernel_evidence.sum_factor(sums.astype(np.float64), terms)
+        if c is not None and not np.isclose(c, 1.0, rtol=1e-4):
+            return name, what, c
+    return None
+
+
+def _normaliser(device, kernel, task: KernelTask, exercise, inputs: dict, sizes: dict, yours: dict):
+    """A sum off by a factor that follows a size, seen across every shape of the exercise (the check stops
+    at the first wrong one): the division is wrong, not the terms (kernel_evidence.normaliser_relation)."""
+    first = _sum_factor(task, inputs, sizes, yours)
+    if first is None:
+        return None
+    name, what, _ = first
+    factors = []
+    for shape in exercise.shapes:
+        shape_inputs = task.make_inputs(shape.sizes, np.random.default_rng(0))
+        try:
+            run = _run(
+                device, kernel, task, shape_inputs, shape.sizes, SEEDS[0] if device.name == "sim" else None
+            )
+        except KernelLaunchError:
+            return None
+        found = _sum_factor(task, shape_inputs, shape.sizes, run)
+        if found is None or found[0] != name:
+            return None
+        factors.append((shape.sizes, found[2]))
+    relation = kernel_evidence.normaliser_relation(factors)
+    return relation and f"'{name}': " + (f"{what}: " if what else "") + relation
+
+
+def _idle_nan(task: KernelTask, shape: Shape, inputs: dict, yours: dict, passed: list[Shape]) -> str | None:
+    """NaN or infinity where the right answer is finite, only at sizes where some threads own no element:
+    right at every earlier shape where each thread owns one, so the neutral value is where it comes from."""
+    why = task.idle_nan(shape.sizes)
+    busy = [str(done) for done in passed if task.idle_nan(done.sizes) is None]
+    if why is None or not busy:
+        return None
+    expected = task.reference(inputs, shape.sizes)
+    for name in task.outputs:
+        if np.all(np.isfinite(expected[name])) and not np.all(np.isfinite(yours[name])):
+            return (
+                f"'{name}' holds NaN or infinity ({int((~np.isfinite(yours[name])).sum())} of "
+                f"{yours[name].size} elements) at these sizes only, where {why} (right at {'; '.join(busy)}, "
+                "where every thread owns an element)"
+            )
+    return None
+
+
 def _check_task(
     report: KernelReport, devices: list, kernels: dict, task: KernelTask, exercise, source: str, filename: str
 ) -> None:
     rng = np.random.default_rng(0)
     regular_passed = False
+    passed: list[Shape] = []
     for shape in exercise.shapes:
         inputs = task.make_inputs(shape.sizes, rng)
         for device in devices:
-            found = _check_shape(device, kernels[device.name][task.kernel], task, inputs, shape.sizes)
+            kernel = kernels[device.name][task.kernel]
+            found = _check_shape(device, kernel, task, inputs, shape.sizes)
             if found is None:
                 continue
-            mistake, unnamed = found
+            mistake, unnamed, yours = found
+            if yours is not None:
+                better = _idle_nan(task, shape, inputs, yours, passed)
+                better = better or _normaliser(device, kernel, task, exercise, inputs, shape.sizes, yours)
+                mistake, unnamed = (better, False) if better else (mistake, unnamed)
             if unnamed and regular_passed and not shape.regular:
                 mistake = (
                     f"right when the sizes are multiples of the block, wrong for {shape}: "
@@ -1092,6 +1336,7 @@ def _check_task(
             )
             return
         regular_passed = regular_passed or shape.regular
+        passed.append(shape)
     early = kernel_evidence.access_before_guard(kernel_bodies(source)[task.kernel])
     if task.conflict_fix is not None:
         early = early or _bank_conflict(task, source, exercise.shapes[0].sizes, filename)

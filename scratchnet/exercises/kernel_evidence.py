@@ -26,6 +26,13 @@ def thread_element(output_shape: tuple[int, ...], block_dim: tuple[int, ...], bl
     return y * width + x if x < width and y < height else None
 
 
+def warp_of(block_dim: tuple[int, ...], thread: tuple[int, ...]) -> int:
+    """The warp of a thread of the block: its linear index x + X·(y + Y·z), divided by 32."""
+    dims = (*block_dim, 1, 1)[:3]
+    x, y, z = (*thread, 0, 0)[:3]
+    return (x + dims[0] * (y + dims[1] * z)) // 32
+
+
 def prefilled_relation(yours: np.ndarray, expected: np.ndarray, name: str) -> str | None:
     """The output started as PREFILL in every element: what yours is says whether the kernel adds to it
     (yours = PREFILL + right) or leaves it (yours = PREFILL: never written)."""
@@ -79,23 +86,73 @@ def access_before_guard(body: str) -> str | None:
     )
 
 
+def sum_factor(yours: np.ndarray, terms: np.ndarray) -> float | None:
+    """c when yours = c × the sum of ``terms`` (output shape + (L,)) over all of the last axis, for one
+    constant c (least squares), else None."""
+    total = terms.sum(axis=-1)
+    denominator = float(np.sum(total * total))
+    if not denominator or not np.all(np.isfinite(yours)):
+        return None
+    c = float(np.sum(yours * total)) / denominator  # least squares: yours ≈ c · total
+    scale = max(1.0, float(np.abs(total).max()))
+    return c if np.allclose(yours, c * total, rtol=1e-4, atol=1e-4 * scale) else None
+
+
 def repeated_terms_relation(yours: np.ndarray, terms: np.ndarray, axis: str) -> str | None:
     """yours = c × the sum of ``terms`` (output shape + (L,)) over all of the axis, c a whole number ≥ 2:
     every term is counted c times, as when a value is added to itself (a shuffle whose source lane lies
     outside the warp hands the caller its own value back)."""
-    total = terms.sum(axis=-1)
-    denominator = float(np.sum(total * total))
-    if not denominator:
-        return None
-    c = float(np.sum(yours * total)) / denominator  # least squares: yours ≈ c · total
-    scale = max(1.0, float(np.abs(total).max()))
-    if round(c) < 2 or not np.allclose(yours, round(c) * total, rtol=1e-4, atol=1e-4 * scale):
+    c = sum_factor(yours, terms)
+    if c is None or round(c) < 2 or not np.isclose(c, round(c), rtol=1e-4):
         return None
     return (
         f"yours = {round(c)} × the right sum: every term over {axis} = 0..{terms.shape[-1] - 1} is counted "
         f"{round(c)} times (a value added to itself: a partner index outside the range, e.g. a shuffle from "
         "a lane past 31, which hands the caller its own value back)"
     )
+
+
+def normaliser_relation(factors: list[tuple[dict[str, int], float]]) -> str | None:
+    """``factors``: (sizes, c) per shape, yours = c × the right sum at those sizes. When c changes from shape
+    to shape as size / d, for one size and one constant d, no term is repeated or lost: the sum is right
+    and what it is divided by is not (d, where the formula divides by the size)."""
+    if len(factors) < 2 or np.allclose([c for _, c in factors], factors[0][1], rtol=1e-4):
+        return None  # one constant factor: whole repeats are repeated_terms_relation's
+    for name in factors[0][0]:
+        divisors = [sizes[name] / c for sizes, c in factors]
+        if np.allclose(divisors, divisors[0], rtol=1e-4):
+            d = f"{divisors[0]:.6g}"
+            seen = ", ".join(f"{c:.6g} at {name}={sizes[name]}" for sizes, c in factors)
+            return (
+                f"yours = ({name} / {d}) × the right sum ({seen}): a factor that follows {name} is no "
+                f"repeated term. The sum is right and its normaliser is not: you divide by {d}, not by {name}"
+            )
+    return None
+
+
+def group_factor_relation(yours: np.ndarray, expected: np.ndarray, groups: dict[str, tuple]) -> str | None:
+    """yours = expected × one factor per group of elements, ``groups``: {name: (labels of the output's
+    shape, what that means)}, tried in order (the coarsest first). Elements whose expected value is below
+    1e-30 (an exponential that underflows a float) say nothing and are left out."""
+    telling = np.abs(expected) > 1e-30
+    if not telling.any() or not np.all(np.isfinite(yours[telling])):
+        return None
+    ratio = yours[telling].astype(np.float64) / expected[telling]
+    for name, (labels, meaning) in groups.items():
+        _, group = np.unique(labels[telling], return_inverse=True)
+        factor = np.zeros(group.max() + 1)
+        factor[group] = ratio  # any member's ratio: the check below says whether they all agree
+        # Agreement within float32 rounding (a few ulps per operation), a factor well away from 1.
+        same = np.allclose(ratio, factor[group], rtol=2e-5, atol=1e-7)
+        if same and not np.allclose(factor, 1.0, rtol=1e-4):
+            if not factor.any():
+                return (
+                    "yours is 0 wherever the right value is not: what it is divided by overflowed to inf, or "
+                    "its exponential underflowed to 0"
+                )
+            spread = f"×{factor.min():.6g}" + (f" to ×{factor.max():.6g}" if np.ptp(factor) else "")
+            return f"yours = the right value × one factor {name} ({spread}): {meaning}"
+    return None
 
 
 # The simulator's synccheck reports of a warp function (__syncwarp, __shfl_*_sync, votes) with a wrong mask.

@@ -30,5 +30,6 @@ for _id, _exercise, _title in (
     ("softmax-rows-kernel", "softmax_rows", "a block reduction: the row max and sum of a softmax"),
     ("warp-reduce-kernel", "warp_reduce", "a warp reduction with shuffles: each row minus its mean"),
     ("gemm-register-blocked-kernel", "gemm_register_blocked", "a register-blocked GEMM kernel"),
+    ("online-softmax-kernel", "online_softmax", "an online softmax: one pass, merged with xor shuffles"),
 ):
     _register_kernel_exercise(_id, _exercise, _title)
