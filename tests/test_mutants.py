@@ -54,6 +54,12 @@ def test_cuda_mutations_leave_the_comments_alone():
         assert [line for line in mutant.source.splitlines() if line.startswith("//")] == comments
 
 
+def test_cuda_mutations_leave_template_arguments_alone():
+    line = "    if (k < K) m = minus_infinity<float>();\n"  # one comparison; the brackets of <float> are none
+    changes = [m.source for m in mutants.cuda_mutants("online_softmax", line) if m.category == "compare"]
+    assert changes == ["    if (k <= K) m = minus_infinity<float>();\n"]
+
+
 def test_verdicts_come_from_the_checker_and_the_oracle():
     wrong = RELU.replace("dy * (x > 0)", "dy / (x > 0)")  # division by a mask: infinity, a known-wrong mutant
     unchanged = RELU
@@ -81,10 +87,11 @@ def test_a_message_naming_an_impossible_cause_is_misdiagnosed():
     assert unnamed.verdict == "caught" and not unnamed.named
 
 
-# The CI-sized run: 2 mutants of every solution file, Python and CUDA (seed 26: its kernel sample mutates one
-# loop header, k < K to k <= K, and no loop's step, so no mutant that never ends eats the time limit; seed 7
-# did until exercise 7's strided loops came); under 4 minutes on 2 cores.
-CI_SEED = 26
+# The CI-sized run: 2 mutants of every solution file, Python and CUDA. Seed 56: its kernel sample changes no
+# loop's step or a halving loop's end (such a mutant never ends and eats the time limit: seed 26 did once
+# exercise 8 came) and no butterfly's first offset to 17 (right in exact arithmetic, another rounding: "missed"
+# by the bit-for-bit oracle); under 4 minutes on 2 cores.
+CI_SEED = 56
 
 
 @pytest.mark.sim

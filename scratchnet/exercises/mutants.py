@@ -190,6 +190,9 @@ _CUDA_RULES = (  # (category, pattern, replacement, description)
 )
 
 
+_TEMPLATE_ARGUMENT = r"(?<=\w)<\s*\w+\s*>"  # name<type>
+
+
 def cuda_mutants(exercise: str, source: str) -> list[Mutant]:
     """Every single-site textual mutant of the kernel code (lines that are not comments or directives)."""
     mutants = []
@@ -198,8 +201,12 @@ def cuda_mutants(exercise: str, source: str) -> list[Mutant]:
         code = line.split("//")[0]
         if not code.strip() or code.lstrip().startswith("#"):
             continue
+        # The brackets of a template argument (minus_infinity<float>()) are no comparison: never mutated.
+        templates = [m.span() for m in re.finditer(_TEMPLATE_ARGUMENT, code)]
         for category, pattern, replacement, description in _CUDA_RULES:
             for match in re.finditer(pattern, code):
+                if any(start <= match.start() < end for start, end in templates):
+                    continue
                 new = str(int(match.group(1)) + 1) if replacement is None else replacement
                 changed = line[: match.start()] + new + line[match.end() :]
                 text = "".join([*lines[:number], changed, *lines[number + 1 :]])
