@@ -89,8 +89,8 @@ def test_a_message_naming_an_impossible_cause_is_misdiagnosed():
 
 # The CI-sized run: 2 mutants of every solution file, Python and CUDA. Seed 56: its kernel sample changes no
 # loop's step or a halving loop's end (such a mutant never ends and eats the time limit: seed 26 did once
-# exercise 8 came) and no butterfly's first offset to 17 (right in exact arithmetic, another rounding: "missed"
-# by the bit-for-bit oracle); under 4 minutes on 2 cores.
+# exercise 8 came) and no butterfly's first offset to 17 (right in exact arithmetic, another rounding:
+# "missed" by the bit-for-bit oracle); under 4 minutes on 2 cores.
 CI_SEED = 56
 
 
