@@ -135,7 +135,7 @@ def test_every_page_loads_nothing_from_outside_and_lessons_show_their_figures(br
     pages = _pages()
     assert set(LESSON_PAGES) <= set(pages), f"lesson pages missing: {set(LESSON_PAGES) - set(pages)}"
     _requested_urls(browser)  # forget what came before
-    outside, without_figures = {}, {}
+    outside, without_figures, requested = {}, {}, 0
     for page in pages:
         _open(browser, site_url + page)
         if page in LESSON_PAGES:
@@ -143,9 +143,14 @@ def test_every_page_loads_nothing_from_outside_and_lessons_show_their_figures(br
             shown = [src for src, complete, width, height in figures if complete and width > 0 and height > 0]
             if not shown or len(shown) < len(figures):
                 without_figures[page] = figures
-        requests = _outside(_requested_urls(browser))
-        if requests:
-            outside[page] = requests
+        urls = _requested_urls(browser)
+        requested += len(urls)
+        if _outside(urls):
+            outside[page] = _outside(urls)
+    late = _outside(_requested_urls(browser))  # fonts and scripts that a page loads after it is complete
+    if late:
+        outside["after the last page"] = late
+    assert requested >= len(pages), f"the browser's log shows {requested} requests for {len(pages)} pages"
     assert not outside, f"requests outside localhost: {outside}"
     assert not without_figures, (
         f"lesson pages whose figures did not load (src, complete, w, h): {without_figures}"

@@ -263,6 +263,7 @@ def split_warnings(log: str) -> tuple[list[str], list[str]]:
     A docstring warning is named by its module file and object, without a line number (which moves with
     every edit above it): ``scratchnet/layers/conv.py:docstring of scratchnet.layers.conv.Conv2d: WARNING:
     ...``."""
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # Sphinx's colours
     starts = [m.start() for m in WARNING_START.finditer(log)] + [len(log)]
     api, pages = [], []
     for begin, end in zip(starts, starts[1:], strict=False):
@@ -290,32 +291,43 @@ def read_api_warnings() -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def build(jobs: str) -> int:
-    from sphinx.cmd.build import build_main
+def build(jobs: int) -> int:
+    """Build the site from scratch: a fresh environment reports every page's warnings."""
+    import io
+
+    from sphinx.application import Sphinx
 
     stage_sources()
-    SITE.mkdir(parents=True, exist_ok=True)
-    log = SITE / "warnings.txt"
-    status = build_main(
-        ["-b", "html", "-q", "-j", jobs, "-c", str(CONF), "-d", str(SITE / "doctrees"), "-w", str(log)]
-        + [str(STAGE), str(HTML)]
+    shutil.rmtree(SITE, ignore_errors=True)  # no page left from an earlier build
+    warnings = io.StringIO()
+    app = Sphinx(
+        STAGE,
+        CONF,
+        HTML,
+        SITE / "doctrees",
+        "html",
+        status=None,
+        warning=warnings,
+        freshenv=True,
+        parallel=jobs,
     )
-    if status:
-        return status
-    api, pages = split_warnings(log.read_text(encoding="utf-8"))
+    app.build()
+    log = warnings.getvalue()
+    (SITE / "warnings.txt").write_text(log, encoding="utf-8")
+    api, pages = split_warnings(log)
     problems = [f"warning from a page: {w}" for w in pages] + compare_api_warnings(api, read_api_warnings())
     for problem in problems:
         print(problem, file=sys.stderr)
-    if problems:
+    if problems or app.statuscode:
         print(f"the site build failed: {len(problems)} problem(s) above", file=sys.stderr)
         return 1
-    print(f"built {HTML.relative_to(ROOT)}/index.html ({len(api)} listed docstring warnings)")
+    print(f"built {HTML.relative_to(ROOT)}/index.html ({len(api)} docstring warnings, as listed)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--jobs", default="1", help="Sphinx's parallel readers (-j): a number or 'auto'")
+    parser.add_argument("--jobs", type=int, default=1, help="Sphinx's parallel processes (its -j)")
     args = parser.parse_args(argv)
     execute_missing_lessons()
     return build(args.jobs)
