@@ -67,7 +67,7 @@ def site_url():
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+    def log_message(self, *args):  # one line per request would bury the test's own output
         pass
 
 
@@ -91,14 +91,19 @@ def browser(site_url):
     driver.quit()
 
 
-def _requested_urls(driver) -> list[str]:
-    """The URLs the browser requested since the last call (Network.requestWillBeSent events)."""
-    urls = []
+def _network(driver) -> tuple[list[str], list[str]]:
+    """The URLs the browser requested since the last call, and those answered with an HTTP error (the
+    Network.requestWillBeSent and Network.responseReceived events of its log)."""
+    requested, failed = [], []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
         if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
+            requested.append(message["params"]["request"]["url"])
+        elif (
+            message["method"] == "Network.responseReceived" and message["params"]["response"]["status"] >= 400
+        ):
+            failed.append(message["params"]["response"]["url"])
+    return requested, failed
 
 
 def _outside(urls: list[str]) -> list[str]:
@@ -134,24 +139,26 @@ FIGURES = """return Array.from(document.querySelectorAll('.cell_output img')).ma
 def test_every_page_loads_nothing_from_outside_and_lessons_show_their_figures(browser, site_url):
     pages = _pages()
     assert set(LESSON_PAGES) <= set(pages), f"lesson pages missing: {set(LESSON_PAGES) - set(pages)}"
-    _requested_urls(browser)  # forget what came before
-    outside, without_figures, requested = {}, {}, 0
-    for page in pages:
-        _open(browser, site_url + page)
+    _network(browser)  # forget what came before
+    outside, failed, without_figures, requested = {}, {}, {}, 0
+    for page in [*pages, None]:  # None: what the last page loads after it is complete (fonts, scripts)
+        if page is not None:
+            _open(browser, site_url + page)
         if page in LESSON_PAGES:
             figures = browser.execute_script(FIGURES)
             shown = [src for src, complete, width, height in figures if complete and width > 0 and height > 0]
             if not shown or len(shown) < len(figures):
                 without_figures[page] = figures
-        urls = _requested_urls(browser)
+        urls, errors = _network(browser)
         requested += len(urls)
+        where = page or "after the last page"
         if _outside(urls):
-            outside[page] = _outside(urls)
-    late = _outside(_requested_urls(browser))  # fonts and scripts that a page loads after it is complete
-    if late:
-        outside["after the last page"] = late
+            outside[where] = _outside(urls)
+        if errors:
+            failed[where] = errors
     assert requested >= len(pages), f"the browser's log shows {requested} requests for {len(pages)} pages"
     assert not outside, f"requests outside localhost: {outside}"
+    assert not failed, f"requests answered with an HTTP error: {failed}"
     assert not without_figures, (
         f"lesson pages whose figures did not load (src, complete, w, h): {without_figures}"
     )

@@ -68,11 +68,16 @@ def store_executed(name: str, executed) -> Path:
     return path
 
 
-def execute_missing_lessons() -> list[str]:
-    """Execute, as committed, every lesson with no stored copy of its current text; return their names."""
+def execute_missing_lessons(stored_only: bool = False) -> list[str]:
+    """Execute, as committed, every lesson with no stored copy of its current text; return their names.
+    ``stored_only``: raise instead (CI, where the lesson tests have just stored every lesson)."""
     import nbclient
 
     missing = [name for name in lesson_order() if not cached_copy(_lesson_text(name)).is_file()]
+    if missing and stored_only:
+        raise SystemExit(
+            f"no stored run of {missing} in {CACHE.relative_to(ROOT)} (the lesson tests store them)"
+        )
     # One BLAS thread, as in the lesson tests; the kernels import this checkout's scratchnet.
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -328,8 +333,13 @@ def build(jobs: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--jobs", type=int, default=1, help="Sphinx's parallel processes (its -j)")
+    parser.add_argument(
+        "--stored-only",
+        action="store_true",
+        help="fail instead of executing a lesson that the lesson tests have not stored (CI runs them first)",
+    )
     args = parser.parse_args(argv)
-    execute_missing_lessons()
+    execute_missing_lessons(args.stored_only)
     return build(args.jobs)
 
 

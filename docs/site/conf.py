@@ -38,7 +38,10 @@ nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3  # the guides link to their own sections (#what-has-and-has-not-run-on-a-real-gpu)
 
-autodoc_mock_imports = ["cupy"]  # the GPU backend imports CuPy, which a CPU machine has not got
+# The GPU backend imports CuPy, which a CPU machine has not got; the layer-test contract imports pytest,
+# which only the dev extra brings.
+autodoc_mock_imports = ["cupy", "pytest"]
+# which only the dev extra brings.
 autodoc_member_order = "bysource"
 
 html_theme = "sphinx_book_theme"
