@@ -41,7 +41,6 @@ myst_heading_anchors = 3  # the guides link to their own sections (#what-has-and
 # The GPU backend imports CuPy, which a CPU machine has not got; the layer-test contract imports pytest,
 # which only the dev extra brings.
 autodoc_mock_imports = ["cupy", "pytest"]
-# which only the dev extra brings.
 autodoc_member_order = "bysource"
 
 html_theme = "sphinx_book_theme"
