@@ -97,12 +97,13 @@ def _network(driver) -> tuple[list[str], list[str]]:
     requested, failed = [], []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
         if message["method"] == "Network.requestWillBeSent":
-            requested.append(message["params"]["request"]["url"])
-        elif (
-            message["method"] == "Network.responseReceived" and message["params"]["response"]["status"] >= 400
-        ):
-            failed.append(message["params"]["response"]["url"])
+            requested.append(params["request"]["url"])
+        # The browser asks for /favicon.ico by itself; the site has none.
+        elif message["method"] == "Network.responseReceived" and params["response"]["status"] >= 400:
+            if urlsplit(params["response"]["url"]).path != "/favicon.ico":
+                failed.append(params["response"]["url"])
     return requested, failed
 
 

@@ -60,7 +60,7 @@ def cached_copy(source_text: str) -> Path:
 
 def store_executed(name: str, executed) -> Path:
     """Store ``executed``, lesson ``name`` run as committed, for the site build."""
-    path = cached_copy((LESSONS / name).read_text(encoding="utf-8"))
+    path = cached_copy(_lesson_text(name))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")  # a build reading the cache never sees half a notebook
     nbformat.write(executed, partial)
