@@ -135,13 +135,16 @@ def _open(driver, url: str) -> None:
 
 FIGURES = """return Array.from(document.querySelectorAll('.cell_output img')).map(
     img => [img.getAttribute('src'), img.complete, img.naturalWidth, img.naturalHeight])"""
+# A lesson's predict answers and predict outputs: how many there are, and how many of them are open.
+ANSWERS = """const answers = document.querySelectorAll('details.answer, .tag_predict details');
+return [answers.length, Array.from(answers).filter(d => d.open).length]"""
 
 
-def test_every_page_loads_nothing_from_outside_and_lessons_show_their_figures(browser, site_url):
+def test_every_page_loads_only_local_files_and_lessons_show_figures_and_hide_answers(browser, site_url):
     pages = _pages()
     assert set(LESSON_PAGES) <= set(pages), f"lesson pages missing: {set(LESSON_PAGES) - set(pages)}"
     _network(browser)  # forget what came before
-    outside, failed, without_figures, requested = {}, {}, {}, 0
+    outside, failed, without_figures, open_answers, requested = {}, {}, {}, {}, 0
     for page in [*pages, None]:  # None: what the last page loads after it is complete (fonts, scripts)
         if page is not None:
             _open(browser, site_url + page)
@@ -150,6 +153,9 @@ def test_every_page_loads_nothing_from_outside_and_lessons_show_their_figures(br
             shown = [src for src, complete, width, height in figures if complete and width > 0 and height > 0]
             if not shown or len(shown) < len(figures):
                 without_figures[page] = figures
+            answers, shown_answers = browser.execute_script(ANSWERS)
+            if not answers or shown_answers:
+                open_answers[page] = f"{shown_answers} of {answers} answers open"
         urls, errors = _network(browser)
         requested += len(urls)
         where = page or "after the last page"
@@ -160,6 +166,9 @@ def test_every_page_loads_nothing_from_outside_and_lessons_show_their_figures(br
     assert requested >= len(pages), f"the browser's log shows {requested} requests for {len(pages)} pages"
     assert not outside, f"requests outside localhost: {outside}"
     assert not failed, f"requests answered with an HTTP error: {failed}"
+    assert not open_answers, (
+        f"lesson pages without a closed predict answer, or with an open one: {open_answers}"
+    )
     assert not without_figures, (
         f"lesson pages whose figures did not load (src, complete, w, h): {without_figures}"
     )
