@@ -174,7 +174,7 @@ thread mapping and the launch the checker uses.
 Check it from the repository root, on the CUDA simulator (no GPU needed; `--hint` also prints the formula
 and the thread mapping):
 
-```
+```bash
 python -m scratchnet.gradcheck {path}
 python -m scratchnet.kernel_exercises {path} --hint
 ```

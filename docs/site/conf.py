@@ -36,6 +36,7 @@ nb_execution_mode = "off"
 nb_custom_formats = {".ipynb": ["course_site.read_lesson", {}, False]}
 nb_merge_streams = True
 myst_enable_extensions = ["dollarmath", "amsmath"]
+highlight_language = "none"  # a guide's unmarked ``` block is a shell command or output, not Python
 myst_heading_anchors = 3  # the guides link to their own sections (#what-has-and-has-not-run-on-a-real-gpu)
 
 # The GPU backend imports CuPy, which a CPU machine has not got; the layer-test contract imports pytest,
