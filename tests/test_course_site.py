@@ -88,3 +88,12 @@ def test_the_home_page_lists_the_lessons_in_order_and_every_kernel_exercise():
     lessons = [line for line in home.splitlines() if line.startswith("lessons/") and line[8:10].isdigit()]
     assert lessons == [f"lessons/{name.removesuffix('.ipynb')}" for name in course_site.lesson_order()]
     assert all(page.removesuffix(".md") in home for page in kernel_pages)
+
+
+def test_shrinking_the_list_keeps_its_header_and_drops_the_fixed(tmp_path, monkeypatch):
+    listed = tmp_path / "api-warnings.txt"
+    listed.write_text("# only shrinks\nold: WARNING: a\nold: WARNING: b\n", encoding="utf-8")
+    monkeypatch.setattr(course_site, "API_WARNINGS", listed)
+    course_site.shrink_api_warnings(["old: WARNING: b"])
+    assert listed.read_text(encoding="utf-8") == "# only shrinks\nold: WARNING: b\n"
+    assert course_site.read_api_warnings() == ["old: WARNING: b"]

@@ -82,6 +82,7 @@ def browser(site_url):
         "--headless",
         "--no-sandbox",
         "--disable-background-networking",
+        "--disable-dev-shm-usage",  # a container's small /dev/shm would crash the renderer
         "--window-size=1280,1400",
     ):
         options.add_argument(argument)
