@@ -42,8 +42,11 @@ Three implementations, tested against each other and against PyTorch:
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import threadpoolctl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
@@ -122,16 +125,24 @@ def conv2d_backward_naive(dy, x, weight, stride=(1, 1), padding=(0, 0), groups=1
 # the backward (for the whole batch they are KH·KW times the input: 75 MB for ResNet-20's first stage at
 # batch 128): the backward builds them again from x, chunk by chunk. A :class:`Workspace` keeps the chunk's
 # buffers from one call to the next.
+#
+# Several cores: the batch is split into parts, one per thread (see :func:`over_batch_parts`). Left to
+# itself, a multi-threaded BLAS would split each small per-image product ((16, 144) @ (144, 1024) in
+# ResNet-20) between its threads, and im2col and col2im, which NumPy runs on one thread, would leave the
+# other cores idle. Each thread instead runs its part's whole loop (im2col, products, col2im) with a
+# one-thread BLAS; NumPy releases the GIL inside copies and products, so the parts run at the same time.
 CHUNK_BYTES = 1 << 20
 
 
 class Workspace:
     """Scratch arrays reused across calls: ``get(name, shape, dtype)`` returns a view of one buffer per name,
     grown when too small. It is all zeros whenever its shape differs from the last call's, and callers write
-    only where they read afterwards: the border of a padded image, never written, stays zero."""
+    only where they read afterwards: the border of a padded image, never written, stays zero.
+    ``part(i)``: the workspace of the batch's part i, for the thread that runs that part."""
 
     def __init__(self):
         self._buffers: dict[str, tuple[np.ndarray, tuple]] = {}  # name -> (flat buffer, last shape)
+        self._parts: dict[int, Workspace] = {}
 
     def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
         size = math.prod(shape)
@@ -142,6 +153,57 @@ class Workspace:
             buffer[:size] = 0
         self._buffers[name] = (buffer, shape)
         return buffer[:size].reshape(shape)
+
+    def part(self, index: int) -> Workspace:
+        return self._parts.setdefault(index, Workspace())
+
+
+class _BatchThreads:
+    """The threads :func:`over_batch_parts` runs parts on, and the BLAS thread setting it reads and limits
+    (through threadpoolctl), created on first use."""
+
+    def __init__(self):
+        self._blas = None  # threadpoolctl's controller of the BLAS libraries NumPy loaded
+        self._pool, self._workers = None, 0  # a ThreadPoolExecutor, replaced when a call wants more threads
+        self._lock = threading.Lock()
+
+    def blas_threads(self) -> int:
+        """The threads NumPy's BLAS is set to use now (1 where no BLAS library is known)."""
+        if self._blas is None:
+            self._blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        return max((info["num_threads"] for info in self._blas.info()), default=1)
+
+    def limit_blas_to_one(self):
+        return self._blas.limit(limits=1)
+
+    def pool(self, workers: int) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._workers < workers:
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="scratchnet-batch")
+                self._workers = workers
+            return self._pool
+
+
+_BATCH_THREADS = _BatchThreads()
+
+
+def over_batch_parts(work, N: int, workspace: Workspace) -> list:
+    """``[work(images, workspace.part(i)) for each part i]``: the images 0..N-1 split into T contiguous
+    parts, T = the threads NumPy's BLAS is set to use (at most N), run at the same time on T threads
+    (the caller's one of them) with BLAS limited to one thread meanwhile. With T = 1 (one core, or a
+    data-parallel rank that was given one thread), ``[work(slice(0, N), workspace)]`` on this thread."""
+    threads = min(N, _BATCH_THREADS.blas_threads())
+    if threads == 1:
+        return [work(slice(0, N), workspace)]
+    bounds = [N * i // threads for i in range(threads + 1)]
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    with _BATCH_THREADS.limit_blas_to_one():
+        others = [
+            _BATCH_THREADS.pool(threads - 1).submit(work, images, workspace.part(i))
+            for i, images in enumerate(parts[1:], start=1)
+        ]
+        first = work(parts[0], workspace.part(0))
+        return [first] + [future.result() for future in others]
 
 
 def _chunk_size(N, column_numbers, itemsize):
@@ -210,13 +272,18 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
     weight_matrix = weight.reshape(G, F // G, rows)  # Wm (G, Fg, Cg·KH·KW)
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
     y_per_group = y.reshape(N, G, F // G, OH * OW)  # Y[n], a view of y
-    windows = _windows(x, (KH, KW), stride, padding, workspace)  # (N, C, KH, KW, OH, OW)
-    chunk = _chunk_size(N, C * KH * KW * OH * OW, x.itemsize)
-    for n0 in range(0, N, chunk):
-        images = slice(n0, n0 + chunk)
-        cols = _im2col(windows[images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
-        np.matmul(weight_matrix, cols, out=y_per_group[images])  # Y[n] = Wm cols[n], written into y
-    y += bias[:, None, None]
+
+    def forward_part(images, workspace):
+        windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # (b, C, KH, KW, OH, OW)
+        y_part = y_per_group[images]
+        chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
+        for n0 in range(0, len(windows), chunk):
+            chunk_images = slice(n0, n0 + chunk)
+            cols = _im2col(windows[chunk_images], workspace).reshape(-1, G, rows, OH * OW)
+            np.matmul(weight_matrix, cols, out=y_part[chunk_images])  # Y[n] = Wm cols[n], written into y
+        y[images] += bias[:, None, None]
+
+    over_batch_parts(forward_part, N, workspace)
     return y, x
 
 
@@ -232,22 +299,30 @@ def conv2d_backward_fast(
     G, Fg, rows = groups, F // groups, Cg * KH * KW
     weight_matrix = weight.reshape(G, Fg, rows)  # Wm (G, Fg, Cg·KH·KW)
     dy_per_group = dy.reshape(N, G, Fg, OH * OW)  # dY[n], a view of dy
-    dbias = dy.sum(axis=(0, 2, 3))  # (F,)
-    dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
     dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
-    windows = _windows(x, (KH, KW), stride, padding, workspace)  # the forward's columns, built again
-    chunk = _chunk_size(N, C * KH * KW * OH * OW, x.itemsize)
-    for n0 in range(0, N, chunk):
-        images = slice(n0, n0 + chunk)
-        cols = _im2col(windows[images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
-        dy_chunk = dy_per_group[images]  # (b, G, Fg, OH·OW)
-        b = dy_chunk.shape[0]
-        per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)
-        dweight += np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image).sum(axis=0)  # Σ dY colsᵀ
-        if input_grad:
-            dcols = workspace.get("dcols", (b, G, rows, OH * OW), x.dtype)
-            np.matmul(weight_matrix.transpose(0, 2, 1), dy_chunk, out=dcols)  # dcols[n] = Wmᵀ dY[n]
-            _col2im(dcols.reshape(b, C, KH, KW, OH, OW), dx[images], stride, padding, workspace)
+
+    def backward_part(images, workspace):
+        """This part's Σ dY[n] cols[n]ᵀ (G, Fg, Cg·KH·KW); its dx[images] when input_grad."""
+        windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # the forward's columns again
+        dy_part = dy_per_group[images]
+        dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
+        chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
+        for n0 in range(0, len(windows), chunk):
+            chunk_images = slice(n0, n0 + chunk)
+            cols = _im2col(windows[chunk_images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, R, OH·OW)
+            dy_chunk = dy_part[chunk_images]  # (b, G, Fg, OH·OW)
+            b = dy_chunk.shape[0]
+            per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)
+            dweight += np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image).sum(axis=0)
+            if input_grad:
+                dcols = workspace.get("dcols", (b, G, rows, OH * OW), x.dtype)
+                np.matmul(weight_matrix.transpose(0, 2, 1), dy_chunk, out=dcols)  # dcols[n] = Wmᵀ dY[n]
+                dx_chunk = dx[images][chunk_images]
+                _col2im(dcols.reshape(b, C, KH, KW, OH, OW), dx_chunk, stride, padding, workspace)
+        return dweight
+
+    dweight = sum(over_batch_parts(backward_part, N, workspace))  # Σ over the parts
+    dbias = dy.sum(axis=(0, 2, 3))  # (F,)
     return dx, dweight.reshape(weight.shape), dbias
 
 
