@@ -129,14 +129,11 @@ def test_naive_and_fast_agree_on_a_lenet_sized_batch():
         np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("keep_bytes", [conv_module.KEEP_BYTES, 0], ids=["columns-kept", "columns-rebuilt"])
 @pytest.mark.parametrize("padding", [1, 0])
-def test_fast_path_in_chunks_with_its_workspace_reused_across_shapes(monkeypatch, padding, keep_bytes):
+def test_fast_path_in_chunks_with_its_workspace_reused_across_shapes(monkeypatch, padding):
     """Chunks of two images (the last one shorter) and one layer's workspace reused for inputs of two sizes:
     a buffer whose old contents leaked into the new shape (the zero border of the padded image, the zero
-    parts of col2im's shifted images) would change the sums; the 1×1 layer checks the no-copy path. With
-    the forward's columns kept for the backward, and built again."""
-    monkeypatch.setattr(conv_module, "KEEP_BYTES", keep_bytes)
+    parts of col2im's shifted images) would change the sums; the 1×1 layer checks the no-copy path."""
     rng = np.random.default_rng(0)
     for kernel, stride in ((3, 1), (3, 2), (1, 1)):
         fast = Conv2D(3, 4, kernel, stride, padding, dtype=np.float64, seed=0)
@@ -151,14 +148,11 @@ def test_fast_path_in_chunks_with_its_workspace_reused_across_shapes(monkeypatch
                 np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=(kernel, name))
 
 
-@pytest.mark.parametrize("keep_bytes", [conv_module.KEEP_BYTES, 0], ids=["columns-kept", "columns-rebuilt"])
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("config", ["stride2-pad0", "nonsquare-7x5-kernel3x2", "depthwise"])
-def test_fast_path_split_over_threads_agrees_with_naive(monkeypatch, threads, config, keep_bytes):
+def test_fast_path_split_over_threads_agrees_with_naive(monkeypatch, threads, config):
     """With T BLAS threads the batch runs as T parts on T threads: five images as parts of 2+3 or 1+2+2
-    images, each in chunks of two (the last one shorter), must give the naive loops' y, dx, dweight, dbias,
-    with each part's columns kept for the backward and built again."""
-    monkeypatch.setattr(conv_module, "KEEP_BYTES", keep_bytes)
+    images, each in chunks of two (the last one shorter), must give the naive loops' y, dx, dweight, dbias."""
     N, C, H, W, F, kernel, stride, padding, groups = CONFIGS[config]
     fast = Conv2D(C, F, kernel, stride, padding, groups, dtype=np.float64, seed=0)
     naive = Conv2D(C, F, kernel, stride, padding, groups, impl="naive", dtype=np.float64, seed=0)
@@ -172,31 +166,6 @@ def test_fast_path_split_over_threads_agrees_with_naive(monkeypatch, threads, co
         got = forward_backward(fast, x, dy).arrays()
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_kept_columns_are_used_only_until_the_next_forward(threads):
-    """The fast backward reads the columns its forward kept (they are the backward's input: replacing them
-    changes dweight), but after another forward on the same workspace they hold that forward's columns,
-    and the backward builds its own again from x."""
-    rng = np.random.default_rng(0)
-    x1, x2 = rng.standard_normal((2, 5, 3, 6, 6))
-    weight, bias = rng.standard_normal((4, 3, 3, 3)), np.zeros(4)
-    dy = rng.standard_normal((5, 4, 6, 6))
-    conv = dict(stride=(1, 1), padding=(1, 1))
-    expected = conv2d_backward_naive(dy, x1, weight, **conv)
-    workspace = conv_module.Workspace()
-    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
-        _, cache = conv2d_forward_fast(x1, weight, bias, **conv, workspace=workspace)
-        assert cache.columns is not None and len(cache.columns) == threads
-        for columns in cache.columns.values():
-            columns *= 2  # a backward that reads them doubles dweight
-        doubled = conv2d_backward_fast(dy, cache, weight, **conv, workspace=workspace)[1]
-        np.testing.assert_allclose(doubled, 2 * expected[1], rtol=1e-12, atol=1e-12)
-        conv2d_forward_fast(x2, weight, bias, **conv, workspace=workspace)
-        got = conv2d_backward_fast(dy, cache, weight, **conv, workspace=workspace)
-    for name, a, b in zip(("dx", "dweight", "dbias"), expected, got, strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_each():

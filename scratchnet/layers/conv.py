@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import threadpoolctl
@@ -122,12 +121,10 @@ def conv2d_backward_naive(dy, x, weight, stride=(1, 1), padding=(0, 0), groups=1
 # Why one matrix per image: Y[n] (F, OH·OW) *is* y[n] in NCHW, so the product writes straight into the
 # layer's output (``np.matmul(..., out=y[chunk])``) and dcols[n] reads dy[n] where the next layer left it:
 # nothing is transposed between the GEMMs. The images go through in chunks of a few, so that a chunk's
-# columns (about CHUNK_BYTES) are still in the cache when the GEMM reads them. Large columns are not kept
-# for the backward (for the whole batch they are KH·KW times the input: 75 MB for ResNet-20's first stage at
-# batch 128): the backward builds them again from x, chunk by chunk. Columns of at most KEEP_BYTES for the
-# whole batch (LeNet-5's, ResNet-20's last stage) are built once, whole, and the backward reads them again:
-# for small images the copy into columns, whose rows are only OW numbers long, costs as much as the GEMM.
-# A :class:`Workspace` keeps the buffers from one call to the next.
+# columns (about CHUNK_BYTES) are still in the cache when the GEMM reads them. The columns are not kept for
+# the backward (for the whole batch they are KH·KW times the input: 75 MB for ResNet-20's first stage at
+# batch 128): the backward builds them again from x, chunk by chunk. A :class:`Workspace` keeps the chunk's
+# buffers from one call to the next.
 #
 # Several cores: the batch is split into parts, one per thread (see :func:`over_batch_parts`). Left to
 # itself, a multi-threaded BLAS would split each small per-image product ((16, 144) @ (144, 1024) in
@@ -135,20 +132,17 @@ def conv2d_backward_naive(dy, x, weight, stride=(1, 1), padding=(0, 0), groups=1
 # other cores idle. Each thread instead runs its part's whole loop (im2col, products, col2im) with a
 # one-thread BLAS; NumPy releases the GIL inside copies and products, so the parts run at the same time.
 CHUNK_BYTES = 1 << 20
-KEEP_BYTES = 1 << 25
 
 
 class Workspace:
     """Scratch arrays reused across calls: ``get(name, shape, dtype)`` returns a view of one buffer per name,
     grown when too small. It is all zeros whenever its shape differs from the last call's, and callers write
     only where they read afterwards: the border of a padded image, never written, stays zero.
-    ``part(i)``: the workspace of the batch's part i, for the thread that runs that part. ``forwards``
-    counts the forwards that used it: kept columns are the last forward's."""
+    ``part(i)``: the workspace of the batch's part i, for the thread that runs that part."""
 
     def __init__(self):
         self._buffers: dict[str, tuple[np.ndarray, tuple]] = {}  # name -> (flat buffer, last shape)
         self._parts: dict[int, Workspace] = {}
-        self.forwards = 0
 
     def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
         size = math.prod(shape)
@@ -230,13 +224,12 @@ def _windows(x, kernel_size, stride, padding, workspace):
     return windows.transpose(0, 1, 4, 5, 2, 3)
 
 
-def _im2col(windows, workspace, name="cols"):
-    """cols[n, c, kh, kw, oh, ow] = windows[n, c, kh, kw, oh, ow] for a chunk of images: one copy into the
-    workspace array ``name``, or none where the windows already lie in that order (a 1×1 kernel at stride
-    1)."""
+def _im2col(windows, workspace):
+    """cols[n, c, kh, kw, oh, ow] = windows[n, c, kh, kw, oh, ow] for a chunk of images: one copy into a
+    workspace array, or none where the windows already lie in that order (a 1×1 kernel at stride 1)."""
     if windows.flags.c_contiguous:
         return windows
-    cols = workspace.get(name, windows.shape, windows.dtype)
+    cols = workspace.get("cols", windows.shape, windows.dtype)
     np.copyto(cols, windows)
     return cols
 
@@ -268,30 +261,10 @@ def _col2im(dcols, dx, stride, padding, workspace):
         shifted.sum(axis=0, out=dx)
 
 
-@dataclass
-class FastCache:
-    """What the fast forward leaves for its backward: x, and the columns when it kept them (KEEP_BYTES):
-    ``columns[first image of a part]`` (b, C, KH, KW, OH, OW), buffers of ``workspace`` that stay this
-    forward's until the next forward on it (``forward_number``); the backward builds them again after."""
-
-    x: np.ndarray
-    columns: dict[int, np.ndarray] | None = None
-    workspace: Workspace | None = None
-    forward_number: int = 0
-
-    def kept_columns(self, images: slice) -> np.ndarray | None:
-        """The columns of the part that starts at ``images.start``, if kept and still this forward's."""
-        if self.columns is None or self.workspace.forwards != self.forward_number:
-            return None
-        return self.columns.get(images.start)
-
-
 def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1, workspace=None):
     """Forward by im2col + one matmul per image. Returns y (N, F, OH, OW) and the cache the backward needs
-    (a :class:`FastCache`). ``workspace``: a :class:`Workspace` to reuse buffers from (a new one when
-    None)."""
+    (x itself). ``workspace``: a :class:`Workspace` to reuse buffers from (a new one when None)."""
     workspace = workspace or Workspace()
-    workspace.forwards += 1
     N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
     OH, OW = window_output_hw((H, W), (KH, KW), stride, padding)
@@ -299,26 +272,19 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
     weight_matrix = weight.reshape(G, F // G, rows)  # Wm (G, Fg, Cg·KH·KW)
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
     y_per_group = y.reshape(N, G, F // G, OH * OW)  # Y[n], a view of y
-    keep = N * C * KH * KW * OH * OW * x.itemsize <= KEEP_BYTES
 
     def forward_part(images, workspace):
-        """This part's y[images]; returns (its first image, its columns) when they are kept."""
         windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # (b, C, KH, KW, OH, OW)
-        columns = _im2col(windows, workspace, "kept_columns") if keep else None
         y_part = y_per_group[images]
         chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
         for n0 in range(0, len(windows), chunk):
             chunk_images = slice(n0, n0 + chunk)
-            cols = columns[chunk_images] if keep else _im2col(windows[chunk_images], workspace)
-            cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
+            cols = _im2col(windows[chunk_images], workspace).reshape(-1, G, rows, OH * OW)
             np.matmul(weight_matrix, cols, out=y_part[chunk_images])  # Y[n] = Wm cols[n], written into y
         y[images] += bias[:, None, None]
-        return images.start, columns
 
-    kept = over_batch_parts(forward_part, N, workspace)
-    if not keep:
-        return y, FastCache(x)
-    return y, FastCache(x, dict(kept), workspace, workspace.forwards)
+    over_batch_parts(forward_part, N, workspace)
+    return y, x
 
 
 def conv2d_backward_fast(
@@ -326,7 +292,7 @@ def conv2d_backward_fast(
 ):
     """Backward by matmul + col2im. Returns (dx, dweight, dbias); dx is None when ``input_grad`` is False."""
     workspace = workspace or Workspace()
-    x = cache.x
+    x = cache
     N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
     _, _, OH, OW = dy.shape
@@ -337,8 +303,7 @@ def conv2d_backward_fast(
 
     def backward_part(images, workspace):
         """This part's Σ dY[n] cols[n]ᵀ (G, Fg, Cg·KH·KW); its dx[images] when input_grad."""
-        columns = cache.kept_columns(images)  # else the forward's columns are built again
-        windows = _windows(x[images], (KH, KW), stride, padding, workspace) if columns is None else columns
+        windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # the forward's columns again
         dy_part = dy_per_group[images]
         dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
         chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
@@ -473,7 +438,7 @@ class Conv2D(Layer):
         return self.params["b"] if self.bias else self.device.zeros((self.out_channels,), self.dtype)
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
-    # Saved for backward: ``x`` (naive), or the fast path's ``cache`` (x, and its columns when small).
+    # Saved for backward: ``x`` (naive), or the fast path's ``cache`` (x too: backward rebuilds the columns).
     def _forward_numpy(self, x, training):
         conv = dict(stride=self.stride, padding=self.padding, groups=self.groups)
         weight, bias = self.params["W"], self._bias()
