@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import multiprocessing
 import threading
 
 import numpy as np
@@ -166,6 +167,31 @@ def test_fast_path_split_over_threads_agrees_with_naive(monkeypatch, threads, co
         got = forward_backward(fast, x, dy).arrays()
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def _conv_on_two_threads(x, queue):
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        queue.put(Conv2D(3, 4, 3, padding=1, seed=0).forward(x))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_a_forked_child_runs_the_split_fast_path_on_threads_of_its_own():
+    """A child forked after the parent used its threads (which the child does not have) finishes its
+    forward, equal to the parent's, instead of waiting for them."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    _conv_on_two_threads(x, queue)
+    expected = queue.get(timeout=10)
+    child = fork.Process(target=_conv_on_two_threads, args=(x, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=30)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_each():

@@ -42,6 +42,7 @@ Three implementations, tested against each other and against PyTorch:
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -160,10 +161,15 @@ class Workspace:
 
 class _BatchThreads:
     """The threads :func:`over_batch_parts` runs parts on, and the BLAS thread setting it reads and limits
-    (through threadpoolctl), created on first use."""
+    (through threadpoolctl), created on first use. A forked child process starts without the pool (its
+    threads stayed in the parent) and makes its own."""
 
     def __init__(self):
         self._blas = None  # threadpoolctl's controller of the BLAS libraries NumPy loaded
+        self._forget_pool()
+        os.register_at_fork(after_in_child=self._forget_pool)
+
+    def _forget_pool(self):
         self._pool, self._workers = None, 0  # a ThreadPoolExecutor, replaced when a call wants more threads
         self._lock = threading.Lock()
 
@@ -179,6 +185,8 @@ class _BatchThreads:
     def pool(self, workers: int) -> ThreadPoolExecutor:
         with self._lock:
             if self._workers < workers:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)  # its threads end once idle
                 self._pool = ThreadPoolExecutor(workers, thread_name_prefix="scratchnet-batch")
                 self._workers = workers
             return self._pool
