@@ -29,7 +29,7 @@ Three implementations, tested against each other and against PyTorch:
 
 * ``conv2d_forward_naive`` / ``conv2d_backward_naive``: the formulas as Python loops. Slow; the definition.
 * ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS) per image, the cpu
-  default.
+  default; with several BLAS threads the batch is split into one part per thread (``over_batch_parts``).
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
   ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); the register-blocked
