@@ -16,6 +16,7 @@ from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import Conv2D
 from scratchnet.layers import conv as conv_module
 from scratchnet.layers.base import window_output_hw
+from scratchnet.layers.batch_threads import over_batch_parts
 from scratchnet.layers.conv import (
     conv2d_backward_fast,
     conv2d_backward_naive,
@@ -213,14 +214,14 @@ def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_ea
 
     workspace = conv_module.Workspace()
     with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):
-        parts = conv_module.over_batch_parts(work_together, 7, workspace)
+        parts = over_batch_parts(work_together, 7, workspace)
         assert blas_threads() == 3
     assert [images for images, *_ in parts] == [slice(0, 2), slice(2, 4), slice(4, 7)]
     assert len({thread for _, thread, _, _ in parts}) == 3
     assert [threads for _, _, threads, _ in parts] == [1, 1, 1]
     assert [part for *_, part in parts] == [workspace.part(i) for i in range(3)]
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-        assert conv_module.over_batch_parts(work, 7, workspace)[0][::3] == (slice(0, 7), workspace)
+        assert over_batch_parts(work, 7, workspace)[0][::3] == (slice(0, 7), workspace)
 
     def fail(images, workspace):
         if images.start > 0:
@@ -228,7 +229,7 @@ def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_ea
 
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         with pytest.raises(ValueError, match="part slice"):
-            conv_module.over_batch_parts(fail, 4, workspace)
+            over_batch_parts(fail, 4, workspace)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

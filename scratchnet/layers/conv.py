@@ -42,16 +42,13 @@ Three implementations, tested against each other and against PyTorch:
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import threadpoolctl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer, int_pair, window_output_hw
+from scratchnet.layers.batch_threads import over_batch_parts
 from scratchnet.layers.linear import bias_grad, gemm
 
 IMPLS = ("fast", "naive")
@@ -127,8 +124,8 @@ def conv2d_backward_naive(dy, x, weight, stride=(1, 1), padding=(0, 0), groups=1
 # batch 128): the backward builds them again from x, chunk by chunk. A :class:`Workspace` keeps the chunk's
 # buffers from one call to the next.
 #
-# Several cores: the batch is split into parts, one per thread (see :func:`over_batch_parts`). Left to
-# itself, a multi-threaded BLAS would split each small per-image product ((16, 144) @ (144, 1024) in
+# Several cores: the batch is split into parts, one per thread (:mod:`scratchnet.layers.batch_threads`).
+# Left to itself, a multi-threaded BLAS would split each small per-image product ((16, 144) @ (144, 1024) in
 # ResNet-20) between its threads, and im2col and col2im, which NumPy runs on one thread, would leave the
 # other cores idle. Each thread instead runs its part's whole loop (im2col, products, col2im) with a
 # one-thread BLAS; NumPy releases the GIL inside copies and products, so the parts run at the same time.
@@ -157,61 +154,6 @@ class Workspace:
 
     def part(self, index: int) -> Workspace:
         return self._parts.setdefault(index, Workspace())
-
-
-class _BatchThreads:
-    """The threads :func:`over_batch_parts` runs parts on, and the BLAS thread setting it reads and limits
-    (through threadpoolctl), created on first use. A forked child process starts without the pool (its
-    threads stayed in the parent) and makes its own."""
-
-    def __init__(self):
-        self._blas = None  # threadpoolctl's controller of the BLAS libraries NumPy loaded
-        self._forget_pool()
-        os.register_at_fork(after_in_child=self._forget_pool)
-
-    def _forget_pool(self):
-        self._pool, self._workers = None, 0  # a ThreadPoolExecutor, replaced when a call wants more threads
-        self._lock = threading.Lock()
-
-    def blas_threads(self) -> int:
-        """The threads NumPy's BLAS is set to use now (1 where no BLAS library is known)."""
-        if self._blas is None:
-            self._blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
-        return max((info["num_threads"] for info in self._blas.info()), default=1)
-
-    def limit_blas_to_one(self):
-        return self._blas.limit(limits=1)
-
-    def pool(self, workers: int) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._workers < workers:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False)  # its threads end once idle
-                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="scratchnet-batch")
-                self._workers = workers
-            return self._pool
-
-
-_BATCH_THREADS = _BatchThreads()
-
-
-def over_batch_parts(work, N: int, workspace: Workspace) -> list:
-    """``[work(images, workspace.part(i)) for each part i]``: the images 0..N-1 split into T contiguous
-    parts, T = the threads NumPy's BLAS is set to use (at most N), run at the same time on T threads
-    (the caller's one of them) with BLAS limited to one thread meanwhile. With T = 1 (one core, or a
-    data-parallel rank that was given one thread), ``[work(slice(0, N), workspace)]`` on this thread."""
-    threads = min(N, _BATCH_THREADS.blas_threads())
-    if threads == 1:
-        return [work(slice(0, N), workspace)]
-    bounds = [N * i // threads for i in range(threads + 1)]
-    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    with _BATCH_THREADS.limit_blas_to_one():
-        others = [
-            _BATCH_THREADS.pool(threads - 1).submit(work, images, workspace.part(i))
-            for i, images in enumerate(parts[1:], start=1)
-        ]
-        first = work(parts[0], workspace.part(0))
-        return [first] + [future.result() for future in others]
 
 
 def _chunk_size(N, column_numbers, itemsize):
