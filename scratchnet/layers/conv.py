@@ -229,7 +229,8 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
         chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
         for n0 in range(0, len(windows), chunk):
             chunk_images = slice(n0, n0 + chunk)
-            cols = _im2col(windows[chunk_images], workspace).reshape(-1, G, rows, OH * OW)
+            cols = _im2col(windows[chunk_images], workspace)
+            cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
             np.matmul(weight_matrix, cols, out=y_part[chunk_images])  # Y[n] = Wm cols[n], written into y
         y[images] += bias[:, None, None]
 
@@ -259,10 +260,11 @@ def conv2d_backward_fast(
         chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
         for n0 in range(0, len(windows), chunk):
             chunk_images = slice(n0, n0 + chunk)
-            cols = _im2col(windows[chunk_images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, R, OH·OW)
+            cols = _im2col(windows[chunk_images], workspace)
+            cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
             dy_chunk = dy_part[chunk_images]  # (b, G, Fg, OH·OW)
             b = dy_chunk.shape[0]
-            per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)
+            per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)  # dY[n] cols[n]ᵀ
             dweight += np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image).sum(axis=0)
             if input_grad:
                 dcols = workspace.get("dcols", (b, G, rows, OH * OW), x.dtype)
