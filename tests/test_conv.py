@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import multiprocessing
+import threading
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from scratchnet.benchmarks.torch_twins import twin_forward_backward
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import Conv2D
 from scratchnet.layers import conv as conv_module
 from scratchnet.layers.base import window_output_hw
+from scratchnet.layers.batch_threads import over_batch_parts
 from scratchnet.layers.conv import (
     conv2d_backward_fast,
     conv2d_backward_naive,
@@ -144,6 +148,88 @@ def test_fast_path_in_chunks_with_its_workspace_reused_across_shapes(monkeypatch
             expected, got = forward_backward(naive, x, dy).arrays(), forward_backward(fast, x, dy).arrays()
             for name, value in expected.items():
                 np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=(kernel, name))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("config", ["stride2-pad0", "nonsquare-7x5-kernel3x2", "depthwise"])
+def test_fast_path_split_over_threads_agrees_with_naive(monkeypatch, threads, config):
+    """With T BLAS threads the batch runs as T parts on T threads: five images as parts of 2+3 or 1+2+2
+    images, each in chunks of two (the last one shorter), must give the naive loops' y, dx, dweight, dbias."""
+    N, C, H, W, F, kernel, stride, padding, groups = CONFIGS[config]
+    fast = Conv2D(C, F, kernel, stride, padding, groups, dtype=np.float64, seed=0)
+    naive = Conv2D(C, F, kernel, stride, padding, groups, impl="naive", dtype=np.float64, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, C, H, W))
+    dy = rng.standard_normal(fast.output_shape(x.shape))
+    column_bytes = C * np.prod(fast.kernel_size) * np.prod(dy.shape[2:]) * 8  # one image's
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 2 * column_bytes)
+    expected = forward_backward(naive, x, dy).arrays()
+    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+        got = forward_backward(fast, x, dy).arrays()
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def _conv_on_two_threads(x, queue):
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        queue.put(Conv2D(3, 4, 3, padding=1, seed=0).forward(x))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_a_forked_child_runs_the_split_fast_path_on_threads_of_its_own():
+    """A child forked after the parent used its threads (which the child does not have) finishes its
+    forward, equal to the parent's, instead of waiting for them."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    _conv_on_two_threads(x, queue)
+    expected = queue.get(timeout=10)
+    child = fork.Process(target=_conv_on_two_threads, args=(x, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=30)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_each():
+    """over_batch_parts: contiguous parts that cover 0..N-1, one per BLAS thread, all running at the same
+    time (each waits at a barrier for the others) with BLAS limited to one thread, the setting restored
+    afterwards; a part's error reaches the caller."""
+
+    def blas_threads():
+        return threadpoolctl.threadpool_info()[0]["num_threads"]
+
+    def work(images, workspace):
+        return images, threading.get_ident(), blas_threads(), workspace
+
+    all_parts_running = threading.Barrier(3, timeout=10)
+
+    def work_together(images, workspace):
+        all_parts_running.wait()
+        return work(images, workspace)
+
+    workspace = conv_module.Workspace()
+    with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):
+        parts = over_batch_parts(work_together, 7, workspace)
+        assert blas_threads() == 3
+    assert [images for images, *_ in parts] == [slice(0, 2), slice(2, 4), slice(4, 7)]
+    assert len({thread for _, thread, _, _ in parts}) == 3
+    assert [threads for _, _, threads, _ in parts] == [1, 1, 1]
+    assert [part for *_, part in parts] == [workspace.part(i) for i in range(3)]
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        assert over_batch_parts(work, 7, workspace)[0][::3] == (slice(0, 7), workspace)
+
+    def fail(images, workspace):
+        if images.start > 0:
+            raise ValueError(f"part {images} failed")
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        with pytest.raises(ValueError, match="part slice"):
+            over_batch_parts(fail, 4, workspace)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 import scratchnet as sn
 from scratchnet import sim
@@ -36,6 +37,23 @@ class TestLinearContract(LayerContract):
             "one feature in, 3 out": {"make": functools.partial(Linear, 1, 3, seed=0), "input_shape": (3, 1)}
         },
     )
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_rows_split_over_threads_give_the_formulas(threads):
+    """With T BLAS threads the five rows run as T parts (2+3 or 1+2+2): y = x W + b, dx = dy Wᵀ and
+    dweight = Σ over the parts of xᵀ dy must be the whole batch's, in float64."""
+    rng = np.random.default_rng(0)
+    layer = Linear(4, 3, dtype=np.float64, seed=0)
+    layer.params["b"][...] = rng.standard_normal(3)
+    x, dy = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
+    weight, bias = layer.params["W"], layer.params["b"]
+    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+        got = forward_backward(layer, x, dy).arrays()
+    expected = {"y": x @ weight + bias, "dx": dy @ weight.T, "dweight": x.T @ dy, "dbias": dy.sum(axis=0)}
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -29,7 +29,7 @@ Three implementations, tested against each other and against PyTorch:
 
 * ``conv2d_forward_naive`` / ``conv2d_backward_naive``: the formulas as Python loops. Slow; the definition.
 * ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS) per image, the cpu
-  default.
+  default; with several BLAS threads the batch is split into one part per thread (``over_batch_parts``).
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
   ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); the register-blocked
@@ -48,6 +48,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer, int_pair, window_output_hw
+from scratchnet.layers.batch_threads import over_batch_parts
 from scratchnet.layers.linear import bias_grad, gemm
 
 IMPLS = ("fast", "naive")
@@ -122,16 +123,24 @@ def conv2d_backward_naive(dy, x, weight, stride=(1, 1), padding=(0, 0), groups=1
 # the backward (for the whole batch they are KH·KW times the input: 75 MB for ResNet-20's first stage at
 # batch 128): the backward builds them again from x, chunk by chunk. A :class:`Workspace` keeps the chunk's
 # buffers from one call to the next.
+#
+# Several cores: the batch is split into parts, one per thread (:mod:`scratchnet.layers.batch_threads`).
+# Left to itself, a multi-threaded BLAS would split each small per-image product ((16, 144) @ (144, 1024) in
+# ResNet-20) between its threads, and im2col and col2im, which NumPy runs on one thread, would leave the
+# other cores idle. Each thread instead runs its part's whole loop (im2col, products, col2im) with a
+# one-thread BLAS; NumPy releases the GIL inside copies and products, so the parts run at the same time.
 CHUNK_BYTES = 1 << 20
 
 
 class Workspace:
     """Scratch arrays reused across calls: ``get(name, shape, dtype)`` returns a view of one buffer per name,
     grown when too small. It is all zeros whenever its shape differs from the last call's, and callers write
-    only where they read afterwards: the border of a padded image, never written, stays zero."""
+    only where they read afterwards: the border of a padded image, never written, stays zero.
+    ``part(i)``: the workspace of the batch's part i, for the thread that runs that part."""
 
     def __init__(self):
         self._buffers: dict[str, tuple[np.ndarray, tuple]] = {}  # name -> (flat buffer, last shape)
+        self._parts: dict[int, Workspace] = {}
 
     def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
         size = math.prod(shape)
@@ -142,6 +151,9 @@ class Workspace:
             buffer[:size] = 0
         self._buffers[name] = (buffer, shape)
         return buffer[:size].reshape(shape)
+
+    def part(self, index: int) -> Workspace:
+        return self._parts.setdefault(index, Workspace())
 
 
 def _chunk_size(N, column_numbers, itemsize):
@@ -210,13 +222,19 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
     weight_matrix = weight.reshape(G, F // G, rows)  # Wm (G, Fg, Cg·KH·KW)
     y = np.empty((N, F, OH, OW), dtype=x.dtype)
     y_per_group = y.reshape(N, G, F // G, OH * OW)  # Y[n], a view of y
-    windows = _windows(x, (KH, KW), stride, padding, workspace)  # (N, C, KH, KW, OH, OW)
-    chunk = _chunk_size(N, C * KH * KW * OH * OW, x.itemsize)
-    for n0 in range(0, N, chunk):
-        images = slice(n0, n0 + chunk)
-        cols = _im2col(windows[images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
-        np.matmul(weight_matrix, cols, out=y_per_group[images])  # Y[n] = Wm cols[n], written into y
-    y += bias[:, None, None]
+
+    def forward_part(images, workspace):
+        windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # (b, C, KH, KW, OH, OW)
+        y_part = y_per_group[images]
+        chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
+        for n0 in range(0, len(windows), chunk):
+            chunk_images = slice(n0, n0 + chunk)
+            cols = _im2col(windows[chunk_images], workspace)
+            cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
+            np.matmul(weight_matrix, cols, out=y_part[chunk_images])  # Y[n] = Wm cols[n], written into y
+        y[images] += bias[:, None, None]
+
+    over_batch_parts(forward_part, N, workspace)
     return y, x
 
 
@@ -232,22 +250,31 @@ def conv2d_backward_fast(
     G, Fg, rows = groups, F // groups, Cg * KH * KW
     weight_matrix = weight.reshape(G, Fg, rows)  # Wm (G, Fg, Cg·KH·KW)
     dy_per_group = dy.reshape(N, G, Fg, OH * OW)  # dY[n], a view of dy
-    dbias = dy.sum(axis=(0, 2, 3))  # (F,)
-    dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
     dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
-    windows = _windows(x, (KH, KW), stride, padding, workspace)  # the forward's columns, built again
-    chunk = _chunk_size(N, C * KH * KW * OH * OW, x.itemsize)
-    for n0 in range(0, N, chunk):
-        images = slice(n0, n0 + chunk)
-        cols = _im2col(windows[images], workspace).reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
-        dy_chunk = dy_per_group[images]  # (b, G, Fg, OH·OW)
-        b = dy_chunk.shape[0]
-        per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)
-        dweight += np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image).sum(axis=0)  # Σ dY colsᵀ
-        if input_grad:
-            dcols = workspace.get("dcols", (b, G, rows, OH * OW), x.dtype)
-            np.matmul(weight_matrix.transpose(0, 2, 1), dy_chunk, out=dcols)  # dcols[n] = Wmᵀ dY[n]
-            _col2im(dcols.reshape(b, C, KH, KW, OH, OW), dx[images], stride, padding, workspace)
+
+    def backward_part(images, workspace):
+        """This part's Σ dY[n] cols[n]ᵀ (G, Fg, Cg·KH·KW); its dx[images] when input_grad."""
+        windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # the forward's columns again
+        dy_part = dy_per_group[images]
+        dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
+        chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
+        for n0 in range(0, len(windows), chunk):
+            chunk_images = slice(n0, n0 + chunk)
+            cols = _im2col(windows[chunk_images], workspace)
+            cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
+            dy_chunk = dy_part[chunk_images]  # (b, G, Fg, OH·OW)
+            b = dy_chunk.shape[0]
+            per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)  # dY[n] cols[n]ᵀ
+            dweight += np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image).sum(axis=0)
+            if input_grad:
+                dcols = workspace.get("dcols", (b, G, rows, OH * OW), x.dtype)
+                np.matmul(weight_matrix.transpose(0, 2, 1), dy_chunk, out=dcols)  # dcols[n] = Wmᵀ dY[n]
+                dx_chunk = dx[images][chunk_images]
+                _col2im(dcols.reshape(b, C, KH, KW, OH, OW), dx_chunk, stride, padding, workspace)
+        return dweight
+
+    dweight = sum(over_batch_parts(backward_part, N, workspace))  # Σ over the parts
+    dbias = dy.sum(axis=(0, 2, 3))  # (F,)
     return dx, dweight.reshape(weight.shape), dbias
 
 

@@ -30,6 +30,7 @@ from scratchnet._cuda.limits import cdiv
 from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
 from scratchnet.layers.base import Layer
+from scratchnet.layers.batch_threads import over_batch_parts
 
 GEMM_TILE = cuda_defines("common.cuh")["TILE"]  # gemm_naive and gemm_tiled: blocks of GEMM_TILE x GEMM_TILE
 # gemm_blocked: blocks of BLOCK_SIDE x BLOCK_SIDE threads, each computing a BLOCK_TILE x BLOCK_TILE tile of C
@@ -215,16 +216,31 @@ class Linear(Layer):
         return self._to_torch(torch, module, weight=self._host("W").T, bias=self._host("b"))
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
+    # The batch's rows are split over the threads (over_batch_parts), like the convolutions': dweight is the
+    # sum of each part's xᵀ dy.
     def _forward_numpy(self, x, training):
         self._save_for_backward(x=x)
         weight, bias = self.params["W"], self.params["b"]
-        return x @ weight + bias  # (N, M)
+        y = np.empty((len(x), self.out_features), dtype=x.dtype)  # (N, M)
+
+        def forward_part(rows, _):
+            np.matmul(x[rows], weight, out=y[rows])
+            y[rows] += bias
+
+        over_batch_parts(forward_part, len(x))
+        return y
 
     def _backward_numpy(self, dy):
         x, weight = self._saved().x, self.params["W"]
-        self.grads["W"] = x.T @ dy  # dweight (D, M)
+        dx = np.empty(x.shape, dtype=x.dtype)  # (N, D)
+
+        def backward_part(rows, _):
+            np.matmul(dy[rows], weight.T, out=dx[rows])
+            return x[rows].T @ dy[rows]  # this part's share of dweight
+
+        self.grads["W"] = sum(over_batch_parts(backward_part, len(x)))  # dweight (D, M)
         self.grads["b"] = dy.sum(axis=0)  # dbias (M,)
-        return dy @ weight.T  # dx (N, D)
+        return dx
 
     # --- gpu and sim: kernels/gemm_blocked.cu, kernels/reduce.cu ---------------------------------------
     def _forward_kernels(self, x, training):

@@ -1,0 +1,80 @@
+"""The batch split over threads, for the layers' NumPy code on several cores.
+
+NumPy runs its copies and element-wise operations on one thread; only its BLAS (matrix products) uses
+several, and it splits each product between them, which gains little on products as small as one image's
+convolution ((16, 144) @ (144, 1024) in ResNet-20) and leaves the copies around them on one core. A layer
+can split the *batch* instead: :func:`over_batch_parts` runs its work on T contiguous parts of the batch at
+once, T = the threads NumPy's BLAS was given (``OPENBLAS_NUM_THREADS``, threadpoolctl, ``--threads``), each
+part on a thread of its own, with BLAS limited to one thread meanwhile. NumPy lets go of the GIL inside its
+copies and products, so the parts run at the same time. Layers that all do this also keep BLAS's own
+threads asleep: woken by one layer's products, they would spin, waiting for more work, on the cores the
+next layer's parts need.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import threadpoolctl
+
+
+class _BatchThreads:
+    """The threads :func:`over_batch_parts` runs parts on, and the BLAS thread setting it reads and limits
+    (through threadpoolctl), created on first use. A forked child process starts without the pool (its
+    threads stayed in the parent) and makes its own."""
+
+    def __init__(self):
+        self._blas = None  # threadpoolctl's controller of the BLAS libraries NumPy loaded
+        self._forget_pool()
+        os.register_at_fork(after_in_child=self._forget_pool)
+
+    def _forget_pool(self):
+        self._pool, self._workers = None, 0  # a ThreadPoolExecutor, replaced when a call wants more threads
+        self._lock = threading.Lock()
+
+    def blas_threads(self) -> int:
+        """The threads NumPy's BLAS is set to use now (1 where no BLAS library is known)."""
+        if self._blas is None:
+            self._blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        return max((info["num_threads"] for info in self._blas.info()), default=1)
+
+    def limit_blas_to_one(self):
+        return self._blas.limit(limits=1)
+
+    def pool(self, workers: int) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._workers < workers:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)  # its threads end once idle
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="scratchnet-batch")
+                self._workers = workers
+            return self._pool
+
+
+_BATCH_THREADS = _BatchThreads()
+
+
+def over_batch_parts(work, N: int, workspace=None) -> list:
+    """``[work(images, workspace.part(i)) for each part i]``: the images 0..N-1 split into T contiguous
+    parts, T = the threads NumPy's BLAS is set to use (at most N), run at the same time on T threads
+    (the caller's one of them) with BLAS limited to one thread meanwhile. With T = 1 (one core, or a
+    data-parallel rank that was given one thread), ``[work(slice(0, N), workspace)]`` on this thread.
+    ``workspace``: a conv :class:`~scratchnet.layers.conv.Workspace`, or None (each part then gets None)."""
+    threads = min(N, _BATCH_THREADS.blas_threads())
+    if threads == 1:
+        return [work(slice(0, N), workspace)]
+
+    def part(i):
+        return None if workspace is None else workspace.part(i)
+
+    bounds = [N * i // threads for i in range(threads + 1)]
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    with _BATCH_THREADS.limit_blas_to_one():
+        others = [
+            _BATCH_THREADS.pool(threads - 1).submit(work, images, part(i))
+            for i, images in enumerate(parts[1:], start=1)
+        ]
+        first = work(parts[0], part(0))
+        return [first] + [future.result() for future in others]
