@@ -608,6 +608,21 @@ MUTANTS |= {
     ),
 }
 
+# A softmax that never divides by s (found by reading lesson 10 as a learner; it was told the pair (m, s) is
+# off, though the kernel uses none): both softmax exercises share the known wrong answer.
+MUTANTS |= {
+    "online-not-divided-by-s": (
+        "online_softmax",
+        lambda: _mutant("online_softmax", ("exp_of(x_row[k] - m) / s", "exp_of(x_row[k] - m)")),
+        "you wrote y = exp(x − m) and did not divide it by the row's sum s",
+    ),
+    "softmax-not-divided-by-s": (
+        "softmax_rows",
+        lambda: _mutant("softmax_rows", ("expf(x_row[k] - row_max) / row_sum;", "expf(x_row[k] - row_max);")),
+        "you wrote y = exp(x − m) and did not divide it by the row's sum s",
+    ),
+}
+
 WRONG_CAUSES = {  # what each of these was told before, a cause that is not theirs
     "warp-mean-divides-by-32": "counted 2 times",
     "warp-first-offset-32": "wrong values:",

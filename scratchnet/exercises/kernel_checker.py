@@ -552,7 +552,11 @@ def _softmax_wrong(a: dict, s: dict) -> list[tuple[str, dict]]:
     with np.errstate(over="ignore", invalid="ignore"):
         e = np.exp(a["x"])  # float32, as the kernel computes it
         unshifted = e / e.sum(axis=1, keepdims=True)
-    return [("you did not subtract the row max: exp(100) overflows a float to inf", {"y": unshifted})]
+    not_divided = np.exp(a["x"] - a["x"].max(axis=1, keepdims=True))
+    return [
+        ("you did not subtract the row max: exp(100) overflows a float to inf", {"y": unshifted}),
+        ("you wrote y = exp(x − m) and did not divide it by the row's sum s", {"y": not_divided}),
+    ]
 
 
 # What the softmax kernels (exercises 5 and 8) take and give: x, y (N, K), and the large-logit inputs.
