@@ -14,8 +14,8 @@ a step spent in the gradient allreduce (the communication cost).
 ``python -m scratchnet.bench models``: every model's training step at the batch sizes of the performance
 page, against PyTorch, each library in its own process, alternating, round after round: the step time,
 the model's ceiling (its matrix products alone, :func:`gemm_shapes`, with NumPy's matmul) and the peak
-growth of the resident set during the timed steps (``/proc/self/clear_refs`` resets the kernel's
-high-water mark VmHWM before them; tracemalloc would not see PyTorch's allocations).
+growth of the resident set from before the first step (``/proc/self/clear_refs`` resets the kernel's
+high-water mark VmHWM there; tracemalloc would not see PyTorch's allocations).
 
 ``python -m scratchnet.bench loader``: images per second that the DataLoader serves from an image folder
 (the ImageNet layout, decoded by Pillow, random-resized crops at 224 px) with 0, 1, 2... worker processes.
@@ -33,6 +33,8 @@ import sys
 import time
 
 import numpy as np
+
+from scratchnet._memory import keep_freed_memory
 
 SCRATCHNET, TORCH, GEMMS = "scratchnet", "torch", "gemms"
 LR, MOMENTUM = 0.01, 0.9
@@ -53,7 +55,7 @@ def _model_and_batch(model_name: str, batch: int, seed: int = 0):
     return model, x, labels
 
 
-# --- peak memory: the resident set's high-water mark, reset before the timed steps (Linux) ----------------
+# --- peak memory: the resident set's high-water mark, reset before the first step (Linux) -----------------
 def _status_kib(field: str) -> int | None:
     """``VmRSS`` or ``VmHWM`` of this process from /proc/self/status, in KiB (None where there is none)."""
     try:
@@ -84,9 +86,12 @@ def peak_rss_growth_bytes(start_kib: int | None) -> int | None:
     return None if start_kib is None or peak is None else max(0, peak - start_kib) * 1024
 
 
-def _timed_steps(step, steps: int) -> tuple[list[float], int | None]:
-    """Seconds of each of ``steps`` calls of ``step``, and the peak RSS growth during them."""
+def _timed_steps(step, steps: int, warmup: int) -> tuple[list[float], int | None]:
+    """Seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones, and the peak RSS
+    growth from before the first call (see :func:`measure_scratchnet`)."""
     start_kib = reset_peak_rss()
+    for _ in range(warmup):
+        step()
     seconds = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -120,10 +125,14 @@ def measure_scratchnet(batch: int, steps: int, warmup: int, model_name: str = "l
         optimizer.step()
         return spent
 
+    # Peak memory: the resident set's growth from before the first step (the warm-up's included) to its
+    # peak: what training needs beyond the model, its gradients' first zeros and the batch (the momentum,
+    # the activations kept for the backward, the workspaces, the temporaries), however the allocator
+    # keeps or returns memory between steps.
+    start_kib = reset_peak_rss()
     for _ in range(warmup):
         step()
     world.sum([0.0])  # a barrier: every rank starts timing together
-    start_kib = reset_peak_rss()
     start = time.perf_counter()
     step_seconds = []
     for _ in range(steps):
@@ -155,15 +164,15 @@ def measure_torch(batch: int, steps: int, warmup: int, model_name: str = "lenet5
     net = torch_model(model, torch).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
     x, labels = torch.from_numpy(x_host), torch.from_numpy(labels_host)
+    for p in net.parameters():  # gradients that exist before the first step, as a scratchnet layer's do
+        p.grad = torch.zeros_like(p)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(net(x), labels).backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
-    seconds, growth = _timed_steps(step, steps)
+    seconds, growth = _timed_steps(step, steps, warmup)
     return {
         "images_per_second": batch * steps / sum(seconds),
         "step_seconds": statistics.median(seconds),
@@ -188,9 +197,7 @@ def measure_gemms(batch: int, steps: int, warmup: int, model_name: str = "lenet5
         for a, b, out in products:
             np.matmul(a, b, out=out)
 
-    for _ in range(warmup):
-        step()
-    seconds, _ = _timed_steps(step, steps)
+    seconds, _ = _timed_steps(step, steps, warmup)
     flops = sum(2 * a.size * b.shape[-1] for a, b, _ in products)
     return {"step_seconds": statistics.median(seconds), "gflops": flops / statistics.median(seconds) / 1e9}
 
@@ -383,7 +390,8 @@ def format_models_table(rows: list[dict], command: str, load=None, started: str 
         "# threads (NumPy BLAS, PyTorch): " + ", ".join(f"{a}, {b}" for a, b in threads),
         "training step, float32, synthetic batch; median over rounds of each process's median step; each",
         "library in its own process. vs torch = torch ms / ms; vs GEMMs = ms / GEMM ms (the ceiling: the",
-        "step's matrix products alone); RSS = peak growth of the resident set during the timed steps (MiB)",
+        "step's matrix products alone); RSS = peak growth of the resident set from before the first",
+        "step (MiB)",
     ]
     parallel = rows and "processes" in rows[0]
     header = (
@@ -541,6 +549,7 @@ def loader_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_measure":  # inside one measurement's process (or rank)
+        keep_freed_memory()  # as the trainer does; for PyTorch's processes too, so both run alike
         library, batch, steps, warmup, model = argv[1], int(argv[2]), int(argv[3]), int(argv[4]), argv[5]
         measure = {TORCH: measure_torch, GEMMS: measure_gemms, SCRATCHNET: measure_scratchnet}[library]
         result = measure(batch, steps, warmup, model)

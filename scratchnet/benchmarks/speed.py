@@ -50,6 +50,7 @@ import numpy as np
 from scratchnet import models as M
 from scratchnet import optim as O
 from scratchnet._cuda.limits import cdiv
+from scratchnet._memory import keep_freed_memory
 from scratchnet.benchmarks.torch_twins import torch_model
 from scratchnet.device import DEVICE_NAMES, Device, get_device
 from scratchnet.errors import cli_errors
@@ -672,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         from scratchnet.benchmarks import parallel
 
         return parallel.main(argv if argv[0] in ("loader", "models") else argv[1:])
+    keep_freed_memory()  # as the trainer does (both libraries share this process)
     if argv and argv[0] == "time-to-accuracy":
         parser = tta_parser()
         args = parser.parse_args(argv[1:])

@@ -16,6 +16,7 @@ from pathlib import Path
 import scratchnet.data as D
 import scratchnet.models as M
 from scratchnet import parallel, run_folder
+from scratchnet._memory import keep_freed_memory
 from scratchnet.checkpoint import BEST, LAST, CheckpointError
 from scratchnet.device import DEVICE_NAMES
 from scratchnet.errors import ArgumentParser, DatasetError, DeviceError, fail, parse_args
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
+    keep_freed_memory()  # each step reuses the last one's memory instead of faulting in fresh pages
     if args.processes is not None and args.processes < 1:
         return fail(f"--processes must be >= 1, got {args.processes}")
     try:
