@@ -57,6 +57,7 @@ source before it has a file in ``kernels/``. Needs pytest (the ``dev`` extra).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -65,12 +66,14 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from scratchnet._cuda.launch import Kernel
 from scratchnet._cuda.signature import C_NAME_OF_DTYPE
 from scratchnet.device import Device, SimDevice, get_device, load_kernels
 from scratchnet.errors import DeviceError
 from scratchnet.gradcheck import TOLERANCE, check_layer, check_loss
+from scratchnet.layers import batch_threads
 from scratchnet.layers.base import Layer
 
 # Every device a layer runs on: ``@pytest.mark.parametrize("device", DEVICES)``.
@@ -185,6 +188,30 @@ def forward_backward(layer: Layer, x, dy, **forward_kwargs) -> Run:
     dx = layer.backward(on_device(dy))
     grads = {name: dev.to_host(g) for name, g in layer.grads.items()}
     return Run(y, None if dx is None else dev.to_host(dx), grads)
+
+
+@contextlib.contextmanager
+def split_batches(threads: int, monkeypatch):
+    """Inside, NumPy's BLAS has ``threads`` threads and the element-wise and per-channel layers split every
+    batch, however small, into that many parts (``batch_threads.batch_parts``). Yields a list that gets,
+    for each split, the list of the parts' image slices, so a test can see that its layer did split."""
+    splits = []
+    split_over_threads = batch_threads.over_batch_parts
+
+    def recording(work, N, workspace=None):
+        parts = []
+        splits.append(parts)
+
+        def recorded_work(images, part_workspace):
+            parts.append(images)
+            return work(images, part_workspace)
+
+        return split_over_threads(recorded_work, N, workspace)
+
+    monkeypatch.setattr(batch_threads, "SPLIT_MIN_VALUES", 0)
+    monkeypatch.setattr(batch_threads, "over_batch_parts", recording)
+    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+        yield splits
 
 
 def gaussian(shape: tuple, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from scratchnet.gradcheck import check_layer
 from scratchnet.layers import Flatten, ReLU
-from scratchnet.testing import DEVICES, LayerContract, LayerSpec, forward_backward
+from scratchnet.testing import DEVICES, LayerContract, LayerSpec, forward_backward, split_batches
 
 EXACT = {np.dtype(np.float32): 0.0, np.dtype(np.float64): 0.0}  # nothing to round: kernels match bit for bit
 
@@ -57,6 +57,18 @@ def test_relu_values_and_nan(device):
     y, dx, _ = forward_backward(ReLU(device=device), x, np.ones_like(x))
     np.testing.assert_array_equal(y, [[0, 0, 0, 0.5, np.nan]])
     np.testing.assert_array_equal(dx, [[0, 0, 0, 1, 0]])  # slope 0 at the kink, as PyTorch
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_relu_split_over_threads_gives_the_one_thread_result(threads, monkeypatch):
+    """Seven images as parts of 3+4 or 2+2+3, each part writing its slice of y and of dx."""
+    x, dy = away_from_zero((7, 3, 4, 5)), np.random.default_rng(3).standard_normal((7, 3, 4, 5))
+    expected = forward_backward(ReLU(dtype=np.float64), x, dy)
+    with split_batches(threads, monkeypatch) as splits:
+        got = forward_backward(ReLU(dtype=np.float64), x, dy)
+    assert [len(split) for split in splits] == [threads, threads]  # forward and backward
+    np.testing.assert_array_equal(got.y, expected.y)
+    np.testing.assert_array_equal(got.dx, expected.dx)
 
 
 def test_relu_matches_pytorch():

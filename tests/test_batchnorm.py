@@ -18,6 +18,7 @@ from scratchnet.testing import (
     LayerSpec,
     device_or_skip,
     forward_backward,
+    split_batches,
 )
 
 SHAPES = {"BatchNorm2D": (4, 3, 3, 2), "BatchNorm1D": (6, 5)}
@@ -117,6 +118,35 @@ def test_gradcheck_catches_a_backward_that_ignores_the_batch_statistics():
     errors = check_layer(mutant, batch("BatchNorm2D"))
     assert errors["x"] > 1e-2, errors
     assert errors["gamma"] < TOLERANCE and errors["beta"] < TOLERANCE  # only dx is wrong
+
+
+def train_then_evaluate(layer, x, dy) -> dict:
+    """y, dx, dγ and dβ of two training steps and of an evaluation forward and backward, and the running
+    statistics after each training step: everything the layer computes from a batch."""
+    arrays = {}
+    for step, kwargs in enumerate([{}, {}, {"training": False, "keep_for_backward": True}]):
+        run = forward_backward(layer, x * (step + 1), dy, **kwargs)
+        arrays |= {f"{name} {step}": value for name, value in run.arrays().items()}
+        arrays |= {f"{name} {step}": value.copy() for name, value in layer.buffers.items()}
+    return arrays
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("kind", ["BatchNorm2D", "BatchNorm1D"])
+def test_batch_split_over_threads_gives_the_one_thread_result(kind, threads, monkeypatch):
+    """Seven images as parts of 3+4 or 2+2+3, each part's partial sums (Σx, Σ(x − μ)², Σdy, Σdy x̂) added
+    up, each part writing its slice of y and dx: the same numbers as the whole batch on one thread."""
+    x = np.concatenate([batch(kind, seed=1), batch(kind, seed=2)])[:7]
+    dy = np.random.default_rng(3).standard_normal(x.shape)
+    expected = train_then_evaluate(make(kind), x, dy)
+    with split_batches(threads, monkeypatch) as splits:
+        got = train_then_evaluate(make(kind), x, dy)
+    bounds = {2: [0, 3, 7], 3: [0, 2, 4, 7]}[threads]
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert len(splits) >= 3 and all(sorted(split, key=lambda s: s.start) == parts for split in splits)
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 # --- PyTorch ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from scratchnet import evaluate, predict
 from scratchnet.benchmarks.torch_twins import torch_model
 from scratchnet.checkpoint import load_checkpoint, load_model
 from scratchnet.gradcheck import TOLERANCE, check_layer
-from scratchnet.testing import DEVICES, LayerContract, LayerSpec
+from scratchnet.testing import DEVICES, LayerContract, LayerSpec, forward_backward, split_batches
 
 BLOCKS = {"identity": (2, 2, 1), "downsample": (2, 4, 2)}  # in_channels, out_channels, stride
 
@@ -110,6 +110,29 @@ def test_gradcheck_catches_a_block_that_drops_the_shortcut_gradient(kind):
     errors = check_layer(MainBranchOnlyMutant(C, F, S, dtype=np.float64, seed=3), block_input(C))
     assert errors["x"] > 1e-2, errors
     assert errors["conv1.W"] < TOLERANCE  # the parameters' gradients are still right
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("kind", ["identity", "downsample"])
+def test_block_split_over_threads_gives_the_one_thread_result(kind, threads, monkeypatch):
+    """Seven images as parts of 3+4 or 2+2+3 through the whole block (its BatchNorms, ReLUs, sums and
+    shortcut each split): y, dx, every gradient and the running statistics of the whole batch on one
+    thread."""
+    C, F, S = BLOCKS[kind]
+    x = np.random.default_rng(1).standard_normal((7, C, 5, 5))
+    dy = np.random.default_rng(2).standard_normal((7, F, -(-5 // S), -(-5 // S)))
+
+    def run():
+        block = sn.layers.ResidualBlock(C, F, S, dtype=np.float64, seed=3)
+        return forward_backward(block, x, dy).arrays() | {k: v.copy() for k, v in block.buffers.items()}
+
+    expected = run()
+    with split_batches(threads, monkeypatch) as splits:
+        got = run()
+    assert splits and all(len(split) == threads for split in splits)
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -10,6 +10,9 @@ Backward: the slope is 1 where x > 0 and 0 elsewhere (we take 0 at the kink x = 
 
 ``y > 0`` exactly where ``x > 0``, so the layer keeps its output ``y`` for backward rather than ``x``.
 
+On cpu, a large batch runs as one part per BLAS thread (:func:`~scratchnet.layers.batch_threads.batch_parts`),
+each part writing its slice of the output.
+
 Kernels (``kernels/relu.cu``, gpu and sim): ``relu_forward`` and ``relu_backward``, one thread per element.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratchnet.layers.base import Layer
+from scratchnet.layers.batch_threads import batch_parts
 
 
 class ReLU(Layer):
@@ -33,12 +37,15 @@ class ReLU(Layer):
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
     def _forward_numpy(self, x, training):
-        y = np.maximum(x, 0)
+        y = np.empty_like(x)
+        batch_parts(len(x), x.size)(lambda images: np.maximum(x[images], 0, out=y[images]))
         self._save_for_backward(y=y)
         return y
 
     def _backward_numpy(self, dy):
-        return dy * (self._saved().y > 0)
+        y, dx = self._saved().y, np.empty_like(dy)
+        batch_parts(len(dy), dy.size)(lambda images: np.multiply(dy[images], y[images] > 0, out=dx[images]))
+        return dx
 
     # --- gpu and sim: kernels/relu.cu ------------------------------------------------------------
     def _forward_kernels(self, x, training):

@@ -44,6 +44,7 @@ import numpy as np
 from scratchnet.device import Device
 from scratchnet.layers.activation import ReLU
 from scratchnet.layers.base import Layer
+from scratchnet.layers.batch_threads import batch_parts
 from scratchnet.layers.batchnorm import BatchNorm2D
 from scratchnet.layers.conv import Conv2D
 
@@ -194,10 +195,14 @@ class ResidualBlock(Layer):
     _backward_kernels = _backward_numpy
 
     # --- the sum and the shortcut: NumPy on cpu, kernels/residual.cu on gpu and sim -----------------------
+    # On cpu a large batch runs as one part per BLAS thread (batch_parts), each writing its slice of the
+    # result.
     def _add(self, a, b):
         """a + b (same shapes)."""
         if not self.device.uses_kernels:
-            return a + b
+            y = np.empty_like(a)
+            batch_parts(len(a), a.size)(lambda images: np.add(a[images], b[images], out=y[images]))
+            return y
         y = self.device.empty(a.shape, self.dtype)
         self._kernel("residual_add").launch_1d(y.size, (a, b, y, y.size))
         return y
@@ -213,8 +218,14 @@ class ResidualBlock(Layer):
             return x
         N, C, H, W, F, OH, OW, S, P = sizes = self._shortcut_sizes(tuple(x.shape))
         if not self.device.uses_kernels:
-            y = np.zeros((N, F, OH, OW), dtype=self.dtype)
-            y[:, P : P + C] = x[:, :, ::S, ::S]  # every S-th pixel, P zero channels on each side
+            y = np.empty((N, F, OH, OW), dtype=self.dtype)
+
+            def pad_part(images):  # every S-th pixel, P zero channels on each side
+                y[images, :P] = 0
+                y[images, P : P + C] = x[images, :, ::S, ::S]
+                y[images, P + C :] = 0
+
+            batch_parts(N, y.size)(pad_part)
             return y
         y = self.device.empty((N, F, OH, OW), self.dtype)
         self._kernel("shortcut_pad_forward").launch_1d(y.size, (x, y, *sizes))
@@ -226,8 +237,13 @@ class ResidualBlock(Layer):
         x_shape = self._saved().x_shape
         N, C, H, W, F, OH, OW, S, P = sizes = self._shortcut_sizes(x_shape)
         if not self.device.uses_kernels:
-            dx = np.zeros(x_shape, dtype=self.dtype)
-            dx[:, :, ::S, ::S] = dz[:, P : P + C]  # the kept pixels get their gradient, the others none
+            dx = np.empty(x_shape, dtype=self.dtype)
+
+            def unpad_part(images):  # the kept pixels get their gradient, the others none
+                dx[images] = 0
+                dx[images, :, ::S, ::S] = dz[images, P : P + C]
+
+            batch_parts(N, dx.size)(unpad_part)
             return dx
         dx = self.device.empty(x_shape, self.dtype)
         self._kernel("shortcut_pad_backward").launch_1d(dx.size, (dz, dx, *sizes))
