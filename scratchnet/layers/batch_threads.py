@@ -23,14 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import threadpoolctl
 
-# The element-wise and per-channel layers (ReLU, BatchNorm, the residual sums) split their batch only from
-# this many values up. Handing a part to the other thread and waiting for it costs about 50-90 µs, while one
-# pass over a float32 array runs at roughly 2-3 values per ns on one core: below ~500k values the second
-# core saves less than the handoff costs. Measured with timeit (min of 7 repeats) at 2 BLAS threads:
-# ReLU forward on (64, 6, 28, 28) (301k values, LeNet-5) took 112 µs on one thread and 200 µs split, on
-# (128, 64, 8, 8) (524k, ResNet-20's last stage) 196 µs and 181 µs, on (128, 16, 32, 32) 791 µs and 473 µs;
-# BatchNorm, several passes per handoff, gains from about the same size on.
-SPLIT_MIN_VALUES = 1 << 19
+# The element-wise and per-channel layers (ReLU, BatchNorm, the residual sums and shortcut) split their
+# batch only from this many values up. Handing a part to the other thread and waiting for it costs some
+# 50-90 µs, and NumPy passes over the arrays at a few values per ns: the second core has to save more than
+# that. Measured with timeit (min of 7 repeats, 2 BLAS threads) splitting every size against none: at
+# (128, 64, 8, 8) (524k values, ResNet-20's last stage) it is a wash (BatchNorm forward 653 -> 630 µs,
+# backward 562 -> 495, ReLU forward 199 -> 180, but ReLU backward 150 -> 162 and the residual sum
+# 55 -> 100); at (128, 32, 16, 16) (1M) every one gains (ReLU forward 390 -> 275 µs, BatchNorm forward
+# 1770 -> 1120); LeNet-5's (64, 6, 28, 28) and (64, 16, 10, 10) only lose (ReLU forward 117 -> 137 µs and
+# 42 -> 96).
+SPLIT_MIN_VALUES = 1 << 20
 
 
 class _BatchThreads:

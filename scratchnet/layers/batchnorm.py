@@ -89,27 +89,31 @@ def _sum_over_parts(partial_sums: list):
     return tuple(sum(sums) for sums in zip(*partial_sums, strict=True))
 
 
-def batch_statistics(x3, parts=one_part):
-    """(μ, σ²) per channel of x3 (N, C, P): the mean and the biased variance over axes 0 and 2."""
+def batch_statistics(x3, centred, parts=one_part):
+    """(μ, σ²) per channel of x3 (N, C, P): the mean and the biased variance over axes 0 and 2. Leaves
+    x − μ in ``centred`` (N, C, P), which the forward then scales into x̂."""
     N, _, P = x3.shape
     (sum_x,) = _sum_over_parts(parts(lambda images: (np.einsum("ncp->c", x3[images]),)))
     mean = sum_x / (N * P)  # μ = (1/n) Σ x, (C,)
 
     def squares(images):  # Σ (x − μ)² over this part; two passes: no cancellation
-        centred = x3[images] - mean[:, None]  # (b, C, P)
-        return (np.einsum("ncp,ncp->c", centred, centred),)
+        centred_part = np.subtract(x3[images], mean[:, None], out=centred[images])  # (b, C, P)
+        return (np.einsum("ncp,ncp->c", centred_part, centred_part),)
 
     (sum_squares,) = _sum_over_parts(parts(squares))
     return mean, sum_squares / (N * P)  # σ² = (1/n) Σ (x − μ)², (C,)
 
 
-def batchnorm_forward(x3, mean, var, gamma, beta, eps, parts=one_part):
-    """y (N, C, P) = γ (x − μ) / sqrt(σ² + eps) + β, per channel; also returns x̂ (N, C, P)."""
+def batchnorm_forward(x3, mean, var, gamma, beta, eps, parts=one_part, centred=None):
+    """y (N, C, P) = γ (x − μ) / sqrt(σ² + eps) + β, per channel; also returns x̂ (N, C, P). ``centred``:
+    x − μ where :func:`batch_statistics` left it, scaled into x̂ in place; None: computed here."""
     inv_std = (1 / np.sqrt(var + eps))[:, None]  # (C, 1)
-    x_hat, y = np.empty_like(x3), np.empty_like(x3)
+    x_hat = np.empty_like(x3) if centred is None else centred
+    y = np.empty_like(x3)
 
     def normalise(images):
-        np.subtract(x3[images], mean[:, None], out=x_hat[images])  # x − μ
+        if centred is None:
+            np.subtract(x3[images], mean[:, None], out=x_hat[images])  # x − μ
         x_hat[images] *= inv_std  # x̂ = (x − μ) / s
         np.multiply(x_hat[images], gamma[:, None], out=y[images])
         y[images] += beta[:, None]  # y = γ x̂ + β
@@ -233,18 +237,20 @@ class _BatchNorm(Layer):
         parts = batch_parts(len(x), x.size)
         gamma, beta = self.params["gamma"], self.params["beta"]
         n, share = None, 1.0  # values per channel and this batch's share of the batch of the statistics
+        centred = None  # x − μ, when the statistics leave it
         if training and self.sync is not None:
             mean, var, n, share = self._synchronised_statistics(x3)
         elif training:
             n = self._values_per_channel(x.shape)
-            mean, var = batch_statistics(x3, parts)
+            centred = np.empty_like(x3)
+            mean, var = batch_statistics(x3, centred, parts)
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         if training:
             m = self.momentum
             self.buffers["running_mean"][...] = (1 - m) * self.buffers["running_mean"] + m * mean
             self.buffers["running_var"][...] = (1 - m) * self.buffers["running_var"] + m * var * (n / (n - 1))
-        y3, x_hat = batchnorm_forward(x3, mean, var, gamma, beta, self.eps, parts)
+        y3, x_hat = batchnorm_forward(x3, mean, var, gamma, beta, self.eps, parts, centred)
         self._save_for_backward(x_hat=x_hat, var=var, batch_stats=training, n=n, share=share)
         return y3.reshape(x.shape)
 
