@@ -13,7 +13,14 @@ import pytest
 import scratchnet as sn
 from scratchnet.gradcheck import TOLERANCE, check_layer
 from scratchnet.layers import AvgPool2D, MaxPool2D
-from scratchnet.testing import DEVICES, KERNEL_DEVICES, LayerContract, LayerSpec, forward_backward
+from scratchnet.testing import (
+    DEVICES,
+    KERNEL_DEVICES,
+    LayerContract,
+    LayerSpec,
+    forward_backward,
+    split_batches,
+)
 
 # (input shape, kernel_size, stride, padding)
 CONFIGS = [
@@ -112,6 +119,23 @@ def test_naive_and_fast_agree_exactly(config, make_input):
     np.testing.assert_array_equal(fast.forward(x), y)
     np.testing.assert_array_equal(fast._saved().argmax, naive._saved().argmax)
     np.testing.assert_array_equal(fast.backward(dy), naive.backward(dy))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("make_input", [distinct, with_ties], ids=["distinct", "ties"])
+def test_fast_split_over_threads_agrees_with_naive_exactly(config, make_input, threads, monkeypatch):
+    """Seven images as parts of 3+4 or 2+2+3, each part writing its slice of y, argmax and dx."""
+    x = make_input((7, *config[0][1:]))
+    naive = pool(config, impl="naive", dtype=np.float64)
+    y = naive.forward(x)
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    fast = pool(config, dtype=np.float64)
+    with split_batches(threads, monkeypatch) as splits:
+        np.testing.assert_array_equal(fast.forward(x), y)
+        np.testing.assert_array_equal(fast.backward(dy), naive.backward(dy))
+    np.testing.assert_array_equal(fast._saved().argmax, naive._saved().argmax)
+    assert [len(split) for split in splits] == [threads, threads]  # forward and backward
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -11,8 +11,9 @@ threads asleep: woken by one layer's products, they would spin, waiting for more
 next layer's parts need.
 
 Which layers split: the convolution and Linear always (their products are long enough to pay for the
-handoff); ReLU, BatchNorm and the residual block's sums and shortcut through :func:`batch_parts`, only when
-their array holds at least ``SPLIT_MIN_VALUES`` numbers.
+handoff); ReLU, BatchNorm, MaxPool2D's fast path and the residual block's sums and shortcut through
+:func:`batch_parts`, only when their array holds at least ``SPLIT_MIN_VALUES`` numbers. The other layers
+(average pooling, GlobalAvgPool2D, LRN, dropout, the losses) run on the calling thread.
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import threadpoolctl
 
-# The element-wise and per-channel layers (ReLU, BatchNorm, the residual sums and shortcut) split their
-# batch only from this many values up. Handing a part to the other thread and waiting for it costs some
-# 50-90 µs, and NumPy passes over the arrays at a few values per ns: the second core has to save more than
-# that. Measured with timeit (min of 7 repeats, 2 BLAS threads) splitting every size against none: at
-# (128, 64, 8, 8) (524k values, ResNet-20's last stage) it is a wash (BatchNorm forward 653 -> 630 µs,
-# backward 562 -> 495, ReLU forward 199 -> 180, but ReLU backward 150 -> 162 and the residual sum
-# 55 -> 100); at (128, 32, 16, 16) (1M) every one gains (ReLU forward 390 -> 275 µs, BatchNorm forward
-# 1770 -> 1120); LeNet-5's (64, 6, 28, 28) and (64, 16, 10, 10) only lose (ReLU forward 117 -> 137 µs and
-# 42 -> 96).
+# The element-wise and per-channel layers (ReLU, BatchNorm, max-pooling, the residual sums and shortcut)
+# split their batch only from this many values up. Handing a part to the other thread and waiting for it
+# costs some 50-90 µs, and NumPy passes over the arrays at a few values per ns: the second core has to save
+# more than that. Measured with timeit (min of 7 repeats, 2 BLAS threads) splitting every size against
+# none: at (128, 64, 8, 8) (524k values, ResNet-20's last stage) it is a wash (BatchNorm forward
+# 653 -> 630 µs, backward 562 -> 495, ReLU forward 199 -> 180, but ReLU backward 150 -> 162 and the
+# residual sum 55 -> 100); at (128, 32, 16, 16) (1M) every one gains (ReLU forward 390 -> 275 µs,
+# BatchNorm forward 1770 -> 1120); LeNet-5's (64, 6, 28, 28) and (64, 16, 10, 10) only lose (ReLU forward
+# 117 -> 137 µs and 42 -> 96).
 SPLIT_MIN_VALUES = 1 << 20
 
 

@@ -24,7 +24,8 @@ Implementations:
 * ``impl="naive"`` (cpu): loops over every output element and its window, the readable reference.
 * ``impl="fast"`` (cpu): loops only over the KH*KW window offsets; each step compares one strided view
   ``x[:, :, kh::SH, kw::SW]`` (covering every output at once) with the running maximum. Backward writes
-  dy where the argmax is that offset into the same view of dx (+= when windows overlap).
+  dy where the argmax is that offset into the same view of dx (+= when windows overlap). A large batch
+  runs as one part per BLAS thread (:func:`~scratchnet.layers.batch_threads.batch_parts`).
 * gpu and sim (``impl`` does not apply) launch ``maxpool_forward`` (one thread per output, storing the
   argmax) and ``maxpool_backward`` (one thread per input element gathering the dy of the windows whose
   argmax it is: no atomics, deterministic) from ``kernels/pool.cu``.
@@ -47,6 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 from scratchnet.layers.base import Layer, int_pair, window_output_hw
+from scratchnet.layers.batch_threads import batch_parts
 
 IMPLS = ("fast", "naive")
 
@@ -116,16 +118,30 @@ class MaxPool2D(_Pool2D):
 
     # --- cpu: NumPy ------------------------------------------------------------------------------
     # Saved for backward: ``argmax`` (N, C, OH, OW), the window offset of each maximum, and the input shape.
+    # The fast path splits a large batch over the BLAS threads (batch_parts), each part writing its slice.
     def _forward_numpy(self, x, training):
-        pool = _max_pool_naive if self.impl == "naive" else _max_pool_fast
-        y, argmax = pool(x, self.kernel_size, self.stride, self.padding)
+        window = (self.kernel_size, self.stride, self.padding)
+        if self.impl == "naive":
+            y, argmax = _max_pool_naive(x, *window)
+        else:
+            y = np.empty(self.output_shape(x.shape), dtype=x.dtype)  # (N, C, OH, OW)
+            argmax = np.empty(y.shape, dtype=np.int32)
+            batch_parts(len(x), x.size)(
+                lambda images: _max_pool_fast(x[images], *window, y[images], argmax[images])
+            )
         self._save_for_backward(argmax=argmax, input_shape=tuple(x.shape))
         return y
 
     def _backward_numpy(self, dy):
         saved = self._saved()
-        unpool = _max_unpool_naive if self.impl == "naive" else _max_unpool_fast
-        return unpool(dy, saved.argmax, saved.input_shape, self.kernel_size, self.stride, self.padding)
+        window = (self.kernel_size, self.stride, self.padding)
+        if self.impl == "naive":
+            return _max_unpool_naive(dy, saved.argmax, saved.input_shape, *window)
+        dx = np.zeros(saved.input_shape, dtype=dy.dtype)  # (N, C, H, W); inputs in no window get 0
+        batch_parts(len(dx), dx.size)(
+            lambda images: _max_unpool_fast(dy[images], saved.argmax[images], *window, dx[images])
+        )
+        return dx
 
     # --- gpu and sim: kernels/pool.cu ------------------------------------------------------------
     def _forward_kernels(self, x, training):
@@ -201,27 +217,26 @@ def _pad(a, padding, value):
     return np.pad(a, ((0, 0), (0, 0), (PH, PH), (PW, PW)), constant_values=value)
 
 
-def _max_pool_fast(x, kernel, stride, padding):
-    """Same results as :func:`_max_pool_naive`, ties included."""
-    out_hw = window_output_hw(x.shape[2:], kernel, stride, padding)
-    views = _window_views(_pad(x, padding, -np.inf), kernel, stride, out_hw)  # KH*KW views (N, C, OH, OW)
-    y = views[0].copy()
+def _max_pool_fast(x, kernel, stride, padding, y, argmax):
+    """Same results as :func:`_max_pool_naive`, ties included, written into y and argmax (N, C, OH, OW)."""
+    views = _window_views(_pad(x, padding, -np.inf), kernel, stride, y.shape[2:])  # KH*KW views like y
+    np.copyto(y, views[0])
     for view in views[1:]:
         np.maximum(y, view, out=y)
     # The argmax is the FIRST offset holding the maximum, i.e. the number of offsets before it:
     # argmax = Σ_o [none of the offsets 0..o holds the maximum]. (Boolean arrays make this cheap.)
     not_found = views[0] != y
-    argmax = not_found.astype(np.int32)
+    np.copyto(argmax, not_found)
     for view in views[1:-1]:
         not_found &= view != y
         argmax += not_found
-    return y, argmax
 
 
-def _max_unpool_fast(dy, argmax, input_shape, kernel, stride, padding):
-    N, C, H, W = input_shape
+def _max_unpool_fast(dy, argmax, kernel, stride, padding, dx):
+    """Each dy into dx (N, C, H, W), zeros on entry, at its window's argmax."""
+    N, C, H, W = dx.shape
     (PH, PW) = padding
-    dx_padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dy.dtype)
+    dx_padded = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=dy.dtype) if PH or PW else dx
     views = _window_views(dx_padded, kernel, stride, dy.shape[2:])
     if stride == kernel:
         # Windows that do not overlap (LeNet's 2x2 stride 2): every input is in at most one window, so the
@@ -234,7 +249,8 @@ def _max_unpool_fast(dy, argmax, input_shape, kernel, stride, padding):
         # to the bit.
         for offset in range(len(views) - 1, -1, -1):
             views[offset] += dy * (argmax == offset)
-    return np.ascontiguousarray(dx_padded[:, :, PH : PH + H, PW : PW + W])
+    if PH or PW:
+        dx[...] = dx_padded[:, :, PH : PH + H, PW : PW + W]
 
 
 class AvgPool2D(_Pool2D):
