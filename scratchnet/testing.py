@@ -51,8 +51,9 @@ so that a test at the end of the run can show that each file of ``kernels/`` ran
 
 Devices: :data:`DEVICES` parametrises a test over ``cpu``, ``sim`` and ``gpu`` (marked ``sim``/``gpu``); a
 device that is not available here is skipped with the reason. :func:`forward_backward` runs one forward
-and backward from host arrays and returns host arrays. :class:`KernelSource` compiles a new layer's CUDA
-source before it has a file in ``kernels/``. Needs pytest (the ``dev`` extra).
+and backward from host arrays and returns host arrays; inside :func:`split_batches` the element-wise
+and per-channel layers split even a small batch over threads. :class:`KernelSource` compiles a new
+layer's CUDA source before it has a file in ``kernels/``. Needs pytest (the ``dev`` extra).
 """
 
 from __future__ import annotations
