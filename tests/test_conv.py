@@ -198,7 +198,8 @@ def test_a_forked_child_runs_the_split_fast_path_on_threads_of_its_own():
 def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_each():
     """over_batch_parts: contiguous parts that cover 0..N-1, one per BLAS thread, all running at the same
     time (each waits at a barrier for the others) with BLAS limited to one thread, the setting restored
-    afterwards; a part's error reaches the caller."""
+    afterwards; a part's error reaches the caller. ``split=False``: one part on the calling thread, BLAS
+    limited to one thread all the same."""
 
     def blas_threads():
         return threadpoolctl.threadpool_info()[0]["num_threads"]
@@ -222,6 +223,10 @@ def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_ea
     assert [part for *_, part in parts] == [workspace.part(i) for i in range(3)]
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert over_batch_parts(work, 7, workspace)[0][::3] == (slice(0, 7), workspace)
+    with threadpoolctl.threadpool_limits(limits=3, user_api="blas"):  # too little work to split
+        (part,) = over_batch_parts(work, 7, workspace, split=False)
+        assert part == (slice(0, 7), threading.get_ident(), 1, workspace)
+        assert blas_threads() == 3
 
     def fail(images, workspace):
         if images.start > 0:

@@ -13,7 +13,7 @@ from scratchnet import sim
 from scratchnet._cuda.sources import cuda_defines, kernel_source
 from scratchnet.benchmarks.torch_twins import twin_forward_backward
 from scratchnet.gradcheck import check_layer
-from scratchnet.layers import Linear, linear
+from scratchnet.layers import Linear, batch_threads, linear
 from scratchnet.layers.linear import gemm, split_k
 from scratchnet.testing import (
     DEVICES,
@@ -40,9 +40,18 @@ class TestLinearContract(LayerContract):
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-def test_rows_split_over_threads_give_the_formulas(threads):
+def test_rows_split_over_threads_give_the_formulas(threads, monkeypatch):
     """With T BLAS threads the five rows run as T parts (2+3 or 1+2+2): y = x W + b, dx = dy Wᵀ and
     dweight = Σ over the parts of xᵀ dy must be the whole batch's, in float64."""
+    monkeypatch.setattr(batch_threads, "SPLIT_MIN_MULTIPLY_ADDS", 0)  # split however small
+    parts_run = []
+
+    def recording(work, N, workspace=None, split=True):
+        parts = batch_threads.over_batch_parts(work, N, workspace, split)
+        parts_run.append(len(parts))
+        return parts
+
+    monkeypatch.setattr(linear, "over_batch_parts", recording)
     rng = np.random.default_rng(0)
     layer = Linear(4, 3, dtype=np.float64, seed=0)
     layer.params["b"][...] = rng.standard_normal(3)
@@ -54,6 +63,14 @@ def test_rows_split_over_threads_give_the_formulas(threads):
     assert set(got) == set(expected)
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+    assert parts_run == [threads, threads]  # the forward's and the backward's
+
+
+def test_only_products_long_enough_split_their_rows():
+    """LeNet-5's fc1 at batch 64 (3.1M multiply-adds) runs on one thread, at batch 256 (12.3M) split."""
+    layer = Linear(400, 120)
+    assert not layer._worth_splitting(np.zeros((64, 400), np.float32))
+    assert layer._worth_splitting(np.zeros((256, 400), np.float32))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -10,10 +10,11 @@ copies and products, so the parts run at the same time. Layers that all do this 
 threads asleep: woken by one layer's products, they would spin, waiting for more work, on the cores the
 next layer's parts need.
 
-Which layers split: the convolution and Linear always (their products are long enough to pay for the
-handoff); ReLU, BatchNorm, MaxPool2D's fast path and the residual block's sums and shortcut through
-:func:`batch_parts`, only when their array holds at least ``SPLIT_MIN_VALUES`` numbers. The other layers
-(average pooling, GlobalAvgPool2D, LRN, dropout, the losses) run on the calling thread.
+Which layers split: the convolution always; Linear from ``SPLIT_MIN_MULTIPLY_ADDS`` up (LeNet-5's small
+layers lose more to the handoff than a second core saves them); ReLU, BatchNorm, MaxPool2D's fast path and
+the residual block's sums and shortcut through :func:`batch_parts`, only when their array holds at least
+``SPLIT_MIN_VALUES`` numbers. The other layers (average pooling, GlobalAvgPool2D, LRN, dropout, the losses)
+run on the calling thread.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ import threadpoolctl
 # BatchNorm forward 1770 -> 1120); LeNet-5's (64, 6, 28, 28) and (64, 16, 10, 10) only lose (ReLU forward
 # 117 -> 137 µs and 42 -> 96).
 SPLIT_MIN_VALUES = 1 << 20
+
+# Linear splits its rows from this many multiply-adds per product (N·D·M) up. Measured with timeit (min of
+# 7 repeats, 2 BLAS threads), split against one thread: (64, 400) @ (400, 120) (3.1M, LeNet-5's fc1 at
+# batch 64) forward 127 against 77 µs and backward 216 against 171; (256, 400) @ (400, 120) (12.3M)
+# forward 233 against 273 µs and backward 411 against 549.
+SPLIT_MIN_MULTIPLY_ADDS = 1 << 23
 
 
 class _BatchThreads:
@@ -72,15 +79,20 @@ class _BatchThreads:
 _BATCH_THREADS = _BatchThreads()
 
 
-def over_batch_parts(work, N: int, workspace=None) -> list:
+def over_batch_parts(work, N: int, workspace=None, split: bool = True) -> list:
     """``[work(images, workspace.part(i)) for each part i]``: the images 0..N-1 split into T contiguous
     parts, T = the threads NumPy's BLAS is set to use (at most N), run at the same time on T threads
     (the caller's one of them) with BLAS limited to one thread meanwhile. With T = 1 (one core, or a
     data-parallel rank that was given one thread), ``[work(slice(0, N), workspace)]`` on this thread.
+    ``split=False`` (work too small to pay for the handoff): one part on this thread, BLAS still limited
+    to one thread, so that its own threads stay asleep.
     ``workspace``: a conv :class:`~scratchnet.layers.conv.Workspace`, or None (each part then gets None)."""
     threads = min(N, _BATCH_THREADS.blas_threads())
     if threads == 1:
         return [work(slice(0, N), workspace)]
+    if not split:
+        with _BATCH_THREADS.limit_blas_to_one():
+            return [work(slice(0, N), workspace)]
 
     def part(i):
         return None if workspace is None else workspace.part(i)

@@ -29,6 +29,7 @@ import numpy as np
 from scratchnet._cuda.limits import cdiv
 from scratchnet._cuda.sources import cuda_defines
 from scratchnet.device import Device, get_device
+from scratchnet.layers import batch_threads
 from scratchnet.layers.base import Layer
 from scratchnet.layers.batch_threads import over_batch_parts
 
@@ -227,8 +228,12 @@ class Linear(Layer):
             np.matmul(x[rows], weight, out=y[rows])
             y[rows] += bias
 
-        over_batch_parts(forward_part, len(x))
+        over_batch_parts(forward_part, len(x), split=self._worth_splitting(x))
         return y
+
+    def _worth_splitting(self, x) -> bool:
+        """Whether a product N·D·M multiply-adds long pays for splitting the rows over threads."""
+        return x.shape[0] * self.in_features * self.out_features >= batch_threads.SPLIT_MIN_MULTIPLY_ADDS
 
     def _backward_numpy(self, dy):
         x, weight = self._saved().x, self.params["W"]
@@ -238,7 +243,8 @@ class Linear(Layer):
             np.matmul(dy[rows], weight.T, out=dx[rows])
             return x[rows].T @ dy[rows]  # this part's share of dweight
 
-        self.grads["W"] = sum(over_batch_parts(backward_part, len(x)))  # dweight (D, M)
+        parts = over_batch_parts(backward_part, len(x), split=self._worth_splitting(x))
+        self.grads["W"] = sum(parts)  # dweight (D, M)
         self.grads["b"] = dy.sum(axis=0)  # dbias (M,)
         return dx
 
