@@ -42,6 +42,7 @@ Three implementations, tested against each other and against PyTorch:
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -118,11 +119,14 @@ def conv2d_backward_naive(dy, x, weight, stride=(1, 1), padding=(0, 0), groups=1
 #
 # Why one matrix per image: Y[n] (F, OH·OW) *is* y[n] in NCHW, so the product writes straight into the
 # layer's output (``np.matmul(..., out=y[chunk])``) and dcols[n] reads dy[n] where the next layer left it:
-# nothing is transposed between the GEMMs. The images go through in chunks of a few, so that a chunk's
-# columns (about CHUNK_BYTES) are still in the cache when the GEMM reads them. The columns are not kept for
-# the backward (for the whole batch they are KH·KW times the input: 75 MB for ResNet-20's first stage at
-# batch 128): the backward builds them again from x, chunk by chunk. A :class:`Workspace` keeps the chunk's
-# buffers from one call to the next.
+# nothing is transposed between the GEMMs. (One product over a chunk's columns side by side, the kernels'
+# batch-first order, measured slower: OpenBLAS multiplied LeNet-5's small per-image matrices faster than
+# one long one.) The images go through in chunks of a few, so that a chunk's columns (about CHUNK_BYTES)
+# are still in the cache when the GEMM reads them. The columns are not kept for the backward (for the
+# whole batch they are KH·KW times the input: 75 MB for ResNet-20's first stage at batch 128): the
+# backward builds them again from x, chunk by chunk. A :class:`Workspace` keeps
+# the padded input and the buffers of one chunk (each the size of a whole chunk, the last and smaller
+# chunk using the start of them) from one call to the next.
 #
 # Several cores: the batch is split into parts, one per thread (:mod:`scratchnet.layers.batch_threads`).
 # Left to itself, a multi-threaded BLAS would split each small per-image product ((16, 144) @ (144, 1024) in
@@ -156,9 +160,36 @@ class Workspace:
         return self._parts.setdefault(index, Workspace())
 
 
-def _chunk_size(N, column_numbers, itemsize):
-    """How many images' columns fit in CHUNK_BYTES (at least one)."""
-    return max(1, min(N, CHUNK_BYTES // (column_numbers * itemsize)))
+_SHARED_WORKSPACES = threading.local()  # each thread's {geometry: Workspace}
+
+
+def shared_workspace(geometry: tuple) -> Workspace:
+    """The workspace of every convolution of this ``geometry`` (its channels, kernel, stride, padding,
+    groups, dtype) that runs on this thread. The layers of a model run one after another, and a call
+    leaves nothing in its buffers that the next one needs (only zeros where nothing is written), so layers
+    of one geometry can share one set of buffers: ResNet-20's 19 convolutions have 6 geometries, so they
+    hold a third of the memory one set per layer would. The sets stay allocated from step to step."""
+    workspaces = getattr(_SHARED_WORKSPACES, "by_geometry", None)
+    if workspaces is None:
+        workspaces = _SHARED_WORKSPACES.by_geometry = {}
+    return workspaces.setdefault(geometry, Workspace())
+
+
+def _chunks(N, column_numbers, itemsize) -> tuple[int, list[slice]]:
+    """The chunk size (how many images' columns fit in CHUNK_BYTES, at least one) and the chunks of the
+    images 0..N-1."""
+    size = max(1, min(N, CHUNK_BYTES // (column_numbers * itemsize)))
+    return size, [slice(n0, min(N, n0 + size)) for n0 in range(0, N, size)]
+
+
+def _chunk_buffer(workspace, name, chunk_size, shape, dtype, axis=0):
+    """The workspace array ``name`` sized for a whole chunk (``chunk_size`` images along ``axis``) and cut
+    to the ``shape`` of this chunk: the shape the workspace sees stays the same from chunk to chunk, so it
+    is not zeroed again for a last, smaller chunk."""
+    full = list(shape)
+    full[axis] = chunk_size
+    buffer = workspace.get(name, tuple(full), dtype)
+    return buffer[(slice(None),) * axis + (slice(0, shape[axis]),)]
 
 
 def _windows(x, kernel_size, stride, padding, workspace):
@@ -174,17 +205,17 @@ def _windows(x, kernel_size, stride, padding, workspace):
     return windows.transpose(0, 1, 4, 5, 2, 3)
 
 
-def _im2col(windows, workspace):
+def _im2col(windows, chunk_size, workspace):
     """cols[n, c, kh, kw, oh, ow] = windows[n, c, kh, kw, oh, ow] for a chunk of images: one copy into a
     workspace array, or none where the windows already lie in that order (a 1×1 kernel at stride 1)."""
     if windows.flags.c_contiguous:
         return windows
-    cols = workspace.get("cols", windows.shape, windows.dtype)
+    cols = _chunk_buffer(workspace, "cols", chunk_size, windows.shape, windows.dtype)
     np.copyto(cols, windows)
     return cols
 
 
-def _col2im(dcols, dx, stride, padding, workspace):
+def _col2im(dcols, dx, stride, padding, chunk_size, workspace):
     """dx (b, C, H, W) from dcols (b, C, KH, KW, OH, OW): each entry [n, c, kh, kw, oh, ow] added onto
     dxp[n, c, oh·SH + kh, ow·SW + kw], the pixel :func:`_im2col` copied it from (its adjoint).
 
@@ -199,13 +230,17 @@ def _col2im(dcols, dx, stride, padding, workspace):
     if (KH, KW, SH, SW, PH, PW) == (1, 1, 1, 1, 0, 0):  # the columns were the image
         dx[...] = dcols.reshape(dx.shape)
         return
-    shifted = workspace.get("shifted", (KH * KW, b, C, H + 2 * PH, W + 2 * PW), dx.dtype)
+    shifted = _chunk_buffer(
+        workspace, "shifted", chunk_size, (KH * KW, b, C, H + 2 * PH, W + 2 * PW), dx.dtype, 1
+    )
     for kh in range(KH):
         for kw in range(KW):
             rows, columns = slice(kh, kh + SH * (OH - 1) + 1, SH), slice(kw, kw + SW * (OW - 1) + 1, SW)
             shifted[kh * KW + kw, :, :, rows, columns] = dcols[:, :, kh, kw]
     if PH or PW:
-        dxp = shifted.sum(axis=0, out=workspace.get("dxp", shifted.shape[1:], dx.dtype))
+        dxp = shifted.sum(
+            axis=0, out=_chunk_buffer(workspace, "dxp", chunk_size, shifted.shape[1:], dx.dtype)
+        )
         dx[...] = dxp[:, :, PH : PH + H, PW : PW + W]  # crop the padding
     else:
         shifted.sum(axis=0, out=dx)
@@ -226,12 +261,11 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
     def forward_part(images, workspace):
         windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # (b, C, KH, KW, OH, OW)
         y_part = y_per_group[images]
-        chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
-        for n0 in range(0, len(windows), chunk):
-            chunk_images = slice(n0, n0 + chunk)
-            cols = _im2col(windows[chunk_images], workspace)
+        chunk_size, chunks = _chunks(len(windows), C * KH * KW * OH * OW, x.itemsize)
+        for chunk in chunks:
+            cols = _im2col(windows[chunk], chunk_size, workspace)
             cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
-            np.matmul(weight_matrix, cols, out=y_part[chunk_images])  # Y[n] = Wm cols[n], written into y
+            np.matmul(weight_matrix, cols, out=y_part[chunk])  # Y[n] = Wm cols[n], written into y
         y[images] += bias[:, None, None]
 
     over_batch_parts(forward_part, N, workspace)
@@ -257,20 +291,21 @@ def conv2d_backward_fast(
         windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # the forward's columns again
         dy_part = dy_per_group[images]
         dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
-        chunk = _chunk_size(len(windows), C * KH * KW * OH * OW, x.itemsize)
-        for n0 in range(0, len(windows), chunk):
-            chunk_images = slice(n0, n0 + chunk)
-            cols = _im2col(windows[chunk_images], workspace)
+        chunk_size, chunks = _chunks(len(windows), C * KH * KW * OH * OW, x.itemsize)
+        for chunk in chunks:
+            cols = _im2col(windows[chunk], chunk_size, workspace)
             cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
-            dy_chunk = dy_part[chunk_images]  # (b, G, Fg, OH·OW)
+            dy_chunk = dy_part[chunk]  # (b, G, Fg, OH·OW)
             b = dy_chunk.shape[0]
-            per_image = workspace.get("dweight_per_image", (b, G, Fg, rows), weight.dtype)  # dY[n] cols[n]ᵀ
-            dweight += np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image).sum(axis=0)
+            shape = (b, G, Fg, rows)
+            per_image = _chunk_buffer(workspace, "dweight_per_image", chunk_size, shape, weight.dtype)
+            per_image = np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image)  # dY[n] cols[n]ᵀ
+            dweight += per_image.sum(axis=0)
             if input_grad:
-                dcols = workspace.get("dcols", (b, G, rows, OH * OW), x.dtype)
+                dcols = _chunk_buffer(workspace, "dcols", chunk_size, (b, G, rows, OH * OW), x.dtype)
                 np.matmul(weight_matrix.transpose(0, 2, 1), dy_chunk, out=dcols)  # dcols[n] = Wmᵀ dY[n]
-                dx_chunk = dx[images][chunk_images]
-                _col2im(dcols.reshape(b, C, KH, KW, OH, OW), dx_chunk, stride, padding, workspace)
+                dcols = dcols.reshape(b, C, KH, KW, OH, OW)
+                _col2im(dcols, dx[images][chunk], stride, padding, chunk_size, workspace)
         return dweight
 
     dweight = sum(over_batch_parts(backward_part, N, workspace))  # Σ over the parts
@@ -345,7 +380,6 @@ class Conv2D(Layer):
         # Set to False on a network's first layer, whose dL/dx nobody reads: backward then skips computing
         # it (about a third of the backward's work) and returns None.
         self.needs_input_grad = True
-        self._workspace = Workspace()  # the fast cpu path's buffers, reused from one step to the next
 
     def check_input_shape(self, shape: tuple) -> None:
         if len(shape) != 4 or shape[1] != self.in_channels:
@@ -390,6 +424,12 @@ class Conv2D(Layer):
         return self.params["b"] if self.bias else self.device.zeros((self.out_channels,), self.dtype)
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
+    def _workspace(self) -> Workspace:
+        """The fast path's buffers, shared with the convolutions of the same geometry (see
+        :func:`shared_workspace`) and reused from one step to the next."""
+        geometry = (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding)
+        return shared_workspace(geometry + (self.groups, self.dtype))
+
     # Saved for backward: ``x`` (naive), or the fast path's ``cache`` (x too: backward rebuilds the columns).
     def _forward_numpy(self, x, training):
         conv = dict(stride=self.stride, padding=self.padding, groups=self.groups)
@@ -397,7 +437,7 @@ class Conv2D(Layer):
         if self.impl == "naive":
             self._save_for_backward(x=x)
             return conv2d_forward_naive(x, weight, bias, **conv)
-        y, cache = conv2d_forward_fast(x, weight, bias, **conv, workspace=self._workspace)
+        y, cache = conv2d_forward_fast(x, weight, bias, **conv, workspace=self._workspace())
         self._save_for_backward(cache=cache)
         return y
 
@@ -408,7 +448,7 @@ class Conv2D(Layer):
             dx, dweight, dbias = conv2d_backward_naive(dy, saved.x, weight, **conv)
         else:
             dx, dweight, dbias = conv2d_backward_fast(
-                dy, saved.cache, weight, **conv, input_grad=self.needs_input_grad, workspace=self._workspace
+                dy, saved.cache, weight, **conv, input_grad=self.needs_input_grad, workspace=self._workspace()
             )
         self.grads["W"] = dweight
         if self.bias:
