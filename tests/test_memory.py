@@ -39,3 +39,16 @@ def test_kept_memory_spares_the_page_faults_of_fresh_pages():
     # and faults it in again; kept, the rounds reuse it
     assert default > 10_000, default
     assert kept < 1_000, kept
+
+
+@pytest.mark.slow  # four fresh processes
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="sets glibc's malloc")
+def test_the_page_fault_tool_counts_fewer_faults_with_memory_kept():
+    from pathlib import Path
+
+    tool = Path(__file__).parents[1] / "tools" / "page_faults.py"
+    command = [sys.executable, str(tool), "--rounds", "1", "--steps", "3"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[-2:]}
+    assert set(rows) == {"default", "kept"}, done.stdout
+    assert float(rows["kept"][1]) < float(rows["default"][1]) / 10, done.stdout  # faults per step

@@ -1,0 +1,105 @@
+"""Page faults per training step, with glibc's default malloc and with freed memory kept (``_memory.py``).
+
+    python tools/page_faults.py --model lenet5 --batch 64 --rounds 5
+
+Each measurement runs in a fresh process (malloc's settings last as long as the process), alternating the
+two settings round after round: the median step time and the minor page faults per step (``getrusage``)
+over ``--steps`` timed steps after two warm-up steps, and ReLU's forward on the first ReLU's input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def measure(model_name: str, batch: int, steps: int, keep: bool) -> dict:
+    """In this process: a training step's median seconds, its page faults, and the first ReLU's forward."""
+    import resource
+
+    import numpy as np
+
+    from scratchnet import models, optim
+    from scratchnet._memory import keep_freed_memory
+    from scratchnet.layers import ReLU, SoftmaxCrossEntropy
+
+    if keep:
+        assert keep_freed_memory()
+    model = models.build(model_name, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)  # (B, C, H, W)
+    labels = rng.integers(0, 10, batch)
+    loss, optimizer = SoftmaxCrossEntropy(), optim.SGD(model, lr=0.01, momentum=0.9)
+    relu = next(name for name, layer in model.layers.items() if isinstance(layer, ReLU))
+    relu_seconds = []
+
+    def timed_relu(forward):
+        def call(h, **kwargs):
+            start = time.perf_counter()
+            y = forward(h, **kwargs)
+            relu_seconds.append(time.perf_counter() - start)
+            return y
+
+        return call
+
+    model.layers[relu].forward = timed_relu(model.layers[relu].forward)
+
+    def step():
+        logits = model.forward(x, training=True)
+        loss.forward(logits, labels)
+        model.backward(loss.backward())
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    relu_seconds.clear()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return {
+        "step_ms": 1e3 * statistics.median(seconds),
+        "faults_per_step": faults / steps,
+        "relu_ms": 1e3 * statistics.median(relu_seconds),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="lenet5")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--_measure", choices=("default", "kept"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._measure:
+        print(json.dumps(measure(args.model, args.batch, args.steps, args._measure == "kept")))
+        return 0
+    print(f"# {' '.join(['python', *sys.argv])}")
+    print(f"# load average at the start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    runs: dict[str, list[dict]] = {"default": [], "kept": []}
+    for _ in range(args.rounds):
+        for setting, figures in runs.items():
+            command = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch)]
+            command += ["--steps", str(args.steps), "--_measure", setting]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            figures.append(json.loads(done.stdout))
+    print(f"{args.model}, batch {args.batch}: medians over {args.rounds} processes of each setting")
+    print(f"{'malloc':<8} {'step ms':>8} {'faults/step':>12} {'first ReLU fwd ms':>18}")
+    for setting, figures in runs.items():
+        median = {key: statistics.median(f[key] for f in figures) for key in figures[0]}
+        step, faults, relu = median["step_ms"], median["faults_per_step"], median["relu_ms"]
+        print(f"{setting:<8} {step:8.2f} {faults:12.0f} {relu:18.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
