@@ -275,6 +275,18 @@ def test_kernels_agree_with_numpy_on_every_geometry(device, impl, config, dtype)
         np.testing.assert_allclose(got[name], value, rtol=tol, atol=tol, err_msg=name)
 
 
+def test_fast_numpy_without_a_bias_agrees_with_the_loops():
+    """bias=False: the fast path adds nothing and sums no dbias; y, dx and dweight as the loops give them."""
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal((3, 4, 5, 5)), rng.standard_normal((3, 6, 3, 3))
+    kwargs = dict(stride=2, padding=1, groups=2, bias=False, dtype=np.float64, seed=5)
+    naive, fast = Conv2D(4, 6, 3, impl="naive", **kwargs), Conv2D(4, 6, 3, **kwargs)
+    expected, got = forward_backward(naive, x, dy).arrays(), forward_backward(fast, x, dy).arrays()
+    assert set(got) == set(expected) == {"y", "dx", "dweight"}
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("device", KERNEL_DEVICES)
 def test_kernels_without_a_bias_agree_with_numpy(device, impl):

@@ -248,7 +248,8 @@ def _col2im(dcols, dx, stride, padding, chunk_size, workspace):
 
 def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1, workspace=None):
     """Forward by im2col + one matmul per image. Returns y (N, F, OH, OW) and the cache the backward needs
-    (x itself). ``workspace``: a :class:`Workspace` to reuse buffers from (a new one when None)."""
+    (x itself). ``bias``: (F,), or None for none. ``workspace``: a :class:`Workspace` to reuse buffers from
+    (a new one when None)."""
     workspace = workspace or Workspace()
     N, C, H, W = x.shape
     F, Cg, KH, KW = weight.shape
@@ -266,16 +267,26 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
             cols = _im2col(windows[chunk], chunk_size, workspace)
             cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
             np.matmul(weight_matrix, cols, out=y_part[chunk])  # Y[n] = Wm cols[n], written into y
-        y[images] += bias[:, None, None]
+        if bias is not None:  # None: no bias (ResNet's convolutions), no pass over y to add zeros
+            y[images] += bias[:, None, None]
 
     over_batch_parts(forward_part, N, workspace)
     return y, x
 
 
 def conv2d_backward_fast(
-    dy, cache, weight, stride=(1, 1), padding=(0, 0), groups=1, input_grad=True, workspace=None
+    dy,
+    cache,
+    weight,
+    stride=(1, 1),
+    padding=(0, 0),
+    groups=1,
+    input_grad=True,
+    workspace=None,
+    with_bias=True,
 ):
-    """Backward by matmul + col2im. Returns (dx, dweight, dbias); dx is None when ``input_grad`` is False."""
+    """Backward by matmul + col2im. Returns (dx, dweight, dbias); dx is None when ``input_grad`` is False,
+    dbias None when ``with_bias`` is False."""
     workspace = workspace or Workspace()
     x = cache
     N, C, H, W = x.shape
@@ -309,7 +320,7 @@ def conv2d_backward_fast(
         return dweight
 
     dweight = sum(over_batch_parts(backward_part, N, workspace))  # Σ over the parts
-    dbias = dy.sum(axis=(0, 2, 3))  # (F,)
+    dbias = dy.sum(axis=(0, 2, 3)) if with_bias else None  # (F,)
     return dx, dweight.reshape(weight.shape), dbias
 
 
@@ -437,6 +448,7 @@ class Conv2D(Layer):
         if self.impl == "naive":
             self._save_for_backward(x=x)
             return conv2d_forward_naive(x, weight, bias, **conv)
+        bias = bias if self.bias else None  # nothing to add
         y, cache = conv2d_forward_fast(x, weight, bias, **conv, workspace=self._workspace())
         self._save_for_backward(cache=cache)
         return y
@@ -447,8 +459,15 @@ class Conv2D(Layer):
         if self.impl == "naive":
             dx, dweight, dbias = conv2d_backward_naive(dy, saved.x, weight, **conv)
         else:
+            workspace, input_grad = self._workspace(), self.needs_input_grad
             dx, dweight, dbias = conv2d_backward_fast(
-                dy, saved.cache, weight, **conv, input_grad=self.needs_input_grad, workspace=self._workspace()
+                dy,
+                saved.cache,
+                weight,
+                **conv,
+                input_grad=input_grad,
+                workspace=workspace,
+                with_bias=self.bias,
             )
         self.grads["W"] = dweight
         if self.bias:
