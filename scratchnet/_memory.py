@@ -4,9 +4,9 @@ A NumPy training step allocates its arrays afresh (each layer's output, its grad
 freed most of them by the step's end. glibc's malloc serves an array larger than its mmap threshold with
 pages of its own, handed back to the system when the array is freed, and hands back the free memory at
 the top of its heap once more than its trim threshold lies there. Either way the next step's arrays land
-on pages the kernel must supply again: a page fault and 4 KiB of zeros per page, about 2 µs each on the
-machine of docs/performance.md. LeNet-5 at batch 64 took 560 such faults per step, a millisecond of an
-8 ms step (ReLU's forward on (64, 6, 28, 28) took 0.73 ms with them and 0.12 ms without).
+on pages the kernel must supply again: a page fault and 4 KiB of zeros per page. ``python
+tools/page_faults.py`` counts them: some five hundred per LeNet-5 step at batch 64, and the step's time
+with and without them (docs/performance.md quotes its output).
 
 :func:`keep_freed_memory` raises both thresholds, so that freed memory stays in the process for the next
 step, as PyTorch's caching allocator keeps it on the GPU. The resident set then stays at the step's peak
