@@ -223,8 +223,9 @@ def test_batch_parts_cover_the_batch_on_separate_threads_with_one_blas_thread_ea
     afterwards; a part's error reaches the caller. ``split=False``: one part on the calling thread, BLAS
     limited to one thread all the same."""
 
-    def blas_threads():
-        return threadpoolctl.threadpool_info()[0]["num_threads"]
+    def blas_threads():  # NumPy's BLAS, whichever other thread pools (PyTorch's OpenMP) are loaded first
+        (blas,) = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+        return blas["num_threads"]
 
     def work(images, workspace):
         return images, threading.get_ident(), blas_threads(), workspace
