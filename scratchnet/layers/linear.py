@@ -217,8 +217,9 @@ class Linear(Layer):
         return self._to_torch(torch, module, weight=self._host("W").T, bias=self._host("b"))
 
     # --- cpu: NumPy ----------------------------------------------------------------------------------
-    # The batch's rows are split over the threads (over_batch_parts), like the convolutions': dweight is the
-    # sum of each part's xᵀ dy.
+    # The batch's rows are split over the threads (over_batch_parts), like the convolutions', when the
+    # product is long enough to pay for the handoff (_worth_splitting): dweight is the sum of each part's
+    # xᵀ dy.
     def _forward_numpy(self, x, training):
         self._save_for_backward(x=x)
         weight, bias = self.params["W"], self.params["b"]
