@@ -4,7 +4,7 @@
 
 Each measurement runs in a fresh process (malloc's settings last as long as the process), alternating the
 two settings round after round: the median step time and the minor page faults per step (``getrusage``)
-over ``--steps`` timed steps after two warm-up steps, and ReLU's forward on the first ReLU's input.
+over ``--steps`` timed steps after two warm-up steps.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import time
 
 
 def measure(model_name: str, batch: int, steps: int, keep: bool) -> dict:
-    """In this process: a training step's median seconds, its page faults, and the first ReLU's forward."""
+    """In this process: a training step's median time and its page faults."""
     import resource
 
     import numpy as np
 
     from scratchnet import models, optim
     from scratchnet._memory import keep_freed_memory
-    from scratchnet.layers import ReLU, SoftmaxCrossEntropy
+    from scratchnet.layers import SoftmaxCrossEntropy
 
     if keep:
         assert keep_freed_memory()
@@ -35,19 +35,6 @@ def measure(model_name: str, batch: int, steps: int, keep: bool) -> dict:
     x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)  # (B, C, H, W)
     labels = rng.integers(0, 10, batch)
     loss, optimizer = SoftmaxCrossEntropy(), optim.SGD(model, lr=0.01, momentum=0.9)
-    relu = next(name for name, layer in model.layers.items() if isinstance(layer, ReLU))
-    relu_seconds = []
-
-    def timed_relu(forward):
-        def call(h, **kwargs):
-            start = time.perf_counter()
-            y = forward(h, **kwargs)
-            relu_seconds.append(time.perf_counter() - start)
-            return y
-
-        return call
-
-    model.layers[relu].forward = timed_relu(model.layers[relu].forward)
 
     def step():
         logits = model.forward(x, training=True)
@@ -57,7 +44,6 @@ def measure(model_name: str, batch: int, steps: int, keep: bool) -> dict:
 
     for _ in range(2):
         step()
-    relu_seconds.clear()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     seconds = []
     for _ in range(steps):
@@ -68,7 +54,6 @@ def measure(model_name: str, batch: int, steps: int, keep: bool) -> dict:
     return {
         "step_ms": 1e3 * statistics.median(seconds),
         "faults_per_step": faults / steps,
-        "relu_ms": 1e3 * statistics.median(relu_seconds),
     }
 
 
@@ -93,11 +78,10 @@ def main() -> int:
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             figures.append(json.loads(done.stdout))
     print(f"{args.model}, batch {args.batch}: medians over {args.rounds} processes of each setting")
-    print(f"{'malloc':<8} {'step ms':>8} {'faults/step':>12} {'first ReLU fwd ms':>18}")
+    print(f"{'malloc':<8} {'step ms':>8} {'faults/step':>12}")
     for setting, figures in runs.items():
         median = {key: statistics.median(f[key] for f in figures) for key in figures[0]}
-        step, faults, relu = median["step_ms"], median["faults_per_step"], median["relu_ms"]
-        print(f"{setting:<8} {step:8.2f} {faults:12.0f} {relu:18.3f}")
+        print(f"{setting:<8} {median['step_ms']:8.2f} {median['faults_per_step']:12.0f}")
     return 0
 
 
