@@ -19,9 +19,11 @@ from scratchnet.layers.base import window_output_hw
 from scratchnet.layers.batch_threads import over_batch_parts
 from scratchnet.layers.conv import (
     conv2d_backward_fast,
+    conv2d_backward_input_flipped,
     conv2d_backward_naive,
     conv2d_forward_fast,
     conv2d_forward_naive,
+    dx_by_flipped_kernel,
 )
 from scratchnet.layers.linear import bias_grad
 from scratchnet.testing import DEVICES, KERNEL_DEVICES, LayerContract, LayerSpec, forward_backward
@@ -41,6 +43,22 @@ CONFIGS = {
     "groups2": (2, 4, 5, 5, 4, 3, 1, 1, 2),
     "depthwise": (2, 3, 6, 5, 6, (3, 2), 2, 1, 3),
 }
+
+
+# The fast backward's two routes to dx (col2im, or the flipped kernel on wide columns), each forced on every
+# geometry it serves: the default choice would leave most of these small inputs on one of them.
+DX_ROUTES = {"col2im": 0.0, "flipped": float("inf")}  # DX_WIDE_MAX_EXTRA and DX_MAX_FILTERS_PER_CHANNEL
+
+
+def force_dx_route(monkeypatch, route: str) -> None:
+    for limit in ("DX_WIDE_MAX_EXTRA", "DX_MAX_FILTERS_PER_CHANNEL"):
+        monkeypatch.setattr(conv_module, limit, DX_ROUTES[route])
+
+
+@pytest.fixture(params=DX_ROUTES)
+def dx_route(request, monkeypatch):
+    force_dx_route(monkeypatch, request.param)
+    return request.param
 
 
 def conv_by_definition(layer, x):
@@ -103,7 +121,7 @@ def test_gradients_match_finite_differences(device, impl, config):
 # --- the implementations agree ----------------------------------------------------------------------
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_naive_and_fast_numpy_agree(config, dtype, tol):
+def test_naive_and_fast_numpy_agree(config, dtype, tol, dx_route):
     spec = config_spec(config)
     layer = spec.layer("cpu", dtype)
     conv = {"stride": layer.stride, "padding": layer.padding, "groups": layer.groups}
@@ -132,7 +150,7 @@ def test_naive_and_fast_agree_on_a_lenet_sized_batch():
 
 
 @pytest.mark.parametrize("padding", [1, 0])
-def test_fast_path_in_chunks_with_its_workspace_reused_across_shapes(monkeypatch, padding):
+def test_fast_path_in_chunks_with_its_workspace_reused_across_shapes(monkeypatch, padding, dx_route):
     """Chunks of two images (the last one shorter) and one layer's workspace reused for inputs of two sizes:
     a buffer whose old contents leaked into the new shape (the zero border of the padded image, the zero
     parts of col2im's shifted images) would change the sums; the 1×1 layer checks the no-copy path."""
@@ -173,8 +191,8 @@ def test_layers_of_one_geometry_share_a_workspace_and_interleave_correctly():
 
 
 @pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("config", ["stride2-pad0", "nonsquare-7x5-kernel3x2", "depthwise"])
-def test_fast_path_split_over_threads_agrees_with_naive(monkeypatch, threads, config):
+@pytest.mark.parametrize("config", ["stride2-pad0", "nonsquare-7x5-kernel3x2", "depthwise", "groups2"])
+def test_fast_path_split_over_threads_agrees_with_naive(monkeypatch, threads, config, dx_route):
     """With T BLAS threads the batch runs as T parts on T threads: five images as parts of 2+3 or 1+2+2
     images, each in chunks of two (the last one shorter), must give the naive loops' y, dx, dweight, dbias."""
     N, C, H, W, F, kernel, stride, padding, groups = CONFIGS[config]
@@ -286,6 +304,57 @@ def test_fast_numpy_without_a_bias_agrees_with_the_loops():
     assert set(got) == set(expected) == {"y", "dx", "dweight"}
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if CONFIGS[c][6] == 1])
+def test_gradients_through_the_flipped_kernel_route(config, monkeypatch):
+    """The finite differences of every stride-1 geometry, dx by the flipped kernel on wide columns."""
+    force_dx_route(monkeypatch, "flipped")
+    spec = config_spec(config)
+    errors = check_layer(spec.layer("cpu"), spec.input())
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+@pytest.mark.parametrize(
+    "x_shape, weight_shape, stride, padding, expected",
+    [
+        ((8, 16, 32, 32), (16, 16, 3, 3), (1, 1), (1, 1), True),  # ResNet-20's first stage: Wq / W = 34 / 32
+        ((8, 64, 8, 8), (64, 64, 3, 3), (1, 1), (1, 1), True),  # its last: 10 / 8, the limit
+        ((8, 96, 8, 8), (64, 96, 3, 3), (1, 1), (1, 1), True),  # fewer filters than channels
+        ((8, 32, 16, 16), (64, 32, 3, 3), (1, 1), (1, 1), False),  # more filters than channels
+        ((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), False),  # LeNet-5's conv2: 18 / 14
+        ((8, 16, 32, 32), (16, 16, 3, 3), (2, 2), (1, 1), False),  # stride 2: dx is no stride-1 convolution
+        ((8, 16, 32, 32), (16, 16, 1, 1), (1, 1), (1, 1), False),  # padding ≥ kernel: a negative border
+        ((8, 16, 32, 32), (16, 16, 1, 1), (1, 1), (0, 0), True),
+    ],
+)
+def test_which_convolutions_take_the_flipped_kernel_route(x_shape, weight_shape, stride, padding, expected):
+    assert dx_by_flipped_kernel(x_shape, weight_shape, stride, padding) is expected
+
+
+@pytest.mark.parametrize("flipped", [True, False])
+def test_the_fast_backward_takes_the_route_the_rule_names(monkeypatch, flipped):
+    """A spy on the flipped-kernel dx: called for a 32×32 3×3 convolution with padding 1, not for 14×14 5×5
+    without padding (nor for a first layer, which needs no dx); dx equal to the loops' either way."""
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[2])  # input_hw
+        return conv2d_backward_input_flipped(*args, **kwargs)
+
+    monkeypatch.setattr(conv_module, "conv2d_backward_input_flipped", spy)
+    rng = np.random.default_rng(2)
+    C, H, K, P = (3, 32, 3, 1) if flipped else (3, 14, 5, 0)
+    fast = Conv2D(C, 3, K, padding=P, dtype=np.float64, seed=0)
+    naive = Conv2D(C, 3, K, padding=P, impl="naive", dtype=np.float64, seed=0)
+    x = rng.standard_normal((2, C, H, H))
+    dy = rng.standard_normal(fast.output_shape(x.shape))
+    expected, got = forward_backward(naive, x, dy).arrays(), forward_backward(fast, x, dy).arrays()
+    assert calls == ([(H, H)] if flipped else [])
+    np.testing.assert_allclose(got["dx"], expected["dx"], rtol=1e-12, atol=1e-12)
+    fast.needs_input_grad = False
+    fast.forward(x)
+    assert fast.backward(dy) is None and len(calls) == int(flipped)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -496,3 +565,25 @@ def test_one_output_size_for_every_window():
     with pytest.raises(ValueError, match=r"^Conv2D: a 3x3 window does not fit in a 2x5 .*least 3 and 3"):
         window_output_hw((2, 5), 3, who="Conv2D")
     assert window_output_hw((1, 5), 3, padding=1) == (1, 5)  # padding makes it fit
+
+
+def test_the_route_timing_tool_times_both_routes_and_names_the_rule(monkeypatch, capsys):
+    """tools/conv_routes.py on two small geometries: a row per geometry in each table, the rule's route
+    named, and the module's setting restored afterwards."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / "conv_routes.py"
+    spec = importlib.util.spec_from_file_location("conv_routes", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    small = {"same 3x3": (2, 4, 8, 3, 3, 1), "valid 5x5": (2, 3, 9, 2, 5, 0)}
+    monkeypatch.setattr(tool, "GEOMETRIES", small)
+    monkeypatch.setattr(sys, "argv", ["conv_routes.py", "--rounds", "1", "--threads", "1"])
+    tool.main()
+    lines = capsys.readouterr().out.splitlines()
+    routes = {line[:22].strip(): line.split()[-1] for line in lines if line.endswith(("flipped", "col2im"))}
+    assert routes == {"same 3x3": "flipped", "valid 5x5": "col2im"}, lines
+    assert sum(line.startswith(tuple(small)) for line in lines) == 4, lines
+    assert (conv_module.DX_WIDE_MAX_EXTRA, conv_module.DX_MAX_FILTERS_PER_CHANNEL) == tool.DEFAULT_LIMITS

@@ -30,6 +30,8 @@ Three implementations, tested against each other and against PyTorch:
 * ``conv2d_forward_naive`` / ``conv2d_backward_naive``: the formulas as Python loops. Slow; the definition.
 * ``conv2d_forward_fast`` / ``conv2d_backward_fast``: im2col + one matrix product (BLAS) per image, the cpu
   default; with several BLAS threads the batch is split into one part per thread (``over_batch_parts``).
+  dx by col2im (``conv2d_backward_im2col``), or, at stride 1 where that pays, as a convolution of dy with the
+  flipped kernel (``conv2d_backward_input_flipped``).
 * on ``gpu`` and ``sim``, CUDA kernels from ``kernels/``. ``impl="naive"``: ``conv2d_forward_naive``,
   ``conv2d_backward_input_naive``, ``conv2d_backward_weight_naive`` (conv.cu), one thread per output value.
   ``impl="fast"``: ``im2col`` (into ``cols_batch_first``) and ``col2im`` (conv.cu); the register-blocked
@@ -45,7 +47,7 @@ import math
 import threading
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from scratchnet.device import Device
 from scratchnet.layers.base import Layer, int_pair, window_output_hw
@@ -192,25 +194,34 @@ def _chunk_buffer(workspace, name, chunk_size, shape, dtype, axis=0):
     return buffer[(slice(None),) * axis + (slice(0, shape[axis]),)]
 
 
+def _padded(x, padding, workspace, name="xp"):
+    """x (N, C, H, W) inside a zero border: (N, C, H + 2 PH, W + 2 PW), the workspace array ``name``, whose
+    border is never written and stays zero. x itself when there is no padding and x is C-contiguous."""
+    N, C, H, W = x.shape
+    PH, PW = padding
+    if not (PH or PW) and x.flags.c_contiguous:
+        return x
+    xp = workspace.get(name, (N, C, H + 2 * PH, W + 2 * PW), x.dtype)
+    xp[:, :, PH : PH + H, PW : PW + W] = x
+    return xp
+
+
 def _windows(x, kernel_size, stride, padding, workspace):
     """windows[n, c, kh, kw, oh, ow] = xp[n, c, oh·SH + kh, ow·SW + kw]: (N, C, KH, KW, OH, OW), a view of x
     (of xp, x copied inside a zero border, when there is padding); nothing else is copied yet."""
-    N, C, H, W = x.shape
-    (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
-    xp = x
-    if PH or PW:  # the border of the workspace array is never written: it stays zero
-        xp = workspace.get("xp", (N, C, H + 2 * PH, W + 2 * PW), x.dtype)
-        xp[:, :, PH : PH + H, PW : PW + W] = x
+    (KH, KW), (SH, SW) = kernel_size, stride
+    xp = _padded(x, padding, workspace)
     windows = sliding_window_view(xp, (KH, KW), axis=(2, 3))[:, :, ::SH, ::SW]  # (N, C, OH, OW, KH, KW)
     return windows.transpose(0, 1, 4, 5, 2, 3)
 
 
-def _im2col(windows, chunk_size, workspace):
-    """cols[n, c, kh, kw, oh, ow] = windows[n, c, kh, kw, oh, ow] for a chunk of images: one copy into a
-    workspace array, or none where the windows already lie in that order (a 1×1 kernel at stride 1)."""
+def _im2col(windows, chunk_size, workspace, name="cols"):
+    """cols[n, c, kh, kw, ...] = windows[n, c, kh, kw, ...] for a chunk of images: one copy into the
+    workspace array ``name``, or none where the windows already lie in that order (a 1×1 kernel at
+    stride 1)."""
     if windows.flags.c_contiguous:
         return windows
-    cols = _chunk_buffer(workspace, "cols", chunk_size, windows.shape, windows.dtype)
+    cols = _chunk_buffer(workspace, name, chunk_size, windows.shape, windows.dtype)
     np.copyto(cols, windows)
     return cols
 
@@ -246,6 +257,17 @@ def _col2im(dcols, dx, stride, padding, chunk_size, workspace):
         shifted.sum(axis=0, out=dx)
 
 
+def _summed_weight_products(cols, dy_matrices, chunk_size, workspace):
+    """Σ_n cols[n] dY[n]ᵀ (G, Cg·KH·KW, Fg), the transpose of the chunk's share of dWm = Σ_n dY[n] cols[n]ᵀ,
+    from cols (b, G, Cg·KH·KW, P) and dY (b, G, Fg, P). The same numbers as dY[n] cols[n]ᵀ, but OpenBLAS
+    runs this orientation faster on the models' shapes (``python tools/conv_routes.py`` times both)."""
+    b, G, rows, _ = cols.shape
+    Fg = dy_matrices.shape[2]
+    per_image = _chunk_buffer(workspace, "dweight_per_image", chunk_size, (b, G, rows, Fg), cols.dtype)
+    np.matmul(cols, dy_matrices.transpose(0, 1, 3, 2), out=per_image)
+    return per_image.sum(axis=0)
+
+
 def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1, workspace=None):
     """Forward by im2col + one matmul per image. Returns y (N, F, OH, OW) and the cache the backward needs
     (x itself). ``bias``: (F,), or None for none. ``workspace``: a :class:`Workspace` to reuse buffers from
@@ -274,19 +296,9 @@ def conv2d_forward_fast(x, weight, bias, stride=(1, 1), padding=(0, 0), groups=1
     return y, x
 
 
-def conv2d_backward_fast(
-    dy,
-    cache,
-    weight,
-    stride=(1, 1),
-    padding=(0, 0),
-    groups=1,
-    input_grad=True,
-    workspace=None,
-    with_bias=True,
-):
-    """Backward by matmul + col2im. Returns (dx, dweight, dbias); dx is None when ``input_grad`` is False,
-    dbias None when ``with_bias`` is False."""
+def conv2d_backward_im2col(dy, cache, weight, stride, padding, groups, input_grad, workspace, with_bias):
+    """Backward by matmul + col2im, any stride. Returns (dx, dweight, dbias); dx is None when ``input_grad``
+    is False, dbias None when ``with_bias`` is False. The arguments: :func:`conv2d_backward_fast`'s."""
     workspace = workspace or Workspace()
     x = cache
     N, C, H, W = x.shape
@@ -301,27 +313,126 @@ def conv2d_backward_fast(
         """This part's Σ dY[n] cols[n]ᵀ (G, Fg, Cg·KH·KW); its dx[images] when input_grad."""
         windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # the forward's columns again
         dy_part = dy_per_group[images]
-        dweight = np.zeros((G, Fg, rows), dtype=weight.dtype)
+        dweight = np.zeros((G, rows, Fg), dtype=weight.dtype)
         chunk_size, chunks = _chunks(len(windows), C * KH * KW * OH * OW, x.itemsize)
         for chunk in chunks:
             cols = _im2col(windows[chunk], chunk_size, workspace)
             cols = cols.reshape(-1, G, rows, OH * OW)  # (b, G, Cg·KH·KW, OH·OW)
             dy_chunk = dy_part[chunk]  # (b, G, Fg, OH·OW)
-            b = dy_chunk.shape[0]
-            shape = (b, G, Fg, rows)
-            per_image = _chunk_buffer(workspace, "dweight_per_image", chunk_size, shape, weight.dtype)
-            per_image = np.matmul(dy_chunk, cols.transpose(0, 1, 3, 2), out=per_image)  # dY[n] cols[n]ᵀ
-            dweight += per_image.sum(axis=0)
+            dweight += _summed_weight_products(cols, dy_chunk, chunk_size, workspace)
             if input_grad:
+                b = len(dy_chunk)
                 dcols = _chunk_buffer(workspace, "dcols", chunk_size, (b, G, rows, OH * OW), x.dtype)
                 np.matmul(weight_matrix.transpose(0, 2, 1), dy_chunk, out=dcols)  # dcols[n] = Wmᵀ dY[n]
                 dcols = dcols.reshape(b, C, KH, KW, OH, OW)
                 _col2im(dcols, dx[images][chunk], stride, padding, chunk_size, workspace)
         return dweight
 
-    dweight = sum(over_batch_parts(backward_part, N, workspace))  # Σ over the parts
+    dweight = sum(over_batch_parts(backward_part, N, workspace))  # Σ over the parts: (G, Cg·KH·KW, Fg)
     dbias = dy.sum(axis=(0, 2, 3)) if with_bias else None  # (F,)
-    return dx, dweight.reshape(weight.shape), dbias
+    return dx, dweight.transpose(0, 2, 1).reshape(weight.shape), dbias
+
+
+# --- stride 1: dx as a convolution of dy with the flipped kernel, on wide columns -------------------------
+#
+# col2im adds KH·KW shifted copies of the columns onto dx, pass after pass over short rows, a large share of
+# ResNet-20's backward. With stride 1 there is another way (lesson 05): dx is a stride-1
+# convolution of dy, zero-padded by Q = K − 1 − P, with the flipped kernel,
+#
+#     dx[n, c, h, w] = Σ_{f, kh, kw} Wflip[c, f, kh, kw] · dyq[n, f, h + kh, w + kw],
+#     Wflip[c, f, kh, kw] = weight[f, c, KH − 1 − kh, KW − 1 − kw]      (within a group),
+#
+# an im2col and one product per image, no col2im. Its columns are *wide*: read each padded channel as one long
+# row, pixel (h, w) at dyq_flat[h·Wq + w], and number the outputs p = h·Wq + w as if each row were Wq long.
+# Window p's pixel (kh, kw) is then dyq_flat[p + kh·Wq + kw], so cols[f, kh, kw, p] = dyq_flat[f, kh·Wq + kw
+# + p]: for each (f, kh, kw) one contiguous run, L = (H − 1)·Wq + W long, where compact columns copy rows W
+# long (:func:`_wide_windows`, a strided view; one copy). The price: the outputs with w ≥ W wrap round a
+# row's end; the product computes them and they are dropped (:func:`_wide_outputs`), Wq / W − 1 more work.
+#
+# The fast backward takes this route for stride 1 with Q ≥ 0 where it pays: few wasted outputs, Wq / W ≤
+# DX_WIDE_MAX_EXTRA (34 / 32 down to 10 / 8 in ResNet-20; not LeNet-5's conv2, 18 / 14), and no more filters
+# than channels, F ≤ DX_MAX_FILTERS_PER_CHANNEL · C: the columns of dy hold F·KH·KW rows where col2im passes
+# over C·KH·KW, and for the widening layers of VGG-CIFAR and AlexNet-CIFAR (F = 2C or 1.5C) col2im was
+# faster. ``python tools/conv_routes.py`` times both routes on the models' shapes. The forward keeps compact
+# columns: wide ones were slower there (every product computes the wasted columns, and there is no col2im
+# to save).
+DX_WIDE_MAX_EXTRA = 1.25
+DX_MAX_FILTERS_PER_CHANNEL = 1
+
+
+def dx_by_flipped_kernel(x_shape, weight_shape, stride, padding) -> bool:
+    """Whether :func:`conv2d_backward_fast` computes dx with :func:`conv2d_backward_input_flipped`."""
+    (_, C, _, W), (F, _, KH, KW), (PH, PW) = x_shape, weight_shape, padding
+    possible = tuple(stride) == (1, 1) and PH < KH and PW < KW  # a stride-1 convolution of dy, Q ≥ 0
+    pays = W + KW - 1 <= DX_WIDE_MAX_EXTRA * W and F <= DX_MAX_FILTERS_PER_CHANNEL * C
+    return possible and pays
+
+
+def _wide_windows(xp, kernel_size, length):
+    """windows[n, c, kh, kw, p] = xp_flat[n, c, kh·Wp + kw + p] for p < ``length``: (N, C, KH, KW, L), a
+    read-only view of the padded images xp (N, C, Hp, Wp), which must be C-contiguous."""
+    (KH, KW), (N, C, _, _) = kernel_size, xp.shape
+    s_n, s_c, s_h, s_w = xp.strides
+    return as_strided(xp, (N, C, KH, KW, length), (s_n, s_c, s_h, s_w, s_w), writeable=False)
+
+
+def _wide_outputs(wide, out_hw, row_length):
+    """The view (N, F, OH, OW) of wide outputs (N, F, L), output (oh, ow) at p = oh·Wp + ow (Wp =
+    ``row_length``): the wrapped-round outputs between the rows are left out."""
+    (OH, OW), (N, F, _) = out_hw, wide.shape
+    s_n, s_f, s_p = wide.strides
+    return as_strided(wide, (N, F, OH, OW), (s_n, s_f, row_length * s_p, s_p), writeable=False)
+
+
+def conv2d_backward_input_flipped(dy, weight, input_hw, padding=(0, 0), groups=1, workspace=None):
+    """dx (N, C, H, W) of a stride-1 convolution (padding at most K − 1), as the convolution of dy,
+    zero-padded by K − 1 − P, with the flipped kernel, on wide columns."""
+    workspace = workspace or Workspace()
+    N, F, _, _ = dy.shape
+    _, Cg, KH, KW = weight.shape
+    (H, W), (PH, PW), G, Fg = input_hw, padding, groups, F // groups
+    Wq = W + KW - 1
+    L = (H - 1) * Wq + W
+    # Wflip[g, c, (f, kh, kw)] = weight[g·Fg + f, c, KH − 1 − kh, KW − 1 − kw]: (G, Cg, Fg·KH·KW)
+    flipped = weight.reshape(G, Fg, Cg, KH, KW)[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)
+    flipped_matrix = flipped.reshape(G, Cg, Fg * KH * KW)
+    dx = np.empty((N, G * Cg, H, W), dtype=dy.dtype)
+
+    def input_grad_part(images, workspace):
+        dyq = _padded(dy[images], (KH - 1 - PH, KW - 1 - PW), workspace, "dyq")  # (b, F, H + KH − 1, Wq)
+        chunk_size, chunks = _chunks(len(dyq), F * KH * KW * L, dy.itemsize)
+        for chunk in chunks:
+            cols = _im2col(_wide_windows(dyq[chunk], (KH, KW), L), chunk_size, workspace, "dy_cols")
+            b = len(cols)  # cols (b, F, KH, KW, L)
+            wide = _chunk_buffer(workspace, "dx_wide", chunk_size, (b, G, Cg, L), dy.dtype)
+            np.matmul(flipped_matrix, cols.reshape(b, G, Fg * KH * KW, L), out=wide)  # Wflip cols[n]
+            np.copyto(dx[images][chunk], _wide_outputs(wide.reshape(b, G * Cg, L), (H, W), Wq))
+
+    over_batch_parts(input_grad_part, N, workspace)
+    return dx
+
+
+# --- the cpu default backward ------------------------------------------------------------------------------
+def conv2d_backward_fast(
+    dy,
+    cache,
+    weight,
+    stride=(1, 1),
+    padding=(0, 0),
+    groups=1,
+    input_grad=True,
+    workspace=None,
+    with_bias=True,
+):
+    """The fast backward: dweight (and dbias) by :func:`conv2d_backward_im2col`; dx by its col2im, or by
+    :func:`conv2d_backward_input_flipped` where :func:`dx_by_flipped_kernel`. Returns (dx, dweight, dbias)."""
+    flipped = input_grad and dx_by_flipped_kernel(cache.shape, weight.shape, stride, padding)
+    dx, dweight, dbias = conv2d_backward_im2col(
+        dy, cache, weight, stride, padding, groups, input_grad and not flipped, workspace, with_bias
+    )
+    if flipped:
+        dx = conv2d_backward_input_flipped(dy, weight, cache.shape[2:], padding, groups, workspace)
+    return dx, dweight, dbias
 
 
 # --- the layer ---------------------------------------------------------------------------------------------
