@@ -2,8 +2,8 @@
 
 1. dx by col2im against dx as a convolution of dy with the flipped kernel (wide columns), for the stride-1
    convolutions of LeNet-5, AlexNet-CIFAR, VGG-CIFAR and ResNet-20: the whole backward (dweight and dx), on
-   the threads given, each route forced in turn, rounds interleaved. The last column is the route the rule
-   (``dx_by_flipped_kernel``) picks.
+   the threads given, each route forced in turn, timed in alternating blocks (``time_calls``). The last
+   column is the route the rule (``dx_by_flipped_kernel``) picks.
 2. The weight-gradient product of one chunk of images on one thread in both orientations:
    dY[n] cols[n]ᵀ (F, K) and cols[n] dY[n]ᵀ (K, F), the one the backward uses.
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import numpy as np
 import threadpoolctl
 
 from scratchnet._memory import keep_freed_memory
+from scratchnet.benchmarks.speed import time_calls
 from scratchnet.layers import conv
 
 # name: N, C, H (= W), F, kernel, padding
@@ -41,18 +41,17 @@ ROUTES = {"col2im": (0.0, 0.0), "flipped": (float("inf"), float("inf"))}
 DEFAULT_LIMITS = (conv.DX_WIDE_MAX_EXTRA, conv.DX_MAX_FILTERS_PER_CHANNEL)
 
 
-def median_seconds(work, repeats: int) -> float:
-    work()  # warm: buffers allocated, pages touched
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def backward_by(route: str, backward) -> None:
+    """One call of ``backward`` with dx forced through ``route``; the rule's limits restored afterwards."""
+    conv.DX_WIDE_MAX_EXTRA, conv.DX_MAX_FILTERS_PER_CHANNEL = ROUTES[route]
+    try:
+        backward()
+    finally:
+        conv.DX_WIDE_MAX_EXTRA, conv.DX_MAX_FILTERS_PER_CHANNEL = DEFAULT_LIMITS
 
 
 def backward_routes(rounds: int) -> None:
-    print("backward (dweight and dx), ms: median over rounds of the median of repeats")
+    print("backward (dweight and dx), ms: median of each route's calls, timed in alternating blocks")
     print(f"{'convolution':22} {'N, C, H, F, K, P':>24} {'col2im':>8} {'flipped':>8} {'ratio':>6}  rule")
     rng = np.random.default_rng(0)
     for name, (N, C, H, F, K, P) in GEOMETRIES.items():
@@ -60,19 +59,18 @@ def backward_routes(rounds: int) -> None:
         weight = rng.standard_normal((F, C, K, K), dtype=np.float32)
         y, cache = conv.conv2d_forward_fast(x, weight, None, padding=(P, P))
         dy = rng.standard_normal(y.shape, dtype=np.float32)
-        workspace = conv.Workspace()
-        repeats = max(5, int(5e8 // (N * C * H * H * K * K * F)))  # about 0.2-1 s per measurement
         backward = functools.partial(
-            conv.conv2d_backward_fast, dy, cache, weight, padding=(P, P), workspace=workspace, with_bias=False
+            conv.conv2d_backward_fast,
+            dy,
+            cache,
+            weight,
+            padding=(P, P),
+            workspace=conv.Workspace(),
+            with_bias=False,
         )
-
-        times = {route: [] for route in ROUTES}
-        for _ in range(rounds):
-            for route, limits in ROUTES.items():
-                conv.DX_WIDE_MAX_EXTRA, conv.DX_MAX_FILTERS_PER_CHANNEL = limits
-                times[route].append(median_seconds(backward, repeats))
-        conv.DX_WIDE_MAX_EXTRA, conv.DX_MAX_FILTERS_PER_CHANNEL = DEFAULT_LIMITS
-        col2im, flipped = (float(np.median(times[route])) * 1e3 for route in ROUTES)
+        repeats = rounds * max(5, int(5e8 // (N * C * H * H * K * K * F)))  # about 0.2-1 s per block
+        calls = [functools.partial(backward_by, route, backward) for route in ROUTES]
+        col2im, flipped = (seconds * 1e3 for seconds in time_calls(calls, repeats, rounds=rounds))
         rule = "flipped" if conv.dx_by_flipped_kernel(x.shape, weight.shape, (1, 1), (P, P)) else "col2im"
         shape = f"{N}, {C}, {H}, {F}, {K}, {P}"
         print(f"{name:22} {shape:>24} {col2im:8.2f} {flipped:8.2f} {col2im / flipped:5.2f}x  {rule}")
@@ -88,20 +86,16 @@ def weight_product_orientations(rounds: int) -> None:
         images = max(1, conv.CHUNK_BYTES // (rows * positions * 4))  # the backward's chunk
         cols = rng.standard_normal((images, rows, positions), dtype=np.float32)
         dy = rng.standard_normal((images, F, positions), dtype=np.float32)
-        products = {
-            "F, K": functools.partial(
+        products = [
+            functools.partial(
                 np.matmul, dy, cols.transpose(0, 2, 1), out=np.empty((images, F, rows), np.float32)
             ),
-            "K, F": functools.partial(
+            functools.partial(
                 np.matmul, cols, dy.transpose(0, 2, 1), out=np.empty((images, rows, F), np.float32)
             ),
-        }
-        times = {orientation: [] for orientation in products}
+        ]
         with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-            for _ in range(rounds):
-                for orientation, product in products.items():
-                    times[orientation].append(median_seconds(product, 200))
-        fk, kf = (float(np.median(value)) * 1e6 for value in times.values())
+            fk, kf = (seconds * 1e6 for seconds in time_calls(products, 200 * rounds, rounds=rounds))
         shape = f"{images}, {F}, {rows}, {positions}"
         print(f"{name:22} {shape:>24} {fk:9.0f} {kf:9.0f} {fk / kf:5.2f}x")
 

@@ -310,7 +310,7 @@ def conv2d_backward_im2col(dy, cache, weight, stride, padding, groups, input_gra
     dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
 
     def backward_part(images, workspace):
-        """This part's Σ dY[n] cols[n]ᵀ (G, Fg, Cg·KH·KW); its dx[images] when input_grad."""
+        """This part's Σ cols[n] dY[n]ᵀ (G, Cg·KH·KW, Fg); its dx[images] when input_grad."""
         windows = _windows(x[images], (KH, KW), stride, padding, workspace)  # the forward's columns again
         dy_part = dy_per_group[images]
         dweight = np.zeros((G, rows, Fg), dtype=weight.dtype)
